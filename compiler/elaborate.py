@@ -1,0 +1,980 @@
+"""Elaboration and lowering: AST -> IR graph.
+
+Blocks are instantiated with their arguments bound, compile-time expressions are
+evaluated, repeats unrolled and pipelines applied; every layer application becomes
+an IR node whose type comes from its op's shape rule at once, so a shape error is
+reported at the spec line that caused it, with the chain of block instances.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
+from dlc.compiler.program import Program, pick_network
+from dlc.compiler.types import StateType, TensorType, Type
+from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
+from dlc.diagnostics import DlcError, Span, suggest
+from dlc.grammar import ast
+
+PARAM_TYPES = ("int", "float", "bool", "str", "list")
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Attribute names an nn.Module already uses; a layer named like one would break the module.
+_MODULE_ATTRS = frozenset({
+    "forward", "training", "parameters", "buffers", "children", "modules", "state_dict", "load_state_dict",
+    "train", "eval", "to", "cuda", "cpu", "type", "float", "double", "half", "apply", "zero_grad", "named_parameters",
+    "named_buffers", "named_children", "named_modules", "register_buffer", "register_parameter", "add_module",
+    "get_submodule", "requires_grad_", "extra_repr", "dump_patches", "call_super_init", "T_destination",
+    "bfloat16", "share_memory", "register_module", "get_parameter", "get_buffer", "ipu", "xpu", "mtia",
+})
+
+
+def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = False) -> None:
+    """Names from a spec end up in generated Python: only plain ASCII identifiers pass."""
+    if not _IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__"):
+        raise DlcError("bad-name", f"`{name}` cannot be used as {what}", span,
+                       hint="use ASCII letters, digits and `_`, not starting with a digit or `__`, "
+                            "and not a Python keyword")
+    if module_attr and name in _MODULE_ATTRS:
+        raise DlcError("bad-name", f"`{name}` cannot name a layer: torch.nn.Module already uses that name", span,
+                       hint=f"pick another name, e.g. `{name}_layer`")
+
+
+@dataclass
+class Container:
+    """Where module attributes are created: a network, a block instance or a labelled group."""
+
+    scope: tuple[Scope, ...]
+    kind: str  # net | block | seq
+    chain: tuple[str, ...]
+    taken: dict[str, Span] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    index: int = 0
+
+    def claim(self, name: str, span: Span) -> None:
+        if name in self.taken:
+            raise DlcError("duplicate-name", f"`{name}` already names a layer here", span, chain=self.chain,
+                           notes=[f"first used at {self.taken[name]}"])
+        self.taken[name] = span
+
+    def auto(self, base: str, span: Span) -> str:
+        while True:
+            n = self.counters.get(base, 0)
+            self.counters[base] = n + 1
+            name = f"{base}_{n}"
+            if name not in self.taken:
+                self.taken[name] = span
+                return name
+
+    def next_index(self, span: Span) -> str:
+        name = str(self.index)
+        self.index += 1
+        self.taken[name] = span
+        return name
+
+
+@dataclass
+class Frame:
+    """The evaluation environment of one network or block body."""
+
+    defn: ast.BlockDef
+    names: dict[str, Any]
+    container: Container
+    hint: str | None = None
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+class Elaborator:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.graph: Graph | None = None
+        self.depth = 0
+
+    # ---- entry -----------------------------------------------------------------------------
+
+    def network(self, name: str | None, overrides: dict[str, Any]) -> Graph:
+        net = pick_network(self.program, name)
+        check_identifier(net.name, net.name_span, "a network name")
+        self._check_defs()
+        container = Container((), "net", (net.name,))
+        frame = Frame(net, {}, container)
+        params = self._bind_network_params(net, overrides, frame)
+        self.graph = Graph(net.name, net.span.file, net.span, params)
+        self._body(frame, [], is_network=True)
+        if not self.graph.outputs:
+            raise DlcError("no-output", f"network `{net.name}` has no `output`", net.name_span,
+                           hint="add e.g. `output y = x -> linear(10)`")
+        return self.graph
+
+    def _check_defs(self) -> None:
+        for d in self.program.defs.values():
+            check_identifier(d.name, d.name_span, "a block name")
+            if get(d.name) is not None:
+                raise DlcError("duplicate-name", f"block `{d.name}` has the name of a built-in layer", d.name_span)
+            seen: set[str] = set()
+            for p in d.params:
+                check_identifier(p.name, p.span, "a parameter name")
+                if p.name in seen:
+                    raise DlcError("duplicate-name", f"parameter `{p.name}` is declared twice", p.span)
+                seen.add(p.name)
+                if p.type not in PARAM_TYPES:
+                    raise DlcError("unknown-type", f"unknown parameter type `{p.type}`", p.span,
+                                   hint=suggest(p.type, PARAM_TYPES) or f"types are {', '.join(PARAM_TYPES)}")
+            for s in d.body:
+                if d.is_network and isinstance(s, ast.Return):
+                    raise DlcError("misplaced-statement", "a network has `output` statements, not `return`", s.span)
+                if not d.is_network and isinstance(s, ast.Output):
+                    raise DlcError("misplaced-statement", "a block ends with `return`, not `output`", s.span)
+
+    def _bind_network_params(self, net: ast.BlockDef, overrides: dict[str, Any], frame: Frame) -> dict[str, Any]:
+        declared = {p.name for p in net.params}
+        for k in overrides:
+            if k not in declared:
+                raise DlcError("unknown-param", f"network `{net.name}` has no parameter `{k}`", net.name_span,
+                               hint=suggest(k, declared) or
+                               (f"its parameters are {', '.join(sorted(declared))}" if declared else
+                                "it declares no parameters"))
+        bound: dict[str, Any] = {}
+        for p in net.params:
+            if p.name in overrides:
+                value = self._coerce_param(p, overrides[p.name], p.span, source="override")
+            elif p.default is not None:
+                value = self._coerce_param(p, self.eval(p.default, frame), p.default.span)
+            else:
+                raise DlcError("missing-param", f"network parameter `{p.name}` has no default and was not set",
+                               p.span, hint=f"pass it with `--set {p.name}=...`")
+            frame.names[p.name] = value
+            bound[p.name] = value
+        return bound
+
+    # ---- bodies -------------------------------------------------------------------------------
+
+    def _body(self, frame: Frame, inputs: list[Tensor], is_network: bool) -> list[Any]:
+        d = frame.defn
+        n_inputs = 0
+        returned: list[Any] | None = None
+        for stmt in d.body:
+            if returned is not None:
+                raise self.err("misplaced-statement", "statement after `return`", stmt.span, frame)
+            if isinstance(stmt, ast.Input):
+                check_identifier(stmt.name, stmt.span, "an input name")
+                self._declare(frame, stmt.name, stmt.span)
+                if is_network:
+                    frame.names[stmt.name] = self._network_input(stmt, frame)
+                else:
+                    frame.names[stmt.name] = self._block_input(stmt, frame, inputs, n_inputs)
+                n_inputs += 1
+            elif isinstance(stmt, ast.Assign):
+                frame.hint = stmt.targets[0] if len(stmt.targets) == 1 else None
+                value = self.eval(stmt.value, frame)
+                frame.hint = None
+                self._assign(frame, stmt.targets, value, stmt.value.span)
+            elif isinstance(stmt, ast.Output):
+                self._output(frame, stmt)
+            elif isinstance(stmt, ast.Return):
+                returned = [self.tensor(self.eval(v, frame), v.span, frame, "a returned value")
+                            for v in stmt.values]
+        if not is_network:
+            if n_inputs != len(inputs):
+                raise self.err("wrong-inputs", f"block `{d.name}` takes {n_inputs} input(s), got {len(inputs)}",
+                               frame.container.scope[-1].span if frame.container.scope else d.span, frame)
+            if returned is None:
+                raise DlcError("no-return", f"block `{d.name}` has no `return`", d.name_span)
+            return returned
+        return []
+
+    def _declare(self, frame: Frame, name: str, span: Span) -> None:
+        if name in frame.names:
+            raise self.err("duplicate-name", f"`{name}` is already defined in `{frame.defn.name}`", span, frame)
+
+    def _network_input(self, stmt: ast.Input, frame: Frame) -> Tensor:
+        if stmt.shape is None:
+            raise self.err("missing-shape", f"network input `{stmt.name}` needs a shape", stmt.span, frame,
+                           hint=f"e.g. `input {stmt.name}: [3, 224, 224]` (batch not counted)")
+        dims: list[int | str] = []
+        for e in stmt.shape:
+            if isinstance(e, ast.Name) and e.id not in frame.names:
+                check_identifier(e.id, e.span, "a dimension name")
+                dims.append(e.id)
+                continue
+            v = self.eval(e, frame)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise self.err("bad-shape", f"a dimension must be a positive integer or a name, got {describe(v)}",
+                               e.span, frame)
+            dims.append(v)
+        dtype = stmt.dtype or "float32"
+        t = TensorType(tuple(dims), dtype, "cf" if len(dims) >= 3 else "fl")
+        node = self.emit_node("input", [], {"name": stmt.name}, (t,), stmt.span, frame.container, None, stmt.name)
+        self.graph.inputs.append((stmt.name, node.outputs[0]))  # type: ignore[union-attr]
+        return Tensor(node.outputs[0], t)
+
+    def _block_input(self, stmt: ast.Input, frame: Frame, inputs: list[Tensor], index: int) -> Tensor:
+        if index >= len(inputs):
+            raise self.err("wrong-inputs", f"block `{frame.defn.name}` needs an input for `{stmt.name}`",
+                           stmt.span, frame)
+        t = inputs[index]
+        if stmt.shape is not None and isinstance(t.type, TensorType):
+            want = []
+            for e in stmt.shape:
+                want.append(e.id if isinstance(e, ast.Name) and e.id not in frame.names else self.eval(e, frame))
+            ok = len(want) == t.type.rank and all(
+                isinstance(w, str) or w == d for w, d in zip(want, t.type.shape))
+            if not ok:
+                raise self.err("shape-mismatch",
+                               f"input `{stmt.name}` of `{frame.defn.name}` is declared "
+                               f"[{', '.join(map(str, want))}] but receives {t.type}", stmt.span, frame)
+        return t
+
+    def _assign(self, frame: Frame, targets: tuple[str, ...], value: Any, span: Span) -> None:
+        for t in targets:
+            check_identifier(t, span, "a name")
+        if len(targets) > 1:
+            if not isinstance(value, tuple) or len(value) != len(targets):
+                n = len(value) if isinstance(value, tuple) else 1
+                raise self.err("tuple-mismatch", f"{len(targets)} names on the left but the value has {n} part(s)",
+                               span, frame,
+                               hint="a recurrent layer returns (sequence, state) with `return_state=true`")
+            for t, v in zip(targets, value):
+                self._declare(frame, t, span)
+                frame.names[t] = v
+            return
+        name = targets[0]
+        self._declare(frame, name, span)
+        if isinstance(value, Layer):
+            check_identifier(name, span, "a layer name", module_attr=True)
+            frame.container.claim(name, span)
+            value = Instance(name, value, frame.container, span)
+        frame.names[name] = value
+
+    def _output(self, frame: Frame, stmt: ast.Output) -> None:
+        g = self.graph
+        assert g is not None
+        if stmt.value is None:
+            values = [frame.names.get(t) for t in stmt.targets]
+            for t, v in zip(stmt.targets, values):
+                if v is None:
+                    raise self.err("unknown-name", f"unknown name `{t}`", stmt.span, frame,
+                                   hint=suggest(t, frame.names))
+        else:
+            frame.hint = stmt.targets[0] if len(stmt.targets) == 1 else None
+            value = self.eval(stmt.value, frame)
+            frame.hint = None
+            if len(stmt.targets) > 1:
+                if not isinstance(value, tuple) or len(value) != len(stmt.targets):
+                    raise self.err("tuple-mismatch", f"{len(stmt.targets)} outputs named but the value has "
+                                   f"{len(value) if isinstance(value, tuple) else 1} part(s)", stmt.span, frame)
+                values = list(value)
+            else:
+                values = [value]
+        for t, v in zip(stmt.targets, values):
+            check_identifier(t, stmt.span, "an output name")
+            tv = self.tensor(v, stmt.value.span if stmt.value else stmt.span, frame, "an output")
+            if any(t == n for n, _ in g.outputs):
+                raise self.err("duplicate-name", f"output `{t}` is declared twice", stmt.span, frame)
+            if stmt.value is not None:
+                self._declare(frame, t, stmt.span)
+                frame.names[t] = tv
+            g.outputs.append((t, tv.vid))
+
+    # ---- expressions ------------------------------------------------------------------------
+
+    def eval(self, e: ast.Expr, frame: Frame) -> Any:
+        if isinstance(e, (ast.Number, ast.String, ast.Bool)):
+            return e.value
+        if isinstance(e, ast.Name):
+            return self._lookup(e.id, e.span, frame)
+        if isinstance(e, ast.ListExpr):
+            return [self.eval(x, frame) for x in e.items]
+        if isinstance(e, ast.Cond):
+            test = self.eval(e.test, frame)
+            if not isinstance(test, bool):
+                raise self.err("type-mismatch", f"the condition of `if` must be true or false, got {describe(test)}",
+                               e.test.span, frame)
+            return self.eval(e.then if test else e.orelse, frame)
+        if isinstance(e, ast.BoolOp):
+            left = self._bool(e.left, frame)
+            if e.op == "and" and not left:
+                return False
+            if e.op == "or" and left:
+                return True
+            return self._bool(e.right, frame)
+        if isinstance(e, ast.Not):
+            return not self._bool(e.operand, frame)
+        if isinstance(e, ast.Compare):
+            return self._compare(e, frame)
+        if isinstance(e, ast.Neg):
+            v = self.eval(e.operand, frame)
+            if isinstance(v, Tensor):
+                return self.emit("scale", [v], {"factor": -1.0}, e.span, frame)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return -v
+            raise self.err("type-mismatch", f"cannot negate {describe(v)}", e.span, frame)
+        if isinstance(e, ast.BinOp):
+            return self._binop(e, frame)
+        if isinstance(e, ast.Call):
+            return self._call(e, frame)
+        if isinstance(e, ast.Pipe):
+            v = self.eval(e.head, frame)
+            for stage in e.stages:
+                v = self._stage(v, e.head.span if v is None else stage.span, stage, frame, frame.container)
+            return v
+        raise AssertionError(f"unknown expression {type(e).__name__}")
+
+    def _bool(self, e: ast.Expr, frame: Frame) -> bool:
+        v = self.eval(e, frame)
+        if not isinstance(v, bool):
+            raise self.err("type-mismatch", f"expected true or false, got {describe(v)}", e.span, frame)
+        return v
+
+    def _lookup(self, name: str, span: Span, frame: Frame) -> Any:
+        if name in frame.names:
+            return frame.names[name]
+        if name in self.program.defs:
+            d = self.program.defs[name]
+            if d.is_network:
+                raise self.err("bad-reference", f"`{name}` is a network; only blocks can be used inside others",
+                               span, frame, hint=f"declare it as `block {name}(...)`")
+            return Layer(None, d, {}, [], {}, [], span)
+        op = get(name)
+        if op is not None:
+            return Layer(op, None, {}, [], {}, [], span)
+        if name in BUILTINS:
+            return ("builtin", name)
+        return Symbol(name, span)
+
+    def _known_names(self, frame: Frame) -> list[str]:
+        return list(frame.names) + list(self.program.defs) + list(all_ops()) + list(BUILTINS)
+
+    def _compare(self, e: ast.Compare, frame: Frame) -> bool:
+        a, b = self.eval(e.left, frame), self.eval(e.right, frame)
+        for v, sub in ((a, e.left), (b, e.right)):
+            if isinstance(v, (Tensor, Layer, Instance, tuple)):
+                raise self.err("type-mismatch", f"cannot compare {describe(v)} at compile time", sub.span, frame,
+                               hint="shape queries such as `channels(x)` give numbers to compare")
+            if isinstance(v, Symbol):
+                raise self.unknown_name(v, frame)
+        try:
+            return {"==": a == b, "!=": a != b}[e.op] if e.op in ("==", "!=") else \
+                {"<": lambda: a < b, ">": lambda: a > b, "<=": lambda: a <= b, ">=": lambda: a >= b}[e.op]()
+        except TypeError:
+            raise self.err("type-mismatch", f"cannot compare {describe(a)} with {describe(b)}", e.span,
+                           frame) from None
+
+    def _binop(self, e: ast.BinOp, frame: Frame) -> Any:
+        a, b = self.eval(e.left, frame), self.eval(e.right, frame)
+        for v, sub in ((a, e.left), (b, e.right)):
+            if isinstance(v, Symbol):
+                raise self.unknown_name(v, frame)
+        num = (int, float)
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            hint_save = frame.hint
+            if isinstance(a, Tensor) and isinstance(b, Tensor):
+                op = {"+": "add", "-": "sub", "*": "mul"}.get(e.op)
+                if op is None:
+                    raise self.err("type-mismatch", f"`{e.op}` is not defined between tensors", e.span, frame,
+                                   hint="tensors combine with +, - and *")
+                return self.emit(op, [a, b], {}, e.span, frame)
+            t, c = (a, b) if isinstance(a, Tensor) else (b, a)
+            if not isinstance(c, num) or isinstance(c, bool):
+                raise self.err("type-mismatch", f"cannot combine a tensor with {describe(c)} using `{e.op}`",
+                               e.span, frame)
+            frame.hint = hint_save
+            if e.op == "+":
+                return self.emit("shift", [t], {"offset": float(c)}, e.span, frame)
+            if e.op == "*":
+                return self.emit("scale", [t], {"factor": float(c)}, e.span, frame)
+            if e.op == "-" and t is a:
+                return self.emit("shift", [t], {"offset": -float(c)}, e.span, frame)
+            if e.op == "-":
+                neg = self.emit("scale", [t], {"factor": -1.0}, e.span, frame)
+                return self.emit("shift", [neg], {"offset": float(c)}, e.span, frame)
+            if e.op == "/" and t is a:
+                if c == 0:
+                    raise self.err("bad-argument", "division by zero", e.right.span, frame)
+                return self.emit("scale", [t], {"factor": 1.0 / float(c)}, e.span, frame)
+            raise self.err("type-mismatch", f"`{e.op}` between a tensor and a number is not supported", e.span,
+                           frame)
+        if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+            try:
+                if e.op == "+":
+                    return a + b
+                if e.op == "-":
+                    return a - b
+                if e.op == "*":
+                    return a * b
+                if e.op == "/":
+                    return a / b
+                if e.op == "//":
+                    return a // b
+                if e.op == "%":
+                    return a % b
+            except ZeroDivisionError:
+                raise self.err("bad-argument", "division by zero", e.right.span, frame) from None
+        if e.op == "*" and isinstance(a, Layer | Instance):
+            raise self.err("bad-repeat", "repeating a layer with `*` works only as a pipeline stage", e.span, frame,
+                           hint="write `x -> layer * 3`")
+        raise self.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span, frame)
+
+    def _call(self, e: ast.Call, frame: Frame) -> Any:
+        f = self.eval(e.func, frame)
+        if isinstance(f, Symbol):
+            raise self.err("unknown-layer", f"unknown layer or block `{f.name}`", f.span, frame,
+                           hint=suggest(f.name, self._known_names(frame)))
+        if isinstance(f, tuple) and f and f[0] == "builtin":
+            return self._builtin(f[1], e, frame)
+        if isinstance(f, Instance):
+            if not all(a.name is None for a in e.args):
+                raise self.err("bad-argument", f"instance `{f.name}` is already configured; pass only tensors",
+                               e.span, frame)
+            tensors = [self.tensor(self.eval(a.value, frame), a.span, frame, "an argument") for a in e.args]
+            return self.apply_instance(f, tensors, e.span, frame, frame.container)
+        if not isinstance(f, Layer):
+            raise self.err("not-callable", f"{describe(f)} cannot be called", e.func.span, frame)
+        if f.config or f.tensors or f.pos_tensors:
+            raise self.err("not-callable", f"`{f.name}(...)` is already configured", e.span, frame,
+                           hint="bind it to a name first: `l = layer(...)`, then `l(x)`")
+        layer = self._bind_args(f, e.args, e.span, frame)
+        if layer.has_tensors:
+            return self.apply(layer, [], e.span, frame, frame.container, None)
+        return layer
+
+    def _bind_args(self, f: Layer, args: tuple[ast.Arg, ...], span: Span, frame: Frame) -> Layer:
+        layer = Layer(f.op, f.block, {}, [], {}, [], span)
+        for a in args:
+            v = self.eval(a.value, frame)
+            if isinstance(v, tuple) and v and v[0] == "builtin":
+                raise self.err("type-mismatch", f"`{v[1]}` is a function; call it", a.span, frame)
+            if a.name is None:
+                if isinstance(v, Tensor):
+                    layer.pos_tensors.append(v)
+                else:
+                    layer.positional.append((v, a.value.span))
+                continue
+            if a.name in layer.config or a.name in layer.tensors:
+                raise self.err("duplicate-argument", f"argument `{a.name}` given twice", a.span, frame)
+            if isinstance(v, Tensor):
+                layer.tensors[a.name] = v
+            else:
+                layer.config[a.name] = (v, a.value.span)
+        # match positional config now so errors point at the call
+        names = self._positional_names(layer)
+        if len(layer.positional) > len(names):
+            extra = layer.positional[len(names)]
+            raise self.err("too-many-arguments",
+                           f"`{layer.name}` takes at most {len(names)} positional argument(s)", extra[1], frame,
+                           hint=f"its arguments are {self._signature(layer)}")
+        for (v, sp), n in zip(layer.positional, names):
+            if n in layer.config:
+                raise self.err("duplicate-argument", f"argument `{n}` given twice", sp, frame)
+            layer.config[n] = (v, sp)
+        layer.positional = []
+        valid = self._config_names(layer)
+        inputs = self._input_names(layer)
+        for n, (v, sp) in layer.config.items():
+            if n not in valid:
+                raise self.err("unknown-argument", f"`{layer.name}` has no argument `{n}`", sp, frame,
+                               hint=suggest(n, valid + inputs) or f"its arguments are {self._signature(layer)}")
+        for n in layer.tensors:
+            if n not in inputs:
+                hint = suggest(n, valid + inputs) or f"its arguments are {self._signature(layer)}"
+                if n in valid:
+                    hint = f"`{n}` takes a compile-time value, not a tensor"
+                raise self.err("unknown-argument", f"`{layer.name}` has no tensor input `{n}`", span, frame,
+                               hint=hint)
+        return layer
+
+    def _positional_names(self, layer: Layer) -> list[str]:
+        if layer.op:
+            return [a.name for a in layer.op.attrs if not a.keyword_only]
+        return [p.name for p in layer.block.params]  # type: ignore[union-attr]
+
+    def _config_names(self, layer: Layer) -> list[str]:
+        if layer.op:
+            return [a.name for a in layer.op.attrs]
+        return [p.name for p in layer.block.params]  # type: ignore[union-attr]
+
+    def _input_names(self, layer: Layer) -> list[str]:
+        if layer.op:
+            return list(layer.op.inputs)
+        return [s.name for s in layer.block.body if isinstance(s, ast.Input)]  # type: ignore[union-attr]
+
+    def _signature(self, layer: Layer) -> str:
+        if layer.op:
+            parts = []
+            for a in layer.op.attrs:
+                parts.append(a.name if a.default is REQUIRED else f"{a.name}={_fmt_default(a.default)}")
+            return f"{layer.name}({', '.join(parts)})"
+        ps = [p.name for p in layer.block.params]  # type: ignore[union-attr]
+        return f"{layer.name}({', '.join(ps)})"
+
+    def _builtin(self, name: str, e: ast.Call, frame: Frame) -> Any:
+        args = [self.eval(a.value, frame) for a in e.args]
+        if any(a.name for a in e.args):
+            raise self.err("bad-argument", f"`{name}` takes no keyword arguments", e.span, frame)
+
+        def want(n: int) -> None:
+            if len(args) != n:
+                raise self.err("bad-argument", f"`{name}` takes {n} argument(s), got {len(args)}", e.span, frame)
+
+        if name in ("channels", "rank", "size"):
+            want(1 if name != "size" else 2)
+            t = args[0]
+            if not isinstance(t, Tensor) or not isinstance(t.type, TensorType):
+                if isinstance(t, Symbol):
+                    raise self.unknown_name(t, frame)
+                raise self.err("type-mismatch", f"`{name}` needs a tensor, got {describe(t)}", e.args[0].span, frame)
+            if name == "rank":
+                return t.type.rank
+            if name == "channels":
+                if t.type.rank == 0:
+                    raise self.err("type-mismatch", "a scalar has no channels", e.args[0].span, frame)
+                return t.type.features
+            i = args[1]
+            if not isinstance(i, int) or not -t.type.rank <= i < t.type.rank:
+                raise self.err("bad-argument", f"`size`: axis {i} out of range for {t.type}", e.args[1].span, frame)
+            return t.type.shape[i]
+        if name in ("min", "max"):
+            if len(args) < 1 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+                raise self.err("type-mismatch", f"`{name}` takes numbers", e.span, frame)
+            return min(args) if name == "min" else max(args)
+        if name in ("int", "float"):
+            want(1)
+            if not isinstance(args[0], (int, float)) or isinstance(args[0], bool):
+                raise self.err("type-mismatch", f"`{name}` takes a number, got {describe(args[0])}", e.span, frame)
+            return int(args[0]) if name == "int" else float(args[0])
+        want(1)
+        if not isinstance(args[0], list):
+            raise self.err("type-mismatch", f"`len` takes a list, got {describe(args[0])}", e.span, frame)
+        return len(args[0])
+
+    # ---- pipelines ----------------------------------------------------------------------------
+
+    def _stage(self, value: Any, span: Span, stage: ast.Stage, frame: Frame, container: Container) -> Any:
+        x = self.tensor(value, span, frame, "the input of a pipeline stage")
+        count = 1
+        if stage.repeat is not None:
+            n = self.eval(stage.repeat, frame)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise self.err("bad-repeat", f"repeat count must be a positive integer, got {describe(n)}",
+                               stage.repeat.span, frame)
+            count = n
+        if stage.label is not None:
+            check_identifier(stage.label, stage.label_span, "a layer name", module_attr=container.kind != "seq")
+        if stage.label is not None and (stage.repeat is not None or isinstance(stage.core, ast.StageGroup)):
+            seq = self._open_seq(stage.label, stage.label_span, stage.span, container)
+            first = x
+            for _ in range(count):
+                if stage.repeat is not None and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
+                    inner = self._open_seq(None, stage.span, stage.span, seq)
+                    before = x
+                    x = self._core(x, stage.core, frame, inner, None)
+                    self._record_seq(inner, before, x)
+                else:
+                    x = self._core(x, stage.core, frame, seq, None)
+            self._record_seq(seq, first, x)
+            return x
+        for _ in range(count):
+            if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
+                inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
+                before = x
+                x = self._core(x, stage.core, frame, inner, None)
+                self._record_seq(inner, before, x)
+            else:
+                x = self._core(x, stage.core, frame, container, stage.label, label_span=stage.label_span)
+        return x
+
+    def _record_seq(self, seq: Container, x: Any, y: Any) -> None:
+        if not isinstance(y, Tensor):
+            raise self.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
+        self.graph.calls[f"{seq.scope[-1].path}#0"] = ((x.vid,), (y.vid,))  # type: ignore[union-attr]
+
+    def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
+        if label is not None:
+            parent.claim(label, label_span) if parent.kind != "seq" else parent.claim(label, label_span)
+            name = label
+            if parent.kind == "seq":
+                parent.index += 1
+        else:
+            name = parent.next_index(span) if parent.kind == "seq" else parent.auto("seq", span)
+        path = ".".join([s.name for s in parent.scope] + [name])
+        scope = Scope(name, path, "seq", None, (), 0, span)
+        return Container(parent.scope + (scope,), "seq", parent.chain + (path,))
+
+    def _core(self, x: Tensor, core: Any, frame: Frame, container: Container, label: str | None,
+              label_span: Span | None = None) -> Any:
+        if isinstance(core, ast.StageGroup):
+            if label is not None and len(core.stages) == 1 and core.stages[0].label is None \
+                    and core.stages[0].repeat is None:
+                return self._core(x, core.stages[0].core, frame, container, label, label_span=label_span)
+            v: Any = x
+            for s in core.stages:
+                v = self._stage(v, s.span, s, frame, container)
+            return v
+        if isinstance(core, ast.StageName):
+            target = self._lookup(core.name, core.span, frame)
+            if isinstance(target, Instance):
+                if label is not None:
+                    raise self.err("bad-name", f"instance `{target.name}` already has a name", label_span or core.span,
+                                   frame, hint="a label names a new layer; shared instances keep their own name")
+                return self.apply_instance(target, [x], core.span, frame, container)
+            if isinstance(target, Layer):
+                layer = Layer(target.op, target.block, {}, [], {}, [], core.span)
+                return self.apply(layer, [x], core.span, frame, container, label)
+            if isinstance(target, Symbol):
+                raise self.err("unknown-layer", f"unknown layer or block `{core.name}`", core.span, frame,
+                               hint=suggest(core.name, self._known_names(frame)))
+            raise self.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.span, frame,
+                           hint="a pipeline stage is a layer, a block or a named instance")
+        assert isinstance(core, ast.StageCall)
+        target = self._lookup(core.name, core.name_span, frame)
+        if isinstance(target, Symbol):
+            raise self.err("unknown-layer", f"unknown layer or block `{core.name}`", core.name_span, frame,
+                           hint=suggest(core.name, self._known_names(frame)))
+        if isinstance(target, Instance):
+            raise self.err("not-callable", f"instance `{core.name}` is already configured", core.span, frame,
+                           hint=f"use `-> {core.name}` to apply it")
+        if not isinstance(target, Layer):
+            raise self.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.name_span, frame)
+        layer = self._bind_args(target, core.args, core.span, frame)
+        return self.apply(layer, [x], core.span, frame, container, label)
+
+    # ---- application -----------------------------------------------------------------------
+
+    def apply(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
+              label: str | None, instance: Instance | None = None) -> Any:
+        if layer.block is not None:
+            return self._apply_block(layer, piped, span, frame, container, label, instance)
+        op = layer.op
+        assert op is not None
+        attrs = self._resolve_attrs(layer, frame)
+        inputs = list(piped) + list(layer.pos_tensors)
+        if op.variadic:
+            if layer.tensors:
+                raise self.err("unknown-argument", f"`{op.name}` takes its tensors by position", span, frame)
+            if len(inputs) < 2:
+                raise self.err("wrong-inputs", f"`{op.name}` needs at least two tensors, got {len(inputs)}",
+                               span, frame)
+        else:
+            names = list(op.inputs)
+            bound: dict[str, Tensor] = {}
+            for n, t in zip(names, inputs):
+                bound[n] = t
+            if len(inputs) > len(names):
+                raise self.err("wrong-inputs", f"`{op.name}` takes {len(names)} tensor input(s), got "
+                               f"{len(inputs)}", span, frame)
+            for n, t in layer.tensors.items():
+                if n in bound:
+                    raise self.err("duplicate-argument", f"tensor input `{n}` of `{op.name}` given twice", span,
+                                   frame)
+                bound[n] = t
+            missing = [n for n in names if n not in bound and n not in op.optional_inputs]
+            if missing:
+                raise self.err("wrong-inputs", f"`{op.name}` needs the tensor input `{missing[0]}`", span, frame)
+            inputs = []
+            for n in names:
+                if n in bound:
+                    inputs.append(bound[n])
+                elif any(m in bound for m in names[names.index(n) + 1:]):
+                    raise self.err("wrong-inputs", f"`{op.name}`: give `{n}` too when giving later inputs", span,
+                                   frame)
+        name = None
+        if instance is not None:
+            name = instance.name
+        elif container.kind == "seq":
+            if label is not None:
+                container.claim(label, span)
+                container.index += 1
+                name = label
+            else:
+                name = container.next_index(span)
+        elif label is not None:
+            container.claim(label, span)
+            name = label
+        elif op.stateful:
+            name = container.auto(op.name, span)
+        if container.kind == "seq" and len(inputs) != 1:
+            raise self.err("bad-group", f"`{op.name}` with several inputs cannot be part of a labelled group",
+                           span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        node = self.emit_node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame)
+        outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
+        if container.kind == "seq" and len(outs) != 1:
+            raise self.err("bad-group", f"`{op.name}` with several outputs cannot be part of a labelled group",
+                           span, frame)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def apply_instance(self, inst: Instance, tensors: list[Tensor], span: Span, frame: Frame,
+                       container: Container) -> Any:
+        if container is not inst.container:
+            raise self.err("bad-group", f"shared instance `{inst.name}` cannot be applied inside a labelled group",
+                           span, frame, hint="apply it outside the group, or use a fresh layer inside")
+        types = [t.type for t in tensors]
+        if inst.input_types is not None and types != inst.input_types:
+            got = ", ".join(map(str, types))
+            first = ", ".join(map(str, inst.input_types))
+            raise self.err("shape-mismatch", f"shared instance `{inst.name}` was first applied to {first}, "
+                           f"now to {got}", span, frame,
+                           hint="one set of weights needs inputs of one shape")
+        inst.input_types = types
+        result = self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
+        inst.calls += 1
+        return result
+
+    def _apply_block(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
+                     label: str | None, instance: Instance | None) -> Any:
+        block = layer.block
+        assert block is not None
+        if self.depth > 64:
+            raise self.err("recursion", f"blocks nest more than 64 deep at `{block.name}`", span, frame,
+                           hint="a block may not use itself")
+        names = [s.name for s in block.body if isinstance(s, ast.Input)]
+        inputs = list(piped) + list(layer.pos_tensors)
+        for n, t in layer.tensors.items():
+            if n not in names:
+                raise self.err("unknown-argument", f"block `{block.name}` has no input `{n}`", span, frame)
+            idx = names.index(n)
+            while len(inputs) <= idx:
+                inputs.append(None)  # type: ignore[arg-type]
+            if inputs[idx] is not None:
+                raise self.err("duplicate-argument", f"input `{n}` given twice", span, frame)
+            inputs[idx] = t
+        if len(inputs) != len(names) or any(t is None for t in inputs):
+            raise self.err("wrong-inputs", f"block `{block.name}` takes {len(names)} input(s) "
+                           f"({', '.join(names)}), got {len([t for t in inputs if t is not None])}", span, frame)
+        if instance is not None:
+            name, call = instance.name, instance.calls
+        elif container.kind == "seq":
+            if label is not None:
+                container.claim(label, span)
+                container.index += 1
+                name = label
+            else:
+                name = container.next_index(span)
+            call = 0
+        elif label is not None:
+            container.claim(label, span)
+            name, call = label, 0
+        else:
+            name, call = container.auto(snake(block.name), span), 0
+        inner_frame = Frame(block, {}, Container((), "block", ()))
+        args = self._bind_block_params(layer, inner_frame, frame)
+        path = ".".join([s.name for s in container.scope] + [name])
+        scope = Scope(name, path, "block", block.name, tuple(args.items()), call, span)
+        inner_frame.container = Container(container.scope + (scope,), "block",
+                                          container.chain + (f"{path} ({block.name})",))
+        self.depth += 1
+        try:
+            result = self._body(inner_frame, inputs, is_network=False)
+        finally:
+            self.depth -= 1
+        self.graph.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result))
+        return result[0] if len(result) == 1 else tuple(result)
+
+    def _bind_block_params(self, layer: Layer, inner: Frame, outer: Frame) -> dict[str, Any]:
+        block = layer.block
+        assert block is not None
+        bound: dict[str, Any] = {}
+        for p in block.params:
+            if p.name in layer.config:
+                v, sp = layer.config[p.name]
+                value = self._coerce_param(p, v, sp, frame=outer)
+            elif p.default is not None:
+                value = self._coerce_param(p, self.eval(p.default, inner), p.default.span, frame=inner)
+            else:
+                raise self.err("missing-argument", f"block `{block.name}` needs the argument `{p.name}`",
+                               layer.span, outer, hint=f"its parameters are {self._signature(layer)}")
+            inner.names[p.name] = value
+            bound[p.name] = value
+        return bound
+
+    def _coerce_param(self, p: ast.Param, v: Any, span: Span, frame: Frame | None = None,
+                      source: str = "argument") -> Any:
+        ok = False
+        if p.type == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif p.type == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif p.type == "bool":
+            ok = isinstance(v, bool)
+        elif p.type == "str":
+            if isinstance(v, Symbol):
+                v = v.name
+            elif isinstance(v, Layer) and not v.config and not v.has_tensors:
+                v = v.name
+            ok = isinstance(v, str)
+        elif p.type == "list":
+            ok = isinstance(v, list)
+        if not ok:
+            msg = f"parameter `{p.name}` is {p.type}, got {describe(v)}"
+            raise DlcError("type-mismatch", msg if source == "argument" else f"{msg} (from --set/--params)", span,
+                           chain=frame.container.chain if frame else ())
+        return v
+
+    def _resolve_attrs(self, layer: Layer, frame: Frame) -> dict[str, Any]:
+        op = layer.op
+        assert op is not None
+        out: dict[str, Any] = {}
+        for a in op.attrs:
+            if a.name in layer.config:
+                v, sp = layer.config[a.name]
+                out[a.name] = self._coerce_attr(op, a, v, sp, frame)
+            elif a.default is REQUIRED:
+                raise self.err("missing-argument", f"`{op.name}` needs the argument `{a.name}`", layer.span, frame,
+                               hint=f"its arguments are {self._signature(layer)}")
+            else:
+                out[a.name] = a.default
+        return out
+
+    def _coerce_attr(self, op: OpDef, a: Attr, v: Any, span: Span, frame: Frame) -> Any:
+        def bad(expected: str) -> DlcError:
+            return self.err("bad-argument", f"`{op.name}`: `{a.name}` must be {expected}, got {describe(v)}",
+                            span, frame)
+
+        def is_int(x: Any) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        if isinstance(v, tuple) and v and v[0] == "builtin":
+            raise bad("a value")
+        if v is None and a.default is None:
+            return None
+        kind = a.kind
+        if kind == "int":
+            if not is_int(v):
+                raise bad("an integer")
+            if v < 0 or (v == 0 and a.name not in ("padding_idx", "start", "dim")):
+                if a.name not in ("dim", "start"):
+                    raise bad("a positive integer")
+            return v
+        if kind == "float":
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise bad("a number")
+            return float(v)
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise bad("true or false")
+            return v
+        if kind == "enum":
+            name = v.name if isinstance(v, (Symbol, Layer)) and not (isinstance(v, Layer) and v.config) else v
+            if not isinstance(name, str) or name not in a.choices:
+                given = f"`{name}`" if isinstance(name, str) else describe(v)
+                raise self.err("bad-argument", f"`{op.name}`: `{a.name}` must be one of "
+                               f"{', '.join(a.choices)}; got {given}", span, frame,
+                               hint=suggest(name, a.choices) if isinstance(name, str) else None)
+            return name
+        if kind in ("int2", "pad", "pool_size"):
+            if kind == "pad" and isinstance(v, (Symbol, str)) and (v.name if isinstance(v, Symbol) else v) == "same":
+                return "same"
+            if kind == "pool_size" and isinstance(v, (Symbol, str)) and \
+                    (v.name if isinstance(v, Symbol) else v) == "global":
+                return "global"
+            if is_int(v):
+                if v < (0 if kind == "pad" else 1):
+                    raise bad("a positive integer")
+                return v
+            if isinstance(v, list) and v and all(is_int(x) and x >= (0 if kind == "pad" else 1) for x in v):
+                return list(v)
+            extra = {"pad": " or `same`", "pool_size": " or `global`"}.get(kind, "")
+            raise bad(f"an integer or a list of integers{extra}")
+        if kind == "ints":
+            if not isinstance(v, list) or not all(is_int(x) for x in v):
+                raise bad("a list of integers")
+            return list(v)
+        if kind == "str":
+            if isinstance(v, Symbol):
+                return v.name
+            if not isinstance(v, str):
+                raise bad("a string")
+            return v
+        if kind == "layer":
+            if not isinstance(v, Layer) or v.op is None or v.has_tensors:
+                raise bad("a layer such as `lstm(64)`")
+            allowed = ("rnn", "lstm", "gru") if op.name == "bidirectional" else None
+            if allowed and v.op.name not in allowed:
+                raise self.err("bad-argument", f"`bidirectional` wraps rnn, lstm or gru, not `{v.op.name}`", span,
+                               frame)
+            if op.name == "timedistributed" and (not v.op.stateful and v.op.family not in ("activation", "pool")
+                                                 or len(v.op.inputs) != 1 or v.op.variadic):
+                raise self.err("bad-argument", f"`timedistributed` wraps a single-input layer, not `{v.op.name}`",
+                               span, frame)
+            inner = self._resolve_attrs(v, frame)
+            return {"op": v.op.name, **inner}
+        raise AssertionError(kind)
+
+    # ---- nodes ---------------------------------------------------------------------------------
+
+    def emit(self, op: str, inputs: list[Tensor], attrs: dict[str, Any], span: Span, frame: Frame) -> Tensor:
+        opdef = get(op)
+        assert opdef is not None
+        full = {a.name: a.default for a in opdef.attrs if a.default is not REQUIRED}
+        full.update(attrs)
+        node = self.emit_node(op, inputs, full, None, span, frame.container, None, frame.hint, frame)
+        return Tensor(node.outputs[0], node.types[0])
+
+    def emit_node(self, op: str, inputs: list[Tensor], attrs: dict[str, Any], types: tuple[Type, ...] | None,
+                  span: Span, container: Container, name: str | None, hint: str | None,
+                  frame: Frame | None = None) -> Node:
+        g = self.graph
+        assert g is not None
+        if types is None:
+            opdef = get(op)
+            assert opdef is not None
+            try:
+                types = tuple(opdef.infer(attrs, [t.type for t in inputs]))
+            except ShapeError as exc:
+                where = span
+                chain = container.chain + ((name,) if name else ())
+                raise DlcError(exc.code, exc.message, where, hint=exc.hint, chain=chain) from None
+        first = max(g.types, default=-1) + 1
+        outs = tuple(range(first, first + len(types)))
+        node = Node(len(g.nodes), op, tuple(t.vid for t in inputs), outs, attrs, types, span, container.scope, name,
+                    hint)
+        for v, t in zip(outs, types):
+            g.types[v] = t
+        g.nodes.append(node)
+        return node
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def tensor(self, v: Any, span: Span, frame: Frame, what: str) -> Tensor:
+        if isinstance(v, Tensor):
+            return v
+        if isinstance(v, Symbol):
+            raise self.unknown_name(v, frame)
+        if isinstance(v, tuple) and len(v) > 1 and isinstance(v[0], Tensor):
+            raise self.err("tuple-mismatch", f"{what} must be one tensor, got {len(v)} values", span, frame,
+                           hint="unpack it first: `a, b = ...`")
+        if isinstance(v, (Layer, Instance)):
+            raise self.err("type-mismatch", f"{what} must be a tensor, got {describe(v)}", span, frame,
+                           hint="apply the layer to a tensor: `x -> layer` or `layer(x)`")
+        raise self.err("type-mismatch", f"{what} must be a tensor, got {describe(v)}", span, frame)
+
+    def unknown_name(self, sym: Symbol, frame: Frame) -> DlcError:
+        return self.err("unknown-name", f"unknown name `{sym.name}`", sym.span, frame,
+                        hint=suggest(sym.name, self._known_names(frame)))
+
+    def err(self, code: str, message: str, span: Span | None, frame: Frame | None, hint: str | None = None
+            ) -> DlcError:
+        chain = frame.container.chain if frame is not None else ()
+        return DlcError(code, message, span, hint=hint, chain=chain if len(chain) > 1 else ())
+
+
+def _fmt_default(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def elaborate(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:
+    """Elaborate the chosen network of ``program`` into an IR graph."""
+    return Elaborator(program).network(network, overrides or {})

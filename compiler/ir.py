@@ -1,0 +1,125 @@
+"""The IR: an ordered list of single-assignment nodes.
+
+Each node names its op, input and output value ids, attributes, output types, the
+source span it came from, and the chain of block / group instances (``scope``)
+it lives in. The scope keeps the block hierarchy for the backends: one class per
+block in the generated code, one cluster per block instance in diagrams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlc.compiler.types import Type
+from dlc.diagnostics import Span
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One level of the instance hierarchy.
+
+    ``kind`` is ``"block"`` (an instance of a block) or ``"seq"`` (a labelled group or
+    repeat, emitted as ``nn.Sequential``). ``path`` is the dotted module path from the
+    network (``"layer2.0"``); ``call`` tells apart applications of a shared instance.
+    """
+
+    name: str
+    path: str
+    kind: str
+    block: str | None
+    args: tuple[tuple[str, Any], ...]
+    call: int
+    span: Span
+
+    def describe(self) -> str:
+        return f"{self.path} ({self.block})" if self.block else self.path
+
+
+@dataclass
+class Node:
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    attrs: dict[str, Any]
+    types: tuple[Type, ...]
+    span: Span
+    scope: tuple[Scope, ...] = ()
+    name: str | None = None  # module attribute name inside the innermost scope
+    hint: str | None = None  # preferred variable name for the output in generated code
+
+    @property
+    def module_path(self) -> str | None:
+        if self.name is None:
+            return None
+        return ".".join([s.name for s in self.scope] + [self.name])
+
+    @property
+    def scope_path(self) -> str:
+        return self.scope[-1].path if self.scope else ""
+
+
+@dataclass
+class Graph:
+    """A whole network, elaborated and lowered."""
+
+    name: str
+    file: str
+    span: Span
+    params: dict[str, Any]
+    nodes: list[Node] = field(default_factory=list)
+    types: dict[int, Type] = field(default_factory=dict)  # value id -> type
+    inputs: list[tuple[str, int]] = field(default_factory=list)
+    outputs: list[tuple[str, int]] = field(default_factory=list)
+    # Inputs and outputs of each application of a block or labelled group, keyed "path#call".
+    calls: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    def producer(self) -> dict[int, Node]:
+        return {v: n for n in self.nodes for v in n.outputs}
+
+    def users(self) -> dict[int, list[Node]]:
+        out: dict[int, list[Node]] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                out.setdefault(v, []).append(n)
+        return out
+
+
+def format_value(v: Any) -> str:
+    """Attribute values printed the way the spec would write them."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={format_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, float):
+        return repr(v)
+    if v is None:
+        return "none"
+    return str(v)
+
+
+def print_graph(g: Graph) -> str:
+    """A deterministic text form of the IR, for debugging and golden tests."""
+    lines = [f"network {g.name}" + (f"({format_value(g.params)[1:-1]})" if g.params else "") + " {"]
+    for node in g.nodes:
+        outs = ", ".join(f"%{v}" for v in node.outputs)
+        ins = ", ".join(f"%{v}" for v in node.inputs)
+        attrs = ", ".join(f"{k}={format_value(v)}" for k, v in node.attrs.items())
+        types = ", ".join(str(t) for t in node.types)
+        where = node.module_path or node.scope_path
+        line = f"  {outs} = {node.op}({ins})"
+        if attrs:
+            line += f" {{{attrs}}}"
+        line += f" : {types}"
+        if where:
+            line += f"  @{where}"
+        line += f"  # {Path(node.span.file).name}:{node.span.line}"
+        lines.append(line)
+    outs = ", ".join(f"{name}=%{v}" for name, v in g.outputs)
+    lines.append(f"  return {outs}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,95 @@
+"""The closed, registered set of ops.
+
+Every op declares in one place: its attributes (with types and defaults), its tensor
+inputs, its shape rule, its parameter count, its family (for diagrams) and its
+fusion kind. Backends keep a table keyed by op name; a test checks every op has
+an entry in every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dlc.compiler.types import Type
+
+REQUIRED = object()
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; the elaborator turns it into a positioned diagnostic.
+
+    ``attr`` names the attribute the problem is about (its argument is underlined),
+    ``code`` overrides the default diagnostic code ``shape-mismatch``.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, attr: str | None = None, code: str = "shape-mismatch"):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.attr = attr
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An op attribute.
+
+    Kinds: ``int``, ``float``, ``bool``, ``str``, ``enum`` (one of ``choices``, written as
+    a bare name or a string), ``int2`` (an int or a list of two), ``ints`` (a list of
+    ints), ``pad`` (int, list of ints, or ``same``), ``pool_size`` (int or ``global``),
+    ``layer`` (a layer value, e.g. the layer wrapped by ``bidirectional``).
+    """
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple[str, ...] = ()
+    keyword_only: bool = False
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    attrs: tuple[Attr, ...]
+    infer: Callable[..., tuple[Type, ...]]
+    count_params: Callable[[dict, list[Type]], int] = lambda attrs, ins: 0
+    inputs: tuple[str, ...] = ("x",)
+    optional_inputs: frozenset[str] = frozenset()
+    variadic: bool = False  # takes any number (>= 2) of tensors positionally
+    stateful: bool = False  # holds parameters or buffers: becomes a module attribute
+    family: str = "other"
+    fusion: str = "opaque"  # elementwise | reduction | anchor | opaque
+    doc: str = ""
+    outputs: Callable[[dict], int] = field(default=lambda attrs: 1)
+
+    def attr(self, name: str) -> Attr | None:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        return None
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise RuntimeError(f"op {op.name} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def get(name: str) -> OpDef | None:
+    _load_catalog()
+    return OPS.get(name)
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_catalog()
+    return OPS
+
+
+def _load_catalog() -> None:
+    # The catalog modules register themselves on import.
+    from dlc.compiler.ops import catalog  # noqa: F401

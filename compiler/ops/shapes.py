@@ -1,0 +1,104 @@
+"""Helpers shared by shape rules."""
+
+from __future__ import annotations
+
+import math
+
+from dlc.compiler.ops.registry import ShapeError
+from dlc.compiler.types import Dim, StateType, TensorType, Type, shape_str
+
+
+def tensor(t: Type, what: str = "input") -> TensorType:
+    if not isinstance(t, TensorType):
+        raise ShapeError(f"expected a tensor as {what}, got a recurrent {t}", code="type-mismatch")
+    return t
+
+
+def want_rank(t: TensorType, ranks: tuple[int, ...], op: str, meaning: str) -> None:
+    if t.rank not in ranks:
+        got = shape_str(t.shape)
+        raise ShapeError(
+            f"`{op}` expects {meaning} (batch not counted), got a rank-{t.rank} input {got}",
+            hint="shapes never include the batch dimension",
+        )
+
+
+def want_float(t: TensorType, op: str) -> None:
+    if t.dtype not in ("float32", "float64", "float16", "bfloat16"):
+        raise ShapeError(f"`{op}` needs a floating-point input, got {t.dtype}", code="type-mismatch",
+                         hint="integer inputs (token ids) go through `embedding` first")
+
+
+def known(d: Dim, op: str, what: str) -> int:
+    if isinstance(d, str):
+        raise ShapeError(
+            f"`{op}` needs a known {what}, but it is the symbolic dimension `{d}`",
+            code="symbolic-dim",
+            hint=f"give `{d}` a number in the input's shape",
+        )
+    return d
+
+
+def pair(v, n: int = 2) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(v)
+    return (v,) * n
+
+
+def conv_out(size: Dim, k: int, s: int, p: int, d: int, ceil: bool = False) -> Dim:
+    """Output length of a convolution or pooling window (PyTorch's formula)."""
+    if isinstance(size, str):
+        if k == 1 and s == 1 and p == 0:
+            return size
+        if s == 1 and 2 * p == d * (k - 1):
+            return size
+        return f"{size}'"
+    span = size + 2 * p - d * (k - 1) - 1
+    if ceil:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + p:  # the last window must start inside the input or left padding
+            out -= 1
+    else:
+        out = span // s + 1
+    if out < 1:
+        raise ShapeError(f"the window (kernel {k}, stride {s}, padding {p}) does not fit an input of size {size}")
+    return out
+
+
+def broadcast(a: tuple[Dim, ...], b: tuple[Dim, ...], op: str) -> tuple[Dim, ...]:
+    """NumPy broadcasting of two batch-less shapes."""
+    out: list[Dim] = []
+    for i in range(max(len(a), len(b))):
+        x = a[-1 - i] if i < len(a) else 1
+        y = b[-1 - i] if i < len(b) else 1
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise ShapeError(
+                f"`{op}` needs matching shapes, got {shape_str(a)} and {shape_str(b)}",
+                hint="shapes must be equal or broadcastable (batch not counted)",
+            )
+    return tuple(reversed(out))
+
+
+def numel(shape: tuple[Dim, ...], op: str) -> int:
+    for d in shape:
+        known(d, op, "size for every dimension")
+    return math.prod(shape)  # type: ignore[arg-type]
+
+
+def axis(dim: int, rank: int, op: str) -> int:
+    """Normalise a batch-less axis (negative counts from the end)."""
+    if not -rank <= dim < rank:
+        raise ShapeError(f"`{op}`: axis {dim} is out of range for a rank-{rank} tensor", attr="dim", code="bad-argument")
+    return dim % rank
+
+
+def state_matches(t: Type, expected: StateType, op: str) -> None:
+    if not isinstance(t, StateType):
+        raise ShapeError(f"`{op}`: initial_state must be the state of a recurrent layer, got a tensor {t}",
+                         attr="initial_state", code="type-mismatch")
+    if t != expected:
+        raise ShapeError(f"`{op}`: initial_state is {t}, but this layer needs {expected}", attr="initial_state")

@@ -1,0 +1,69 @@
+"""Types of IR values: tensors with (batch-less) shapes, and recurrent states.
+
+Shapes never include the batch dimension. A dimension is an ``int`` or the name of a
+symbolic dimension (``"T"``). ``layout`` says where a tensor's features live:
+``"cf"`` (channels first, as produced by convolutions: [C, H, W]) or ``"fl"``
+(features last, as in sequences: [T, F]); ops such as ``concat`` and ``channels()``
+use it to find the feature axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+Dim = Union[int, str]
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+    layout: str = "fl"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def feature_axis(self) -> int:
+        """Axis holding the features / channels of this tensor (batch-less)."""
+        if self.rank == 0:
+            raise ValueError("a scalar has no feature axis")
+        return 0 if self.layout == "cf" else self.rank - 1
+
+    @property
+    def features(self) -> Dim:
+        return self.shape[self.feature_axis]
+
+    def with_shape(self, shape, layout: str | None = None) -> "TensorType":
+        return TensorType(tuple(shape), self.dtype, layout or self.layout)
+
+    def __str__(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        lay = "" if self.layout == "fl" or self.rank < 2 else " cf"
+        return f"[{dims}] {self.dtype}{lay}"
+
+
+@dataclass(frozen=True)
+class StateType:
+    """The final state of a recurrent layer: (h) or (h, c), one per layer and direction."""
+
+    cell: str  # rnn | lstm | gru
+    layers: int
+    directions: int
+    hidden: int
+
+    def __str__(self) -> str:
+        return f"state({self.cell}, layers={self.layers}, dirs={self.directions}, hidden={self.hidden})"
+
+
+Type = Union[TensorType, StateType]
+
+
+def shape_str(shape: tuple[Dim, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def is_float(dtype: str) -> bool:
+    return dtype in ("float32", "float64", "float16", "bfloat16")

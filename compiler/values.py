@@ -1,0 +1,91 @@
+"""Compile-time values the elaborator computes with.
+
+Numbers, booleans, strings and lists are plain Python values. The rest are here:
+tensors (IR values), symbols (bare names such as `global`), layers (an op or block
+with bound arguments, not yet applied) and instances (a layer bound to a name,
+whose applications share one set of parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlc.compiler.ops.registry import OpDef
+from dlc.compiler.types import StateType, TensorType, Type
+from dlc.diagnostics import Span
+from dlc.grammar import ast
+
+
+@dataclass(frozen=True)
+class Tensor:
+    vid: int
+    type: Type
+
+    @property
+    def is_state(self) -> bool:
+        return isinstance(self.type, StateType)
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    span: Span
+
+
+@dataclass
+class Layer:
+    """An op or a block with (some) arguments bound."""
+
+    op: OpDef | None
+    block: ast.BlockDef | None
+    config: dict[str, tuple[Any, Span]]  # attribute / parameter name -> (value, span of the argument)
+    positional: list[tuple[Any, Span]]  # positional config values not yet matched
+    tensors: dict[str, Tensor]  # tensor inputs bound by keyword
+    pos_tensors: list[Tensor]  # tensor inputs bound by position
+    span: Span
+
+    @property
+    def name(self) -> str:
+        return self.op.name if self.op else self.block.name  # type: ignore[union-attr]
+
+    @property
+    def has_tensors(self) -> bool:
+        return bool(self.tensors or self.pos_tensors)
+
+
+@dataclass
+class Instance:
+    """A layer bound to a name: every application shares its parameters."""
+
+    name: str
+    layer: Layer
+    container: Any  # the Container that owns the module attribute
+    span: Span
+    calls: int = 0
+    input_types: list[Type] | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+def describe(v: Any) -> str:
+    if isinstance(v, Tensor):
+        return f"a tensor {v.type}" if isinstance(v.type, TensorType) else f"a {v.type}"
+    if isinstance(v, bool):
+        return f"the boolean {'true' if v else 'false'}"
+    if isinstance(v, int):
+        return f"the integer {v}"
+    if isinstance(v, float):
+        return f"the number {v}"
+    if isinstance(v, str):
+        return f"the string {v!r}"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, Symbol):
+        return f"the name `{v.name}`"
+    if isinstance(v, Layer):
+        return f"the layer `{v.name}`"
+    if isinstance(v, Instance):
+        return f"the instance `{v.name}`"
+    if isinstance(v, tuple):
+        return f"a tuple of {len(v)} values"
+    return type(v).__name__

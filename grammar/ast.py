@@ -1,0 +1,219 @@
+"""The .dln abstract syntax tree: frozen dataclasses, every node with a source span.
+
+Nothing after :mod:`dlc.grammar.build` touches Lark trees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from dlc.diagnostics import Span
+
+
+# ---- expressions -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Number:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    items: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A call argument; ``name`` is set for keyword arguments."""
+
+    name: str | None
+    value: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Call:
+    func: "Expr"
+    args: tuple[Arg, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # + - * / // %
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str  # and / or
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Cond:
+    test: "Expr"
+    then: "Expr"
+    orelse: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class StageName:
+    """A stage naming a layer, block or instance with no arguments: ``-> relu``."""
+
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """A stage calling a layer or block: ``-> conv2d(64, k=3)``."""
+
+    name: str
+    name_span: Span
+    args: tuple[Arg, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class StageGroup:
+    """A parenthesised sub-pipeline: ``-> (conv2d(64, k=1) -> batchnorm)``."""
+
+    stages: tuple["Stage", ...]
+    span: Span
+
+
+StageCore = Union[StageName, StageCall, StageGroup]
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str | None
+    label_span: Span | None
+    core: StageCore
+    repeat: "Expr | None"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Pipe:
+    head: "Expr"
+    stages: tuple[Stage, ...]
+    span: Span
+
+
+Expr = Union[Number, String, Bool, Name, ListExpr, Call, BinOp, Compare, BoolOp, Not, Neg, Cond, Pipe]
+
+
+# ---- statements and definitions -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    shape: tuple[Expr, ...] | None
+    dtype: str | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Output:
+    targets: tuple[str, ...]
+    value: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Return:
+    values: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Assign:
+    targets: tuple[str, ...]
+    value: Expr
+    span: Span
+
+
+Stmt = Union[Input, Output, Return, Assign]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    """A ``block`` or (with ``is_network``) a ``network`` definition."""
+
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    is_network: bool
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Module:
+    file: str
+    imports: tuple[Import, ...]
+    defs: tuple[BlockDef, ...]

@@ -1,0 +1,204 @@
+"""Turn a Lark parse tree into the frozen AST of :mod:`dlc.grammar.ast`."""
+
+from __future__ import annotations
+
+import ast as pyast
+
+from lark import Token, Transformer, v_args
+from lark.tree import Meta
+
+from dlc.diagnostics import DlcError, Span
+from dlc.grammar import ast
+
+
+class _Builder(Transformer):
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    # -- helpers
+    def _span(self, meta: Meta) -> Span:
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # -- top level
+    @v_args(meta=True)
+    def start(self, meta: Meta, items: list) -> ast.Module:
+        imports = tuple(i for i in items if isinstance(i, ast.Import))
+        defs = tuple(i for i in items if isinstance(i, ast.BlockDef))
+        return ast.Module(self.file, imports, defs)
+
+    @v_args(meta=True)
+    def import_stmt(self, meta: Meta, children: list) -> ast.Import:
+        return ast.Import(_unquote(children[0]), self._span(meta))
+
+    def _def(self, meta: Meta, children: list, is_network: bool) -> ast.BlockDef:
+        name = children[0]
+        rest = children[1:]
+        params: tuple[ast.Param, ...] = ()
+        if rest and isinstance(rest[0], tuple):
+            params, rest = rest[0], rest[1:]
+        return ast.BlockDef(str(name), params, tuple(rest), is_network, self._span(meta), self._tok(name))
+
+    @v_args(meta=True)
+    def block_def(self, meta: Meta, children: list) -> ast.BlockDef:
+        return self._def(meta, children, False)
+
+    @v_args(meta=True)
+    def network_def(self, meta: Meta, children: list) -> ast.BlockDef:
+        return self._def(meta, children, True)
+
+    def param_list(self, children: list) -> tuple:
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def param(self, meta: Meta, children: list) -> ast.Param:
+        default = children[2] if len(children) > 2 else None
+        return ast.Param(str(children[0]), str(children[1]), default, self._span(meta))
+
+    # -- statements
+    @v_args(meta=True)
+    def input_stmt(self, meta: Meta, children: list) -> ast.Input:
+        name = str(children[0])
+        shape = children[1] if len(children) > 1 else None
+        dtype = str(children[2]) if len(children) > 2 else None
+        return ast.Input(name, shape, dtype, self._span(meta))
+
+    def shape(self, children: list) -> tuple:
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def output_stmt(self, meta: Meta, children: list) -> ast.Output:
+        value = children[1] if len(children) > 1 else None
+        return ast.Output(children[0], value, self._span(meta))
+
+    @v_args(meta=True)
+    def return_stmt(self, meta: Meta, children: list) -> ast.Return:
+        return ast.Return(tuple(children), self._span(meta))
+
+    @v_args(meta=True)
+    def assign_stmt(self, meta: Meta, children: list) -> ast.Assign:
+        return ast.Assign(children[0], children[1], self._span(meta))
+
+    def targets(self, children: list) -> tuple[str, ...]:
+        return tuple(str(c) for c in children)
+
+    # -- expressions
+    @v_args(meta=True)
+    def cond(self, meta: Meta, c: list) -> ast.Cond:
+        return ast.Cond(c[0], c[1], c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def pipe(self, meta: Meta, c: list) -> ast.Pipe:
+        return ast.Pipe(c[0], tuple(c[1:]), self._span(meta))
+
+    @v_args(meta=True)
+    def or_(self, meta: Meta, c: list) -> ast.BoolOp:
+        return ast.BoolOp("or", c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def and_(self, meta: Meta, c: list) -> ast.BoolOp:
+        return ast.BoolOp("and", c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def not_(self, meta: Meta, c: list) -> ast.Not:
+        return ast.Not(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def compare(self, meta: Meta, c: list) -> ast.Compare:
+        return ast.Compare(str(c[1]), c[0], c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def binop(self, meta: Meta, c: list) -> ast.BinOp:
+        return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
+
+    @v_args(meta=True)
+    def neg(self, meta: Meta, c: list) -> ast.Neg:
+        return ast.Neg(c[0], self._span(meta))
+
+    @v_args(meta=True)
+    def call(self, meta: Meta, c: list) -> ast.Call:
+        return ast.Call(c[0], c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def number(self, meta: Meta, c: list) -> ast.Number:
+        text = str(c[0])
+        value: int | float = int(text) if text.isdigit() else float(text)
+        return ast.Number(value, self._span(meta))
+
+    @v_args(meta=True)
+    def string(self, meta: Meta, c: list) -> ast.String:
+        return ast.String(_unquote(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def true(self, meta: Meta, c: list) -> ast.Bool:
+        return ast.Bool(True, self._span(meta))
+
+    @v_args(meta=True)
+    def false(self, meta: Meta, c: list) -> ast.Bool:
+        return ast.Bool(False, self._span(meta))
+
+    @v_args(meta=True)
+    def name(self, meta: Meta, c: list) -> ast.Name:
+        return ast.Name(str(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def list(self, meta: Meta, c: list) -> ast.ListExpr:
+        return ast.ListExpr(tuple(x for x in c if x is not None), self._span(meta))
+
+    def args(self, c: list) -> tuple[ast.Arg, ...]:
+        out = []
+        for a in c:
+            if a is None:
+                continue
+            out.append(a if isinstance(a, ast.Arg) else ast.Arg(None, a, a.span))
+        return tuple(out)
+
+    @v_args(meta=True)
+    def kwarg(self, meta: Meta, c: list) -> ast.Arg:
+        return ast.Arg(str(c[0]), c[1], self._span(meta))
+
+    # -- stages
+    @v_args(meta=True)
+    def stage(self, meta: Meta, c: list) -> ast.Stage:
+        label = label_span = None
+        repeat = None
+        if isinstance(c[0], Token):
+            label, label_span = str(c[0]), self._tok(c[0])
+            c = c[1:]
+        core = c[0]
+        if len(c) > 1:
+            repeat = c[1]
+        return ast.Stage(label, label_span, core, repeat, self._span(meta))
+
+    def label(self, c: list) -> Token:
+        return c[0]
+
+    def repeat(self, c: list):
+        return c[0]
+
+    @v_args(meta=True)
+    def stage_name(self, meta: Meta, c: list) -> ast.StageName:
+        return ast.StageName(str(c[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def stage_call(self, meta: Meta, c: list) -> ast.StageCall:
+        return ast.StageCall(str(c[0]), self._tok(c[0]), c[1], self._span(meta))
+
+    @v_args(meta=True)
+    def stage_group(self, meta: Meta, c: list) -> ast.StageGroup:
+        return ast.StageGroup(tuple(c), self._span(meta))
+
+
+def _unquote(tok: Token) -> str:
+    try:
+        return pyast.literal_eval(str(tok))
+    except (ValueError, SyntaxError) as exc:  # a malformed escape inside the string
+        raise DlcError("syntax", f"bad string literal {tok}: {exc}") from None
+
+
+def build(tree, file: str) -> ast.Module:
+    """Convert a parse tree of ``file`` into an :class:`ast.Module`."""
+    return _Builder(file).transform(tree)
