@@ -335,9 +335,14 @@ class Elaborator:
             raise self.err("type-mismatch", f"expected true or false, got {describe(v)}", e.span, frame)
         return v
 
-    def _lookup(self, name: str, span: Span, frame: Frame) -> Any:
+    def _lookup(self, name: str, span: Span, frame: Frame, callee: bool = False) -> Any:
         if name in frame.names:
-            return frame.names[name]
+            v = frame.names[name]
+            # In call / stage position a plain compile-time value (e.g. a parameter `dropout: float`)
+            # does not hide the layer of the same name: `dropout(dropout)` means the op.
+            plain = isinstance(v, (int, float, str, list))
+            if not (callee and plain and (name in self.program.defs or get(name) is not None)):
+                return v
         if name in self.program.defs:
             d = self.program.defs[name]
             if d.is_network:
@@ -425,7 +430,8 @@ class Elaborator:
         raise self.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span, frame)
 
     def _call(self, e: ast.Call, frame: Frame) -> Any:
-        f = self.eval(e.func, frame)
+        f = self._lookup(e.func.id, e.func.span, frame, callee=True) if isinstance(e.func, ast.Name) \
+            else self.eval(e.func, frame)
         if isinstance(f, Symbol):
             raise self.err("unknown-layer", f"unknown layer or block `{f.name}`", f.span, frame,
                            hint=suggest(f.name, self._known_names(frame)))
@@ -577,25 +583,25 @@ class Elaborator:
                     inner = self._open_seq(None, stage.span, stage.span, seq)
                     before = x
                     x = self._core(x, stage.core, frame, inner, None)
-                    self._record_seq(inner, before, x)
+                    self._record_seq(inner, before, x, frame.hint)
                 else:
                     x = self._core(x, stage.core, frame, seq, None)
-            self._record_seq(seq, first, x)
+            self._record_seq(seq, first, x, frame.hint)
             return x
         for _ in range(count):
             if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                 inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
                 before = x
                 x = self._core(x, stage.core, frame, inner, None)
-                self._record_seq(inner, before, x)
+                self._record_seq(inner, before, x, frame.hint)
             else:
                 x = self._core(x, stage.core, frame, container, stage.label, label_span=stage.label_span)
         return x
 
-    def _record_seq(self, seq: Container, x: Any, y: Any) -> None:
+    def _record_seq(self, seq: Container, x: Any, y: Any, hint: str | None) -> None:
         if not isinstance(y, Tensor):
             raise self.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
-        self.graph.calls[f"{seq.scope[-1].path}#0"] = ((x.vid,), (y.vid,))  # type: ignore[union-attr]
+        self.graph.calls[f"{seq.scope[-1].path}#0"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
 
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
         if label is not None:
@@ -620,7 +626,7 @@ class Elaborator:
                 v = self._stage(v, s.span, s, frame, container)
             return v
         if isinstance(core, ast.StageName):
-            target = self._lookup(core.name, core.span, frame)
+            target = self._lookup(core.name, core.span, frame, callee=True)
             if isinstance(target, Instance):
                 if label is not None:
                     raise self.err("bad-name", f"instance `{target.name}` already has a name", label_span or core.span,
@@ -635,7 +641,7 @@ class Elaborator:
             raise self.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.span, frame,
                            hint="a pipeline stage is a layer, a block or a named instance")
         assert isinstance(core, ast.StageCall)
-        target = self._lookup(core.name, core.name_span, frame)
+        target = self._lookup(core.name, core.name_span, frame, callee=True)
         if isinstance(target, Symbol):
             raise self.err("unknown-layer", f"unknown layer or block `{core.name}`", core.name_span, frame,
                            hint=suggest(core.name, self._known_names(frame)))
@@ -775,7 +781,8 @@ class Elaborator:
             result = self._body(inner_frame, inputs, is_network=False)
         finally:
             self.depth -= 1
-        self.graph.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result))
+        self.graph.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result),
+                                              tuple(names), frame.hint)
         return result[0] if len(result) == 1 else tuple(result)
 
     def _bind_block_params(self, layer: Layer, inner: Frame, outer: Frame) -> dict[str, Any]:

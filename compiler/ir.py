@@ -73,8 +73,10 @@ class Graph:
     types: dict[int, Type] = field(default_factory=dict)  # value id -> type
     inputs: list[tuple[str, int]] = field(default_factory=list)
     outputs: list[tuple[str, int]] = field(default_factory=list)
-    # Inputs and outputs of each application of a block or labelled group, keyed "path#call".
-    calls: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    # Each application of a block or labelled group, keyed "path#call": its input value ids, output value ids,
+    # input names and the name the result was assigned to (a hint for generated code).
+    calls: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...], str | None]] = field(
+        default_factory=dict)
 
     def producer(self) -> dict[int, Node]:
         return {v: n for n in self.nodes for v in n.outputs}

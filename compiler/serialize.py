@@ -54,7 +54,8 @@ def to_dict(g: Graph) -> dict[str, Any]:
             }
             for n in g.nodes
         ],
-        "calls": {k: {"inputs": list(i), "outputs": list(o)} for k, (i, o) in g.calls.items()},
+        "calls": {k: {"inputs": list(i), "outputs": list(o), "names": list(n), "hint": h}
+                  for k, (i, o, n, h) in g.calls.items()},
     }
 
 
@@ -73,7 +74,8 @@ def from_dict(d: dict[str, Any]) -> Graph:
         g.nodes.append(node)
         for v, t in zip(node.outputs, node.types):
             g.types[v] = t
-    g.calls = {k: (tuple(c["inputs"]), tuple(c["outputs"])) for k, c in d["calls"].items()}
+    g.calls = {k: (tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"])
+               for k, c in d["calls"].items()}
     return g
 
 

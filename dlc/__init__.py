@@ -5,18 +5,21 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def load(path, *, params_file=None, **params):
-    """Compile the spec at ``path`` and return an instance of its network as a ``torch.nn.Module``."""
+def load(path, *, params_file=None, network=None, **params):
+    """Compile the spec at ``path`` and return an instance of its network as a ``torch.nn.Module``.
+
+    Keyword arguments override the network's parameters: ``dlc.load("resnet18.dln", classes=10)``.
+    """
     from dlc.api import load as _load
 
-    return _load(path, params_file=params_file, **params)
+    return _load(path, params_file=params_file, network=network, **params)
 
 
-def compile(path, *, params_file=None, **params):
-    """Compile the spec at ``path``; returns a :class:`dlc.api.Compiled` (source, IR, ...)."""
+def compile(path, *, params_file=None, network=None, **params):
+    """Compile the spec at ``path``; returns a :class:`dlc.api.Compiled` with ``.source`` and ``.graph``."""
     from dlc.api import compile as _compile
 
-    return _compile(path, params_file=params_file, **params)
+    return _compile(path, params_file=params_file, network=network, **params)
 
 
 __all__ = ["load", "compile", "__version__"]

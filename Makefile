@@ -1,0 +1,48 @@
+# dlc: the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SPECS  := $(wildcard specs/*.dln)
+BUILD  := build
+
+.PHONY: demo test test-fast setup graphviz clean
+
+# Python environment with dlc (editable) and its test dependencies; re-run when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Graphviz's `dot` from Debian's packages when it is missing (needs root or sudo).
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  echo "installing graphviz (dot)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
+
+setup: $(VENV)/.installed graphviz
+
+# Compile, summarise and draw every bundled spec into build/.
+demo: setup
+	@mkdir -p $(BUILD)
+	@for spec in $(SPECS); do \
+	  name=$$(basename $$spec .dln); \
+	  $(PY) -m dlc compile $$spec -o $(BUILD)/$$name.py || exit 1; \
+	  $(PY) -m dlc summary $$spec > $(BUILD)/$$name.summary.txt || exit 1; \
+	  $(PY) -m dlc render $$spec -o $(BUILD)/$$name.svg || exit 1; \
+	  $(PY) -m dlc render $$spec -o $(BUILD)/$$name.png || exit 1; \
+	  echo "  $$spec -> $(BUILD)/$$name.{py,summary.txt,svg,png}"; \
+	done
+	@$(PY) -m dlc summary specs/resnet18.dln | tail -3
+
+# The whole suite (what CI runs).
+test: setup
+	$(PY) -m pytest -q
+
+# Everything but the tests marked slow.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(BUILD) .pytest_cache

@@ -1,0 +1,301 @@
+"""IR -> readable PyTorch source.
+
+One ``nn.Module`` class per block (block instances that compile to the same code
+share a class), the network class named after the network, labelled groups and
+repeats as ``nn.Sequential``, module attributes named as in the spec, and a
+``# file.dln:LINE`` comment on every layer. The file imports only torch.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from dlc import __version__
+from dlc.backends.torch.helpers import HELPERS
+from dlc.backends.torch.ops import TABLE, Ctx
+from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.passes import total_params
+from dlc.compiler.types import TensorType
+
+TEMPLATES = Path(__file__).with_name("templates")
+_RESERVED = {"self", "torch", "nn", "F", "_"} | set(keyword.kwlist) | {"super", "print", "range", "len"}
+_COMMENT_COLUMN = 64
+
+
+@dataclass
+class Line:
+    code: str
+    comment: str | None = None
+
+
+@dataclass
+class ClassDef:
+    name: str
+    doc: str
+    init: list[Line]
+    args: list[str]
+    body: list[Line]
+
+
+def _where(span_file: str, line: int) -> str:
+    return f"{Path(span_file).name}:{line}"
+
+
+class Namer:
+    """Local variable names for one ``forward``: spec names where possible, reused once dead."""
+
+    def __init__(self, last_use: dict[int, int]) -> None:
+        self.last_use = last_use
+        self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
+        self.names: dict[int, str] = {}
+        self.temp_until: dict[str, int] = {}
+
+    def _free(self, name: str, step: int) -> bool:
+        if name in _RESERVED or name in dir(builtins):
+            return False
+        if name not in self.bound:
+            return True
+        vid = self.bound[name]
+        until = self.temp_until.get(name, self.last_use.get(vid, -1)) if vid < 0 else self.last_use.get(vid, -1)
+        return until <= step
+
+    def bind(self, vid: int, hint: str, step: int) -> str:
+        base = hint if hint.isidentifier() else "x"
+        name, k = base, 0
+        while not self._free(name, step):
+            k += 1
+            name = f"{base}_{k}"
+        self.bound[name] = vid
+        self.names[vid] = name
+        return name
+
+    def temp(self, hint: str, step: int) -> str:
+        name, k = hint, 0
+        while not self._free(name, step) or name in self.temp_until:
+            k += 1
+            name = f"{hint}_{k}"
+        self.bound[name] = -1
+        self.temp_until[name] = step
+        return name
+
+
+class ModuleEmitter:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.classes: list[ClassDef] = []
+        self.by_body: dict[tuple[str, str], str] = {}
+        self.taken_class_names: set[str] = set()
+        self.helpers: set[str] = set()
+        self.ordered_dict = False
+
+    # ---- structure -----------------------------------------------------------------------------
+
+    def _steps(self, nodes: list[Node], depth: int) -> list[tuple[Scope | None, list[Node]]]:
+        """Split an instance's nodes into direct nodes and contiguous calls of child instances."""
+        steps: list[tuple[Scope | None, list[Node]]] = []
+        for n in nodes:
+            if n.op == "input":
+                continue
+            child = n.scope[depth] if len(n.scope) > depth else None
+            if child is not None and steps and steps[-1][0] == child:
+                steps[-1][1].append(n)
+            else:
+                steps.append((child, [n]))
+        return steps
+
+    def _module_init(self, node: Node) -> str:
+        entry = TABLE[node.op]
+        assert entry.init is not None, f"{node.op} has no module form"
+        expr = entry.init(node, [self.g.types[v] for v in node.inputs])
+        head = re.match(r"(\w+)\(", expr)
+        if head and head.group(1) in HELPERS:
+            self.helpers.add(head.group(1))
+        return expr
+
+    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> list[str]:
+        """Constructor lines (first line has no indent) for a child block or group."""
+        if child.kind == "block":
+            return [f"{self._block_class(child, nodes, depth + 1)}()"]
+        items: list[tuple[str, list[str]]] = []
+        for sub, sub_nodes in self._steps(nodes, depth + 1):
+            if sub is None:
+                (node,) = sub_nodes
+                items.append((node.name or "", [self._module_init(node)]))
+            else:
+                items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
+        positional = all(name == str(i) for i, (name, _) in enumerate(items))
+        if not positional:
+            # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
+            self.ordered_dict = True
+            lines = ["nn.Sequential(OrderedDict(["]
+            for name, expr in items:
+                lines.append(f"    ({name!r}, {expr[0]}")
+                lines.extend("    " + e for e in expr[1:])
+                lines[-1] += "),"
+            return lines + ["]))"]
+        if len(items) == 1 and len(items[0][1]) == 1:
+            return [f"nn.Sequential({items[0][1][0]})"]
+        lines = ["nn.Sequential("]
+        for _, expr in items:
+            lines.append(f"    {expr[0]}")
+            lines.extend("    " + e for e in expr[1:])
+            lines[-1] += ","
+        lines.append(")")
+        return lines
+
+    # ---- classes -------------------------------------------------------------------------------
+
+    def _block_class(self, scope: Scope, nodes: list[Node], depth: int) -> str:
+        key = f"{scope.path}#{scope.call}"
+        inputs, outputs, names, _ = self.g.calls[key]
+        args = ", ".join(f"{k}={v}" for k, v in scope.args)
+        doc = f"Block `{scope.block}` from {_where(scope.span.file, scope.span.line)}"
+        cls = self._class(nodes, depth, list(zip(names, inputs)), list(outputs), doc)
+        body_key = (scope.block or "", self._render_body(cls))
+        if body_key in self.by_body:
+            return self.by_body[body_key]
+        base = scope.block or "Block"
+        name, k = base, 1
+        while name in self.taken_class_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken_class_names.add(name)
+        cls.name = name
+        cls.doc = f"Block `{scope.block}`" + (f" ({args})" if args else "") + \
+            f", defined at {_where(nodes[0].span.file, nodes[0].span.line) if nodes else '?'}."
+        self.by_body[body_key] = name
+        self.classes.append(cls)
+        return name
+
+    def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
+               doc: str) -> ClassDef:
+        steps = self._steps(nodes, depth)
+        last_use: dict[int, int] = {}
+        for i, (child, step_nodes) in enumerate(steps):
+            used = self._step_inputs(child, step_nodes)
+            for v in used:
+                last_use[v] = i
+        for v in outputs:
+            last_use[v] = len(steps) + 1
+        namer = Namer(last_use)
+        args = [namer.bind(vid, name, -1) for name, vid in inputs]
+        init: list[Line] = []
+        body: list[Line] = []
+        declared: set[str] = set()
+        for i, (child, step_nodes) in enumerate(steps):
+            if child is None:
+                (node,) = step_nodes
+                self._node(node, i, namer, init, body, declared)
+            else:
+                self._call(child, step_nodes, depth, i, namer, init, body, declared)
+        rets = [namer.names[v] for v in outputs]
+        body.append(Line(f"return {', '.join(rets)}"))
+        return ClassDef("", doc, init, args, body)
+
+    def _step_inputs(self, child: Scope | None, nodes: list[Node]) -> list[int]:
+        if child is None:
+            return list(nodes[0].inputs)
+        return list(self.g.calls[f"{child.path}#{child.call}"][0])
+
+    def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
+              declared: set[str]) -> None:
+        where = _where(node.span.file, node.span.line)
+        mod = None
+        if node.name is not None:
+            mod = f"self.{node.name}"
+            if node.name not in declared:
+                declared.add(node.name)
+                init.append(Line(f"self.{node.name} = {self._module_init(node)}", where))
+        ins = [self.g.types[v] for v in node.inputs]
+        args = [namer.names[v] for v in node.inputs]
+        hint = node.hint or "y"
+        outs = [namer.bind(v, hint if i == 0 else f"{hint}_state", step) for i, v in enumerate(node.outputs)]
+        ctx = Ctx(lambda base: namer.temp(base, step))
+        lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
+        for j, code in enumerate(lines):
+            body.append(Line(code, where if j == 0 else None))
+
+    def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
+              body: list[Line], declared: set[str]) -> None:
+        where = _where(child.span.file, child.span.line)
+        if child.name not in declared:
+            declared.add(child.name)
+            ctor = self._child_init(child, nodes, depth)
+            init.append(Line(f"self.{child.name} = {ctor[0]}", where))
+            init.extend(Line(c) for c in ctor[1:])
+        inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
+        args = ", ".join(namer.names[v] for v in inputs)
+        outs = [namer.bind(v, hint or "y", step) for v in outputs]
+        body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
+
+    def _render_body(self, cls: ClassDef) -> str:
+        return "\n".join(f"{ln.code}" for ln in cls.init) + "|" + ",".join(cls.args) + "|" + \
+            "\n".join(ln.code for ln in cls.body)
+
+    # ---- entry ---------------------------------------------------------------------------------
+
+    def network(self) -> ClassDef:
+        g = self.g
+        self.taken_class_names.update(HELPERS)
+        self.taken_class_names.add(g.name)
+        cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "")
+        cls.name = g.name
+        return cls
+
+
+def _format_lines(lines: list[Line], indent: str) -> list[str]:
+    out = []
+    for ln in lines:
+        text = indent + ln.code
+        if ln.comment:
+            pad = max(_COMMENT_COLUMN - len(text), 2)
+            text = f"{text}{' ' * pad}# {ln.comment}"
+        out.append(text)
+    return out
+
+
+def _shape_with_batch(t) -> str:
+    if isinstance(t, TensorType):
+        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + (f" {t.dtype}" if t.dtype != "float32" else "")
+    return str(t)
+
+
+def emit_module(g: Graph) -> str:
+    """The Python source of a module computing ``g``."""
+    em = ModuleEmitter(g)
+    net = em.network()
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    template = env.get_template("module.py.j2")
+    classes = []
+    for cls in em.classes + [net]:
+        classes.append({
+            "name": cls.name,
+            "doc": cls.doc,
+            "init": _format_lines(cls.init, " " * 8),
+            "args": cls.args,
+            "body": _format_lines(cls.body, " " * 8),
+        })
+    inputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.inputs]
+    outputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.outputs]
+    net_doc_lines = [f"Network `{g.name}` from {Path(g.file).name}"
+                     + (f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else "") + "."]
+    classes[-1]["doc"] = net_doc_lines[0]
+    return template.render(
+        version=__version__,
+        source=Path(g.file).name,
+        network=g.name,
+        params=f"{total_params(g):,}",
+        inputs=inputs,
+        outputs=outputs,
+        helpers=[HELPERS[h].strip("\n") for h in sorted(em.helpers)],
+        classes=classes,
+        output_names=[n for n, _ in g.outputs],
+        ordered_dict=em.ordered_dict,
+    )

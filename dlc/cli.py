@@ -1,0 +1,166 @@
+"""The command line: ``dlc compile | check | summary | ir | render``.
+
+Exit codes: 0 success, 1 an error in the spec (diagnostics on stderr), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from dlc import __version__
+from dlc.diagnostics import DlcError, render
+
+
+class UsageError(Exception):
+    pass
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from dlc.api import read_params_file
+
+    values: dict[str, Any] = {}
+    if args.params:
+        if not Path(args.params).is_file():
+            raise UsageError(f"--params: no such file: {args.params}")
+        values.update(read_params_file(args.params))
+    for item in args.set or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            values[key.strip()] = text
+    return values
+
+
+def _graph(args: argparse.Namespace):
+    from dlc.compiler import build_graph
+
+    spec = Path(args.spec)
+    if not spec.is_file():
+        raise UsageError(f"no such file: {spec}")
+    return build_graph(spec, _overrides(args), args.network)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from dlc.backends.torch.emit import emit_module
+
+    source = emit_module(_graph(args))
+    if args.output in (None, "-"):
+        sys.stdout.write(source)
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(source, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dlc.compiler.passes import total_params
+
+    g = _graph(args)
+    print(f"{args.spec}: ok: network {g.name}, {len(g.nodes)} nodes, {total_params(g):,} parameters")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from dlc.backends.summary import summarize
+
+    sys.stdout.write(summarize(_graph(args)))
+    return 0
+
+
+def cmd_ir(args: argparse.Namespace) -> int:
+    from dlc.compiler.ir import print_graph
+    from dlc.compiler.serialize import dump_yaml
+
+    g = _graph(args)
+    text = print_graph(g) if args.text else dump_yaml(g)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from dlc.backends.graphviz import render_file
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
+        raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {out.name}")
+    g = _graph(args)
+    message = render_file(g, out)
+    if message:
+        print(message, file=sys.stderr)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
+    p.add_argument("--version", action="version", version=f"dlc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("spec", help="the .dln file")
+        sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="override a network parameter (repeatable); VALUE is read as YAML")
+        sp.add_argument("--params", metavar="FILE.yaml", help="network parameter overrides from a YAML mapping")
+        sp.add_argument("--network", metavar="NAME", help="which network to compile when a file has several")
+
+    c = sub.add_parser("compile", help="write the PyTorch module")
+    common(c)
+    c.add_argument("-o", "--output", metavar="OUT.py", help="output file (default: stdout)")
+    c.set_defaults(func=cmd_compile)
+    c = sub.add_parser("check", help="check a spec and report its size")
+    common(c)
+    c.set_defaults(func=cmd_check)
+    c = sub.add_parser("summary", help="print layers, output shapes and parameter counts")
+    common(c)
+    c.set_defaults(func=cmd_summary)
+    c = sub.add_parser("ir", help="dump the IR as YAML (or --text)")
+    common(c)
+    c.add_argument("--text", action="store_true", help="the readable text form instead of YAML")
+    c.add_argument("-o", "--output", metavar="OUT")
+    c.set_defaults(func=cmd_ir)
+    c = sub.add_parser("render", help="draw the network with Graphviz")
+    common(c)
+    c.add_argument("-o", "--output", required=True, metavar="OUT.{svg,png,pdf,dot}")
+    c.set_defaults(func=cmd_render)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DlcError as err:
+        print(render(err), file=sys.stderr)
+        return 1
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"dlc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # a bug in dlc, not in the spec: say so plainly
+        if os.environ.get("DLC_DEBUG"):
+            traceback.print_exc()
+        else:
+            etype, value, _ = sys.exc_info()
+            print(f"dlc: internal error ({etype.__name__}: {value}); this is a bug in dlc, please report it "
+                  f"with the spec (set DLC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
