@@ -22,6 +22,7 @@ from dlc.backends.torch.ops import TABLE, Ctx
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import TensorType
+from dlc.diagnostics import Span
 
 TEMPLATES = Path(__file__).with_name("templates")
 _RESERVED = {"self", "torch", "nn", "F", "_"} | set(keyword.kwlist) | {"super", "print", "range", "len"}
@@ -41,6 +42,96 @@ class ClassDef:
     init: list[Line]
     args: list[str]
     body: list[Line]
+    params: list[str] = field(default_factory=list)  # constructor arguments
+
+
+@dataclass
+class _Instance:
+    """One block instance waiting to be given a class."""
+
+    iid: int
+    scope: Scope
+    cls: ClassDef
+    input_types: list
+    input_names: list[str]
+    span: Span
+
+
+_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
+# A number standing alone (not part of a name, a string or another number).
+_NUMBER = re.compile(r"(?<![\w.'\"])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.'\"])")
+
+
+def _placeholders(cls: ClassDef) -> list[int]:
+    return [int(m) for ln in cls.init for m in _PLACEHOLDER.findall(ln.code)]
+
+
+def _resolve(code: str, calls: dict[int, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: calls[int(m.group(1))], code)
+
+
+def _class_text(cls: ClassDef) -> list[str]:
+    return [ln.code for ln in cls.init] + ["|".join(cls.args)] + [ln.code for ln in cls.body]
+
+
+def _split_numbers(cls: ClassDef) -> tuple[tuple[str, ...], list[str]]:
+    """The code with every number cut out (its shape), and the numbers in order."""
+    skeleton: list[str] = []
+    numbers: list[str] = []
+    for text in _class_text(cls):
+        parts = _NUMBER.split(text)
+        skeleton.append("\x01".join(parts))
+        numbers.extend(_NUMBER.findall(text))
+    return tuple(skeleton), numbers
+
+
+def _param_name(column: tuple[str, ...], recs: list["_Instance"]) -> str:
+    """Name a varying number after what it equals in every instance."""
+    values = [float(v) for v in column]
+    for pname, _ in recs[0].scope.args:
+        if all(isinstance(dict(r.scope.args).get(pname), (int, float)) and not isinstance(
+                dict(r.scope.args).get(pname), bool) and float(dict(r.scope.args)[pname]) == v
+               for r, v in zip(recs, values)):
+            return pname
+    for i, (iname, t) in enumerate(zip(recs[0].input_names, recs[0].input_types)):
+        if not isinstance(t, TensorType):
+            continue
+        for axis, _ in enumerate(t.shape):
+            if all(isinstance(r.input_types[i], TensorType) and len(r.input_types[i].shape) > axis
+                   and r.input_types[i].shape[axis] == v for r, v in zip(recs, values)):
+                return f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
+    return ""
+
+
+def _substitute(cls: ClassDef, numbers: list[str], names: dict[int, str]) -> None:
+    """Replace the varying numbers by constructor arguments (``self.name`` inside forward)."""
+    pos = 0
+    used_in_forward: list[str] = []
+
+    def rewrite(text: str, in_forward: bool) -> str:
+        nonlocal pos
+        out = []
+        last = 0
+        for m in _NUMBER.finditer(text):
+            out.append(text[last:m.start()])
+            pname = names.get(pos)
+            if pname is None:
+                out.append(m.group(0))
+            elif in_forward:
+                out.append(f"self.{pname}")
+                if pname not in used_in_forward:
+                    used_in_forward.append(pname)
+            else:
+                out.append(pname)
+            last = m.end()
+            pos += 1
+        out.append(text[last:])
+        return "".join(out)
+
+    cls.init = [Line(rewrite(ln.code, False), ln.comment) for ln in cls.init]
+    rewrite("|".join(cls.args), False)
+    cls.body = [Line(rewrite(ln.code, True), ln.comment) for ln in cls.body]
+    cls.init = [Line(f"self.{p} = {p}") for p in used_in_forward] + cls.init
 
 
 def _where(span_file: str, line: int) -> str:
@@ -89,7 +180,8 @@ class ModuleEmitter:
     def __init__(self, g: Graph) -> None:
         self.g = g
         self.classes: list[ClassDef] = []
-        self.by_body: dict[tuple[str, str], str] = {}
+        self.instances: list[_Instance] = []
+        self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
         self.taken_class_names: set[str] = set()
         self.helpers: set[str] = set()
         self.ordered_dict = False
@@ -121,7 +213,7 @@ class ModuleEmitter:
     def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> list[str]:
         """Constructor lines (first line has no indent) for a child block or group."""
         if child.kind == "block":
-            return [f"{self._block_class(child, nodes, depth + 1)}()"]
+            return [self._block_class(child, nodes, depth + 1)]
         items: list[tuple[str, list[str]]] = []
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:
@@ -152,26 +244,14 @@ class ModuleEmitter:
     # ---- classes -------------------------------------------------------------------------------
 
     def _block_class(self, scope: Scope, nodes: list[Node], depth: int) -> str:
+        """Record one block instance; returns a placeholder for its constructor call (see ``finalize``)."""
         key = f"{scope.path}#{scope.call}"
         inputs, outputs, names, _ = self.g.calls[key]
-        args = ", ".join(f"{k}={v}" for k, v in scope.args)
-        doc = f"Block `{scope.block}` from {_where(scope.span.file, scope.span.line)}"
-        cls = self._class(nodes, depth, list(zip(names, inputs)), list(outputs), doc)
-        body_key = (scope.block or "", self._render_body(cls))
-        if body_key in self.by_body:
-            return self.by_body[body_key]
-        base = scope.block or "Block"
-        name, k = base, 1
-        while name in self.taken_class_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken_class_names.add(name)
-        cls.name = name
-        cls.doc = f"Block `{scope.block}`" + (f" ({args})" if args else "") + \
-            f", defined at {_where(nodes[0].span.file, nodes[0].span.line) if nodes else '?'}."
-        self.by_body[body_key] = name
-        self.classes.append(cls)
-        return name
+        cls = self._class(nodes, depth, list(zip(names, inputs)), list(outputs), "")
+        rec = _Instance(len(self.instances), scope, cls, [self.g.types[v] for v in inputs], list(names),
+                        nodes[0].span if nodes else scope.span)
+        self.instances.append(rec)
+        return f"\x00{rec.iid}\x00"
 
     def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
                doc: str) -> ClassDef:
@@ -234,10 +314,6 @@ class ModuleEmitter:
         outs = [namer.bind(v, hint or "y", step) for v in outputs]
         body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
 
-    def _render_body(self, cls: ClassDef) -> str:
-        return "\n".join(f"{ln.code}" for ln in cls.init) + "|" + ",".join(cls.args) + "|" + \
-            "\n".join(ln.code for ln in cls.body)
-
     # ---- entry ---------------------------------------------------------------------------------
 
     def network(self) -> ClassDef:
@@ -246,7 +322,78 @@ class ModuleEmitter:
         self.taken_class_names.add(g.name)
         cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "")
         cls.name = g.name
+        self._finalize()
+        cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
         return cls
+
+    # ---- one class per block ----------------------------------------------------------------------
+
+    def _finalize(self) -> None:
+        """Turn recorded block instances into classes: one per block and code shape.
+
+        Instances of a block whose code differs only in numbers share a class; the numbers
+        that differ become constructor arguments, named after the block parameter (or input
+        size) that has the same value in every instance.
+        """
+        by_block: dict[str, list[_Instance]] = {}
+        for rec in self.instances:
+            by_block.setdefault(rec.scope.block or "Block", []).append(rec)
+        children: dict[str, set[str]] = {b: set() for b in by_block}
+        for b, recs in by_block.items():
+            for rec in recs:
+                for iid in _placeholders(rec.cls):
+                    children[b].add(self.instances[iid].scope.block or "Block")
+        done: set[str] = set()
+        order: list[str] = []
+        while len(order) < len(by_block):
+            for b in by_block:
+                if b not in done and children[b] <= done:
+                    done.add(b)
+                    order.append(b)
+        for b in order:
+            groups: dict[tuple[str, ...], list[tuple[_Instance, list[str]]]] = {}
+            for rec in by_block[b]:
+                rec.cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
+                skeleton, numbers = _split_numbers(rec.cls)
+                groups.setdefault(skeleton, []).append((rec, numbers))
+            for members in groups.values():
+                self._group_class(b, members)
+
+    def _group_class(self, block: str, members: list[tuple["_Instance", list[str]]]) -> None:
+        first = members[0][0]
+        name, k = block, 1
+        while name in self.taken_class_names:
+            k += 1
+            name = f"{block}_{k}"
+        self.taken_class_names.add(name)
+        columns = list(zip(*(numbers for _, numbers in members)))
+        names: dict[int, str] = {}
+        params: list[str] = []
+        unnamed: dict[tuple[str, ...], str] = {}
+        for pos, column in enumerate(columns):
+            if len(set(float(v) for v in column)) == 1:
+                continue
+            pname = _param_name(column, [rec for rec, _ in members])
+            if not pname:  # equal to nothing the spec names: a numbered argument
+                pname = unnamed.setdefault(column, f"arg{len(unnamed) + 1}")
+            if pname in ("self", "torch", "nn", "F", "super"):
+                pname += "_"
+            names[pos] = pname
+            if pname not in params:
+                params.append(pname)
+        declared = [p for p, _ in first.scope.args]
+        found = list(params)
+        params = sorted(found, key=lambda p: (0, declared.index(p)) if p in declared else (1, found.index(p)))
+        cls = first.cls
+        cls.name = name
+        cls.params = params
+        cls.doc = f"Block `{block}`, defined at {_where(first.span.file, first.span.line)}."
+        _substitute(cls, members[0][1], names)
+        for rec, numbers in members:
+            values = {names[pos]: numbers[pos] for pos in names}
+            args = ", ".join(f"{p}={values[p]}" for p in params)
+            self.calls[rec.iid] = f"{name}({args})"
+        self.classes.append(cls)
 
 
 def _format_lines(lines: list[Line], indent: str) -> list[str]:
@@ -280,6 +427,7 @@ def emit_module(g: Graph) -> str:
             "doc": cls.doc,
             "init": _format_lines(cls.init, " " * 8),
             "args": cls.args,
+            "params": cls.params,
             "body": _format_lines(cls.body, " " * 8),
         })
     inputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.inputs]
