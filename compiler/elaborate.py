@@ -24,6 +24,8 @@ from dlc.grammar import ast
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
+# Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
+_NOT_IN_SEQ = frozenset({"rnn", "lstm", "gru", "bidirectional", "attention", "timedistributed"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Attribute names an nn.Module already uses; a layer named like one would break the module.
 _MODULE_ATTRS = frozenset({
@@ -87,6 +89,7 @@ class Frame:
     names: dict[str, Any]
     container: Container
     hint: str | None = None
+    naming_call: ast.Call | None = None  # the call a single-name assignment applies (it names the layer)
 
 
 def snake(name: str) -> str:
@@ -174,9 +177,11 @@ class Elaborator:
                     frame.names[stmt.name] = self._block_input(stmt, frame, inputs, n_inputs)
                 n_inputs += 1
             elif isinstance(stmt, ast.Assign):
-                frame.hint = stmt.targets[0] if len(stmt.targets) == 1 else None
+                # several targets: a comma-separated hint names each output of the last layer
+                frame.hint = ",".join(stmt.targets)
+                frame.naming_call = stmt.value if isinstance(stmt.value, ast.Call) else None
                 value = self.eval(stmt.value, frame)
-                frame.hint = None
+                frame.hint = frame.naming_call = None
                 self._assign(frame, stmt.targets, value, stmt.value.span)
             elif isinstance(stmt, ast.Output):
                 self._output(frame, stmt)
@@ -266,8 +271,9 @@ class Elaborator:
                                    hint=suggest(t, frame.names))
         else:
             frame.hint = stmt.targets[0] if len(stmt.targets) == 1 else None
+            frame.naming_call = stmt.value if isinstance(stmt.value, ast.Call) else None
             value = self.eval(stmt.value, frame)
-            frame.hint = None
+            frame.hint = frame.naming_call = None
             if len(stmt.targets) > 1:
                 if not isinstance(value, tuple) or len(value) != len(stmt.targets):
                     raise self.err("tuple-mismatch", f"{len(stmt.targets)} outputs named but the value has "
@@ -450,8 +456,19 @@ class Elaborator:
                            hint="bind it to a name first: `l = layer(...)`, then `l(x)`")
         layer = self._bind_args(f, e.args, e.span, frame)
         if layer.has_tensors:
-            return self.apply(layer, [], e.span, frame, frame.container, None)
+            return self.apply(layer, [], e.span, frame, frame.container, self._assigned_name(e, layer, frame))
         return layer
+
+    def _assigned_name(self, e: ast.Call, layer: Layer, frame: Frame) -> str | None:
+        """`ctx = attention(query=q, key=k, value=v)`: the assignment names the layer it applies."""
+        if e is not frame.naming_call or frame.hint is None or frame.container.kind == "seq" or "," in frame.hint:
+            return None
+        if layer.op is not None and not layer.op.stateful:
+            return None
+        name = frame.hint
+        if name in frame.container.taken or name in _MODULE_ATTRS:
+            return None
+        return name
 
     def _bind_args(self, f: Layer, args: tuple[ast.Arg, ...], span: Span, frame: Frame) -> Layer:
         layer = Layer(f.op, f.block, {}, [], {}, [], span)
@@ -710,6 +727,10 @@ class Elaborator:
         if container.kind == "seq" and len(inputs) != 1:
             raise self.err("bad-group", f"`{op.name}` with several inputs cannot be part of a labelled group",
                            span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        if container.kind == "seq" and op.name in _NOT_IN_SEQ:
+            # their torch modules return tuples or need several arguments, so nn.Sequential cannot chain them
+            raise self.err("bad-group", f"`{op.name}` cannot be part of a labelled group", span, frame,
+                           hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
         node = self.emit_node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame)
         outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
         if container.kind == "seq" and len(outs) != 1:

@@ -294,8 +294,7 @@ class ModuleEmitter:
                 init.append(Line(f"self.{node.name} = {self._module_init(node)}", where))
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
-        hint = node.hint or "y"
-        outs = [namer.bind(v, hint if i == 0 else f"{hint}_state", step) for i, v in enumerate(node.outputs)]
+        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, _hints(node.hint, len(node.outputs)))]
         ctx = Ctx(lambda base: namer.temp(base, step))
         lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
@@ -311,7 +310,7 @@ class ModuleEmitter:
             init.extend(Line(c) for c in ctor[1:])
         inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
         args = ", ".join(namer.names[v] for v in inputs)
-        outs = [namer.bind(v, hint or "y", step) for v in outputs]
+        outs = [namer.bind(v, h, step) for v, h in zip(outputs, _hints(hint, len(outputs)))]
         body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
 
     # ---- entry ---------------------------------------------------------------------------------
@@ -394,6 +393,14 @@ class ModuleEmitter:
             args = ", ".join(f"{p}={values[p]}" for p in params)
             self.calls[rec.iid] = f"{name}({args})"
         self.classes.append(cls)
+
+
+def _hints(hint: str | None, n: int) -> list[str]:
+    """Variable names for ``n`` results: ``a,b`` (from ``a, b = ...``) names each one."""
+    parts = (hint or "y").split(",")
+    if len(parts) == n:
+        return parts
+    return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
 
 
 def _format_lines(lines: list[Line], indent: str) -> list[str]:

@@ -310,7 +310,7 @@ def _bi_forward(node, ins, args, mod, outs, ctx) -> list[str]:
     else:
         # Keras semantics: the backward direction's final output is the one at time step 0.
         fwd_src, bwd_src = f"{seq}[:, -1, :{units}]", f"{seq}[:, 0, {units}:]"
-    fwd, bwd = ctx.fresh("forward"), ctx.fresh("backward")
+    fwd, bwd = ctx.fresh("fwd"), ctx.fresh("bwd")
     lines.append(f"{fwd}, {bwd} = {fwd_src}, {bwd_src}")
     merged = {
         "concat": f"torch.cat([{fwd}, {bwd}], dim=-1)",
