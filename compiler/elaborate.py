@@ -25,7 +25,7 @@ PARAM_TYPES = ("int", "float", "bool", "str", "list")
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
 # Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
-_NOT_IN_SEQ = frozenset({"rnn", "lstm", "gru", "bidirectional", "attention", "timedistributed"})
+_NOT_IN_SEQ = frozenset({"timedistributed"})  # its module form needs the reshapes around it
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Attribute names an nn.Module already uses; a layer named like one would break the module.
 _MODULE_ATTRS = frozenset({
@@ -101,6 +101,8 @@ class Elaborator:
         self.program = program
         self.graph: Graph | None = None
         self.depth = 0
+        self.blocks: list[str] = []  # names of the block instances being elaborated, outermost first
+        self.where: tuple[Span, Frame] | None = None  # the statement being elaborated (for too-deep errors)
 
     # ---- entry -----------------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class Elaborator:
         n_inputs = 0
         returned: list[Any] | None = None
         for stmt in d.body:
+            self.where = (stmt.span, frame)
             if returned is not None:
                 raise self.err("misplaced-statement", "statement after `return`", stmt.span, frame)
             if isinstance(stmt, ast.Input):
@@ -760,8 +763,18 @@ class Elaborator:
         block = layer.block
         assert block is not None
         if self.depth > 64:
-            raise self.err("recursion", f"blocks nest more than 64 deep at `{block.name}`", span, frame,
-                           hint="a block may not use itself")
+            if block.name in self.blocks:
+                first = self.blocks.index(block.name)
+                cycle = " > ".join(self.blocks[first:first + self.blocks[first + 1:].index(block.name) + 1]
+                                   if block.name in self.blocks[first + 1:] else self.blocks[first:])
+                msg = f"block `{block.name}` keeps instantiating itself ({cycle} > {block.name} > ...)"
+            else:
+                msg = f"blocks nest more than 64 deep at `{block.name}`"
+            e = self.err("recursion", msg, span, frame,
+                         hint="a block may use itself only under an `if` whose condition ends the recursion")
+            if len(e.chain) > 6:
+                e.chain = e.chain[:3] + ("...",) + e.chain[-1:]
+            raise e
         names = [s.name for s in block.body if isinstance(s, ast.Input)]
         inputs = list(piped) + list(layer.pos_tensors)
         for n, t in layer.tensors.items():
@@ -798,10 +811,12 @@ class Elaborator:
         inner_frame.container = Container(container.scope + (scope,), "block",
                                           container.chain + (f"{path} ({block.name})",))
         self.depth += 1
+        self.blocks.append(block.name)
         try:
             result = self._body(inner_frame, inputs, is_network=False)
         finally:
             self.depth -= 1
+            self.blocks.pop()
         self.graph.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result),
                                               tuple(names), frame.hint)
         return result[0] if len(result) == 1 else tuple(result)
@@ -1005,4 +1020,10 @@ def _fmt_default(v: Any) -> str:
 
 def elaborate(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:
     """Elaborate the chosen network of ``program`` into an IR graph."""
-    return Elaborator(program).network(network, overrides or {})
+    el = Elaborator(program)
+    try:
+        return el.network(network, overrides or {})
+    except RecursionError:
+        span, frame = el.where if el.where else (None, None)
+        raise el.err("too-deep", "the spec nests too deeply to compile (blocks within blocks within deep "
+                     "expressions)", span, frame, hint="flatten deep expressions with intermediate names") from None

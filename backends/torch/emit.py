@@ -201,13 +201,18 @@ class ModuleEmitter:
                 steps.append((child, [n]))
         return steps
 
-    def _module_init(self, node: Node) -> str:
+    def _module_init(self, node: Node, in_sequential: bool = False) -> str:
         entry = TABLE[node.op]
-        assert entry.init is not None, f"{node.op} has no module form"
-        expr = entry.init(node, [self.g.types[v] for v in node.inputs])
+        init = entry.seq_init if in_sequential and entry.seq_init is not None else entry.init
+        assert init is not None, f"{node.op} has no module form"
+        expr = init(node, [self.g.types[v] for v in node.inputs])
         head = re.match(r"(\w+)\(", expr)
-        if head and head.group(1) in HELPERS:
-            self.helpers.add(head.group(1))
+        if head:
+            helper = head.group(1)
+            if helper.startswith("Sequence") and helper != "Sequential":
+                helper = "SequenceRNN"
+            if helper in HELPERS:
+                self.helpers.add(helper)
         return expr
 
     def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> list[str]:
@@ -218,7 +223,7 @@ class ModuleEmitter:
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:
                 (node,) = sub_nodes
-                items.append((node.name or "", [self._module_init(node)]))
+                items.append((node.name or "", [self._module_init(node, in_sequential=True)]))
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
         positional = all(name == str(i) for i, (name, _) in enumerate(items))

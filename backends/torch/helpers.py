@@ -66,4 +66,60 @@ class AlwaysDropout(nn.Module):
     def forward(self, x):
         return F.dropout(x, self.p, training=True)
 ''',
+    "SequenceRNN": '''
+class SequenceOutput:
+    """Mixin for recurrent layers inside nn.Sequential: return the output only (Keras semantics).
+
+    With `return_sequences=False` the result is the last time step; a bidirectional layer merges
+    its two directions with `merge`, its backward direction's final output being the one at step 0.
+    """
+
+    def __init__(self, *args, return_sequences=True, merge="concat", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.return_sequences = return_sequences
+        self.merge = merge
+
+    def forward(self, x):
+        y, _ = super().forward(x)
+        if not self.bidirectional:
+            return y if self.return_sequences else y[:, -1]
+        h = self.hidden_size
+        if self.return_sequences:
+            fwd, bwd = y[..., :h], y[..., h:]
+        else:
+            fwd, bwd = y[:, -1, :h], y[:, 0, h:]
+        if self.merge == "concat":
+            return torch.cat([fwd, bwd], dim=-1)
+        if self.merge == "sum":
+            return fwd + bwd
+        if self.merge == "mul":
+            return fwd * bwd
+        return (fwd + bwd) / 2
+
+
+class SequenceRNN(SequenceOutput, nn.RNN):
+    pass
+
+
+class SequenceLSTM(SequenceOutput, nn.LSTM):
+    pass
+
+
+class SequenceGRU(SequenceOutput, nn.GRU):
+    pass
+''',
+    "SelfAttention": '''
+class SelfAttention(nn.MultiheadAttention):
+    """Self-attention (query = key = value) returning only the attended values."""
+
+    def __init__(self, *args, causal=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+
+    def forward(self, x):
+        mask = None
+        if self.causal:
+            mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
+        return super().forward(x, x, x, need_weights=False, attn_mask=mask)[0]
+''',
 }

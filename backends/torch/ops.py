@@ -58,6 +58,7 @@ class Emit:
     init: Init | None
     forward: Forward
     helper: str | None = None  # name of a helper class (in helpers.py) the module form needs
+    seq_init: Init | None = None  # module form inside nn.Sequential, where it differs from ``init``
 
 
 def _call_module(node, ins, args, mod, outs, ctx) -> list[str]:
@@ -278,6 +279,13 @@ def _rnn_init(n: Node, ins: list[Type]) -> str:
     return _recurrent_init({"op": n.op, **n.attrs}, ins[0].shape[-1], False)
 
 
+def _sequence_init(cell: dict, features: Any, bidirectional: bool, merge: str | None) -> str:
+    """The module form of a recurrent layer inside nn.Sequential (see helpers.SequenceOutput)."""
+    expr = _recurrent_init(cell, features, bidirectional)
+    extra = kwargs([("return_sequences", cell["return_sequences"], True), ("merge", merge, None)])
+    return "Sequence" + expr[len("nn."):-1] + extra + ")"
+
+
 def _rnn_forward(node, ins, args, mod, outs, ctx) -> list[str]:
     a = node.attrs
     state = outs[1] if a["return_state"] else "_"
@@ -289,7 +297,8 @@ def _rnn_forward(node, ins, args, mod, outs, ctx) -> list[str]:
 
 
 for _cell in _CELLS:
-    emits(_cell, _rnn_init, _rnn_forward)
+    TABLE[_cell] = Emit(_rnn_init, _rnn_forward, seq_init=lambda n, ins: _sequence_init(
+        {"op": n.op, **n.attrs}, ins[0].shape[-1], False, None))
 
 
 def _bi_init(n: Node, ins: list[Type]) -> str:
@@ -322,7 +331,8 @@ def _bi_forward(node, ins, args, mod, outs, ctx) -> list[str]:
     return lines
 
 
-emits("bidirectional", _bi_init, _bi_forward)
+TABLE["bidirectional"] = Emit(_bi_init, _bi_forward, seq_init=lambda n, ins: _sequence_init(
+    n.attrs["layer"], ins[0].shape[-1], True, n.attrs["merge"]))
 
 
 def _attention_init(n: Node, ins: list[Type]) -> str:
@@ -349,7 +359,9 @@ def _attention_forward(node, ins, args, mod, outs, ctx) -> list[str]:
     return lines
 
 
-emits("attention", _attention_init, _attention_forward)
+TABLE["attention"] = Emit(_attention_init, _attention_forward, seq_init=lambda n, ins: (
+    "SelfAttention" + _attention_init(n, ins)[len("nn.MultiheadAttention"):-1]
+    + kwargs([("causal", n.attrs["causal"], False)]) + ")"))
 
 
 def _td_init(n: Node, ins: list[Type]) -> str:

@@ -1,0 +1,103 @@
+"""The PyTorch backend: op coverage, class sharing, and module forms inside nn.Sequential."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+import torch
+
+import dlc
+from dlc.backends.graphviz import FAMILY_COLOURS
+from dlc.backends.torch.ops import TABLE
+from dlc.compiler.ops.registry import all_ops
+
+SPECS = "specs"
+
+
+def test_every_op_has_a_torch_entry_and_a_diagram_colour():
+    ops = all_ops()
+    assert set(ops) == set(TABLE), "ops and the torch backend table must list the same ops"
+    for name, op in ops.items():
+        if op.stateful:
+            assert TABLE[name].init is not None, f"{name} has parameters but no module constructor"
+        assert op.family in FAMILY_COLOURS, f"{name}: family {op.family} has no colour in the diagram"
+
+
+def _classes(source: str) -> list[str]:
+    return [n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)]
+
+
+def test_block_instances_differing_only_in_numbers_share_a_class():
+    src = dlc.compile(f"{SPECS}/resnet18.dln").source
+    classes = _classes(src)
+    # BasicBlock with and without the downsample branch: two code shapes, eight instances
+    assert sorted(c for c in classes if c.startswith("BasicBlock")) == ["BasicBlock", "BasicBlock_2"]
+    assert "def __init__(self, c):" in src
+    assert src.count("BasicBlock(c=") == 5 and src.count("BasicBlock_2(c=") == 3
+
+
+def test_parametrised_class_reproduces_every_instance():
+    m = dlc.load(f"{SPECS}/resnet18.dln", classes=10)
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes["layer3.0.conv1.weight"] == (256, 128, 3, 3)
+    assert shapes["layer3.0.downsample.0.weight"] == (256, 128, 1, 1)
+    assert shapes["layer4.1.conv2.weight"] == (512, 512, 3, 3)
+    assert shapes["fc.weight"] == (10, 512)
+
+
+def _spec(tmp_path, text: str) -> str:
+    p = tmp_path / "net.dln"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave"])
+@pytest.mark.parametrize("seqs", ["true", "false"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_layers_inside_a_group_equal_the_inline_form(tmp_path, merge, seqs, cell):
+    layer = f"bidirectional({cell}(5, return_sequences={seqs}), merge={merge})"
+    grouped = _spec(tmp_path, f"""
+network G {{
+    input t: [T] int64
+    output y = t -> enc: (embedding(20, 8) -> {cell}(6) -> {layer})
+}}""")
+    inline = str(tmp_path / "inline.dln")
+    with open(inline, "w") as f:
+        f.write(f"""
+network I {{
+    input t: [T] int64
+    output y = t -> e: embedding(20, 8) -> r: {cell}(6) -> b: {layer}
+}}""")
+    torch.manual_seed(0)
+    g, i = dlc.load(grouped), dlc.load(inline)
+    sd = {re.sub(r"^enc\.(\d)\.", lambda m: {"0": "e.", "1": "r.", "2": "b."}[m.group(1)], k): v
+          for k, v in g.state_dict().items()}
+    i.load_state_dict(sd, strict=True)
+    t = torch.randint(0, 20, (3, 7))
+    torch.testing.assert_close(g(t), i(t), rtol=0, atol=0)
+
+
+def test_self_attention_inside_a_group_equals_the_inline_form(tmp_path):
+    grouped = _spec(tmp_path, """
+network G {
+    input x: [T, 8]
+    output y = x -> blk: (attention(heads=2, causal=true) -> layernorm)
+}""")
+    inline = str(tmp_path / "inline.dln")
+    with open(inline, "w") as f:
+        f.write("""
+network I {
+    input x: [T, 8]
+    output y = x -> a: attention(heads=2, causal=true) -> n: layernorm
+}""")
+    torch.manual_seed(0)
+    g, i = dlc.load(grouped), dlc.load(inline)
+    i.load_state_dict({k.replace("blk.0.", "a.").replace("blk.1.", "n."): v for k, v in g.state_dict().items()})
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(g(x), i(x))
+    # causal: the first output position must not depend on later positions
+    x2 = x.clone()
+    x2[:, 3:] += 1.0
+    torch.testing.assert_close(g(x2)[:, :3], g(x)[:, :3])
