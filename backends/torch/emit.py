@@ -299,7 +299,8 @@ class ModuleEmitter:
                 init.append(Line(f"self.{node.name} = {self._module_init(node)}", where))
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
-        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, _hints(node.hint, len(node.outputs)))]
+        hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
+        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, _hints(hint, len(node.outputs)))]
         ctx = Ctx(lambda base: namer.temp(base, step))
         lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
@@ -315,6 +316,7 @@ class ModuleEmitter:
             init.extend(Line(c) for c in ctor[1:])
         inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
         args = ", ".join(namer.names[v] for v in inputs)
+        hint = hint or (child.name if child.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(outputs, _hints(hint, len(outputs)))]
         body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
 
