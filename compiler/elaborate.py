@@ -18,7 +18,7 @@ from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops
 from dlc.compiler.program import Program, pick_network
 from dlc.compiler.types import StateType, TensorType, Type
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
-from dlc.diagnostics import DlcError, Span, suggest
+from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.grammar import ast
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
@@ -27,6 +27,9 @@ BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
 # Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
 _NOT_IN_SEQ = frozenset({"timedistributed"})  # its module form needs the reshapes around it
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# .dln keywords that are not Python keywords (those are refused anyway); the lexer would read them as
+# names where no keyword fits, so `input true: [4]` would parse but `true` could never be referenced.
+_DLN_KEYWORDS = frozenset({"true", "false", "then", "input", "output", "block", "network"})
 # Attribute names an nn.Module already uses; a layer named like one would break the module.
 _MODULE_ATTRS = frozenset({
     "forward", "training", "parameters", "buffers", "children", "modules", "state_dict", "load_state_dict",
@@ -37,10 +40,28 @@ _MODULE_ATTRS = frozenset({
 })
 
 
-def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = False) -> None:
+# Module-level names the generated Python file itself uses; a class of that name would shadow them.
+GENERATED_GLOBALS = frozenset({"torch", "nn", "F", "OrderedDict"})
+
+
+def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = False,
+                     class_name: bool = False) -> None:
     """Names from a spec end up in generated Python: only plain ASCII identifiers pass."""
-    if not _IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__"):
-        raise DlcError("bad-name", f"`{name}` cannot be used as {what}", span,
+    if class_name and name in GENERATED_GLOBALS:
+        raise DlcError("bad-name", f"`{name}` cannot be used as {what}: the generated module uses that name", span,
+                       hint=f"pick another name, e.g. `{name}Net`")
+    if not _IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__") or name in _DLN_KEYWORDS:
+        if name in _DLN_KEYWORDS:
+            why = "it is a keyword of the language"
+        elif keyword.iskeyword(name):
+            why = "it is a Python keyword"
+        elif name.startswith("__"):
+            why = "names starting with `__` are reserved"
+        elif not name.isascii():
+            why = "names must be ASCII"
+        else:
+            why = "it is not a plain identifier"
+        raise DlcError("bad-name", f"`{name}` cannot be used as {what}: {why}", span,
                        hint="use ASCII letters, digits and `_`, not starting with a digit or `__`, "
                             "and not a Python keyword")
     if module_attr and name in _MODULE_ATTRS:
@@ -61,7 +82,8 @@ class Container:
 
     def claim(self, name: str, span: Span) -> None:
         if name in self.taken:
-            raise DlcError("duplicate-name", f"`{name}` already names a layer here", span, chain=self.chain,
+            raise DlcError("duplicate-name", f"`{name}` already names a layer here", span,
+                           chain=self.chain if len(self.chain) > 1 else (),
                            notes=[f"first used at {self.taken[name]}"])
         self.taken[name] = span
 
@@ -93,7 +115,8 @@ class Frame:
 
 
 def snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    """`BasicBlock` -> `basic_block`, `ConvBNReLU` -> `conv_bn_re_lu` (an acronym stays one word)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 class Elaborator:
@@ -108,7 +131,7 @@ class Elaborator:
 
     def network(self, name: str | None, overrides: dict[str, Any]) -> Graph:
         net = pick_network(self.program, name)
-        check_identifier(net.name, net.name_span, "a network name")
+        check_identifier(net.name, net.name_span, "a network name", class_name=True)
         self._check_defs()
         container = Container((), "net", (net.name,))
         frame = Frame(net, {}, container)
@@ -122,7 +145,7 @@ class Elaborator:
 
     def _check_defs(self) -> None:
         for d in self.program.defs.values():
-            check_identifier(d.name, d.name_span, "a block name")
+            check_identifier(d.name, d.name_span, "a block name", class_name=True)
             if get(d.name) is not None:
                 raise DlcError("duplicate-name", f"block `{d.name}` has the name of a built-in layer", d.name_span)
             seen: set[str] = set()
@@ -185,7 +208,7 @@ class Elaborator:
                 frame.naming_call = stmt.value if isinstance(stmt.value, ast.Call) else None
                 value = self.eval(stmt.value, frame)
                 frame.hint = frame.naming_call = None
-                self._assign(frame, stmt.targets, value, stmt.value.span)
+                self._assign(frame, stmt.targets, value, stmt.value.span, _name_spans(stmt.targets, stmt.span))
             elif isinstance(stmt, ast.Output):
                 self._output(frame, stmt)
             elif isinstance(stmt, ast.Return):
@@ -242,35 +265,38 @@ class Elaborator:
                                f"[{', '.join(map(str, want))}] but receives {t.type}", stmt.span, frame)
         return t
 
-    def _assign(self, frame: Frame, targets: tuple[str, ...], value: Any, span: Span) -> None:
-        for t in targets:
-            check_identifier(t, span, "a name")
+    def _assign(self, frame: Frame, targets: tuple[str, ...], value: Any, span: Span,
+                name_spans: list[Span] | None = None) -> None:
+        spans = name_spans or [span] * len(targets)
+        for t, sp in zip(targets, spans):
+            check_identifier(t, sp, "a name")
         if len(targets) > 1:
             if not isinstance(value, tuple) or len(value) != len(targets):
                 n = len(value) if isinstance(value, tuple) else 1
                 raise self.err("tuple-mismatch", f"{len(targets)} names on the left but the value has {n} part(s)",
                                span, frame,
                                hint="a recurrent layer returns (sequence, state) with `return_state=true`")
-            for t, v in zip(targets, value):
-                self._declare(frame, t, span)
+            for t, v, sp in zip(targets, value, spans):
+                self._declare(frame, t, sp)
                 frame.names[t] = v
             return
         name = targets[0]
-        self._declare(frame, name, span)
+        self._declare(frame, name, spans[0])
         if isinstance(value, Layer):
-            check_identifier(name, span, "a layer name", module_attr=True)
-            frame.container.claim(name, span)
+            check_identifier(name, spans[0], "a layer name", module_attr=True)
+            frame.container.claim(name, spans[0])
             value = Instance(name, value, frame.container, span)
         frame.names[name] = value
 
     def _output(self, frame: Frame, stmt: ast.Output) -> None:
         g = self.graph
         assert g is not None
+        spans = _name_spans(stmt.targets, stmt.span, skip=len("output"))
         if stmt.value is None:
             values = [frame.names.get(t) for t in stmt.targets]
-            for t, v in zip(stmt.targets, values):
+            for t, v, sp in zip(stmt.targets, values, spans):
                 if v is None:
-                    raise self.err("unknown-name", f"unknown name `{t}`", stmt.span, frame,
+                    raise self.err("unknown-name", f"unknown name `{t}`", sp, frame,
                                    hint=suggest(t, frame.names))
         else:
             frame.hint = stmt.targets[0] if len(stmt.targets) == 1 else None
@@ -284,13 +310,13 @@ class Elaborator:
                 values = list(value)
             else:
                 values = [value]
-        for t, v in zip(stmt.targets, values):
-            check_identifier(t, stmt.span, "an output name")
-            tv = self.tensor(v, stmt.value.span if stmt.value else stmt.span, frame, "an output")
+        for t, v, sp in zip(stmt.targets, values, spans):
+            check_identifier(t, sp, "an output name")
+            tv = self.tensor(v, stmt.value.span if stmt.value else sp, frame, "an output")
             if any(t == n for n, _ in g.outputs):
-                raise self.err("duplicate-name", f"output `{t}` is declared twice", stmt.span, frame)
+                raise self.err("duplicate-name", f"output `{t}` is declared twice", sp, frame)
             if stmt.value is not None:
-                self._declare(frame, t, stmt.span)
+                self._declare(frame, t, sp)
                 frame.names[t] = tv
             g.outputs.append((t, tv.vid))
 
@@ -478,7 +504,7 @@ class Elaborator:
         for a in args:
             v = self.eval(a.value, frame)
             if isinstance(v, tuple) and v and v[0] == "builtin":
-                raise self.err("type-mismatch", f"`{v[1]}` is a function; call it", a.span, frame)
+                v = Symbol(v[1], a.value.span)  # `merge=max`: a bare name, checked against the argument's kind
             if a.name is None:
                 if isinstance(v, Tensor):
                     layer.pos_tensors.append(v)
@@ -495,8 +521,10 @@ class Elaborator:
         names = self._positional_names(layer)
         if len(layer.positional) > len(names):
             extra = layer.positional[len(names)]
-            raise self.err("too-many-arguments",
-                           f"`{layer.name}` takes at most {len(names)} positional argument(s)", extra[1], frame,
+            if isinstance(extra[0], Symbol):  # `relu(xs)`: most likely a misspelt tensor
+                raise self.unknown_name(extra[0], frame)
+            many = f"at most {len(names)} positional argument(s)" if names else "no positional arguments"
+            raise self.err("too-many-arguments", f"`{layer.name}` takes {many}", extra[1], frame,
                            hint=f"its arguments are {self._signature(layer)}")
         for (v, sp), n in zip(layer.positional, names):
             if n in layer.config:
@@ -595,6 +623,8 @@ class Elaborator:
             count = n
         if stage.label is not None:
             check_identifier(stage.label, stage.label_span, "a layer name", module_attr=container.kind != "seq")
+            if stage.label in container.taken:
+                container.claim(stage.label, stage.label_span)  # raises duplicate-name at the label
         if stage.label is not None and (stage.repeat is not None or isinstance(stage.core, ast.StageGroup)):
             seq = self._open_seq(stage.label, stage.label_span, stage.span, container)
             first = x
@@ -734,7 +764,8 @@ class Elaborator:
             # their torch modules return tuples or need several arguments, so nn.Sequential cannot chain them
             raise self.err("bad-group", f"`{op.name}` cannot be part of a labelled group", span, frame,
                            hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
-        node = self.emit_node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame)
+        node = self.emit_node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame,
+                              attr_spans={k: sp for k, (_, sp) in layer.config.items()})
         outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
         if container.kind == "seq" and len(outs) != 1:
             raise self.err("bad-group", f"`{op.name}` with several outputs cannot be part of a labelled group",
@@ -789,6 +820,9 @@ class Elaborator:
         if len(inputs) != len(names) or any(t is None for t in inputs):
             raise self.err("wrong-inputs", f"block `{block.name}` takes {len(names)} input(s) "
                            f"({', '.join(names)}), got {len([t for t in inputs if t is not None])}", span, frame)
+        if container.kind == "seq" and len(inputs) != 1:
+            raise self.err("bad-group", f"block `{block.name}` with several inputs cannot be part of a labelled group",
+                           span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
         if instance is not None:
             name, call = instance.name, instance.calls
         elif container.kind == "seq":
@@ -817,6 +851,10 @@ class Elaborator:
         finally:
             self.depth -= 1
             self.blocks.pop()
+        if container.kind == "seq" and len(result) != 1:
+            raise self.err("bad-group", f"block `{block.name}` with several results cannot be part of a labelled "
+                           "group", span, frame,
+                           hint="labelled groups and repeats become nn.Sequential: one result each")
         self.graph.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result),
                                               tuple(names), frame.hint)
         return result[0] if len(result) == 1 else tuple(result)
@@ -858,8 +896,9 @@ class Elaborator:
             ok = isinstance(v, list)
         if not ok:
             msg = f"parameter `{p.name}` is {p.type}, got {describe(v)}"
+            chain = frame.container.chain if frame else ()
             raise DlcError("type-mismatch", msg if source == "argument" else f"{msg} (from --set/--params)", span,
-                           chain=frame.container.chain if frame else ())
+                           chain=chain if len(chain) > 1 else ())
         return v
 
     def _resolve_attrs(self, layer: Layer, frame: Frame) -> dict[str, Any]:
@@ -879,8 +918,9 @@ class Elaborator:
 
     def _coerce_attr(self, op: OpDef, a: Attr, v: Any, span: Span, frame: Frame) -> Any:
         def bad(expected: str) -> DlcError:
+            hint = suggest(v.name, self._known_names(frame)) if isinstance(v, Symbol) else None
             return self.err("bad-argument", f"`{op.name}`: `{a.name}` must be {expected}, got {describe(v)}",
-                            span, frame)
+                            span, frame, hint=hint)
 
         def is_int(x: Any) -> bool:
             return isinstance(x, int) and not isinstance(x, bool)
@@ -964,7 +1004,7 @@ class Elaborator:
 
     def emit_node(self, op: str, inputs: list[Tensor], attrs: dict[str, Any], types: tuple[Type, ...] | None,
                   span: Span, container: Container, name: str | None, hint: str | None,
-                  frame: Frame | None = None) -> Node:
+                  frame: Frame | None = None, attr_spans: dict[str, Span] | None = None) -> Node:
         g = self.graph
         assert g is not None
         if types is None:
@@ -973,9 +1013,11 @@ class Elaborator:
             try:
                 types = tuple(opdef.infer(attrs, [t.type for t in inputs]))
             except ShapeError as exc:
-                where = span
+                # underline the argument the problem is about when the spec wrote it
+                where = (attr_spans or {}).get(exc.attr, span) if exc.attr else span
                 chain = container.chain + ((name,) if name else ())
-                raise DlcError(exc.code, exc.message, where, hint=exc.hint, chain=chain) from None
+                raise DlcError(exc.code, exc.message, where, hint=exc.hint,
+                               chain=chain if len(chain) > 1 else ()) from None
         first = max(g.types, default=-1) + 1
         outs = tuple(range(first, first + len(types)))
         node = Node(len(g.nodes), op, tuple(t.vid for t in inputs), outs, attrs, types, span, container.scope, name,
@@ -1008,6 +1050,19 @@ class Elaborator:
             ) -> DlcError:
         chain = frame.container.chain if frame is not None else ()
         return DlcError(code, message, span, hint=hint, chain=chain if len(chain) > 1 else ())
+
+
+def _name_spans(names: tuple[str, ...], span: Span, skip: int = 0) -> list[Span]:
+    """Spans of the target names at the start of a statement (the AST keeps only the statement's span)."""
+    text = SOURCES.line(span.file, span.line) or ""
+    out, col = [], span.col - 1 + skip
+    for n in names:
+        m = re.compile(rf"(?<!\w){re.escape(n)}(?!\w)").search(text, col)
+        if m is None:
+            return [span] * len(names)
+        out.append(Span(span.file, span.line, m.start() + 1, span.line, m.end() + 1))
+        col = m.end()
+    return out
 
 
 def _fmt_default(v: Any) -> str:

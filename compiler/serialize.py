@@ -79,9 +79,14 @@ def from_dict(d: dict[str, Any]) -> Graph:
     return g
 
 
+# libyaml's C emitter and parser when PyYAML was built with them (several times faster)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def dump_yaml(g: Graph) -> str:
-    return yaml.safe_dump(to_dict(g), sort_keys=False, default_flow_style=None, width=120)
+    return yaml.dump(to_dict(g), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=120)
 
 
 def load_yaml(text: str) -> Graph:
-    return from_dict(yaml.safe_load(text))
+    return from_dict(yaml.load(text, Loader=_Loader))

@@ -54,13 +54,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from dlc.backends.torch.emit import emit_module
 
     source = emit_module(_graph(args))
-    if args.output in (None, "-"):
-        sys.stdout.write(source)
-    else:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(source, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+    _write(args.output, source)
     return 0
+
+
+def _write(output: str | None, text: str) -> None:
+    """Write to a file (creating its folder) or to stdout for None / '-'."""
+    if output in (None, "-"):
+        sys.stdout.write(text)
+        return
+    path = Path(output)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -83,11 +92,7 @@ def cmd_ir(args: argparse.Namespace) -> int:
     from dlc.compiler.serialize import dump_yaml
 
     g = _graph(args)
-    text = print_graph(g) if args.text else dump_yaml(g)
-    if args.output in (None, "-"):
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
+    _write(args.output, print_graph(g) if args.text else dump_yaml(g))
     return 0
 
 
@@ -98,7 +103,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
         raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {out.name}")
     g = _graph(args)
-    message = render_file(g, out)
+    try:
+        message = render_file(g, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     if message:
         print(message, file=sys.stderr)
     return 0

@@ -69,9 +69,10 @@ class SourceCache:
             except (OSError, UnicodeDecodeError):
                 return None
             self._texts[file] = text
-        lines = text.splitlines()
+        # the parser counts lines by "\n" only; splitlines() would also split at \f, \x1c, \u2028 ...
+        lines = text.split("\n")
         if 1 <= line <= len(lines):
-            return lines[line - 1]
+            return lines[line - 1].rstrip("\r")
         return None
 
 
@@ -85,7 +86,8 @@ def render(err: DlcError, sources: SourceCache = SOURCES) -> str:
     if span is not None:
         text = sources.line(span.file, span.line)
         if text is not None:
-            text = text.replace("\t", " ")
+            # one column per character: tabs and other control characters print as a space
+            text = "".join(c if c.isprintable() else " " for c in text)
             gutter = str(span.line)
             pad = " " * len(gutter)
             end = span.end_col if span.end_line == span.line else len(text) + 1

@@ -17,12 +17,12 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.torch.helpers import HELPERS
+from dlc.backends.torch.helpers import HELPER_CLASSES, HELPERS
 from dlc.backends.torch.ops import TABLE, Ctx
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import TensorType
-from dlc.diagnostics import Span
+from dlc.diagnostics import DlcError, Span
 
 TEMPLATES = Path(__file__).with_name("templates")
 _RESERVED = {"self", "torch", "nn", "F", "_"} | set(keyword.kwlist) | {"super", "print", "range", "len"}
@@ -134,8 +134,27 @@ def _substitute(cls: ClassDef, numbers: list[str], names: dict[int, str]) -> Non
     cls.init = [Line(f"self.{p} = {p}") for p in used_in_forward] + cls.init
 
 
+def safe_text(text: str) -> str:
+    """Spec-supplied text (file names, string values) made inert for comments and docstrings.
+
+    Control characters (newlines included) and backslashes are escaped and quotes become
+    escaped quotes, so the text can neither end a comment line nor close a docstring.
+    """
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif not ch.isprintable():
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _where(span_file: str, line: int) -> str:
-    return f"{Path(span_file).name}:{line}"
+    return f"{safe_text(Path(span_file).name)}:{line}"
 
 
 class Namer:
@@ -324,7 +343,10 @@ class ModuleEmitter:
 
     def network(self) -> ClassDef:
         g = self.g
-        self.taken_class_names.update(HELPERS)
+        if g.name in HELPER_CLASSES:
+            raise DlcError("bad-name", f"network name `{g.name}` clashes with a class the generated module defines",
+                           g.span, hint=f"pick another name, e.g. `{g.name}Net`")
+        self.taken_class_names.update(HELPER_CLASSES)
         self.taken_class_names.add(g.name)
         cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "")
         cls.name = g.name
@@ -446,12 +468,11 @@ def emit_module(g: Graph) -> str:
         })
     inputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.inputs]
     outputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.outputs]
-    net_doc_lines = [f"Network `{g.name}` from {Path(g.file).name}"
-                     + (f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else "") + "."]
-    classes[-1]["doc"] = net_doc_lines[0]
+    params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
+    classes[-1]["doc"] = safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}.")
     return template.render(
         version=__version__,
-        source=Path(g.file).name,
+        source=safe_text(Path(g.file).name),
         network=g.name,
         params=f"{total_params(g):,}",
         inputs=inputs,

@@ -5,6 +5,8 @@ groups and repeats) or when the spec labels a stateless layer. Each is emitted i
 generated file only when used, so the file stays importable on its own.
 """
 
+import re
+
 HELPERS: dict[str, str] = {
     "Reshape": '''
 class Reshape(nn.Module):
@@ -123,3 +125,8 @@ class SelfAttention(nn.MultiheadAttention):
         return super().forward(x, x, x, need_weights=False, attn_mask=mask)[0]
 ''',
 }
+
+
+# Every class name the helpers define (a block or network of the same name must not clash).
+HELPER_CLASSES: frozenset[str] = frozenset(
+    name for text in HELPERS.values() for name in re.findall(r"^class (\w+)", text, re.MULTILINE))
