@@ -101,3 +101,17 @@ network I {
     x2 = x.clone()
     x2[:, 3:] += 1.0
     torch.testing.assert_close(g(x2)[:, :3], g(x)[:, :3])
+
+
+@pytest.mark.parametrize("spec", sorted(__import__("glob").glob(f"{SPECS}/*.dln")))
+def test_generated_source_is_tidy(spec):
+    """Lines of at most 120 characters, no trailing spaces, only the imports it uses."""
+    src = dlc.compile(spec).source
+    tree = ast.parse(src)
+    for i, line in enumerate(src.splitlines(), 1):
+        assert len(line) <= 120, f"line {i} is {len(line)} characters long"
+        assert line == line.rstrip(), f"line {i} has trailing whitespace"
+    assert src.endswith("\n") and not src.endswith("\n\n")
+    imported = {a.asname or a.name for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert imported <= used, f"unused imports: {imported - used}"

@@ -26,7 +26,7 @@ from dlc.diagnostics import DlcError, Span
 
 TEMPLATES = Path(__file__).with_name("templates")
 _RESERVED = {"self", "torch", "nn", "F", "_"} | set(keyword.kwlist) | {"super", "print", "range", "len"}
-_COMMENT_COLUMN = 64
+LINE_LENGTH = 120
 
 
 @dataclass
@@ -432,14 +432,42 @@ def _hints(hint: str | None, n: int) -> list[str]:
     return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
 
 
+def _split_args(text: str) -> list[str]:
+    """Split a call's argument text at top-level commas."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote and text[i - 1] != "\\":
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def _format_line(indent: str, code: str, comment: str | None) -> list[str]:
+    """One statement, with its comment, wrapped at the call's parentheses when too long (black style)."""
+    tail = f"  # {comment}" if comment else ""
+    if len(indent) + len(code) + len(tail) <= LINE_LENGTH or not code.endswith(")") or "(" not in code:
+        return [indent + code + tail]
+    head, inner = code[: code.index("(") + 1], code[code.index("(") + 1: -1]
+    inside = indent + "    "
+    if len(inside) + len(inner) <= LINE_LENGTH:
+        return [indent + head, inside + inner, indent + ")" + tail]
+    return [indent + head] + [f"{inside}{arg}," for arg in _split_args(inner)] + [indent + ")" + tail]
+
+
 def _format_lines(lines: list[Line], indent: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for ln in lines:
-        text = indent + ln.code
-        if ln.comment:
-            pad = max(_COMMENT_COLUMN - len(text), 2)
-            text = f"{text}{' ' * pad}# {ln.comment}"
-        out.append(text)
+        out.extend(_format_line(indent, ln.code, ln.comment))
     return out
 
 
@@ -466,6 +494,8 @@ def emit_module(g: Graph) -> str:
             "params": cls.params,
             "body": _format_lines(cls.body, " " * 8),
         })
+    helpers = [HELPERS[h].strip("\n") for h in sorted(em.helpers)]
+    code = "\n".join(helpers + [ln for c in classes for ln in c["init"] + c["body"]])
     inputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.inputs]
     outputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
@@ -477,7 +507,9 @@ def emit_module(g: Graph) -> str:
         params=f"{total_params(g):,}",
         inputs=inputs,
         outputs=outputs,
-        helpers=[HELPERS[h].strip("\n") for h in sorted(em.helpers)],
+        helpers=helpers,
+        uses_torch=re.search(r"\btorch\.", code) is not None,
+        uses_functional=re.search(r"\bF\.", code) is not None,
         classes=classes,
         output_names=[n for n, _ in g.outputs],
         ordered_dict=em.ordered_dict,

@@ -25,6 +25,8 @@ def lit(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
+        if v.isprintable() and v.isascii():
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return repr(v)
     if isinstance(v, (list, tuple)):
         items = [lit(x) for x in v]

@@ -19,13 +19,13 @@ class Down(nn.Module):
     def __init__(self, c, x_channels):
         super().__init__()
         self.conv = nn.Conv2d(x_channels, c, kernel_size=3, padding=1)  # autoencoder.dln:9
-        self.bn = nn.BatchNorm2d(c)                             # autoencoder.dln:9
+        self.bn = nn.BatchNorm2d(c)  # autoencoder.dln:9
 
     def forward(self, x):
-        conv = self.conv(x)                                     # autoencoder.dln:9
-        bn = self.bn(conv)                                      # autoencoder.dln:9
-        y = F.relu(bn)                                          # autoencoder.dln:9
-        y = F.max_pool2d(y, 2)                                  # autoencoder.dln:9
+        conv = self.conv(x)  # autoencoder.dln:9
+        bn = self.bn(conv)  # autoencoder.dln:9
+        y = F.relu(bn)  # autoencoder.dln:9
+        y = F.max_pool2d(y, 2)  # autoencoder.dln:9
         return y
 
 
@@ -35,39 +35,39 @@ class Up(nn.Module):
     def __init__(self):
         super().__init__()
         self.deconv = nn.ConvTranspose2d(32, 16, kernel_size=2, stride=2)  # autoencoder.dln:15
-        self.bn = nn.BatchNorm2d(16)                            # autoencoder.dln:15
+        self.bn = nn.BatchNorm2d(16)  # autoencoder.dln:15
 
     def forward(self, x):
-        deconv = self.deconv(x)                                 # autoencoder.dln:15
-        bn = self.bn(deconv)                                    # autoencoder.dln:15
-        y = F.relu(bn)                                          # autoencoder.dln:15
+        deconv = self.deconv(x)  # autoencoder.dln:15
+        bn = self.bn(deconv)  # autoencoder.dln:15
+        y = F.relu(bn)  # autoencoder.dln:15
         return y
 
 
 class AutoEncoder(nn.Module):
     """Network `AutoEncoder` from autoencoder.dln (latent=32)."""
 
-    output_names = ("recon", )
+    output_names = ("recon",)
 
     def __init__(self):
         super().__init__()
-        self.enc1 = Down(c=16, x_channels=1)                    # autoencoder.dln:20
-        self.enc2 = Down(c=32, x_channels=16)                   # autoencoder.dln:20
-        self.bottleneck = nn.Linear(1568, 32)                   # autoencoder.dln:21
-        self.expand = nn.Linear(32, 1568)                       # autoencoder.dln:23
-        self.dec1 = Up()                                        # autoencoder.dln:25
+        self.enc1 = Down(c=16, x_channels=1)  # autoencoder.dln:20
+        self.enc2 = Down(c=32, x_channels=16)  # autoencoder.dln:20
+        self.bottleneck = nn.Linear(1568, 32)  # autoencoder.dln:21
+        self.expand = nn.Linear(32, 1568)  # autoencoder.dln:23
+        self.dec1 = Up()  # autoencoder.dln:25
         self.dec2 = nn.Conv2d(16, 1, kernel_size=3, padding=1)  # autoencoder.dln:26
 
     def forward(self, x):
-        h = self.enc1(x)                                        # autoencoder.dln:20
-        h = self.enc2(h)                                        # autoencoder.dln:20
-        code = torch.flatten(h, 1)                              # autoencoder.dln:21
-        code = self.bottleneck(code)                            # autoencoder.dln:21
-        recon = self.expand(code)                               # autoencoder.dln:23
-        recon = F.relu(recon)                                   # autoencoder.dln:23
-        recon = recon.reshape(recon.shape[0], 32, 7, 7)         # autoencoder.dln:24
-        recon = self.dec1(recon)                                # autoencoder.dln:25
-        recon = F.interpolate(recon, scale_factor=2.0, mode='nearest')  # autoencoder.dln:26
-        recon = self.dec2(recon)                                # autoencoder.dln:26
-        recon = torch.sigmoid(recon)                            # autoencoder.dln:27
+        h = self.enc1(x)  # autoencoder.dln:20
+        h = self.enc2(h)  # autoencoder.dln:20
+        code = torch.flatten(h, 1)  # autoencoder.dln:21
+        code = self.bottleneck(code)  # autoencoder.dln:21
+        recon = self.expand(code)  # autoencoder.dln:23
+        recon = F.relu(recon)  # autoencoder.dln:23
+        recon = recon.reshape(recon.shape[0], 32, 7, 7)  # autoencoder.dln:24
+        recon = self.dec1(recon)  # autoencoder.dln:25
+        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # autoencoder.dln:26
+        recon = self.dec2(recon)  # autoencoder.dln:26
+        recon = torch.sigmoid(recon)  # autoencoder.dln:27
         return recon

@@ -8,24 +8,22 @@ Outputs:
     scores: [B, T, 17]
 """
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 class Tagger(nn.Module):
     """Network `Tagger` from bilstm_tagger.dln (vocab=10000, tags=17, merge='concat', return_sequences=True)."""
 
-    output_names = ("scores", )
+    output_names = ("scores",)
 
     def __init__(self):
         super().__init__()
-        self.embed = nn.Embedding(10000, 100)                   # bilstm_tagger.dln:7
+        self.embed = nn.Embedding(10000, 100)  # bilstm_tagger.dln:7
         self.tag = nn.LSTM(100, 128, batch_first=True, bidirectional=True)  # bilstm_tagger.dln:8
-        self.out = nn.Linear(256, 17)                           # bilstm_tagger.dln:9
+        self.out = nn.Linear(256, 17)  # bilstm_tagger.dln:9
 
     def forward(self, tokens):
-        h = self.embed(tokens)                                  # bilstm_tagger.dln:7
-        h, _ = self.tag(h)                                      # bilstm_tagger.dln:8
-        scores = self.out(h)                                    # bilstm_tagger.dln:9
+        h = self.embed(tokens)  # bilstm_tagger.dln:7
+        h, _ = self.tag(h)  # bilstm_tagger.dln:8
+        scores = self.out(h)  # bilstm_tagger.dln:9
         return scores

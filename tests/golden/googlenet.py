@@ -21,12 +21,12 @@ class BasicConv2d(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # inception.dln:8
-        self.bn = nn.BatchNorm2d(64, eps=0.001)                 # inception.dln:8
+        self.bn = nn.BatchNorm2d(64, eps=0.001)  # inception.dln:8
 
     def forward(self, x):
-        conv = self.conv(x)                                     # inception.dln:8
-        bn = self.bn(conv)                                      # inception.dln:8
-        y = F.relu(bn)                                          # inception.dln:8
+        conv = self.conv(x)  # inception.dln:8
+        bn = self.bn(conv)  # inception.dln:8
+        y = F.relu(bn)  # inception.dln:8
         return y
 
 
@@ -36,12 +36,12 @@ class BasicConv2d_2(nn.Module):
     def __init__(self, c, x_channels):
         super().__init__()
         self.conv = nn.Conv2d(x_channels, c, kernel_size=1, bias=False)  # inception.dln:8
-        self.bn = nn.BatchNorm2d(c, eps=0.001)                  # inception.dln:8
+        self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception.dln:8
 
     def forward(self, x):
-        conv = self.conv(x)                                     # inception.dln:8
-        bn = self.bn(conv)                                      # inception.dln:8
-        y = F.relu(bn)                                          # inception.dln:8
+        conv = self.conv(x)  # inception.dln:8
+        bn = self.bn(conv)  # inception.dln:8
+        y = F.relu(bn)  # inception.dln:8
         return y
 
 
@@ -51,12 +51,12 @@ class BasicConv2d_3(nn.Module):
     def __init__(self, c, x_channels):
         super().__init__()
         self.conv = nn.Conv2d(x_channels, c, kernel_size=3, padding=1, bias=False)  # inception.dln:8
-        self.bn = nn.BatchNorm2d(c, eps=0.001)                  # inception.dln:8
+        self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception.dln:8
 
     def forward(self, x):
-        conv = self.conv(x)                                     # inception.dln:8
-        bn = self.bn(conv)                                      # inception.dln:8
-        y = F.relu(bn)                                          # inception.dln:8
+        conv = self.conv(x)  # inception.dln:8
+        bn = self.bn(conv)  # inception.dln:8
+        y = F.relu(bn)  # inception.dln:8
         return y
 
 
@@ -66,24 +66,24 @@ class Inception(nn.Module):
     def __init__(self, c1, c3r, c3, c5r, c5, pp, x_channels):
         super().__init__()
         self.branch1 = BasicConv2d_2(c=c1, x_channels=x_channels)  # inception.dln:16
-        self.branch2 = nn.Sequential(                           # inception.dln:17
+        self.branch2 = nn.Sequential(  # inception.dln:17
             BasicConv2d_2(c=c3r, x_channels=x_channels),
             BasicConv2d_3(c=c3, x_channels=c3r),
         )
-        self.branch3 = nn.Sequential(                           # inception.dln:18
+        self.branch3 = nn.Sequential(  # inception.dln:18
             BasicConv2d_2(c=c5r, x_channels=x_channels),
             BasicConv2d_3(c=c5, x_channels=c5r),
         )
-        self.branch4 = nn.Sequential(                           # inception.dln:19
+        self.branch4 = nn.Sequential(  # inception.dln:19
             nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
             BasicConv2d_2(c=pp, x_channels=x_channels),
         )
 
     def forward(self, x):
-        branch1 = self.branch1(x)                               # inception.dln:16
-        branch2 = self.branch2(x)                               # inception.dln:17
-        branch3 = self.branch3(x)                               # inception.dln:18
-        branch4 = self.branch4(x)                               # inception.dln:19
+        branch1 = self.branch1(x)  # inception.dln:16
+        branch2 = self.branch2(x)  # inception.dln:17
+        branch3 = self.branch3(x)  # inception.dln:18
+        branch4 = self.branch4(x)  # inception.dln:19
         y = torch.cat([branch1, branch2, branch3, branch4], dim=1)  # inception.dln:15
         return y
 
@@ -94,71 +94,77 @@ class InceptionAux(nn.Module):
     def __init__(self, x_channels):
         super().__init__()
         self.conv = BasicConv2d_2(c=128, x_channels=x_channels)  # inception.dln:26
-        self.fc1 = nn.Linear(2048, 1024)                        # inception.dln:27
-        self.dropout = nn.Dropout(0.7)                          # inception.dln:27
-        self.fc2 = nn.Linear(1024, 1000)                        # inception.dln:27
+        self.fc1 = nn.Linear(2048, 1024)  # inception.dln:27
+        self.dropout = nn.Dropout(0.7)  # inception.dln:27
+        self.fc2 = nn.Linear(1024, 1000)  # inception.dln:27
 
     def forward(self, x):
-        y = F.adaptive_avg_pool2d(x, 4)                         # inception.dln:26
-        conv = self.conv(y)                                     # inception.dln:26
-        y = torch.flatten(conv, 1)                              # inception.dln:26
-        fc1 = self.fc1(y)                                       # inception.dln:27
-        y = F.relu(fc1)                                         # inception.dln:27
-        dropout = self.dropout(y)                               # inception.dln:27
-        fc2 = self.fc2(dropout)                                 # inception.dln:27
+        y = F.adaptive_avg_pool2d(x, 4)  # inception.dln:26
+        conv = self.conv(y)  # inception.dln:26
+        y = torch.flatten(conv, 1)  # inception.dln:26
+        fc1 = self.fc1(y)  # inception.dln:27
+        y = F.relu(fc1)  # inception.dln:27
+        dropout = self.dropout(y)  # inception.dln:27
+        fc2 = self.fc2(dropout)  # inception.dln:27
         return fc2
 
 
 class GoogLeNet(nn.Module):
     """Network `GoogLeNet` from googlenet.dln (classes=1000, dropout=0.2, dropout_aux=0.7)."""
 
-    output_names = ("logits", "aux1", "aux2", )
+    output_names = ("logits", "aux1", "aux2")
 
     def __init__(self):
         super().__init__()
-        self.conv1 = BasicConv2d()                              # googlenet.dln:11
+        self.conv1 = BasicConv2d()  # googlenet.dln:11
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:12
-        self.conv2 = BasicConv2d_2(c=64, x_channels=64)         # googlenet.dln:13
-        self.conv3 = BasicConv2d_3(c=192, x_channels=64)        # googlenet.dln:14
+        self.conv2 = BasicConv2d_2(c=64, x_channels=64)  # googlenet.dln:13
+        self.conv3 = BasicConv2d_3(c=192, x_channels=64)  # googlenet.dln:14
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:15
         self.inception3a = Inception(c1=64, c3r=96, c3=128, c5r=16, c5=32, pp=32, x_channels=192)  # googlenet.dln:16
         self.inception3b = Inception(c1=128, c3r=128, c3=192, c5r=32, c5=96, pp=64, x_channels=256)  # googlenet.dln:17
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:18
         self.inception4a = Inception(c1=192, c3r=96, c3=208, c5r=16, c5=48, pp=64, x_channels=480)  # googlenet.dln:19
-        self.aux1 = InceptionAux(x_channels=512)                # googlenet.dln:20
+        self.aux1 = InceptionAux(x_channels=512)  # googlenet.dln:20
         self.inception4b = Inception(c1=160, c3r=112, c3=224, c5r=24, c5=64, pp=64, x_channels=512)  # googlenet.dln:21
         self.inception4c = Inception(c1=128, c3r=128, c3=256, c5r=24, c5=64, pp=64, x_channels=512)  # googlenet.dln:22
         self.inception4d = Inception(c1=112, c3r=144, c3=288, c5r=32, c5=64, pp=64, x_channels=512)  # googlenet.dln:23
-        self.aux2 = InceptionAux(x_channels=528)                # googlenet.dln:24
-        self.inception4e = Inception(c1=256, c3r=160, c3=320, c5r=32, c5=128, pp=128, x_channels=528)  # googlenet.dln:25
+        self.aux2 = InceptionAux(x_channels=528)  # googlenet.dln:24
+        self.inception4e = Inception(
+            c1=256, c3r=160, c3=320, c5r=32, c5=128, pp=128, x_channels=528
+        )  # googlenet.dln:25
         self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # googlenet.dln:26
-        self.inception5a = Inception(c1=256, c3r=160, c3=320, c5r=32, c5=128, pp=128, x_channels=832)  # googlenet.dln:27
-        self.inception5b = Inception(c1=384, c3r=192, c3=384, c5r=48, c5=128, pp=128, x_channels=832)  # googlenet.dln:28
-        self.avgpool = nn.AdaptiveAvgPool2d(1)                  # googlenet.dln:29
-        self.dropout = nn.Dropout(0.2)                          # googlenet.dln:29
-        self.fc = nn.Linear(1024, 1000)                         # googlenet.dln:29
+        self.inception5a = Inception(
+            c1=256, c3r=160, c3=320, c5r=32, c5=128, pp=128, x_channels=832
+        )  # googlenet.dln:27
+        self.inception5b = Inception(
+            c1=384, c3r=192, c3=384, c5r=48, c5=128, pp=128, x_channels=832
+        )  # googlenet.dln:28
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # googlenet.dln:29
+        self.dropout = nn.Dropout(0.2)  # googlenet.dln:29
+        self.fc = nn.Linear(1024, 1000)  # googlenet.dln:29
 
     def forward(self, x):
-        s = self.conv1(x)                                       # googlenet.dln:11
-        s = self.maxpool1(s)                                    # googlenet.dln:12
-        s = self.conv2(s)                                       # googlenet.dln:13
-        s = self.conv3(s)                                       # googlenet.dln:14
-        s = self.maxpool2(s)                                    # googlenet.dln:15
-        s = self.inception3a(s)                                 # googlenet.dln:16
-        s = self.inception3b(s)                                 # googlenet.dln:17
-        s = self.maxpool3(s)                                    # googlenet.dln:18
-        s = self.inception4a(s)                                 # googlenet.dln:19
-        side1 = self.aux1(s)                                    # googlenet.dln:20
-        t = self.inception4b(s)                                 # googlenet.dln:21
-        t = self.inception4c(t)                                 # googlenet.dln:22
-        t = self.inception4d(t)                                 # googlenet.dln:23
-        side2 = self.aux2(t)                                    # googlenet.dln:24
-        u = self.inception4e(t)                                 # googlenet.dln:25
-        u = self.maxpool4(u)                                    # googlenet.dln:26
-        u = self.inception5a(u)                                 # googlenet.dln:27
-        u = self.inception5b(u)                                 # googlenet.dln:28
-        logits = self.avgpool(u)                                # googlenet.dln:29
-        logits = torch.flatten(logits, 1)                       # googlenet.dln:29
-        logits = self.dropout(logits)                           # googlenet.dln:29
-        logits = self.fc(logits)                                # googlenet.dln:29
+        s = self.conv1(x)  # googlenet.dln:11
+        s = self.maxpool1(s)  # googlenet.dln:12
+        s = self.conv2(s)  # googlenet.dln:13
+        s = self.conv3(s)  # googlenet.dln:14
+        s = self.maxpool2(s)  # googlenet.dln:15
+        s = self.inception3a(s)  # googlenet.dln:16
+        s = self.inception3b(s)  # googlenet.dln:17
+        s = self.maxpool3(s)  # googlenet.dln:18
+        s = self.inception4a(s)  # googlenet.dln:19
+        side1 = self.aux1(s)  # googlenet.dln:20
+        t = self.inception4b(s)  # googlenet.dln:21
+        t = self.inception4c(t)  # googlenet.dln:22
+        t = self.inception4d(t)  # googlenet.dln:23
+        side2 = self.aux2(t)  # googlenet.dln:24
+        u = self.inception4e(t)  # googlenet.dln:25
+        u = self.maxpool4(u)  # googlenet.dln:26
+        u = self.inception5a(u)  # googlenet.dln:27
+        u = self.inception5b(u)  # googlenet.dln:28
+        logits = self.avgpool(u)  # googlenet.dln:29
+        logits = torch.flatten(logits, 1)  # googlenet.dln:29
+        logits = self.dropout(logits)  # googlenet.dln:29
+        logits = self.fc(logits)  # googlenet.dln:29
         return logits, side1, side2

@@ -16,27 +16,27 @@ from torch import nn
 class LeNet5(nn.Module):
     """Network `LeNet5` from lenet5.dln (classes=10)."""
 
-    output_names = ("logits", )
+    output_names = ("logits",)
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, kernel_size=5)             # lenet5.dln:7
-        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)            # lenet5.dln:8
-        self.fc1 = nn.Linear(400, 120)                          # lenet5.dln:10
-        self.fc2 = nn.Linear(120, 84)                           # lenet5.dln:10
-        self.fc3 = nn.Linear(84, 10)                            # lenet5.dln:10
+        self.conv1 = nn.Conv2d(1, 6, kernel_size=5)  # lenet5.dln:7
+        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)  # lenet5.dln:8
+        self.fc1 = nn.Linear(400, 120)  # lenet5.dln:10
+        self.fc2 = nn.Linear(120, 84)  # lenet5.dln:10
+        self.fc3 = nn.Linear(84, 10)  # lenet5.dln:10
 
     def forward(self, x):
-        f = self.conv1(x)                                       # lenet5.dln:7
-        f = torch.tanh(f)                                       # lenet5.dln:7
-        f = F.avg_pool2d(f, 2)                                  # lenet5.dln:7
-        f = self.conv2(f)                                       # lenet5.dln:8
-        f = torch.tanh(f)                                       # lenet5.dln:8
-        f = F.avg_pool2d(f, 2)                                  # lenet5.dln:8
-        f = torch.flatten(f, 1)                                 # lenet5.dln:9
-        logits = self.fc1(f)                                    # lenet5.dln:10
-        logits = torch.tanh(logits)                             # lenet5.dln:10
-        logits = self.fc2(logits)                               # lenet5.dln:10
-        logits = torch.tanh(logits)                             # lenet5.dln:10
-        logits = self.fc3(logits)                               # lenet5.dln:10
+        f = self.conv1(x)  # lenet5.dln:7
+        f = torch.tanh(f)  # lenet5.dln:7
+        f = F.avg_pool2d(f, 2)  # lenet5.dln:7
+        f = self.conv2(f)  # lenet5.dln:8
+        f = torch.tanh(f)  # lenet5.dln:8
+        f = F.avg_pool2d(f, 2)  # lenet5.dln:8
+        f = torch.flatten(f, 1)  # lenet5.dln:9
+        logits = self.fc1(f)  # lenet5.dln:10
+        logits = torch.tanh(logits)  # lenet5.dln:10
+        logits = self.fc2(logits)  # lenet5.dln:10
+        logits = torch.tanh(logits)  # lenet5.dln:10
+        logits = self.fc3(logits)  # lenet5.dln:10
         return logits

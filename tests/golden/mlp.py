@@ -16,21 +16,21 @@ from torch import nn
 class MLP(nn.Module):
     """Network `MLP` from mlp.dln (hidden=512, classes=10, dropout=0.2)."""
 
-    output_names = ("logits", )
+    output_names = ("logits",)
 
     def __init__(self):
         super().__init__()
-        self.fc1 = nn.Linear(784, 512)                          # mlp.dln:8
-        self.fc2 = nn.Linear(512, 512)                          # mlp.dln:9
-        self.out = nn.Linear(512, 10)                           # mlp.dln:10
+        self.fc1 = nn.Linear(784, 512)  # mlp.dln:8
+        self.fc2 = nn.Linear(512, 512)  # mlp.dln:9
+        self.out = nn.Linear(512, 10)  # mlp.dln:10
 
     def forward(self, x):
-        h = torch.flatten(x, 1)                                 # mlp.dln:7
-        h = self.fc1(h)                                         # mlp.dln:8
-        h = F.relu(h)                                           # mlp.dln:8
-        h = F.dropout(h, 0.2, training=self.training)           # mlp.dln:8
-        h = self.fc2(h)                                         # mlp.dln:9
-        h = F.relu(h)                                           # mlp.dln:9
-        h = F.dropout(h, 0.2, training=self.training)           # mlp.dln:9
-        logits = self.out(h)                                    # mlp.dln:10
+        h = torch.flatten(x, 1)  # mlp.dln:7
+        h = self.fc1(h)  # mlp.dln:8
+        h = F.relu(h)  # mlp.dln:8
+        h = F.dropout(h, 0.2, training=self.training)  # mlp.dln:8
+        h = self.fc2(h)  # mlp.dln:9
+        h = F.relu(h)  # mlp.dln:9
+        h = F.dropout(h, 0.2, training=self.training)  # mlp.dln:9
+        logits = self.out(h)  # mlp.dln:10
         return logits

@@ -19,18 +19,18 @@ class BasicBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.conv1 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:6
-        self.bn1 = nn.BatchNorm2d(c)                            # resnet.dln:6
+        self.bn1 = nn.BatchNorm2d(c)  # resnet.dln:6
         self.conv2 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:7
-        self.bn2 = nn.BatchNorm2d(c)                            # resnet.dln:7
+        self.bn2 = nn.BatchNorm2d(c)  # resnet.dln:7
 
     def forward(self, x):
-        out = self.conv1(x)                                     # resnet.dln:6
-        out = self.bn1(out)                                     # resnet.dln:6
-        out = F.relu(out)                                       # resnet.dln:6
-        out = self.conv2(out)                                   # resnet.dln:7
-        out = self.bn2(out)                                     # resnet.dln:7
-        y = out + x                                             # resnet.dln:11
-        y = F.relu(y)                                           # resnet.dln:11
+        out = self.conv1(x)  # resnet.dln:6
+        out = self.bn1(out)  # resnet.dln:6
+        out = F.relu(out)  # resnet.dln:6
+        out = self.conv2(out)  # resnet.dln:7
+        out = self.bn2(out)  # resnet.dln:7
+        y = out + x  # resnet.dln:11
+        y = F.relu(y)  # resnet.dln:11
         return y
 
 
@@ -40,65 +40,65 @@ class BasicBlock_2(nn.Module):
     def __init__(self, c, x_channels):
         super().__init__()
         self.conv1 = nn.Conv2d(x_channels, c, kernel_size=3, stride=2, padding=1, bias=False)  # resnet.dln:6
-        self.bn1 = nn.BatchNorm2d(c)                            # resnet.dln:6
+        self.bn1 = nn.BatchNorm2d(c)  # resnet.dln:6
         self.conv2 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:7
-        self.bn2 = nn.BatchNorm2d(c)                            # resnet.dln:7
-        self.downsample = nn.Sequential(                        # resnet.dln:9
+        self.bn2 = nn.BatchNorm2d(c)  # resnet.dln:7
+        self.downsample = nn.Sequential(  # resnet.dln:9
             nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False),
             nn.BatchNorm2d(c),
         )
 
     def forward(self, x):
-        out = self.conv1(x)                                     # resnet.dln:6
-        out = self.bn1(out)                                     # resnet.dln:6
-        out = F.relu(out)                                       # resnet.dln:6
-        out = self.conv2(out)                                   # resnet.dln:7
-        out = self.bn2(out)                                     # resnet.dln:7
-        skip = self.downsample(x)                               # resnet.dln:9
-        y = out + skip                                          # resnet.dln:11
-        y = F.relu(y)                                           # resnet.dln:11
+        out = self.conv1(x)  # resnet.dln:6
+        out = self.bn1(out)  # resnet.dln:6
+        out = F.relu(out)  # resnet.dln:6
+        out = self.conv2(out)  # resnet.dln:7
+        out = self.bn2(out)  # resnet.dln:7
+        skip = self.downsample(x)  # resnet.dln:9
+        y = out + skip  # resnet.dln:11
+        y = F.relu(y)  # resnet.dln:11
         return y
 
 
 class ResNet18(nn.Module):
     """Network `ResNet18` from resnet18.dln (classes=1000)."""
 
-    output_names = ("logits", )
+    output_names = ("logits",)
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # resnet18.dln:8
-        self.bn1 = nn.BatchNorm2d(64)                           # resnet18.dln:8
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)     # resnet18.dln:9
-        self.layer1 = nn.Sequential(                            # resnet18.dln:10
+        self.bn1 = nn.BatchNorm2d(64)  # resnet18.dln:8
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # resnet18.dln:9
+        self.layer1 = nn.Sequential(  # resnet18.dln:10
             BasicBlock(c=64),
             BasicBlock(c=64),
         )
-        self.layer2 = nn.Sequential(                            # resnet18.dln:11
+        self.layer2 = nn.Sequential(  # resnet18.dln:11
             BasicBlock_2(c=128, x_channels=64),
             BasicBlock(c=128),
         )
-        self.layer3 = nn.Sequential(                            # resnet18.dln:12
+        self.layer3 = nn.Sequential(  # resnet18.dln:12
             BasicBlock_2(c=256, x_channels=128),
             BasicBlock(c=256),
         )
-        self.layer4 = nn.Sequential(                            # resnet18.dln:13
+        self.layer4 = nn.Sequential(  # resnet18.dln:13
             BasicBlock_2(c=512, x_channels=256),
             BasicBlock(c=512),
         )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)                  # resnet18.dln:14
-        self.fc = nn.Linear(512, 1000)                          # resnet18.dln:14
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # resnet18.dln:14
+        self.fc = nn.Linear(512, 1000)  # resnet18.dln:14
 
     def forward(self, x):
-        y = self.conv1(x)                                       # resnet18.dln:8
-        y = self.bn1(y)                                         # resnet18.dln:8
-        y = F.relu(y)                                           # resnet18.dln:8
-        y = self.maxpool(y)                                     # resnet18.dln:9
-        y = self.layer1(y)                                      # resnet18.dln:10
-        y = self.layer2(y)                                      # resnet18.dln:11
-        y = self.layer3(y)                                      # resnet18.dln:12
-        y = self.layer4(y)                                      # resnet18.dln:13
-        logits = self.avgpool(y)                                # resnet18.dln:14
-        logits = torch.flatten(logits, 1)                       # resnet18.dln:14
-        logits = self.fc(logits)                                # resnet18.dln:14
+        y = self.conv1(x)  # resnet18.dln:8
+        y = self.bn1(y)  # resnet18.dln:8
+        y = F.relu(y)  # resnet18.dln:8
+        y = self.maxpool(y)  # resnet18.dln:9
+        y = self.layer1(y)  # resnet18.dln:10
+        y = self.layer2(y)  # resnet18.dln:11
+        y = self.layer3(y)  # resnet18.dln:12
+        y = self.layer4(y)  # resnet18.dln:13
+        logits = self.avgpool(y)  # resnet18.dln:14
+        logits = torch.flatten(logits, 1)  # resnet18.dln:14
+        logits = self.fc(logits)  # resnet18.dln:14
         return logits

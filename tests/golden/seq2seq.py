@@ -10,30 +10,29 @@ Outputs:
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 class Seq2Seq(nn.Module):
     """Network `Seq2Seq` from seq2seq.dln (src_vocab=8000, tgt_vocab=8000, hidden=256)."""
 
-    output_names = ("logits", )
+    output_names = ("logits",)
 
     def __init__(self):
         super().__init__()
-        self.src_embed = nn.Embedding(8000, 256)                # seq2seq.dln:9
+        self.src_embed = nn.Embedding(8000, 256)  # seq2seq.dln:9
         self.encoder = nn.LSTM(256, 256, num_layers=2, batch_first=True)  # seq2seq.dln:10
-        self.tgt_embed = nn.Embedding(8000, 256)                # seq2seq.dln:11
+        self.tgt_embed = nn.Embedding(8000, 256)  # seq2seq.dln:11
         self.decoder = nn.LSTM(256, 256, num_layers=2, batch_first=True)  # seq2seq.dln:12
         self.attn = nn.MultiheadAttention(256, 1, batch_first=True)  # seq2seq.dln:13
-        self.out = nn.Linear(512, 8000)                         # seq2seq.dln:14
+        self.out = nn.Linear(512, 8000)  # seq2seq.dln:14
 
     def forward(self, src, tgt):
-        enc = self.src_embed(src)                               # seq2seq.dln:9
-        enc, state = self.encoder(enc)                          # seq2seq.dln:10
-        dec = self.tgt_embed(tgt)                               # seq2seq.dln:11
-        dec, _ = self.decoder(dec, state)                       # seq2seq.dln:12
-        ctx, _ = self.attn(dec, enc, enc, need_weights=False)   # seq2seq.dln:13
-        logits = torch.cat([dec, ctx], dim=2)                   # seq2seq.dln:14
-        logits = self.out(logits)                               # seq2seq.dln:14
+        enc = self.src_embed(src)  # seq2seq.dln:9
+        enc, state = self.encoder(enc)  # seq2seq.dln:10
+        dec = self.tgt_embed(tgt)  # seq2seq.dln:11
+        dec, _ = self.decoder(dec, state)  # seq2seq.dln:12
+        ctx, _ = self.attn(dec, enc, enc, need_weights=False)  # seq2seq.dln:13
+        logits = torch.cat([dec, ctx], dim=2)  # seq2seq.dln:14
+        logits = self.out(logits)  # seq2seq.dln:14
         return logits

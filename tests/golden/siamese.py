@@ -19,45 +19,45 @@ class Tower(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 64, kernel_size=10)           # siamese.dln:9
-        self.conv2 = nn.Conv2d(64, 128, kernel_size=7)          # siamese.dln:10
-        self.conv3 = nn.Conv2d(128, 128, kernel_size=4)         # siamese.dln:11
-        self.conv4 = nn.Conv2d(128, 256, kernel_size=4)         # siamese.dln:12
-        self.fc = nn.Linear(9216, 128)                          # siamese.dln:13
+        self.conv1 = nn.Conv2d(1, 64, kernel_size=10)  # siamese.dln:9
+        self.conv2 = nn.Conv2d(64, 128, kernel_size=7)  # siamese.dln:10
+        self.conv3 = nn.Conv2d(128, 128, kernel_size=4)  # siamese.dln:11
+        self.conv4 = nn.Conv2d(128, 256, kernel_size=4)  # siamese.dln:12
+        self.fc = nn.Linear(9216, 128)  # siamese.dln:13
 
     def forward(self, x):
-        conv1 = self.conv1(x)                                   # siamese.dln:9
-        y = F.relu(conv1)                                       # siamese.dln:9
-        y = F.max_pool2d(y, 2)                                  # siamese.dln:9
-        conv2 = self.conv2(y)                                   # siamese.dln:10
-        y = F.relu(conv2)                                       # siamese.dln:10
-        y = F.max_pool2d(y, 2)                                  # siamese.dln:10
-        conv3 = self.conv3(y)                                   # siamese.dln:11
-        y = F.relu(conv3)                                       # siamese.dln:11
-        y = F.max_pool2d(y, 2)                                  # siamese.dln:11
-        conv4 = self.conv4(y)                                   # siamese.dln:12
-        y = F.relu(conv4)                                       # siamese.dln:12
-        y = torch.flatten(y, 1)                                 # siamese.dln:13
-        fc = self.fc(y)                                         # siamese.dln:13
-        y = torch.sigmoid(fc)                                   # siamese.dln:13
+        conv1 = self.conv1(x)  # siamese.dln:9
+        y = F.relu(conv1)  # siamese.dln:9
+        y = F.max_pool2d(y, 2)  # siamese.dln:9
+        conv2 = self.conv2(y)  # siamese.dln:10
+        y = F.relu(conv2)  # siamese.dln:10
+        y = F.max_pool2d(y, 2)  # siamese.dln:10
+        conv3 = self.conv3(y)  # siamese.dln:11
+        y = F.relu(conv3)  # siamese.dln:11
+        y = F.max_pool2d(y, 2)  # siamese.dln:11
+        conv4 = self.conv4(y)  # siamese.dln:12
+        y = F.relu(conv4)  # siamese.dln:12
+        y = torch.flatten(y, 1)  # siamese.dln:13
+        fc = self.fc(y)  # siamese.dln:13
+        y = torch.sigmoid(fc)  # siamese.dln:13
         return y
 
 
 class Siamese(nn.Module):
     """Network `Siamese` from siamese.dln (features=128)."""
 
-    output_names = ("p", )
+    output_names = ("p",)
 
     def __init__(self):
         super().__init__()
-        self.tower = Tower()                                    # siamese.dln:20
-        self.linear_0 = nn.Linear(128, 1)                       # siamese.dln:20
+        self.tower = Tower()  # siamese.dln:20
+        self.linear_0 = nn.Linear(128, 1)  # siamese.dln:20
 
     def forward(self, a, b):
-        p = self.tower(a)                                       # siamese.dln:20
-        p_1 = self.tower(b)                                     # siamese.dln:20
-        p = p - p_1                                             # siamese.dln:20
-        p = torch.abs(p)                                        # siamese.dln:20
-        p = self.linear_0(p)                                    # siamese.dln:20
-        p = torch.sigmoid(p)                                    # siamese.dln:20
+        p = self.tower(a)  # siamese.dln:20
+        p_1 = self.tower(b)  # siamese.dln:20
+        p = p - p_1  # siamese.dln:20
+        p = torch.abs(p)  # siamese.dln:20
+        p = self.linear_0(p)  # siamese.dln:20
+        p = torch.sigmoid(p)  # siamese.dln:20
         return p
