@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast as pyast
+import math
+import warnings
 
 from lark import Token, Transformer, v_args
 from lark.tree import Meta
@@ -32,7 +34,7 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def import_stmt(self, meta: Meta, children: list) -> ast.Import:
-        return ast.Import(_unquote(children[0]), self._span(meta))
+        return ast.Import(_unquote(children[0], self._tok(children[0])), self._span(meta))
 
     def _def(self, meta: Meta, children: list, is_network: bool) -> ast.BlockDef:
         name = children[0]
@@ -126,11 +128,15 @@ class _Builder(Transformer):
     def number(self, meta: Meta, c: list) -> ast.Number:
         text = str(c[0])
         value: int | float = int(text) if text.isdigit() else float(text)
+        if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, int) and value >= 2**63):
+            shown = text if len(text) <= 24 else f"{text[:20]}..."
+            raise DlcError("bad-number", f"the number {shown} is too large", self._span(meta),
+                           hint="integers must fit in 64 bits, other numbers in a 64-bit float")
         return ast.Number(value, self._span(meta))
 
     @v_args(meta=True)
     def string(self, meta: Meta, c: list) -> ast.String:
-        return ast.String(_unquote(c[0]), self._span(meta))
+        return ast.String(_unquote(c[0], self._tok(c[0])), self._span(meta))
 
     @v_args(meta=True)
     def true(self, meta: Meta, c: list) -> ast.Bool:
@@ -192,11 +198,19 @@ class _Builder(Transformer):
         return ast.StageGroup(tuple(c), self._span(meta))
 
 
-def _unquote(tok: Token) -> str:
+def _unquote(tok: Token, span: Span) -> str:
     try:
-        return pyast.literal_eval(str(tok))
+        with warnings.catch_warnings():  # "invalid escape sequence" warnings: keep the backslash, quietly
+            warnings.simplefilter("ignore")
+            value = pyast.literal_eval(str(tok))
     except (ValueError, SyntaxError) as exc:  # a malformed escape inside the string
-        raise DlcError("syntax", f"bad string literal {tok}: {exc}") from None
+        reason = getattr(exc, "msg", None) or str(exc)
+        reason = reason.split(": ", 1)[-1].split(" (<unknown>", 1)[0]
+        raise DlcError("syntax", f"bad string literal {tok}: {reason}", span,
+                       hint="escapes are Python's: \\n, \\t, \\\\, \\\", \\xNN, \\uNNNN") from None
+    if not isinstance(value, str):
+        raise DlcError("syntax", f"bad string literal {tok}", span)
+    return value
 
 
 def build(tree, file: str) -> ast.Module:

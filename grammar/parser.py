@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import VisitError
 
-from dlc.diagnostics import SOURCES, DlcError, Span
+from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.grammar import ast
 from dlc.grammar.build import build
 
@@ -30,11 +32,21 @@ _TERMINALS = {
     "EQUAL": "`=`",
     "__ANON_0": "`->`",
     "MINUS": "`-`",
+    "STAR": "`*`",
     "ADD_OP": "`+` or `-`",
-    "MUL_OP": "an operator",
+    "MUL_OP": "`*`, `/`, `//` or `%`",
     "COMP_OP": "a comparison",
     "$END": "end of file",
 }
+# Tokens that can start a value (an expression), a statement, or continue an expression as an operator.
+_VALUE_START = {"LPAR", "MINUS", "LSQB", "NAME", "NUMBER", "STRING", "TRUE", "FALSE", "IF", "NOT"}
+_STATEMENT_START = {"INPUT", "OUTPUT", "RETURN"}
+_OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "AND", "OR"}
+KEYWORDS = ("import", "block", "network", "input", "output", "return", "if", "then", "else", "and", "or", "not",
+            "true", "false")
+# Expressions (and pipeline groups) nested deeper than this are rejected: nobody writes them, and
+# walking them would exhaust Python's recursion limit.
+MAX_NESTING = 100
 
 # Example bad inputs and the message they stand for (Lark's match_examples).
 _EXAMPLES: dict[str, list[str]] = {
@@ -42,9 +54,6 @@ _EXAMPLES: dict[str, list[str]] = {
         "network N { input x: [4] output y = x -> }",
         "network N { input x: [4] output y = x -> 3 }",
         "network N { input x: [4] output y = x -> -> relu }",
-    ],
-    "`=` and a value after the output's name": [
-        "network N { input x: [4] output y x }",
     ],
     "a closing `)`": [
         "network N { input x: [4] output y = x -> linear(3 }",
@@ -74,7 +83,28 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file) from None
-    return build(tree, file)
+    _check_nesting(tree, file)
+    try:
+        return build(tree, file)
+    except VisitError as exc:  # the builder reports bad literals as DlcError; lark wraps them
+        if isinstance(exc.orig_exc, DlcError):
+            raise exc.orig_exc from None
+        raise
+
+
+def _check_nesting(tree: Tree, file: str) -> None:
+    """Reject trees deeper than MAX_NESTING (iteratively, so the check itself cannot overflow)."""
+    stack = [(tree, 0)]
+    while stack:
+        t, depth = stack.pop()
+        if depth > MAX_NESTING:
+            meta = t.meta
+            line = getattr(meta, "line", 1)
+            col = getattr(meta, "column", 1)
+            span = Span(file, line, col, getattr(meta, "end_line", line), getattr(meta, "end_column", col + 1))
+            raise DlcError("too-deep", f"expressions nest more than {MAX_NESTING} levels deep here", span,
+                           hint="split the expression with intermediate names (`a = ...`)")
+        stack.extend((c, depth + 1) for c in t.children if isinstance(c, Tree))
 
 
 def parse_file(path: str | Path) -> ast.Module:
@@ -83,42 +113,130 @@ def parse_file(path: str | Path) -> ast.Module:
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> DlcError:
-    line, col = exc.line, exc.column
-    if isinstance(exc, UnexpectedEOF) or line < 1:
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-    width = 1
-    if isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
+    line, col, width = exc.line, exc.column, 1
+    at_end = isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END")
+    if at_end:
+        line, col = _end_position(exc, text)
+        what = "unexpected end of file"
+    elif isinstance(exc, UnexpectedToken):
         width = max(1, len(str(exc.token)))
         what = f"unexpected `{exc.token}`"
     elif isinstance(exc, UnexpectedCharacters):
-        what = f"unexpected character `{text[exc.pos_in_stream]}`"
+        ch = text[exc.pos_in_stream]
+        if ch == '"':
+            what = "unterminated string"
+            width = max(1, len(text[exc.pos_in_stream:].split("\n", 1)[0]))
+        else:
+            what = f"unexpected character `{ch}`" if ch.isprintable() else f"unexpected character {ch!r}"
     else:
-        what = "unexpected end of file"
-    label = None
-    try:
-        label = exc.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
-    except Exception:  # match_examples re-parses examples; never let it mask the real error
-        label = None
-    if label:
-        expected = label
+        what = "unexpected input"
+    if line < 1 or col < 1:
+        line, col = _end_position(None, text)
+    label = _match_example(exc)
+    acceptable = _acceptable(exc)
+    expected = label or _expected(acceptable)
+    if what == "unterminated string":
+        message = "unterminated string: a string ends with `\"` on the same line"
     else:
-        expected = _expected(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set())
-    message = f"{what}; expected {expected}" if expected else what
+        message = f"{what}; expected {expected}" if expected else what
     span = Span(file, line, col, line, col + width)
-    return DlcError("syntax", message, span)
+    return DlcError("syntax", message, span, hint=_keyword_hint(exc, text, acceptable))
+
+
+@lru_cache(maxsize=None)
+def _example_errors() -> tuple:
+    """The parse error of every example in _EXAMPLES, computed once (lark's match_examples re-parses each time)."""
+    out = []
+    for label, examples in _EXAMPLES.items():
+        for text in examples:
+            try:
+                _parser().parse(text)
+            except UnexpectedInput as ut:
+                accepts = frozenset(ut.accepts) if isinstance(ut, UnexpectedToken) else None
+                out.append((label, _state_id(ut), accepts, getattr(ut, "token", None)))
+    return tuple(out)
+
+
+def _match_example(exc: UnexpectedInput) -> str | None:
+    """Like lark's ``match_examples(use_accepts=True)``: same LALR state and accepted tokens (but at any
+    stack depth, so an example written inside `output` also covers an assignment)."""
+    try:
+        candidate = None
+        for label, state, accepts, token in _example_errors():
+            if state is None or state != _state_id(exc):
+                continue
+            if accepts is not None and isinstance(exc, UnexpectedToken) and accepts != frozenset(exc.accepts):
+                continue
+            if token is not None and getattr(exc, "token", None) == token:
+                return label
+            candidate = candidate or label
+        return candidate
+    except Exception:  # never let the nicer message mask the real error
+        return None
+
+
+def _state_id(exc: UnexpectedInput):
+    state = getattr(exc, "state", None)
+    return getattr(state, "position", state)
+
+
+def _end_position(exc: UnexpectedInput | None, text: str) -> tuple[int, int]:
+    """Just after the last token (lark's $END token borrows the last token's position)."""
+    tok = getattr(exc, "token", None)
+    if tok is not None and getattr(tok, "end_line", None) and tok.end_line >= 1 and tok.end_column >= 1:
+        return tok.end_line, tok.end_column
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def _acceptable(exc: UnexpectedInput) -> set[str]:
+    """The terminals the parser would accept here (exact, via the interactive parser when there is one)."""
+    ip = getattr(exc, "interactive_parser", None)
+    if ip is not None:
+        try:
+            return set(ip.accepts())
+        except Exception:
+            pass
+    return set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+
+
+def _keyword_hint(exc: UnexpectedInput, text: str, acceptable: set[str]) -> str | None:
+    """'did you mean `network`?' for a misspelt keyword at (or just before) the error."""
+    tok = getattr(exc, "token", None)
+    wanted = [t.lower() for t in acceptable if t.lower() in KEYWORDS]
+    if isinstance(tok, Token) and tok.type == "NAME" and wanted:
+        return suggest(str(tok), wanted)
+    # `nput x: [4]` parses `nput` as the start of an assignment and fails at `x`
+    if acceptable and acceptable <= {"EQUAL", "COMMA"}:
+        pos = getattr(exc, "pos_in_stream", None)
+        if pos is None and isinstance(tok, Token):
+            pos = tok.start_pos
+        if isinstance(pos, int) and pos >= 0:
+            m = re.search(r"(?:^|[{}()\[\]\s])(\w+)\s*$", text[max(0, pos - 200):pos])
+            if m:
+                return suggest(m.group(1), ("input", "output", "return"))
+    return None
 
 
 def _expected(terms: set[str]) -> str:
+    terms = set(terms)
+    groups = []
+    if len(terms & _VALUE_START) >= 4:
+        groups.append("a value")
+        terms -= _VALUE_START
+    if terms & _STATEMENT_START:
+        groups.append("a statement")
+        terms -= _STATEMENT_START | {"NAME"}
+    if len(terms & _OPERATORS) >= 2:
+        groups.append("an operator")
+        terms -= _OPERATORS
     names = []
-    for t in sorted(terms):
+    for t in terms:
         if t in _TERMINALS:
             names.append(_TERMINALS[t])
-        elif t.isupper() and len(t) > 1:
+        elif t.isupper() and len(t) > 1 and not t.startswith("__"):
             names.append(f"`{t.lower()}`")
-    names = sorted(set(names))
+    names = sorted(set(names), key=lambda n: (not n.startswith("`"), n)) + groups
     if not names:
         return ""
-    if len(names) > 6:
-        names = names[:6] + ["..."]
     return ", ".join(names[:-1]) + (" or " if len(names) > 1 else "") + names[-1]

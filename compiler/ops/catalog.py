@@ -54,6 +54,10 @@ def _embedding(attrs, ins):
     if x.dtype not in ("int64", "int32"):
         raise ShapeError(f"`embedding` needs integer token ids, got {x.dtype}", code="type-mismatch",
                          hint="declare the input as e.g. `input tokens: [T] int64`")
+    pad = attrs["padding_idx"]
+    if pad is not None and not -attrs["vocab"] <= pad < attrs["vocab"]:
+        raise ShapeError(f"`embedding`: padding_idx {pad} is not a token id of a vocabulary of {attrs['vocab']}",
+                         attr="padding_idx", code="bad-argument")
     return (TensorType(x.shape + (attrs["dim"],), "float32", "fl"),)
 
 
@@ -86,7 +90,8 @@ def _conv(nd: int, transpose: bool = False):
             raise ShapeError(
                 f"`{name}`: groups={g} must divide both input channels ({cin}) and output channels ({cout})",
                 attr="groups", code="bad-argument")
-        k, s, d = pair(attrs["k"], nd), pair(attrs["stride"], nd), pair(attrs["dilation"], nd)
+        k, s = pair(attrs["k"], nd, name, "k"), pair(attrs["stride"], nd, name, "stride")
+        d = pair(attrs["dilation"], nd, name, "dilation")
         pad = attrs["pad"]
         if pad == "same":
             if transpose:
@@ -94,9 +99,13 @@ def _conv(nd: int, transpose: bool = False):
             if any(v != 1 for v in s):
                 raise ShapeError("`pad=same` needs stride 1 (as in PyTorch)", attr="pad", code="bad-argument")
             return _out(x, (cout,) + x.shape[1:], "cf")
-        p = pair(pad, nd)
+        p = pair(pad, nd, name, "pad")
         if transpose:
-            op = pair(attrs["output_pad"], nd)
+            op = pair(attrs["output_pad"], nd, name, "output_pad")
+            for i in range(nd):
+                if op[i] >= max(s[i], d[i]):
+                    raise ShapeError(f"`{name}`: output_pad ({op[i]}) must be smaller than the stride ({s[i]}) "
+                                     f"or the dilation ({d[i]})", attr="output_pad", code="bad-argument")
             spatial = []
             for i in range(nd):
                 size = x.shape[1 + i]
@@ -104,6 +113,9 @@ def _conv(nd: int, transpose: bool = False):
                     spatial.append(f"{size}'")
                 else:
                     spatial.append((size - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1)
+                    if spatial[-1] < 1:
+                        raise ShapeError(f"`{name}`: padding {p[i]} leaves nothing of an input of size {size}",
+                                         attr="pad", code="bad-argument")
         else:
             spatial = [conv_out(x.shape[1 + i], k[i], s[i], p[i], d[i]) for i in range(nd)]
         return _out(x, (cout, *spatial), "cf")
@@ -138,9 +150,10 @@ def _pool(kind: str):
         nd = x.rank - 1
         if attrs["k"] == "global":
             return _out(x, (x.shape[0],) + (1,) * nd, "cf")
-        k = pair(attrs["k"], nd)
-        s = pair(attrs["stride"] if attrs["stride"] is not None else attrs["k"], nd)
-        p = pair(attrs["pad"], nd)
+        k = pair(attrs["k"], nd, name, "k")
+        s = pair(attrs["stride"] if attrs["stride"] is not None else attrs["k"], nd, name,
+                 "stride" if attrs["stride"] is not None else "k")
+        p = pair(attrs["pad"], nd, name, "pad")
         for i in range(nd):
             if p[i] * 2 > k[i]:
                 raise ShapeError(f"`{name}`: padding {p[i]} must be at most half the kernel size {k[i]}",
@@ -161,7 +174,7 @@ _pool("avg")
 def _adaptive(attrs, ins):
     x = tensor(ins[0])
     want_rank(x, (2, 3), "adaptive_avgpool", "[C, L] or [C, H, W]")
-    return _out(x, (x.shape[0], *pair(attrs["size"], x.rank - 1)), "cf")
+    return _out(x, (x.shape[0], *pair(attrs["size"], x.rank - 1, "adaptive_avgpool", "size")), "cf")
 
 
 register(OpDef("adaptive_avgpool", (A("size", "int2"),), _adaptive, family="pool",
@@ -174,9 +187,14 @@ def _upsample(attrs, ins):
     if attrs["mode"] == "bilinear" and x.rank != 3:
         raise ShapeError("`upsample(mode=bilinear)` needs [C, H, W]", attr="mode", code="bad-argument")
     scale = attrs["scale"]
+    if not scale > 0:
+        raise ShapeError(f"`upsample`: scale must be positive, got {scale}", attr="scale", code="bad-argument")
     out = []
     for d in x.shape[1:]:
         out.append(f"{d}*{scale}" if isinstance(d, str) else int(math.floor(d * scale)))
+        if isinstance(out[-1], int) and out[-1] < 1:
+            raise ShapeError(f"`upsample`: scale {scale} shrinks a dimension of size {d} to nothing",
+                             attr="scale", code="bad-argument")
     return _out(x, (x.shape[0], *out), "cf")
 
 
@@ -413,6 +431,9 @@ def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, n
     known(x.shape[1], name, "number of input features")
     if attrs["layers"] < 1:
         raise ShapeError(f"`{name}`: layers must be at least 1", attr="layers", code="bad-argument")
+    if not 0.0 <= attrs["dropout"] < 1.0:
+        raise ShapeError(f"`{name}`: dropout must be in [0, 1), got {attrs['dropout']}", attr="dropout",
+                         code="bad-argument")
     units = attrs["units"]
     width = units * directions if merge == "concat" else units
     state = StateType(cell, attrs["layers"], directions, units)

@@ -39,8 +39,13 @@ def known(d: Dim, op: str, what: str) -> int:
     return d
 
 
-def pair(v, n: int = 2) -> tuple[int, ...]:
+def pair(v, n: int = 2, op: str | None = None, attr: str | None = None) -> tuple[int, ...]:
+    """An int or a list of ``n`` ints (one per spatial axis) as an ``n``-tuple."""
     if isinstance(v, (list, tuple)):
+        if len(v) != n and op is not None:
+            raise ShapeError(f"`{op}`: `{attr}` needs {n} value{'s' if n > 1 else ''} here (one per spatial axis), "
+                             f"got {len(v)}", attr=attr, code="bad-argument",
+                             hint=f"give {n} value{'s' if n > 1 else ''}, or one integer for every axis")
         return tuple(v)
     return (v,) * n
 
