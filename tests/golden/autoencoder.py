@@ -14,7 +14,7 @@ from torch import nn
 
 
 class Down(nn.Module):
-    """Block `Down`, defined at autoencoder.dln:9."""
+    """Block `Down`, defined at autoencoder.dln:7."""
 
     def __init__(self, c, x_channels):
         super().__init__()
@@ -30,7 +30,7 @@ class Down(nn.Module):
 
 
 class Up(nn.Module):
-    """Block `Up`, defined at autoencoder.dln:15."""
+    """Block `Up`, defined at autoencoder.dln:13."""
 
     def __init__(self):
         super().__init__()

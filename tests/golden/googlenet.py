@@ -16,7 +16,7 @@ from torch import nn
 
 
 class BasicConv2d(nn.Module):
-    """Block `BasicConv2d`, defined at inception.dln:8."""
+    """Block `BasicConv2d`, defined at inception.dln:6."""
 
     def __init__(self):
         super().__init__()
@@ -31,7 +31,7 @@ class BasicConv2d(nn.Module):
 
 
 class BasicConv2d_2(nn.Module):
-    """Block `BasicConv2d`, defined at inception.dln:8."""
+    """Block `BasicConv2d`, defined at inception.dln:6."""
 
     def __init__(self, c, x_channels):
         super().__init__()
@@ -46,7 +46,7 @@ class BasicConv2d_2(nn.Module):
 
 
 class BasicConv2d_3(nn.Module):
-    """Block `BasicConv2d`, defined at inception.dln:8."""
+    """Block `BasicConv2d`, defined at inception.dln:6."""
 
     def __init__(self, c, x_channels):
         super().__init__()
@@ -61,7 +61,7 @@ class BasicConv2d_3(nn.Module):
 
 
 class Inception(nn.Module):
-    """Block `Inception`, defined at inception.dln:8."""
+    """Block `Inception`, defined at inception.dln:13."""
 
     def __init__(self, c1, c3r, c3, c5r, c5, pp, x_channels):
         super().__init__()
@@ -89,7 +89,7 @@ class Inception(nn.Module):
 
 
 class InceptionAux(nn.Module):
-    """Block `InceptionAux`, defined at inception.dln:26."""
+    """Block `InceptionAux`, defined at inception.dln:24."""
 
     def __init__(self, x_channels):
         super().__init__()

@@ -14,7 +14,7 @@ from torch import nn
 
 
 class BasicBlock(nn.Module):
-    """Block `BasicBlock`, defined at resnet.dln:6."""
+    """Block `BasicBlock`, defined at resnet.dln:4."""
 
     def __init__(self, c):
         super().__init__()
@@ -35,7 +35,7 @@ class BasicBlock(nn.Module):
 
 
 class BasicBlock_2(nn.Module):
-    """Block `BasicBlock`, defined at resnet.dln:6."""
+    """Block `BasicBlock`, defined at resnet.dln:4."""
 
     def __init__(self, c, x_channels):
         super().__init__()

@@ -15,7 +15,7 @@ from torch import nn
 
 
 class Tower(nn.Module):
-    """Block `Tower`, defined at siamese.dln:9."""
+    """Block `Tower`, defined at siamese.dln:7."""
 
     def __init__(self):
         super().__init__()
