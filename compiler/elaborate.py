@@ -22,6 +22,8 @@ from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.grammar import ast
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
+MAX_REPEAT = 10_000  # `x -> layer * n`
+MAX_NODES = 100_000  # layers in one network, after repeats and blocks are unrolled
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
 # Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
@@ -157,7 +159,12 @@ class Elaborator:
                 if p.type not in PARAM_TYPES:
                     raise DlcError("unknown-type", f"unknown parameter type `{p.type}`", p.span,
                                    hint=suggest(p.type, PARAM_TYPES) or f"types are {', '.join(PARAM_TYPES)}")
+            inputs: set[str] = set()
             for s in d.body:
+                if isinstance(s, ast.Input):
+                    if s.name in inputs:
+                        raise DlcError("duplicate-name", f"input `{s.name}` is declared twice in `{d.name}`", s.span)
+                    inputs.add(s.name)
                 if d.is_network and isinstance(s, ast.Return):
                     raise DlcError("misplaced-statement", "a network has `output` statements, not `return`", s.span)
                 if not d.is_network and isinstance(s, ast.Output):
@@ -459,6 +466,8 @@ class Elaborator:
                     return a % b
             except ZeroDivisionError:
                 raise self.err("bad-argument", "division by zero", e.right.span, frame) from None
+            except OverflowError:
+                raise self.err("bad-argument", "the result is too large", e.span, frame) from None
         if e.op == "*" and isinstance(a, Layer | Instance):
             raise self.err("bad-repeat", "repeating a layer with `*` works only as a pipeline stage", e.span, frame,
                            hint="write `x -> layer * 3`")
@@ -501,6 +510,7 @@ class Elaborator:
 
     def _bind_args(self, f: Layer, args: tuple[ast.Arg, ...], span: Span, frame: Frame) -> Layer:
         layer = Layer(f.op, f.block, {}, [], {}, [], span)
+        kw_spans: dict[str, Span] = {}  # `name=value` spans, to underline an unknown keyword itself
         for a in args:
             v = self.eval(a.value, frame)
             if isinstance(v, tuple) and v and v[0] == "builtin":
@@ -513,6 +523,7 @@ class Elaborator:
                 continue
             if a.name in layer.config or a.name in layer.tensors:
                 raise self.err("duplicate-argument", f"argument `{a.name}` given twice", a.span, frame)
+            kw_spans[a.name] = a.span
             if isinstance(v, Tensor):
                 layer.tensors[a.name] = v
             else:
@@ -535,15 +546,16 @@ class Elaborator:
         inputs = self._input_names(layer)
         for n, (v, sp) in layer.config.items():
             if n not in valid:
-                raise self.err("unknown-argument", f"`{layer.name}` has no argument `{n}`", sp, frame,
+                raise self.err("unknown-argument", f"`{layer.name}` has no argument `{n}`", kw_spans.get(n, sp),
+                               frame,
                                hint=suggest(n, valid + inputs) or f"its arguments are {self._signature(layer)}")
         for n in layer.tensors:
             if n not in inputs:
                 hint = suggest(n, valid + inputs) or f"its arguments are {self._signature(layer)}"
                 if n in valid:
                     hint = f"`{n}` takes a compile-time value, not a tensor"
-                raise self.err("unknown-argument", f"`{layer.name}` has no tensor input `{n}`", span, frame,
-                               hint=hint)
+                raise self.err("unknown-argument", f"`{layer.name}` has no tensor input `{n}`",
+                               kw_spans.get(n, span), frame, hint=hint)
         return layer
 
     def _positional_names(self, layer: Layer) -> list[str]:
@@ -593,7 +605,10 @@ class Elaborator:
                     raise self.err("type-mismatch", "a scalar has no channels", e.args[0].span, frame)
                 return t.type.features
             i = args[1]
-            if not isinstance(i, int) or not -t.type.rank <= i < t.type.rank:
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise self.err("bad-argument", f"`size`: the axis must be an integer, got {describe(i)}",
+                               e.args[1].span, frame)
+            if not -t.type.rank <= i < t.type.rank:
                 raise self.err("bad-argument", f"`size`: axis {i} out of range for {t.type}", e.args[1].span, frame)
             return t.type.shape[i]
         if name in ("min", "max"):
@@ -604,7 +619,11 @@ class Elaborator:
             want(1)
             if not isinstance(args[0], (int, float)) or isinstance(args[0], bool):
                 raise self.err("type-mismatch", f"`{name}` takes a number, got {describe(args[0])}", e.span, frame)
-            return int(args[0]) if name == "int" else float(args[0])
+            try:
+                return int(args[0]) if name == "int" else float(args[0])
+            except (OverflowError, ValueError):  # int(inf), float(10**400)
+                raise self.err("bad-argument", f"`{name}`: {describe(args[0])} is out of range", e.span,
+                               frame) from None
         want(1)
         if not isinstance(args[0], list):
             raise self.err("type-mismatch", f"`len` takes a list, got {describe(args[0])}", e.span, frame)
@@ -620,9 +639,12 @@ class Elaborator:
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise self.err("bad-repeat", f"repeat count must be a positive integer, got {describe(n)}",
                                stage.repeat.span, frame)
+            if n > MAX_REPEAT:
+                raise self.err("bad-repeat", f"repeat count {n} is too large (at most {MAX_REPEAT})",
+                               stage.repeat.span, frame)
             count = n
         if stage.label is not None:
-            check_identifier(stage.label, stage.label_span, "a layer name", module_attr=container.kind != "seq")
+            check_identifier(stage.label, stage.label_span, "a layer name", module_attr=True)
             if stage.label in container.taken:
                 container.claim(stage.label, stage.label_span)  # raises duplicate-name at the label
         if stage.label is not None and (stage.repeat is not None or isinstance(stage.core, ast.StageGroup)):
@@ -855,6 +877,7 @@ class Elaborator:
             raise self.err("bad-group", f"block `{block.name}` with several results cannot be part of a labelled "
                            "group", span, frame,
                            hint="labelled groups and repeats become nn.Sequential: one result each")
+        self.graph.blocks.setdefault(block.name, block.name_span)
         self.graph.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result),
                                               tuple(names), frame.hint)
         return result[0] if len(result) == 1 else tuple(result)
@@ -919,7 +942,16 @@ class Elaborator:
     def _coerce_attr(self, op: OpDef, a: Attr, v: Any, span: Span, frame: Frame) -> Any:
         def bad(expected: str) -> DlcError:
             hint = suggest(v.name, self._known_names(frame)) if isinstance(v, Symbol) else None
-            return self.err("bad-argument", f"`{op.name}`: `{a.name}` must be {expected}, got {describe(v)}",
+            got = describe(v)
+            if isinstance(v, list):  # say which item is wrong, or show the numbers
+                odd = next(((i, x) for i, x in enumerate(v) if not is_int(x)), None)
+                if not v:
+                    got = "an empty list"
+                elif odd is not None:
+                    got = f"a list whose item {odd[0]} is {describe(odd[1])}"
+                else:
+                    got = f"the list [{', '.join(map(str, v))}]" if len(v) <= 8 else f"a list of {len(v)} integers"
+            return self.err("bad-argument", f"`{op.name}`: `{a.name}` must be {expected}, got {got}",
                             span, frame, hint=hint)
 
         def is_int(x: Any) -> bool:
@@ -959,11 +991,12 @@ class Elaborator:
             if kind == "pool_size" and isinstance(v, (Symbol, str)) and \
                     (v.name if isinstance(v, Symbol) else v) == "global":
                 return "global"
+            least = 0 if kind == "pad" or a.name in ("pad", "output_pad") else 1  # `maxpool(3, pad=0)` is fine
             if is_int(v):
-                if v < (0 if kind == "pad" else 1):
-                    raise bad("a positive integer")
+                if v < least:
+                    raise bad("a positive integer" if least else "a non-negative integer")
                 return v
-            if isinstance(v, list) and v and all(is_int(x) and x >= (0 if kind == "pad" else 1) for x in v):
+            if isinstance(v, list) and v and all(is_int(x) and x >= least for x in v):
                 return list(v)
             extra = {"pad": " or `same`", "pool_size": " or `global`"}.get(kind, "")
             raise bad(f"an integer or a list of integers{extra}")
@@ -978,8 +1011,11 @@ class Elaborator:
                 raise bad("a string")
             return v
         if kind == "layer":
+            if isinstance(v, Layer) and v.block is not None:
+                raise self.err("bad-argument", f"`{op.name}` wraps a built-in layer, not the block `{v.name}`", span,
+                               frame)
             if not isinstance(v, Layer) or v.op is None or v.has_tensors:
-                raise bad("a layer such as `lstm(64)`")
+                raise bad(f"a layer such as `{'lstm(64)' if op.name == 'bidirectional' else 'linear(64)'}`")
             allowed = ("rnn", "lstm", "gru") if op.name == "bidirectional" else None
             if allowed and v.op.name not in allowed:
                 raise self.err("bad-argument", f"`bidirectional` wraps rnn, lstm or gru, not `{v.op.name}`", span,
@@ -1018,7 +1054,11 @@ class Elaborator:
                 chain = container.chain + ((name,) if name else ())
                 raise DlcError(exc.code, exc.message, where, hint=exc.hint,
                                chain=chain if len(chain) > 1 else ()) from None
-        first = max(g.types, default=-1) + 1
+        if len(g.nodes) >= MAX_NODES:
+            raise DlcError("too-large", f"the network has more than {MAX_NODES} layers", span,
+                           chain=container.chain if len(container.chain) > 1 else (),
+                           hint="check repeat counts (`* n`) and recursive blocks")
+        first = next(reversed(g.types)) + 1 if g.types else 0  # values are numbered in order: O(1), not max()
         outs = tuple(range(first, first + len(types)))
         node = Node(len(g.nodes), op, tuple(t.vid for t in inputs), outs, attrs, types, span, container.scope, name,
                     hint)
@@ -1082,3 +1122,6 @@ def elaborate(program: Program, network: str | None = None, overrides: dict[str,
         span, frame = el.where if el.where else (None, None)
         raise el.err("too-deep", "the spec nests too deeply to compile (blocks within blocks within deep "
                      "expressions)", span, frame, hint="flatten deep expressions with intermediate names") from None
+    except OverflowError:  # a huge integer turned into a float somewhere (`dropout(10**400)`-like literals)
+        span, frame = el.where if el.where else (None, None)
+        raise el.err("bad-number", "a number in this statement is too large", span, frame) from None

@@ -77,6 +77,8 @@ class Graph:
     # input names and the name the result was assigned to (a hint for generated code).
     calls: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...], str | None]] = field(
         default_factory=dict)
+    # Where each block used by the network is defined (the span of its name).
+    blocks: dict[str, Span] = field(default_factory=dict)
 
     def producer(self) -> dict[int, Node]:
         return {v: n for n in self.nodes for v in n.outputs}

@@ -54,6 +54,7 @@ def to_dict(g: Graph) -> dict[str, Any]:
             }
             for n in g.nodes
         ],
+        "blocks": {name: _span(span) for name, span in g.blocks.items()},
         "calls": {k: {"inputs": list(i), "outputs": list(o), "names": list(n), "hint": h}
                   for k, (i, o, n, h) in g.calls.items()},
     }
@@ -76,6 +77,7 @@ def from_dict(d: dict[str, Any]) -> Graph:
             g.types[v] = t
     g.calls = {k: (tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"])
                for k, c in d["calls"].items()}
+    g.blocks = {name: Span(*span) for name, span in d["blocks"].items()}
     return g
 
 

@@ -115,3 +115,24 @@ def test_generated_source_is_tidy(spec):
     imported = {a.asname or a.name for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert imported <= used, f"unused imports: {imported - used}"
+
+
+def test_a_block_that_uses_itself_compiles_and_runs(tmp_path):
+    spec = _spec(tmp_path, """
+block Stack(n: int, u: int) {
+    input x
+    return if n == 0 then x else x -> linear(u) -> relu -> Stack(n - 1, u)
+}
+network N {
+    input x: [4]
+    output y = x -> Stack(3, 5)
+}""")
+    m = dlc.load(spec)
+    assert sum(p.numel() for p in m.parameters()) == (4 * 5 + 5) + 2 * (5 * 5 + 5)
+    # three nested levels: stack_0.stack_0.linear_0 is the innermost linear layer
+    assert "stack_0.stack_0.linear_0.weight" in m.state_dict()
+    x = torch.randn(2, 4)
+    inner = m.stack_0
+    expected = torch.relu(inner.stack_0.stack_0.linear_0(
+        torch.relu(inner.stack_0.linear_0(torch.relu(inner.linear_0(x))))))
+    torch.testing.assert_close(m(x), expected)

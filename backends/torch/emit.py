@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,6 +202,7 @@ class ModuleEmitter:
         self.classes: list[ClassDef] = []
         self.instances: list[_Instance] = []
         self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
+        self.identical: dict[tuple[str, str], str] = {}  # (block, code) -> call, for recursive blocks
         self.taken_class_names: set[str] = set()
         self.helpers: set[str] = set()
         self.ordered_dict = False
@@ -373,11 +375,27 @@ class ModuleEmitter:
                     children[b].add(self.instances[iid].scope.block or "Block")
         done: set[str] = set()
         order: list[str] = []
-        while len(order) < len(by_block):
+        progress = True
+        while progress:
+            progress = False
             for b in by_block:
                 if b not in done and children[b] <= done:
                     done.add(b)
                     order.append(b)
+                    progress = True
+        # A block that uses itself (recursion ended by a compile-time `if`) has no such order: its
+        # instances become classes one by one, deepest first, sharing a class only when identical.
+        recursive = sorted((rec for b in by_block if b not in done for rec in by_block[b]),
+                           key=lambda rec: -len(rec.scope.path.split(".")))
+        for rec in recursive:
+            rec.cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
+            text = "\n".join(_class_text(rec.cls))
+            block = rec.scope.block or "Block"
+            if (block, text) in self.identical:
+                self.calls[rec.iid] = self.identical[(block, text)]
+            else:
+                self._group_class(block, [(rec, _split_numbers(rec.cls)[1])])
+                self.identical[(block, text)] = self.calls[rec.iid]
         for b in order:
             groups: dict[tuple[str, ...], list[tuple[_Instance, list[str]]]] = {}
             for rec in by_block[b]:
@@ -415,7 +433,8 @@ class ModuleEmitter:
         cls = first.cls
         cls.name = name
         cls.params = params
-        cls.doc = f"Block `{block}`, defined at {_where(first.span.file, first.span.line)}."
+        where = self.g.blocks.get(first.scope.block or "", first.span)
+        cls.doc = f"Block `{block}`, defined at {_where(where.file, where.line)}."
         _substitute(cls, members[0][1], names)
         for rec, numbers in members:
             values = {names[pos]: numbers[pos] for pos in names}
@@ -499,7 +518,10 @@ def emit_module(g: Graph) -> str:
     inputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.inputs]
     outputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
-    classes[-1]["doc"] = safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}.")
+    doc = textwrap.wrap(safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}."), 112,
+                        break_long_words=False, break_on_hyphens=False)
+    # at most 120 columns: continuation lines indented like the docstring, closing quotes on their own line
+    classes[-1]["doc"] = doc[0] if len(doc) == 1 else "\n    ".join(doc + [""])
     return template.render(
         version=__version__,
         source=safe_text(Path(g.file).name),
