@@ -98,6 +98,20 @@ class Container:
                 self.taken[name] = span
                 return name
 
+    def name_for(self, label: str | None, span: Span, auto: str | None) -> str | None:
+        """The attribute name of a new layer or block here: its label, its index inside a labelled
+        group, an automatic ``auto_N`` name, or None (a stateless layer needs no attribute)."""
+        if self.kind == "seq":
+            if label is None:
+                return self.next_index(span)
+            self.claim(label, span)
+            self.index += 1
+            return label
+        if label is not None:
+            self.claim(label, span)
+            return label
+        return self.auto(auto, span) if auto else None
+
     def next_index(self, span: Span) -> str:
         name = str(self.index)
         self.index += 1
@@ -676,13 +690,8 @@ class Elaborator:
         self.graph.calls[f"{seq.scope[-1].path}#0"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
 
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
-        if label is not None:
-            parent.claim(label, label_span) if parent.kind != "seq" else parent.claim(label, label_span)
-            name = label
-            if parent.kind == "seq":
-                parent.index += 1
-        else:
-            name = parent.next_index(span) if parent.kind == "seq" else parent.auto("seq", span)
+        name = parent.name_for(label, label_span if label is not None else span, "seq")
+        assert name is not None
         path = ".".join([s.name for s in parent.scope] + [name])
         scope = Scope(name, path, "seq", None, (), 0, span)
         return Container(parent.scope + (scope,), "seq", parent.chain + (path,))
@@ -764,21 +773,10 @@ class Elaborator:
                 elif any(m in bound for m in names[names.index(n) + 1:]):
                     raise self.err("wrong-inputs", f"`{op.name}`: give `{n}` too when giving later inputs", span,
                                    frame)
-        name = None
         if instance is not None:
-            name = instance.name
-        elif container.kind == "seq":
-            if label is not None:
-                container.claim(label, span)
-                container.index += 1
-                name = label
-            else:
-                name = container.next_index(span)
-        elif label is not None:
-            container.claim(label, span)
-            name = label
-        elif op.stateful:
-            name = container.auto(op.name, span)
+            name: str | None = instance.name
+        else:
+            name = container.name_for(label, span, op.name if op.stateful else None)
         if container.kind == "seq" and len(inputs) != 1:
             raise self.err("bad-group", f"`{op.name}` with several inputs cannot be part of a labelled group",
                            span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
@@ -847,19 +845,8 @@ class Elaborator:
                            span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
         if instance is not None:
             name, call = instance.name, instance.calls
-        elif container.kind == "seq":
-            if label is not None:
-                container.claim(label, span)
-                container.index += 1
-                name = label
-            else:
-                name = container.next_index(span)
-            call = 0
-        elif label is not None:
-            container.claim(label, span)
-            name, call = label, 0
         else:
-            name, call = container.auto(snake(block.name), span), 0
+            name, call = container.name_for(label, span, snake(block.name)), 0
         inner_frame = Frame(block, {}, Container((), "block", ()))
         args = self._bind_block_params(layer, inner_frame, frame)
         path = ".".join([s.name for s in container.scope] + [name])
