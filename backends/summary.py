@@ -48,6 +48,6 @@ def summarize(g: Graph) -> str:
     title = f"{g.name}" + (f" ({format_value(g.params)[1:-1]})" if g.params else "")
     lines = [title, rule, fmt(header), rule] + [fmt(r) for r in rows] + [rule]
     lines.append(f"total parameters: {total:,}")
-    lines.append(f"inputs:  " + ", ".join(f"{n} {_shape(g.types[v])}" for n, v in g.inputs))
-    lines.append(f"outputs: " + ", ".join(f"{n} {_shape(g.types[v])}" for n, v in g.outputs))
+    lines.append("inputs:  " + ", ".join(f"{n} {_shape(g.types[v])}" for n, v in g.inputs))
+    lines.append("outputs: " + ", ".join(f"{n} {_shape(g.types[v])}" for n, v in g.outputs))
     return "\n".join(lines) + "\n"

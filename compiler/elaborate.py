@@ -16,7 +16,7 @@ from typing import Any
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
 from dlc.compiler.program import Program, pick_network
-from dlc.compiler.types import StateType, TensorType, Type
+from dlc.compiler.types import TensorType, Type
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.grammar import ast

@@ -33,9 +33,6 @@ class Scope:
     call: int
     span: Span
 
-    def describe(self) -> str:
-        return f"{self.path} ({self.block})" if self.block else self.path
-
 
 @dataclass
 class Node:

@@ -10,7 +10,6 @@ from typing import Callable
 
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.registry import ShapeError, get
-from dlc.compiler.types import Type
 
 
 class VerifyError(AssertionError):

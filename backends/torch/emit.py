@@ -492,7 +492,8 @@ def _format_lines(lines: list[Line], indent: str) -> list[str]:
 
 def _shape_with_batch(t) -> str:
     if isinstance(t, TensorType):
-        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + (f" {t.dtype}" if t.dtype != "float32" else "")
+        dtype = f" {t.dtype}" if t.dtype != "float32" else ""
+        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + dtype
     return str(t)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import (
     axis,
     broadcast,
@@ -163,7 +163,8 @@ def _pool(kind: str):
 
     attrs = (A("k", "pool_size"), A("stride", "int2", None), A("pad", "int2", 0), A("ceil", "bool", False))
     register(OpDef(name, attrs, rule, family="pool", fusion="opaque",
-                   doc=f"{kind.capitalize()} pooling over [C, L] or [C, H, W]: `{name}(k, stride=k, pad=0, ceil=false)`; "
+                   doc=f"{kind.capitalize()} pooling over [C, L] or [C, H, W]: "
+                       f"`{name}(k, stride=k, pad=0, ceil=false)`; "
                        f"`{name}(global)` pools every spatial position."))
 
 
@@ -360,7 +361,8 @@ def _concat(attrs, ins):
     symbolic = False
     for t in xs:
         if t.rank != first.rank:
-            raise ShapeError(f"`concat` needs inputs of equal rank, got {shape_str(first.shape)} and {shape_str(t.shape)}")
+            raise ShapeError(f"`concat` needs inputs of equal rank, got {shape_str(first.shape)} and "
+                             f"{shape_str(t.shape)}")
         for i, (a, b) in enumerate(zip(first.shape, t.shape)):
             if i != ax and a != b:
                 raise ShapeError(

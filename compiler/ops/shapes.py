@@ -97,7 +97,8 @@ def numel(shape: tuple[Dim, ...], op: str) -> int:
 def axis(dim: int, rank: int, op: str) -> int:
     """Normalise a batch-less axis (negative counts from the end)."""
     if not -rank <= dim < rank:
-        raise ShapeError(f"`{op}`: axis {dim} is out of range for a rank-{rank} tensor", attr="dim", code="bad-argument")
+        raise ShapeError(f"`{op}`: axis {dim} is out of range for a rank-{rank} tensor", attr="dim",
+                         code="bad-argument")
     return dim % rank
 
 
