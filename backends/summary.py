@@ -9,7 +9,8 @@ from dlc.compiler.types import TensorType
 
 def _shape(t) -> str:
     if isinstance(t, TensorType):
-        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]"
+        dtype = f" {t.dtype}" if t.dtype != "float32" else ""
+        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + dtype
     return str(t)
 
 
