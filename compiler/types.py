@@ -1,7 +1,8 @@
 """Types of IR values: tensors with (batch-less) shapes, and recurrent states.
 
 Shapes never include the batch dimension. A dimension is an ``int`` or the name of a
-symbolic dimension (``"T"``). ``layout`` says where a tensor's features live:
+symbolic dimension (``"T"``). ``layout`` says where a tensor's features live (``"tcf"``: channels on axis 1 after a time axis,
+as ``timedistributed`` over convolutions produces [T, C, H, W]):
 ``"cf"`` (channels first, as produced by convolutions: [C, H, W]) or ``"fl"``
 (features last, as in sequences: [T, F]); ops such as ``concat`` and ``channels()``
 use it to find the feature axis.
@@ -30,7 +31,11 @@ class TensorType:
         """Axis holding the features / channels of this tensor (batch-less)."""
         if self.rank == 0:
             raise ValueError("a scalar has no feature axis")
-        return 0 if self.layout == "cf" else self.rank - 1
+        if self.layout == "cf":
+            return 0
+        if self.layout == "tcf" and self.rank >= 2:
+            return 1
+        return self.rank - 1
 
     @property
     def features(self) -> Dim:
@@ -41,7 +46,7 @@ class TensorType:
 
     def __str__(self) -> str:
         dims = ", ".join(str(d) for d in self.shape)
-        lay = "" if self.layout == "fl" or self.rank < 2 else " cf"
+        lay = "" if self.layout == "fl" or self.rank < 2 else f" {self.layout}"
         return f"[{dims}] {self.dtype}{lay}"
 
 

@@ -136,3 +136,18 @@ network N {
     expected = torch.relu(inner.stack_0.stack_0.linear_0(
         torch.relu(inner.stack_0.linear_0(torch.relu(inner.linear_0(x))))))
     torch.testing.assert_close(m(x), expected)
+
+
+def test_timedistributed_convolutions_keep_channels_after_the_time_axis(tmp_path):
+    spec = _spec(tmp_path, """
+network V {
+    input frames: [6, 3, 16, 16]
+    f = frames -> a: timedistributed(conv2d(8, k=3, pad=1))
+    g = frames -> b: timedistributed(conv2d(4, k=3, pad=1))
+    output y = concat(f, g) -> timedistributed(maxpool(global)) -> flatten(start=1)
+}""")
+    m = dlc.load(spec)
+    x = torch.randn(2, 6, 3, 16, 16)
+    steps = x.flatten(0, 1)
+    want = torch.cat([m.a(steps), m.b(steps)], dim=1).amax(dim=(2, 3)).unflatten(0, (2, 6))
+    torch.testing.assert_close(m(x), want)  # [B, T, 12]: concatenated along channels, per time step

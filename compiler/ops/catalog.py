@@ -211,6 +211,10 @@ def _batchnorm(attrs, ins):
     x = tensor(ins[0])
     want_float(x, "batchnorm")
     want_rank(x, (1, 2, 3, 4), "batchnorm", "[C], [C, L], [C, H, W] or [C, D, H, W]")
+    if x.layout == "tcf":
+        raise ShapeError(
+            f"`batchnorm` normalises channels-first data, but {shape_str(x.shape)} has a time axis before its channels",
+            hint="use `timedistributed(batchnorm)` to normalise every time step")
     if x.rank == 2 and x.layout == "fl":
         raise ShapeError(
             f"`batchnorm` normalises channels-first data, but {shape_str(x.shape)} is a features-last sequence",
@@ -340,8 +344,9 @@ def _permute(attrs, ins):
         raise ShapeError(f"`permute`: {dims} is not a permutation of the {x.rank} batch-less axes 0..{x.rank - 1}",
                          attr="dims", code="bad-argument")
     layout = x.layout
-    if x.rank >= 2 and dims[x.feature_axis] != x.feature_axis:
-        layout = "fl" if x.layout == "cf" else "cf"
+    if x.rank >= 2:  # follow the feature axis to its new place
+        moved = dims.index(x.feature_axis)
+        layout = "cf" if moved == 0 else "tcf" if moved == 1 and x.rank >= 3 else "fl"
     return _out(x, tuple(x.shape[d] for d in dims), layout)
 
 
@@ -534,9 +539,11 @@ def _timedistributed(attrs, ins):
     if x.rank < 2:
         raise ShapeError(f"`timedistributed` expects [T, ...], got {shape_str(x.shape)}")
     inner = attrs["layer"]
-    step = TensorType(x.shape[1:], x.dtype, "cf" if x.rank - 1 >= 2 and inner["op"].startswith("conv") else x.layout)
+    channels_first = x.layout == "tcf" or (x.rank - 1 >= 2 and inner["op"].startswith("conv"))
+    step = TensorType(x.shape[1:], x.dtype, "cf" if channels_first else x.layout)
     (y,) = OPS[inner["op"]].infer(inner, [step])
-    return (TensorType((x.shape[0],) + y.shape, y.dtype, "fl"),)
+    # each step's channels sit on axis 1 of the result when the layer keeps them first
+    return (TensorType((x.shape[0],) + y.shape, y.dtype, "tcf" if y.layout == "cf" and y.rank >= 1 else "fl"),)
 
 
 def _td_params(a, ins):
