@@ -665,6 +665,7 @@ class Elaborator:
             seq = self._open_seq(stage.label, stage.label_span, stage.span, container)
             first = x
             for _ in range(count):
+                x = self.tensor(x, stage.span, frame, "the input of a repeated stage")
                 if stage.repeat is not None and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                     inner = self._open_seq(None, stage.span, stage.span, seq)
                     before = x
@@ -675,6 +676,7 @@ class Elaborator:
             self._record_seq(seq, first, x, frame.hint)
             return x
         for _ in range(count):
+            x = self.tensor(x, stage.span, frame, "the input of a repeated stage")
             if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                 inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
                 before = x
@@ -1007,6 +1009,9 @@ class Elaborator:
             if allowed and v.op.name not in allowed:
                 raise self.err("bad-argument", f"`bidirectional` wraps rnn, lstm or gru, not `{v.op.name}`", span,
                                frame)
+            if op.name == "timedistributed" and v.op.name == "timedistributed":
+                raise self.err("bad-argument", "`timedistributed` cannot wrap another `timedistributed`", span,
+                               frame, hint="fold the extra axis first, e.g. with `reshape`")
             if op.name == "timedistributed" and (not v.op.stateful and v.op.family not in ("activation", "pool")
                                                  or len(v.op.inputs) != 1 or v.op.variadic):
                 raise self.err("bad-argument", f"`timedistributed` wraps a single-input layer, not `{v.op.name}`",

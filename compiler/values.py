@@ -68,6 +68,8 @@ class Instance:
 
 
 def describe(v: Any) -> str:
+    if v is None:
+        return "null"
     if isinstance(v, Tensor):
         return f"a tensor {v.type}" if isinstance(v.type, TensorType) else f"a {v.type}"
     if isinstance(v, bool):

@@ -13,6 +13,10 @@ from dlc.diagnostics import DlcError, Span
 from dlc.grammar import ast
 
 
+_KEYWORDS = frozenset({"if", "then", "else", "and", "or", "not", "true", "false", "input", "output", "return",
+                       "block", "network", "import"})
+
+
 class _Builder(Transformer):
     def __init__(self, file: str) -> None:
         super().__init__()
@@ -185,13 +189,22 @@ class _Builder(Transformer):
     def repeat(self, c: list):
         return c[0]
 
+    def _stage_name(self, tok: Token) -> str:
+        # the lexer reads any word as a name where a stage may start; keywords are not stages
+        if str(tok) in _KEYWORDS:
+            hint = ("bind the conditional layer first: `l = if c then relu else gelu`, then `-> l`"
+                    if str(tok) == "if" else None)
+            raise DlcError("syntax", f"`{tok}` is a keyword and cannot be a pipeline stage; expected a layer, "
+                           "a block or a named instance", self._tok(tok), hint=hint)
+        return str(tok)
+
     @v_args(meta=True)
     def stage_name(self, meta: Meta, c: list) -> ast.StageName:
-        return ast.StageName(str(c[0]), self._span(meta))
+        return ast.StageName(self._stage_name(c[0]), self._span(meta))
 
     @v_args(meta=True)
     def stage_call(self, meta: Meta, c: list) -> ast.StageCall:
-        return ast.StageCall(str(c[0]), self._tok(c[0]), c[1], self._span(meta))
+        return ast.StageCall(self._stage_name(c[0]), self._tok(c[0]), c[1], self._span(meta))
 
     @v_args(meta=True)
     def stage_group(self, meta: Meta, c: list) -> ast.StageGroup:

@@ -140,7 +140,12 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> DlcError:
     else:
         message = f"{what}; expected {expected}" if expected else what
     span = Span(file, line, col, line, col + width)
-    return DlcError("syntax", message, span, hint=_keyword_hint(exc, text, acceptable))
+    hint = _keyword_hint(exc, text, acceptable)
+    if isinstance(exc, UnexpectedToken) and re.search(r"(->|\()\s*if\s*$", text[:exc.token.start_pos or 0]):
+        # `x -> (if c then a else b)`: the word `if` was read as a stage name
+        message = f"{what}; a conditional `if ... then ... else ...` cannot be written as a pipeline stage"
+        hint = "bind the conditional layer first: `l = if c then relu else gelu`, then `-> l`"
+    return DlcError("syntax", message, span, hint=hint)
 
 
 @lru_cache(maxsize=None)

@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
 from dlc.backends.torch.helpers import HELPER_CLASSES, HELPERS
-from dlc.backends.torch.ops import TABLE, Ctx
+from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import TensorType
@@ -253,7 +253,7 @@ class ModuleEmitter:
             self.ordered_dict = True
             lines = ["nn.Sequential(OrderedDict(["]
             for name, expr in items:
-                lines.append(f"    ({name!r}, {expr[0]}")
+                lines.append(f"    ({lit(name)}, {expr[0]}")
                 lines.extend("    " + e for e in expr[1:])
                 lines[-1] += "),"
             return lines + ["]))"]

@@ -15,7 +15,10 @@ from dlc.compiler.ops.shapes import (
     known,
     numel,
     pair,
+    promote,
+    scaled,
     state_matches,
+    symbolic_transpose,
     tensor,
     want_float,
     want_rank,
@@ -110,7 +113,7 @@ def _conv(nd: int, transpose: bool = False):
             for i in range(nd):
                 size = x.shape[1 + i]
                 if isinstance(size, str):
-                    spatial.append(f"{size}'")
+                    spatial.append(symbolic_transpose(size, k[i], s[i], p[i], d[i], op[i]))
                 else:
                     spatial.append((size - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1)
                     if spatial[-1] < 1:
@@ -147,6 +150,7 @@ def _pool(kind: str):
     def rule(attrs, ins):
         x = tensor(ins[0])
         want_rank(x, (2, 3), name, "[C, L] or [C, H, W]")
+        want_float(x, name)
         nd = x.rank - 1
         if attrs["k"] == "global":
             return _out(x, (x.shape[0],) + (1,) * nd, "cf")
@@ -175,6 +179,7 @@ _pool("avg")
 def _adaptive(attrs, ins):
     x = tensor(ins[0])
     want_rank(x, (2, 3), "adaptive_avgpool", "[C, L] or [C, H, W]")
+    want_float(x, "adaptive_avgpool")
     return _out(x, (x.shape[0], *pair(attrs["size"], x.rank - 1, "adaptive_avgpool", "size")), "cf")
 
 
@@ -185,6 +190,7 @@ register(OpDef("adaptive_avgpool", (A("size", "int2"),), _adaptive, family="pool
 def _upsample(attrs, ins):
     x = tensor(ins[0])
     want_rank(x, (2, 3), "upsample", "[C, L] or [C, H, W]")
+    want_float(x, "upsample")
     if attrs["mode"] == "bilinear" and x.rank != 3:
         raise ShapeError("`upsample(mode=bilinear)` needs [C, H, W]", attr="mode", code="bad-argument")
     scale = attrs["scale"]
@@ -192,7 +198,7 @@ def _upsample(attrs, ins):
         raise ShapeError(f"`upsample`: scale must be positive, got {scale}", attr="scale", code="bad-argument")
     out = []
     for d in x.shape[1:]:
-        out.append(f"{d}*{scale}" if isinstance(d, str) else int(math.floor(d * scale)))
+        out.append(scaled(d, scale) if isinstance(d, str) else int(math.floor(d * scale)))
         if isinstance(out[-1], int) and out[-1] < 1:
             raise ShapeError(f"`upsample`: scale {scale} shrinks a dimension of size {d} to nothing",
                              attr="scale", code="bad-argument")
@@ -207,10 +213,20 @@ register(OpDef("upsample", (A("scale", "float", 2.0), A("mode", "enum", "nearest
 # ---- normalisation and regularisation -----------------------------------------------------
 
 
+def positive_eps(attrs, op: str) -> None:
+    if attrs["eps"] <= 0:
+        raise ShapeError(f"`{op}`: eps must be positive (it keeps the division finite), got {attrs['eps']}",
+                         attr="eps", code="bad-argument")
+
+
 def _batchnorm(attrs, ins):
     x = tensor(ins[0])
     want_float(x, "batchnorm")
     want_rank(x, (1, 2, 3, 4), "batchnorm", "[C], [C, L], [C, H, W] or [C, D, H, W]")
+    positive_eps(attrs, "batchnorm")
+    if not 0.0 <= attrs["momentum"] <= 1.0:
+        raise ShapeError(f"`batchnorm`: momentum must be in [0, 1], got {attrs['momentum']}", attr="momentum",
+                         code="bad-argument")
     if x.layout == "tcf":
         raise ShapeError(
             f"`batchnorm` normalises channels-first data, but {shape_str(x.shape)} has a time axis before its channels",
@@ -232,6 +248,7 @@ register(OpDef("batchnorm", (A("eps", "float", 1e-5), A("momentum", "float", 0.1
 def _layernorm(attrs, ins):
     x = tensor(ins[0])
     want_float(x, "layernorm")
+    positive_eps(attrs, "layernorm")
     n = attrs["dims"]
     if not 1 <= n <= x.rank:
         raise ShapeError(f"`layernorm(dims={n})` needs 1 <= dims <= rank ({x.rank})", attr="dims", code="bad-argument")
@@ -380,7 +397,7 @@ def _concat(attrs, ins):
             total += t.shape[ax]
     shape = list(first.shape)
     shape[ax] = "+".join(str(t.shape[ax]) for t in xs) if symbolic else total
-    return _out(first, shape)
+    return (TensorType(tuple(shape), promote([t.dtype for t in xs]), first.layout),)
 
 
 register(OpDef("concat", (A("dim", "int", None, keyword_only=True),), _concat, variadic=True, family="merge",
@@ -395,7 +412,7 @@ def _elementwise(name):
         shape = xs[0].shape
         for t in xs[1:]:
             shape = broadcast(shape, t.shape, name)
-        return _out(xs[0], shape)
+        return (TensorType(shape, promote([t.dtype for t in xs]), xs[0].layout),)
     return rule
 
 

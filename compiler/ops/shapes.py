@@ -53,11 +53,7 @@ def pair(v, n: int = 2, op: str | None = None, attr: str | None = None) -> tuple
 def conv_out(size: Dim, k: int, s: int, p: int, d: int, ceil: bool = False) -> Dim:
     """Output length of a convolution or pooling window (PyTorch's formula)."""
     if isinstance(size, str):
-        if k == 1 and s == 1 and p == 0:
-            return size
-        if s == 1 and 2 * p == d * (k - 1):
-            return size
-        return f"{size}'"
+        return symbolic_window(size, k, s, p, d, ceil)
     span = size + 2 * p - d * (k - 1) - 1
     if ceil:
         out = -(-span // s) + 1
@@ -68,6 +64,70 @@ def conv_out(size: Dim, k: int, s: int, p: int, d: int, ceil: bool = False) -> D
     if out < 1:
         raise ShapeError(f"the window (kernel {k}, stride {s}, padding {p}) does not fit an input of size {size}")
     return out
+
+
+_FLOAT_RANK = {"float16": 1, "bfloat16": 1, "float32": 2, "float64": 3}
+
+
+def promote(dtypes: list[str]) -> str:
+    """The dtype of an elementwise merge or concat of tensors, as PyTorch promotes it."""
+    floats = [d for d in dtypes if d in _FLOAT_RANK]
+    if not floats:
+        return "int64" if len(set(dtypes)) > 1 else dtypes[0]
+    if len(set(floats)) == 1:
+        return floats[0]
+    best = max(floats, key=_FLOAT_RANK.__getitem__)
+    return "float32" if _FLOAT_RANK[best] == 1 else best  # float16 with bfloat16 gives float32
+
+
+def _top_level(size: str) -> list[int]:
+    """Positions of the + and - signs of ``size`` outside parentheses."""
+    depth, signs = 0, []
+    for i, ch in enumerate(size):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and ch in "+-" and i > 0:
+            signs.append(i)
+    return signs
+
+
+def _term(size: str) -> str:
+    """``size`` as an operand of * or //."""
+    return f"({size})" if _top_level(size) else size
+
+
+def _offset(size: str, off: int) -> str:
+    """``size + off``, folding a trailing constant: ``(H-2)//2+1`` plus -1 is ``(H-2)//2``."""
+    signs = _top_level(size)
+    if signs and size[signs[-1] + 1:].isdigit():
+        off += int(size[signs[-1]:])
+        size = size[:signs[-1]]
+    return size if off == 0 else f"{size}{off:+d}"
+
+
+def scaled(size: str, factor: float) -> str:
+    """``size * factor`` for a symbolic size."""
+    f = int(factor) if float(factor).is_integer() else factor
+    return size if f == 1 else f"{_term(size)}*{f}"
+
+
+def symbolic_window(size: str, k: int, s: int, p: int, d: int, ceil: bool = False) -> str:
+    """The output length of a window over a symbolic size, as a formula.
+
+    Sizes are compared as text, so two branches agree only when they come from the same formula:
+    a mismatch is reported at compile time rather than at run time for some input sizes.
+    """
+    off = 2 * p - d * (k - 1) - 1
+    if s == 1:
+        return _offset(size, off + 1)
+    if ceil:
+        return f"ceil(({_offset(size, off)})/{s})+1"
+    return f"{_term(_offset(size, off))}//{s}+1"
+
+
+def symbolic_transpose(size: str, k: int, s: int, p: int, d: int, out_pad: int) -> str:
+    """The output length of a transposed convolution over a symbolic size."""
+    return _offset(scaled(_offset(size, -1), s), -2 * p + d * (k - 1) + out_pad + 1)
 
 
 def broadcast(a: tuple[Dim, ...], b: tuple[Dim, ...], op: str) -> tuple[Dim, ...]:

@@ -66,11 +66,11 @@ class DenseNet121(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(OrderedDict([  # densenet121.dln:12
-            ('conv0', nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)),
-            ('norm0', nn.BatchNorm2d(64)),
-            ('relu0', nn.ReLU()),
-            ('pool0', nn.MaxPool2d(3, stride=2, padding=1)),
-            ('denseblock1', nn.Sequential(
+            ("conv0", nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)),
+            ("norm0", nn.BatchNorm2d(64)),
+            ("relu0", nn.ReLU()),
+            ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
+            ("denseblock1", nn.Sequential(
                 DenseLayer(x_channels=64),
                 DenseLayer(x_channels=96),
                 DenseLayer(x_channels=128),
@@ -78,8 +78,8 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=192),
                 DenseLayer(x_channels=224),
             )),
-            ('transition1', Transition(x_channels=256, arg1=128)),
-            ('denseblock2', nn.Sequential(
+            ("transition1", Transition(x_channels=256, arg1=128)),
+            ("denseblock2", nn.Sequential(
                 DenseLayer(x_channels=128),
                 DenseLayer(x_channels=160),
                 DenseLayer(x_channels=192),
@@ -93,8 +93,8 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=448),
                 DenseLayer(x_channels=480),
             )),
-            ('transition2', Transition(x_channels=512, arg1=256)),
-            ('denseblock3', nn.Sequential(
+            ("transition2", Transition(x_channels=512, arg1=256)),
+            ("denseblock3", nn.Sequential(
                 DenseLayer(x_channels=256),
                 DenseLayer(x_channels=288),
                 DenseLayer(x_channels=320),
@@ -120,8 +120,8 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=960),
                 DenseLayer(x_channels=992),
             )),
-            ('transition3', Transition(x_channels=1024, arg1=512)),
-            ('denseblock4', nn.Sequential(
+            ("transition3", Transition(x_channels=1024, arg1=512)),
+            ("denseblock4", nn.Sequential(
                 DenseLayer(x_channels=512),
                 DenseLayer(x_channels=544),
                 DenseLayer(x_channels=576),
@@ -139,7 +139,7 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=960),
                 DenseLayer(x_channels=992),
             )),
-            ('norm5', nn.BatchNorm2d(1024)),
+            ("norm5", nn.BatchNorm2d(1024)),
         ]))
         self.classifier = nn.Linear(1024, 1000)  # densenet121.dln:24
 
