@@ -1,11 +1,11 @@
 """Types of IR values: tensors with (batch-less) shapes, and recurrent states.
 
-Shapes never include the batch dimension. A dimension is an ``int`` or the name of a
-symbolic dimension (``"T"``). ``layout`` says where a tensor's features live (``"tcf"``: channels on axis 1 after a time axis,
-as ``timedistributed`` over convolutions produces [T, C, H, W]):
-``"cf"`` (channels first, as produced by convolutions: [C, H, W]) or ``"fl"``
-(features last, as in sequences: [T, F]); ops such as ``concat`` and ``channels()``
-use it to find the feature axis.
+Shapes never include the batch dimension. A dimension is an ``int``, the name of a symbolic
+dimension (``"T"``), or a formula over such names (``"(H-1)//2+1"``). ``layout`` says where a
+tensor's features live: ``"cf"`` (channels first, as produced by convolutions: [C, H, W]),
+``"fl"`` (features last, as in sequences: [T, F]) or ``"tcf"`` (channels on axis 1 after a time
+axis, as ``timedistributed`` over a convolution produces: [T, C, H, W]). Ops such as ``concat``
+and ``channels()`` use it to find the feature axis.
 """
 
 from __future__ import annotations
