@@ -46,7 +46,7 @@ def _graph(args: argparse.Namespace):
 
     spec = Path(args.spec)
     if not spec.is_file():
-        raise UsageError(f"no such file: {spec}")
+        raise UsageError(f"not a file: {spec}" if spec.exists() else f"no such file: {spec}")
     return build_graph(spec, _overrides(args), args.network)
 
 

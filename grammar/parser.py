@@ -78,6 +78,8 @@ def _parser() -> Lark:
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
     """Parse .dln ``text`` (from ``file``) into an AST, raising :class:`DlcError` on bad syntax."""
+    if text.startswith("\ufeff"):  # a byte-order mark (editors on Windows) is not part of the text
+        text = text[1:]
     SOURCES.add(file, text)
     try:
         tree = _parser().parse(text)

@@ -102,3 +102,12 @@ def test_a_conditional_is_not_a_pipeline_stage(tmp_path, text, at):
     err = _error(tmp_path, "network N {\n" + line)
     assert err.code == "syntax" and (err.span.line, err.span.col) == (2, line.index(f" {at}") + 2)
     assert "bind the conditional layer first" in (err.hint or "")
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    p = tmp_path / "bom.dln"
+    p.write_bytes("\ufeffnetwork N { input x: [4]  output y = x -> lineer(2) }\n".encode("utf-8"))
+    with pytest.raises(DlcError) as exc:
+        build_graph(p)
+    # the mark is invisible in an editor, so columns do not count it
+    assert exc.value.code == "unknown-layer" and exc.value.span.col == 43
