@@ -151,3 +151,20 @@ network V {
     steps = x.flatten(0, 1)
     want = torch.cat([m.a(steps), m.b(steps)], dim=1).amax(dim=(2, 3)).unflatten(0, (2, 6))
     torch.testing.assert_close(m(x), want)  # [B, T, 12]: concatenated along channels, per time step
+
+
+def test_varying_numbers_that_no_parameter_explains_are_named_after_their_constructor_slot(tmp_path):
+    spec = _spec(tmp_path, """
+block Squeeze(f: float) {
+    input x
+    return x -> reduce: conv2d(int(channels(x) * f), k=1)
+}
+network N {
+    input x: [16, 8, 8]
+    output y = x -> a: Squeeze(0.5) -> b: Squeeze(0.25)
+}""")
+    src = dlc.compile(spec).source
+    assert "def __init__(self, x_channels, reduce_out_channels):" in src
+    assert "Squeeze(x_channels=16, reduce_out_channels=8)" in src
+    assert "Squeeze(x_channels=8, reduce_out_channels=2)" in src
+    assert dlc.load(spec)(torch.randn(2, 16, 8, 8)).shape == (2, 2, 8, 8)

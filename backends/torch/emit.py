@@ -86,6 +86,52 @@ def _split_numbers(cls: ClassDef) -> tuple[tuple[str, ...], list[str]]:
     return tuple(skeleton), numbers
 
 
+# Names of the leading positional arguments of the torch.nn constructors the backend writes.
+_POSITIONAL = {
+    "Linear": ("in_features", "out_features"),
+    "Conv1d": ("in_channels", "out_channels"), "Conv2d": ("in_channels", "out_channels"),
+    "ConvTranspose2d": ("in_channels", "out_channels"),
+    "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",), "BatchNorm3d": ("num_features",),
+    "LayerNorm": ("normalized_shape",), "Embedding": ("num_embeddings", "embedding_dim"),
+    "LSTM": ("input_size", "hidden_size"), "GRU": ("input_size", "hidden_size"), "RNN": ("input_size", "hidden_size"),
+    "MultiheadAttention": ("embed_dim", "num_heads"), "Dropout": ("p",),
+}
+
+
+def _slot_name(cls: ClassDef, pos: int) -> str | None:
+    """``conv_out_channels`` for the number at ``pos`` in ``self.conv = nn.Conv2d(64, 128, ...)``."""
+    seen = 0
+    for text in _class_text(cls):
+        matches = list(_NUMBER.finditer(text))
+        if pos >= seen + len(matches):
+            seen += len(matches)
+            continue
+        start = matches[pos - seen].start()
+        attr = re.match(r"self\.(\w+) = (?:nn\.)?(\w+)\(", text)
+        if attr is None:
+            return None
+        depth, commas, i = 0, 0, start - 1
+        while i >= 0:  # walk back to the call that holds the number, counting its arguments
+            ch = text[i]
+            if ch in ")]":
+                depth += 1
+            elif ch in "([":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif ch == "," and depth == 0:
+                commas += 1
+            i -= 1
+        keyword = re.search(r"(\w+)=\s*$", text[:start])
+        if i != attr.end() - 1:
+            return None  # inside a nested call or list
+        if keyword:
+            return f"{attr.group(1)}_{keyword.group(1)}"
+        slots = _POSITIONAL.get(attr.group(2), ())
+        return f"{attr.group(1)}_{slots[commas]}" if commas < len(slots) else None
+    return None
+
+
 def _param_name(column: tuple[str, ...], recs: list["_Instance"]) -> str:
     """Name a varying number after what it equals in every instance."""
     values = [float(v) for v in column]
@@ -421,7 +467,11 @@ class ModuleEmitter:
                 continue
             pname = _param_name(column, [rec for rec, _ in members])
             if not pname:  # equal to nothing the spec names: a numbered argument
-                pname = unnamed.setdefault(column, f"arg{len(unnamed) + 1}")
+                if column not in unnamed:
+                    slot = _slot_name(first.cls, pos)
+                    taken = set(unnamed.values()) | {p for p, _ in first.scope.args}
+                    unnamed[column] = slot if slot and slot not in taken else f"arg{len(unnamed) + 1}"
+                pname = unnamed[column]
             if pname in ("self", "torch", "nn", "F", "super"):
                 pname += "_"
             names[pos] = pname

@@ -41,11 +41,11 @@ class DenseLayer(nn.Module):
 class Transition(nn.Module):
     """Block `Transition`, defined at densenet.dln:16."""
 
-    def __init__(self, x_channels, arg1):
+    def __init__(self, x_channels, conv_out_channels):
         super().__init__()
         self.norm = nn.BatchNorm2d(x_channels)  # densenet.dln:18
         self.relu = nn.ReLU()  # densenet.dln:18
-        self.conv = nn.Conv2d(x_channels, arg1, kernel_size=1, bias=False)  # densenet.dln:19
+        self.conv = nn.Conv2d(x_channels, conv_out_channels, kernel_size=1, bias=False)  # densenet.dln:19
         self.pool = nn.AvgPool2d(2, stride=2)  # densenet.dln:20
 
     def forward(self, x):
@@ -78,7 +78,7 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=192),
                 DenseLayer(x_channels=224),
             )),
-            ("transition1", Transition(x_channels=256, arg1=128)),
+            ("transition1", Transition(x_channels=256, conv_out_channels=128)),
             ("denseblock2", nn.Sequential(
                 DenseLayer(x_channels=128),
                 DenseLayer(x_channels=160),
@@ -93,7 +93,7 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=448),
                 DenseLayer(x_channels=480),
             )),
-            ("transition2", Transition(x_channels=512, arg1=256)),
+            ("transition2", Transition(x_channels=512, conv_out_channels=256)),
             ("denseblock3", nn.Sequential(
                 DenseLayer(x_channels=256),
                 DenseLayer(x_channels=288),
@@ -120,7 +120,7 @@ class DenseNet121(nn.Module):
                 DenseLayer(x_channels=960),
                 DenseLayer(x_channels=992),
             )),
-            ("transition3", Transition(x_channels=1024, arg1=512)),
+            ("transition3", Transition(x_channels=1024, conv_out_channels=512)),
             ("denseblock4", nn.Sequential(
                 DenseLayer(x_channels=512),
                 DenseLayer(x_channels=544),
