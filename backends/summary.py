@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from dlc.compiler.ir import Graph, format_value
 from dlc.compiler.passes import count_params
-from dlc.compiler.types import TensorType
-
-
-def _shape(t) -> str:
-    if isinstance(t, TensorType):
-        dtype = f" {t.dtype}" if t.dtype != "float32" else ""
-        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + dtype
-    return str(t)
+from dlc.compiler.types import batched_str
 
 
 def summarize(g: Graph) -> str:
@@ -29,7 +22,7 @@ def summarize(g: Graph) -> str:
             op = node.op
             if node.op in ("bidirectional", "timedistributed"):
                 op = f"{node.op}({node.attrs['layer']['op']})"
-        shapes = ", ".join(_shape(t) for t in node.types)
+        shapes = ", ".join(batched_str(t) for t in node.types)
         if path is not None and path in seen:
             count = "shared"
         elif path is not None:
@@ -49,6 +42,6 @@ def summarize(g: Graph) -> str:
     title = f"{g.name}" + (f" ({format_value(g.params)[1:-1]})" if g.params else "")
     lines = [title, rule, fmt(header), rule] + [fmt(r) for r in rows] + [rule]
     lines.append(f"total parameters: {total:,}")
-    lines.append("inputs:  " + ", ".join(f"{n} {_shape(g.types[v])}" for n, v in g.inputs))
-    lines.append("outputs: " + ", ".join(f"{n} {_shape(g.types[v])}" for n, v in g.outputs))
+    lines.append("inputs:  " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.inputs))
+    lines.append("outputs: " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.outputs))
     return "\n".join(lines) + "\n"

@@ -66,6 +66,14 @@ class StateType:
 Type = Union[TensorType, StateType]
 
 
+def batched_str(t: "Type") -> str:
+    """A type as a user sees the tensor: with the batch axis (``[B, 3, 224, 224]``), dtype unless float32."""
+    if isinstance(t, TensorType):
+        dtype = f" {t.dtype}" if t.dtype != "float32" else ""
+        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + dtype
+    return str(t)
+
+
 def shape_str(shape: tuple[Dim, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 

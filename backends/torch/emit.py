@@ -22,7 +22,7 @@ from dlc.backends.torch.helpers import HELPER_CLASSES, HELPERS
 from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.passes import total_params
-from dlc.compiler.types import TensorType
+from dlc.compiler.types import TensorType, batched_str
 from dlc.diagnostics import DlcError, Span
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -540,13 +540,6 @@ def _format_lines(lines: list[Line], indent: str) -> list[str]:
     return out
 
 
-def _shape_with_batch(t) -> str:
-    if isinstance(t, TensorType):
-        dtype = f" {t.dtype}" if t.dtype != "float32" else ""
-        return "[" + ", ".join(["B"] + [str(d) for d in t.shape]) + "]" + dtype
-    return str(t)
-
-
 def emit_module(g: Graph) -> str:
     """The Python source of a module computing ``g``."""
     em = ModuleEmitter(g)
@@ -566,8 +559,8 @@ def emit_module(g: Graph) -> str:
         })
     helpers = [HELPERS[h].strip("\n") for h in sorted(em.helpers)]
     code = "\n".join(helpers + [ln for c in classes for ln in c["init"] + c["body"]])
-    inputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.inputs]
-    outputs = [(n, _shape_with_batch(g.types[v])) for n, v in g.outputs]
+    inputs = [(n, batched_str(g.types[v])) for n, v in g.inputs]
+    outputs = [(n, batched_str(g.types[v])) for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
     doc = textwrap.wrap(safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}."), 112,
                         break_long_words=False, break_on_hyphens=False)
