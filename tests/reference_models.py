@@ -201,3 +201,25 @@ class Seq2Seq(nn.Module):
         dec, _ = self.decoder(self.tgt_embed(tgt), state)
         ctx, _ = self.attn(dec, enc, enc, need_weights=False)
         return self.out(torch.cat([dec, ctx], dim=-1))
+
+
+# ---- comparison helpers shared by the semantic tests ----------------------------------------------
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, atol: float, what: str = "output") -> None:
+    """Equal shapes, max abs difference within ``atol``, and a reference that is not ~0."""
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    d = (got - want).abs().max().item()
+    assert d <= atol, f"{what}: max abs diff {d:.3g} > {atol:g}"
+    assert want.abs().max().item() > 100 * atol, f"{what}: reference output is ~0, comparison is trivial"
+
+
+def randomize_batchnorm(model: nn.Module) -> None:
+    """Non-default running statistics and affine parameters for every batchnorm layer."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)

@@ -27,6 +27,12 @@ import dlc
 from dlc.compiler.passes import total_params
 from dlc.diagnostics import DlcError
 
+try:
+    import reference_models as ref
+except ImportError:  # pytest run with --import-mode=importlib: tests/ is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reference_models as ref
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 DENSENET = SPECS / "densenet121.dln"
 UNET = SPECS / "unet.dln"
@@ -42,22 +48,8 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor, atol: float, what: str) -> None:
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    d = (got - want).abs().max().item()
-    assert d <= atol, f"{what}: max abs diff {d:.3g} > {atol:g}"
-    assert want.abs().max().item() > 100 * atol, f"{what}: reference output is ~0, comparison is trivial"
-
-
-def randomize_batchnorm(model: nn.Module) -> None:
-    """Non-default running statistics and affine parameters for every batchnorm layer."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
+assert_close = ref.assert_close
+randomize_batchnorm = ref.randomize_batchnorm
 
 
 # ---- DenseNet-121 vs torchvision ----------------------------------------------------------------

@@ -56,21 +56,10 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, atol: float = ATOL, what: str = "output") -> None:
-    d = max_diff(got, want)
-    assert d <= atol, f"{what}: max abs diff {d:.3g} > {atol:g}"
-    # not a trivial comparison: the reference output carries signal
-    assert want.abs().max().item() > 100 * atol, f"{what}: reference output is ~0, comparison is trivial"
+    ref.assert_close(got, want, atol, what)
 
 
-def randomize_batchnorm(model: nn.Module) -> None:
-    """Non-default running statistics and affine parameters for every batchnorm layer."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
+randomize_batchnorm = ref.randomize_batchnorm
 
 
 def copy_weights(src: nn.Module, dst: nn.Module) -> None:
