@@ -144,21 +144,22 @@ emits("embedding",
 def _pool(kind: str) -> tuple[Init, Forward]:
     cap = kind.capitalize()
 
+    def options(n: Node) -> str:
+        a = n.attrs
+        return lit(a["k"]) + kwargs([("stride", a["stride"], None), ("padding", a["pad"], 0),
+                                     ("ceil_mode", a["ceil"], False)])
+
     def init(n: Node, ins: list[Type]) -> str:
         nd = _nd(ins[0])
-        a = n.attrs
-        if a["k"] == "global":
+        if n.attrs["k"] == "global":
             return f"nn.Adaptive{cap}Pool{nd}d(1)"
-        extra = [("stride", a["stride"], None), ("padding", a["pad"], 0), ("ceil_mode", a["ceil"], False)]
-        return f"nn.{cap}Pool{nd}d({lit(a['k'])}{kwargs(extra)})"
+        return f"nn.{cap}Pool{nd}d({options(n)})"
 
     def expr(n: Node, ins: list[Type], args: list[str]) -> str:
         nd = _nd(ins[0])
-        a = n.attrs
-        if a["k"] == "global":
+        if n.attrs["k"] == "global":
             return f"F.adaptive_{kind}_pool{nd}d({args[0]}, 1)"
-        extra = [("stride", a["stride"], None), ("padding", a["pad"], 0), ("ceil_mode", a["ceil"], False)]
-        return f"F.{kind}_pool{nd}d({args[0]}, {lit(a['k'])}{kwargs(extra)})"
+        return f"F.{kind}_pool{nd}d({args[0]}, {options(n)})"
 
     return init, _functional(expr)
 
