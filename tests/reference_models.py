@@ -206,6 +206,10 @@ class Seq2Seq(nn.Module):
 # ---- comparison helpers shared by the semantic tests ----------------------------------------------
 
 
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
 def assert_close(got: torch.Tensor, want: torch.Tensor, atol: float, what: str = "output") -> None:
     """Equal shapes, max abs difference within ``atol``, and a reference that is not ~0."""
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
