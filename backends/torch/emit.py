@@ -18,7 +18,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.torch.helpers import HELPER_CLASSES, HELPERS
+from dlc.backends.torch.helpers import HELPER_CLASSES, HELPER_OF, HELPERS
 from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.passes import total_params
@@ -274,12 +274,8 @@ class ModuleEmitter:
         assert init is not None, f"{node.op} has no module form"
         expr = init(node, [self.g.types[v] for v in node.inputs])
         head = re.match(r"(\w+)\(", expr)
-        if head:
-            helper = head.group(1)
-            if helper.startswith("Sequence") and helper != "Sequential":
-                helper = "SequenceRNN"
-            if helper in HELPERS:
-                self.helpers.add(helper)
+        if head and head.group(1) in HELPER_OF:
+            self.helpers.add(HELPER_OF[head.group(1)])
         return expr
 
     def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> list[str]:

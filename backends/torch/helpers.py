@@ -127,6 +127,8 @@ class SelfAttention(nn.MultiheadAttention):
 }
 
 
-# Every class name the helpers define (a block or network of the same name must not clash).
-HELPER_CLASSES: frozenset[str] = frozenset(
-    name for text in HELPERS.values() for name in re.findall(r"^class (\w+)", text, re.MULTILINE))
+# The helper that defines each class name (generated code that uses the class needs that helper).
+HELPER_OF: dict[str, str] = {
+    name: key for key, text in HELPERS.items() for name in re.findall(r"^class (\w+)", text, re.MULTILINE)}
+# A block or network of one of these names would clash with a helper class.
+HELPER_CLASSES: frozenset[str] = frozenset(HELPER_OF)

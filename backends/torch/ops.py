@@ -59,7 +59,6 @@ Forward = Callable[[Node, list[Type], list[str], "str | None", list[str], Ctx], 
 class Emit:
     init: Init | None
     forward: Forward
-    helper: str | None = None  # name of a helper class (in helpers.py) the module form needs
     seq_init: Init | None = None  # module form inside nn.Sequential, where it differs from ``init``
 
 
@@ -83,8 +82,8 @@ def _nd(t: Type) -> int:
 TABLE: dict[str, Emit] = {}
 
 
-def emits(name: str, init: Init | None, forward: Forward, helper: str | None = None) -> None:
-    TABLE[name] = Emit(init, forward, helper)
+def emits(name: str, init: Init | None, forward: Forward) -> None:
+    TABLE[name] = Emit(init, forward)
 
 
 # ---- layers with parameters ---------------------------------------------------------------
@@ -198,7 +197,7 @@ def _dropout_init(n: Node, ins: list[Type]) -> str:
     return f"nn.Dropout({lit(n.attrs['p'])})"
 
 
-TABLE["dropout"] = Emit(_dropout_init, _dropout_forward, helper=None)
+emits("dropout", _dropout_init, _dropout_forward)
 
 _ACTIVATIONS: dict[str, tuple[Callable[[Node], str], Callable[[Node, str], str]]] = {
     "relu": (lambda n: "nn.ReLU()", lambda n, x: f"F.relu({x})"),
@@ -237,12 +236,10 @@ def _out_shape(n: Node) -> tuple:
 
 emits("reshape",
       lambda n, ins: f"Reshape({lit(list(_out_shape(n)))})",
-      _functional(lambda n, ins, a: f"{a[0]}.reshape({a[0]}.shape[0], {', '.join(map(str, _out_shape(n)))})"),
-      helper="Reshape")
+      _functional(lambda n, ins, a: f"{a[0]}.reshape({a[0]}.shape[0], {', '.join(map(str, _out_shape(n)))})"))
 emits("permute",
       lambda n, ins: f"Permute({lit([d + 1 for d in n.attrs['dims']])})",
-      _functional(lambda n, ins, a: f"{a[0]}.permute(0, {', '.join(str(d + 1) for d in n.attrs['dims'])})"),
-      helper="Permute")
+      _functional(lambda n, ins, a: f"{a[0]}.permute(0, {', '.join(str(d + 1) for d in n.attrs['dims'])})"))
 
 
 def _concat_axis(n: Node, ins: list[Type]) -> int:
@@ -258,11 +255,11 @@ emits("add", None, _functional(lambda n, ins, a: " + ".join(a)))
 emits("sub", None, _functional(lambda n, ins, a: " - ".join(a)))
 emits("mul", None, _functional(lambda n, ins, a: " * ".join(a)))
 emits("mean", None, _functional(lambda n, ins, a: f"({' + '.join(a)}) / {len(a)}"))
-emits("abs", lambda n, ins: "Abs()", _functional(lambda n, ins, a: f"torch.abs({a[0]})"), helper="Abs")
+emits("abs", lambda n, ins: "Abs()", _functional(lambda n, ins, a: f"torch.abs({a[0]})"))
 emits("scale", lambda n, ins: f"Scale({lit(n.attrs['factor'])})",
-      _functional(lambda n, ins, a: f"{a[0]} * {lit(n.attrs['factor'])}"), helper="Scale")
+      _functional(lambda n, ins, a: f"{a[0]} * {lit(n.attrs['factor'])}"))
 emits("shift", lambda n, ins: f"Shift({lit(n.attrs['offset'])})",
-      _functional(lambda n, ins, a: f"{a[0]} + {lit(n.attrs['offset'])}"), helper="Shift")
+      _functional(lambda n, ins, a: f"{a[0]} + {lit(n.attrs['offset'])}"))
 
 
 # ---- recurrent layers and attention -------------------------------------------------------------
