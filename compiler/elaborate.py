@@ -954,9 +954,13 @@ class Elaborator:
         if kind == "int":
             if not is_int(v):
                 raise bad("an integer")
-            if v < 0 or (v == 0 and a.name not in ("padding_idx", "start", "dim")):
-                if a.name not in ("dim", "start"):
-                    raise bad("a positive integer")
+            if a.name in ("dim", "start"):  # axes may count from the end; the shape rule checks the range
+                return v
+            if a.name == "padding_idx":
+                if v < 0:
+                    raise bad("a token id (0 or more)")
+            elif v < 1:
+                raise bad("a positive integer")
             return v
         if kind == "float":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
