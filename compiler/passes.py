@@ -84,6 +84,16 @@ def total_params(g: Graph) -> int:
 PIPELINE: list[Callable[[Graph], Graph]] = [verify, infer_shapes, verify]
 
 
+OPTIMIZATIONS = (None, "inference")
+
+
+def optimize_graph(g: Graph, level: str | None) -> Graph:
+    """The rewrites of an optimisation level (``None``: none)."""
+    if level not in OPTIMIZATIONS:
+        raise ValueError(f"unknown optimisation level {level!r}; expected one of {OPTIMIZATIONS}")
+    return g
+
+
 def run_passes(g: Graph, passes: list[Callable[[Graph], Graph]] | None = None) -> Graph:
     for p in passes or PIPELINE:
         g = p(g)

@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
 from dlc.backends.torch.helpers import HELPER_CLASSES, HELPER_OF, HELPERS
+from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.passes import total_params
@@ -243,8 +244,9 @@ class Namer:
 
 
 class ModuleEmitter:
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, fuse: bool = False) -> None:
         self.g = g
+        self.fused = FusedEmitter(g) if fuse else None
         self.classes: list[ClassDef] = []
         self.instances: list[_Instance] = []
         self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
@@ -262,6 +264,8 @@ class ModuleEmitter:
             if n.op == "input":
                 continue
             child = n.scope[depth] if len(n.scope) > depth else None
+            if child is None and self.fused is not None and self.fused.absorbed(n):
+                continue  # runs inside the kernel of its fusion group, emitted at the group's last node
             if child is not None and steps and steps[-1][0] == child:
                 steps[-1][1].append(n)
             else:
@@ -348,11 +352,16 @@ class ModuleEmitter:
 
     def _step_inputs(self, child: Scope | None, nodes: list[Node]) -> list[int]:
         if child is None:
+            if self.fused is not None:
+                return self.fused.step_inputs(nodes[0])
             return list(nodes[0].inputs)
         return list(self.g.calls[f"{child.path}#{child.call}"][0])
 
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
               declared: set[str]) -> None:
+        if self.fused is not None and self.fused.kernel_group(node) is not None:
+            self.fused.emit_group(self, node, step, namer, init, body, declared)
+            return
         where = _where(node.span.file, node.span.line)
         mod = None
         if node.name is not None:
@@ -365,7 +374,10 @@ class ModuleEmitter:
         hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, _hints(hint, len(node.outputs)))]
         ctx = Ctx(lambda base: namer.temp(base, step))
-        lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
+        if self.fused is not None and self.fused.own_forward(node):
+            lines = self.fused.forward(node, args, mod, outs, ctx)
+        else:
+            lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
             body.append(Line(code, where if j == 0 else None))
 
@@ -536,9 +548,11 @@ def _format_lines(lines: list[Line], indent: str) -> list[str]:
     return out
 
 
-def emit_module(g: Graph) -> str:
-    """The Python source of a module computing ``g``."""
-    em = ModuleEmitter(g)
+def emit_module(g: Graph, fuse: bool = False) -> str:
+    """The Python source of a module computing ``g``; with ``fuse``, fusion groups run as Triton kernels."""
+    em = ModuleEmitter(g, fuse)
+    if em.fused is not None:
+        em.fused.check_names()
     net = em.network()
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)
@@ -554,6 +568,7 @@ def emit_module(g: Graph) -> str:
             "body": _format_lines(cls.body, " " * 8),
         })
     helpers = [HELPERS[h].strip("\n") for h in sorted(em.helpers)]
+    kernels = em.fused.section() if em.fused is not None else ""
     code = "\n".join(helpers + [ln for c in classes for ln in c["init"] + c["body"]])
     inputs = [(n, batched_str(g.types[v])) for n, v in g.inputs]
     outputs = [(n, batched_str(g.types[v])) for n, v in g.outputs]
@@ -570,8 +585,9 @@ def emit_module(g: Graph) -> str:
         inputs=inputs,
         outputs=outputs,
         helpers=helpers,
-        uses_torch=re.search(r"\btorch\.", code) is not None,
-        uses_functional=re.search(r"\bF\.", code) is not None,
+        uses_torch=re.search(r"\btorch\.", code) is not None or bool(kernels),
+        uses_functional=re.search(r"\bF\.", code) is not None or bool(kernels),
+        kernels=kernels,
         classes=classes,
         output_names=[n for n, _ in g.outputs],
         ordered_dict=em.ordered_dict,

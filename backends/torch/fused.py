@@ -1,0 +1,192 @@
+"""The fused part of the PyTorch backend (``dlc compile --fuse``).
+
+The module emitter asks this class what to do with each node: a node inside a fusion group is
+skipped until the group's last node, where one call of the group's kernel is written; recurrent
+layers and attention get forwards of their own. The kernels themselves, with the runtime they
+need, form one section of the generated file (see :meth:`FusedEmitter.section`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
+from dlc.backends.triton.runtime import embedded
+from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
+from dlc.compiler.ir import Graph, Node
+from dlc.compiler.types import TensorType
+from dlc.diagnostics import DlcError
+
+if TYPE_CHECKING:
+    from dlc.backends.torch.emit import Line, ModuleEmitter, Namer
+    from dlc.backends.torch.ops import Ctx
+
+KERNEL_GROUPS = ("anchor", "elementwise", "row")
+
+
+def runtime_names(text: str) -> set[str]:
+    """Top-level names a piece of embedded runtime defines."""
+    return {m.group(1) or m.group(2) for m in re.finditer(r"^(?:def|class) (\w+)|^(\w+) =", text, re.MULTILINE)}
+
+
+class FusedEmitter:
+    def __init__(self, g: Graph, recurrent: bool = True) -> None:
+        self.g = g
+        self.plan = group_fusions(g, recurrent=recurrent)
+        self.kernels: dict[tuple, KernelSpec] = {}
+        self.names: set[str] = set()
+        self.runtime: set[str] = {"common"}
+        self.group_specs: dict[int, KernelSpec] = {}
+
+    # ---- questions the module emitter asks -------------------------------------------------------
+
+    def kernel_group(self, node: Node) -> FusionGroup | None:
+        grp = self.plan.group_of.get(node.id)
+        if grp is not None and grp.kind in KERNEL_GROUPS and grp.last == node.id:
+            return grp
+        return None
+
+    def absorbed(self, node: Node) -> bool:
+        grp = self.plan.group_of.get(node.id)
+        return grp is not None and grp.kind in KERNEL_GROUPS and grp.last != node.id
+
+    def step_inputs(self, node: Node) -> list[int]:
+        grp = self.kernel_group(node)
+        if grp is None:
+            return list(node.inputs)
+        return list(grp.inputs)
+
+    def own_forward(self, node: Node) -> bool:
+        grp = self.plan.group_of.get(node.id)
+        return grp is not None and grp.kind in ("recurrent", "attention")
+
+    def check_names(self) -> None:
+        """Block and network names must not shadow what the kernel section defines."""
+        taken = runtime_names(embedded("common")) | runtime_names(embedded("recurrent"))
+        for name, span in list(self.g.blocks.items()) + [(self.g.name, self.g.span)]:
+            if name in taken or name.startswith("fused_"):
+                raise DlcError("bad-name", f"`{name}` clashes with a name the fused module defines", span,
+                               hint=f"rename it (e.g. `{name}Block`) to compile with --fuse")
+
+    # ---- recurrent layers and attention -------------------------------------------------------------
+
+    def forward(self, node: Node, args: list[str], mod: str | None, outs: list[str], ctx: "Ctx") -> list[str]:
+        grp = self.plan.group_of[node.id]
+        if grp.kind == "attention":
+            q = args[0]
+            k = args[1] if len(args) > 1 else q
+            v = args[2] if len(args) > 2 else k
+            causal = ", causal=True" if node.attrs["causal"] else ""
+            return [f"{outs[0]} = attention_sdpa({mod}, {q}, {k}, {v}{causal})  # scaled_dot_product_attention"]
+        self.runtime.add("recurrent")
+        cell = node.attrs["layer"] if node.op == "bidirectional" else node.attrs
+        kw = ""
+        if node.op == "bidirectional":
+            kw += f', merge="{node.attrs["merge"]}"'
+        if not cell["return_sequences"]:
+            kw += ", return_sequences=False"
+        state = outs[1] if cell["return_state"] else "_"
+        return [f"{outs[0]}, {state} = recurrent_forward({mod}, {', '.join(args)}{kw})  # fused gate kernels"]
+
+    # ---- kernel groups --------------------------------------------------------------------------------
+
+    def _register(self, grp: FusionGroup) -> KernelSpec:
+        spec = kernel_for(self.g, grp)
+        where = self.g.nodes[grp.last].scope_path or self.g.name
+        use = f"{where}: {describe_group(self.g, grp)}"
+        known = self.kernels.get(spec.key())
+        if known is None:
+            base = "fused_" + spec.base_name()
+            name, k = base, 1
+            while name in self.names:
+                k += 1
+                name = f"{base}_{k}"
+            spec.name = name
+            self.names.add(name)
+            self.kernels[spec.key()] = spec
+            known = spec
+        if use not in known.uses:
+            known.uses.append(use)
+        self.group_specs[grp.id] = spec
+        return known
+
+    def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", init: list["Line"],
+                   body: list["Line"], declared: set[str]) -> None:
+        from dlc.backends.torch.emit import Line, _hints, _where
+
+        grp = self.kernel_group(last)
+        assert grp is not None
+        nodes = [self.g.nodes[i] for i in grp.nodes]
+        for n in nodes:
+            if n.name is not None and n.name not in declared:
+                declared.add(n.name)
+                init.append(Line(f"self.{n.name} = {em._module_init(n)}", _where(n.span.file, n.span.line)))
+        spec = self._register(grp)
+        local = kernel_for(self.g, grp)  # this group's own call arguments (the shared spec holds the first's)
+        hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
+        out = namer.bind(last.outputs[0], _hints(hint, 1)[0], step)
+        lines: list[str] = []
+        head = nodes[0]
+        anchor_var = None
+        args: list[str] = []
+        if grp.kind == "anchor" and head.op != "linear":
+            later = {namer.names[v] for n in nodes[1:] for v in n.inputs if v in namer.names}
+            anchor_var = out if out not in later else namer.temp("conv", step)
+            x = namer.names[head.inputs[0]]
+            call = f"conv_without_bias(self.{head.name}, {x})" if head.attrs.get("bias") else f"self.{head.name}({x})"
+            lines.append(f"{anchor_var} = {call}")
+        elif grp.kind == "anchor":
+            args += [namer.names[head.inputs[0]], f"self.{head.name}.weight"]
+        for i, arg in enumerate(local.call):
+            if arg.kind == "value":
+                if grp.kind == "anchor" and arg.value == head.outputs[0]:
+                    if head.op != "linear":
+                        args.append(anchor_var)
+                    continue
+                args.append(namer.names[arg.value])
+            elif arg.kind == "bias":
+                t = self.g.types[head.outputs[0]]
+                assert isinstance(t, TensorType)
+                view = "" if head.op == "linear" else ".view(-1" + ", 1" * (t.rank - 1) + ")"
+                args.append(f"self.{head.name}.bias{view}")
+            elif arg.kind == "bn":
+                bn = self.g.nodes[arg.node]
+                src = anchor_var if (anchor_var and arg.value == head.outputs[0]) else namer.names[arg.value]
+                args.append(f"*batchnorm_affine(self.{bn.name}, {src})")
+            elif arg.kind == "ln":
+                ln = self.g.nodes[arg.node]
+                args += [f"self.{ln.name}.weight", f"self.{ln.name}.bias"]
+        if spec.dropout == "train":
+            args.append("training=self.training")
+        elif spec.dropout == "always":
+            args.append("training=True")
+        lines.append(f"{out} = {spec.name}({', '.join(args)})")
+        lines_where = sorted({n.span.line for n in nodes})
+        file = Path(last.span.file).name
+        span = f"{lines_where[0]}" if len(lines_where) == 1 else f"{lines_where[0]}-{lines_where[-1]}"
+        for j, code in enumerate(lines):
+            comment = f"{_where(last.span.file, last.span.line)}" if j < len(lines) - 1 else None
+            if j == len(lines) - 1:
+                from dlc.backends.torch.emit import safe_text
+
+                comment = f"{safe_text(file)}:{span}: {' -> '.join(n.name or n.op for n in nodes)}"
+            body.append(Line(code, comment))
+
+    # ---- the kernel section -----------------------------------------------------------------------------
+
+    def section(self) -> str:
+        parts = [
+            "# ---- Fused kernels (dlc compile --fuse) " + "-" * 79,
+            "# Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on",
+            "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every",
+            "# call computes the same function with the PyTorch ops of its `_reference`.",
+            "",
+            embedded("common"),
+        ]
+        if "recurrent" in self.runtime:
+            parts += ["", embedded("recurrent")]
+        for spec in self.kernels.values():
+            parts += ["", "", Source(spec).text()]
+        return "\n".join(parts).rstrip("\n")

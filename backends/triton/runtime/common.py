@@ -1,0 +1,312 @@
+"""What every fused module needs: the choice between Triton and PyTorch, and launch settings.
+
+A fused module runs its Triton kernels on CUDA tensors, and on CPU tensors too when the Triton
+interpreter is on (``TRITON_INTERPRET=1``, set before triton is imported: that is how the tests run
+the kernels). Everywhere else, and whenever triton is not installed, each fused call computes the
+same function with PyTorch ops.
+"""
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---- embedded below ----
+try:
+    import triton
+    import triton.language as tl
+
+    jit = triton.jit
+except ImportError:  # no triton: every fused call below takes its PyTorch path
+    triton = None
+
+    class tl:  # noqa: N801 - stands in for triton.language in kernel signatures, which then never run
+        constexpr = int
+
+    def jit(fn):
+        return fn
+
+
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Elements per program of the elementwise kernels. Under the interpreter a program is a NumPy step,
+# so large blocks keep whole-model runs fast; tests that exercise masks set a small one.
+ELEMENTWISE_BLOCK = 65536 if TRITON_INTERPRET else 1024
+
+
+def use_triton(*tensors):
+    """True when the fused kernels can run on these tensors."""
+    if triton is None:
+        return False
+    return all(t.is_cuda or TRITON_INTERPRET for t in tensors if t is not None)
+
+
+@jit
+def dlc_tanh(x):
+    """tanh from one exponential, stable at both ends."""
+    t = tl.exp(-2.0 * tl.abs(x))
+    y = (1.0 - t) / (1.0 + t)
+    return tl.where(x < 0, -y, y)
+
+
+@jit
+def dlc_softplus(x):
+    """log(1 + exp(x)) without overflow; equals x above 20, as torch.nn.functional.softplus."""
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
+
+
+@jit
+def dlc_dropout_keep(seed, offsets, p, on):
+    """Per element 0 (dropped, with probability p) or 1 / (1 - p); 1 everywhere when `on` is 0."""
+    kept = tl.rand(seed, offsets) >= p
+    return tl.where(on == 0, 1.0, tl.where(kept, 1.0 / (1.0 - p), 0.0))
+
+
+def dropout_seed(on):
+    """A fresh seed for a fused dropout, drawn from torch's generator (so torch.manual_seed repeats it)."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item()) if on else 0
+
+
+def batchnorm_affine(bn, x):
+    """A batchnorm as per-channel (scale, shift), shaped to broadcast over x [N, C, ...].
+
+    In training mode the statistics are the batch's (and the running ones are updated as
+    nn.BatchNorm does); the scale and shift are then differentiable functions of x, so autograd
+    carries their gradient back into x. In eval mode they come from the running statistics.
+    """
+    dims = [0] + list(range(2, x.dim()))
+    if bn.training or bn.running_mean is None:
+        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+        if bn.training and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                n = x.numel() / x.shape[1]
+                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+                bn.running_var.lerp_((var * n / max(n - 1, 1)).to(bn.running_var.dtype), momentum)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    view = [-1] + [1] * (x.dim() - 2)
+    return scale.view(view), shift.view(view)
+
+
+def conv_without_bias(conv, x):
+    """The convolution of `conv` without its bias (the fused epilogue adds the bias)."""
+    if isinstance(conv, nn.ConvTranspose2d):
+        return F.conv_transpose2d(x, conv.weight, None, conv.stride, conv.padding, conv.output_padding,
+                                  conv.groups, conv.dilation)
+    conv_fn = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
+    return conv_fn(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _reduce_to(grad, shape, dtype):
+    """Sum a full-size gradient over the axes an input was broadcast along."""
+    extra = grad.dim() - len(shape)
+    dims = list(range(extra)) + [extra + i for i, s in enumerate(shape) if s == 1 and grad.shape[extra + i] != 1]
+    if dims:
+        grad = grad.sum(dims, keepdim=True)
+    return grad.reshape(shape).to(dtype)
+
+
+def _compute_dtype(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+class _Elementwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, on, *inputs):
+        shape = torch.broadcast_shapes(*(t.shape for t in inputs))
+        dtype = inputs[0].dtype
+        for t in inputs[1:]:
+            dtype = torch.promote_types(dtype, t.dtype)
+        ins = [t.contiguous() if full else t.expand(shape) for t, full in zip(inputs, kernel.full)]
+        out = torch.empty(shape, dtype=dtype, device=inputs[0].device)
+        seed = dropout_seed(on)
+        kernel.launch(kernel.forward, [out], ins, seed, on, shape, dtype)
+        ctx.save_for_backward(*inputs)
+        ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype = kernel, on, seed, shape, dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        kernel, shape = ctx.kernel, ctx.shape
+        inputs = ctx.saved_tensors
+        ins = [t.contiguous() if full else t.expand(shape) for t, full in zip(inputs, kernel.full)]
+        grads = [torch.empty(shape, dtype=torch.float64 if ctx.dtype == torch.float64 else torch.float32,
+                             device=grad.device) for _ in inputs]
+        kernel.launch(kernel.backward, [grad.contiguous()] + grads, ins, ctx.seed, ctx.on, shape, ctx.dtype)
+        result = [_reduce_to(g, t.shape, t.dtype) if need else None
+                  for g, t, need in zip(grads, inputs, ctx.needs_input_grad[2:])]
+        return (None, None, *result)
+
+
+class ElementwiseKernel:
+    """A generated elementwise kernel pair (forward, backward) with its PyTorch reference.
+
+    Calling it computes the chain on tensors that broadcast together: with the kernels when
+    ``use_triton`` says so, otherwise with ``reference``. ``full[i]`` says input i has the output's
+    shape (it is read at the element's own offset); the others are read through broadcast strides.
+    """
+
+    def __init__(self, forward, backward, reference, full, dropout=False):
+        self.forward, self.backward, self.reference = forward, backward, reference
+        self.full = tuple(full)
+        self.dropout = dropout
+
+    def __call__(self, *inputs, training=False):
+        on = 1 if (self.dropout and training) else 0
+        if use_triton(*inputs):
+            return _Elementwise.apply(self, on, *inputs)
+        return self.reference(*inputs, training=training)
+
+    def launch(self, fn, outs, ins, seed, on, shape, dtype):
+        n = 1
+        for s in shape:
+            n *= s
+        strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
+        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
+        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype))
+
+
+# Tile sizes of the linear kernels (fixed: no autotuning, so runs are repeatable and the interpreter works).
+LINEAR_TILES = (32, 128, 128) if TRITON_INTERPRET else (64, 64, 32)
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, on, x, weight, *extras):
+        n, k = weight.shape
+        a = x.reshape(-1, k)
+        m = a.shape[0]
+        dtype = torch.promote_types(x.dtype, weight.dtype)
+        ins = [e.reshape(m, n).contiguous() if full else e.expand(m, n) for e, full in zip(extras, kernel.full[1:])]
+        out = torch.empty((m, n), dtype=dtype, device=x.device)
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        store_z = torch.is_grad_enabled() or any(t.requires_grad for t in (x, weight, *extras))
+        z = torch.empty((m, n), dtype=compute, device=x.device) if store_z else out
+        seed = dropout_seed(on)
+        bm, bn, bk = LINEAR_TILES
+        dot = _compute_dtype(dtype) if (TRITON_INTERPRET or dtype != torch.bfloat16) else tl.bfloat16
+        precision = "ieee" if dtype in (torch.float32, torch.float64) else None
+        strides = [st for t in ins for st in t.stride()]
+        grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+        kernel.forward[grid](out, z, a, weight, z, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
+                             STORE_Z=store_z, BM=bm, BN=bn, BK=bk, COMPUTE=_compute_dtype(dtype), DOT=dot,
+                             PRECISION=precision)
+        ctx.save_for_backward(a, weight, z, *extras)
+        ctx.kernel, ctx.on, ctx.seed, ctx.x_shape, ctx.dtype = kernel, on, seed, x.shape, dtype
+        return out.reshape(*x.shape[:-1], n)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, weight, z, *extras = ctx.saved_tensors
+        kernel = ctx.kernel
+        m, n = z.shape
+        g2 = grad.reshape(m, n).contiguous()
+        ins = [z] + [e.reshape(m, n).contiguous() if full else e.expand(m, n)
+                     for e, full in zip(extras, kernel.full[1:])]
+        grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) for _ in ins]
+        kernel.launch(kernel.backward, [g2] + grads, ins, ctx.seed, ctx.on, (m, n), ctx.dtype)
+        gz = grads[0].to(ctx.dtype)
+        grad_x = (gz @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[2] else None
+        grad_w = (gz.t() @ a).to(weight.dtype) if ctx.needs_input_grad[3] else None
+        rest = [_reduce_to(g, e.shape, e.dtype) if need else None
+                for g, e, need in zip(grads[1:], extras, ctx.needs_input_grad[4:])]
+        return (None, None, grad_x, grad_w, *rest)
+
+
+class LinearKernel(ElementwiseKernel):
+    """A generated matmul with its elementwise epilogue (bias, activation, residual...) in one kernel.
+
+    ``forward`` is the matmul kernel; ``backward`` the epilogue's elementwise backward, after which
+    the gradients of the input and the weight are two matmuls. ``reference(x @ w.T, *extras)`` is
+    the epilogue in PyTorch ops. Float64 runs the reference on a GPU (Triton's float64 dot is not
+    available everywhere); the interpreter runs every dtype.
+    """
+
+    def __call__(self, x, weight, *extras, training=False):
+        on = 1 if (self.dropout and training) else 0
+        if use_triton(x, weight, *extras) and (TRITON_INTERPRET or x.dtype != torch.float64):
+            return _Linear.apply(self, on, x, weight, *extras)
+        return self.reference(F.linear(x, weight), *extras, training=training)
+
+
+class _Row(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, on, n_cols, *inputs):
+        rows = inputs[0].numel() // n_cols
+        shape = inputs[0].shape
+        ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
+               zip(inputs, kernel.full)]
+        dtype = inputs[0].dtype
+        out = torch.empty((rows, n_cols), dtype=dtype, device=inputs[0].device)
+        seed = dropout_seed(on)
+        block = triton.next_power_of_2(n_cols)
+        kernel.forward[(rows,)](out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
+        ctx.save_for_backward(*inputs)
+        ctx.kernel, ctx.on, ctx.seed, ctx.n_cols, ctx.dtype = kernel, on, seed, n_cols, dtype
+        return out.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = ctx.saved_tensors
+        kernel, n_cols = ctx.kernel, ctx.n_cols
+        rows = inputs[0].numel() // n_cols
+        ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
+               zip(inputs, kernel.full)]
+        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
+        grads = [torch.empty((rows, n_cols), dtype=compute, device=grad.device) for _ in ins]
+        block = triton.next_power_of_2(n_cols)
+        kernel.backward[(rows,)](grad.contiguous(), *grads, *ins, ctx.seed, ctx.on, n_cols, BLOCK=block,
+                                 COMPUTE=_compute_dtype(ctx.dtype))
+        result = [(g.reshape(t.shape).to(t.dtype) if full else g.sum(0).reshape(t.shape).to(t.dtype)) if need
+                  else None for g, t, full, need in zip(grads, inputs, kernel.full, ctx.needs_input_grad[3:])]
+        return (None, None, None, *result)
+
+
+# Rows longer than this run the PyTorch reference (a row kernel keeps one row in one program).
+ROW_LIMIT = 16384
+
+
+class RowKernel(ElementwiseKernel):
+    """A generated row kernel: softmax, log_softmax or layernorm over the last axes, with the
+    elementwise ops before it (residual add...) and after it in the same kernel.
+
+    ``full[i]`` inputs have the row tensor's shape; the others are the layernorm's weight and bias.
+    """
+
+    def __init__(self, forward, backward, reference, full, dropout=False, dims=1):
+        super().__init__(forward, backward, reference, full, dropout)
+        self.dims = dims
+
+    def __call__(self, *inputs, training=False):
+        on = 1 if (self.dropout and training) else 0
+        n_cols = 1
+        for size in inputs[0].shape[inputs[0].dim() - self.dims:]:
+            n_cols *= size
+        if use_triton(*inputs) and n_cols <= ROW_LIMIT:
+            return _Row.apply(self, on, n_cols, *inputs)
+        return self.reference(*inputs, training=training)
+
+
+def attention_sdpa(mha, query, key, value, causal=False):
+    """nn.MultiheadAttention's computation (batch_first) with its parameters, through
+    F.scaled_dot_product_attention (flash / memory-efficient kernels where PyTorch has them)."""
+    e, heads = mha.embed_dim, mha.num_heads
+    if mha.in_proj_weight is not None:
+        wq, wk, wv = mha.in_proj_weight.chunk(3)
+    else:
+        wq, wk, wv = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+    bq, bk, bv = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+    b, t, s = query.shape[0], query.shape[1], key.shape[1]
+    q = F.linear(query, wq, bq).view(b, t, heads, e // heads).transpose(1, 2)
+    k = F.linear(key, wk, bk).view(b, s, heads, e // heads).transpose(1, 2)
+    v = F.linear(value, wv, bv).view(b, s, heads, e // heads).transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=mha.dropout if mha.training else 0.0, is_causal=causal)
+    return mha.out_proj(y.transpose(1, 2).reshape(b, t, e))

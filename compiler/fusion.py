@@ -1,0 +1,218 @@
+"""Fusion groups: which IR nodes run as one kernel in a fused module.
+
+``group_fusions`` partitions the nodes of a graph by the fusion kind their op declares:
+
+- an **anchor** (``linear``, convolutions) absorbs the elementwise chain after it as its epilogue;
+- an **elementwise** chain (bias, batchnorm, activations, residual add, sub/mul/abs, scaling,
+  dropout) becomes one kernel;
+- a **row** op (``softmax``, ``log_softmax``, ``layernorm``) absorbs the elementwise producers
+  before it and the consumers after it, which work on the same rows;
+- **recurrent** layers and **attention** are groups of one node with kernels of their own;
+- everything else (pooling, reshapes, permutations, concatenation, embeddings) is opaque.
+
+A group is a chain: each member after the first takes the previous member's output, and that
+output has no other user, so no intermediate value is needed outside its group and nothing fuses
+across a permutation or a reshape. Groups never cross a block boundary (each block is one class
+in the generated code) and never include layers inside labelled groups or repeats, which are
+emitted as ``nn.Sequential``. A batchnorm may only open an elementwise chain or an anchor's
+epilogue, because in training mode its batch statistics need its input materialised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from dlc.compiler.ir import Graph, Node
+from dlc.compiler.ops.registry import get
+from dlc.compiler.types import TensorType, is_float
+
+ROW_OPS = ("softmax", "log_softmax", "layernorm")
+RECURRENT_OPS = ("lstm", "gru", "bidirectional")
+# Elementwise ops whose extra (non-chain) inputs are tensors of the spec.
+MERGE_OPS = ("add", "sub", "mul", "mean")
+
+
+@dataclass
+class FusionGroup:
+    """One kernel's worth of IR nodes (by id, in order)."""
+
+    id: int
+    kind: str  # anchor | elementwise | row | recurrent | attention
+    nodes: list[int]
+    saved_bytes: int | None = None  # per sample; None when a dimension is symbolic
+    saved_formula: str = ""  # the same as a formula over symbolic dimensions
+    inputs: list[int] = field(default_factory=list)  # value ids from outside the group, in first-use order
+
+    @property
+    def last(self) -> int:
+        return self.nodes[-1]
+
+
+@dataclass
+class FusionPlan:
+    groups: list[FusionGroup]
+    group_of: dict[int, FusionGroup]  # node id -> its group
+
+    def kernel_groups(self) -> list[FusionGroup]:
+        return self.groups
+
+
+_ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+
+
+def _fusion_kind(node: Node) -> str:
+    if node.op in ROW_OPS:
+        return "row"
+    if node.op in RECURRENT_OPS:
+        return "recurrent"
+    if node.op == "attention":
+        return "attention"
+    op = get(node.op)
+    return op.fusion if op is not None else "opaque"
+
+
+def _float_tensor(t) -> bool:
+    return isinstance(t, TensorType) and is_float(t.dtype)
+
+
+def _row_ok(g: Graph, node: Node) -> bool:
+    """Row kernels work on the last axis (softmax) or the last ``dims`` axes (layernorm) of known size."""
+    t = g.types[node.inputs[0]]
+    if not _float_tensor(t) or t.rank == 0:
+        return False
+    if node.op == "layernorm":
+        return all(isinstance(d, int) for d in t.shape[-node.attrs["dims"]:])
+    dim = node.attrs["dim"]
+    return (dim == -1 or dim == t.rank - 1) and isinstance(t.shape[-1], int)
+
+
+def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
+                v: int) -> str | None:
+    """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
+    if len(users.get(v, [])) != 1 or any(out == v for _, out in g.outputs):
+        return None
+    if u.scope != group[0].scope or u.op == "input":
+        return None
+    if not all(_float_tensor(t) for t in u.types) or len(u.outputs) != 1:
+        return None
+    tv = g.types[v]
+    kind = _fusion_kind(u)
+    if kind == "elementwise":
+        if u.op == "batchnorm" and not (head_kind == "anchor" and len(group) == 1):
+            return None  # its batch statistics need its input materialised: only right after an anchor
+        if u.types[0].shape != tv.shape:
+            return None  # the chain value must not be broadcast up to a larger shape
+        if not all(_float_tensor(g.types[i]) for i in u.inputs):
+            return None
+        if u.inputs.count(v) != 1:
+            return None  # the chain value used twice by one op (x * x): keep it simple, end the group
+        if head_kind == "row" or has_row:
+            # row kernels load extra inputs row by row: they must have the row tensor's full shape
+            if any(g.types[i].shape != tv.shape for i in u.inputs if i != v):
+                return None
+        if head_kind == "anchor" and group[0].op == "linear":
+            if u.op == "batchnorm":
+                return None  # the matmul result is never materialised for batch statistics
+            # the matmul epilogue sees [rows, units] tiles: extra inputs are full or per-unit vectors
+            units = tv.shape[-1]
+            for i in u.inputs:
+                if i != v and g.types[i].shape not in (tv.shape, (units,)):
+                    return None
+        return "ew"
+    if kind == "row" and head_kind == "elementwise" and not has_row and _row_ok(g, u):
+        # a row op absorbs its elementwise producers when they work on whole rows
+        if any(g.types[i].shape != g.types[u.inputs[0]].shape for n in group for i in n.inputs):
+            return None
+        if any(n.op in ("batchnorm", "dropout") for n in group):
+            return None
+        return "row"
+    return None
+
+
+def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
+    """Bytes per sample an unfused run writes and reads back for the group's intermediate values."""
+    total = 0
+    terms: list[str] = []
+    for n in group[:-1]:
+        if n.op.startswith("conv"):
+            continue  # the convolution's result is materialised: its epilogue kernel reads it
+        t = g.types[n.outputs[0]]
+        assert isinstance(t, TensorType)
+        size = _ITEMSIZE.get(t.dtype, 4)
+        if all(isinstance(d, int) for d in t.shape):
+            total += 2 * size * math.prod(t.shape)
+        else:
+            terms.append("*".join(str(d) if isinstance(d, int) or d.isidentifier() else f"({d})"
+                                  for d in t.shape) + f"*{2 * size}")
+    if terms:
+        if total:
+            terms.append(str(total))
+        return None, " + ".join(terms)
+    return total, str(total)
+
+
+def group_fusions(g: Graph, recurrent: bool = True) -> FusionPlan:
+    """Partition ``g``'s nodes into fusion groups (see the module docstring)."""
+    users = g.users()
+    groups: list[FusionGroup] = []
+    taken: set[int] = set()
+    for node in g.nodes:
+        if node.id in taken or node.op == "input":
+            continue
+        if node.scope and node.scope[-1].kind == "seq":
+            continue  # a direct member of nn.Sequential: called as its own module
+        kind = _fusion_kind(node)
+        if kind == "recurrent":
+            cell = node.attrs["layer"]["op"] if node.op == "bidirectional" else node.op
+            if recurrent and cell in ("lstm", "gru"):
+                groups.append(FusionGroup(len(groups), "recurrent", [node.id]))
+                taken.add(node.id)
+            continue
+        if kind == "attention":
+            groups.append(FusionGroup(len(groups), "attention", [node.id]))
+            taken.add(node.id)
+            continue
+        if kind not in ("anchor", "elementwise", "row") or not all(_float_tensor(t) for t in node.types):
+            continue
+        if kind == "row" and not _row_ok(g, node):
+            continue
+        if kind == "elementwise" and not all(_float_tensor(g.types[i]) for i in node.inputs):
+            continue
+        members = [node]
+        has_row = kind == "row"
+        while True:
+            v = members[-1].outputs[0]
+            nxt = users.get(v, [])
+            if len(nxt) != 1 or nxt[0].id in taken:
+                break
+            how = _can_extend(g, members, kind, has_row, nxt[0], users, v)
+            if how is None:
+                break
+            has_row = has_row or how == "row"
+            members.append(nxt[0])
+        if kind == "elementwise" and has_row:
+            kind = "row"
+        if len(members) == 1 and kind != "row":
+            continue  # a lone layer runs as PyTorch would run it: no kernel of ours is faster
+        ids = [n.id for n in members]
+        produced = {n.outputs[0] for n in members}
+        inputs: list[int] = []
+        for n in members:
+            for i in n.inputs:
+                if i not in produced and i not in inputs:
+                    inputs.append(i)
+        saved, formula = _saved(g, members)
+        groups.append(FusionGroup(len(groups), kind, ids, saved, formula, inputs))
+        taken.update(ids)
+    group_of = {nid: grp for grp in groups for nid in grp.nodes}
+    return FusionPlan(groups, group_of)
+
+
+def describe_group(g: Graph, grp: FusionGroup) -> str:
+    """``conv1 conv2d -> bn1 batchnorm -> relu`` for explanations and diagrams."""
+    parts = []
+    for nid in grp.nodes:
+        n = g.nodes[nid]
+        parts.append(f"{n.name} {n.op}" if n.name else n.op)
+    return " -> ".join(parts)
