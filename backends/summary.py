@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dlc.compiler.fusion import group_fusions
 from dlc.compiler.ir import Graph, format_value
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import batched_str
@@ -10,7 +11,8 @@ from dlc.compiler.types import batched_str
 def summarize(g: Graph) -> str:
     """Every node with its module path, op, output shape(s) and parameters (shared ones counted once)."""
     params = count_params(g)
-    rows: list[tuple[str, str, str, str]] = []
+    plan = group_fusions(g)
+    rows: list[tuple[str, str, str, str, str]] = []
     seen: set[str] = set()
     for node in g.nodes:
         path = node.module_path
@@ -30,18 +32,23 @@ def summarize(g: Graph) -> str:
             count = f"{params.get(path, 0):,}"
         else:
             count = "0"
-        rows.append((name, op, shapes, count))
-    header = ("layer", "op", "output shape", "params")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+        grp = plan.group_of.get(node.id)
+        rows.append((name, op, shapes, count, f"#{grp.id}" if grp is not None else ""))
+    header = ("layer", "op", "output shape", "params", "fused")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
 
     def fmt(r: tuple[str, ...]) -> str:
-        return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+        return (f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+                f"  {r[4]:<{widths[4]}}").rstrip()
 
-    rule = "-" * len(fmt(header))
+    rule = "-" * len(fmt(header + ("x" * widths[4],)))
     total = sum(params.values())
     title = f"{g.name}" + (f" ({format_value(g.params)[1:-1]})" if g.params else "")
     lines = [title, rule, fmt(header), rule] + [fmt(r) for r in rows] + [rule]
     lines.append(f"total parameters: {total:,}")
     lines.append("inputs:  " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.inputs))
     lines.append("outputs: " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.outputs))
+    if plan.groups:
+        lines.append(f"fused:   {len(plan.groups)} groups, one kernel each with --fuse "
+                     f"(`dlc compile --fuse --explain-fusion` lists them)")
     return "\n".join(lines) + "\n"

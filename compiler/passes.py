@@ -87,10 +87,55 @@ PIPELINE: list[Callable[[Graph], Graph]] = [verify, infer_shapes, verify]
 OPTIMIZATIONS = (None, "inference")
 
 
+FOLDABLE = ("conv1d", "conv2d", "linear")
+
+
+def fold_batchnorm(g: Graph) -> Graph:
+    """Fold each batchnorm into the conv/linear before it (inference).
+
+    The batchnorm node goes; the layer before it gains ``attrs["fold"]`` naming the batchnorm and
+    its settings. The generated module keeps both modules (so state_dicts still load) and in eval
+    mode runs one convolution with the folded weights; in training mode it runs both as before.
+    Only pairs a single forward runs directly are folded (not members of ``nn.Sequential``).
+    """
+    producer = g.producer()
+    users = g.users()
+    drop: dict[int, int] = {}  # batchnorm output -> the folded layer's output
+    for node in g.nodes:
+        if node.op != "batchnorm" or node.name is None:
+            continue
+        prev = producer.get(node.inputs[0])
+        if (prev is None or prev.op not in FOLDABLE or "fold" in prev.attrs or len(users[prev.outputs[0]]) != 1
+                or prev.scope != node.scope or (node.scope and node.scope[-1].kind == "seq")
+                or any(v == prev.outputs[0] for _, v in g.outputs)):
+            continue
+        prev.attrs = {**prev.attrs, "fold": {"name": node.name, "eps": node.attrs["eps"],
+                                              "momentum": node.attrs["momentum"], "affine": node.attrs["affine"]}}
+        drop[node.outputs[0]] = prev.outputs[0]
+    if not drop:
+        return g
+
+    def sub(v: int) -> int:
+        return drop.get(v, v)
+
+    kept = [n for n in g.nodes if not (n.op == "batchnorm" and n.outputs[0] in drop)]
+    for i, n in enumerate(kept):
+        n.id = i
+        n.inputs = tuple(sub(v) for v in n.inputs)
+    g.nodes = kept
+    for v in drop:
+        del g.types[v]
+    g.outputs = [(name, sub(v)) for name, v in g.outputs]
+    g.calls = {k: (ins, tuple(sub(v) for v in outs), names, hint) for k, (ins, outs, names, hint) in g.calls.items()}
+    return g
+
+
 def optimize_graph(g: Graph, level: str | None) -> Graph:
-    """The rewrites of an optimisation level (``None``: none)."""
+    """The rewrites of an optimisation level (``None``: none; ``"inference"``: :func:`fold_batchnorm`)."""
     if level not in OPTIMIZATIONS:
         raise ValueError(f"unknown optimisation level {level!r}; expected one of {OPTIMIZATIONS}")
+    if level == "inference":
+        g = verify(fold_batchnorm(g))
     return g
 
 

@@ -72,7 +72,7 @@ def compile(path: str | Path, *, params_file: str | Path | None = None, network:
     overrides = read_params_file(params_file) if params_file else {}
     overrides.update(params)
     graph = optimize_graph(build_graph(path, overrides, network), optimize)
-    return Compiled(graph, emit_module(graph, fuse=fuse))
+    return Compiled(graph, emit_module(graph, fuse=fuse, channels_last=optimize == "inference"))
 
 
 def load(path: str | Path, *, params_file: str | Path | None = None, network: str | None = None,

@@ -47,13 +47,19 @@ def _graph(args: argparse.Namespace):
     spec = Path(args.spec)
     if not spec.is_file():
         raise UsageError(f"not a file: {spec}" if spec.exists() else f"no such file: {spec}")
-    return build_graph(spec, _overrides(args), args.network)
+    from dlc.compiler.passes import optimize_graph
+
+    return optimize_graph(build_graph(spec, _overrides(args), args.network), getattr(args, "optimize", None))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from dlc.backends.torch.emit import emit_module
+    from dlc.compiler.fusion import explain
 
-    source = emit_module(_graph(args))
+    g = _graph(args)
+    if args.explain_fusion:
+        sys.stderr.write(explain(g))
+    source = emit_module(g, fuse=args.fuse, channels_last=args.optimize == "inference")
     _write(args.output, source)
     return 0
 
@@ -127,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="write the PyTorch module")
     common(c)
     c.add_argument("-o", "--output", metavar="OUT.py", help="output file (default: stdout)")
+    c.add_argument("--fuse", action="store_true",
+                   help="run fusion groups as Triton kernels on CUDA (PyTorch ops elsewhere)")
+    c.add_argument("--explain-fusion", action="store_true",
+                   help="list the fusion groups, their ops and the bytes they save (on stderr)")
+    c.add_argument("--optimize", choices=["inference"],
+                   help="inference rewrites: batchnorm folded into the conv/linear before it, channels-last")
     c.set_defaults(func=cmd_compile)
     c = sub.add_parser("check", help="check a spec and report its size")
     common(c)

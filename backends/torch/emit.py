@@ -244,8 +244,9 @@ class Namer:
 
 
 class ModuleEmitter:
-    def __init__(self, g: Graph, fuse: bool = False) -> None:
+    def __init__(self, g: Graph, fuse: bool = False, channels_last: bool = False) -> None:
         self.g = g
+        self.channels_last = channels_last and any(n.op == "conv2d" for n in g.nodes)
         self.fused = FusedEmitter(g) if fuse else None
         self.classes: list[ClassDef] = []
         self.instances: list[_Instance] = []
@@ -369,6 +370,7 @@ class ModuleEmitter:
             if node.name not in declared:
                 declared.add(node.name)
                 init.append(Line(f"self.{node.name} = {self._module_init(node)}", where))
+                init.extend(self.folded_init(node, declared))
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
         hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
@@ -376,10 +378,29 @@ class ModuleEmitter:
         ctx = Ctx(lambda base: namer.temp(base, step))
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
+        elif "fold" in node.attrs:
+            lines = [f"{outs[0]} = {self.folded_call(node, args[0])}"]
         else:
             lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
             body.append(Line(code, where if j == 0 else None))
+
+    def folded_init(self, node: Node, declared: set[str]) -> list[Line]:
+        """The batchnorm module folded into ``node`` (kept, so state_dicts load as before)."""
+        fold = node.attrs.get("fold")
+        if fold is None or fold["name"] in declared:
+            return []
+        declared.add(fold["name"])
+        bn = Node(node.id, "batchnorm", node.outputs, node.outputs,
+                  {k: fold[k] for k in ("eps", "momentum", "affine")}, node.types, node.span, node.scope, fold["name"])
+        init = TABLE["batchnorm"].init
+        assert init is not None
+        code = f"self.{fold['name']} = {init(bn, list(node.types))}"
+        return [Line(code, f"{_where(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
+
+    def folded_call(self, node: Node, x: str) -> str:
+        self.helpers.add("folded_batchnorm")
+        return f"folded_batchnorm(self.{node.name}, self.{node.attrs['fold']['name']}, {x})"
 
     def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
               body: list[Line], declared: set[str]) -> None:
@@ -406,6 +427,11 @@ class ModuleEmitter:
         self.taken_class_names.add(g.name)
         cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "")
         cls.name = g.name
+        if self.channels_last:
+            note = "optimize=inference: channels-last convolutions"
+            cls.init.append(Line("self.to(memory_format=torch.channels_last)", note))
+            images = [name for name, v in g.inputs if isinstance(g.types[v], TensorType) and g.types[v].rank == 3]
+            cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
         self._finalize()
         cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
         return cls
@@ -548,9 +574,13 @@ def _format_lines(lines: list[Line], indent: str) -> list[str]:
     return out
 
 
-def emit_module(g: Graph, fuse: bool = False) -> str:
-    """The Python source of a module computing ``g``; with ``fuse``, fusion groups run as Triton kernels."""
-    em = ModuleEmitter(g, fuse)
+def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False) -> str:
+    """The Python source of a module computing ``g``.
+
+    With ``fuse``, fusion groups run as Triton kernels; ``channels_last`` makes a network with 2-d
+    convolutions keep its parameters and image inputs in channels-last memory order.
+    """
+    em = ModuleEmitter(g, fuse, channels_last)
     if em.fused is not None:
         em.fused.check_names()
     net = em.network()

@@ -123,6 +123,7 @@ class FusedEmitter:
             if n.name is not None and n.name not in declared:
                 declared.add(n.name)
                 init.append(Line(f"self.{n.name} = {em._module_init(n)}", _where(n.span.file, n.span.line)))
+                init.extend(em.folded_init(n, declared))
         spec = self._register(grp)
         local = kernel_for(self.g, grp)  # this group's own call arguments (the shared spec holds the first's)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
@@ -131,18 +132,22 @@ class FusedEmitter:
         head = nodes[0]
         anchor_var = None
         args: list[str] = []
-        if grp.kind == "anchor" and head.op != "linear":
+        materialised = head.op != "linear" or "fold" in head.attrs  # the anchor runs in PyTorch
+        if grp.kind == "anchor" and materialised:
             later = {namer.names[v] for n in nodes[1:] for v in n.inputs if v in namer.names}
             anchor_var = out if out not in later else namer.temp("conv", step)
             x = namer.names[head.inputs[0]]
-            call = f"conv_without_bias(self.{head.name}, {x})" if head.attrs.get("bias") else f"self.{head.name}({x})"
+            in_kernel = any(a.kind == "bias" for a in local.call)
+            call = f"conv_without_bias(self.{head.name}, {x})" if in_kernel else f"self.{head.name}({x})"
+            if "fold" in head.attrs:
+                call = em.folded_call(head, x)
             lines.append(f"{anchor_var} = {call}")
         elif grp.kind == "anchor":
             args += [namer.names[head.inputs[0]], f"self.{head.name}.weight"]
         for i, arg in enumerate(local.call):
             if arg.kind == "value":
                 if grp.kind == "anchor" and arg.value == head.outputs[0]:
-                    if head.op != "linear":
+                    if materialised:
                         args.append(anchor_var)
                     continue
                 args.append(namer.names[arg.value])

@@ -110,6 +110,23 @@ class SequenceLSTM(SequenceOutput, nn.LSTM):
 class SequenceGRU(SequenceOutput, nn.GRU):
     pass
 ''',
+    "folded_batchnorm": '''
+def folded_batchnorm(layer, bn, x):
+    """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights."""
+    if bn.training:
+        return bn(layer(x))
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.weight is not None:
+        scale = scale * bn.weight
+        shift = shift * bn.weight + bn.bias
+    weight = layer.weight * scale.view(-1, *[1] * (layer.weight.dim() - 1))
+    bias = shift if layer.bias is None else shift + layer.bias * scale
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, weight, bias)
+    conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
+    return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+''',
     "SelfAttention": '''
 class SelfAttention(nn.MultiheadAttention):
     """Self-attention (query = key = value) returning only the attended values."""
@@ -129,6 +146,6 @@ class SelfAttention(nn.MultiheadAttention):
 
 # The helper that defines each class name (generated code that uses the class needs that helper).
 HELPER_OF: dict[str, str] = {
-    name: key for key, text in HELPERS.items() for name in re.findall(r"^class (\w+)", text, re.MULTILINE)}
+    name: key for key, text in HELPERS.items() for name in re.findall(r"^(?:class|def) (\w+)", text, re.MULTILINE)}
 # A block or network of one of these names would clash with a helper class.
 HELPER_CLASSES: frozenset[str] = frozenset(HELPER_OF)

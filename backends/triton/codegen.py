@@ -124,14 +124,17 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     if kind == "anchor":
         anchor = nodes[0].id
         head = nodes[0]
-        if head.op == "linear":
+        if head.op == "linear" and "fold" not in head.attrs:
             kind = "linear"
             cur = new_input(CallArg("value", value=head.outputs[0]), True)  # the matmul result (z)
         else:
             kind = "elementwise"  # the convolution runs in PyTorch (cuDNN); its epilogue is one kernel
             cur = value(head.outputs[0])  # the convolution's result, materialised without its bias
         names[head.outputs[0]] = cur
-        if head.attrs.get("bias"):
+        # a bias right before a batchnorm stays in the convolution: the batch statistics include it
+        if "fold" in head.attrs:
+            pass  # the folded layer's bias is the batchnorm's shift: it runs inside the folded layer
+        elif head.attrs.get("bias") and not (head.op != "linear" and len(nodes) > 1 and nodes[1].op == "batchnorm"):
             b = new_input(CallArg("bias", node=head.id), False)
             out = fresh()
             steps.append(Step("bias", (), (cur, b), out, _note(g, head)))

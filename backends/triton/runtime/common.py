@@ -118,6 +118,18 @@ def _compute_dtype(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _memory_order(t):
+    """The axis order a kernel walks: channels-last 4-d tensors in their memory order, others as they are."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return (0, 2, 3, 1)
+    return tuple(range(t.dim()))
+
+
+def _in_order(inputs, full, shape, order):
+    """The inputs as the kernel reads them: full ones dense in ``order``, the others through broadcast strides."""
+    return [t.permute(order).contiguous() if f else t.expand(shape).permute(order) for t, f in zip(inputs, full)]
+
+
 class _Elementwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, on, *inputs):
@@ -125,23 +137,27 @@ class _Elementwise(torch.autograd.Function):
         dtype = inputs[0].dtype
         for t in inputs[1:]:
             dtype = torch.promote_types(dtype, t.dtype)
-        ins = [t.contiguous() if full else t.expand(shape) for t, full in zip(inputs, kernel.full)]
-        out = torch.empty(shape, dtype=dtype, device=inputs[0].device)
+        order = _memory_order(inputs[0])
+        ins = _in_order(inputs, kernel.full, shape, order)
+        out = torch.empty(ins[0].shape if kernel.full[0] else shape, dtype=dtype, device=inputs[0].device)
         seed = dropout_seed(on)
-        kernel.launch(kernel.forward, [out], ins, seed, on, shape, dtype)
+        kernel.launch(kernel.forward, [out], ins, seed, on, out.shape, dtype)
         ctx.save_for_backward(*inputs)
-        ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype = kernel, on, seed, shape, dtype
-        return out
+        ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype, ctx.order = kernel, on, seed, shape, dtype, order
+        return out.permute(tuple(order.index(d) for d in range(len(order))))
 
     @staticmethod
     def backward(ctx, grad):
-        kernel, shape = ctx.kernel, ctx.shape
+        kernel, shape, order = ctx.kernel, ctx.shape, ctx.order
         inputs = ctx.saved_tensors
-        ins = [t.contiguous() if full else t.expand(shape) for t, full in zip(inputs, kernel.full)]
-        grads = [torch.empty(shape, dtype=torch.float64 if ctx.dtype == torch.float64 else torch.float32,
+        ins = _in_order(inputs, kernel.full, shape, order)
+        walk = ins[0].shape
+        grads = [torch.empty(walk, dtype=torch.float64 if ctx.dtype == torch.float64 else torch.float32,
                              device=grad.device) for _ in inputs]
-        kernel.launch(kernel.backward, [grad.contiguous()] + grads, ins, ctx.seed, ctx.on, shape, ctx.dtype)
-        result = [_reduce_to(g, t.shape, t.dtype) if need else None
+        kernel.launch(kernel.backward, [grad.permute(order).contiguous()] + grads, ins, ctx.seed, ctx.on, walk,
+                      ctx.dtype)
+        back = tuple(order.index(d) for d in range(len(order)))
+        result = [_reduce_to(g.permute(back), t.shape, t.dtype) if need else None
                   for g, t, need in zip(grads, inputs, ctx.needs_input_grad[2:])]
         return (None, None, *result)
 
