@@ -183,7 +183,7 @@ class FusedEmitter:
 
     def section(self) -> str:
         parts = [
-            "# ---- Fused kernels (dlc compile --fuse) " + "-" * 79,
+            "# ---- Fused kernels (dlc compile --fuse) " + "-" * 78,
             "# Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on",
             "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every",
             "# call computes the same function with the PyTorch ops of its `_reference`.",

@@ -1,0 +1,171 @@
+"""Every spec in specs/: the fused module (kernels under the Triton interpreter) equals the unfused one.
+
+For each spec, ``dlc.load(spec, fuse=True)`` and ``dlc.load(spec)`` get the same weights (batchnorm
+statistics randomised so that eval mode is not an identity) and small random inputs (batch 2; symbolic
+sizes 5; token ids below every vocabulary). Compared: outputs in eval mode, outputs in train mode, and
+the gradients of a loss with respect to every parameter. Dropout draws its mask from another random
+stream in the fused kernels, so train-mode comparisons set the specs' dropout parameters to 0
+(tests/test_kernels.py checks the fused dropout itself). Also: ``optimize="inference"`` (batchnorm
+folding, channels-last) against the plain module, fused or not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import dlc
+
+from conftest import SPECS_DIR
+
+SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
+# Parameters that make the heavier specs small enough for the interpreter, and switch dropout off in training.
+SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}}
+NO_DROPOUT = {"mlp": {"dropout": 0.0}, "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}}
+ATOL = 1e-4  # whole networks (float32 eval, float64 train): summation orders differ between fused and unfused
+SLOW = {"resnet18", "resnet50", "googlenet", "densenet121", "siamese", "unet"}
+
+
+def inputs(graph, batch: int = 2) -> list[torch.Tensor]:
+    out = []
+    vocab = min([n.attrs["vocab"] for n in graph.nodes if n.op == "embedding"], default=100)
+    for _, v in graph.inputs:
+        t = graph.types[v]
+        shape = [batch] + [d if isinstance(d, int) else 5 for d in t.shape]
+        out.append(torch.randint(0, vocab, shape) if t.dtype.startswith("int") else torch.randn(shape))
+    return out
+
+
+def randomise_batchnorm(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+def outputs(y) -> tuple[torch.Tensor, ...]:
+    return y if isinstance(y, tuple) else (y,)
+
+
+def pair(name: str, **options):
+    path = SPECS_DIR / f"{name}.dln"
+    params = {**SMALL.get(name, {}), **NO_DROPOUT.get(name, {})}
+    plain = dlc.load(path, **params)
+    randomise_batchnorm(plain)
+    other = dlc.load(path, **params, **options)
+    other.load_state_dict(plain.state_dict())
+    graph = dlc.compile(path, **params).graph
+    return plain, other, graph
+
+
+def assert_outputs_close(ya, yb) -> None:
+    for a, b in zip(outputs(ya), outputs(yb)):
+        assert a.shape == b.shape
+        scale = max(1.0, a.abs().max().item())
+        assert (a - b).abs().max().item() <= ATOL * scale
+
+
+def params_of(name: str):
+    return pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+
+
+@pytest.mark.parametrize("name", [params_of(n) for n in SPECS])
+def test_fused_equals_unfused(name):
+    torch.manual_seed(0)
+    plain, fused, graph = pair(name, fuse=True)
+    xs = inputs(graph)
+    plain.eval()
+    fused.eval()
+    with torch.no_grad():
+        assert_outputs_close(plain(*xs), fused(*xs))
+    # train mode in float64: through batch statistics of a batch of 2, float32 rounding differences grow with depth
+    plain.double().train()
+    fused.double().train()
+    xs = [x.double() if x.is_floating_point() else x for x in xs]
+    ya, yb = plain(*xs), fused(*xs)
+    assert_outputs_close(ya, yb)
+    sum((y.float() ** 2).mean() for y in outputs(ya)).backward()
+    sum((y.float() ** 2).mean() for y in outputs(yb)).backward()
+    grads = dict(fused.named_parameters())
+    for pname, p in plain.named_parameters():
+        if p.grad is None:
+            assert grads[pname].grad is None, pname
+            continue
+        scale = max(1.0, p.grad.abs().max().item())
+        assert (p.grad - grads[pname].grad).abs().max().item() <= ATOL * scale, pname
+    # training updated the batchnorm statistics the same way
+    buffers = dict(fused.named_buffers())
+    for bname, buf in plain.named_buffers():
+        assert torch.allclose(buf.float(), buffers[bname].float(), atol=1e-5), bname
+
+
+# The unfused rewrite on every spec; fused together with it on three.
+REWRITES = [(n, False) for n in SPECS] + [(n, True) for n in ("resnet18", "lenet5", "autoencoder")]
+
+
+@pytest.mark.parametrize("name,fuse", [pytest.param(n, f, marks=pytest.mark.slow) if n in SLOW else (n, f)
+                                       for n, f in REWRITES])
+def test_inference_rewrites_keep_outputs(name, fuse):
+    torch.manual_seed(0)
+    plain, fast, graph = pair(name, optimize="inference", fuse=fuse)
+    xs = inputs(graph)
+    plain.eval()
+    fast.eval()
+    with torch.no_grad():
+        assert_outputs_close(plain(*xs), fast(*xs))
+
+
+def test_inference_rewrites_fold_every_conv_batchnorm_pair_of_resnet18():
+    compiled = dlc.compile(SPECS_DIR / "resnet18.dln", optimize="inference")
+    ops = [n.op for n in compiled.graph.nodes]
+    # the three downsample branches are nn.Sequential members (conv, bn called as modules): not folded
+    assert ops.count("batchnorm") == 3
+    # one call in the stem, two in each of the two BasicBlock classes (with and without downsample)
+    assert compiled.source.count("folded_batchnorm(self.") == 5
+    assert "self.to(memory_format=torch.channels_last)" in compiled.source
+    model = compiled.instantiate()
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512  # the batchnorms are still there
+
+
+def test_generated_fused_source_is_readable():
+    src = dlc.compile(SPECS_DIR / "resnet18.dln", fuse=True).source
+    assert max(len(line) for line in src.splitlines()) <= 120
+    assert "# Kernel `fused_bn_add_relu`" in src
+    assert "#   layer1.0: conv2 conv2d -> bn2 batchnorm -> add -> relu" in src
+    assert "resnet.dln:7-11: conv2 -> bn2 -> add -> relu" in src
+    assert "import triton" in src and "def fused_bn_relu_reference" in src
+    compile(src, "resnet18_fused.py", "exec")
+
+
+def test_compile_never_imports_triton(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, dlc; dlc.compile(sys.argv[1], fuse=True, optimize='inference'); "
+            "print('torch' in sys.modules, 'triton' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(SPECS_DIR / "resnet18.dln")], capture_output=True, text=True,
+                       check=True)
+    assert r.stdout.split() == ["False", "False"]
+
+
+def test_fused_module_runs_without_triton(tmp_path):
+    """The generated file's PyTorch path works where triton cannot be imported."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "lenet.py"
+    dlc_src = dlc.compile(SPECS_DIR / "lenet5.dln", fuse=True).source
+    out.write_text(dlc_src, encoding="utf-8")
+    code = ("import sys; sys.modules['triton'] = None; sys.path.insert(0, sys.argv[1]); import torch, lenet; "
+            "m = lenet.LeNet5(); print(tuple(m(torch.randn(2, 1, 32, 32)).shape), lenet.triton)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True,
+                       env={**__import__("os").environ, "TRITON_INTERPRET": "1"})
+    assert r.stdout.split("\n")[0] == "(2, 10) None"
+
+
+def test_paths():
+    assert Path(SPECS_DIR).is_dir() and SPECS
