@@ -11,7 +11,7 @@ from dlc.compiler.types import batched_str
 def summarize(g: Graph) -> str:
     """Every node with its module path, op, output shape(s) and parameters (shared ones counted once)."""
     params = count_params(g)
-    plan = group_fusions(g)
+    plan = group_fusions(g, recurrent=True)
     rows: list[tuple[str, str, str, str, str]] = []
     seen: set[str] = set()
     for node in g.nodes:

@@ -153,7 +153,7 @@ def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
 
 
 def group_fusions(g: Graph, recurrent: bool = True) -> FusionPlan:
-    """Partition ``g``'s nodes into fusion groups (see the module docstring)."""
+    """``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU (cuDNN)."""
     users = g.users()
     groups: list[FusionGroup] = []
     taken: set[int] = set()

@@ -60,11 +60,13 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
 
 def compile(path: str | Path, *, params_file: str | Path | None = None, network: str | None = None,
-            fuse: bool = False, optimize: str | None = None, **params: Any) -> Compiled:
+            fuse: bool = False, optimize: str | None = None, fused_recurrent: bool = False,
+            **params: Any) -> Compiled:
     """Compile the spec at ``path`` with parameter overrides; raises :class:`DlcError` for spec errors.
 
     ``fuse=True`` emits the fused module (Triton kernels on CUDA, PyTorch ops elsewhere);
-    ``optimize="inference"`` applies the inference rewrites (batchnorm folding, channels-last).
+    ``optimize="inference"`` applies the inference rewrites (batchnorm folding, channels-last);
+    ``fused_recurrent=True`` runs LSTM/GRU layers with dlc's gate kernels instead of nn.LSTM/cuDNN.
     """
     from dlc.backends.torch.emit import emit_module
     from dlc.compiler.passes import optimize_graph
@@ -72,11 +74,12 @@ def compile(path: str | Path, *, params_file: str | Path | None = None, network:
     overrides = read_params_file(params_file) if params_file else {}
     overrides.update(params)
     graph = optimize_graph(build_graph(path, overrides, network), optimize)
-    return Compiled(graph, emit_module(graph, fuse=fuse, channels_last=optimize == "inference"))
+    return Compiled(graph, emit_module(graph, fuse=fuse, channels_last=optimize == "inference",
+                                       fused_recurrent=fused_recurrent))
 
 
 def load(path: str | Path, *, params_file: str | Path | None = None, network: str | None = None,
-         fuse: bool = False, optimize: str | None = None, **params: Any) -> Any:
+         fuse: bool = False, optimize: str | None = None, fused_recurrent: bool = False, **params: Any) -> Any:
     """Compile the spec at ``path`` and return a new instance of its network (a ``torch.nn.Module``)."""
     return compile(path, params_file=params_file, network=network, fuse=fuse, optimize=optimize,
-                   **params).instantiate()
+                   fused_recurrent=fused_recurrent, **params).instantiate()

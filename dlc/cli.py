@@ -59,7 +59,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     g = _graph(args)
     if args.explain_fusion:
         sys.stderr.write(explain(g))
-    source = emit_module(g, fuse=args.fuse, channels_last=args.optimize == "inference")
+    source = emit_module(g, fuse=args.fuse, channels_last=args.optimize == "inference",
+                         fused_recurrent=args.fused_recurrent)
     _write(args.output, source)
     return 0
 
@@ -135,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", metavar="OUT.py", help="output file (default: stdout)")
     c.add_argument("--fuse", action="store_true",
                    help="run fusion groups as Triton kernels on CUDA (PyTorch ops elsewhere)")
+    c.add_argument("--fused-recurrent", action="store_true",
+                   help="with --fuse: LSTM/GRU layers run dlc's gate kernels instead of nn.LSTM/cuDNN")
     c.add_argument("--explain-fusion", action="store_true",
                    help="list the fusion groups, their ops and the bytes they save (on stderr)")
     c.add_argument("--optimize", choices=["inference"],

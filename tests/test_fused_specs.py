@@ -56,6 +56,8 @@ def pair(name: str, **options):
     params = {**SMALL.get(name, {}), **NO_DROPOUT.get(name, {})}
     plain = dlc.load(path, **params)
     randomise_batchnorm(plain)
+    if options.get("fuse") and name in ("bilstm_tagger", "seq2seq"):
+        options = {**options, "fused_recurrent": True}  # cuDNN is the default; test dlc's recurrent kernels
     other = dlc.load(path, **params, **options)
     other.load_state_dict(plain.state_dict())
     graph = dlc.compile(path, **params).graph

@@ -1,6 +1,6 @@
 """Semantic tier: modules generated from specs/ compute the same numbers as trusted implementations.
 
-Trusted implementations are torchvision (resnet18, googlenet) and the hand-written torch.nn twins in
+Trusted implementations are torchvision (resnet18, resnet50, googlenet) and the hand-written torch.nn twins in
 tests/reference_models.py (the other specs). Weights are copied from one model to the other, so any
 difference is a difference in the computation. Tolerances (stated per test):
 
@@ -128,6 +128,54 @@ def test_resnet18_train_gradients_match_torchvision(resnet_pair):
     """Train mode (batch statistics), float64: every parameter's gradient and the updated running
     statistics equal torchvision's (atol 1e-5)."""
     m0, tv0 = resnet_pair
+    m, tv = copy.deepcopy(m0).double().train(), copy.deepcopy(tv0).double().train()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    w = torch.randn(2, 1000, dtype=torch.float64)
+    (m(x) * w).sum().backward()
+    (tv(x) * w).sum().backward()
+    assert_grads_match(m, tv)
+    for (k, b), (_, bt) in zip(m.named_buffers(), tv.named_buffers()):
+        assert torch.allclose(b.double(), bt.double(), atol=1e-10), f"buffer {k} after a training step"
+
+
+# ---- 1b. ResNet-50 (bottleneck blocks) vs torchvision ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet50_pair():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(3)
+    tv = torchvision.models.resnet50(weights=None)
+    randomize_batchnorm(tv)
+    m = dlc.load(spec("resnet50"))
+    m.load_state_dict(tv.state_dict(), strict=True)
+    return m, tv
+
+
+def test_resnet50_parameter_count(resnet50_pair):
+    m, tv = resnet50_pair
+    assert n_params(tv) == 25_557_032
+    assert n_params(m) == n_params(tv)
+    assert total_params(dlc.compile(spec("resnet50")).graph) == n_params(tv)
+
+
+def test_resnet50_eval_matches_torchvision(resnet50_pair):
+    """Eval mode with randomised batchnorm statistics: the stride sits on the 3x3 convolution (v1.5),
+    otherwise the logits would differ. Max abs diff <= 1e-5."""
+    m, tv = resnet50_pair
+    m.eval(), tv.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        got, want = m(x), tv(x)
+    assert got.shape == (2, 1000)
+    assert_close(got, want, what="resnet50 logits")
+
+
+@pytest.mark.slow
+def test_resnet50_train_gradients_match_torchvision(resnet50_pair):
+    """Train mode (batch statistics), float64: every parameter's gradient and the updated running
+    statistics equal torchvision's (atol 1e-5)."""
+    m0, tv0 = resnet50_pair
     m, tv = copy.deepcopy(m0).double().train(), copy.deepcopy(tv0).double().train()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     w = torch.randn(2, 1000, dtype=torch.float64)

@@ -1,6 +1,6 @@
 """The reference specs in specs/ elaborate, verify, and match their sources of truth at IR level.
 
-Module paths and parameter counts are compared with torchvision (resnet18, googlenet) and with
+Module paths and parameter counts are compared with torchvision (resnet18, resnet50, googlenet) and with
 equivalent ``torch.nn`` models built here (the others). No forward passes: these tests are fast.
 """
 
@@ -73,7 +73,7 @@ def shape(g, output: str):
 
 def test_specs_exist():
     names = {p.stem for p in ALL_SPECS}
-    assert {"resnet18", "googlenet", "mlp", "lenet5", "autoencoder", "siamese", "bilstm_tagger",
+    assert {"resnet18", "resnet50", "googlenet", "mlp", "lenet5", "autoencoder", "siamese", "bilstm_tagger",
             "seq2seq"} <= names
 
 
@@ -106,6 +106,42 @@ def test_resnet18_classes_override():
     tvm = pytest.importorskip("torchvision.models")
     ref = tvm.resnet18(weights=None, num_classes=10)
     g = build_graph(spec("resnet18"), overrides={"classes": 10})
+    assert ir_paths(g) == torch_paths(ref)
+    assert total_params(g) == n_params(ref)
+    assert shape(g, "logits") == (10,)
+
+
+def test_resnet50_matches_torchvision():
+    tvm = pytest.importorskip("torchvision.models")
+    ref = tvm.resnet50(weights=None)
+    g = build_graph(spec("resnet50"))
+    assert ir_paths(g) == torch_paths(ref)
+    assert ir_param_names(g) == {n for n, _ in ref.named_parameters()}
+    assert total_params(g) == n_params(ref) == 25_557_032
+    assert [n for n, _ in g.outputs] == ["logits"]
+    assert shape(g, "logits") == (1000,)
+
+
+def test_resnet50_hyperparameters_match_torchvision():
+    """Kernel, stride and padding of every convolution: the stride of a downsampling bottleneck is on
+    its 3x3 conv2 and its 1x1 downsample.0 (ResNet v1.5), which parameter counts cannot tell."""
+    tvm = pytest.importorskip("torchvision.models")
+    ref = tvm.resnet50(weights=None)
+    g = build_graph(spec("resnet50"))
+    nodes = {n.module_path: n for n in g.nodes if n.module_path}
+    convs = [(name, m) for name, m in ref.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 53
+    for name, m in convs:
+        a = nodes[name].attrs
+        assert (a["k"], a["stride"], a["pad"]) == (m.kernel_size[0], m.stride[0], m.padding[0]), name
+        assert a["bias"] is (m.bias is not None), name
+    assert nodes["layer2.0.conv2"].attrs["stride"] == 2 and nodes["layer2.0.conv1"].attrs["stride"] == 1
+
+
+def test_resnet50_classes_override():
+    tvm = pytest.importorskip("torchvision.models")
+    ref = tvm.resnet50(weights=None, num_classes=10)
+    g = build_graph(spec("resnet50"), overrides={"classes": 10})
     assert ir_paths(g) == torch_paths(ref)
     assert total_params(g) == n_params(ref)
     assert shape(g, "logits") == (10,)

@@ -244,10 +244,11 @@ class Namer:
 
 
 class ModuleEmitter:
-    def __init__(self, g: Graph, fuse: bool = False, channels_last: bool = False) -> None:
+    def __init__(self, g: Graph, fuse: bool = False, channels_last: bool = False,
+                 fused_recurrent: bool = False) -> None:
         self.g = g
         self.channels_last = channels_last and any(n.op == "conv2d" for n in g.nodes)
-        self.fused = FusedEmitter(g) if fuse else None
+        self.fused = FusedEmitter(g, recurrent=fused_recurrent) if fuse else None
         self.classes: list[ClassDef] = []
         self.instances: list[_Instance] = []
         self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
@@ -574,13 +575,14 @@ def _format_lines(lines: list[Line], indent: str) -> list[str]:
     return out
 
 
-def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False) -> str:
+def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused_recurrent: bool = False) -> str:
     """The Python source of a module computing ``g``.
 
     With ``fuse``, fusion groups run as Triton kernels; ``channels_last`` makes a network with 2-d
-    convolutions keep its parameters and image inputs in channels-last memory order.
+    convolutions keep its parameters and image inputs in channels-last memory order. Recurrent
+    layers keep nn.LSTM / nn.GRU (cuDNN) unless ``fused_recurrent``.
     """
-    em = ModuleEmitter(g, fuse, channels_last)
+    em = ModuleEmitter(g, fuse, channels_last, fused_recurrent)
     if em.fused is not None:
         em.fused.check_names()
     net = em.network()

@@ -32,7 +32,7 @@ def runtime_names(text: str) -> set[str]:
 
 
 class FusedEmitter:
-    def __init__(self, g: Graph, recurrent: bool = True) -> None:
+    def __init__(self, g: Graph, recurrent: bool = False) -> None:
         self.g = g
         self.plan = group_fusions(g, recurrent=recurrent)
         self.kernels: dict[tuple, KernelSpec] = {}
