@@ -96,7 +96,8 @@ def fold_batchnorm(g: Graph) -> Graph:
     The batchnorm node goes; the layer before it gains ``attrs["fold"]`` naming the batchnorm and
     its settings. The generated module keeps both modules (so state_dicts still load) and in eval
     mode runs one convolution with the folded weights; in training mode it runs both as before.
-    Only pairs a single forward runs directly are folded (not members of ``nn.Sequential``).
+    Inside a labelled group or repeat the pair are consecutive children of one ``nn.Sequential``,
+    which becomes a ``FoldingSequential`` (same children, same state_dict).
     """
     producer = g.producer()
     users = g.users()
@@ -106,8 +107,7 @@ def fold_batchnorm(g: Graph) -> Graph:
             continue
         prev = producer.get(node.inputs[0])
         if (prev is None or prev.op not in FOLDABLE or "fold" in prev.attrs or len(users[prev.outputs[0]]) != 1
-                or prev.scope != node.scope or (node.scope and node.scope[-1].kind == "seq")
-                or any(v == prev.outputs[0] for _, v in g.outputs)):
+                or prev.scope != node.scope or any(v == prev.outputs[0] for _, v in g.outputs)):
             continue
         prev.attrs = {**prev.attrs, "fold": {"name": node.name, "eps": node.attrs["eps"],
                                               "momentum": node.attrs["momentum"], "affine": node.attrs["affine"]}}
@@ -130,12 +130,38 @@ def fold_batchnorm(g: Graph) -> Graph:
     return g
 
 
+# Ops whose backward does not read their output, so a later op may overwrite it.
+_OVERWRITABLE = ("conv1d", "conv2d", "conv_transpose2d", "linear", "batchnorm", "add")
+
+
+def compute_in_place(g: Graph) -> Graph:
+    """Let ``relu`` and ``add`` overwrite their first input where nothing else reads it (inference).
+
+    Only values made by ops whose gradient does not need their result qualify, so training
+    still works (autograd checks this and would raise, never compute wrongly).
+    """
+    producer = g.producer()
+    users = g.users()
+    outputs = {v for _, v in g.outputs}
+    for node in g.nodes:
+        if node.op not in ("relu", "add") or not node.inputs:
+            continue
+        v = node.inputs[0]
+        prev = producer.get(v)
+        if (prev is None or prev.op not in _OVERWRITABLE or len(users.get(v, [])) != 1 or v in outputs
+                or node.inputs.count(v) != 1 or g.types[v] != node.types[0]):
+            continue
+        node.attrs = {**node.attrs, "inplace": True}
+    return g
+
+
 def optimize_graph(g: Graph, level: str | None) -> Graph:
-    """The rewrites of an optimisation level (``None``: none; ``"inference"``: :func:`fold_batchnorm`)."""
+    """The rewrites of an optimisation level (``None``: none; ``"inference"``: :func:`fold_batchnorm`,
+    then :func:`compute_in_place`; the emitter adds channels-last memory order)."""
     if level not in OPTIMIZATIONS:
         raise ValueError(f"unknown optimisation level {level!r}; expected one of {OPTIMIZATIONS}")
     if level == "inference":
-        g = verify(fold_batchnorm(g))
+        g = verify(compute_in_place(fold_batchnorm(g)))
     return g
 
 

@@ -119,15 +119,31 @@ def test_inference_rewrites_keep_outputs(name, fuse):
     fast.eval()
     with torch.no_grad():
         assert_outputs_close(plain(*xs), fast(*xs))
+    # the rewritten module still trains: the same outputs and gradients in train mode (float64)
+    plain.double().train()
+    fast.double().train()
+    xs = [x.double() if x.is_floating_point() else x for x in xs]
+    ya, yb = plain(*xs), fast(*xs)
+    assert_outputs_close(ya, yb)
+    sum((y ** 2).mean() for y in outputs(ya)).backward()
+    sum((y ** 2).mean() for y in outputs(yb)).backward()
+    grads = dict(fast.named_parameters())
+    for pname, p in plain.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, grads[pname].grad, atol=1e-8), pname
 
 
-def test_inference_rewrites_fold_every_conv_batchnorm_pair_of_resnet18():
+def test_inference_rewrites_of_resnet18():
     compiled = dlc.compile(SPECS_DIR / "resnet18.dln", optimize="inference")
     ops = [n.op for n in compiled.graph.nodes]
-    # the three downsample branches are nn.Sequential members (conv, bn called as modules): not folded
-    assert ops.count("batchnorm") == 3
-    # one call in the stem, two in each of the two BasicBlock classes (with and without downsample)
+    assert ops.count("batchnorm") == 0
+    assert sum("fold" in n.attrs for n in compiled.graph.nodes) == 20
+    # one call in the stem, two in each of the two BasicBlock classes (with and without downsample) ...
     assert compiled.source.count("folded_batchnorm(self.") == 5
+    # ... and the downsample branches, nn.Sequential members, fold in a FoldingSequential
+    assert compiled.source.count("self.downsample = FoldingSequential(") == 1
+    # relu and the residual add overwrite values nothing else reads
+    assert "y = out.add_(" in compiled.source and "F.relu(out, inplace=True)" in compiled.source
     assert "self.to(memory_format=torch.channels_last)" in compiled.source
     model = compiled.instantiate()
     assert sum(p.numel() for p in model.parameters()) == 11_689_512  # the batchnorms are still there

@@ -289,25 +289,30 @@ class ModuleEmitter:
         if child.kind == "block":
             return [self._block_class(child, nodes, depth + 1)]
         items: list[tuple[str, list[str]]] = []
+        seq = "nn.Sequential"
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:
                 (node,) = sub_nodes
                 items.append((node.name or "", [self._module_init(node, in_sequential=True)]))
+                for line in self.folded_init(node, set()):
+                    items.append((node.attrs["fold"]["name"], [line.code.split(" = ", 1)[1]]))
+                    seq = "FoldingSequential"
+                    self.helpers.add("folded_batchnorm")
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
         positional = all(name == str(i) for i, (name, _) in enumerate(items))
         if not positional:
             # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
             self.ordered_dict = True
-            lines = ["nn.Sequential(OrderedDict(["]
+            lines = [f"{seq}(OrderedDict(["]
             for name, expr in items:
                 lines.append(f"    ({lit(name)}, {expr[0]}")
                 lines.extend("    " + e for e in expr[1:])
                 lines[-1] += "),"
             return lines + ["]))"]
         if len(items) == 1 and len(items[0][1]) == 1:
-            return [f"nn.Sequential({items[0][1][0]})"]
-        lines = ["nn.Sequential("]
+            return [f"{seq}({items[0][1][0]})"]
+        lines = [f"{seq}("]
         for _, expr in items:
             lines.append(f"    {expr[0]}")
             lines.extend("    " + e for e in expr[1:])

@@ -112,20 +112,53 @@ class SequenceGRU(SequenceOutput, nn.GRU):
 ''',
     "folded_batchnorm": '''
 def folded_batchnorm(layer, bn, x):
-    """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights."""
+    """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights.
+
+    The folded weights are kept on `layer` until any tensor they come from changes (loading a
+    state_dict, an optimizer step and `.to()` all do) or autograd needs them.
+    """
     if bn.training:
         return bn(layer(x))
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    shift = -bn.running_mean * scale
-    if bn.weight is not None:
-        scale = scale * bn.weight
-        shift = shift * bn.weight + bn.bias
-    weight = layer.weight * scale.view(-1, *[1] * (layer.weight.dim() - 1))
-    bias = shift if layer.bias is None else shift + layer.bias * scale
+    sources = [t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+               if t is not None]
+    key = tuple((t.data_ptr(), t._version) for t in sources)
+    cached = getattr(layer, "_folded", None)
+    if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+        weight, bias = cached[1], cached[2]
+    else:
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.weight is not None:
+            scale = scale * bn.weight
+            shift = shift * bn.weight + bn.bias
+        weight = layer.weight * scale.view(-1, *[1] * (layer.weight.dim() - 1))
+        bias = shift if layer.bias is None else shift + layer.bias * scale
+        if weight.dim() == 4 and layer.weight.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        if not torch.is_grad_enabled():
+            layer._folded = (key, weight, bias)
     if isinstance(layer, nn.Linear):
         return F.linear(x, weight, bias)
     conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
     return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+class FoldingSequential(nn.Sequential):
+    """nn.Sequential whose convolution (or linear) + batchnorm pairs run as one folded layer in eval mode."""
+
+    def forward(self, x):
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            pair = layers[i : i + 2]
+            if (len(pair) == 2 and isinstance(pair[0], (nn.Conv1d, nn.Conv2d, nn.Linear))
+                    and isinstance(pair[1], nn.modules.batchnorm._BatchNorm)):
+                x = folded_batchnorm(pair[0], pair[1], x)
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
 ''',
     "SelfAttention": '''
 class SelfAttention(nn.MultiheadAttention):

@@ -200,7 +200,8 @@ def _dropout_init(n: Node, ins: list[Type]) -> str:
 emits("dropout", _dropout_init, _dropout_forward)
 
 _ACTIVATIONS: dict[str, tuple[Callable[[Node], str], Callable[[Node, str], str]]] = {
-    "relu": (lambda n: "nn.ReLU()", lambda n, x: f"F.relu({x})"),
+    "relu": (lambda n: "nn.ReLU(inplace=True)" if n.attrs.get("inplace") else "nn.ReLU()",
+             lambda n, x: f"F.relu({x}, inplace=True)" if n.attrs.get("inplace") else f"F.relu({x})"),
     "leaky_relu": (lambda n: f"nn.LeakyReLU({lit(n.attrs['slope'])})",
                    lambda n, x: f"F.leaky_relu({x}, {lit(n.attrs['slope'])})"),
     "elu": (lambda n: f"nn.ELU({lit(n.attrs['alpha'])})", lambda n, x: f"F.elu({x}, {lit(n.attrs['alpha'])})"),
@@ -251,7 +252,8 @@ def _concat_axis(n: Node, ins: list[Type]) -> int:
 
 emits("concat", None,
       _functional(lambda n, ins, a: f"torch.cat([{', '.join(a)}], dim={_concat_axis(n, ins)})"))
-emits("add", None, _functional(lambda n, ins, a: " + ".join(a)))
+emits("add", None, _functional(lambda n, ins, a: (f"{a[0]}.add_({' + '.join(a[1:])})" if n.attrs.get("inplace")
+                                                   else " + ".join(a))))
 emits("sub", None, _functional(lambda n, ins, a: " - ".join(a)))
 emits("mul", None, _functional(lambda n, ins, a: " * ".join(a)))
 emits("mean", None, _functional(lambda n, ins, a: f"({' + '.join(a)}) / {len(a)}"))

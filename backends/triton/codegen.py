@@ -68,13 +68,15 @@ class KernelSpec:
 
     def base_name(self) -> str:
         ops = [s.op for s in self.pre + ((self.row,) if self.row else ()) + self.post]
-        prefix = {"linear": "linear_", "row": "", "elementwise": ""}[self.kind]
+        if self.kind == "linear" and ops[0] == "bias":
+            ops = ops[1:]  # a linear layer's bias goes without saying
+        prefix = "linear_" if self.kind == "linear" else ""
         words: list[str] = []
         for op in ops:
             word = {"affine": "bn"}.get(op, op)
             if not words or words[-1] != word:
                 words.append(word)
-        return prefix + "_".join(words)
+        return (prefix + "_".join(words)).rstrip("_")
 
 
 def _note(g: Graph, n: Node) -> str:
@@ -294,8 +296,8 @@ def _indent(lines: list[str], n: int = 4) -> list[str]:
     return [" " * n + ln for ln in lines]
 
 
-def _signature(name: str, first: list[str], k: int, tail: list[str]) -> str:
-    params = first + [f"x{i}_ptr" for i in range(k)] + ["seed", "on"] + tail
+def _signature(name: str, first: list[str], k: int, tail: list[str], skip_first: bool = False) -> str:
+    params = first + [f"x{i}_ptr" for i in range(1 if skip_first else 0, k)] + ["seed", "on"] + tail
     return wrap_call(f"def {name}(", params, "):")
 
 
@@ -315,7 +317,8 @@ class Source:
 
     def text(self) -> str:
         s = self.spec
-        header = [f"# Kernel `{s.name}`: {' -> '.join(st.op for st in s.pre + ((s.row,) if s.row else ()) + s.post)}"]
+        ops = [st.op for st in s.pre + ((s.row,) if s.row else ()) + s.post]
+        header = [f"# Kernel `{s.name}`: {' -> '.join((['matmul'] if s.kind == 'linear' else []) + ops)}"]
         header += [f"#   {u}" for u in s.uses]
         if s.kind == "elementwise" or s.kind == "linear":
             parts = [self._elementwise(), self._reference()]
@@ -378,7 +381,8 @@ class Source:
                 + [f"st{i}_{d}" for i in range(1, k) for d in range(2)]
                 + ["STORE_Z: tl.constexpr", "BM: tl.constexpr", "BN: tl.constexpr", "BK: tl.constexpr",
                    "COMPUTE: tl.constexpr", "DOT: tl.constexpr", "PRECISION: tl.constexpr"])
-        head = _signature(f"{s.name}_forward", ["out_ptr", "z_ptr", "a_ptr", "w_ptr"], k, tail)
+        # input 0 is the product itself (the accumulator), so the kernel takes pointers to inputs 1.. only
+        head = _signature(f"{s.name}_forward", ["out_ptr", "z_ptr", "a_ptr", "w_ptr"], k, tail, skip_first=True)
         body = [
             "rm = tl.program_id(0) * BM + tl.arange(0, BM)",
             "rn = tl.program_id(1) * BN + tl.arange(0, BN)",

@@ -212,7 +212,7 @@ class _Linear(torch.autograd.Function):
         precision = "ieee" if dtype in (torch.float32, torch.float64) else None
         strides = [st for t in ins for st in t.stride()]
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-        kernel.forward[grid](out, z, a, weight, z, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
+        kernel.forward[grid](out, z, a, weight, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
                              STORE_Z=store_z, BM=bm, BN=bn, BK=bk, COMPUTE=_compute_dtype(dtype), DOT=dot,
                              PRECISION=precision)
         ctx.save_for_backward(a, weight, z, *extras)
