@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlc.backends.triton.runtime.common import jit, tl, triton, use_triton  # noqa: F401
+from dlc.backends.triton.runtime.common import dlc_tanh, jit, tl, triton, use_triton  # noqa: F401
 
 # ---- embedded below ----
 # Largest block (batch rows x hidden units) of one step-kernel program; both are powers of two.
@@ -41,13 +41,6 @@ _RNN_MUL = 2  # fwd * bwd
 _RNN_AVE = 3  # (fwd + bwd) / 2
 _RNN_SKIP = 4  # nothing (the forward direction of a merged output: the backward one writes the merge)
 _RNN_MERGES = {"sum": _RNN_SUM, "mul": _RNN_MUL, "ave": _RNN_AVE}
-
-
-@jit
-def _rnn_tanh(x):
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(x < 0, -t, t)
 
 
 @jit
@@ -89,12 +82,12 @@ def _rnn_lstm_fwd_kernel(xp_ptr, sxb, hp_ptr, c_prev_ptr, c_ptr, gate_ptr, h_ptr
     pre = tl.load(xp + H, mask=mask, other=0.0).to(CDT) + tl.load(hp + H, mask=mask, other=0.0).to(CDT)
     gf = tl.sigmoid(pre)
     pre = tl.load(xp + 2 * H, mask=mask, other=0.0).to(CDT) + tl.load(hp + 2 * H, mask=mask, other=0.0).to(CDT)
-    gg = _rnn_tanh(pre)
+    gg = dlc_tanh(pre)
     pre = tl.load(xp + 3 * H, mask=mask, other=0.0).to(CDT) + tl.load(hp + 3 * H, mask=mask, other=0.0).to(CDT)
     go = tl.sigmoid(pre)
     st = rb * H + rh
     c = gf * tl.load(c_prev_ptr + st, mask=mask, other=0.0).to(CDT) + gi * gg
-    h = (go * _rnn_tanh(c)).to(h_ptr.dtype.element_ty)
+    h = (go * dlc_tanh(c)).to(h_ptr.dtype.element_ty)
     tl.store(c_ptr + st, c.to(c_ptr.dtype.element_ty), mask=mask)
     gp = gate_ptr + rb * (4 * H) + rh
     tl.store(gp, gi.to(gate_ptr.dtype.element_ty), mask=mask)
@@ -120,7 +113,7 @@ def _rnn_lstm_bwd_kernel(dout_ptr, sdb, oth_ptr, dh_ptr, dc_ptr, gate_ptr, c_pre
     gf = tl.load(gp + H, mask=mask, other=0.0).to(CDT)
     gg = tl.load(gp + 2 * H, mask=mask, other=0.0).to(CDT)
     go = tl.load(gp + 3 * H, mask=mask, other=0.0).to(CDT)
-    tc = _rnn_tanh(tl.load(c_ptr + st, mask=mask, other=0.0).to(CDT))
+    tc = dlc_tanh(tl.load(c_ptr + st, mask=mask, other=0.0).to(CDT))
     dc = tl.load(dc_ptr + st, mask=mask, other=0.0).to(CDT) + dh * go * (1.0 - tc * tc)
     d_i = dc * gg * gi * (1.0 - gi)
     d_f = dc * tl.load(c_prev_ptr + st, mask=mask, other=0.0).to(CDT) * gf * (1.0 - gf)
@@ -146,7 +139,7 @@ def _rnn_gru_fwd_kernel(xp_ptr, sxb, hp_ptr, h_prev_ptr, gate_ptr, h_ptr, out_pt
     r = tl.sigmoid(tl.load(xp, mask=mask, other=0.0).to(CDT) + tl.load(hp, mask=mask, other=0.0).to(CDT))
     z = tl.sigmoid(tl.load(xp + H, mask=mask, other=0.0).to(CDT) + tl.load(hp + H, mask=mask, other=0.0).to(CDT))
     hn = tl.load(hp + 2 * H, mask=mask, other=0.0).to(CDT)
-    n = _rnn_tanh(tl.load(xp + 2 * H, mask=mask, other=0.0).to(CDT) + r * hn)
+    n = dlc_tanh(tl.load(xp + 2 * H, mask=mask, other=0.0).to(CDT) + r * hn)
     st = rb * H + rh
     h_prev = tl.load(h_prev_ptr + st, mask=mask, other=0.0).to(CDT)
     h = (n + z * (h_prev - n)).to(h_ptr.dtype.element_ty)
