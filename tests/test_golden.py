@@ -73,6 +73,20 @@ def test_golden(spec: Path, update_golden: bool):
     check_golden(GOLDEN / f"{spec.stem}.py", compiled.source, update_golden)
 
 
+# Variants of the generated source kept as golden files too: <spec>.<variant>.py
+VARIANTS = {
+    ("resnet18", "fused"): {"fuse": True},  # conv epilogue kernels, shared between blocks
+    ("mlp", "fused"): {"fuse": True},  # matmul kernels with a dropout epilogue
+    ("resnet18", "inference"): {"optimize": "inference"},  # folded batchnorm, in-place ops, channels-last
+}
+
+
+@pytest.mark.parametrize("name,variant", sorted(VARIANTS), ids=lambda v: v)
+def test_golden_variants(name: str, variant: str, update_golden: bool):
+    compiled = dlc.compile(ROOT / "specs" / f"{name}.dln", **VARIANTS[(name, variant)])
+    check_golden(GOLDEN / f"{name}.{variant}.py", compiled.source, update_golden)
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
 def test_output_does_not_depend_on_working_directory(spec: Path, tmp_path: Path, monkeypatch):
     """A relative path from another directory gives the same IR text and source as the absolute one."""
@@ -93,6 +107,8 @@ def test_no_stale_golden_files():
         if f.name == "README.md":
             continue
         stem = f.name.removesuffix(".ir.txt").removesuffix(".py")
+        for _, variant in VARIANTS:
+            stem = stem.removesuffix(f".{variant}")
         if stem not in names:
             stale.append(f.name)
     assert not stale, f"golden files without a spec in specs/: {stale}"
