@@ -1,0 +1,70 @@
+"""The fused modules on a CUDA GPU, with compiled (not interpreted) Triton kernels.
+
+Run by tests/test_gpu.py in a fresh process without TRITON_INTERPRET (the rest of the suite runs the
+interpreter, which must be chosen before triton is imported). Usable on its own:
+``python tests/gpu_check.py [spec ...]``. Exits 1 and prints each difference above tolerance.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTERPRET to compile the kernels"
+
+import torch  # noqa: E402
+
+import dlc  # noqa: E402
+
+SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+NO_DROPOUT = {"mlp": {"dropout": 0.0}, "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}}
+TOL = {torch.float32: 1e-3, torch.bfloat16: 5e-2}  # relative to the output's largest magnitude
+
+
+def inputs(graph, device: str) -> list[torch.Tensor]:
+    vocab = min([n.attrs["vocab"] for n in graph.nodes if n.op == "embedding"], default=100)
+    out = []
+    for _, v in graph.inputs:
+        t = graph.types[v]
+        shape = [4] + [d if isinstance(d, int) else 16 for d in t.shape]
+        out.append(torch.randint(0, vocab, shape, device=device) if t.dtype.startswith("int")
+                   else torch.randn(shape, device=device))
+    return out
+
+
+def as_tuple(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+def check(name: str) -> list[str]:
+    path = SPECS_DIR / f"{name}.dln"
+    params = NO_DROPOUT.get(name, {})
+    torch.manual_seed(0)
+    plain = dlc.load(path, **params).cuda()
+    fused = dlc.load(path, fuse=True, fused_recurrent=True, **params).cuda()
+    fused.load_state_dict(plain.state_dict())
+    graph = dlc.compile(path, **params).graph
+    errors = []
+    for dtype in (torch.float32, torch.bfloat16):
+        xs = [x.to(dtype) if x.is_floating_point() else x for x in inputs(graph, "cuda")]
+        for mode in ("eval", "train"):
+            a, b = plain.to(dtype).train(mode == "train"), fused.to(dtype).train(mode == "train")
+            with torch.no_grad():
+                for ya, yb in zip(as_tuple(a(*xs)), as_tuple(b(*xs))):
+                    err = (ya.float() - yb.float()).abs().max().item() / max(1.0, ya.float().abs().max().item())
+                    if not err <= TOL[dtype]:
+                        errors.append(f"{name} {dtype} {mode}: relative difference {err:.2e}")
+    return errors
+
+
+def main(names: list[str]) -> int:
+    errors = [e for name in names for e in check(name)]
+    for e in errors:
+        print(e)
+    print(f"{len(names)} specs checked on {torch.cuda.get_device_name()}: {len(errors)} differences")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or sorted(p.stem for p in SPECS_DIR.glob("*.dln"))))
