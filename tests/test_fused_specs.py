@@ -180,3 +180,20 @@ def test_fused_module_runs_without_triton(tmp_path):
 
 def test_paths():
     assert Path(SPECS_DIR).is_dir() and SPECS
+
+
+def test_folded_weights_follow_new_weights():
+    torch.manual_seed(0)
+    plain, fast, graph = pair("autoencoder", optimize="inference")
+    x = inputs(graph)
+    plain.eval()
+    fast.eval()
+    with torch.no_grad():
+        assert_outputs_close(plain(*x), fast(*x))
+        for model in (plain, fast):  # in place, as optimizers and load_state_dict change tensors
+            model.enc1.conv.weight.mul_(1.5)
+            model.enc1.bn.running_var.mul_(2.0)
+        assert_outputs_close(plain(*x), fast(*x))
+        plain.enc2.bn.bias.add_(1.0)
+        fast.load_state_dict(plain.state_dict())
+        assert_outputs_close(plain(*x), fast(*x))

@@ -288,3 +288,24 @@ network T {
     src = dlc.compile(path, fuse=True).source
     assert src.count("= ElementwiseKernel(") == 1
     assert "#   b1: conv conv2d -> bn batchnorm -> relu" in src and "#   b2: conv" in src
+
+
+def test_cached_batchnorm_affine_follows_new_statistics(tmp_path):
+    spec = """
+network T {
+    input x: [3, 9, 11]
+    output y = x -> conv: conv2d(5, k=3) -> bn: batchnorm -> relu
+}"""
+    plain, fused, ns, g = compile_pair(tmp_path, spec)
+    plain.eval()
+    fused.eval()
+    x = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), fused(x), atol=1e-6)
+        for model in (plain, fused):  # in place, as load_state_dict and optimizers change tensors
+            model.bn.running_mean.add_(0.5)
+            model.bn.weight.mul_(2.0)
+        assert torch.allclose(plain(x), fused(x), atol=1e-6)
+        plain.bn.running_var.fill_(3.0)
+        fused.load_state_dict(plain.state_dict())
+        assert torch.allclose(plain(x), fused(x), atol=1e-6)
