@@ -78,9 +78,16 @@ def batchnorm_affine(bn, x):
 
     In training mode the statistics are the batch's (and the running ones are updated as
     nn.BatchNorm does); the scale and shift are then differentiable functions of x, so autograd
-    carries their gradient back into x. In eval mode they come from the running statistics.
+    carries their gradient back into x. In eval mode they come from the running statistics, and are
+    kept on the module until a statistic or parameter changes (or autograd needs them).
     """
     dims = [0] + list(range(2, x.dim()))
+    view = [-1] + [1] * (x.dim() - 2)
+    sources = [t for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias) if t is not None]
+    key = (x.dim(),) + tuple((t.data_ptr(), t._version) for t in sources)
+    cached = getattr(bn, "_affine", None)
+    if not bn.training and cached is not None and cached[0] == key and not torch.is_grad_enabled():
+        return cached[1], cached[2]
     if bn.training or bn.running_mean is None:
         var, mean = torch.var_mean(x, dim=dims, unbiased=False)
         if bn.training and bn.running_mean is not None:
@@ -98,8 +105,10 @@ def batchnorm_affine(bn, x):
     shift = -mean * scale
     if bn.bias is not None:
         shift = shift + bn.bias
-    view = [-1] + [1] * (x.dim() - 2)
-    return scale.view(view), shift.view(view)
+    scale, shift = scale.view(view), shift.view(view)
+    if not bn.training and bn.running_mean is not None and not torch.is_grad_enabled():
+        bn._affine = (key, scale, shift)
+    return scale, shift
 
 
 def conv_without_bias(conv, x):
