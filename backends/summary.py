@@ -11,7 +11,7 @@ from dlc.compiler.types import batched_str
 def summarize(g: Graph) -> str:
     """Every node with its module path, op, output shape(s) and parameters (shared ones counted once)."""
     params = count_params(g)
-    plan = group_fusions(g, recurrent=True)
+    plan = group_fusions(g)
     rows: list[tuple[str, str, str, str, str]] = []
     seen: set[str] = set()
     for node in g.nodes:
@@ -49,6 +49,6 @@ def summarize(g: Graph) -> str:
     lines.append("inputs:  " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.inputs))
     lines.append("outputs: " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.outputs))
     if plan.groups:
-        lines.append(f"fused:   {len(plan.groups)} groups, one kernel each with --fuse "
+        lines.append(f"fused:   {len(plan.groups)} groups run as kernels with --fuse "
                      f"(`dlc compile --fuse --explain-fusion` lists them)")
     return "\n".join(lines) + "\n"

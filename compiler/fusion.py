@@ -88,10 +88,10 @@ def _row_ok(g: Graph, node: Node) -> bool:
 
 
 def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
-                v: int) -> str | None:
+                v: int, returned: set[int]) -> str | None:
     """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
-    if len(users.get(v, [])) != 1 or any(out == v for _, out in g.outputs):
-        return None
+    if len(users.get(v, [])) != 1 or any(out == v for _, out in g.outputs) or v in returned:
+        return None  # v is needed outside the group (read elsewhere, or returned by its block)
     if u.scope != group[0].scope or u.op == "input":
         return None
     if not all(_float_tensor(t) for t in u.types) or len(u.outputs) != 1:
@@ -101,6 +101,8 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
     if kind == "elementwise":
         if u.op == "batchnorm" and not (head_kind == "anchor" and len(group) == 1):
             return None  # its batch statistics need its input materialised: only right after an anchor
+        if u.op == "dropout" and any(n.op == "dropout" and n.attrs["always"] != u.attrs["always"] for n in group):
+            return None  # one kernel has one on/off switch for its dropouts
         if u.types[0].shape != tv.shape:
             return None  # the chain value must not be broadcast up to a larger shape
         if not all(_float_tensor(g.types[i]) for i in u.inputs):
@@ -148,13 +150,14 @@ def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
     if terms:
         if total:
             terms.append(str(total))
-        return None, " + ".join(terms)
+        return None, _formula(terms)
     return total, str(total)
 
 
-def group_fusions(g: Graph, recurrent: bool = True) -> FusionPlan:
+def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     """``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU (cuDNN)."""
     users = g.users()
+    returned = {v for _, outs, _, _ in g.calls.values() for v in outs}
     groups: list[FusionGroup] = []
     taken: set[int] = set()
     for node in g.nodes:
@@ -186,7 +189,7 @@ def group_fusions(g: Graph, recurrent: bool = True) -> FusionPlan:
             nxt = users.get(v, [])
             if len(nxt) != 1 or nxt[0].id in taken:
                 break
-            how = _can_extend(g, members, kind, has_row, nxt[0], users, v)
+            how = _can_extend(g, members, kind, has_row, nxt[0], users, v, returned)
             if how is None:
                 break
             has_row = has_row or how == "row"
@@ -195,6 +198,9 @@ def group_fusions(g: Graph, recurrent: bool = True) -> FusionPlan:
             kind = "row"
         if len(members) == 1 and kind != "row":
             continue  # a lone layer runs as PyTorch would run it: no kernel of ours is faster
+        if (kind == "anchor" and node.op != "linear" and len(members) == 2 and not node.attrs.get("bias")
+                and members[1].op != "batchnorm"):
+            continue  # a convolution and one op after it: the kernel would be that op alone
         ids = [n.id for n in members]
         produced = {n.outputs[0] for n in members}
         inputs: list[int] = []
@@ -226,9 +232,19 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def explain(g: Graph) -> str:
-    """``dlc compile --explain-fusion``: every group with its ops, spec lines and the traffic it saves."""
-    plan = group_fusions(g)
+def _formula(terms: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for t in terms:
+        counts[t] = counts.get(t, 0) + 1
+    return " + ".join(t if n == 1 else f"{n}*{t}" for t, n in counts.items())
+
+
+def explain(g: Graph, recurrent: bool = False) -> str:
+    """``dlc compile --explain-fusion``: every group with its ops, spec lines and the traffic it saves.
+
+    The bytes are those the forward pass does not write and read back, per sample.
+    """
+    plan = group_fusions(g, recurrent=recurrent)
     lines = [f"{g.name}: {len(plan.groups)} fusion groups"]
     total = 0
     symbolic = False
@@ -249,5 +265,5 @@ def explain(g: Graph) -> str:
         file = first.span.file.rsplit("/", 1)[-1]
         lines.append(f"  #{grp.id:<3} {grp.kind:<11} {where}: {describe_group(g, grp)}  ({file}:{span}; {saved})")
     more = " (plus the groups with symbolic sizes)" if symbolic else ""
-    lines.append(f"memory traffic saved: {_human(total)} per sample{more}")
+    lines.append(f"memory traffic saved in the forward pass: {_human(total)} per sample{more}")
     return "\n".join(lines) + "\n"

@@ -101,17 +101,30 @@ def fold_batchnorm(g: Graph) -> Graph:
     """
     producer = g.producer()
     users = g.users()
-    drop: dict[int, int] = {}  # batchnorm output -> the folded layer's output
+    pairs: list[tuple[Node, Node]] = []
     for node in g.nodes:
         if node.op != "batchnorm" or node.name is None:
             continue
         prev = producer.get(node.inputs[0])
-        if (prev is None or prev.op not in FOLDABLE or "fold" in prev.attrs or len(users[prev.outputs[0]]) != 1
+        if (prev is None or prev.op not in FOLDABLE or len(users[prev.outputs[0]]) != 1
                 or prev.scope != node.scope or any(v == prev.outputs[0] for _, v in g.outputs)):
             continue
-        prev.attrs = {**prev.attrs, "fold": {"name": node.name, "eps": node.attrs["eps"],
-                                              "momentum": node.attrs["momentum"], "affine": node.attrs["affine"]}}
-        drop[node.outputs[0]] = prev.outputs[0]
+        if prev.op == "linear" and g.types[prev.outputs[0]].rank != 1:
+            continue  # the batchnorm's channels are not the linear layer's output features
+        pairs.append((prev, node))
+    # A layer applied more than once (a shared instance) folds only if every application has the same batchnorm.
+    by_path: dict[str | None, list[Node]] = {}
+    for n in g.nodes:
+        by_path.setdefault(n.module_path, []).append(n)
+    following = {prev.id: bn for prev, bn in pairs}
+    drop: dict[int, int] = {}  # batchnorm output -> the folded layer's output
+    for prev, bn in pairs:
+        uses = by_path[prev.module_path]
+        if not all(u.id in following and following[u.id].module_path == bn.module_path for u in uses):
+            continue
+        prev.attrs = {**prev.attrs, "fold": {"name": bn.name, "eps": bn.attrs["eps"],
+                                              "momentum": bn.attrs["momentum"], "affine": bn.attrs["affine"]}}
+        drop[bn.outputs[0]] = prev.outputs[0]
     if not drop:
         return g
 
@@ -149,8 +162,8 @@ def compute_in_place(g: Graph) -> Graph:
         v = node.inputs[0]
         prev = producer.get(v)
         if (prev is None or prev.op not in _OVERWRITABLE or len(users.get(v, [])) != 1 or v in outputs
-                or node.inputs.count(v) != 1 or g.types[v] != node.types[0]):
-            continue
+                or node.inputs.count(v) != 1 or g.types[v] != node.types[0] or prev.scope != node.scope):
+            continue  # prev.scope == node.scope: never overwrite a block's argument (a shared block's caller)
         node.attrs = {**node.attrs, "inplace": True}
     return g
 

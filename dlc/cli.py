@@ -58,7 +58,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     g = _graph(args)
     if args.explain_fusion:
-        sys.stderr.write(explain(g))
+        sys.stderr.write(explain(g, recurrent=args.fused_recurrent))
+        if not args.fuse:
+            print("note: without --fuse the module runs none of these as kernels", file=sys.stderr)
     source = emit_module(g, fuse=args.fuse, channels_last=args.optimize == "inference",
                          fused_recurrent=args.fused_recurrent)
     _write(args.output, source)

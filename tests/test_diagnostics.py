@@ -962,3 +962,15 @@ def test_deep_nesting_is_a_diagnostic_not_a_recursion_error(tmp_path, expr):
     except DlcError as err:
         assert err.code in ("too-deep", "type-mismatch"), render(err)
         assert err.span is not None and err.span.line == 3
+
+
+def test_merge_of_different_ranks_is_an_error(tmp_path):
+    """[6, 10] + [10] would broadcast the batch axis of the second tensor against the first's 6."""
+    err = error(tmp_path, """
+        network N {
+            input a: [6, 10]
+            input b: [10]
+            output y = a + b
+        }
+        """)
+    check(err, "shape-mismatch", "4:16", message="equal rank", hint="reshape")

@@ -13,12 +13,14 @@ import keyword
 import re
 import textwrap
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
 from dlc.backends.torch.helpers import HELPER_CLASSES, HELPER_OF, HELPERS
+from dlc.backends.text import safe_text
 from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
@@ -182,25 +184,6 @@ def _substitute(cls: ClassDef, numbers: list[str], names: dict[int, str]) -> Non
     cls.init = [Line(f"self.{p} = {p}") for p in used_in_forward] + cls.init
 
 
-def safe_text(text: str) -> str:
-    """Spec-supplied text (file names, string values) made inert for comments and docstrings.
-
-    Control characters (newlines included) and backslashes are escaped and quotes become
-    escaped quotes, so the text can neither end a comment line nor close a docstring.
-    """
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif not ch.isprintable():
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _where(span_file: str, line: int) -> str:
     return f"{safe_text(Path(span_file).name)}:{line}"
 
@@ -208,14 +191,15 @@ def _where(span_file: str, line: int) -> str:
 class Namer:
     """Local variable names for one ``forward``: spec names where possible, reused once dead."""
 
-    def __init__(self, last_use: dict[int, int]) -> None:
+    def __init__(self, last_use: dict[int, int], reserved: Callable[[str], bool] = lambda name: False) -> None:
         self.last_use = last_use
+        self.reserved = reserved
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
 
     def _free(self, name: str, step: int) -> bool:
-        if name in _RESERVED or name in dir(builtins):
+        if name in _RESERVED or name in dir(builtins) or name in HELPER_OF or self.reserved(name):
             return False
         if name not in self.bound:
             return True
@@ -225,6 +209,8 @@ class Namer:
 
     def bind(self, vid: int, hint: str, step: int) -> str:
         base = hint if hint.isidentifier() else "x"
+        if self.reserved(base):  # e.g. fused_*: every numbered variant would be reserved too
+            base = f"v_{base}"
         name, k = base, 0
         while not self._free(name, step):
             k += 1
@@ -266,8 +252,6 @@ class ModuleEmitter:
             if n.op == "input":
                 continue
             child = n.scope[depth] if len(n.scope) > depth else None
-            if child is None and self.fused is not None and self.fused.absorbed(n):
-                continue  # runs inside the kernel of its fusion group, emitted at the group's last node
             if child is not None and steps and steps[-1][0] == child:
                 steps[-1][1].append(n)
             else:
@@ -290,14 +274,16 @@ class ModuleEmitter:
             return [self._block_class(child, nodes, depth + 1)]
         items: list[tuple[str, list[str]]] = []
         seq = "nn.Sequential"
+        folds: list[str] = []
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:
                 (node,) = sub_nodes
                 items.append((node.name or "", [self._module_init(node, in_sequential=True)]))
                 for line in self.folded_init(node, set()):
                     items.append((node.attrs["fold"]["name"], [line.code.split(" = ", 1)[1]]))
+                    folds.append(node.name or "")
                     seq = "FoldingSequential"
-                    self.helpers.add("folded_batchnorm")
+                    self.helpers.update({"folded_batchnorm", "FoldingSequential"})
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
         positional = all(name == str(i) for i, (name, _) in enumerate(items))
@@ -309,7 +295,7 @@ class ModuleEmitter:
                 lines.append(f"    ({lit(name)}, {expr[0]}")
                 lines.extend("    " + e for e in expr[1:])
                 lines[-1] += "),"
-            return lines + ["]))"]
+            return lines + ["])" + (f", fold={lit(folds)})" if folds else ")")]
         if len(items) == 1 and len(items[0][1]) == 1:
             return [f"{seq}({items[0][1][0]})"]
         lines = [f"{seq}("]
@@ -317,6 +303,8 @@ class ModuleEmitter:
             lines.append(f"    {expr[0]}")
             lines.extend("    " + e for e in expr[1:])
             lines[-1] += ","
+        if folds:
+            lines.append(f"    fold={lit(folds)},")
         lines.append(")")
         return lines
 
@@ -342,7 +330,7 @@ class ModuleEmitter:
                 last_use[v] = i
         for v in outputs:
             last_use[v] = len(steps) + 1
-        namer = Namer(last_use)
+        namer = Namer(last_use, self.fused.reserved if self.fused is not None else lambda name: False)
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
         init: list[Line] = []
         body: list[Line] = []
@@ -366,9 +354,6 @@ class ModuleEmitter:
 
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
               declared: set[str]) -> None:
-        if self.fused is not None and self.fused.kernel_group(node) is not None:
-            self.fused.emit_group(self, node, step, namer, init, body, declared)
-            return
         where = _where(node.span.file, node.span.line)
         mod = None
         if node.name is not None:
@@ -377,6 +362,12 @@ class ModuleEmitter:
                 declared.add(node.name)
                 init.append(Line(f"self.{node.name} = {self._module_init(node)}", where))
                 init.extend(self.folded_init(node, declared))
+        if self.fused is not None:
+            if self.fused.absorbed(node):
+                return  # its work happens in its group's kernel, called at the group's last node
+            if self.fused.kernel_group(node) is not None:
+                self.fused.emit_group(self, node, step, namer, body)
+                return
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
         hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
@@ -436,7 +427,9 @@ class ModuleEmitter:
         if self.channels_last:
             note = "optimize=inference: channels-last convolutions"
             cls.init.append(Line("self.to(memory_format=torch.channels_last)", note))
-            images = [name for name, v in g.inputs if isinstance(g.types[v], TensorType) and g.types[v].rank == 3]
+            users = g.users()
+            images = [name for name, v in g.inputs
+                      if any(n.op == "conv2d" for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
         self._finalize()
         cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in cls.init]

@@ -1,9 +1,10 @@
 """The fused part of the PyTorch backend (``dlc compile --fuse``).
 
-The module emitter asks this class what to do with each node: a node inside a fusion group is
-skipped until the group's last node, where one call of the group's kernel is written; recurrent
-layers and attention get forwards of their own. The kernels themselves, with the runtime they
-need, form one section of the generated file (see :meth:`FusedEmitter.section`).
+The module emitter asks this class what to do with each node: a node inside a fusion group only
+declares its module (in its own place, so parameters keep the unfused order) until the group's
+last node, where one call of the group's kernel is written; recurrent layers and attention get
+forwards of their own. The kernels, with the runtime they need, form the last section of the
+generated file (see :meth:`FusedEmitter.section`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dlc.backends.text import safe_text
 from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
 from dlc.backends.triton.runtime import embedded
 from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
@@ -27,8 +29,15 @@ KERNEL_GROUPS = ("anchor", "elementwise", "row")
 
 
 def runtime_names(text: str) -> set[str]:
-    """Top-level names a piece of embedded runtime defines."""
-    return {m.group(1) or m.group(2) for m in re.finditer(r"^(?:def|class) (\w+)|^(\w+) =", text, re.MULTILINE)}
+    """Names a piece of embedded runtime defines at its top level (or imports)."""
+    names = {m.group(1) or m.group(2) for m in re.finditer(r"^\s*(?:def|class) (\w+)|^(\w+) =", text, re.MULTILINE)}
+    for m in re.finditer(r"^\s*import ([\w.]+)(?: as (\w+))?", text, re.MULTILINE):
+        names.add(m.group(2) or m.group(1).split(".")[0])
+    return names
+
+
+# Everything a fused file defines at module level besides the generated kernels (named fused_*).
+RESERVED = frozenset(runtime_names(embedded("common")) | runtime_names(embedded("recurrent")) | {"os"})
 
 
 class FusedEmitter:
@@ -37,8 +46,8 @@ class FusedEmitter:
         self.plan = group_fusions(g, recurrent=recurrent)
         self.kernels: dict[tuple, KernelSpec] = {}
         self.names: set[str] = set()
-        self.runtime: set[str] = {"common"}
-        self.group_specs: dict[int, KernelSpec] = {}
+        self.sections: set[str] = {"core"}
+        self.recurrent = False
 
     # ---- questions the module emitter asks -------------------------------------------------------
 
@@ -49,24 +58,29 @@ class FusedEmitter:
         return None
 
     def absorbed(self, node: Node) -> bool:
+        """A member of a kernel group other than its last: its work happens in the group's kernel."""
         grp = self.plan.group_of.get(node.id)
         return grp is not None and grp.kind in KERNEL_GROUPS and grp.last != node.id
 
     def step_inputs(self, node: Node) -> list[int]:
+        if self.absorbed(node):
+            return []
         grp = self.kernel_group(node)
-        if grp is None:
-            return list(node.inputs)
-        return list(grp.inputs)
+        return list(node.inputs) if grp is None else list(grp.inputs)
 
     def own_forward(self, node: Node) -> bool:
         grp = self.plan.group_of.get(node.id)
         return grp is not None and grp.kind in ("recurrent", "attention")
 
+    @staticmethod
+    def reserved(name: str) -> bool:
+        """Names generated code must not bind (the kernel section's)."""
+        return name in RESERVED or name.startswith("fused_")
+
     def check_names(self) -> None:
         """Block and network names must not shadow what the kernel section defines."""
-        taken = runtime_names(embedded("common")) | runtime_names(embedded("recurrent"))
         for name, span in list(self.g.blocks.items()) + [(self.g.name, self.g.span)]:
-            if name in taken or name.startswith("fused_"):
+            if self.reserved(name):
                 raise DlcError("bad-name", f"`{name}` clashes with a name the fused module defines", span,
                                hint=f"rename it (e.g. `{name}Block`) to compile with --fuse")
 
@@ -75,12 +89,13 @@ class FusedEmitter:
     def forward(self, node: Node, args: list[str], mod: str | None, outs: list[str], ctx: "Ctx") -> list[str]:
         grp = self.plan.group_of[node.id]
         if grp.kind == "attention":
+            self.sections.add("attention")
             q = args[0]
             k = args[1] if len(args) > 1 else q
             v = args[2] if len(args) > 2 else k
             causal = ", causal=True" if node.attrs["causal"] else ""
             return [f"{outs[0]} = attention_sdpa({mod}, {q}, {k}, {v}{causal})  # scaled_dot_product_attention"]
-        self.runtime.add("recurrent")
+        self.recurrent = True
         cell = node.attrs["layer"] if node.op == "bidirectional" else node.attrs
         kw = ""
         if node.op == "bidirectional":
@@ -106,29 +121,23 @@ class FusedEmitter:
             spec.name = name
             self.names.add(name)
             self.kernels[spec.key()] = spec
+            self.sections.add({"linear": "linear", "row": "row", "elementwise": "core"}[spec.kind])
             known = spec
         if use not in known.uses:
             known.uses.append(use)
-        self.group_specs[grp.id] = spec
         return known
 
-    def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", init: list["Line"],
-                   body: list["Line"], declared: set[str]) -> None:
+    def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", body: list["Line"]) -> None:
         from dlc.backends.torch.emit import Line, _hints, _where
 
         grp = self.kernel_group(last)
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
-        for n in nodes:
-            if n.name is not None and n.name not in declared:
-                declared.add(n.name)
-                init.append(Line(f"self.{n.name} = {em._module_init(n)}", _where(n.span.file, n.span.line)))
-                init.extend(em.folded_init(n, declared))
         spec = self._register(grp)
         local = kernel_for(self.g, grp)  # this group's own call arguments (the shared spec holds the first's)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
         out = namer.bind(last.outputs[0], _hints(hint, 1)[0], step)
-        lines: list[str] = []
+        lines: list[tuple[str, Node]] = []
         head = nodes[0]
         anchor_var = None
         args: list[str] = []
@@ -138,13 +147,17 @@ class FusedEmitter:
             anchor_var = out if out not in later else namer.temp("conv", step)
             x = namer.names[head.inputs[0]]
             in_kernel = any(a.kind == "bias" for a in local.call)
-            call = f"conv_without_bias(self.{head.name}, {x})" if in_kernel else f"self.{head.name}({x})"
             if "fold" in head.attrs:
                 call = em.folded_call(head, x)
-            lines.append(f"{anchor_var} = {call}")
+            elif in_kernel:
+                self.sections.add("conv")
+                call = f"conv_without_bias(self.{head.name}, {x})"
+            else:
+                call = f"self.{head.name}({x})"
+            lines.append((f"{anchor_var} = {call}", head))
         elif grp.kind == "anchor":
             args += [namer.names[head.inputs[0]], f"self.{head.name}.weight"]
-        for i, arg in enumerate(local.call):
+        for arg in local.call:
             if arg.kind == "value":
                 if grp.kind == "anchor" and arg.value == head.outputs[0]:
                     if materialised:
@@ -157,6 +170,7 @@ class FusedEmitter:
                 view = "" if head.op == "linear" else ".view(-1" + ", 1" * (t.rank - 1) + ")"
                 args.append(f"self.{head.name}.bias{view}")
             elif arg.kind == "bn":
+                self.sections.add("batchnorm")
                 bn = self.g.nodes[arg.node]
                 src = anchor_var if (anchor_var and arg.value == head.outputs[0]) else namer.names[arg.value]
                 args.append(f"*batchnorm_affine(self.{bn.name}, {src})")
@@ -167,31 +181,32 @@ class FusedEmitter:
             args.append("training=self.training")
         elif spec.dropout == "always":
             args.append("training=True")
-        lines.append(f"{out} = {spec.name}({', '.join(args)})")
-        lines_where = sorted({n.span.line for n in nodes})
-        file = Path(last.span.file).name
-        span = f"{lines_where[0]}" if len(lines_where) == 1 else f"{lines_where[0]}-{lines_where[-1]}"
-        for j, code in enumerate(lines):
-            comment = f"{_where(last.span.file, last.span.line)}" if j < len(lines) - 1 else None
+        lines.append((f"{out} = {spec.name}({', '.join(args)})", last))
+        for j, (code, node) in enumerate(lines):
+            comment = _where(node.span.file, node.span.line)
             if j == len(lines) - 1:
-                from dlc.backends.torch.emit import safe_text
-
-                comment = f"{safe_text(file)}:{span}: {' -> '.join(n.name or n.op for n in nodes)}"
+                spec_lines = sorted({n.span.line for n in nodes})
+                span = f"{spec_lines[0]}" if len(spec_lines) == 1 else f"{spec_lines[0]}-{spec_lines[-1]}"
+                chain = [n.name or n.op for n in nodes]
+                if len(chain) > 5:
+                    chain = chain[:2] + ["..."] + chain[-2:]
+                comment = f"{safe_text(Path(last.span.file).name)}:{span}: {' -> '.join(chain)}"
             body.append(Line(code, comment))
 
     # ---- the kernel section -----------------------------------------------------------------------------
 
     def section(self) -> str:
+        """The kernel section: the runtime it needs, then one block per generated kernel."""
         parts = [
             "# ---- Fused kernels (dlc compile --fuse) " + "-" * 78,
             "# Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on",
             "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every",
             "# call computes the same function with the PyTorch ops of its `_reference`.",
             "",
-            embedded("common"),
+            embedded("common", self.sections).rstrip("\n"),
         ]
-        if "recurrent" in self.runtime:
-            parts += ["", embedded("recurrent")]
+        if self.recurrent:
+            parts += ["", "", embedded("recurrent").rstrip("\n")]
         for spec in self.kernels.values():
-            parts += ["", "", Source(spec).text()]
-        return "\n".join(parts).rstrip("\n")
+            parts += ["", "", Source(spec).text().rstrip("\n")]
+        return "\n".join(parts)

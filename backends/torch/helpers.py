@@ -121,9 +121,12 @@ def folded_batchnorm(layer, bn, x):
         return bn(layer(x))
     sources = [t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
                if t is not None]
-    key = tuple((t.data_ptr(), t._version) for t in sources)
+    # versions identify the tensors' values (not tracked for inference-mode tensors: no caching then)
+    key = None
+    if not any(t.is_inference() for t in sources):
+        key = (bn.eps,) + tuple((t.data_ptr(), t._version) for t in sources)
     cached = getattr(layer, "_folded", None)
-    if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+    if key is not None and cached is not None and cached[0] == key and not torch.is_grad_enabled():
         weight, bias = cached[1], cached[2]
     else:
         scale = torch.rsqrt(bn.running_var + bn.eps)
@@ -135,28 +138,32 @@ def folded_batchnorm(layer, bn, x):
         bias = shift if layer.bias is None else shift + layer.bias * scale
         if weight.dim() == 4 and layer.weight.is_contiguous(memory_format=torch.channels_last):
             weight = weight.contiguous(memory_format=torch.channels_last)
-        if not torch.is_grad_enabled():
+        if key is not None and not torch.is_grad_enabled():
             layer._folded = (key, weight, bias)
     if isinstance(layer, nn.Linear):
         return F.linear(x, weight, bias)
     conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
     return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
-
+''',
+    "FoldingSequential": '''
 class FoldingSequential(nn.Sequential):
-    """nn.Sequential whose convolution (or linear) + batchnorm pairs run as one folded layer in eval mode."""
+    """nn.Sequential whose children named in `fold` run with the batchnorm after them folded in (eval mode)."""
+
+    def __init__(self, *args, fold=()):
+        super().__init__(*args)
+        self.fold = frozenset(fold)
 
     def forward(self, x):
-        layers = list(self)
+        children = list(self.named_children())
         i = 0
-        while i < len(layers):
-            pair = layers[i : i + 2]
-            if (len(pair) == 2 and isinstance(pair[0], (nn.Conv1d, nn.Conv2d, nn.Linear))
-                    and isinstance(pair[1], nn.modules.batchnorm._BatchNorm)):
-                x = folded_batchnorm(pair[0], pair[1], x)
+        while i < len(children):
+            name, layer = children[i]
+            if name in self.fold:
+                x = folded_batchnorm(layer, children[i + 1][1], x)
                 i += 2
             else:
-                x = layers[i](x)
+                x = layer(x)
                 i += 1
         return x
 ''',

@@ -9,10 +9,12 @@ same kinds of inputs (every BasicBlock's conv-bn-relu) share one kernel.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlc.backends.text import safe_text
 from dlc.backends.triton.ops import EW
 from dlc.compiler.fusion import FusionGroup
 from dlc.compiler.ir import Graph, Node
@@ -49,6 +51,7 @@ class KernelSpec:
     kind: str  # elementwise | linear | row
     rank: int  # rank of the output with the batch axis
     full: tuple[bool, ...]  # per kernel input: has the output's shape
+    params: tuple[bool, ...]  # per kernel input: made from parameters (does not set the result's dtype)
     pre: tuple[Step, ...]  # the chain (elementwise), the prologue (row), the epilogue (linear)
     row: Step | None = None
     post: tuple[Step, ...] = ()
@@ -60,7 +63,7 @@ class KernelSpec:
 
     def key(self) -> tuple:
         """Equal for kernels with the same code."""
-        return (self.kind, self.rank, self.full, self.pre, self.row, self.post, self.dropout)
+        return (self.kind, self.rank, self.full, self.params, self.pre, self.row, self.post, self.dropout)
 
     @property
     def n_inputs(self) -> int:
@@ -76,12 +79,14 @@ class KernelSpec:
             word = {"affine": "bn"}.get(op, op)
             if not words or words[-1] != word:
                 words.append(word)
+        if len(words) > 4:  # long chains: the comment above the kernel lists every op
+            words = words[:3] + [f"{len(words) - 3}more"]
         return (prefix + "_".join(words)).rstrip("_")
 
 
 def _note(g: Graph, n: Node) -> str:
-    who = f"{n.module_path} " if n.module_path else ""
-    return f"%{n.outputs[0]} {who}{n.op} ({Path(n.span.file).name}:{n.span.line})"
+    who = f"{n.name} " if n.name else ""
+    return f"{who}{n.op} ({safe_text(Path(n.span.file).name)}:{n.span.line})"
 
 
 def _attrs(n: Node) -> tuple[tuple[str, Any], ...]:
@@ -94,12 +99,20 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     out_t = g.types[nodes[-1].outputs[0]]
     assert isinstance(out_t, TensorType)
     full: list[bool] = []
+    params: list[bool] = []
     call: list[CallArg] = []
     names: dict[int, str] = {}  # IR value -> kernel variable
 
     def new_input(arg: CallArg, is_full: bool) -> str:
         call.append(arg)
         full.append(is_full)
+        params.append(arg.kind != "value")
+        return f"x{len(full) - 1}"
+
+    def second_input() -> str:
+        """The other half of a two-input argument (batchnorm shift, layernorm bias)."""
+        full.append(False)
+        params.append(True)
         return f"x{len(full) - 1}"
 
     def value(v: int) -> str:
@@ -150,9 +163,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
             args: tuple[str, ...] = (x,)
             if n.op == "layernorm" and n.attrs["affine"]:
                 w = new_input(CallArg("ln", node=n.id), False)
-                b = f"x{len(full)}"
-                full.append(False)
-                args = (x, w, b)
+                args = (x, w, second_input())
             out = fresh()
             row = Step(n.op, _attrs(n), args, out, _note(g, n))
             names[n.outputs[0]] = out
@@ -162,8 +173,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
             x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
             src = n.inputs[0]
             scale = new_input(CallArg("bn", value=src, node=n.id), False)
-            shift = f"x{len(full)}"
-            full.append(False)
+            shift = second_input()
             out = fresh()
             target.append(Step("affine", (), (x, scale, shift), out, _note(g, n)))
             names[n.outputs[0]] = out
@@ -176,7 +186,8 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         out = fresh()
         target.append(Step(n.op, attrs, args, out, _note(g, n)))
         names[n.outputs[0]] = out
-    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(steps), row, tuple(post), anchor, call, dropout)
+    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(steps), row, tuple(post), anchor, call,
+                      dropout)
 
 
 # ---- source ------------------------------------------------------------------------------------
@@ -292,6 +303,14 @@ def _ref_row(row: Step, rank: int) -> list[str]:
     return [f"{row.out} = F.layer_norm({x}, {x}.shape[{rank - dims}:], {w}, {b}, {float(a['eps'])!r})"]
 
 
+def _grad_stores(k: int, grads: dict[str, str]) -> list[str]:
+    """Store the gradient of each input that needs one (bit i of NEED)."""
+    lines = ["# the gradient of every input autograd asks for"]
+    for i in range(k):
+        lines += [f"if NEED & {1 << i}:", f"    tl.store(g{i}_ptr + offs, {grads.get(f'x{i}', '0.0 * x0')}, mask=mask)"]
+    return lines
+
+
 def _indent(lines: list[str], n: int = 4) -> list[str]:
     return [" " * n + ln for ln in lines]
 
@@ -318,8 +337,12 @@ class Source:
     def text(self) -> str:
         s = self.spec
         ops = [st.op for st in s.pre + ((s.row,) if s.row else ()) + s.post]
-        header = [f"# Kernel `{s.name}`: {' -> '.join((['matmul'] if s.kind == 'linear' else []) + ops)}"]
-        header += [f"#   {u}" for u in s.uses]
+        header = textwrap.wrap(f"Kernel `{s.name}`: {' -> '.join((['matmul'] if s.kind == 'linear' else []) + ops)}",
+                               116, initial_indent="# ", subsequent_indent="#   ", break_on_hyphens=False)
+        header.append(f"# Runs {'these groups' if len(s.uses) > 1 else 'this group'}:")
+        for u in s.uses:
+            header += textwrap.wrap(u, 116, initial_indent="#   ", subsequent_indent="#       ",
+                                    break_on_hyphens=False)
         if s.kind == "elementwise" or s.kind == "linear":
             parts = [self._elementwise(), self._reference()]
             if s.kind == "linear":
@@ -362,13 +385,10 @@ class Source:
         fwd += _indent(body)
         grads = {out: "g_out"}
         bwd = [_signature(f"{s.name}_backward", ["grad_ptr"] + [f"g{i}_ptr" for i in range(s.n_inputs)],
-                          s.n_inputs, self._ew_tail(rank))]
+                          s.n_inputs, self._ew_tail(rank) + ["NEED: tl.constexpr"])]
         body = self._ew_prologue(rank) + _fwd_lines(steps, "offs")
         body.append("g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)")
-        body += _bwd_lines(steps, grads)
-        for i in range(s.n_inputs):
-            g = grads.get(f"x{i}", "0.0 * x0")
-            body.append(f"tl.store(g{i}_ptr + offs, {g}, mask=mask)")
+        body += _bwd_lines(steps, grads) + _grad_stores(s.n_inputs, grads)
         bwd += _indent(body)
         if s.kind == "linear":  # its forward is the matmul kernel; its epilogue's backward is elementwise
             return "@jit\n" + "\n".join(bwd)
@@ -431,11 +451,9 @@ class Source:
         bwd_body.append("g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)")
         bwd_body += _bwd_lines(s.post, grads)
         bwd_body += _row_bwd(s.row, grads)
-        bwd_body += _bwd_lines(s.pre, grads)
-        for i in range(s.n_inputs):
-            bwd_body.append(f"tl.store(g{i}_ptr + offs, {grads.get(f'x{i}', '0.0 * x0')}, mask=mask)")
+        bwd_body += _bwd_lines(s.pre, grads) + _grad_stores(s.n_inputs, grads)
         bwd = "@jit\n" + _signature(f"{s.name}_backward", ["grad_ptr"] + [f"g{i}_ptr" for i in range(s.n_inputs)],
-                                    s.n_inputs, tail) + "\n" + "\n".join(_indent(bwd_body))
+                                    s.n_inputs, tail + ["NEED: tl.constexpr"]) + "\n" + "\n".join(_indent(bwd_body))
         return fwd + "\n\n\n" + bwd
 
     def _reference(self) -> str:
@@ -451,8 +469,12 @@ class Source:
 
     def _object(self) -> str:
         s = self.spec
-        full = "full=(" + ", ".join(str(f) for f in s.full) + ("," if len(s.full) == 1 else "") + ")"
-        args = [f"{s.name}_forward", f"{s.name}_backward", f"{s.name}_reference", full]
+        def flags(name: str, values: tuple[bool, ...]) -> str:
+            return f"{name}=(" + ", ".join(str(f) for f in values) + ("," if len(values) == 1 else "") + ")"
+
+        args = [f"{s.name}_forward", f"{s.name}_backward", f"{s.name}_reference", flags("full", s.full)]
+        if any(s.params):
+            args.append(flags("params", s.params))
         if s.dropout:
             args.append("dropout=True")
         cls = {"linear": "LinearKernel", "row": "RowKernel", "elementwise": "ElementwiseKernel"}[s.kind]

@@ -19,9 +19,7 @@ from typing import Any, Callable
 # SELU's constants (Klambauer et al. 2017), as torch.nn.SELU uses them.
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
-SQRT_2_OVER_PI = 0.7978845608028654
 INV_SQRT_2 = 0.7071067811865476
-INV_SQRT_2PI = 0.3989422804014327
 
 
 def _f(v: float) -> str:
@@ -42,20 +40,15 @@ def _product(names: list[str]) -> str:
 
 
 def _gelu_grad(a: dict, x: list[str], y: str, g: str) -> list[str]:
-    v = x[0]
     if a["approximate"] == "tanh":
-        t = f"dlc_tanh({_f(SQRT_2_OVER_PI)} * ({v} + 0.044715 * {v} * {v} * {v}))"
-        return [f"{g} * (0.5 * (1.0 + {t}) + 0.5 * {v} * (1.0 - {t} * {t}) * {_f(SQRT_2_OVER_PI)} "
-                f"* (1.0 + 0.134145 * {v} * {v}))"]
-    return [f"{g} * (0.5 * (1.0 + tl.math.erf({v} * {_f(INV_SQRT_2)})) "
-            f"+ {v} * {_f(INV_SQRT_2PI)} * tl.exp(-0.5 * {v} * {v}))"]
+        return [f"{g} * dlc_gelu_tanh_grad({x[0]})"]
+    return [f"{g} * dlc_gelu_grad({x[0]})"]
 
 
 def _gelu(a: dict, x: list[str]) -> str:
-    v = x[0]
     if a["approximate"] == "tanh":
-        return f"0.5 * {v} * (1.0 + dlc_tanh({_f(SQRT_2_OVER_PI)} * ({v} + 0.044715 * {v} * {v} * {v})))"
-    return f"0.5 * {v} * (1.0 + tl.math.erf({v} * {_f(INV_SQRT_2)}))"
+        return f"dlc_gelu_tanh({x[0]})"
+    return f"0.5 * {x[0]} * (1.0 + tl.math.erf({x[0]} * {_f(INV_SQRT_2)}))"
 
 
 EW: dict[str, EwOp] = {
@@ -97,8 +90,7 @@ EW: dict[str, EwOp] = {
                  lambda a, x, y, g: [f"{g} * tl.sigmoid({x[0]}) * (1.0 + {x[0]} * (1.0 - tl.sigmoid({x[0]})))"],
                  lambda a, x: f"F.silu({x[0]})"),
     "mish": EwOp(lambda a, x: f"{x[0]} * dlc_tanh(dlc_softplus({x[0]}))",
-                 lambda a, x, y, g: [f"{g} * (dlc_tanh(dlc_softplus({x[0]})) + {x[0]} * (1.0 - dlc_tanh("
-                                     f"dlc_softplus({x[0]})) * dlc_tanh(dlc_softplus({x[0]}))) * tl.sigmoid({x[0]}))"],
+                 lambda a, x, y, g: [f"{g} * dlc_mish_grad({x[0]})"],
                  lambda a, x: f"F.mish({x[0]})"),
     "tanh": EwOp(lambda a, x: f"dlc_tanh({x[0]})", lambda a, x, y, g: [f"{g} * (1.0 - {y} * {y})"],
                  lambda a, x: f"torch.tanh({x[0]})"),

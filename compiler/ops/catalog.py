@@ -411,6 +411,12 @@ def _elementwise(name):
         xs = [tensor(t) for t in ins]
         shape = xs[0].shape
         for t in xs[1:]:
+            if t.rank != xs[0].rank:
+                # both carry the batch axis in front, so NumPy's right-aligned broadcasting would misplace it
+                raise ShapeError(f"`{name}` needs tensors of equal rank, got {shape_str(xs[0].shape)} and "
+                                 f"{shape_str(t.shape)}",
+                                 hint="shapes are batch-less but every tensor has a batch axis in front; "
+                                      "`reshape` the smaller one to the same rank (size-1 axes broadcast)")
             shape = broadcast(shape, t.shape, name)
         return (TensorType(shape, promote([t.dtype for t in xs]), xs[0].layout),)
     return rule

@@ -14,6 +14,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+class MLP(nn.Module):
+    """Network `MLP` from mlp.dln (hidden=512, classes=10, dropout=0.2)."""
+
+    output_names = ("logits",)
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 512)  # mlp.dln:8
+        self.fc2 = nn.Linear(512, 512)  # mlp.dln:9
+        self.out = nn.Linear(512, 10)  # mlp.dln:10
+
+    def forward(self, x):
+        h = torch.flatten(x, 1)  # mlp.dln:7
+        h = fused_linear_relu_dropout(
+            h, self.fc1.weight, self.fc1.bias, training=self.training
+        )  # mlp.dln:8: fc1 -> relu -> dropout
+        h = fused_linear_relu_dropout(
+            h, self.fc2.weight, self.fc2.bias, training=self.training
+        )  # mlp.dln:9: fc2 -> relu -> dropout
+        logits = self.out(h)  # mlp.dln:10
+        return logits
+
+
 # ---- Fused kernels (dlc compile --fuse) ------------------------------------------------------------------------------
 # Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on
 # CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every
@@ -49,16 +73,44 @@ def use_triton(*tensors):
 
 @jit
 def dlc_tanh(x):
-    """tanh from one exponential, stable at both ends."""
+    """tanh: a rational approximation near 0 (Cephes' coefficients), one exponential elsewhere."""
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
+    small = x + x * z * (p / q)
     t = tl.exp(-2.0 * tl.abs(x))
-    y = (1.0 - t) / (1.0 + t)
-    return tl.where(x < 0, -y, y)
+    large = (1.0 - t) / (1.0 + t)
+    return tl.where(tl.abs(x) < 0.625, small, tl.where(x < 0, -large, large))
 
 
 @jit
 def dlc_softplus(x):
     """log(1 + exp(x)) without overflow; equals x above 20, as torch.nn.functional.softplus."""
     return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
+
+
+@jit
+def dlc_gelu_grad(x):
+    """d/dx of x * Phi(x) (exact GELU)."""
+    return 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
+
+
+@jit
+def dlc_gelu_tanh(x):
+    """GELU with the tanh approximation."""
+    return 0.5 * x * (1.0 + dlc_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+@jit
+def dlc_gelu_tanh_grad(x):
+    t = dlc_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x)
+
+
+@jit
+def dlc_mish_grad(x):
+    t = dlc_tanh(dlc_softplus(x))
+    return t + x * (1.0 - t * t) * tl.sigmoid(x)
 
 
 @jit
@@ -73,51 +125,11 @@ def dropout_seed(on):
     return int(torch.randint(0, 2**31 - 1, (1,)).item()) if on else 0
 
 
-def batchnorm_affine(bn, x):
-    """A batchnorm as per-channel (scale, shift), shaped to broadcast over x [N, C, ...].
-
-    In training mode the statistics are the batch's (and the running ones are updated as
-    nn.BatchNorm does); the scale and shift are then differentiable functions of x, so autograd
-    carries their gradient back into x. In eval mode they come from the running statistics, and are
-    kept on the module until a statistic or parameter changes (or autograd needs them).
-    """
-    dims = [0] + list(range(2, x.dim()))
-    view = [-1] + [1] * (x.dim() - 2)
-    sources = [t for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias) if t is not None]
-    key = (x.dim(),) + tuple((t.data_ptr(), t._version) for t in sources)
-    cached = getattr(bn, "_affine", None)
-    if not bn.training and cached is not None and cached[0] == key and not torch.is_grad_enabled():
-        return cached[1], cached[2]
-    if bn.training or bn.running_mean is None:
-        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
-        if bn.training and bn.running_mean is not None:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                n = x.numel() / x.shape[1]
-                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
-                bn.running_var.lerp_((var * n / max(n - 1, 1)).to(bn.running_var.dtype), momentum)
-    else:
-        mean, var = bn.running_mean, bn.running_var
-    scale = torch.rsqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    scale, shift = scale.view(view), shift.view(view)
-    if not bn.training and bn.running_mean is not None and not torch.is_grad_enabled():
-        bn._affine = (key, scale, shift)
-    return scale, shift
-
-
-def conv_without_bias(conv, x):
-    """The convolution of `conv` without its bias (the fused epilogue adds the bias)."""
-    if isinstance(conv, nn.ConvTranspose2d):
-        return F.conv_transpose2d(x, conv.weight, None, conv.stride, conv.padding, conv.output_padding,
-                                  conv.groups, conv.dilation)
-    conv_fn = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
-    return conv_fn(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+def version_key(*tensors):
+    """Identifies the current values of tensors, for caches; None where versions are not tracked."""
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple((t.data_ptr(), t._version) for t in tensors)
 
 
 def _reduce_to(grad, shape, dtype):
@@ -133,11 +145,25 @@ def _compute_dtype(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _need_mask(needs):
+    """The backward kernels' NEED: bit i set when input i needs a gradient."""
+    return sum(1 << i for i, need in enumerate(needs) if need)
+
+
 def _memory_order(t):
     """The axis order a kernel walks: channels-last 4-d tensors in their memory order, others as they are."""
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return (0, 2, 3, 1)
     return tuple(range(t.dim()))
+
+
+def _empty(shape, dtype, device, order):
+    """A tensor of ``shape`` laid out in ``order``, and its view in that order (dense, for the kernel)."""
+    if order == (0, 2, 3, 1):
+        t = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last)
+        return t, t.permute(order)
+    t = torch.empty(shape, dtype=dtype, device=device)
+    return t, t
 
 
 def _in_order(inputs, full, shape, order):
@@ -147,34 +173,31 @@ def _in_order(inputs, full, shape, order):
 
 class _Elementwise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernel, on, *inputs):
+    def forward(ctx, kernel, on, dtype, *inputs):
         shape = torch.broadcast_shapes(*(t.shape for t in inputs))
-        dtype = inputs[0].dtype
-        for t in inputs[1:]:
-            dtype = torch.promote_types(dtype, t.dtype)
-        order = _memory_order(inputs[0])
+        order = _memory_order(inputs[0]) if kernel.full[0] else tuple(range(len(shape)))
         ins = _in_order(inputs, kernel.full, shape, order)
-        out = torch.empty(ins[0].shape if kernel.full[0] else shape, dtype=dtype, device=inputs[0].device)
+        out, walk = _empty(shape, dtype, inputs[0].device, order)
         seed = dropout_seed(on)
-        kernel.launch(kernel.forward, [out], ins, seed, on, out.shape, dtype)
+        kernel.launch(kernel.forward, [walk], ins, seed, on, walk.shape, dtype)
         ctx.save_for_backward(*inputs)
         ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype, ctx.order = kernel, on, seed, shape, dtype, order
-        return out.permute(tuple(order.index(d) for d in range(len(order))))
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         kernel, shape, order = ctx.kernel, ctx.shape, ctx.order
         inputs = ctx.saved_tensors
         ins = _in_order(inputs, kernel.full, shape, order)
-        walk = ins[0].shape
-        grads = [torch.empty(walk, dtype=torch.float64 if ctx.dtype == torch.float64 else torch.float32,
-                             device=grad.device) for _ in inputs]
-        kernel.launch(kernel.backward, [grad.permute(order).contiguous()] + grads, ins, ctx.seed, ctx.on, walk,
-                      ctx.dtype)
-        back = tuple(order.index(d) for d in range(len(order)))
-        result = [_reduce_to(g.permute(back), t.shape, t.dtype) if need else None
-                  for g, t, need in zip(grads, inputs, ctx.needs_input_grad[2:])]
-        return (None, None, *result)
+        needs = ctx.needs_input_grad[3:]
+        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
+        grads = [_empty(shape, compute, grad.device, order) if need else None for need in needs]
+        walk_grad = grad.permute(order).contiguous()
+        outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
+        kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,
+                      NEED=_need_mask(needs))
+        result = [_reduce_to(g[0], t.shape, t.dtype) if g is not None else None for g, t in zip(grads, inputs)]
+        return (None, None, None, *result)
 
 
 class ElementwiseKernel:
@@ -183,26 +206,37 @@ class ElementwiseKernel:
     Calling it computes the chain on tensors that broadcast together: with the kernels when
     ``use_triton`` says so, otherwise with ``reference``. ``full[i]`` says input i has the output's
     shape (it is read at the element's own offset); the others are read through broadcast strides.
+    ``params[i]`` marks inputs made from parameters (bias, batchnorm scale and shift): like
+    PyTorch's layers, they do not raise the result's dtype (a bfloat16 activation stays bfloat16).
     """
 
-    def __init__(self, forward, backward, reference, full, dropout=False):
+    def __init__(self, forward, backward, reference, full, params=None, dropout=False):
         self.forward, self.backward, self.reference = forward, backward, reference
         self.full = tuple(full)
+        self.params = tuple(params) if params is not None else (False,) * len(self.full)
         self.dropout = dropout
+
+    def out_dtype(self, inputs):
+        dtype = None
+        for t, param in zip(inputs, self.params):
+            if not param:
+                dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+        return dtype if dtype is not None else inputs[0].dtype
 
     def __call__(self, *inputs, training=False):
         on = 1 if (self.dropout and training) else 0
         if use_triton(*inputs):
-            return _Elementwise.apply(self, on, *inputs)
-        return self.reference(*inputs, training=training)
+            return _Elementwise.apply(self, on, self.out_dtype(inputs), *inputs)
+        return self.reference(*inputs, training=training).to(self.out_dtype(inputs))
 
-    def launch(self, fn, outs, ins, seed, on, shape, dtype):
+    def launch(self, fn, outs, ins, seed, on, shape, dtype, **constexprs):
         n = 1
         for s in shape:
             n *= s
         strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
         grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype))
+        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype),
+                 **constexprs)
 
 
 # Tile sizes of the linear kernels (fixed: no autotuning, so runs are repeatable and the interpreter works).
@@ -211,20 +245,21 @@ LINEAR_TILES = (32, 128, 128) if TRITON_INTERPRET else (64, 64, 32)
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernel, on, x, weight, *extras):
+    def forward(ctx, kernel, on, store_z, x, weight, *extras):
         n, k = weight.shape
         a = x.reshape(-1, k)
         m = a.shape[0]
         dtype = torch.promote_types(x.dtype, weight.dtype)
         ins = [e.reshape(m, n).contiguous() if full else e.expand(m, n) for e, full in zip(extras, kernel.full[1:])]
-        out = torch.empty((m, n), dtype=dtype, device=x.device)
+        out = torch.empty((*x.shape[:-1], n), dtype=dtype, device=x.device)
         compute = torch.float64 if dtype == torch.float64 else torch.float32
-        store_z = torch.is_grad_enabled() or any(t.requires_grad for t in (x, weight, *extras))
         z = torch.empty((m, n), dtype=compute, device=x.device) if store_z else out
         seed = dropout_seed(on)
         bm, bn, bk = LINEAR_TILES
         dot = _compute_dtype(dtype) if (TRITON_INTERPRET or dtype != torch.bfloat16) else tl.bfloat16
-        precision = "ieee" if dtype in (torch.float32, torch.float64) else None
+        precision = None
+        if dtype == torch.float64 or (dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"):
+            precision = "ieee"
         strides = [st for t in ins for st in t.stride()]
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
         kernel.forward[grid](out, z, a, weight, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
@@ -232,7 +267,7 @@ class _Linear(torch.autograd.Function):
                              PRECISION=precision)
         ctx.save_for_backward(a, weight, z, *extras)
         ctx.kernel, ctx.on, ctx.seed, ctx.x_shape, ctx.dtype = kernel, on, seed, x.shape, dtype
-        return out.reshape(*x.shape[:-1], n)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -242,14 +277,20 @@ class _Linear(torch.autograd.Function):
         g2 = grad.reshape(m, n).contiguous()
         ins = [z] + [e.reshape(m, n).contiguous() if full else e.expand(m, n)
                      for e, full in zip(extras, kernel.full[1:])]
-        grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) for _ in ins]
-        kernel.launch(kernel.backward, [g2] + grads, ins, ctx.seed, ctx.on, (m, n), ctx.dtype)
+        needs = [True] + list(ctx.needs_input_grad[5:])
+        grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) if need else None for need in needs]
+        outs = [g if g is not None else g2 for g in grads]
+        kernel.launch(kernel.backward, [g2] + outs, ins, ctx.seed, ctx.on, (m, n), ctx.dtype, NEED=_need_mask(needs))
         gz = grads[0].to(ctx.dtype)
-        grad_x = (gz @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[2] else None
-        grad_w = (gz.t() @ a).to(weight.dtype) if ctx.needs_input_grad[3] else None
-        rest = [_reduce_to(g, e.shape, e.dtype) if need else None
-                for g, e, need in zip(grads[1:], extras, ctx.needs_input_grad[4:])]
-        return (None, None, grad_x, grad_w, *rest)
+        grad_x = (gz @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[3] else None
+        grad_w = (gz.t() @ a).to(weight.dtype) if ctx.needs_input_grad[4] else None
+        rest = []
+        for g, e, full in zip(grads[1:], extras, kernel.full[1:]):
+            if g is None:
+                rest.append(None)
+            else:
+                rest.append(g.reshape(e.shape).to(e.dtype) if full else _reduce_to(g, e.shape, e.dtype))
+        return (None, None, None, grad_x, grad_w, *rest)
 
 
 class LinearKernel(ElementwiseKernel):
@@ -257,94 +298,25 @@ class LinearKernel(ElementwiseKernel):
 
     ``forward`` is the matmul kernel; ``backward`` the epilogue's elementwise backward, after which
     the gradients of the input and the weight are two matmuls. ``reference(x @ w.T, *extras)`` is
-    the epilogue in PyTorch ops. Float64 runs the reference on a GPU (Triton's float64 dot is not
-    available everywhere); the interpreter runs every dtype.
+    the epilogue in PyTorch ops. Under autocast the product runs in the autocast dtype, as
+    ``F.linear`` does. Float64 runs the reference on a GPU (Triton's float64 dot is not available
+    everywhere); the interpreter runs every dtype.
     """
 
     def __call__(self, x, weight, *extras, training=False):
         on = 1 if (self.dropout and training) else 0
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
         if use_triton(x, weight, *extras) and (TRITON_INTERPRET or x.dtype != torch.float64):
-            return _Linear.apply(self, on, x, weight, *extras)
-        return self.reference(F.linear(x, weight), *extras, training=training)
-
-
-class _Row(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, kernel, on, n_cols, *inputs):
-        rows = inputs[0].numel() // n_cols
-        shape = inputs[0].shape
-        ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
-               zip(inputs, kernel.full)]
-        dtype = inputs[0].dtype
-        out = torch.empty((rows, n_cols), dtype=dtype, device=inputs[0].device)
-        seed = dropout_seed(on)
-        block = triton.next_power_of_2(n_cols)
-        kernel.forward[(rows,)](out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
-        ctx.save_for_backward(*inputs)
-        ctx.kernel, ctx.on, ctx.seed, ctx.n_cols, ctx.dtype = kernel, on, seed, n_cols, dtype
-        return out.reshape(shape)
-
-    @staticmethod
-    def backward(ctx, grad):
-        inputs = ctx.saved_tensors
-        kernel, n_cols = ctx.kernel, ctx.n_cols
-        rows = inputs[0].numel() // n_cols
-        ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
-               zip(inputs, kernel.full)]
-        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
-        grads = [torch.empty((rows, n_cols), dtype=compute, device=grad.device) for _ in ins]
-        block = triton.next_power_of_2(n_cols)
-        kernel.backward[(rows,)](grad.contiguous(), *grads, *ins, ctx.seed, ctx.on, n_cols, BLOCK=block,
-                                 COMPUTE=_compute_dtype(ctx.dtype))
-        result = [(g.reshape(t.shape).to(t.dtype) if full else g.sum(0).reshape(t.shape).to(t.dtype)) if need
-                  else None for g, t, full, need in zip(grads, inputs, kernel.full, ctx.needs_input_grad[3:])]
-        return (None, None, None, *result)
-
-
-# Rows longer than this run the PyTorch reference (a row kernel keeps one row in one program).
-ROW_LIMIT = 16384
-
-
-class RowKernel(ElementwiseKernel):
-    """A generated row kernel: softmax, log_softmax or layernorm over the last axes, with the
-    elementwise ops before it (residual add...) and after it in the same kernel.
-
-    ``full[i]`` inputs have the row tensor's shape; the others are the layernorm's weight and bias.
-    """
-
-    def __init__(self, forward, backward, reference, full, dropout=False, dims=1):
-        super().__init__(forward, backward, reference, full, dropout)
-        self.dims = dims
-
-    def __call__(self, *inputs, training=False):
-        on = 1 if (self.dropout and training) else 0
-        n_cols = 1
-        for size in inputs[0].shape[inputs[0].dim() - self.dims:]:
-            n_cols *= size
-        if use_triton(*inputs) and n_cols <= ROW_LIMIT:
-            return _Row.apply(self, on, n_cols, *inputs)
-        return self.reference(*inputs, training=training)
-
-
-def attention_sdpa(mha, query, key, value, causal=False):
-    """nn.MultiheadAttention's computation (batch_first) with its parameters, through
-    F.scaled_dot_product_attention (flash / memory-efficient kernels where PyTorch has them)."""
-    e, heads = mha.embed_dim, mha.num_heads
-    if mha.in_proj_weight is not None:
-        wq, wk, wv = mha.in_proj_weight.chunk(3)
-    else:
-        wq, wk, wv = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
-    bq, bk, bv = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
-    b, t, s = query.shape[0], query.shape[1], key.shape[1]
-    q = F.linear(query, wq, bq).view(b, t, heads, e // heads).transpose(1, 2)
-    k = F.linear(key, wk, bk).view(b, s, heads, e // heads).transpose(1, 2)
-    v = F.linear(value, wv, bv).view(b, s, heads, e // heads).transpose(1, 2)
-    y = F.scaled_dot_product_attention(q, k, v, dropout_p=mha.dropout if mha.training else 0.0, is_causal=causal)
-    return mha.out_proj(y.transpose(1, 2).reshape(b, t, e))
-
+            store_z = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, *extras))
+            return _Linear.apply(self, on, store_z, x, weight, *extras)
+        z = F.linear(x, weight)
+        return self.reference(z, *extras, training=training).to(z.dtype)
 
 
 # Kernel `fused_linear_relu_dropout`: matmul -> bias -> relu -> dropout
+# Runs these groups:
 #   MLP: fc1 linear -> relu -> dropout
 #   MLP: fc2 linear -> relu -> dropout
 @jit
@@ -390,10 +362,10 @@ def fused_linear_relu_dropout_forward(
         tl.store(z_ptr + offs, acc, mask=mask)
     x0 = acc
     x1 = tl.load(x1_ptr + rm[:, None] * st1_0 + rn[None, :] * st1_1, mask=mask, other=0.0).to(COMPUTE)
-    v0 = x0 + x1  # %2 fc1 linear (mlp.dln:8)
-    v1 = tl.where(v0 > 0, v0, 0.0)  # %3 relu (mlp.dln:8)
+    v0 = x0 + x1  # fc1 linear (mlp.dln:8)
+    v1 = tl.where(v0 > 0, v0, 0.0)  # relu (mlp.dln:8)
     keep0 = dlc_dropout_keep(seed + 0, offs, 0.2, on)
-    v2 = v1 * keep0  # %4 dropout (mlp.dln:8)
+    v2 = v1 * keep0  # dropout (mlp.dln:8)
     tl.store(out_ptr + offs, v2.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -413,6 +385,7 @@ def fused_linear_relu_dropout_backward(
     st1_1,
     BLOCK: tl.constexpr,
     COMPUTE: tl.constexpr,
+    NEED: tl.constexpr,
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -422,17 +395,20 @@ def fused_linear_relu_dropout_backward(
     i0 = rest
     x0 = tl.load(x0_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     x1 = tl.load(x1_ptr + i0 * st1_0 + i1 * st1_1, mask=mask, other=0.0).to(COMPUTE)
-    v0 = x0 + x1  # %2 fc1 linear (mlp.dln:8)
-    v1 = tl.where(v0 > 0, v0, 0.0)  # %3 relu (mlp.dln:8)
+    v0 = x0 + x1  # fc1 linear (mlp.dln:8)
+    v1 = tl.where(v0 > 0, v0, 0.0)  # relu (mlp.dln:8)
     keep0 = dlc_dropout_keep(seed + 0, offs, 0.2, on)
-    v2 = v1 * keep0  # %4 dropout (mlp.dln:8)
+    v2 = v1 * keep0  # dropout (mlp.dln:8)
     g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     gv1 = g_out * keep0
     gv0 = tl.where(v0 > 0, gv1, 0.0)
     gx0 = gv0
     gx1 = gv0
-    tl.store(g0_ptr + offs, gx0, mask=mask)
-    tl.store(g1_ptr + offs, gx1, mask=mask)
+    # the gradient of every input autograd asks for
+    if NEED & 1:
+        tl.store(g0_ptr + offs, gx0, mask=mask)
+    if NEED & 2:
+        tl.store(g1_ptr + offs, gx1, mask=mask)
 
 
 def fused_linear_relu_dropout_reference(x0, x1, training=False):
@@ -448,28 +424,6 @@ fused_linear_relu_dropout = LinearKernel(
     fused_linear_relu_dropout_backward,
     fused_linear_relu_dropout_reference,
     full=(True, False),
+    params=(False, True),
     dropout=True,
 )
-
-
-class MLP(nn.Module):
-    """Network `MLP` from mlp.dln (hidden=512, classes=10, dropout=0.2)."""
-
-    output_names = ("logits",)
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 512)  # mlp.dln:8
-        self.fc2 = nn.Linear(512, 512)  # mlp.dln:9
-        self.out = nn.Linear(512, 10)  # mlp.dln:10
-
-    def forward(self, x):
-        h = torch.flatten(x, 1)  # mlp.dln:7
-        h = fused_linear_relu_dropout(
-            h, self.fc1.weight, self.fc1.bias, training=self.training
-        )  # mlp.dln:8: fc1 -> relu -> dropout
-        h = fused_linear_relu_dropout(
-            h, self.fc2.weight, self.fc2.bias, training=self.training
-        )  # mlp.dln:9: fc2 -> relu -> dropout
-        logits = self.out(h)  # mlp.dln:10
-        return logits

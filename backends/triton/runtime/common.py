@@ -1,9 +1,13 @@
-"""What every fused module needs: the choice between Triton and PyTorch, and launch settings.
+"""What fused modules need besides their generated kernels: the choice between Triton and PyTorch,
+launchers, autograd functions and a few small helpers.
 
 A fused module runs its Triton kernels on CUDA tensors, and on CPU tensors too when the Triton
 interpreter is on (``TRITON_INTERPRET=1``, set before triton is imported: that is how the tests run
 the kernels). Everywhere else, and whenever triton is not installed, each fused call computes the
 same function with PyTorch ops.
+
+The embedded part is split into sections (``# ---- section: NAME ----``); a generated file carries
+``core`` and only the other sections it uses.
 """
 
 import os
@@ -13,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # ---- embedded below ----
+# ---- section: core ----
 try:
     import triton
     import triton.language as tl
@@ -43,16 +48,44 @@ def use_triton(*tensors):
 
 @jit
 def dlc_tanh(x):
-    """tanh from one exponential, stable at both ends."""
+    """tanh: a rational approximation near 0 (Cephes' coefficients), one exponential elsewhere."""
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
+    small = x + x * z * (p / q)
     t = tl.exp(-2.0 * tl.abs(x))
-    y = (1.0 - t) / (1.0 + t)
-    return tl.where(x < 0, -y, y)
+    large = (1.0 - t) / (1.0 + t)
+    return tl.where(tl.abs(x) < 0.625, small, tl.where(x < 0, -large, large))
 
 
 @jit
 def dlc_softplus(x):
     """log(1 + exp(x)) without overflow; equals x above 20, as torch.nn.functional.softplus."""
     return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
+
+
+@jit
+def dlc_gelu_grad(x):
+    """d/dx of x * Phi(x) (exact GELU)."""
+    return 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
+
+
+@jit
+def dlc_gelu_tanh(x):
+    """GELU with the tanh approximation."""
+    return 0.5 * x * (1.0 + dlc_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+@jit
+def dlc_gelu_tanh_grad(x):
+    t = dlc_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x)
+
+
+@jit
+def dlc_mish_grad(x):
+    t = dlc_tanh(dlc_softplus(x))
+    return t + x * (1.0 - t * t) * tl.sigmoid(x)
 
 
 @jit
@@ -67,6 +100,121 @@ def dropout_seed(on):
     return int(torch.randint(0, 2**31 - 1, (1,)).item()) if on else 0
 
 
+def version_key(*tensors):
+    """Identifies the current values of tensors, for caches; None where versions are not tracked."""
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+def _reduce_to(grad, shape, dtype):
+    """Sum a full-size gradient over the axes an input was broadcast along."""
+    extra = grad.dim() - len(shape)
+    dims = list(range(extra)) + [extra + i for i, s in enumerate(shape) if s == 1 and grad.shape[extra + i] != 1]
+    if dims:
+        grad = grad.sum(dims, keepdim=True)
+    return grad.reshape(shape).to(dtype)
+
+
+def _compute_dtype(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _need_mask(needs):
+    """The backward kernels' NEED: bit i set when input i needs a gradient."""
+    return sum(1 << i for i, need in enumerate(needs) if need)
+
+
+def _memory_order(t):
+    """The axis order a kernel walks: channels-last 4-d tensors in their memory order, others as they are."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return (0, 2, 3, 1)
+    return tuple(range(t.dim()))
+
+
+def _empty(shape, dtype, device, order):
+    """A tensor of ``shape`` laid out in ``order``, and its view in that order (dense, for the kernel)."""
+    if order == (0, 2, 3, 1):
+        t = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last)
+        return t, t.permute(order)
+    t = torch.empty(shape, dtype=dtype, device=device)
+    return t, t
+
+
+def _in_order(inputs, full, shape, order):
+    """The inputs as the kernel reads them: full ones dense in ``order``, the others through broadcast strides."""
+    return [t.permute(order).contiguous() if f else t.expand(shape).permute(order) for t, f in zip(inputs, full)]
+
+
+class _Elementwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, on, dtype, *inputs):
+        shape = torch.broadcast_shapes(*(t.shape for t in inputs))
+        order = _memory_order(inputs[0]) if kernel.full[0] else tuple(range(len(shape)))
+        ins = _in_order(inputs, kernel.full, shape, order)
+        out, walk = _empty(shape, dtype, inputs[0].device, order)
+        seed = dropout_seed(on)
+        kernel.launch(kernel.forward, [walk], ins, seed, on, walk.shape, dtype)
+        ctx.save_for_backward(*inputs)
+        ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype, ctx.order = kernel, on, seed, shape, dtype, order
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        kernel, shape, order = ctx.kernel, ctx.shape, ctx.order
+        inputs = ctx.saved_tensors
+        ins = _in_order(inputs, kernel.full, shape, order)
+        needs = ctx.needs_input_grad[3:]
+        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
+        grads = [_empty(shape, compute, grad.device, order) if need else None for need in needs]
+        walk_grad = grad.permute(order).contiguous()
+        outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
+        kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,
+                      NEED=_need_mask(needs))
+        result = [_reduce_to(g[0], t.shape, t.dtype) if g is not None else None for g, t in zip(grads, inputs)]
+        return (None, None, None, *result)
+
+
+class ElementwiseKernel:
+    """A generated elementwise kernel pair (forward, backward) with its PyTorch reference.
+
+    Calling it computes the chain on tensors that broadcast together: with the kernels when
+    ``use_triton`` says so, otherwise with ``reference``. ``full[i]`` says input i has the output's
+    shape (it is read at the element's own offset); the others are read through broadcast strides.
+    ``params[i]`` marks inputs made from parameters (bias, batchnorm scale and shift): like
+    PyTorch's layers, they do not raise the result's dtype (a bfloat16 activation stays bfloat16).
+    """
+
+    def __init__(self, forward, backward, reference, full, params=None, dropout=False):
+        self.forward, self.backward, self.reference = forward, backward, reference
+        self.full = tuple(full)
+        self.params = tuple(params) if params is not None else (False,) * len(self.full)
+        self.dropout = dropout
+
+    def out_dtype(self, inputs):
+        dtype = None
+        for t, param in zip(inputs, self.params):
+            if not param:
+                dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+        return dtype if dtype is not None else inputs[0].dtype
+
+    def __call__(self, *inputs, training=False):
+        on = 1 if (self.dropout and training) else 0
+        if use_triton(*inputs):
+            return _Elementwise.apply(self, on, self.out_dtype(inputs), *inputs)
+        return self.reference(*inputs, training=training).to(self.out_dtype(inputs))
+
+    def launch(self, fn, outs, ins, seed, on, shape, dtype, **constexprs):
+        n = 1
+        for s in shape:
+            n *= s
+        strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
+        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
+        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype),
+                 **constexprs)
+
+
+# ---- section: batchnorm ----
 def batchnorm_affine(bn, x):
     """A batchnorm as per-channel (scale, shift), shaped to broadcast over x [N, C, ...].
 
@@ -77,11 +225,14 @@ def batchnorm_affine(bn, x):
     """
     dims = [0] + list(range(2, x.dim()))
     view = [-1] + [1] * (x.dim() - 2)
-    sources = [t for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias) if t is not None]
-    key = (x.dim(),) + tuple((t.data_ptr(), t._version) for t in sources)
-    cached = getattr(bn, "_affine", None)
-    if not bn.training and cached is not None and cached[0] == key and not torch.is_grad_enabled():
-        return cached[1], cached[2]
+    cacheable = not bn.training and bn.running_mean is not None and not torch.is_grad_enabled()
+    key = None
+    if cacheable:
+        sources = [t for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias) if t is not None]
+        key = version_key(*sources)
+        cached = getattr(bn, "_affine", None)
+        if key is not None and cached is not None and cached[0] == (key, bn.eps, x.dim()):
+            return cached[1], cached[2]
     if bn.training or bn.running_mean is None:
         var, mean = torch.var_mean(x, dim=dims, unbiased=False)
         if bn.training and bn.running_mean is not None:
@@ -100,11 +251,12 @@ def batchnorm_affine(bn, x):
     if bn.bias is not None:
         shift = shift + bn.bias
     scale, shift = scale.view(view), shift.view(view)
-    if not bn.training and bn.running_mean is not None and not torch.is_grad_enabled():
-        bn._affine = (key, scale, shift)
+    if key is not None:
+        bn._affine = ((key, bn.eps, x.dim()), scale, shift)
     return scale, shift
 
 
+# ---- section: conv ----
 def conv_without_bias(conv, x):
     """The convolution of `conv` without its bias (the fused epilogue adds the bias)."""
     if isinstance(conv, nn.ConvTranspose2d):
@@ -114,111 +266,28 @@ def conv_without_bias(conv, x):
     return conv_fn(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def _reduce_to(grad, shape, dtype):
-    """Sum a full-size gradient over the axes an input was broadcast along."""
-    extra = grad.dim() - len(shape)
-    dims = list(range(extra)) + [extra + i for i, s in enumerate(shape) if s == 1 and grad.shape[extra + i] != 1]
-    if dims:
-        grad = grad.sum(dims, keepdim=True)
-    return grad.reshape(shape).to(dtype)
-
-
-def _compute_dtype(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _memory_order(t):
-    """The axis order a kernel walks: channels-last 4-d tensors in their memory order, others as they are."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return (0, 2, 3, 1)
-    return tuple(range(t.dim()))
-
-
-def _in_order(inputs, full, shape, order):
-    """The inputs as the kernel reads them: full ones dense in ``order``, the others through broadcast strides."""
-    return [t.permute(order).contiguous() if f else t.expand(shape).permute(order) for t, f in zip(inputs, full)]
-
-
-class _Elementwise(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, kernel, on, *inputs):
-        shape = torch.broadcast_shapes(*(t.shape for t in inputs))
-        dtype = inputs[0].dtype
-        for t in inputs[1:]:
-            dtype = torch.promote_types(dtype, t.dtype)
-        order = _memory_order(inputs[0])
-        ins = _in_order(inputs, kernel.full, shape, order)
-        out = torch.empty(ins[0].shape if kernel.full[0] else shape, dtype=dtype, device=inputs[0].device)
-        seed = dropout_seed(on)
-        kernel.launch(kernel.forward, [out], ins, seed, on, out.shape, dtype)
-        ctx.save_for_backward(*inputs)
-        ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype, ctx.order = kernel, on, seed, shape, dtype, order
-        return out.permute(tuple(order.index(d) for d in range(len(order))))
-
-    @staticmethod
-    def backward(ctx, grad):
-        kernel, shape, order = ctx.kernel, ctx.shape, ctx.order
-        inputs = ctx.saved_tensors
-        ins = _in_order(inputs, kernel.full, shape, order)
-        walk = ins[0].shape
-        grads = [torch.empty(walk, dtype=torch.float64 if ctx.dtype == torch.float64 else torch.float32,
-                             device=grad.device) for _ in inputs]
-        kernel.launch(kernel.backward, [grad.permute(order).contiguous()] + grads, ins, ctx.seed, ctx.on, walk,
-                      ctx.dtype)
-        back = tuple(order.index(d) for d in range(len(order)))
-        result = [_reduce_to(g.permute(back), t.shape, t.dtype) if need else None
-                  for g, t, need in zip(grads, inputs, ctx.needs_input_grad[2:])]
-        return (None, None, *result)
-
-
-class ElementwiseKernel:
-    """A generated elementwise kernel pair (forward, backward) with its PyTorch reference.
-
-    Calling it computes the chain on tensors that broadcast together: with the kernels when
-    ``use_triton`` says so, otherwise with ``reference``. ``full[i]`` says input i has the output's
-    shape (it is read at the element's own offset); the others are read through broadcast strides.
-    """
-
-    def __init__(self, forward, backward, reference, full, dropout=False):
-        self.forward, self.backward, self.reference = forward, backward, reference
-        self.full = tuple(full)
-        self.dropout = dropout
-
-    def __call__(self, *inputs, training=False):
-        on = 1 if (self.dropout and training) else 0
-        if use_triton(*inputs):
-            return _Elementwise.apply(self, on, *inputs)
-        return self.reference(*inputs, training=training)
-
-    def launch(self, fn, outs, ins, seed, on, shape, dtype):
-        n = 1
-        for s in shape:
-            n *= s
-        strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
-        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype))
-
-
+# ---- section: linear ----
 # Tile sizes of the linear kernels (fixed: no autotuning, so runs are repeatable and the interpreter works).
 LINEAR_TILES = (32, 128, 128) if TRITON_INTERPRET else (64, 64, 32)
 
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernel, on, x, weight, *extras):
+    def forward(ctx, kernel, on, store_z, x, weight, *extras):
         n, k = weight.shape
         a = x.reshape(-1, k)
         m = a.shape[0]
         dtype = torch.promote_types(x.dtype, weight.dtype)
         ins = [e.reshape(m, n).contiguous() if full else e.expand(m, n) for e, full in zip(extras, kernel.full[1:])]
-        out = torch.empty((m, n), dtype=dtype, device=x.device)
+        out = torch.empty((*x.shape[:-1], n), dtype=dtype, device=x.device)
         compute = torch.float64 if dtype == torch.float64 else torch.float32
-        store_z = torch.is_grad_enabled() or any(t.requires_grad for t in (x, weight, *extras))
         z = torch.empty((m, n), dtype=compute, device=x.device) if store_z else out
         seed = dropout_seed(on)
         bm, bn, bk = LINEAR_TILES
         dot = _compute_dtype(dtype) if (TRITON_INTERPRET or dtype != torch.bfloat16) else tl.bfloat16
-        precision = "ieee" if dtype in (torch.float32, torch.float64) else None
+        precision = None
+        if dtype == torch.float64 or (dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"):
+            precision = "ieee"
         strides = [st for t in ins for st in t.stride()]
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
         kernel.forward[grid](out, z, a, weight, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
@@ -226,7 +295,7 @@ class _Linear(torch.autograd.Function):
                              PRECISION=precision)
         ctx.save_for_backward(a, weight, z, *extras)
         ctx.kernel, ctx.on, ctx.seed, ctx.x_shape, ctx.dtype = kernel, on, seed, x.shape, dtype
-        return out.reshape(*x.shape[:-1], n)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -236,14 +305,20 @@ class _Linear(torch.autograd.Function):
         g2 = grad.reshape(m, n).contiguous()
         ins = [z] + [e.reshape(m, n).contiguous() if full else e.expand(m, n)
                      for e, full in zip(extras, kernel.full[1:])]
-        grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) for _ in ins]
-        kernel.launch(kernel.backward, [g2] + grads, ins, ctx.seed, ctx.on, (m, n), ctx.dtype)
+        needs = [True] + list(ctx.needs_input_grad[5:])
+        grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) if need else None for need in needs]
+        outs = [g if g is not None else g2 for g in grads]
+        kernel.launch(kernel.backward, [g2] + outs, ins, ctx.seed, ctx.on, (m, n), ctx.dtype, NEED=_need_mask(needs))
         gz = grads[0].to(ctx.dtype)
-        grad_x = (gz @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[2] else None
-        grad_w = (gz.t() @ a).to(weight.dtype) if ctx.needs_input_grad[3] else None
-        rest = [_reduce_to(g, e.shape, e.dtype) if need else None
-                for g, e, need in zip(grads[1:], extras, ctx.needs_input_grad[4:])]
-        return (None, None, grad_x, grad_w, *rest)
+        grad_x = (gz @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[3] else None
+        grad_w = (gz.t() @ a).to(weight.dtype) if ctx.needs_input_grad[4] else None
+        rest = []
+        for g, e, full in zip(grads[1:], extras, kernel.full[1:]):
+            if g is None:
+                rest.append(None)
+            else:
+                rest.append(g.reshape(e.shape).to(e.dtype) if full else _reduce_to(g, e.shape, e.dtype))
+        return (None, None, None, grad_x, grad_w, *rest)
 
 
 class LinearKernel(ElementwiseKernel):
@@ -251,32 +326,37 @@ class LinearKernel(ElementwiseKernel):
 
     ``forward`` is the matmul kernel; ``backward`` the epilogue's elementwise backward, after which
     the gradients of the input and the weight are two matmuls. ``reference(x @ w.T, *extras)`` is
-    the epilogue in PyTorch ops. Float64 runs the reference on a GPU (Triton's float64 dot is not
-    available everywhere); the interpreter runs every dtype.
+    the epilogue in PyTorch ops. Under autocast the product runs in the autocast dtype, as
+    ``F.linear`` does. Float64 runs the reference on a GPU (Triton's float64 dot is not available
+    everywhere); the interpreter runs every dtype.
     """
 
     def __call__(self, x, weight, *extras, training=False):
         on = 1 if (self.dropout and training) else 0
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
         if use_triton(x, weight, *extras) and (TRITON_INTERPRET or x.dtype != torch.float64):
-            return _Linear.apply(self, on, x, weight, *extras)
-        return self.reference(F.linear(x, weight), *extras, training=training)
+            store_z = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, *extras))
+            return _Linear.apply(self, on, store_z, x, weight, *extras)
+        z = F.linear(x, weight)
+        return self.reference(z, *extras, training=training).to(z.dtype)
 
 
+# ---- section: row ----
 class _Row(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernel, on, n_cols, *inputs):
+    def forward(ctx, kernel, on, n_cols, dtype, *inputs):
         rows = inputs[0].numel() // n_cols
-        shape = inputs[0].shape
         ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
                zip(inputs, kernel.full)]
-        dtype = inputs[0].dtype
-        out = torch.empty((rows, n_cols), dtype=dtype, device=inputs[0].device)
+        out = torch.empty(inputs[0].shape, dtype=dtype, device=inputs[0].device)
         seed = dropout_seed(on)
         block = triton.next_power_of_2(n_cols)
         kernel.forward[(rows,)](out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
         ctx.save_for_backward(*inputs)
         ctx.kernel, ctx.on, ctx.seed, ctx.n_cols, ctx.dtype = kernel, on, seed, n_cols, dtype
-        return out.reshape(shape)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -286,13 +366,19 @@ class _Row(torch.autograd.Function):
         ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
                zip(inputs, kernel.full)]
         compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
-        grads = [torch.empty((rows, n_cols), dtype=compute, device=grad.device) for _ in ins]
+        needs = ctx.needs_input_grad[4:]
+        grads = [torch.empty((rows, n_cols), dtype=compute, device=grad.device) if need else None for need in needs]
+        g = grad.contiguous()
         block = triton.next_power_of_2(n_cols)
-        kernel.backward[(rows,)](grad.contiguous(), *grads, *ins, ctx.seed, ctx.on, n_cols, BLOCK=block,
-                                 COMPUTE=_compute_dtype(ctx.dtype))
-        result = [(g.reshape(t.shape).to(t.dtype) if full else g.sum(0).reshape(t.shape).to(t.dtype)) if need
-                  else None for g, t, full, need in zip(grads, inputs, kernel.full, ctx.needs_input_grad[3:])]
-        return (None, None, None, *result)
+        kernel.backward[(rows,)](g, *[t if t is not None else g for t in grads], *ins, ctx.seed, ctx.on, n_cols,
+                                 BLOCK=block, COMPUTE=_compute_dtype(ctx.dtype), NEED=_need_mask(needs))
+        result = []
+        for gi, t, full in zip(grads, inputs, kernel.full):
+            if gi is None:
+                result.append(None)
+            else:
+                result.append((gi if full else gi.sum(0)).reshape(t.shape).to(t.dtype))
+        return (None, None, None, None, *result)
 
 
 # Rows longer than this run the PyTorch reference (a row kernel keeps one row in one program).
@@ -300,14 +386,14 @@ ROW_LIMIT = 16384
 
 
 class RowKernel(ElementwiseKernel):
-    """A generated row kernel: softmax, log_softmax or layernorm over the last axes, with the
+    """A generated row kernel: softmax, log_softmax or layernorm over the last ``dims`` axes, with the
     elementwise ops before it (residual add...) and after it in the same kernel.
 
     ``full[i]`` inputs have the row tensor's shape; the others are the layernorm's weight and bias.
     """
 
-    def __init__(self, forward, backward, reference, full, dropout=False, dims=1):
-        super().__init__(forward, backward, reference, full, dropout)
+    def __init__(self, forward, backward, reference, full, params=None, dropout=False, dims=1):
+        super().__init__(forward, backward, reference, full, params, dropout)
         self.dims = dims
 
     def __call__(self, *inputs, training=False):
@@ -315,11 +401,13 @@ class RowKernel(ElementwiseKernel):
         n_cols = 1
         for size in inputs[0].shape[inputs[0].dim() - self.dims:]:
             n_cols *= size
+        dtype = self.out_dtype(inputs)
         if use_triton(*inputs) and n_cols <= ROW_LIMIT:
-            return _Row.apply(self, on, n_cols, *inputs)
-        return self.reference(*inputs, training=training)
+            return _Row.apply(self, on, n_cols, dtype, *inputs)
+        return self.reference(*inputs, training=training).to(dtype)
 
 
+# ---- section: attention ----
 def attention_sdpa(mha, query, key, value, causal=False):
     """nn.MultiheadAttention's computation (batch_first) with its parameters, through
     F.scaled_dot_product_attention (flash / memory-efficient kernels where PyTorch has them)."""

@@ -1,0 +1,188 @@
+"""Specs that stress the fusion pass, the kernels and the inference rewrites (tests/fused_cases/*.dln).
+
+Most came from a review that looked for ways to break the fused backend; each one that broke it is
+pinned by a test below. Every case is compared in float64 (eval and train: outputs, gradients of every
+input and parameter, batchnorm buffers) for ``fuse=True``, ``optimize="inference"`` and both.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dlc
+from dlc.diagnostics import DlcError
+
+CASES = Path(__file__).resolve().parent / "fused_cases"
+VARIANTS = {"fused": {"fuse": True, "fused_recurrent": True}, "inference": {"optimize": "inference"},
+            "both": {"fuse": True, "optimize": "inference"}}
+
+
+def make_inputs(graph, batch: int = 3, size: int = 5) -> list[torch.Tensor]:
+    xs = []
+    for _, v in graph.inputs:
+        t = graph.types[v]
+        shape = [batch] + [d if isinstance(d, int) else size for d in t.shape]
+        xs.append(torch.randn(shape, dtype=torch.float64))
+    return xs
+
+
+def as_tuple(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+def run(model, xs, train: bool):
+    model.train(train)
+    xs = [x.clone().requires_grad_() for x in xs]
+    ys = as_tuple(model(*xs))
+    w = [torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(i)) for i, y in enumerate(ys)]
+    sum((y * wi).sum() for y, wi in zip(ys, w)).backward()
+    return ys, [x.grad for x in xs], {n: p.grad for n, p in model.named_parameters()}
+
+
+def close(a, b, what: str) -> None:
+    assert (a is None) == (b is None), what
+    if a is not None:
+        assert a.shape == b.shape, what
+        assert torch.allclose(a, b, atol=1e-9, rtol=1e-9), f"{what}: max diff {(a - b).abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("case", sorted(p.stem for p in CASES.glob("*.dln")))
+def test_case_matches_unfused(case, variant):
+    path = CASES / f"{case}.dln"
+    torch.manual_seed(0)
+    plain = dlc.load(path).double()
+    for m in plain.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    other = dlc.load(path, **VARIANTS[variant]).double()
+    other.load_state_dict(plain.state_dict())
+    xs = make_inputs(dlc.compile(path).graph)
+    for train in (False, True):
+        ya, gxa, gpa = run(plain, xs, train)
+        yb, gxb, gpb = run(other, xs, train)
+        for i, (a, b) in enumerate(zip(ya, yb)):
+            close(a, b, f"output {i} (train={train})")
+        for i, (a, b) in enumerate(zip(gxa, gxb)):
+            close(a, b, f"gradient of input {i} (train={train})")
+        for name in gpa:
+            close(gpa[name], gpb[name], f"gradient of {name} (train={train})")
+    for (name, a), (_, b) in zip(plain.named_buffers(), other.named_buffers()):
+        close(a.double(), b.double(), name)
+
+
+def test_parameters_keep_their_order():
+    """Optimizer state follows parameter order: fused and unfused modules must list them alike."""
+    path = CASES / "order.dln"
+    plain, fused = dlc.load(path), dlc.load(path, fuse=True)
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in fused.named_parameters()]
+
+
+def test_in_place_never_touches_a_callers_tensor():
+    path = CASES / "inplace1.dln"
+    model = dlc.load(path, optimize="inference").eval()
+    x = torch.randn(2, 8)
+    before = x.clone()
+    with torch.no_grad():
+        model(x)
+    assert torch.equal(x, before)
+
+
+def test_mixed_dropouts_keep_their_own_switch(tmp_path):
+    path = tmp_path / "drop.dln"
+    path.write_text("""
+network DropMin {
+    input x: [2000]
+    output y = x -> relu -> dropout(0.5, always=true) -> tanh -> dropout(0.5)
+}""", encoding="utf-8")
+    model = dlc.load(path, fuse=True).eval()
+    with torch.no_grad():
+        y = model(torch.rand(2, 2000) + 0.1)
+    # eval: the Monte-Carlo dropout stays on, the plain one is off
+    assert 0.4 < (y == 0).float().mean().item() < 0.6
+
+
+def test_linear_residual_backward_with_single_rows():
+    path = CASES / "lin3.dln"
+    plain, fused = dlc.load(path).double(), dlc.load(path, fuse=True).double()
+    fused.load_state_dict(plain.state_dict())
+    for shape in [(1, 5, 16), (2, 1, 16)]:
+        x = torch.randn(shape, dtype=torch.float64)
+        ya, _, ga = run(plain, [x], True)
+        yb, _, gb = run(fused, [x], True)
+        close(ya[0], yb[0], "output")
+        for name in ga:
+            close(ga[name], gb[name], name)
+
+
+def test_inference_mode_tensors():
+    path = CASES / "convs.dln"
+    for options in ({"fuse": True}, {"optimize": "inference"}, {"fuse": True, "optimize": "inference"}):
+        with torch.inference_mode():
+            model = dlc.load(path, **options).eval()
+            xs = [x.float() for x in make_inputs(dlc.compile(path).graph)]
+            model(*xs)
+            model(*xs)
+
+
+def test_autocast_keeps_low_precision_outputs():
+    path = CASES / "convs.dln"
+    plain, fused = dlc.load(path), dlc.load(path, fuse=True)
+    fused.load_state_dict(plain.state_dict())
+    xs = [x.float() for x in make_inputs(dlc.compile(path).graph)]
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        ya, yb = as_tuple(plain.eval()(*xs)), as_tuple(fused.eval()(*xs))
+    assert [y.dtype for y in ya] == [y.dtype for y in yb]
+
+
+@pytest.mark.parametrize("name", ["triton", "tl", "jit", "ElementwiseKernel", "use_triton", "fused_relu",
+                                  "batchnorm_affine"])
+def test_names_the_fused_module_defines_are_rejected(tmp_path, name):
+    path = tmp_path / "n.dln"
+    path.write_text(f"""
+block {name}(c: int) {{
+    input x
+    return x -> linear(c) -> relu -> tanh
+}}
+network Net {{
+    input x: [8]
+    output y = x -> {name}(8) -> sigmoid
+}}""", encoding="utf-8")
+    with pytest.raises(DlcError) as info:
+        dlc.compile(path, fuse=True)
+    assert info.value.code == "bad-name" and info.value.span.line == 2
+
+
+def test_local_names_never_shadow_the_kernel_section(tmp_path):
+    path = tmp_path / "locals.dln"
+    path.write_text("""
+network Locals {
+    input fused_relu_tanh: [8]
+    input batchnorm_affine: [4, 5, 5]
+    a = fused_relu_tanh -> relu -> tanh
+    b = batchnorm_affine -> conv2d(4, k=1) -> batchnorm -> relu
+    conv_without_bias = batchnorm_affine -> conv2d(4, k=1, bias=false) -> relu
+    output y = a
+    output z = b + conv_without_bias
+}""", encoding="utf-8")
+    plain = dlc.load(path)
+    fused = dlc.load(path, fuse=True)
+    fused.load_state_dict(plain.state_dict())
+    xs = [torch.randn(2, 8), torch.randn(2, 4, 5, 5)]
+    for a, b in zip(plain.eval()(*xs), fused.eval()(*xs)):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_compile_with_explain_never_fails_internally():
+    for path in sorted(CASES.glob("*.dln")):
+        for flags in (["--fuse", "--explain-fusion"], ["--optimize", "inference", "--fuse"]):
+            r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), *flags, "-o", "-"],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            assert max(len(line) for line in r.stdout.splitlines()) <= 120, path.name
