@@ -22,16 +22,17 @@ graphviz:
 
 setup: $(VENV)/.installed graphviz
 
-# Compile, summarise and draw every bundled spec into build/.
+# Compile (plain and --fuse), summarise and draw every bundled spec into build/.
 demo: setup
 	@mkdir -p $(BUILD)
 	@for spec in $(SPECS); do \
 	  name=$$(basename $$spec .dln); \
 	  $(PY) -m dlc compile $$spec -o $(BUILD)/$$name.py || exit 1; \
+	  $(PY) -m dlc compile $$spec --fuse -o $(BUILD)/$$name.fused.py || exit 1; \
 	  $(PY) -m dlc summary $$spec > $(BUILD)/$$name.summary.txt || exit 1; \
 	  $(PY) -m dlc render $$spec -o $(BUILD)/$$name.svg || exit 1; \
 	  $(PY) -m dlc render $$spec -o $(BUILD)/$$name.png || exit 1; \
-	  echo "  $$spec -> $(BUILD)/$$name.{py,summary.txt,svg,png}"; \
+	  echo "  $$spec -> $(BUILD)/$$name.{py,fused.py,summary.txt,svg,png}"; \
 	done
 	@$(PY) -m dlc summary specs/resnet18.dln | tail -3
 
