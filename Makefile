@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 SPECS  := $(wildcard specs/*.dln)
 BUILD  := build
 
-.PHONY: demo test test-fast setup graphviz clean
+.PHONY: demo test test-fast setup graphviz gallery clean
 
 # Python environment with dlc (editable) and its test dependencies; re-run when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +35,10 @@ demo: setup
 	  echo "  $$spec -> $(BUILD)/$$name.{py,fused.py,summary.txt,svg,png}"; \
 	done
 	@$(PY) -m dlc summary specs/resnet18.dln | tail -3
+
+# docs/gallery.md and its diagrams, from specs/.
+gallery: setup
+	$(PY) scripts/gallery.py
 
 # The whole suite (what CI runs).
 test: setup

@@ -1,31 +1,44 @@
 """IR -> Graphviz DOT, and rendering through the ``dot`` program.
 
-One node per IR node, one cluster per block instance or labelled group, edges
-labelled with tensor shapes. The DOT text is built directly (not through the
-graphviz package's builder) so output is deterministic and escaping is ours.
+The drawing follows the IR's block hierarchy: one cluster per block instance or labelled group,
+labelled ``name: Block(args)`` and nested as deep as the spec nests. Nodes show the op with its key
+attributes and its parameter count; edges carry tensor shapes (symbolic dimensions by name);
+inputs and outputs have shapes of their own. Below ``depth`` a block instance collapses into one
+node with its input and output shapes and total parameters; ``roll`` draws a repeat once, marked
+``×N``. Merges are nodes labelled with their kind, a bidirectional layer is drawn as its two
+directions joining at its merge, shared instances are marked and linked by a dashed line (their
+parameters counted once), and fusion groups are shaded. The DOT text is built directly, so it is
+deterministic and every label is escaped here.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.fusion import group_fusions
+from dlc.compiler.ir import Graph, Node, Scope, format_value
 from dlc.compiler.ops.registry import get
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import TensorType
 
 FAMILY_COLOURS = {
-    "conv": "#dbe9f6", "linear": "#dbe9f6", "pool": "#e6f2e1", "norm": "#fdf1d8", "activation": "#fbe3e1",
-    "merge": "#eadff2", "shape": "#eeeeee", "recurrent": "#d9f0ee", "attention": "#d9f0ee",
-    "embedding": "#f6e8d8", "regularization": "#f0f0f0", "arith": "#eadff2", "wrapper": "#e0e0f0",
+    "conv": "#cfe2f3", "linear": "#c9daf8", "pool": "#d9ead3", "norm": "#fff2cc", "activation": "#f4cccc",
+    "merge": "#d9d2e9", "shape": "#eeeeee", "recurrent": "#d0e0e3", "attention": "#b4dcd6",
+    "embedding": "#fce5cd", "regularization": "#f3f3f3", "arith": "#e6def0", "wrapper": "#e0e0f0",
+    "block": "#ffffff",
 }
+MERGE_OPS = {"add": "add", "sub": "sub", "mul": "mul", "mean": "ave", "concat": "concat"}
+FUSION_FILL = "#fff4c2"
+# Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.
+AUTO_LIMIT = 150
 
 
 def escape(text: str) -> str:
-    """Escape text for a double-quoted DOT string."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """Escape text for a double-quoted DOT string (any name renders, none can end the string)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "")
 
 
 def _shape(t) -> str:
@@ -34,67 +47,356 @@ def _shape(t) -> str:
     return str(t)
 
 
-def _label(node: Node, params: dict[str, int]) -> str:
-    if node.op == "input":
-        return f"input {node.attrs['name']}"
-    parts = [node.name + ": " + node.op if node.name and not node.name.isdigit() else node.op]
-    path = node.module_path
-    if path and params.get(path):
-        parts.append(f"{params[path]:,} params")
-    return "\n".join(parts)
+def _pair(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "×".join(str(x) for x in v)
+    return f"{v}×{v}"
 
 
-def to_dot(g: Graph) -> str:
-    params = count_params(g)
-    lines = [f'digraph "{escape(g.name)}" {{', "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
-             '  edge [fontname="Helvetica", fontsize=8];']
-    outputs = {v: n for n, v in g.outputs}
+def describe(node: Node) -> str:
+    """The op with its key attributes: ``conv2d 3×3 /2, 128``."""
+    a, op = node.attrs, node.op
+    if op.startswith("conv"):
+        k = _pair(a["k"]) if op != "conv1d" else str(a["k"])
+        stride = f" /{format_value(a['stride'])}" if a["stride"] not in (1, [1, 1]) else ""
+        return f"{op} {k}{stride}, {a['channels']}"
+    if op in ("maxpool", "avgpool"):
+        if a["k"] == "global":
+            return f"{op} global"
+        stride = a["stride"] if a["stride"] is not None else a["k"]
+        return f"{op} {_pair(a['k'])}" + (f" /{format_value(stride)}" if stride != 1 else "")
+    if op == "linear":
+        return f"linear {a['units']}"
+    if op == "embedding":
+        return f"embedding {a['vocab']}×{a['dim']}"
+    if op in ("lstm", "gru", "rnn"):
+        return f"{op} {a['units']}" + (f" ×{a['layers']} layers" if a["layers"] > 1 else "")
+    if op == "attention":
+        return f"attention, {a['heads']} head{'s' if a['heads'] > 1 else ''}" + (", causal" if a["causal"] else "")
+    if op == "dropout":
+        return f"dropout {a['p']}" + (" (always)" if a["always"] else "")
+    if op in ("reshape", "permute", "upsample", "adaptive_avgpool", "scale", "shift", "leaky_relu", "elu"):
+        return f"{op} " + ", ".join(format_value(v) for v in a.values())
+    if op == "timedistributed":
+        inner = dict(a["layer"])
+        return "timedistributed(" + describe(Node(node.id, inner.pop("op"), (), (), inner, (), node.span)) + ")"
+    return op
 
-    def node_stmt(node: Node, indent: str) -> str:
-        op = get(node.op)
-        colour = FAMILY_COLOURS.get(op.family, "#ffffff") if op else "#ffffff"
-        shape = ', shape=oval' if node.op == "input" else ""
-        return f'{indent}n{node.id} [label="{escape(_label(node, params))}", fillcolor="{colour}"{shape}];'
 
-    # nest clusters by scope
-    def emit(nodes: list[Node], depth: int, indent: str) -> None:
-        i = 0
-        while i < len(nodes):
-            node = nodes[i]
-            if len(node.scope) <= depth:
-                lines.append(node_stmt(node, indent))
-                i += 1
-                continue
-            scope: Scope = node.scope[depth]
-            j = i
-            while j < len(nodes) and len(nodes[j].scope) > depth and nodes[j].scope[depth] == scope:
-                j += 1
-            title = f"{scope.path} ({scope.block})" if scope.block else scope.path
-            lines.append(f'{indent}subgraph "cluster_{escape(scope.path)}#{scope.call}" {{')
-            lines.append(f'{indent}  label="{escape(title)}"; style="rounded"; color="#888888"; fontname="Helvetica";')
-            emit(nodes[i:j], depth + 1, indent + "  ")
-            lines.append(f"{indent}}}")
-            i = j
+@dataclass
+class Cluster:
+    """A block instance or labelled group being drawn."""
 
-    emit(g.nodes, 0, "  ")
-    producer = g.producer()
+    scope: Scope | None
+    depth: int
+    items: list = field(default_factory=list)  # Node | Cluster, in order
+    nodes: list[Node] = field(default_factory=list)  # every node inside, at any depth
+    rolled: int = 0  # > 1: a repeat drawn once, ×rolled
+
+
+def _tree(g: Graph) -> Cluster:
+    root = Cluster(None, 0)
+    index: dict[tuple, Cluster] = {}
     for node in g.nodes:
-        for v in node.inputs:
-            src = producer[v]
-            lines.append(f'  n{src.id} -> n{node.id} [label="{escape(_shape(g.types[v]))}"];')
-    for v, name in outputs.items():
-        src = producer[v]
-        lines.append(f'  out_{escape(name)} [label="output {escape(name)}\\n{escape(_shape(g.types[v]))}", '
-                     f'shape=oval, style=filled, fillcolor="#ffffff"];')
-        lines.append(f"  n{src.id} -> out_{escape(name)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        parent = root
+        root.nodes.append(node)
+        for depth, scope in enumerate(node.scope, start=1):
+            key = tuple((s.path, s.call) for s in node.scope[:depth])
+            child = index.get(key)
+            if child is None:
+                child = index[key] = Cluster(scope, depth)
+                parent.items.append(child)
+            child.nodes.append(node)
+            parent = child
+        parent.items.append(node)
+    return root
 
 
-def render_file(g: Graph, out: Path) -> str | None:
+def _repeat(c: Cluster) -> bool:
+    """A labelled group of two or more instances of one block with the same arguments (``Block(..) * N``)."""
+    kids = c.items
+    return (c.scope is not None and c.scope.kind == "seq" and len(kids) >= 2 and all(isinstance(k, Cluster)
+            and k.scope.kind == "block" and (k.scope.block, k.scope.args) == (kids[0].scope.block, kids[0].scope.args)
+            for k in kids))
+
+
+def _count(c: Cluster, depth: int | None, roll: bool) -> int:
+    """Drawn nodes of a cluster under the given settings."""
+    total = 0
+    items = c.items[:1] if roll and _repeat(c) else c.items
+    for item in items:
+        if isinstance(item, Node):
+            total += 1
+        elif depth is not None and item.depth > depth:
+            total += 1
+        else:
+            total += _count(item, depth, roll)
+    return total
+
+
+def _max_depth(c: Cluster) -> int:
+    return max([c.depth] + [_max_depth(i) for i in c.items if isinstance(i, Cluster)])
+
+
+def choose_view(g: Graph, depth: int | None, roll: bool | None) -> tuple[int | None, bool]:
+    """The depth and rolling to draw with: as asked, or (when not asked) whatever keeps the picture readable."""
+    root = _tree(g)
+    if roll is None:
+        roll = depth is None and _count(root, None, False) > AUTO_LIMIT
+    if depth is None and _count(root, None, roll) > AUTO_LIMIT:
+        depth = next((d for d in range(_max_depth(root), -1, -1) if _count(root, d, roll) <= AUTO_LIMIT), 0)
+    return depth, roll
+
+
+class Drawing:
+    def __init__(self, g: Graph, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
+                 rankdir: str = "TB") -> None:
+        self.g = g
+        self.depth, self.roll = choose_view(g, depth, roll)
+        self.fusion = fusion
+        self.rankdir = rankdir
+        self.params = count_params(g)
+        self.producer = g.producer()
+        self.rep: dict[int, str] = {}  # node id -> the DOT node that stands for it
+        self.entry: dict[int, str] = {}  # node id -> where its incoming edges end, when not at rep
+        self.alias: dict[int, int] = {}  # node of a rolled-up repeat -> its counterpart in the drawn instance
+        self.lines: list[str] = []
+        self.families: set[str] = set()
+        self.seen_paths: dict[str, str] = {}  # module path -> the DOT node of its first use
+        self.shared_links: list[tuple[str, str]] = []
+        self.first_use: dict[str, str] = {}  # shared block instance path -> its first drawn node
+        plan = group_fusions(g) if fusion else None
+        self.group_of = plan.group_of if plan else {}
+
+    # ---- labels --------------------------------------------------------------------------------
+
+    def _cluster_label(self, c: Cluster) -> str:
+        s = c.scope
+        assert s is not None
+        name = s.name if not s.name.isdigit() else ".".join(s.path.split(".")[-2:])  # a repeat's child: group.k
+        if s.kind == "block":
+            args = ", ".join(f"{k}={format_value(v)}" for k, v in s.args)
+            text = f"{name}: {s.block}({args})"
+        else:
+            text = name
+        if c.rolled > 1:
+            text += f"  ×{c.rolled}"
+        if s.call > 0:
+            text += "  (shared: another use)"
+        return text
+
+    def _params_text(self, node: Node) -> str:
+        path = node.module_path
+        if path is None or not self.params.get(path):
+            return ""
+        if path in self.seen_paths:
+            return "\nshared"
+        return f"\n{self.params[path]:,} params"
+
+    # ---- statements ---------------------------------------------------------------------------
+
+    def _node(self, node: Node, indent: str) -> None:
+        nid = f"n{node.id}"
+        self.rep[node.id] = nid
+        if node.op == "input":
+            t = self.g.types[node.outputs[0]]
+            dtype = f" {t.dtype}" if isinstance(t, TensorType) and t.dtype != "float32" else ""
+            label = f"input {node.attrs['name']}\n{_shape(t)}{dtype}"
+            self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=invhouse, fillcolor="#ffffff"];')
+            return
+        op = get(node.op)
+        family = op.family if op else "other"
+        self.families.add(family)
+        colour = FAMILY_COLOURS.get(family, "#ffffff")
+        if node.op == "bidirectional":
+            self._bidirectional(node, indent, colour)
+            return
+        if node.op in MERGE_OPS:
+            label = MERGE_OPS[node.op]
+            self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=ellipse, fillcolor="{colour}"];')
+            return
+        title = describe(node)
+        if node.name and not node.name.isdigit() and node.name != node.op:
+            title = f"{node.name}: {title}"
+        label = title + self._params_text(node)
+        self.lines.append(f'{indent}{nid} [label="{escape(label)}", fillcolor="{colour}"];')
+        self._note_shared(node, nid)
+
+    def _note_shared(self, node: Node, nid: str) -> None:
+        path = node.module_path
+        if path is None or not get(node.op) or not get(node.op).stateful:
+            return
+        if any(s.call > 0 for s in node.scope):
+            self.seen_paths.setdefault(path, nid)
+            return  # a use of a shared block instance: one link joins the two instances
+        if path in self.seen_paths:
+            self.shared_links.append((self.seen_paths[path], nid))
+        else:
+            self.seen_paths[path] = nid
+
+    def _bidirectional(self, node: Node, indent: str, colour: str) -> None:
+        """Two directions joining at the merge: a cluster of forward, backward and merge nodes."""
+        cell = node.attrs["layer"]
+        inner = Node(node.id, cell["op"], (), (), {k: v for k, v in cell.items() if k != "op"}, (), node.span)
+        nid = f"n{node.id}"
+        name = f"{node.name}: " if node.name and not node.name.isdigit() else ""
+        label = f"{name}bidirectional" + self._params_text(node)
+        self.lines.append(f'{indent}subgraph "cluster_bi{node.id}" {{')
+        self.lines.append(f'{indent}  label="{escape(label)}"; style="rounded,filled"; fillcolor="#f4fafa"; '
+                          f'color="#7fa9ad";')
+        self.lines.append(f'{indent}  {nid}_in [label="", shape=point];')
+        for d in ("forward", "backward"):
+            self.lines.append(f'{indent}  {nid}_{d} [label="{escape(d + " " + describe(inner))}", '
+                              f'fillcolor="{colour}"];')
+            self.lines.append(f'{indent}  {nid}_in -> {nid}_{d} [arrowhead=none];')
+            self.lines.append(f'{indent}  {nid}_{d} -> {nid};')
+        self.lines.append(f'{indent}  {nid} [label="{escape(node.attrs["merge"])}", shape=ellipse, '
+                          f'fillcolor="{FAMILY_COLOURS["merge"]}"];')
+        self.families.add("merge")
+        self.lines.append(f"{indent}}}")
+        self.rep[node.id] = nid
+        self.entry[node.id] = f"{nid}_in"
+        self._note_shared(node, nid)
+
+    def _collapsed(self, c: Cluster, indent: str) -> None:
+        """A block instance below the drawn depth: one node with its shapes and total parameters."""
+        s = c.scope
+        assert s is not None
+        nid = f"c{c.nodes[0].id}"
+        key = f"{s.path}#{s.call}"
+        ins, outs, _, _ = self.g.calls.get(key, ((), (), (), None))
+        paths = {n.module_path for n in c.nodes if n.module_path}
+        total = sum(self.params.get(p, 0) for p in paths if p not in self.seen_paths)
+        io = ", ".join(_shape(self.g.types[v]) for v in ins) + " → " + ", ".join(_shape(self.g.types[v])
+                                                                                for v in outs)
+        label = self._cluster_label(c) + f"\n{io}" + (f"\n{total:,} params" if total else "")
+        shared = s.call > 0
+        for p in paths:
+            self.seen_paths.setdefault(p, nid)
+        style = "rounded,filled,bold" + (",dashed" if shared else "")
+        self.lines.append(f'{indent}{nid} [label="{escape(label)}", style="{style}", fillcolor="#ffffff"];')
+        self.families.add("block")
+        for n in c.nodes:
+            self.rep[n.id] = nid
+        self._link_instance(c)
+
+    def _cluster(self, c: Cluster, indent: str) -> None:
+        if self.depth is not None and c.depth > self.depth:
+            self._collapsed(c, indent)
+            return
+        items = c.items
+        if self.roll and _repeat(c):
+            c.rolled = len(items)
+            first: Cluster = items[0]
+            for other in items[1:]:
+                for mine, theirs in zip(first.nodes, other.nodes):
+                    self.alias[theirs.id] = mine.id
+            items = items[:1]
+        self.lines.append(f'{indent}subgraph "cluster_{escape(c.scope.path)}#{c.scope.call}" {{')
+        dashed = ",dashed" if c.scope.call > 0 else ""
+        self.lines.append(f'{indent}  label="{escape(self._cluster_label(c))}"; style="rounded{dashed}"; '
+                          f'color="#666666";')
+        self._items(items, indent + "  ")
+        self.lines.append(f"{indent}}}")
+        self._link_instance(c)
+
+    def _link_instance(self, c: Cluster) -> None:
+        """A dashed line from the first use of a shared block instance to each later use."""
+        s = c.scope
+        assert s is not None
+        here = self.rep.get(c.nodes[0].id)
+        if s.call == 0:
+            self.first_use.setdefault(s.path, here)
+        elif s.path in self.first_use and here is not None:
+            self.shared_links.append((self.first_use[s.path], here))
+
+    def _items(self, items: list, indent: str) -> None:
+        groups: dict[int, list[Node]] = {}
+        for item in items:
+            if isinstance(item, Node) and item.id in self.group_of:
+                groups.setdefault(self.group_of[item.id].id, []).append(item)
+        done: set[int] = set()
+        for item in items:
+            if isinstance(item, Cluster):
+                self._cluster(item, indent)
+            elif item.id in self.group_of and len(groups[self.group_of[item.id].id]) > 1:
+                gid = self.group_of[item.id].id
+                if gid in done:
+                    continue
+                done.add(gid)
+                self.lines.append(f'{indent}subgraph "cluster_fused{gid}" {{')
+                self.lines.append(f'{indent}  label="kernel #{gid}"; style="filled,rounded"; fillcolor="{FUSION_FILL}"; '
+                                  f'color="#e0c060"; fontsize=9;')
+                for n in groups[gid]:
+                    self._node(n, indent + "  ")
+                self.lines.append(f"{indent}}}")
+            else:
+                self._node(item, indent)
+
+    # ---- the whole picture -----------------------------------------------------------------------------
+
+    def dot(self) -> str:
+        g = self.g
+        self.lines = [
+            f'digraph "{escape(g.name)}" {{',
+            f"  rankdir={self.rankdir};",
+            '  graph [fontname="Helvetica", fontsize=11, labeljust=l, newrank=true];',
+            '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+            '  edge [fontname="Helvetica", fontsize=8, color="#555555"];',
+        ]
+        self._items(_tree(g).items, "  ")
+        edges: set[tuple[str, str, str]] = set()
+        ordered: list[tuple[str, str, str]] = []
+        for node in g.nodes:
+            dst_id = self.alias.get(node.id, node.id)
+            for v in node.inputs:
+                src_id = self.alias.get(self.producer[v].id, self.producer[v].id)
+                src, dst = self.rep[src_id], self.rep[dst_id]
+                dst = self.entry.get(dst_id, dst) if src != dst else dst
+                if src == dst or (node.id in self.alias and self.producer[v].id in self.alias):
+                    continue
+                edge = (src, dst, _shape(g.types[v]))
+                if edge not in edges:
+                    edges.add(edge)
+                    ordered.append(edge)
+        for src, dst, label in ordered:
+            self.lines.append(f'  {src} -> {dst} [label="{escape(label)}"];')
+        for name, v in g.outputs:
+            src = self.rep[self.alias.get(self.producer[v].id, self.producer[v].id)]
+            out = f'"out:{escape(name)}"'
+            self.lines.append(f'  {out} [label="{escape(f"output {name}")}\\n{escape(_shape(g.types[v]))}", '
+                              f'shape=house, fillcolor="#ffffff"];')
+            self.lines.append(f"  {src} -> {out};")
+        for a, b in self.shared_links:
+            self.lines.append(f'  {a} -> {b} [style=dashed, arrowhead=none, constraint=false, color="#999999", '
+                              f'label="shared"];')
+        self._legend()
+        self.lines.append("}")
+        return "\n".join(self.lines) + "\n"
+
+    def _legend(self) -> None:
+        families = sorted(f for f in self.families if f in FAMILY_COLOURS)
+        self.lines.append('  subgraph "cluster_legend" {')
+        self.lines.append('    label="legend"; style="rounded"; color="#bbbbbb"; fontsize=9;')
+        for f in families:
+            style = "rounded,filled,bold" if f == "block" else "rounded,filled"
+            label = "collapsed block" if f == "block" else f
+            self.lines.append(f'    "legend:{f}" [label="{label}", fillcolor="{FAMILY_COLOURS[f]}", style="{style}", '
+                              f'fontsize=8];')
+        if self.fusion and self.group_of:
+            self.lines.append(f'    "legend:fused" [label="fused kernel", fillcolor="{FUSION_FILL}", fontsize=8];')
+        self.lines.append("  }")
+
+
+def to_dot(g: Graph, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
+           rankdir: str = "TB") -> str:
+    """The DOT text of a diagram of ``g`` (see the module docstring for the options)."""
+    return Drawing(g, depth, roll, fusion, rankdir).dot()
+
+
+def render_file(g: Graph, out: Path, **options) -> str | None:
     """Write ``out`` (.dot, .svg, .png or .pdf); returns a message for the user, if any."""
-    dot_text = to_dot(g)
+    dot_text = to_dot(g, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = out.suffix.lower().lstrip(".")
     if fmt == "dot":

@@ -112,8 +112,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
         raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {out.name}")
     g = _graph(args)
+    if args.depth is not None and args.depth < 0:
+        raise UsageError("--depth must be 0 or more")
+    options = {"depth": args.depth, "roll": True if args.roll else None, "fusion": not args.no_fusion,
+               "rankdir": args.rankdir}
     try:
-        message = render_file(g, out)
+        message = render_file(g, out, **options)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     if message:
@@ -159,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("render", help="draw the network with Graphviz")
     common(c)
     c.add_argument("-o", "--output", required=True, metavar="OUT.{svg,png,pdf,dot}")
+    c.add_argument("--depth", type=int, metavar="N",
+                   help="draw block instances nested deeper than N as single nodes (default: all, or what keeps a "
+                        "large network readable)")
+    c.add_argument("--roll", action="store_true", help="draw each repeat (Block * N) once, marked ×N")
+    c.add_argument("--no-fusion", action="store_true", help="do not shade the fusion groups")
+    c.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
     c.set_defaults(func=cmd_render)
     return p
 

@@ -1,0 +1,229 @@
+"""Diagrams: the structure of the DOT text for every spec, rendering through ``dot``, determinism, escaping,
+collapsing and rolling, merges, shared instances, fusion shading, and a 2,000-layer network."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dlc.backends.graphviz import AUTO_LIMIT, choose_view, to_dot
+from dlc.compiler import build_graph
+from dlc.compiler.fusion import group_fusions
+from dlc.compiler.passes import count_params
+
+from conftest import SPECS_DIR
+
+SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+
+
+def graph(name: str, **params):
+    return build_graph(SPECS_DIR / f"{name}.dln", params or None)
+
+
+def node_lines(dot: str) -> list[str]:
+    return [ln for ln in dot.splitlines() if re.match(r'\s+(n|c)\d+\w* \[label=', ln)]
+
+
+def cluster_labels(dot: str) -> list[str]:
+    return re.findall(r'subgraph "cluster_[^"]*" \{\n\s+label="([^"]*)"', dot)
+
+
+def edge_labels(dot: str) -> list[str]:
+    return re.findall(r' -> \S+ \[label="([^"]*)"\]', dot)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_structure_of_every_spec(name):
+    g = graph(name)
+    dot = to_dot(g, depth=99, roll=False)
+    # one cluster per block instance and labelled group, named as in the spec
+    scopes = {(s.path, s.call) for n in g.nodes for s in n.scope}
+    labels = cluster_labels(dot)
+    assert len([lb for lb in labels if not lb.startswith(("kernel #", "legend"))
+                and not lb.endswith("bidirectional") and "bidirectional\\n" not in lb]) == len(scopes)
+    for n in g.nodes:
+        for s in n.scope:
+            if s.kind == "block":
+                assert any(lb.startswith(f"{s.name if not s.name.isdigit() else '.'.join(s.path.split('.')[-2:])}: {s.block}(")
+                           for lb in labels), s.path
+    # every edge carries the shape of its tensor
+    shapes = {"[" + ", ".join(str(d) for d in t.shape) + "]" for t in g.types.values() if hasattr(t, "shape")}
+    assert edge_labels(dot) and all(lb in shapes or lb.startswith("state(") for lb in edge_labels(dot))
+    # inputs and outputs have shapes of their own
+    assert dot.count("shape=invhouse") == len(g.inputs)
+    assert dot.count("shape=house") == len(g.outputs)
+    # the legend names the families drawn
+    assert 'subgraph "cluster_legend"' in dot
+
+
+def test_labels_show_key_attributes_and_parameters():
+    dot = to_dot(graph("resnet18"), depth=99)
+    assert 'label="conv1: conv2d 7×7 /2, 64\\n9,408 params"' in dot
+    assert 'label="maxpool 3×3 /2"' in dot  # named after its op: the name is not repeated
+    assert 'label="fc: linear 1000\\n513,000 params"' in dot
+    assert 'label="layer2.0: BasicBlock(c=128, stride=2)"' in dot
+
+
+@pytest.mark.parametrize("name,kinds", [("resnet18", {"add"}), ("googlenet", {"concat"}), ("densenet121", {"concat"}),
+                                        ("unet", {"concat"}), ("siamese", {"sub"})])
+def test_merges_are_nodes_of_their_kind(name, kinds):
+    dot = to_dot(graph(name), depth=99, roll=False)
+    merges = set(re.findall(r'\[label="(add|sub|mul|ave|concat|sum)", shape=ellipse', dot))
+    assert kinds <= merges
+
+
+@pytest.mark.parametrize("merge,label", [("concat", "concat"), ("sum", "sum"), ("mul", "mul"), ("ave", "ave")])
+def test_bidirectional_layer_is_two_directions_joining_at_its_merge(merge, label):
+    dot = to_dot(graph("bilstm_tagger", merge=merge))
+    assert 'label="forward lstm 128"' in dot and 'label="backward lstm 128"' in dot
+    bi = re.search(r"(n\d+)_forward -> (n\d+);", dot)
+    assert bi and f'{bi.group(2)} [label="{label}", shape=ellipse' in dot
+    assert f"{bi.group(2)}_backward -> {bi.group(2)};" in dot
+
+
+def test_shared_instance_is_marked_linked_and_counted_once():
+    g = graph("siamese")
+    dot = to_dot(g, depth=99)
+    links = re.findall(r"(\w+) -> (\w+) \[style=dashed, arrowhead=none, constraint=false[^]]*label=\"shared\"\]", dot)
+    assert len(links) == 1  # the tower's two applications
+    assert "(shared: another use)" in dot
+    # each tower parameter is counted at its first use only
+    first = re.findall(r'conv1: conv2d 10×10, 64\\n([^"]+)"', dot)
+    assert first == [f"{count_params(g)['tower.conv1']:,} params", "shared"]
+
+
+def test_shared_layer_without_a_block(tmp_path):
+    spec = tmp_path / "s.dln"
+    spec.write_text("""
+network S {
+    input a: [8]
+    input b: [8]
+    p = linear(4)
+    output y = (a -> p) + (b -> p)
+}""", encoding="utf-8")
+    dot = to_dot(build_graph(spec))
+    assert dot.count('label="shared"') == 1
+    assert dot.count("36 params") == 1 and dot.count("\\nshared") == 1
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 3])
+def test_collapse_at_each_depth(depth):
+    g = graph("resnet18")
+    dot = to_dot(g, depth=depth, roll=False, fusion=False)
+    collapsed = re.findall(r'c\d+ \[label="([^"]*)", style="rounded,filled,bold', dot)
+    # depth 0: layer1-4 collapse; 1: their 8 BasicBlocks; 2: the 3 downsample groups; 3: nothing is deeper
+    assert len(collapsed) == {0: 4, 1: 8, 2: 3, 3: 0}[depth]
+    if depth == 0:
+        # a collapsed block shows its input and output shapes and its total parameters
+        layer1 = next(lb for lb in collapsed if lb.startswith("layer1"))
+        assert "[64, 56, 56] → [64, 56, 56]" in layer1
+        total = sum(v for k, v in count_params(g).items() if k.startswith("layer1."))
+        assert f"{total:,} params" in layer1
+        assert cluster_labels(dot) == ["legend"]  # nothing drawn as a cluster
+
+
+def test_large_networks_collapse_by_default():
+    g = graph("densenet121")
+    depth, roll = choose_view(g, None, None)
+    assert roll or depth is not None
+    dot = to_dot(g)
+    assert len(node_lines(dot)) <= AUTO_LIMIT
+    # asked for explicitly, everything is drawn
+    assert len(node_lines(to_dot(g, depth=99, roll=False))) > AUTO_LIMIT
+
+
+def test_roll_draws_a_repeat_once():
+    dot = to_dot(graph("resnet18"), depth=99, roll=True)
+    assert any(lb.startswith("layer1") and lb.endswith("×2") for lb in cluster_labels(dot))
+    assert "layer1.1: BasicBlock" not in dot and "layer1.0: BasicBlock" in dot
+
+
+def test_fusion_groups_are_shaded_unless_asked_not_to():
+    g = graph("resnet18")
+    dot = to_dot(g, depth=99, roll=False)
+    kernels = [lb for lb in cluster_labels(dot) if lb.startswith("kernel #")]
+    assert len(kernels) == len(group_fusions(g).groups)
+    assert "kernel #" not in to_dot(g, depth=99, fusion=False)
+
+
+def test_rankdir():
+    assert "rankdir=LR;" in to_dot(graph("mlp"), rankdir="LR")
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_dot_is_deterministic(name):
+    assert to_dot(graph(name)) == to_dot(graph(name))
+
+
+# Names are ASCII identifiers; string arguments carry everything else into cluster labels.
+HOSTILE = '''
+block Blk(tag: str) {
+    input x
+    return x -> fc: linear(4) -> relu
+}
+network Hostile(label: str = "a \\"quoted\\" {brace} <angle> \\\\ back; größe ☃") {
+    input x: [8]
+    output y = x -> b: Blk(label) -> out: linear(2)
+}
+'''
+
+
+@needs_dot
+def test_hostile_names_render(tmp_path):
+    spec = tmp_path / "hostile.dln"
+    spec.write_text(HOSTILE, encoding="utf-8")
+    dot = to_dot(build_graph(spec))
+    assert '\\"quoted\\"' in dot and "{brace} <angle>" in dot
+    out = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout
+    assert "größe ☃".encode() in out and b"&lt;angle&gt;" in out and b"{brace}" in out
+
+
+@needs_dot
+@pytest.mark.parametrize("name", SPECS)
+def test_every_spec_renders_through_dot_deterministically(name, tmp_path):
+    dot = to_dot(graph(name))
+    svgs = [subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout
+            for _ in range(2)]
+    assert svgs[0] == svgs[1] and b"<svg" in svgs[0]
+
+
+@needs_dot
+@pytest.mark.slow
+def test_two_thousand_layers_render_collapsed(tmp_path):
+    spec = tmp_path / "deep.dln"
+    spec.write_text("""
+block Layer(c: int) {
+    input x
+    return x -> fc: linear(c) -> relu
+}
+network Deep {
+    input x: [16]
+    output y = x -> stack: (Layer(16) * 1000)
+}""", encoding="utf-8")
+    g = build_graph(spec)
+    assert len(g.nodes) > 2000
+    dot = to_dot(g)
+    assert len(node_lines(dot)) <= AUTO_LIMIT
+    assert any(lb.endswith("×1000") for lb in cluster_labels(dot))
+    out = tmp_path / "deep.svg"
+    subprocess.run(["dot", "-Tsvg", "-o", str(out)], input=dot.encode(), check=True, timeout=120)
+    assert out.stat().st_size > 0
+
+
+def test_paths():
+    assert Path(SPECS_DIR).is_dir()
+
+
+def test_gallery_covers_every_spec():
+    """docs/gallery.md (`make gallery`) shows every spec with its committed diagram."""
+    docs = SPECS_DIR.parent / "docs"
+    page = (docs / "gallery.md").read_text(encoding="utf-8")
+    for name in SPECS:
+        assert f"## {name}\n" in page
+        assert f'src="images/gallery/{name}.svg"' in page
+        assert (docs / "images" / "gallery" / f"{name}.svg").stat().st_size > 0
