@@ -324,6 +324,7 @@ class Drawing:
                 if gid in done:
                     continue
                 done.add(gid)
+                self.families.add("fused")
                 self.lines.append(f'{indent}subgraph "cluster_fused{gid}" {{')
                 self.lines.append(f'{indent}  label="kernel #{gid}"; style="filled,rounded"; fillcolor="{FUSION_FILL}"; '
                                   f'color="#e0c060"; fontsize=9;')
@@ -383,7 +384,7 @@ class Drawing:
             label = "collapsed block" if f == "block" else f
             self.lines.append(f'    "legend:{f}" [label="{label}", fillcolor="{FAMILY_COLOURS[f]}", style="{style}", '
                               f'fontsize=8];')
-        if self.fusion and self.group_of:
+        if "fused" in self.families:
             self.lines.append(f'    "legend:fused" [label="fused kernel", fillcolor="{FUSION_FILL}", fontsize=8];')
         self.lines.append("  }")
 
