@@ -140,7 +140,10 @@ def _max_depth(c: Cluster) -> int:
 
 def choose_view(g: Graph, depth: int | None, roll: bool | None) -> tuple[int | None, bool]:
     """The depth and rolling to draw with: as asked, or (when not asked) whatever keeps the picture readable."""
-    root = _tree(g)
+    return _view(_tree(g), depth, roll)
+
+
+def _view(root: Cluster, depth: int | None, roll: bool | None) -> tuple[int | None, bool]:
     if roll is None:
         roll = depth is None and _count(root, None, False) > AUTO_LIMIT
     if depth is None and _count(root, None, roll) > AUTO_LIMIT:
@@ -152,7 +155,8 @@ class Drawing:
     def __init__(self, g: Graph, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
                  rankdir: str = "TB") -> None:
         self.g = g
-        self.depth, self.roll = choose_view(g, depth, roll)
+        self.tree = _tree(g)
+        self.depth, self.roll = _view(self.tree, depth, roll)
         self.fusion = fusion
         self.rankdir = rankdir
         self.params = count_params(g)
@@ -326,8 +330,8 @@ class Drawing:
                 done.add(gid)
                 self.families.add("fused")
                 self.lines.append(f'{indent}subgraph "cluster_fused{gid}" {{')
-                self.lines.append(f'{indent}  label="kernel #{gid}"; style="filled,rounded"; fillcolor="{FUSION_FILL}"; '
-                                  f'color="#e0c060"; fontsize=9;')
+                self.lines.append(f'{indent}  label="kernel #{gid}"; style="filled,rounded"; '
+                                  f'fillcolor="{FUSION_FILL}"; color="#e0c060"; fontsize=9;')
                 for n in groups[gid]:
                     self._node(n, indent + "  ")
                 self.lines.append(f"{indent}}}")
@@ -345,7 +349,7 @@ class Drawing:
             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
             '  edge [fontname="Helvetica", fontsize=8, color="#555555"];',
         ]
-        self._items(_tree(g).items, "  ")
+        self._items(self.tree.items, "  ")
         edges: set[tuple[str, str, str]] = set()
         ordered: list[tuple[str, str, str]] = []
         for node in g.nodes:

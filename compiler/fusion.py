@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.registry import get
@@ -29,8 +30,6 @@ from dlc.compiler.types import TensorType, is_float
 
 ROW_OPS = ("softmax", "log_softmax", "layernorm")
 RECURRENT_OPS = ("lstm", "gru", "bidirectional")
-# Elementwise ops whose extra (non-chain) inputs are tensors of the spec.
-MERGE_OPS = ("add", "sub", "mul", "mean")
 
 
 @dataclass
@@ -53,9 +52,6 @@ class FusionGroup:
 class FusionPlan:
     groups: list[FusionGroup]
     group_of: dict[int, FusionGroup]  # node id -> its group
-
-    def kernel_groups(self) -> list[FusionGroup]:
-        return self.groups
 
 
 _ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
@@ -262,7 +258,7 @@ def explain(g: Graph, recurrent: bool = False) -> str:
         else:
             saved = f"saves {grp.saved_formula} bytes per sample"
             symbolic = True
-        file = first.span.file.rsplit("/", 1)[-1]
+        file = Path(first.span.file).name
         lines.append(f"  #{grp.id:<3} {grp.kind:<11} {where}: {describe_group(g, grp)}  ({file}:{span}; {saved})")
     more = " (plus the groups with symbolic sizes)" if symbolic else ""
     lines.append(f"memory traffic saved in the forward pass: {_human(total)} per sample{more}")

@@ -107,8 +107,8 @@ class FusedEmitter:
 
     # ---- kernel groups --------------------------------------------------------------------------------
 
-    def _register(self, grp: FusionGroup) -> KernelSpec:
-        spec = kernel_for(self.g, grp)
+    def _register(self, grp: FusionGroup, spec: KernelSpec) -> KernelSpec:
+        """The kernel that runs ``spec``: a new one, or an earlier group's with the same code."""
         where = self.g.nodes[grp.last].scope_path or self.g.name
         use = f"{where}: {describe_group(self.g, grp)}"
         known = self.kernels.get(spec.key())
@@ -133,8 +133,8 @@ class FusedEmitter:
         grp = self.kernel_group(last)
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
-        spec = self._register(grp)
-        local = kernel_for(self.g, grp)  # this group's own call arguments (the shared spec holds the first's)
+        local = kernel_for(self.g, grp)  # this group's own call arguments (a shared kernel holds the first's)
+        spec = self._register(grp, local)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
         out = namer.bind(last.outputs[0], _hints(hint, 1)[0], step)
         lines: list[tuple[str, Node]] = []

@@ -55,7 +55,6 @@ class KernelSpec:
     pre: tuple[Step, ...]  # the chain (elementwise), the prologue (row), the epilogue (linear)
     row: Step | None = None
     post: tuple[Step, ...] = ()
-    anchor: int | None = None  # linear / conv node id
     call: list[CallArg] = field(default_factory=list)
     dropout: str | None = None  # None | "train" | "always"
     name: str = ""
@@ -122,7 +121,6 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         return names[v]
 
     kind = grp.kind
-    anchor = None
     steps: list[Step] = []
     row: Step | None = None
     post: list[Step] = []
@@ -137,7 +135,6 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     cur = ""
     rest = nodes
     if kind == "anchor":
-        anchor = nodes[0].id
         head = nodes[0]
         if head.op == "linear" and "fold" not in head.attrs:
             kind = "linear"
@@ -186,7 +183,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         out = fresh()
         target.append(Step(n.op, attrs, args, out, _note(g, n)))
         names[n.outputs[0]] = out
-    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(steps), row, tuple(post), anchor, call,
+    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(steps), row, tuple(post), call,
                       dropout)
 
 

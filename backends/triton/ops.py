@@ -14,7 +14,7 @@ scale and shift, computed from running or batch statistics by ``batchnorm_affine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 # SELU's constants (Klambauer et al. 2017), as torch.nn.SELU uses them.
 SELU_ALPHA = 1.6732632423543772
@@ -100,7 +100,3 @@ EW: dict[str, EwOp] = {
     "dropout": EwOp(lambda a, x: f"{x[0]} * {x[1]}", lambda a, x, y, g: [f"{g} * {x[1]}"],
                     lambda a, x: ""),
 }
-
-
-def dropout_p(attrs: dict[str, Any]) -> float:
-    return float(attrs["p"])

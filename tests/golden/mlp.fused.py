@@ -142,7 +142,13 @@ def _reduce_to(grad, shape, dtype):
 
 
 def _compute_dtype(dtype):
+    """The dtype kernels compute in, as Triton names it."""
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _compute_torch_dtype(dtype):
+    """The same, as torch names it (for gradient and pre-epilogue buffers)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _need_mask(needs):
@@ -190,8 +196,7 @@ class _Elementwise(torch.autograd.Function):
         inputs = ctx.saved_tensors
         ins = _in_order(inputs, kernel.full, shape, order)
         needs = ctx.needs_input_grad[3:]
-        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
-        grads = [_empty(shape, compute, grad.device, order) if need else None for need in needs]
+        grads = [_empty(shape, _compute_torch_dtype(ctx.dtype), grad.device, order) if need else None for need in needs]
         walk_grad = grad.permute(order).contiguous()
         outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
         kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,
@@ -243,6 +248,11 @@ class ElementwiseKernel:
 LINEAR_TILES = (32, 128, 128) if TRITON_INTERPRET else (64, 64, 32)
 
 
+def _epilogue_inputs(extras, full, m, n):
+    """A linear kernel's epilogue inputs as [m, n] matrices: full ones dense, vectors through broadcast strides."""
+    return [e.reshape(m, n).contiguous() if f else e.expand(m, n) for e, f in zip(extras, full)]
+
+
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, on, store_z, x, weight, *extras):
@@ -250,10 +260,9 @@ class _Linear(torch.autograd.Function):
         a = x.reshape(-1, k)
         m = a.shape[0]
         dtype = torch.promote_types(x.dtype, weight.dtype)
-        ins = [e.reshape(m, n).contiguous() if full else e.expand(m, n) for e, full in zip(extras, kernel.full[1:])]
+        ins = _epilogue_inputs(extras, kernel.full[1:], m, n)
         out = torch.empty((*x.shape[:-1], n), dtype=dtype, device=x.device)
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        z = torch.empty((m, n), dtype=compute, device=x.device) if store_z else out
+        z = torch.empty((m, n), dtype=_compute_torch_dtype(dtype), device=x.device) if store_z else out
         seed = dropout_seed(on)
         bm, bn, bk = LINEAR_TILES
         dot = _compute_dtype(dtype) if (TRITON_INTERPRET or dtype != torch.bfloat16) else tl.bfloat16
@@ -275,8 +284,7 @@ class _Linear(torch.autograd.Function):
         kernel = ctx.kernel
         m, n = z.shape
         g2 = grad.reshape(m, n).contiguous()
-        ins = [z] + [e.reshape(m, n).contiguous() if full else e.expand(m, n)
-                     for e, full in zip(extras, kernel.full[1:])]
+        ins = [z] + _epilogue_inputs(extras, kernel.full[1:], m, n)
         needs = [True] + list(ctx.needs_input_grad[5:])
         grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) if need else None for need in needs]
         outs = [g if g is not None else g2 for g in grads]

@@ -203,7 +203,13 @@ def _reduce_to(grad, shape, dtype):
 
 
 def _compute_dtype(dtype):
+    """The dtype kernels compute in, as Triton names it."""
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _compute_torch_dtype(dtype):
+    """The same, as torch names it (for gradient and pre-epilogue buffers)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _need_mask(needs):
@@ -251,8 +257,7 @@ class _Elementwise(torch.autograd.Function):
         inputs = ctx.saved_tensors
         ins = _in_order(inputs, kernel.full, shape, order)
         needs = ctx.needs_input_grad[3:]
-        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
-        grads = [_empty(shape, compute, grad.device, order) if need else None for need in needs]
+        grads = [_empty(shape, _compute_torch_dtype(ctx.dtype), grad.device, order) if need else None for need in needs]
         walk_grad = grad.permute(order).contiguous()
         outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
         kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,

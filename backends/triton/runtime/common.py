@@ -117,7 +117,13 @@ def _reduce_to(grad, shape, dtype):
 
 
 def _compute_dtype(dtype):
+    """The dtype kernels compute in, as Triton names it."""
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _compute_torch_dtype(dtype):
+    """The same, as torch names it (for gradient and pre-epilogue buffers)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _need_mask(needs):
@@ -165,8 +171,7 @@ class _Elementwise(torch.autograd.Function):
         inputs = ctx.saved_tensors
         ins = _in_order(inputs, kernel.full, shape, order)
         needs = ctx.needs_input_grad[3:]
-        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
-        grads = [_empty(shape, compute, grad.device, order) if need else None for need in needs]
+        grads = [_empty(shape, _compute_torch_dtype(ctx.dtype), grad.device, order) if need else None for need in needs]
         walk_grad = grad.permute(order).contiguous()
         outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
         kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,
@@ -271,6 +276,11 @@ def conv_without_bias(conv, x):
 LINEAR_TILES = (32, 128, 128) if TRITON_INTERPRET else (64, 64, 32)
 
 
+def _epilogue_inputs(extras, full, m, n):
+    """A linear kernel's epilogue inputs as [m, n] matrices: full ones dense, vectors through broadcast strides."""
+    return [e.reshape(m, n).contiguous() if f else e.expand(m, n) for e, f in zip(extras, full)]
+
+
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, on, store_z, x, weight, *extras):
@@ -278,10 +288,9 @@ class _Linear(torch.autograd.Function):
         a = x.reshape(-1, k)
         m = a.shape[0]
         dtype = torch.promote_types(x.dtype, weight.dtype)
-        ins = [e.reshape(m, n).contiguous() if full else e.expand(m, n) for e, full in zip(extras, kernel.full[1:])]
+        ins = _epilogue_inputs(extras, kernel.full[1:], m, n)
         out = torch.empty((*x.shape[:-1], n), dtype=dtype, device=x.device)
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        z = torch.empty((m, n), dtype=compute, device=x.device) if store_z else out
+        z = torch.empty((m, n), dtype=_compute_torch_dtype(dtype), device=x.device) if store_z else out
         seed = dropout_seed(on)
         bm, bn, bk = LINEAR_TILES
         dot = _compute_dtype(dtype) if (TRITON_INTERPRET or dtype != torch.bfloat16) else tl.bfloat16
@@ -303,8 +312,7 @@ class _Linear(torch.autograd.Function):
         kernel = ctx.kernel
         m, n = z.shape
         g2 = grad.reshape(m, n).contiguous()
-        ins = [z] + [e.reshape(m, n).contiguous() if full else e.expand(m, n)
-                     for e, full in zip(extras, kernel.full[1:])]
+        ins = [z] + _epilogue_inputs(extras, kernel.full[1:], m, n)
         needs = [True] + list(ctx.needs_input_grad[5:])
         grads = [torch.empty((m, n), dtype=z.dtype, device=z.device) if need else None for need in needs]
         outs = [g if g is not None else g2 for g in grads]
@@ -344,12 +352,16 @@ class LinearKernel(ElementwiseKernel):
 
 
 # ---- section: row ----
+def _rows(inputs, full, n_cols):
+    """A row kernel's inputs: full ones as dense [rows, n_cols], the layernorm's parameters as [n_cols]."""
+    rows = inputs[0].numel() // n_cols
+    return rows, [t.contiguous().reshape(rows, n_cols) if f else t.reshape(n_cols) for t, f in zip(inputs, full)]
+
+
 class _Row(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, on, n_cols, dtype, *inputs):
-        rows = inputs[0].numel() // n_cols
-        ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
-               zip(inputs, kernel.full)]
+        rows, ins = _rows(inputs, kernel.full, n_cols)
         out = torch.empty(inputs[0].shape, dtype=dtype, device=inputs[0].device)
         seed = dropout_seed(on)
         block = triton.next_power_of_2(n_cols)
@@ -362,12 +374,10 @@ class _Row(torch.autograd.Function):
     def backward(ctx, grad):
         inputs = ctx.saved_tensors
         kernel, n_cols = ctx.kernel, ctx.n_cols
-        rows = inputs[0].numel() // n_cols
-        ins = [t.contiguous().reshape(rows, n_cols) if full else t.reshape(n_cols) for t, full in
-               zip(inputs, kernel.full)]
-        compute = torch.float64 if ctx.dtype == torch.float64 else torch.float32
+        rows, ins = _rows(inputs, kernel.full, n_cols)
         needs = ctx.needs_input_grad[4:]
-        grads = [torch.empty((rows, n_cols), dtype=compute, device=grad.device) if need else None for need in needs]
+        grads = [torch.empty((rows, n_cols), dtype=_compute_torch_dtype(ctx.dtype), device=grad.device) if need
+                 else None for need in needs]
         g = grad.contiguous()
         block = triton.next_power_of_2(n_cols)
         kernel.backward[(rows,)](g, *[t if t is not None else g for t in grads], *ins, ctx.seed, ctx.on, n_cols,
