@@ -10,6 +10,7 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, Unexpec
 from lark.exceptions import VisitError
 
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
+from dlc.files import MAX_SPEC_BYTES, FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.build import build
 
@@ -110,8 +111,14 @@ def _check_nesting(tree: Tree, file: str) -> None:
 
 
 def parse_file(path: str | Path) -> ast.Module:
+    """Parse one spec file (its imports are not followed); it must be a regular `.dln` file within the size
+    limit, checked before anything is read."""
     path = Path(path)
-    return parse(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = read_text(resolve_spec(path), MAX_SPEC_BYTES)
+    except FileProblem as problem:
+        raise spec_error(problem, path) from None
+    return parse(text, str(path))
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> DlcError:
