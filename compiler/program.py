@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlc.diagnostics import DlcError, Span
-from dlc.files import (MAX_SPEC_BYTES, MAX_SPEC_FILES, MAX_TOTAL_BYTES, FileProblem, read_text, resolve_spec,
-                       spec_error)
+from dlc import files
+from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.parser import parse
 
@@ -79,27 +79,28 @@ class _Loader:
 
     def open(self, path: Path, text: str | None, importer: ast.Import | None, key: Path | None = None) -> _File:
         """Read (unless ``text`` is given) and parse one file."""
-        if len(self.prog.files) >= MAX_SPEC_FILES:
-            raise DlcError("too-many-files", f"the spec and its imports are more than {MAX_SPEC_FILES} files",
-                           importer.span if importer else None,
-                           hint=f"the limit is dlc.files.MAX_SPEC_FILES = {MAX_SPEC_FILES}")
+        limit = files.MAX_SPEC_FILES
+        if len(self.prog.files) >= limit:
+            raise DlcError("too-many-files", f"the spec and its imports are more than {limit} files",
+                           importer.span if importer else None, hint=f"the limit is dlc.files.MAX_SPEC_FILES = {limit}")
         if text is None:
             key = key or self.resolve(path, importer)
             try:
-                text = read_text(key, MAX_SPEC_BYTES)
+                text = read_text(key, files.MAX_SPEC_BYTES)
             except FileProblem as problem:
                 raise spec_error(problem, path, importer) from None
         size = len(text.encode("utf-8", "surrogatepass"))
-        if size > MAX_SPEC_BYTES:  # text given for a name (the API, tests): the same limit as a file
-            raise spec_error(FileProblem("too-large", f"{size:,} bytes, more than the limit of {MAX_SPEC_BYTES:,}"),
-                             path, importer)
+        if size > files.MAX_SPEC_BYTES:  # text handed to the API for a name: the limit read_text applies to files
+            reason = f"{size:,} bytes, more than the limit of {files.MAX_SPEC_BYTES:,}"
+            raise spec_error(FileProblem("too-large", reason), path, importer)
         if key is None:  # text given: the name need not exist (or be a spec); it only tells files apart
             key = Path(os.path.realpath(path)) if "\x00" not in str(path) else path
         self.total_bytes += size
-        if self.total_bytes > MAX_TOTAL_BYTES:
-            raise DlcError("file-too-large", f"the spec and its imports are more than {MAX_TOTAL_BYTES:,} bytes",
+        total = files.MAX_TOTAL_BYTES
+        if self.total_bytes > total:
+            raise DlcError("file-too-large", f"the spec and its imports are more than {total:,} bytes",
                            importer.span if importer else None,
-                           hint=f"the limit is dlc.files.MAX_TOTAL_BYTES = {MAX_TOTAL_BYTES:,}")
+                           hint=f"the limit is dlc.files.MAX_TOTAL_BYTES = {total:,}")
         module = parse(text, str(path))
         self.prog.files.append(str(key))
         return _File(path, key, module)

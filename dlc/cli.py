@@ -1,6 +1,8 @@
 """The command line: ``dlc compile | check | summary | ir | render``.
 
-Exit codes: 0 success, 1 an error in the spec (diagnostics on stderr), 2 a usage error.
+Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
+or Graphviz's dot failing, 2 a usage error, 3 a bug in dlc. Text from outside (file names, --set names) is
+printed escaped (dlc.diagnostics.display).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, Unexpec
 from lark.exceptions import VisitError
 
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
-from dlc.files import MAX_SPEC_BYTES, FileProblem, read_text, resolve_spec, spec_error
+from dlc import files
+from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.build import build
 
@@ -115,7 +116,7 @@ def parse_file(path: str | Path) -> ast.Module:
     limit, checked before anything is read."""
     path = Path(path)
     try:
-        text = read_text(resolve_spec(path), MAX_SPEC_BYTES)
+        text = read_text(resolve_spec(path), files.MAX_SPEC_BYTES)
     except FileProblem as problem:
         raise spec_error(problem, path) from None
     return parse(text, str(path))

@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 import dlc.backends.graphviz as graphviz
-import dlc.compiler.program as program
 from dlc import files
 from dlc.api import ParamsLimitError, parse_param_value
 from dlc.cli import main
@@ -154,7 +153,7 @@ def test_a_thousand_imports_is_a_diagnostic(tmp_path):
 
 
 def test_import_chain_is_loaded_without_recursion(tmp_path, monkeypatch):
-    monkeypatch.setattr(program, "MAX_SPEC_FILES", 2000)
+    monkeypatch.setattr(files, "MAX_SPEC_FILES", 2000)
     g = build_graph(_chain(tmp_path / "chain", 1200))  # deeper than Python's recursion limit (1000)
     assert [n.op for n in g.nodes] == ["input", "linear", "relu"]
 
@@ -172,7 +171,7 @@ def test_spec_over_the_size_limit_is_rejected_before_parsing(tmp_path):
 
 
 def test_total_size_of_imports_is_bounded(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(program, "MAX_TOTAL_BYTES", 400)
+    monkeypatch.setattr(files, "MAX_TOTAL_BYTES", 400)
     for name in "abc":
         write(tmp_path / f"{name}.dln", f"block {name.upper()} {{\n input x\n return x\n}}\n" + "#" * 150)
     spec = write(tmp_path / "main.dln", 'import "a.dln"\nimport "b.dln"\nimport "c.dln"\n' + NET)
