@@ -163,16 +163,19 @@ def _problem(exc: OSError) -> FileProblem:
 
 
 def write_output(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`replacing`); special files (``/dev/null``, a pipe)
-    are written directly."""
-    target = _target(path)
-    if target.exists() and not target.is_file():
-        if target.is_dir():
+    """Write ``data`` to ``path`` atomically (see :func:`replacing`); an existing special file (``/dev/null``,
+    ``/dev/stdout``, a pipe) is written in place, as there is nothing to replace."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
-        with open(target, "wb") as f:
+        with open(path, "wb") as f:
             f.write(data)
         return
-    with replacing(target) as (fd, _tmp):
+    with replacing(path) as (fd, _tmp):
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -301,7 +301,17 @@ def test_output_keeps_mode_and_leaves_no_temporary_files(tmp_path):
     assert_clean(run("ir", spec, "-o", out), 0)
     assert stat.S_IMODE(out.stat().st_mode) == 0o640 and out.read_text(encoding="utf-8").startswith("network: N")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n.dln", "out.py"]
-    assert_clean(run("compile", spec, "-o", os.devnull), 0)  # special files are written in place
+
+
+def test_output_to_special_files_is_written_in_place(tmp_path):
+    spec = write(tmp_path / "n.dln", NET)
+    assert_clean(run("compile", spec, "-o", os.devnull), 0)
+    r = run("compile", spec, "-o", "/dev/stdout")  # a pipe here: nothing to rename over
+    assert_clean(r, 0)
+    assert "class N(" in r.stdout
+    r = run("ir", spec, "-o", tmp_path)
+    assert_clean(r, 2)
+    assert "is a directory" in r.stderr
 
 
 def _file_size_limit() -> None:
