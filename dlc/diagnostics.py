@@ -82,23 +82,25 @@ class SourceCache:
     """
 
     def __init__(self) -> None:
-        self._texts: dict[str, str] = {}
+        # each file's lines, split once: the elaborator asks for a line per multi-name statement
+        self._lines: dict[str, list[str]] = {}
 
     def add(self, file: str, text: str) -> None:
-        self._texts[file] = text
+        """Remember ``text`` as the source of ``file``."""
+        # the parser counts lines by "\n" only; splitlines() would also split at \f, \x1c, \u2028 ...
+        self._lines[file] = text.split("\n")
 
     def line(self, file: str, line: int) -> str | None:
-        text = self._texts.get(file)
-        if text is None:
+        """Line ``line`` (1-based) of ``file``, or None when it is unknown or not a spec."""
+        lines = self._lines.get(file)
+        if lines is None:
             from dlc.files import MAX_SPEC_BYTES, FileProblem, read_text, resolve_spec
 
             try:
-                text = read_text(resolve_spec(Path(file)), MAX_SPEC_BYTES)
+                self.add(file, read_text(resolve_spec(Path(file)), MAX_SPEC_BYTES))
             except FileProblem:
                 return None
-            self._texts[file] = text
-        # the parser counts lines by "\n" only; splitlines() would also split at \f, \x1c, \u2028 ...
-        lines = text.split("\n")
+            lines = self._lines[file]
         if 1 <= line <= len(lines):
             return lines[line - 1].rstrip("\r")
         return None
