@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from dlc.diagnostics import DlcError
+from dlc.diagnostics import DlcError, display
 
 if TYPE_CHECKING:
     from dlc.grammar.ast import Import
@@ -157,8 +157,6 @@ def _problem(exc: OSError) -> FileProblem:
         return FileProblem("not-found", "no such file")
     if exc.errno == errno.ELOOP:
         return FileProblem("unreadable", "too many levels of symbolic links (a symlink loop?)")
-    if exc.errno == errno.EISDIR:
-        return FileProblem("not-a-spec", "a directory, not a file")
     return FileProblem("unreadable", exc.strerror or type(exc).__name__)
 
 
@@ -216,7 +214,7 @@ def _target(path: Path) -> Path:
     with contextlib.suppress(OSError):
         st = os.stat(target)
         if (st.st_dev, st.st_ino) in inputs:
-            raise OutputRefused(f"{path} is an input of this command; refusing to overwrite it")
+            raise OutputRefused(f"{display(path)} is an input of this command; refusing to overwrite it")
     return target
 
 
