@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
+from dlc import files
 from dlc.compiler import Graph, build_graph
 from dlc.diagnostics import DlcError, display
-from dlc import files
 from dlc.files import FileProblem, read_text
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
 
-from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc import files
+from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.build import build
