@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlc.diagnostics import DlcError, Span
 from dlc import files
+from dlc.diagnostics import DlcError, Span
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.parser import parse
