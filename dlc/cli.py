@@ -204,9 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     try:
-        code = _run(_parser(), argv)
-        sys.stdout.flush()  # here, not at exit, so a closed pipe is noticed below
-        return code
+        try:
+            return _run(_parser(), argv)
+        finally:  # flushed here, not at exit (also after --help), so that a closed pipe is noticed below
+            sys.stdout.flush()
     except BrokenPipeError:
         # the reader went away (`dlc ir net.dln | head`): stop quietly, like any filter. Output still
         # buffered would fail again when Python flushes at exit, so stdout is pointed at /dev/null.

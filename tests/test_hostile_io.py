@@ -343,10 +343,11 @@ def test_replacing_removes_the_temporary_file_on_failure(tmp_path):
 # ---- 5. a closed pipe --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("args", [["ir", str(RESNET50)], ["--help"]], ids=["ir", "help"])
 @pytest.mark.parametrize("read", [0, 10])
-def test_closed_stdout_exits_quietly(read):
+def test_closed_stdout_exits_quietly(read, args):
     env = {k: v for k, v in os.environ.items() if k != "DLC_DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "dlc", "ir", str(RESNET50)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "dlc", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, cwd=ROOT)
     proc.stdout.read(read)
     proc.stdout.close()  # `| head -c 10`, `| true`
