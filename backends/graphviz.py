@@ -13,7 +13,10 @@ deterministic and every label is escaped here.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,8 @@ from dlc.compiler.ir import Graph, Node, Scope, format_value
 from dlc.compiler.ops.registry import get
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import TensorType
+from dlc.diagnostics import display
+from dlc.files import replacing, write_output
 
 FAMILY_COLOURS = {
     "conv": "#cfe2f3", "linear": "#c9daf8", "pool": "#d9ead3", "norm": "#fff2cc", "activation": "#f4cccc",
@@ -34,6 +39,8 @@ MERGE_OPS = {"add": "add", "sub": "sub", "mul": "mul", "mean": "ave", "concat": 
 FUSION_FILL = "#fff4c2"
 # Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.
 AUTO_LIMIT = 150
+# Seconds `dot` may take to draw (a 100,000-node drawing can take hours; such a one is better collapsed).
+DOT_TIMEOUT = 300
 
 
 def escape(text: str) -> str:
@@ -399,22 +406,70 @@ def to_dot(g: Graph, depth: int | None = None, roll: bool | None = None, fusion:
     return Drawing(g, depth, roll, fusion, rankdir).dot()
 
 
+class DotFailed(Exception):
+    """Graphviz's ``dot`` failed, crashed or ran out of time; the message says where the DOT text is."""
+
+
 def render_file(g: Graph, out: Path, **options) -> str | None:
-    """Write ``out`` (.dot, .svg, .png or .pdf); returns a message for the user, if any."""
+    """Write ``out`` (.dot, .svg, .png or .pdf); returns a message for the user, if any.
+
+    Every file is written atomically (a temporary file renamed into place), so a failed or interrupted
+    drawing leaves an existing ``out`` as it was. ``dot`` runs at most DOT_TIMEOUT seconds; when it fails
+    the DOT text is written next to ``out`` (``.dot``) and :class:`DotFailed` says so.
+    """
     dot_text = to_dot(g, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fmt = out.suffix.lower().lstrip(".")
     if fmt == "dot":
-        out.write_text(dot_text, encoding="utf-8")
+        write_output(out, dot_text.encode("utf-8"))
         return None
     exe = shutil.which("dot")
     if exe is None:
         fallback = out.with_suffix(".dot")
-        fallback.write_text(dot_text, encoding="utf-8")
-        return (f"Graphviz's `dot` program is not installed, so {out.name} was not drawn; wrote {fallback} instead. "
-                f"Install it (Debian/Ubuntu: `apt-get install graphviz`, macOS: `brew install graphviz`) and rerun.")
-    result = subprocess.run([exe, f"-T{fmt}", "-o", str(out)], input=dot_text.encode("utf-8"),
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"dot failed: {result.stderr.decode(errors='replace')}")
+        write_output(fallback, dot_text.encode("utf-8"))
+        return (f"Graphviz's `dot` program is not installed, so {display(out.name)} was not drawn; wrote "
+                f"{display(fallback)} instead. Install it (Debian/Ubuntu: `apt-get install graphviz`, macOS: "
+                f"`brew install graphviz`) and rerun.")
+    with replacing(out) as (_fd, tmp):
+        problem = _run_dot(exe, fmt, tmp, dot_text)
+        if problem is not None:
+            fallback = out.with_suffix(".dot")
+            write_output(fallback, dot_text.encode("utf-8"))
+            raise DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. The DOT text is in "
+                            f"{display(fallback)}; a smaller drawing (--depth N, --roll) may work.")
     return None
+
+
+def _run_dot(exe: str, fmt: str, target: Path, dot_text: str) -> str | None:
+    """Run ``dot`` writing ``target``; None when it succeeds, otherwise what went wrong."""
+    # its own session, so that on a timeout the whole process group (dot and anything it started) is killed
+    proc = subprocess.Popen([exe, f"-T{fmt}", "-o", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(dot_text.encode("utf-8"), timeout=DOT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.communicate()
+        return f"it ran longer than {DOT_TIMEOUT} seconds (dlc.backends.graphviz.DOT_TIMEOUT) and was stopped"
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    if proc.returncode == 0:
+        return None
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        what = f"it was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    else:
+        what = f"it exited with status {proc.returncode}"
+    lines = err.decode("utf-8", errors="replace").strip().splitlines()
+    if lines:  # its last words, escaped and cut: a crash can print anything
+        what += ": " + display(" / ".join(lines[-3:]), 300)
+    return what
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)

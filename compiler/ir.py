@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlc.compiler.types import Type
-from dlc.diagnostics import Span
+from dlc.diagnostics import Span, display
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def print_graph(g: Graph) -> str:
         line += f" : {types}"
         if where:
             line += f"  @{where}"
-        line += f"  # {Path(node.span.file).name}:{node.span.line}"
+        line += f"  # {display(Path(node.span.file).name)}:{node.span.line}"
         lines.append(line)
     outs = ", ".join(f"{name}=%{v}" for name, v in g.outputs)
     lines.append(f"  return {outs}")

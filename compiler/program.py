@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlc import files
 from dlc.diagnostics import DlcError, Span
+from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.parser import parse
 
@@ -21,39 +24,89 @@ class Program:
 
 
 def load_program(path: str | Path, text: str | None = None) -> Program:
-    """Parse ``path`` (or ``text`` given for it) and its imports, relative to each importing file."""
+    """Parse ``path`` (or ``text`` given for it) and its imports, relative to each importing file.
+
+    Files are loaded depth first with an explicit stack (a long chain of imports cannot exhaust Python's
+    recursion limit); each file's definitions are added after those of the files it imports.
+    """
     path = Path(path)
     prog = Program(str(path))
-    _load(prog, path, text, stack=[], importer=None, is_root=True)
+    loader = _Loader(prog)
+    stack = [loader.open(path, text, None)]
+    while stack:
+        top = stack[-1]
+        if top.next_import < len(top.module.imports):
+            imp = top.module.imports[top.next_import]
+            top.next_import += 1
+            child = top.path.parent / imp.path
+            key = loader.resolve(child, imp)
+            on_stack = [f.key for f in stack]
+            if key in on_stack:
+                cycle = " -> ".join(p.name for p in on_stack[on_stack.index(key):] + [key])
+                raise DlcError("import-cycle", f"import cycle: {cycle}", imp.span,
+                               hint="move the shared blocks into a file that both can import")
+            if str(key) not in prog.files:
+                stack.append(loader.open(child, None, imp, key))
+            continue
+        stack.pop()
+        _add_defs(prog, top.module, is_root=not stack)
     return prog
 
 
-def _load(prog: Program, path: Path, text: str | None, stack: list[Path], importer: ast.Import | None,
-          is_root: bool) -> None:
-    key = path.resolve()
-    if key in stack:
-        cycle = " -> ".join(p.name for p in stack[stack.index(key):] + [key])
-        assert importer is not None
-        raise DlcError("import-cycle", f"import cycle: {cycle}", importer.span,
-                       hint="move the shared blocks into a file that both can import")
-    if str(key) in prog.files:
-        return
-    if text is None:
+@dataclass
+class _File:
+    """A parsed file on the loading stack, and how many of its imports have been followed."""
+
+    path: Path
+    key: Path
+    module: ast.Module
+    next_import: int = 0
+
+
+class _Loader:
+    """Reads and parses the files of one program within the limits of dlc.files."""
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        self.total_bytes = 0
+
+    def resolve(self, path: Path, importer: ast.Import | None) -> Path:
+        """The real path of a spec file (what tells files apart), or a diagnostic saying why it is not one."""
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            if importer is None:
-                raise DlcError("file-not-found", f"no such file: {path}") from None
-            raise DlcError("import-not-found", f"cannot find imported file `{importer.path}` (looked for {path})",
-                           importer.span, hint="imports are relative to the importing file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            span = importer.span if importer else None
-            raise DlcError("file-unreadable", f"cannot read {path}: {exc}", span) from None
-    module = parse(text, str(path))
-    prog.files.append(str(key))
-    stack = stack + [key]
-    for imp in module.imports:
-        _load(prog, path.parent / imp.path, None, stack, imp, is_root=False)
+            return resolve_spec(path)
+        except FileProblem as problem:
+            raise spec_error(problem, path, importer) from None
+
+    def open(self, path: Path, text: str | None, importer: ast.Import | None, key: Path | None = None) -> _File:
+        """Read (unless ``text`` is given) and parse one file."""
+        limit = files.MAX_SPEC_FILES
+        if len(self.prog.files) >= limit:
+            raise DlcError("too-many-files", f"the spec and its imports are more than {limit} files",
+                           importer.span if importer else None, hint=f"the limit is dlc.files.MAX_SPEC_FILES = {limit}")
+        if text is None:
+            key = key or self.resolve(path, importer)
+            try:
+                text = read_text(key, files.MAX_SPEC_BYTES)
+            except FileProblem as problem:
+                raise spec_error(problem, path, importer) from None
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > files.MAX_SPEC_BYTES:  # text handed to the API for a name: the limit read_text applies to files
+            reason = f"{size:,} bytes, more than the limit of {files.MAX_SPEC_BYTES:,}"
+            raise spec_error(FileProblem("too-large", reason), path, importer)
+        if key is None:  # text given: the name need not exist (or be a spec); it only tells files apart
+            key = Path(os.path.realpath(path)) if "\x00" not in str(path) else path
+        self.total_bytes += size
+        total = files.MAX_TOTAL_BYTES
+        if self.total_bytes > total:
+            raise DlcError("file-too-large", f"the spec and its imports are more than {total:,} bytes",
+                           importer.span if importer else None,
+                           hint=f"the limit is dlc.files.MAX_TOTAL_BYTES = {total:,}")
+        module = parse(text, str(path))
+        self.prog.files.append(str(key))
+        return _File(path, key, module)
+
+
+def _add_defs(prog: Program, module: ast.Module, is_root: bool) -> None:
     for d in module.defs:
         if d.name in prog.defs:
             other = prog.defs[d.name]
@@ -65,14 +118,18 @@ def _load(prog: Program, path: Path, text: str | None, stack: list[Path], import
 
 
 def pick_network(prog: Program, name: str | None) -> ast.BlockDef:
+    """The network to compile: ``name`` (a network of the root file) or the root file's first network."""
     if name is not None:
-        d = prog.defs.get(name)
-        if d is None or not d.is_network:
-            from dlc.diagnostics import suggest
+        for d in prog.networks:
+            if d.name == name:
+                return d
+        from dlc.diagnostics import suggest
 
-            raise DlcError("unknown-network", f"no network named `{name}` in {prog.root}",
-                           hint=suggest(name, [n.name for n in prog.networks]))
-        return d
+        imported = prog.defs.get(name)
+        note = ["networks of imported files are never compiled"] if imported is not None and imported.is_network \
+            else []
+        raise DlcError("unknown-network", f"no network named `{name}` in {prog.root}",
+                       hint=suggest(name, [n.name for n in prog.networks]), notes=note)
     if not prog.networks:
         raise DlcError("no-network", f"{prog.root} defines no `network`",
                        Span(prog.root, 1, 1, 1, 2), hint="a spec needs a `network Name { ... }` to compile")

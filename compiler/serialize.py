@@ -11,8 +11,43 @@ from dlc.compiler.types import StateType, TensorType, Type
 from dlc.diagnostics import Span
 
 
-def _span(s: Span) -> list:
-    return [s.file, s.line, s.col, s.end_line, s.end_col]
+class _Tables:
+    """The file and scope tables of a dump: each file name and each scope written once, referred to by index."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.scopes: list[dict[str, Any]] = []
+        self._file_ids: dict[str, int] = {}
+        self._scope_ids: dict[tuple[int | None, int], int] = {}  # (parent id, id() of the Scope) -> index
+        self._chains: dict[int, int | None] = {}  # id() of a node's scope tuple -> index of its innermost scope
+
+    def span(self, s: Span) -> list:
+        index = self._file_ids.get(s.file)
+        if index is None:
+            index = self._file_ids[s.file] = len(self.files)
+            self.files.append(s.file)
+        return [index, s.line, s.col, s.end_line, s.end_col]
+
+    def scope(self, chain: tuple[Scope, ...]) -> int | None:
+        """The index of the innermost scope of ``chain``, adding the scopes not yet in the table.
+
+        Nodes of one block instance share their scope tuple, so each tuple is walked once; the keys use the
+        objects' identity (their args may hold unhashable lists), and the graph keeps them alive meanwhile.
+        """
+        if id(chain) in self._chains:
+            return self._chains[id(chain)]
+        parent: int | None = None
+        for s in chain:
+            key = (parent, id(s))
+            index = self._scope_ids.get(key)
+            if index is None:
+                index = self._scope_ids[key] = len(self.scopes)
+                self.scopes.append({"parent": parent, "name": s.name, "path": s.path, "kind": s.kind,
+                                    "block": s.block, "args": [[k, v] for k, v in s.args], "call": s.call,
+                                    "span": self.span(s.span)})
+            parent = index
+        self._chains[id(chain)] = parent
+        return parent
 
 
 def _type(t: Type) -> dict:
@@ -28,56 +63,65 @@ def _untype(d: dict) -> Type:
 
 
 def to_dict(g: Graph) -> dict[str, Any]:
+    """The graph as plain data. Source files and scopes (block instances, groups) are listed once, in
+    ``files`` and ``scopes``; spans name their file by index and nodes their innermost scope by index (a
+    scope names its parent the same way), so the size is linear in the graph however deep blocks nest."""
+    t = _Tables()
+    head = {"network": g.name, "file": g.file, "span": t.span(g.span), "params": dict(g.params),
+            "inputs": [{"name": n, "value": v} for n, v in g.inputs],
+            "outputs": [{"name": n, "value": v} for n, v in g.outputs]}
+    nodes = [
+        {
+            "id": n.id,
+            "op": n.op,
+            "inputs": list(n.inputs),
+            "outputs": list(n.outputs),
+            "attrs": dict(n.attrs),
+            "types": [_type(ty) for ty in n.types],
+            "span": t.span(n.span),
+            "scope": t.scope(n.scope),
+            "name": n.name,
+            "hint": n.hint,
+        }
+        for n in g.nodes
+    ]
+    blocks = {name: t.span(span) for name, span in g.blocks.items()}
     return {
-        "network": g.name,
-        "file": g.file,
-        "span": _span(g.span),
-        "params": dict(g.params),
-        "inputs": [{"name": n, "value": v} for n, v in g.inputs],
-        "outputs": [{"name": n, "value": v} for n, v in g.outputs],
-        "nodes": [
-            {
-                "id": n.id,
-                "op": n.op,
-                "inputs": list(n.inputs),
-                "outputs": list(n.outputs),
-                "attrs": dict(n.attrs),
-                "types": [_type(t) for t in n.types],
-                "span": _span(n.span),
-                "scope": [
-                    {"name": s.name, "path": s.path, "kind": s.kind, "block": s.block,
-                     "args": [[k, v] for k, v in s.args], "call": s.call, "span": _span(s.span)}
-                    for s in n.scope
-                ],
-                "name": n.name,
-                "hint": n.hint,
-            }
-            for n in g.nodes
-        ],
-        "blocks": {name: _span(span) for name, span in g.blocks.items()},
+        **head,
+        "files": t.files,
+        "scopes": t.scopes,
+        "nodes": nodes,
+        "blocks": blocks,
         "calls": {k: {"inputs": list(i), "outputs": list(o), "names": list(n), "hint": h}
                   for k, (i, o, n, h) in g.calls.items()},
     }
 
 
 def from_dict(d: dict[str, Any]) -> Graph:
-    g = Graph(d["network"], d["file"], Span(*d["span"]), dict(d["params"]))
+    """The graph of :func:`to_dict`'s data (nodes of one scope share one scope tuple again)."""
+    files = d["files"]
+
+    def span(s: list) -> Span:
+        return Span(files[s[0]], *s[1:])
+
+    chains: list[tuple[Scope, ...]] = []
+    for s in d["scopes"]:  # a parent comes before its children
+        scope = Scope(s["name"], s["path"], s["kind"], s["block"], tuple((k, v) for k, v in s["args"]), s["call"],
+                      span(s["span"]))
+        chains.append((chains[s["parent"]] if s["parent"] is not None else ()) + (scope,))
+    g = Graph(d["network"], d["file"], span(d["span"]), dict(d["params"]))
     g.inputs = [(x["name"], x["value"]) for x in d["inputs"]]
     g.outputs = [(x["name"], x["value"]) for x in d["outputs"]]
     for n in d["nodes"]:
-        scope = tuple(
-            Scope(s["name"], s["path"], s["kind"], s["block"], tuple((k, v) for k, v in s["args"]), s["call"],
-                  Span(*s["span"]))
-            for s in n["scope"]
-        )
+        scope_chain = chains[n["scope"]] if n["scope"] is not None else ()
         node = Node(n["id"], n["op"], tuple(n["inputs"]), tuple(n["outputs"]), dict(n["attrs"]),
-                    tuple(_untype(t) for t in n["types"]), Span(*n["span"]), scope, n["name"], n["hint"])
+                    tuple(_untype(t) for t in n["types"]), span(n["span"]), scope_chain, n["name"], n["hint"])
         g.nodes.append(node)
         for v, t in zip(node.outputs, node.types):
             g.types[v] = t
     g.calls = {k: (tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"])
                for k, c in d["calls"].items()}
-    g.blocks = {name: Span(*span) for name, span in d["blocks"].items()}
+    g.blocks = {name: span(s) for name, s in d["blocks"].items()}
     return g
 
 
@@ -87,8 +131,20 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def dump_yaml(g: Graph) -> str:
-    return yaml.dump(to_dict(g), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=120)
+    """The graph as YAML (``dlc ir``); control characters in names and paths come out escaped."""
+    data = to_dict(g)
+    try:
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=120)
+    except UnicodeEncodeError:
+        # a file name with bytes that are not UTF-8 (decoded by Python as lone surrogates): libyaml cannot
+        # encode it, PyYAML's own emitter writes it as a "\uDCxx" escape that loads back the same
+        return yaml.dump(data, Dumper=yaml.SafeDumper, sort_keys=False, default_flow_style=None, width=120)
 
 
 def load_yaml(text: str) -> Graph:
-    return from_dict(yaml.load(text, Loader=_Loader))
+    """The graph of a :func:`dump_yaml` text."""
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:  # libyaml refuses the "\uDCxx" escapes dump_yaml may write; PyYAML's parser reads them
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    return from_dict(data)

@@ -12,8 +12,10 @@ from typing import Any
 
 import yaml
 
+from dlc import files
 from dlc.compiler import Graph, build_graph
-from dlc.diagnostics import DlcError
+from dlc.diagnostics import DlcError, display
+from dlc.files import FileProblem, read_text
 
 
 @dataclass
@@ -44,18 +46,102 @@ class Compiled:
         return getattr(self.module(), self.graph.name)()
 
 
+# Parameter values are small: a few numbers, strings and short lists. These bounds keep a hostile YAML text
+# (deep nesting, a huge document) from exhausting the stack, the memory or the clock while it is read.
+MAX_PARAMS_DEPTH = 32
+MAX_PARAMS_NODES = 10_000
+MAX_INT_CHARS = 4300  # Python's default limit for int(str) (sys.get_int_max_str_digits)
+
+
+class ParamsLimitError(yaml.MarkedYAMLError):
+    """A parameter text that breaks one of the bounds above (or uses an alias)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML's JSON subset for parameter values: null, booleans, numbers, strings, lists and mappings.
+
+    Aliases are refused (an alias is how a short text expands into a huge value, the "billion laughs"), and so
+    are nesting deeper than MAX_PARAMS_DEPTH, more than MAX_PARAMS_NODES values and integers longer than
+    MAX_INT_CHARS characters. Dates read as strings; the tags !!binary, !!set, !!omap, !!pairs are errors.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    yaml_constructors = {
+        tag: constructor for tag, constructor in yaml.SafeLoader.yaml_constructors.items()
+        if tag not in {f"tag:yaml.org,2002:{t}" for t in ("binary", "timestamp", "omap", "pairs", "set")}
+    }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ParamsLimitError(f"aliases (*{event.anchor}) are not allowed in parameter values",
+                                   event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_PARAMS_NODES:
+            raise ParamsLimitError(f"more than {MAX_PARAMS_NODES:,} values", event.start_mark)
+        if self._depth >= MAX_PARAMS_DEPTH:
+            raise ParamsLimitError(f"values nest more than {MAX_PARAMS_DEPTH} levels deep", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node):  # type: ignore[no-untyped-def]
+        # int() refuses (ValueError) texts over 4300 digits, and `1:2:3...` (base 60) would grow without bound
+        if len(node.value) > MAX_INT_CHARS:
+            raise ParamsLimitError(f"an integer of {len(node.value):,} characters (at most {MAX_INT_CHARS:,})",
+                                   node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
+
+
+def parse_param_value(text: str) -> Any:
+    """A parameter value written in YAML (``--set NAME=VALUE``); raises yaml.YAMLError, ParamsLimitError
+    for the bounds of :class:`_ParamsLoader`."""
+    return yaml.load(text, Loader=_ParamsLoader)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A one-line description of a YAML error: what is wrong and where (PyYAML's own text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        context = f"{exc.context}: " if exc.context else ""
+        return f"{context}{exc.problem}{where}"
+    return str(exc).split("\n", 1)[0]
+
+
 def read_params_file(path: str | Path) -> dict[str, Any]:
-    """Network parameter overrides from a YAML mapping."""
+    """Network parameter overrides from a YAML mapping (a regular file of at most files.MAX_PARAMS_BYTES)."""
+    shown = display(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DlcError("params-file", f"cannot read parameter file {path}: {exc.strerror}") from None
+        data = parse_param_value(read_text(Path(path), files.MAX_PARAMS_BYTES))
+    except FileProblem as problem:
+        too_large = problem.kind == "too-large"
+        hint = f"the limit is dlc.files.MAX_PARAMS_BYTES = {files.MAX_PARAMS_BYTES:,}" if too_large else None
+        raise DlcError("params-file", f"cannot read parameter file {shown}: {problem.reason}", hint=hint) from None
+    except ParamsLimitError as exc:
+        raise DlcError("params-file", f"parameter file {shown}: {yaml_problem(exc)}") from None
     except yaml.YAMLError as exc:
-        raise DlcError("params-file", f"parameter file {path} is not valid YAML: {exc}") from None
+        raise DlcError("params-file", f"parameter file {shown} is not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise DlcError("params-file", f"parameter file {path} must be a mapping of names to values")
+        raise DlcError("params-file", f"parameter file {shown} must be a mapping of names to values")
     return data
 
 

@@ -1,11 +1,15 @@
 """The command line: ``dlc compile | check | summary | ir | render``.
 
-Exit codes: 0 success, 1 an error in the spec (diagnostics on stderr), 2 a usage error.
+Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
+or Graphviz's dot failing, 2 a usage error, 3 a bug in dlc. Text from outside (file names, --set names) is
+printed escaped (dlc.diagnostics.display).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import traceback
@@ -15,29 +19,46 @@ from typing import Any, Sequence
 import yaml
 
 from dlc import __version__
-from dlc.diagnostics import DlcError, render
+from dlc.diagnostics import MAX_MESSAGE, DlcError, display, render
+from dlc.files import OutputRefused, tracking_inputs, write_output
 
 
 class UsageError(Exception):
-    pass
+    """A mistake in the command line (exit 2)."""
+
+
+class ToolError(Exception):
+    """A helper program (Graphviz's dot) failed (exit 1)."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, with the arguments it quotes in its messages shown escaped."""
+
+    def error(self, message: str):  # type: ignore[override]
+        super().error(display(message))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from dlc.api import read_params_file
+    from dlc.api import ParamsLimitError, parse_param_value, read_params_file
 
     values: dict[str, Any] = {}
     if args.params:
         if not Path(args.params).is_file():
-            raise UsageError(f"--params: no such file: {args.params}")
+            raise UsageError(f"--params: no such file: {display(args.params)}")
         values.update(read_params_file(args.params))
     for item in args.set or []:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects NAME=VALUE, got {display(item, 200)}")
+        if not key.isidentifier():
+            raise UsageError(f"--set: `{display(key, 200)}` is not a parameter name")
         try:
-            values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            values[key.strip()] = text
+            values[key] = parse_param_value(text) if text.strip() else ""
+        except ParamsLimitError as exc:
+            raise UsageError(f"--set {key}: {exc.problem}") from None
+        except yaml.YAMLError:  # not YAML: the text itself (`--set act=gelu` reads as a string anyway)
+            values[key] = text
     return values
 
 
@@ -46,7 +67,7 @@ def _graph(args: argparse.Namespace):
 
     spec = Path(args.spec)
     if not spec.is_file():
-        raise UsageError(f"not a file: {spec}" if spec.exists() else f"no such file: {spec}")
+        raise UsageError(f"not a file: {display(spec)}" if spec.exists() else f"no such file: {display(spec)}")
     from dlc.compiler.passes import optimize_graph
 
     return optimize_graph(build_graph(spec, _overrides(args), args.network), getattr(args, "optimize", None))
@@ -68,24 +89,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _write(output: str | None, text: str) -> None:
-    """Write to a file (creating its folder) or to stdout for None / '-'."""
+    """Write to a file (creating its folder; atomically, never over an input) or to stdout for None / '-'."""
     if output in (None, "-"):
         sys.stdout.write(text)
         return
-    path = Path(output)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_output(Path(output), text.encode("utf-8"))
+    except OutputRefused as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
-    print(f"wrote {output}", file=sys.stderr)
+        raise UsageError(f"cannot write {display(output)}: {exc.strerror or exc}") from None
+    print(f"wrote {display(output)}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dlc.compiler.passes import total_params
 
     g = _graph(args)
-    print(f"{args.spec}: ok: network {g.name}, {len(g.nodes)} nodes, {total_params(g):,} parameters")
+    print(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {total_params(g):,} parameters")
     return 0
 
 
@@ -106,11 +127,11 @@ def cmd_ir(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from dlc.backends.graphviz import render_file
+    from dlc.backends.graphviz import DotFailed, render_file
 
     out = Path(args.output)
     if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
-        raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {out.name}")
+        raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {display(out.name)}")
     g = _graph(args)
     if args.depth is not None and args.depth < 0:
         raise UsageError("--depth must be 0 or more")
@@ -118,15 +139,19 @@ def cmd_render(args: argparse.Namespace) -> int:
                "rankdir": args.rankdir}
     try:
         message = render_file(g, out, **options)
+    except OutputRefused as exc:
+        raise UsageError(str(exc)) from None
+    except DotFailed as exc:
+        raise ToolError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {display(out)}: {exc.strerror or exc}") from None
     if message:
         print(message, file=sys.stderr)
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
+    p = _ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
     p.add_argument("--version", action="version", version=f"dlc {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -174,27 +199,58 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    """Run the command line; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):  # a file name the terminal's encoding cannot show is escaped
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        try:
+            return _run(_parser(), argv)
+        finally:  # flushed here, not at exit (also after --help), so that a closed pipe is noticed below
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`dlc ir net.dln | head`): stop quietly, like any filter. Output still
+        # buffered would fail again when Python flushes at exit, so stdout is pointed at /dev/null.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 0
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with tracking_inputs():  # so that no output replaces a file this command read
+            return args.func(args)
     except DlcError as err:
-        print(render(err), file=sys.stderr)
+        _report(render(err))
         return 1
     except UsageError as err:
         parser.print_usage(sys.stderr)
-        print(f"dlc: error: {err}", file=sys.stderr)
+        _report(f"dlc: error: {err}")
         return 2
+    except ToolError as err:
+        _report(f"dlc: error: {err}")
+        return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
     except Exception:  # a bug in dlc, not in the spec: say so plainly
         if os.environ.get("DLC_DEBUG"):
             traceback.print_exc()
         else:
             etype, value, _ = sys.exc_info()
-            print(f"dlc: internal error ({etype.__name__}: {value}); this is a bug in dlc, please report it "
-                  f"with the spec (set DLC_DEBUG=1 for the traceback)", file=sys.stderr)
+            _report(f"dlc: internal error ({etype.__name__}: {display(value, MAX_MESSAGE)}); this is a bug in dlc, "
+                    f"please report it with the spec (set DLC_DEBUG=1 for the traceback)")
         return 3
+
+
+def _report(text: str) -> None:
+    """Print to stderr; a closed stderr loses the message but keeps the exit status."""
+    with contextlib.suppress(BrokenPipeError):
+        print(text, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+# A message longer than this is shown with its middle cut (it may quote a huge token from the spec).
+MAX_MESSAGE = 1000
+# Of a source line longer than this, only this many characters around the caret are shown.
+SOURCE_WINDOW = 200
+
+
+def display(text: object, limit: int | None = None) -> str:
+    """``text`` made safe to print on a terminal: control characters (escape sequences, newlines, bidi
+    overrides, unpaired surrogates from undecodable file names ...) shown as Python escapes such as ``\\x1b``,
+    and, with ``limit``, the middle of a longer text replaced by `` ... ``.
+
+    Everything dlc prints that came from outside (file names, import paths, --set names, messages that quote
+    the spec) goes through this function, so no text from outside can move the cursor or forge a line.
+    """
+    s = str(text)
+    if limit is not None and len(s) > limit:
+        half = max(1, limit // 2)
+        s = f"{s[:half]} ... {s[-half:]}"
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
 
 @dataclass(frozen=True)
 class Span:
@@ -30,7 +52,7 @@ class Span:
     end_col: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{display(self.file)}:{self.line}:{self.col}"
 
 
 @dataclass
@@ -49,28 +71,36 @@ class DlcError(Exception):
 
     def __str__(self) -> str:
         where = f"{self.span}: " if self.span else ""
-        return f"{where}error[{self.code}]: {self.message}"
+        return f"{where}error[{self.code}]: {display(self.message, MAX_MESSAGE)}"
 
 
 class SourceCache:
-    """Remembers source texts by file name so diagnostics can show the offending line."""
+    """Remembers source texts by file name so diagnostics can show the offending line.
+
+    A file that was not parsed in this process is read only if it is a spec (a regular `.dln` file within the
+    size limit): a diagnostic never quotes any other file.
+    """
 
     def __init__(self) -> None:
-        self._texts: dict[str, str] = {}
+        # each file's lines, split once: the elaborator asks for a line per multi-name statement
+        self._lines: dict[str, list[str]] = {}
 
     def add(self, file: str, text: str) -> None:
-        self._texts[file] = text
+        """Remember ``text`` as the source of ``file``."""
+        # the parser counts lines by "\n" only; splitlines() would also split at \f, \x1c, \u2028 ...
+        self._lines[file] = text.split("\n")
 
     def line(self, file: str, line: int) -> str | None:
-        text = self._texts.get(file)
-        if text is None:
+        """Line ``line`` (1-based) of ``file``, or None when it is unknown or not a spec."""
+        lines = self._lines.get(file)
+        if lines is None:
+            from dlc.files import MAX_SPEC_BYTES, FileProblem, read_text, resolve_spec
+
             try:
-                text = Path(file).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
+                self.add(file, read_text(resolve_spec(Path(file)), MAX_SPEC_BYTES))
+            except FileProblem:
                 return None
-            self._texts[file] = text
-        # the parser counts lines by "\n" only; splitlines() would also split at \f, \x1c, \u2028 ...
-        lines = text.split("\n")
+            lines = self._lines[file]
         if 1 <= line <= len(lines):
             return lines[line - 1].rstrip("\r")
         return None
@@ -86,21 +116,33 @@ def render(err: DlcError, sources: SourceCache = SOURCES) -> str:
     if span is not None:
         text = sources.line(span.file, span.line)
         if text is not None:
-            # one column per character: tabs and other control characters print as a space
-            text = "".join(c if c.isprintable() else " " for c in text)
-            gutter = str(span.line)
-            pad = " " * len(gutter)
-            end = span.end_col if span.end_line == span.line else len(text) + 1
-            width = max(1, min(end, len(text) + 1) - span.col)
-            out.append(f" {gutter} | {text}")
-            out.append(f" {pad} | {' ' * (span.col - 1)}{'^' * width}")
+            out.extend(_source_lines(text, span))
     if err.chain:
-        out.append(f"  = in: {' > '.join(err.chain)}")
+        out.append(f"  = in: {display(' > '.join(err.chain), MAX_MESSAGE)}")
     for note in err.notes:
-        out.append(f"  = note: {note}")
+        out.append(f"  = note: {display(note, MAX_MESSAGE)}")
     if err.hint:
-        out.append(f"  = hint: {err.hint}")
+        out.append(f"  = hint: {display(err.hint, MAX_MESSAGE)}")
     return "\n".join(out)
+
+
+def _source_lines(text: str, span: Span) -> list[str]:
+    """The source line (at most SOURCE_WINDOW characters of it, around the span) and the caret line."""
+    end = span.end_col if span.end_line == span.line else len(text) + 1
+    first = span.col - 1  # 0-based first and (exclusive) last column of the caret
+    last = max(first + 1, min(end, len(text) + 1) - 1)
+    start, stop = 0, len(text)
+    if len(text) > SOURCE_WINDOW:  # a very long line: a window that starts a little before the caret
+        start = max(0, min(first - SOURCE_WINDOW // 4, len(text) - SOURCE_WINDOW))
+        stop = start + SOURCE_WINDOW
+    before = "... " if start > 0 else ""
+    after = " ..." if stop < len(text) else ""
+    # one column per character: tabs and other control characters print as a space
+    shown = "".join(c if c.isprintable() else " " for c in text[start:stop])
+    caret_from = len(before) + first - start
+    width = max(1, min(last, stop + 1) - first)
+    gutter = str(span.line)
+    return [f" {gutter} | {before}{shown}{after}", f" {' ' * len(gutter)} | {' ' * caret_from}{'^' * width}"]
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:

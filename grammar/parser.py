@@ -9,7 +9,9 @@ from pathlib import Path
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
 
+from dlc import files
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
+from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.build import build
 
@@ -110,8 +112,14 @@ def _check_nesting(tree: Tree, file: str) -> None:
 
 
 def parse_file(path: str | Path) -> ast.Module:
+    """Parse one spec file (its imports are not followed); it must be a regular `.dln` file within the size
+    limit, checked before anything is read."""
     path = Path(path)
-    return parse(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = read_text(resolve_spec(path), files.MAX_SPEC_BYTES)
+    except FileProblem as problem:
+        raise spec_error(problem, path) from None
+    return parse(text, str(path))
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> DlcError:
