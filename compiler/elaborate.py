@@ -9,6 +9,7 @@ reported at the spec line that caused it, with the chain of block instances.
 from __future__ import annotations
 
 import keyword
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,16 +17,20 @@ from typing import Any
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
 from dlc.compiler.program import Program, pick_network
-from dlc.compiler.types import TensorType, Type
+from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.grammar import ast
+from dlc.grammar.build import NUMBER_HINT, number_problem
+from dlc.grammar.parser import MAX_NESTING
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
 MAX_REPEAT = 10_000  # `x -> layer * n`
 MAX_NODES = 100_000  # layers in one network, after repeats and blocks are unrolled
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
+          "%": operator.mod}
 # Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
 _NOT_IN_SEQ = frozenset({"timedistributed"})  # its module form needs the reshapes around it
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -195,6 +200,7 @@ class Elaborator:
         bound: dict[str, Any] = {}
         for p in net.params:
             if p.name in overrides:
+                self._check_override(p, overrides[p.name])
                 value = self._coerce_param(p, overrides[p.name], p.span, source="override")
             elif p.default is not None:
                 value = self._coerce_param(p, self.eval(p.default, frame), p.default.span)
@@ -204,6 +210,23 @@ class Elaborator:
             frame.names[p.name] = value
             bound[p.name] = value
         return bound
+
+    def _check_override(self, p: ast.Param, value: Any) -> None:
+        """Hold a --set / --params value (any YAML) to what a spec could write: bounded numbers, lists nested at
+        most MAX_NESTING deep."""
+        stack = [(value, 0)]
+        while stack:
+            v, depth = stack.pop()
+            if isinstance(v, list):
+                if depth >= MAX_NESTING:
+                    raise DlcError("too-deep", f"the value of `{p.name}` (from --set/--params) nests lists more "
+                                   f"than {MAX_NESTING} deep", p.span)
+                stack.extend((x, depth + 1) for x in v)
+            elif isinstance(v, (int, float)):
+                problem = number_problem(v)
+                if problem is not None:
+                    raise DlcError("bad-number", f"parameter `{p.name}` (from --set/--params): {problem}", p.span,
+                                   hint=NUMBER_HINT)
 
     # ---- bodies -------------------------------------------------------------------------------
 
@@ -449,43 +472,40 @@ class Elaborator:
                 raise self.err("type-mismatch", f"cannot combine a tensor with {describe(c)} using `{e.op}`",
                                e.span, frame)
             frame.hint = hint_save
+            c = float(c)  # a scale or offset is a float; |c| <= MAX_INT converts without overflow
             if e.op == "+":
-                return self.emit("shift", [t], {"offset": float(c)}, e.span, frame)
+                return self.emit("shift", [t], {"offset": c}, e.span, frame)
             if e.op == "*":
-                return self.emit("scale", [t], {"factor": float(c)}, e.span, frame)
+                return self.emit("scale", [t], {"factor": c}, e.span, frame)
             if e.op == "-" and t is a:
-                return self.emit("shift", [t], {"offset": -float(c)}, e.span, frame)
+                return self.emit("shift", [t], {"offset": -c}, e.span, frame)
             if e.op == "-":
                 neg = self.emit("scale", [t], {"factor": -1.0}, e.span, frame)
-                return self.emit("shift", [neg], {"offset": float(c)}, e.span, frame)
+                return self.emit("shift", [neg], {"offset": c}, e.span, frame)
             if e.op == "/" and t is a:
                 if c == 0:
                     raise self.err("bad-argument", "division by zero", e.right.span, frame)
-                return self.emit("scale", [t], {"factor": 1.0 / float(c)}, e.span, frame)
+                return self.emit("scale", [t], {"factor": self.number(1.0 / c, e.span, frame)}, e.span, frame)
             raise self.err("type-mismatch", f"`{e.op}` between a tensor and a number is not supported", e.span,
                            frame)
         if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
             try:
-                if e.op == "+":
-                    return a + b
-                if e.op == "-":
-                    return a - b
-                if e.op == "*":
-                    return a * b
-                if e.op == "/":
-                    return a / b
-                if e.op == "//":
-                    return a // b
-                if e.op == "%":
-                    return a % b
+                result = _ARITH[e.op](a, b)
             except ZeroDivisionError:
                 raise self.err("bad-argument", "division by zero", e.right.span, frame) from None
-            except OverflowError:
-                raise self.err("bad-argument", "the result is too large", e.span, frame) from None
+            # checked after every operation, so no value ever grows large enough to make the next one slow
+            return self.number(result, e.span, frame)
         if e.op == "*" and isinstance(a, Layer | Instance):
             raise self.err("bad-repeat", "repeating a layer with `*` works only as a pipeline stage", e.span, frame,
                            hint="write `x -> layer * 3`")
         raise self.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span, frame)
+
+    def number(self, v: int | float, span: Span, frame: Frame | None) -> int | float:
+        """``v``, if it is within the bounds every number has (see ``MAX_INT``); else error[bad-number]."""
+        problem = number_problem(v)
+        if problem is not None:
+            raise self.err("bad-number", f"the result is out of range: {problem}", span, frame, hint=NUMBER_HINT)
+        return v
 
     def _call(self, e: ast.Call, frame: Frame) -> Any:
         f = self._lookup(e.func.id, e.func.span, frame, callee=True) if isinstance(e.func, ast.Name) \
@@ -633,11 +653,7 @@ class Elaborator:
             want(1)
             if not isinstance(args[0], (int, float)) or isinstance(args[0], bool):
                 raise self.err("type-mismatch", f"`{name}` takes a number, got {describe(args[0])}", e.span, frame)
-            try:
-                return int(args[0]) if name == "int" else float(args[0])
-            except (OverflowError, ValueError):  # int(inf), float(10**400)
-                raise self.err("bad-argument", f"`{name}`: {describe(args[0])} is out of range", e.span,
-                               frame) from None
+            return self.number(int(args[0]) if name == "int" else float(args[0]), e.span, frame)
         want(1)
         if not isinstance(args[0], list):
             raise self.err("type-mismatch", f"`len` takes a list, got {describe(args[0])}", e.span, frame)
@@ -823,11 +839,8 @@ class Elaborator:
                 msg = f"block `{block.name}` keeps instantiating itself ({cycle} > {block.name} > ...)"
             else:
                 msg = f"blocks nest more than 64 deep at `{block.name}`"
-            e = self.err("recursion", msg, span, frame,
-                         hint="a block may use itself only under an `if` whose condition ends the recursion")
-            if len(e.chain) > 6:
-                e.chain = e.chain[:3] + ("...",) + e.chain[-1:]
-            raise e
+            raise _short_chain(self.err("recursion", msg, span, frame, hint="a block may use itself only under an "
+                                        "`if` whose condition ends the recursion"))
         names = [s.name for s in block.body if isinstance(s, ast.Input)]
         inputs = list(piped) + list(layer.pos_tensors)
         for n, t in layer.tensors.items():
@@ -954,13 +967,8 @@ class Elaborator:
         if kind == "int":
             if not is_int(v):
                 raise bad("an integer")
-            if a.name in ("dim", "start"):  # axes may count from the end; the shape rule checks the range
-                return v
-            if a.name == "padding_idx":
-                if v < 0:
-                    raise bad("a token id (0 or more)")
-            elif v < 1:
-                raise bad("a positive integer")
+            if a.out_of_range(v):
+                raise bad(a.range_text())
             return v
         if kind == "float":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -984,18 +992,21 @@ class Elaborator:
             if kind == "pool_size" and isinstance(v, (Symbol, str)) and \
                     (v.name if isinstance(v, Symbol) else v) == "global":
                 return "global"
-            least = 0 if kind == "pad" or a.name in ("pad", "output_pad") else 1  # `maxpool(3, pad=0)` is fine
             if is_int(v):
-                if v < least:
-                    raise bad("a positive integer" if least else "a non-negative integer")
+                if a.out_of_range(v):
+                    raise bad(a.range_text())
                 return v
-            if isinstance(v, list) and v and all(is_int(x) and x >= least for x in v):
+            if isinstance(v, list) and v and all(is_int(x) for x in v):
+                if any(a.out_of_range(x) for x in v):
+                    raise bad(f"a list of {a.range_text(plural=True)}")
                 return list(v)
             extra = {"pad": " or `same`", "pool_size": " or `global`"}.get(kind, "")
             raise bad(f"an integer or a list of integers{extra}")
         if kind == "ints":
             if not isinstance(v, list) or not all(is_int(x) for x in v):
                 raise bad("a list of integers")
+            if any(a.out_of_range(x) for x in v):
+                raise bad(f"a list of {a.range_text(plural=True)}")
             return list(v)
         if kind == "str":
             if isinstance(v, Symbol):
@@ -1054,6 +1065,16 @@ class Elaborator:
             raise DlcError("too-large", f"the network has more than {MAX_NODES} layers", span,
                            chain=container.chain if len(container.chain) > 1 else (),
                            hint="check repeat counts (`* n`) and recursive blocks")
+        for t in types:
+            problem = size_problem(t)
+            if problem is not None:
+                raise self._too_large(problem, span, container, name)
+        opdef = get(op)
+        if opdef is not None and opdef.stateful and name is not None:
+            count = opdef.count_params(attrs, [t.type for t in inputs])
+            if count > MAX_ELEMENTS:
+                raise self._too_large(f"`{op}` would have more than {MAX_ELEMENTS} parameters", span, container,
+                                      name)
         first = next(reversed(g.types)) + 1 if g.types else 0  # values are numbered in order: O(1), not max()
         outs = tuple(range(first, first + len(types)))
         node = Node(len(g.nodes), op, tuple(t.vid for t in inputs), outs, attrs, types, span, container.scope, name,
@@ -1062,6 +1083,11 @@ class Elaborator:
             g.types[v] = t
         g.nodes.append(node)
         return node
+
+    def _too_large(self, problem: str, span: Span, container: Container, name: str | None) -> DlcError:
+        chain = container.chain + ((name,) if name else ())
+        return _short_chain(DlcError("too-large", problem, span, chain=chain if len(chain) > 1 else (),
+                                     hint="sizes and parameter counts must fit in 64 bits"))
 
     # ---- helpers ---------------------------------------------------------------------------------
 
@@ -1086,6 +1112,13 @@ class Elaborator:
             ) -> DlcError:
         chain = frame.container.chain if frame is not None else ()
         return DlcError(code, message, span, hint=hint, chain=chain if len(chain) > 1 else ())
+
+
+def _short_chain(e: DlcError) -> DlcError:
+    """Keep a deep chain of block instances readable: its first three and its last."""
+    if len(e.chain) > 6:
+        e.chain = e.chain[:3] + ("...",) + e.chain[-1:]
+    return e
 
 
 def _name_spans(names: tuple[str, ...], span: Span, skip: int = 0) -> list[Span]:
@@ -1118,6 +1151,6 @@ def elaborate(program: Program, network: str | None = None, overrides: dict[str,
         span, frame = el.where if el.where else (None, None)
         raise el.err("too-deep", "the spec nests too deeply to compile (blocks within blocks within deep "
                      "expressions)", span, frame, hint="flatten deep expressions with intermediate names") from None
-    except OverflowError:  # a huge integer turned into a float somewhere (`dropout(10**400)`-like literals)
+    except OverflowError:  # numbers are bounded where they are made (MAX_INT); kept so a slip is no traceback
         span, frame = el.where if el.where else (None, None)
         raise el.err("bad-number", "a number in this statement is too large", span, frame) from None

@@ -15,6 +15,7 @@ from dlc.compiler.ops.registry import OpDef
 from dlc.compiler.types import StateType, TensorType, Type
 from dlc.diagnostics import Span
 from dlc.grammar import ast
+from dlc.grammar.build import describe_int
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def describe(v: Any) -> str:
     if isinstance(v, bool):
         return f"the boolean {'true' if v else 'false'}"
     if isinstance(v, int):
-        return f"the integer {v}"
+        return describe_int(v)
     if isinstance(v, float):
         return f"the number {v}"
     if isinstance(v, str):

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dlc.cli import main
 from dlc.compiler import build_graph
+from dlc.compiler.ops.registry import all_ops
 from dlc.diagnostics import DlcError, render
 
 HANG_GUARD_S = 60  # generous: each of these finishes in a second or two; a hang is what is being ruled out
@@ -57,6 +59,177 @@ network N {
     output y = x -> %s
 }
 """
+
+
+# ---- numbers ------------------------------------------------------------------------------------------------
+
+
+def test_a_4301_digit_literal_is_a_diagnostic(tmp_path, capsys):
+    path = write(tmp_path, NET % f"linear({'1' * 4301})")
+    assert main(["check", str(path)]) == 1
+    assert f"{path}:3:28: error[bad-number]: the number 11111111111111111111... is too large" in capsys.readouterr().err
+
+
+def test_the_largest_integer_literal_is_fine_and_one_more_is_not(tmp_path):
+    err = error(tmp_path, NET % "linear(9223372036854775808)")
+    check(err, "bad-number", "3:28")
+    path = write(tmp_path, """
+        network N(n: int = 9223372036854775807) {
+            input x: [4]
+            output y = x -> linear(n // 4611686018427387904)
+        }
+    """)
+    assert build_graph(path).nodes[-1].attrs["units"] == 1
+
+
+def test_repeated_squaring_stops_at_the_first_result_too_large(tmp_path):
+    lines = ["a0 = 9223372036854775807"] + [f"a{i + 1} = a{i} * a{i}" for i in range(33)]
+    text = "network N {\n    input x: [4]\n" + "".join(f"    {ln}\n" for ln in lines) + \
+        "    output y = x -> linear(3)\n}\n"
+    run = cli(tmp_path, text)
+    assert run.returncode == 1, run.stderr
+    assert ":4:10: error[bad-number]: the result is out of range: an integer of about 38 digits does not fit " \
+        "in 64 bits" in run.stderr
+
+
+@pytest.mark.parametrize("expr, pos, message", [
+    ("x * (1e308 * 10)", "3:21", "inf is not a finite number"),
+    ("x * (1e308 + 1e308)", "3:21", "inf is not a finite number"),
+    ("x / 1e-310", "3:16", "inf is not a finite number"),
+    ("x -> linear(9223372036854775807 * 4)", "3:28", "the integer 36893488147419103228 does not fit in 64 bits"),
+    ("x -> linear(-9223372036854775807 - 2)", "3:28", "does not fit in 64 bits"),
+    ("x -> linear(int(1e300))", "3:28", "does not fit in 64 bits"),
+    ("x -> linear(int(1e18 * 10))", "3:28", "the integer 10000000000000000000 does not fit in 64 bits"),
+])
+def test_computed_numbers_are_bounded(tmp_path, expr, pos, message):
+    err = error(tmp_path, """
+        network N {
+            input x: [4]
+            output y = %s
+        }
+    """ % expr)
+    check(err, "bad-number", pos, message)
+
+
+PARAMS = """
+network N(n: int = 3, f: float = 1.0, l: list = [2]) {
+    input x: [4]
+    output y = x * f -> linear(n)
+}
+"""
+
+
+@pytest.mark.parametrize("setting, pos, message", [
+    ("f=.nan", "1:23", "parameter `f` (from --set/--params): nan is not a number"),
+    ("f=.inf", "1:23", "inf is not a finite number"),
+    ("f=-.inf", "1:23", "-inf is not a finite number"),
+    (f"n={'9' * 50}", "1:11", "an integer of about 51 digits does not fit in 64 bits"),
+    ("n=-9223372036854775808", "1:11", "the integer -9223372036854775808 does not fit in 64 bits"),
+    ("l=[1, [2, .nan]]", "1:39", "nan is not a number"),
+])
+def test_set_values_are_bounded(tmp_path, capsys, setting, pos, message):
+    path = write(tmp_path, PARAMS)
+    assert main(["check", str(path), "--set", setting]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:{pos}: error[bad-number]: " in err and message in err, err
+
+
+def test_override_lists_nest_boundedly(tmp_path):
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    check(error(tmp_path, PARAMS, overrides={"l": deep}), "too-deep", "1:39")
+    looped: list = []
+    looped.append(looped)  # what a YAML alias can build: a list that contains itself
+    check(error(tmp_path, PARAMS, overrides={"l": looped}), "too-deep", "1:39")
+
+
+def test_the_generated_code_never_holds_inf_or_nan(tmp_path):
+    path = write(tmp_path, PARAMS)
+    g = build_graph(path, overrides={"f": 1e308, "l": [0.5, [1e-300]]})
+    assert [n.attrs["factor"] for n in g.nodes if n.op == "scale"] == [1e308]
+
+
+# ---- sizes --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, layer, pos, message", [
+    ("[4294967296, 4294967296]", "relu", "2:5", "a tensor [4294967296, 4294967296] would have more than"),
+    ("[4]", "linear(4611686018427387904)", "3:21", "`linear` would have more than 9223372036854775807 parameters"),
+    ("[3, 8]", "reshape([4294967296, 4294967296, -1])", "3:29", "the target shape has more than"),
+    ("[3, 8, 8]", "upsample(1e300)", "3:30", "`upsample`: scale 1e+300 makes a dimension of size 8 too large"),
+    ("[3, 8, 8]", "conv_transpose2d(4, k=3, stride=4611686018427387904)", "3:21", "would have more than"),
+    ("[3, 8, 8]", "conv2d(3037000500, k=1) -> conv2d(3037000500, k=1)", "3:48", "`conv2d` would have more than"),
+])
+def test_sizes_and_parameter_counts_fit_in_64_bits(tmp_path, shape, layer, pos, message):
+    err = error(tmp_path, """
+        network N {
+            input x: %s
+            output y = x -> %s
+        }
+    """ % (shape, layer))
+    check(err, "too-large", pos, message)
+
+
+# ---- integer arguments --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, layer, pos, message", [
+    ("[5] int64", "embedding(10, -3)", "3:35", "`embedding`: `dim` must be a positive integer, got the integer -3"),
+    ("[5] int64", "embedding(0, 3)", "3:31", "`vocab` must be a positive integer"),
+    ("[5] int64", "embedding(10, 3, padding_idx=-1)", "3:50", "`padding_idx` must be a non-negative integer"),
+    ("[256]", "reshape([-2, -128])", "3:29", "every dimension must be positive, or -1 (once) for the rest; "
+                                            "got [-2, -128]"),
+    ("[256]", "reshape([-1, -1])", "3:29", "every dimension must be positive, or -1 (once)"),
+    ("[256]", "reshape([0, 256])", "3:29", "every dimension must be positive, or -1 (once)"),
+    ("[6, 4]", "lstm(4, layers=2147483648)", "3:36", "`layers` must be an integer from 1 to 1024, got the "
+                                                     "integer 2147483648"),
+    ("[6, 4]", "gru(4, layers=0)", "3:35", "`layers` must be an integer from 1 to 1024"),
+    ("[6, 4]", "bidirectional(rnn(4, layers=1025))", "3:49", "`layers` must be an integer from 1 to 1024"),
+    ("[4]", "linear(0)", "3:28", "`units` must be a positive integer"),
+    ("[3, 8, 8]", "conv2d(8, k=0)", "3:33", "`k` must be a positive integer"),
+    ("[3, 8, 8]", "conv2d(8, k=[3, -1])", "3:33", "`k` must be a list of positive integers, got the list [3, -1]"),
+    ("[3, 8, 8]", "conv2d(8, k=3, stride=0)", "3:43", "`stride` must be a positive integer"),
+    ("[3, 8, 8]", "conv2d(8, k=3, pad=-1)", "3:40", "`pad` must be a non-negative integer"),
+    ("[3, 8, 8]", "conv2d(8, k=3, dilation=0)", "3:45", "`dilation` must be a positive integer"),
+    ("[3, 8, 8]", "conv2d(8, k=3, groups=-1)", "3:43", "`groups` must be a positive integer"),
+    ("[3, 8, 8]", "conv_transpose2d(8, k=3, output_pad=-1)", "3:57", "`output_pad` must be a non-negative"),
+    ("[3, 8, 8]", "maxpool(0)", "3:29", "`k` must be a positive integer"),
+    ("[3, 8, 8]", "avgpool(2, stride=[1, 0])", "3:39", "`stride` must be a list of positive integers"),
+    ("[3, 8, 8]", "adaptive_avgpool(-4)", "3:38", "`size` must be a positive integer"),
+    ("[6, 4]", "attention(heads=0)", "3:37", "`heads` must be a positive integer"),
+    ("[6, 4]", "layernorm(dims=0)", "3:36", "`dims` must be a positive integer"),
+    ("[6, 4]", "permute([-1, 0])", "3:29", "`dims` must be a list of non-negative integers"),
+])
+def test_integer_arguments_are_range_checked(tmp_path, shape, layer, pos, message):
+    err = error(tmp_path, """
+        network N {
+            input x: %s
+            output y = x -> %s
+        }
+    """ % (shape, layer))
+    check(err, "bad-argument", pos, message)
+
+
+def test_every_integer_argument_declares_its_range():
+    """Sizes, counts and strides have a lower bound; only axes (checked against the rank by the shape rule) and
+    reshape's target (positive or one -1) have none."""
+    unbounded = set()
+    for op in all_ops().values():
+        for a in op.attrs:
+            if a.kind in ("int", "int2", "ints", "pad", "pool_size") and a.min is None:
+                unbounded.add(f"{op.name}.{a.name}")
+    assert unbounded == {"softmax.dim", "log_softmax.dim", "flatten.start", "concat.dim", "reshape.shape"}
+
+
+def test_many_stacked_recurrent_layers_finish(tmp_path):
+    run = cli(tmp_path, """
+        network N {
+            input x: [6, 4]
+            output y = x -> lstm(4, layers=2147483648)
+        }
+    """)
+    assert run.returncode == 1 and ":3:36: error[bad-argument]" in run.stderr, run.stderr
 
 
 # ---- the lexer ----------------------------------------------------------------------------------------------
