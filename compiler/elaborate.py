@@ -147,6 +147,9 @@ class Elaborator:
         self.depth = 0
         self.blocks: list[str] = []  # names of the block instances being elaborated, outermost first
         self.where: tuple[Span, Frame] | None = None  # the statement being elaborated (for too-deep errors)
+        # How often each module path (a block instance, a labelled group) has been applied: a shared instance is
+        # applied more than once, and so is everything inside it; graph.calls keys each application `path#n`.
+        self.uses: dict[str, int] = {}
 
     # ---- entry -----------------------------------------------------------------------------
 
@@ -705,13 +708,20 @@ class Elaborator:
     def _record_seq(self, seq: Container, x: Any, y: Any, hint: str | None) -> None:
         if not isinstance(y, Tensor):
             raise self.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
-        self.graph.calls[f"{seq.scope[-1].path}#0"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
+        scope = seq.scope[-1]
+        self.graph.calls[f"{scope.path}#{scope.call}"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
+
+    def _use(self, path: str) -> int:
+        """The number of this application of the module at ``path``: 0, or more inside a shared instance."""
+        n = self.uses.get(path, 0)
+        self.uses[path] = n + 1
+        return n
 
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
         name = parent.name_for(label, label_span if label is not None else span, "seq")
         assert name is not None
         path = ".".join([s.name for s in parent.scope] + [name])
-        scope = Scope(name, path, "seq", None, (), 0, span)
+        scope = Scope(name, path, "seq", None, (), self._use(path), span)
         return Container(parent.scope + (scope,), "seq", parent.chain + (path,))
 
     def _core(self, x: Tensor, core: Any, frame: Frame, container: Container, label: str | None,
@@ -732,6 +742,7 @@ class Elaborator:
                                    frame, hint="a label names a new layer; shared instances keep their own name")
                 return self.apply_instance(target, [x], core.span, frame, container)
             if isinstance(target, Layer):
+                self._check_label(target, label, label_span or core.span, frame)
                 layer = Layer(target.op, target.block, {}, [], {}, [], core.span)
                 return self.apply(layer, [x], core.span, frame, container, label)
             if isinstance(target, Symbol):
@@ -749,8 +760,16 @@ class Elaborator:
                            hint=f"use `-> {core.name}` to apply it")
         if not isinstance(target, Layer):
             raise self.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.name_span, frame)
+        self._check_label(target, label, label_span or core.name_span, frame)
         layer = self._bind_args(target, core.args, core.span, frame)
         return self.apply(layer, [x], core.span, frame, container, label)
+
+    def _check_label(self, target: Layer, label: str | None, span: Span, frame: Frame) -> None:
+        """A label names a module; a merge (`add`, `concat`, ...) has none, it is an expression in `forward`."""
+        if label is not None and target.op is not None and not target.op.module:
+            raise self.err("bad-name", f"`{target.op.name}` makes no module, so the label `{label}` cannot name it",
+                           span, frame, hint="drop the label; to name the result, assign it: "
+                                             f"`{label} = ...`")
 
     # ---- application -----------------------------------------------------------------------
 
@@ -823,9 +842,7 @@ class Elaborator:
                            f"now to {got}", span, frame,
                            hint="one set of weights needs inputs of one shape")
         inst.input_types = types
-        result = self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
-        inst.calls += 1
-        return result
+        return self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
 
     def _apply_block(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
                      label: str | None, instance: Instance | None) -> Any:
@@ -858,13 +875,12 @@ class Elaborator:
         if container.kind == "seq" and len(inputs) != 1:
             raise self.err("bad-group", f"block `{block.name}` with several inputs cannot be part of a labelled group",
                            span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
-        if instance is not None:
-            name, call = instance.name, instance.calls
-        else:
-            name, call = container.name_for(label, span, snake(block.name)), 0
+        name = instance.name if instance is not None else container.name_for(label, span, snake(block.name))
+        assert name is not None
         inner_frame = Frame(block, {}, Container((), "block", ()))
         args = self._bind_block_params(layer, inner_frame, frame)
         path = ".".join([s.name for s in container.scope] + [name])
+        call = self._use(path)
         scope = Scope(name, path, "block", block.name, tuple(args.items()), call, span)
         inner_frame.container = Container(container.scope + (scope,), "block",
                                           container.chain + (f"{path} ({block.name})",))

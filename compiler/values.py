@@ -8,7 +8,7 @@ whose applications share one set of parameters).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dlc.compiler.ops.registry import OpDef
@@ -63,9 +63,7 @@ class Instance:
     layer: Layer
     container: Any  # the Container that owns the module attribute
     span: Span
-    calls: int = 0
     input_types: list[Type] | None = None
-    resolved: dict[str, Any] = field(default_factory=dict)
 
 
 def describe(v: Any) -> str:

@@ -10,6 +10,7 @@ keeps one key per application for everything inside it.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -250,3 +251,70 @@ def test_a_dtype_is_only_a_whole_word(tmp_path):
     """)
     g = build_graph(path)
     assert [(name, g.types[v].dtype) for name, v in g.inputs] == [("t", "float32"), ("u", "int64")]
+
+
+# ---- labels and shared instances ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("merge", ["sub(d)", "add(d)", "mul(d)", "mean(d)", "concat(d)"])
+def test_a_label_cannot_name_a_merge(tmp_path, merge):
+    err = error(tmp_path, """
+        network N {
+            input x: [4]
+            input d: [4]
+            output y = x -> m: %s -> linear(3)
+        }
+    """ % merge)
+    check(err, "bad-name", "4:21", "makes no module, so the label `m` cannot name it")
+
+
+def test_only_merges_have_no_module_form():
+    """`OpDef.module` says what the torch backend can build: a module for every op but the merges."""
+    from dlc.backends.torch.ops import TABLE
+
+    for op in all_ops().values():
+        assert op.module == (TABLE[op.name].init is not None), op.name
+
+
+SHARED = """
+block Inner {
+    input x
+    return x -> linear(4) -> relu
+}
+block B {
+    input x
+    s = Inner
+    return x -> g: (linear(4) -> relu) -> s -> Inner -> reps: (linear(4) -> tanh) * 2 -> s
+}
+network N {
+    input x: [4]
+    b = B
+    output y = x -> b -> relu -> b
+}
+"""
+
+
+def test_a_shared_instance_keeps_one_call_per_application_of_what_it_holds(tmp_path):
+    g = build_graph(write(tmp_path, SHARED))
+    # applied twice, and the shared `s` twice within each: every group, block and instance inside has a key for
+    # each application, and the keys name different values
+    for path, uses in [("b", 2), ("b.g", 2), ("b.s", 4), ("b.inner_0", 2), ("b.reps", 2), ("b.reps.0", 2)]:
+        keys = [f"{path}#{i}" for i in range(uses)]
+        assert all(k in g.calls for k in keys) and f"{path}#{uses}" not in g.calls, path
+        assert len({g.calls[k][0] for k in keys}) == uses, path
+
+
+def test_a_shared_instance_with_a_labelled_group_compiles_runs_and_shares_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    from dlc.backends.torch.emit import emit_module
+
+    source = emit_module(build_graph(write(tmp_path, SHARED)))
+    (tmp_path / "shared_net.py").write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("shared_net", tmp_path / "shared_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.N()
+    keys = list(net.state_dict())
+    assert keys[:2] == ["b.g.0.weight", "b.g.0.bias"] and not any(k.startswith("b_") for k in keys)
+    x = torch.randn(3, 4)
+    assert torch.equal(net(x), net.b(torch.relu(net.b(x))))

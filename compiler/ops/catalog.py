@@ -409,7 +409,7 @@ def _concat(attrs, ins):
 
 
 register(OpDef("concat", (A("dim", "int", None, keyword_only=True),), _concat, variadic=True, family="merge",
-               fusion="opaque",
+               fusion="opaque", module=False,
                doc="Concatenate tensors along the feature axis (channels for [C, H, W], last for [T, F]) "
                    "or along `dim`."))
 
@@ -437,7 +437,7 @@ for _name, _doc, _var in [
     ("mean", "Elementwise mean of several tensors: `mean(a, b, c)`.", True),
 ]:
     register(OpDef(_name, (), _elementwise(_name), inputs=("a", "b"), variadic=_var, family="merge",
-                   fusion="elementwise", doc=_doc))
+                   fusion="elementwise", module=False, doc=_doc))
 
 register(OpDef("abs", (), _same, family="activation", fusion="elementwise", doc="Elementwise absolute value."))
 register(OpDef("scale", (A("factor", "float"),), _same_float("scale"), family="arith", fusion="elementwise",

@@ -80,6 +80,7 @@ class OpDef:
     optional_inputs: frozenset[str] = frozenset()
     variadic: bool = False  # takes any number (>= 2) of tensors positionally
     stateful: bool = False  # holds parameters or buffers: becomes a module attribute
+    module: bool = True  # has a module form, so a label can name it (merges are only expressions in forward)
     family: str = "other"
     fusion: str = "opaque"  # elementwise | reduction | anchor | opaque
     doc: str = ""
