@@ -8,8 +8,10 @@ reported at the spec line that caused it, with the chain of block instances.
 
 from __future__ import annotations
 
+import functools
 import keyword
 import operator
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +27,12 @@ from dlc.grammar.build import NUMBER_HINT, number_problem
 from dlc.grammar.parser import MAX_NESTING
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
+# Limits on the work one compile may do. Each stops a runaway spec (a huge repeat, a recursion that doubles)
+# with error[too-large] long before it exhausts time or memory; the two that a big but sane network can reach
+# are raised with an environment variable: DLC_MAX_NODES, DLC_MAX_STEPS.
 MAX_REPEAT = 10_000  # `x -> layer * n`
 MAX_NODES = 100_000  # layers in one network, after repeats and blocks are unrolled
+MAX_STEPS = 500_000  # elaboration steps: expressions evaluated, block instances built, repeat iterations
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
@@ -74,6 +80,18 @@ def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = Fa
     if module_attr and name in _MODULE_ATTRS:
         raise DlcError("bad-name", f"`{name}` cannot name a layer: torch.nn.Module already uses that name", span,
                        hint=f"pick another name, e.g. `{name}_layer`")
+
+
+def limit(name: str, default: int) -> int:
+    """The limit ``name`` (``MAX_STEPS``): ``default``, or the positive integer in ``$DLC_<name>``."""
+    text = os.environ.get(f"DLC_{name}", "").strip()
+    if not text:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
+    if value < 1:
+        raise DlcError("bad-limit", f"DLC_{name} must be a positive integer (below 10**18), got {text[:30]!r}",
+                       hint=f"unset it to use the default, {default:,}")
+    return value
 
 
 @dataclass
@@ -135,6 +153,7 @@ class Frame:
     naming_call: ast.Call | None = None  # the call a single-name assignment applies (it names the layer)
 
 
+@functools.lru_cache(maxsize=None)  # once per block name, not once per instance
 def snake(name: str) -> str:
     """`BasicBlock` -> `basic_block`, `ConvBNReLU` -> `conv_bn_re_lu` (an acronym stays one word)."""
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
@@ -147,9 +166,14 @@ class Elaborator:
         self.depth = 0
         self.blocks: list[str] = []  # names of the block instances being elaborated, outermost first
         self.where: tuple[Span, Frame] | None = None  # the statement being elaborated (for too-deep errors)
+        self.max_nodes = limit("MAX_NODES", MAX_NODES)
+        self.max_steps = limit("MAX_STEPS", MAX_STEPS)
+        self.steps = 0
         # How often each module path (a block instance, a labelled group) has been applied: a shared instance is
         # applied more than once, and so is everything inside it; graph.calls keys each application `path#n`.
         self.uses: dict[str, int] = {}
+        self.inputs_of: dict[str, tuple[str, ...]] = {}  # block name -> its input names
+        self.output_names: set[str] = set()  # the network's outputs so far (a set: a spec may have very many)
 
     # ---- entry -----------------------------------------------------------------------------
 
@@ -216,10 +240,15 @@ class Elaborator:
 
     def _check_override(self, p: ast.Param, value: Any) -> None:
         """Hold a --set / --params value (any YAML) to what a spec could write: bounded numbers, lists nested at
-        most MAX_NESTING deep."""
+        most MAX_NESTING deep. Every item counts as a step, so lists that share items (YAML aliases) cannot
+        make the walk, or what later prints the value, take exponential time."""
         stack = [(value, 0)]
         while stack:
             v, depth = stack.pop()
+            self.steps += 1
+            if self.steps > self.max_steps:
+                raise DlcError("too-large", f"the value of `{p.name}` (from --set/--params) has more than "
+                               f"{self.max_steps:,} items", p.span)
             if isinstance(v, list):
                 if depth >= MAX_NESTING:
                     raise DlcError("too-deep", f"the value of `{p.name}` (from --set/--params) nests lists more "
@@ -360,16 +389,28 @@ class Elaborator:
         for t, v, sp in zip(stmt.targets, values, spans):
             check_identifier(t, sp, "an output name")
             tv = self.tensor(v, stmt.value.span if stmt.value else sp, frame, "an output")
-            if any(t == n for n, _ in g.outputs):
+            if t in self.output_names:
                 raise self.err("duplicate-name", f"output `{t}` is declared twice", sp, frame)
             if stmt.value is not None:
                 self._declare(frame, t, sp)
                 frame.names[t] = tv
+            self.output_names.add(t)
             g.outputs.append((t, tv.vid))
 
     # ---- expressions ------------------------------------------------------------------------
 
+    def step(self, span: Span, frame: Frame | None) -> None:
+        """Count one step of elaboration; too many is a runaway spec (a recursion that doubles, say)."""
+        self.steps += 1
+        if self.steps > self.max_steps:
+            e = self.err("too-large", f"elaborating the network takes more than {self.max_steps:,} steps "
+                         "(expressions evaluated, block instances, repeat iterations)", span, frame,
+                         hint="check recursive blocks and repeat counts; if the network really is that large, "
+                              "raise the limit with the environment variable DLC_MAX_STEPS")
+            raise _short_chain(e)
+
     def eval(self, e: ast.Expr, frame: Frame) -> Any:
+        self.step(e.span, frame)
         if isinstance(e, (ast.Number, ast.String, ast.Bool)):
             return e.value
         if isinstance(e, ast.Name):
@@ -608,7 +649,14 @@ class Elaborator:
     def _input_names(self, layer: Layer) -> list[str]:
         if layer.op:
             return list(layer.op.inputs)
-        return [s.name for s in layer.block.body if isinstance(s, ast.Input)]  # type: ignore[union-attr]
+        return list(self._block_inputs(layer.block))  # type: ignore[arg-type]
+
+    def _block_inputs(self, block: ast.BlockDef) -> tuple[str, ...]:
+        """The input names of ``block``, found once per block rather than once per instance."""
+        names = self.inputs_of.get(block.name)
+        if names is None:
+            names = self.inputs_of[block.name] = tuple(s.name for s in block.body if isinstance(s, ast.Input))
+        return names
 
     def _signature(self, layer: Layer) -> str:
         if layer.op:
@@ -684,6 +732,7 @@ class Elaborator:
             seq = self._open_seq(stage.label, stage.label_span, stage.span, container)
             first = x
             for _ in range(count):
+                self.step(stage.span, frame)
                 x = self.tensor(x, stage.span, frame, "the input of a repeated stage")
                 if stage.repeat is not None and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                     inner = self._open_seq(None, stage.span, stage.span, seq)
@@ -695,6 +744,7 @@ class Elaborator:
             self._record_seq(seq, first, x, frame.hint)
             return x
         for _ in range(count):
+            self.step(stage.span, frame)
             x = self.tensor(x, stage.span, frame, "the input of a repeated stage")
             if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                 inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
@@ -848,6 +898,7 @@ class Elaborator:
                      label: str | None, instance: Instance | None) -> Any:
         block = layer.block
         assert block is not None
+        self.step(span, frame)
         if self.depth > 64:
             if block.name in self.blocks:
                 first = self.blocks.index(block.name)
@@ -858,7 +909,7 @@ class Elaborator:
                 msg = f"blocks nest more than 64 deep at `{block.name}`"
             raise _short_chain(self.err("recursion", msg, span, frame, hint="a block may use itself only under an "
                                         "`if` whose condition ends the recursion"))
-        names = [s.name for s in block.body if isinstance(s, ast.Input)]
+        names = self._block_inputs(block)
         inputs = list(piped) + list(layer.pos_tensors)
         for n, t in layer.tensors.items():
             if n not in names:
@@ -1077,10 +1128,12 @@ class Elaborator:
                 chain = container.chain + ((name,) if name else ())
                 raise DlcError(exc.code, exc.message, where, hint=exc.hint,
                                chain=chain if len(chain) > 1 else ()) from None
-        if len(g.nodes) >= MAX_NODES:
-            raise DlcError("too-large", f"the network has more than {MAX_NODES} layers", span,
-                           chain=container.chain if len(container.chain) > 1 else (),
-                           hint="check repeat counts (`* n`) and recursive blocks")
+        if len(g.nodes) >= self.max_nodes:
+            raise _short_chain(DlcError(
+                "too-large", f"the network has more than {self.max_nodes:,} layers", span,
+                chain=container.chain if len(container.chain) > 1 else (),
+                hint="check repeat counts (`* n`) and recursive blocks; if the network really is that large, "
+                     "raise the limit with the environment variable DLC_MAX_NODES"))
         for t in types:
             problem = size_problem(t)
             if problem is not None:

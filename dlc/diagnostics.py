@@ -57,9 +57,11 @@ class SourceCache:
 
     def __init__(self) -> None:
         self._texts: dict[str, str] = {}
+        self._lines: dict[str, list[str]] = {}  # split once: the elaborator asks for a line per statement
 
     def add(self, file: str, text: str) -> None:
         self._texts[file] = text
+        self._lines.pop(file, None)
 
     def line(self, file: str, line: int) -> str | None:
         text = self._texts.get(file)
@@ -70,7 +72,7 @@ class SourceCache:
                 return None
             self._texts[file] = text
         # the parser counts lines by "\n" only; splitlines() would also split at \f, \x1c, \u2028 ...
-        lines = text.split("\n")
+        lines = self._lines.get(file) or self._lines.setdefault(file, text.split("\n"))
         if 1 <= line <= len(lines):
             return lines[line - 1].rstrip("\r")
         return None

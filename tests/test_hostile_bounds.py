@@ -135,7 +135,7 @@ def test_set_values_are_bounded(tmp_path, capsys, setting, pos, message):
     assert f"{path}:{pos}: error[bad-number]: " in err and message in err, err
 
 
-def test_override_lists_nest_boundedly(tmp_path):
+def test_override_lists_nest_and_expand_boundedly(tmp_path):
     deep: list = []
     for _ in range(200):
         deep = [deep]
@@ -143,6 +143,10 @@ def test_override_lists_nest_boundedly(tmp_path):
     looped: list = []
     looped.append(looped)  # what a YAML alias can build: a list that contains itself
     check(error(tmp_path, PARAMS, overrides={"l": looped}), "too-deep", "1:39")
+    laughs: list = [1] * 10
+    for _ in range(9):  # ten references to the same list, nine levels deep: 10**9 items if expanded
+        laughs = [laughs] * 10
+    check(error(tmp_path, PARAMS, overrides={"l": laughs}), "too-large", "1:39")
 
 
 def test_the_generated_code_never_holds_inf_or_nan(tmp_path):
@@ -318,3 +322,62 @@ def test_a_shared_instance_with_a_labelled_group_compiles_runs_and_shares_weight
     assert keys[:2] == ["b.g.0.weight", "b.g.0.bias"] and not any(k.startswith("b_") for k in keys)
     x = torch.randn(3, 4)
     assert torch.equal(net(x), net.b(torch.relu(net.b(x))))
+
+
+# ---- bounded work -------------------------------------------------------------------------------------------
+
+
+def _levels(n: int) -> str:
+    """`n` levels of blocks that each apply the next twice and create no layer: 2**n block instances."""
+    blocks = [f"block B{i} {{\n    input x\n    return x -> B{i + 1} -> B{i + 1}\n}}\n" for i in range(n - 1)]
+    blocks.append(f"block B{n - 1} {{\n    input x\n    return x\n}}\n")
+    return "".join(blocks) + "network N {\n    input x: [4]\n    output y = x -> B0 -> linear(2)\n}\n"
+
+
+def test_doubling_blocks_without_layers_run_out_of_steps(tmp_path):
+    run = cli(tmp_path, _levels(40))
+    assert run.returncode == 1, run.stderr
+    assert "error[too-large]: elaborating the network takes more than 500,000 steps" in run.stderr
+    assert "DLC_MAX_STEPS" in run.stderr
+
+
+def test_a_doubling_recursion_under_if_runs_out_of_steps(tmp_path):
+    run = cli(tmp_path, """
+        block R(n: int) {
+            input x
+            return if n == 0 then x else x -> R(n - 1) -> R(n - 1)
+        }
+        network N {
+            input x: [4]
+            output y = x -> R(40) -> linear(2)
+        }
+    """)
+    assert run.returncode == 1, run.stderr
+    assert "error[too-large]: elaborating the network takes more than 500,000 steps" in run.stderr
+
+
+def test_the_step_limit_names_where_it_ran_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_MAX_STEPS", "100")
+    err = error(tmp_path, _levels(10))
+    check(err, "too-large", "35:12", "takes more than 100 steps")  # `x -> B9 -> B9` in B8
+    assert err.chain[:2] == ("N", "b0_0 (B0)") and "..." in err.chain
+
+
+def test_the_limits_can_be_raised_and_must_be_numbers(tmp_path, monkeypatch):
+    path = write(tmp_path, _levels(10))
+    assert len(build_graph(path).nodes) == 2  # 1,023 block instances: well within the default
+    monkeypatch.setenv("DLC_MAX_NODES", "1")
+    check(error(tmp_path, _levels(10)), "too-large", "43:27", "the network has more than 1 layers")
+    monkeypatch.setenv("DLC_MAX_NODES", "lots")
+    err = error(tmp_path, _levels(10))
+    assert err.code == "bad-limit" and "DLC_MAX_NODES must be a positive integer" in err.message
+    assert err.message.endswith("got 'lots'")
+
+
+@pytest.mark.slow
+def test_many_statements_take_linear_time(tmp_path):
+    """Each statement finds its source line in a cache, and each output checks for duplicates in a set: 60,000
+    outputs compile in seconds (both were quadratic: minutes)."""
+    body = "".join(f"    output y{i} = x\n" for i in range(60_000))
+    run = cli(tmp_path, "network N {\n    input x: [4]\n" + body + "}\n")
+    assert run.returncode == 0, run.stderr

@@ -113,6 +113,12 @@ def all_ops() -> dict[str, OpDef]:
     return OPS
 
 
+_loaded = False
+
+
 def _load_catalog() -> None:
-    # The catalog modules register themselves on import.
-    from dlc.compiler.ops import catalog  # noqa: F401
+    # The catalog modules register themselves on import; `get` runs for every node, so import only once.
+    global _loaded
+    if not _loaded:
+        from dlc.compiler.ops import catalog  # noqa: F401
+        _loaded = True
