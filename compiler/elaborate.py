@@ -82,18 +82,6 @@ def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = Fa
                        hint=f"pick another name, e.g. `{name}_layer`")
 
 
-def limit(name: str, default: int) -> int:
-    """The limit ``name`` (``MAX_STEPS``): ``default``, or the positive integer in ``$DLC_<name>``."""
-    text = os.environ.get(f"DLC_{name}", "").strip()
-    if not text:
-        return default
-    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
-    if value < 1:
-        raise DlcError("bad-limit", f"DLC_{name} must be a positive integer (below 10**18), got {text[:30]!r}",
-                       hint=f"unset it to use the default, {default:,}")
-    return value
-
-
 @dataclass
 class Container:
     """Where module attributes are created: a network, a block instance or a labelled group."""
@@ -157,6 +145,18 @@ class Frame:
 def snake(name: str) -> str:
     """`BasicBlock` -> `basic_block`, `ConvBNReLU` -> `conv_bn_re_lu` (an acronym stays one word)."""
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def limit(name: str, default: int) -> int:
+    """The limit ``name`` (``MAX_STEPS``): ``default``, or the positive integer in ``$DLC_<name>``."""
+    text = os.environ.get(f"DLC_{name}", "").strip()
+    if not text:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
+    if value < 1:
+        raise DlcError("bad-limit", f"DLC_{name} must be a positive integer (below 10**18), got {text[:30]!r}",
+                       hint=f"unset it to use the default, {default:,}")
+    return value
 
 
 class Elaborator:
