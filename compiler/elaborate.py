@@ -8,7 +8,10 @@ reported at the spec line that caused it, with the chain of block instances.
 
 from __future__ import annotations
 
+import functools
 import keyword
+import operator
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,16 +19,24 @@ from typing import Any
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
 from dlc.compiler.program import Program, pick_network
-from dlc.compiler.types import TensorType, Type
+from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.grammar import ast
+from dlc.grammar.build import NUMBER_HINT, number_problem
+from dlc.grammar.parser import MAX_NESTING
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
+# Limits on the work one compile may do. Each stops a runaway spec (a huge repeat, a recursion that doubles)
+# with error[too-large] long before it exhausts time or memory; the two that a big but sane network can reach
+# are raised with an environment variable: DLC_MAX_NODES, DLC_MAX_STEPS.
 MAX_REPEAT = 10_000  # `x -> layer * n`
 MAX_NODES = 100_000  # layers in one network, after repeats and blocks are unrolled
+MAX_STEPS = 500_000  # elaboration steps: expressions evaluated, block instances built, repeat iterations
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
+          "%": operator.mod}
 # Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
 _NOT_IN_SEQ = frozenset({"timedistributed"})  # its module form needs the reshapes around it
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -130,9 +141,22 @@ class Frame:
     naming_call: ast.Call | None = None  # the call a single-name assignment applies (it names the layer)
 
 
+@functools.lru_cache(maxsize=None)  # once per block name, not once per instance
 def snake(name: str) -> str:
     """`BasicBlock` -> `basic_block`, `ConvBNReLU` -> `conv_bn_re_lu` (an acronym stays one word)."""
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def limit(name: str, default: int) -> int:
+    """The limit ``name`` (``MAX_STEPS``): ``default``, or the positive integer in ``$DLC_<name>``."""
+    text = os.environ.get(f"DLC_{name}", "").strip()
+    if not text:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
+    if value < 1:
+        raise DlcError("bad-limit", f"DLC_{name} must be a positive integer (below 10**18), got {text[:30]!r}",
+                       hint=f"unset it to use the default, {default:,}")
+    return value
 
 
 class Elaborator:
@@ -142,6 +166,14 @@ class Elaborator:
         self.depth = 0
         self.blocks: list[str] = []  # names of the block instances being elaborated, outermost first
         self.where: tuple[Span, Frame] | None = None  # the statement being elaborated (for too-deep errors)
+        self.max_nodes = limit("MAX_NODES", MAX_NODES)
+        self.max_steps = limit("MAX_STEPS", MAX_STEPS)
+        self.steps = 0
+        # How often each module path (a block instance, a labelled group) has been applied: a shared instance is
+        # applied more than once, and so is everything inside it; graph.calls keys each application `path#n`.
+        self.uses: dict[str, int] = {}
+        self.inputs_of: dict[str, tuple[str, ...]] = {}  # block name -> its input names
+        self.output_names: set[str] = set()  # the network's outputs so far (a set: a spec may have very many)
 
     # ---- entry -----------------------------------------------------------------------------
 
@@ -195,6 +227,7 @@ class Elaborator:
         bound: dict[str, Any] = {}
         for p in net.params:
             if p.name in overrides:
+                self._check_override(p, overrides[p.name])
                 value = self._coerce_param(p, overrides[p.name], p.span, source="override")
             elif p.default is not None:
                 value = self._coerce_param(p, self.eval(p.default, frame), p.default.span)
@@ -204,6 +237,28 @@ class Elaborator:
             frame.names[p.name] = value
             bound[p.name] = value
         return bound
+
+    def _check_override(self, p: ast.Param, value: Any) -> None:
+        """Hold a --set / --params value (any YAML) to what a spec could write: bounded numbers, lists nested at
+        most MAX_NESTING deep. Every item counts as a step, so lists that share items (YAML aliases) cannot
+        make the walk, or what later prints the value, take exponential time."""
+        stack = [(value, 0)]
+        while stack:
+            v, depth = stack.pop()
+            self.steps += 1
+            if self.steps > self.max_steps:
+                raise DlcError("too-large", f"the value of `{p.name}` (from --set/--params) has more than "
+                               f"{self.max_steps:,} items", p.span)
+            if isinstance(v, list):
+                if depth >= MAX_NESTING:
+                    raise DlcError("too-deep", f"the value of `{p.name}` (from --set/--params) nests lists more "
+                                   f"than {MAX_NESTING} deep", p.span)
+                stack.extend((x, depth + 1) for x in v)
+            elif isinstance(v, (int, float)):
+                problem = number_problem(v)
+                if problem is not None:
+                    raise DlcError("bad-number", f"parameter `{p.name}` (from --set/--params): {problem}", p.span,
+                                   hint=NUMBER_HINT)
 
     # ---- bodies -------------------------------------------------------------------------------
 
@@ -334,16 +389,28 @@ class Elaborator:
         for t, v, sp in zip(stmt.targets, values, spans):
             check_identifier(t, sp, "an output name")
             tv = self.tensor(v, stmt.value.span if stmt.value else sp, frame, "an output")
-            if any(t == n for n, _ in g.outputs):
+            if t in self.output_names:
                 raise self.err("duplicate-name", f"output `{t}` is declared twice", sp, frame)
             if stmt.value is not None:
                 self._declare(frame, t, sp)
                 frame.names[t] = tv
+            self.output_names.add(t)
             g.outputs.append((t, tv.vid))
 
     # ---- expressions ------------------------------------------------------------------------
 
+    def step(self, span: Span, frame: Frame | None) -> None:
+        """Count one step of elaboration; too many is a runaway spec (a recursion that doubles, say)."""
+        self.steps += 1
+        if self.steps > self.max_steps:
+            e = self.err("too-large", f"elaborating the network takes more than {self.max_steps:,} steps "
+                         "(expressions evaluated, block instances, repeat iterations)", span, frame,
+                         hint="check recursive blocks and repeat counts; if the network really is that large, "
+                              "raise the limit with the environment variable DLC_MAX_STEPS")
+            raise _short_chain(e)
+
     def eval(self, e: ast.Expr, frame: Frame) -> Any:
+        self.step(e.span, frame)
         if isinstance(e, (ast.Number, ast.String, ast.Bool)):
             return e.value
         if isinstance(e, ast.Name):
@@ -449,43 +516,40 @@ class Elaborator:
                 raise self.err("type-mismatch", f"cannot combine a tensor with {describe(c)} using `{e.op}`",
                                e.span, frame)
             frame.hint = hint_save
+            c = float(c)  # a scale or offset is a float; |c| <= MAX_INT converts without overflow
             if e.op == "+":
-                return self.emit("shift", [t], {"offset": float(c)}, e.span, frame)
+                return self.emit("shift", [t], {"offset": c}, e.span, frame)
             if e.op == "*":
-                return self.emit("scale", [t], {"factor": float(c)}, e.span, frame)
+                return self.emit("scale", [t], {"factor": c}, e.span, frame)
             if e.op == "-" and t is a:
-                return self.emit("shift", [t], {"offset": -float(c)}, e.span, frame)
+                return self.emit("shift", [t], {"offset": -c}, e.span, frame)
             if e.op == "-":
                 neg = self.emit("scale", [t], {"factor": -1.0}, e.span, frame)
-                return self.emit("shift", [neg], {"offset": float(c)}, e.span, frame)
+                return self.emit("shift", [neg], {"offset": c}, e.span, frame)
             if e.op == "/" and t is a:
                 if c == 0:
                     raise self.err("bad-argument", "division by zero", e.right.span, frame)
-                return self.emit("scale", [t], {"factor": 1.0 / float(c)}, e.span, frame)
+                return self.emit("scale", [t], {"factor": self.number(1.0 / c, e.span, frame)}, e.span, frame)
             raise self.err("type-mismatch", f"`{e.op}` between a tensor and a number is not supported", e.span,
                            frame)
         if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
             try:
-                if e.op == "+":
-                    return a + b
-                if e.op == "-":
-                    return a - b
-                if e.op == "*":
-                    return a * b
-                if e.op == "/":
-                    return a / b
-                if e.op == "//":
-                    return a // b
-                if e.op == "%":
-                    return a % b
+                result = _ARITH[e.op](a, b)
             except ZeroDivisionError:
                 raise self.err("bad-argument", "division by zero", e.right.span, frame) from None
-            except OverflowError:
-                raise self.err("bad-argument", "the result is too large", e.span, frame) from None
+            # checked after every operation, so no value ever grows large enough to make the next one slow
+            return self.number(result, e.span, frame)
         if e.op == "*" and isinstance(a, Layer | Instance):
             raise self.err("bad-repeat", "repeating a layer with `*` works only as a pipeline stage", e.span, frame,
                            hint="write `x -> layer * 3`")
         raise self.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span, frame)
+
+    def number(self, v: int | float, span: Span, frame: Frame | None) -> int | float:
+        """``v``, if it is within the bounds every number has (see ``MAX_INT``); else error[bad-number]."""
+        problem = number_problem(v)
+        if problem is not None:
+            raise self.err("bad-number", f"the result is out of range: {problem}", span, frame, hint=NUMBER_HINT)
+        return v
 
     def _call(self, e: ast.Call, frame: Frame) -> Any:
         f = self._lookup(e.func.id, e.func.span, frame, callee=True) if isinstance(e.func, ast.Name) \
@@ -585,7 +649,14 @@ class Elaborator:
     def _input_names(self, layer: Layer) -> list[str]:
         if layer.op:
             return list(layer.op.inputs)
-        return [s.name for s in layer.block.body if isinstance(s, ast.Input)]  # type: ignore[union-attr]
+        return list(self._block_inputs(layer.block))  # type: ignore[arg-type]
+
+    def _block_inputs(self, block: ast.BlockDef) -> tuple[str, ...]:
+        """The input names of ``block``, found once per block rather than once per instance."""
+        names = self.inputs_of.get(block.name)
+        if names is None:
+            names = self.inputs_of[block.name] = tuple(s.name for s in block.body if isinstance(s, ast.Input))
+        return names
 
     def _signature(self, layer: Layer) -> str:
         if layer.op:
@@ -633,11 +704,7 @@ class Elaborator:
             want(1)
             if not isinstance(args[0], (int, float)) or isinstance(args[0], bool):
                 raise self.err("type-mismatch", f"`{name}` takes a number, got {describe(args[0])}", e.span, frame)
-            try:
-                return int(args[0]) if name == "int" else float(args[0])
-            except (OverflowError, ValueError):  # int(inf), float(10**400)
-                raise self.err("bad-argument", f"`{name}`: {describe(args[0])} is out of range", e.span,
-                               frame) from None
+            return self.number(int(args[0]) if name == "int" else float(args[0]), e.span, frame)
         want(1)
         if not isinstance(args[0], list):
             raise self.err("type-mismatch", f"`len` takes a list, got {describe(args[0])}", e.span, frame)
@@ -665,6 +732,7 @@ class Elaborator:
             seq = self._open_seq(stage.label, stage.label_span, stage.span, container)
             first = x
             for _ in range(count):
+                self.step(stage.span, frame)
                 x = self.tensor(x, stage.span, frame, "the input of a repeated stage")
                 if stage.repeat is not None and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                     inner = self._open_seq(None, stage.span, stage.span, seq)
@@ -676,6 +744,7 @@ class Elaborator:
             self._record_seq(seq, first, x, frame.hint)
             return x
         for _ in range(count):
+            self.step(stage.span, frame)
             x = self.tensor(x, stage.span, frame, "the input of a repeated stage")
             if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
                 inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
@@ -689,13 +758,20 @@ class Elaborator:
     def _record_seq(self, seq: Container, x: Any, y: Any, hint: str | None) -> None:
         if not isinstance(y, Tensor):
             raise self.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
-        self.graph.calls[f"{seq.scope[-1].path}#0"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
+        scope = seq.scope[-1]
+        self.graph.calls[f"{scope.path}#{scope.call}"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
+
+    def _use(self, path: str) -> int:
+        """The number of this application of the module at ``path``: 0, or more inside a shared instance."""
+        n = self.uses.get(path, 0)
+        self.uses[path] = n + 1
+        return n
 
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
         name = parent.name_for(label, label_span if label is not None else span, "seq")
         assert name is not None
         path = ".".join([s.name for s in parent.scope] + [name])
-        scope = Scope(name, path, "seq", None, (), 0, span)
+        scope = Scope(name, path, "seq", None, (), self._use(path), span)
         return Container(parent.scope + (scope,), "seq", parent.chain + (path,))
 
     def _core(self, x: Tensor, core: Any, frame: Frame, container: Container, label: str | None,
@@ -716,6 +792,7 @@ class Elaborator:
                                    frame, hint="a label names a new layer; shared instances keep their own name")
                 return self.apply_instance(target, [x], core.span, frame, container)
             if isinstance(target, Layer):
+                self._check_label(target, label, label_span or core.span, frame)
                 layer = Layer(target.op, target.block, {}, [], {}, [], core.span)
                 return self.apply(layer, [x], core.span, frame, container, label)
             if isinstance(target, Symbol):
@@ -733,8 +810,16 @@ class Elaborator:
                            hint=f"use `-> {core.name}` to apply it")
         if not isinstance(target, Layer):
             raise self.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.name_span, frame)
+        self._check_label(target, label, label_span or core.name_span, frame)
         layer = self._bind_args(target, core.args, core.span, frame)
         return self.apply(layer, [x], core.span, frame, container, label)
+
+    def _check_label(self, target: Layer, label: str | None, span: Span, frame: Frame) -> None:
+        """A label names a module; a merge (`add`, `concat`, ...) has none, it is an expression in `forward`."""
+        if label is not None and target.op is not None and not target.op.module:
+            raise self.err("bad-name", f"`{target.op.name}` makes no module, so the label `{label}` cannot name it",
+                           span, frame, hint="drop the label; to name the result, assign it: "
+                                             f"`{label} = ...`")
 
     # ---- application -----------------------------------------------------------------------
 
@@ -807,14 +892,13 @@ class Elaborator:
                            f"now to {got}", span, frame,
                            hint="one set of weights needs inputs of one shape")
         inst.input_types = types
-        result = self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
-        inst.calls += 1
-        return result
+        return self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
 
     def _apply_block(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
                      label: str | None, instance: Instance | None) -> Any:
         block = layer.block
         assert block is not None
+        self.step(span, frame)
         if self.depth > 64:
             if block.name in self.blocks:
                 first = self.blocks.index(block.name)
@@ -823,12 +907,9 @@ class Elaborator:
                 msg = f"block `{block.name}` keeps instantiating itself ({cycle} > {block.name} > ...)"
             else:
                 msg = f"blocks nest more than 64 deep at `{block.name}`"
-            e = self.err("recursion", msg, span, frame,
-                         hint="a block may use itself only under an `if` whose condition ends the recursion")
-            if len(e.chain) > 6:
-                e.chain = e.chain[:3] + ("...",) + e.chain[-1:]
-            raise e
-        names = [s.name for s in block.body if isinstance(s, ast.Input)]
+            raise _short_chain(self.err("recursion", msg, span, frame, hint="a block may use itself only under an "
+                                        "`if` whose condition ends the recursion"))
+        names = self._block_inputs(block)
         inputs = list(piped) + list(layer.pos_tensors)
         for n, t in layer.tensors.items():
             if n not in names:
@@ -845,13 +926,12 @@ class Elaborator:
         if container.kind == "seq" and len(inputs) != 1:
             raise self.err("bad-group", f"block `{block.name}` with several inputs cannot be part of a labelled group",
                            span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
-        if instance is not None:
-            name, call = instance.name, instance.calls
-        else:
-            name, call = container.name_for(label, span, snake(block.name)), 0
+        name = instance.name if instance is not None else container.name_for(label, span, snake(block.name))
+        assert name is not None
         inner_frame = Frame(block, {}, Container((), "block", ()))
         args = self._bind_block_params(layer, inner_frame, frame)
         path = ".".join([s.name for s in container.scope] + [name])
+        call = self._use(path)
         scope = Scope(name, path, "block", block.name, tuple(args.items()), call, span)
         inner_frame.container = Container(container.scope + (scope,), "block",
                                           container.chain + (f"{path} ({block.name})",))
@@ -954,13 +1034,8 @@ class Elaborator:
         if kind == "int":
             if not is_int(v):
                 raise bad("an integer")
-            if a.name in ("dim", "start"):  # axes may count from the end; the shape rule checks the range
-                return v
-            if a.name == "padding_idx":
-                if v < 0:
-                    raise bad("a token id (0 or more)")
-            elif v < 1:
-                raise bad("a positive integer")
+            if a.out_of_range(v):
+                raise bad(a.range_text())
             return v
         if kind == "float":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -984,18 +1059,21 @@ class Elaborator:
             if kind == "pool_size" and isinstance(v, (Symbol, str)) and \
                     (v.name if isinstance(v, Symbol) else v) == "global":
                 return "global"
-            least = 0 if kind == "pad" or a.name in ("pad", "output_pad") else 1  # `maxpool(3, pad=0)` is fine
             if is_int(v):
-                if v < least:
-                    raise bad("a positive integer" if least else "a non-negative integer")
+                if a.out_of_range(v):
+                    raise bad(a.range_text())
                 return v
-            if isinstance(v, list) and v and all(is_int(x) and x >= least for x in v):
+            if isinstance(v, list) and v and all(is_int(x) for x in v):
+                if any(a.out_of_range(x) for x in v):
+                    raise bad(f"a list of {a.range_text(plural=True)}")
                 return list(v)
             extra = {"pad": " or `same`", "pool_size": " or `global`"}.get(kind, "")
             raise bad(f"an integer or a list of integers{extra}")
         if kind == "ints":
             if not isinstance(v, list) or not all(is_int(x) for x in v):
                 raise bad("a list of integers")
+            if any(a.out_of_range(x) for x in v):
+                raise bad(f"a list of {a.range_text(plural=True)}")
             return list(v)
         if kind == "str":
             if isinstance(v, Symbol):
@@ -1050,10 +1128,22 @@ class Elaborator:
                 chain = container.chain + ((name,) if name else ())
                 raise DlcError(exc.code, exc.message, where, hint=exc.hint,
                                chain=chain if len(chain) > 1 else ()) from None
-        if len(g.nodes) >= MAX_NODES:
-            raise DlcError("too-large", f"the network has more than {MAX_NODES} layers", span,
-                           chain=container.chain if len(container.chain) > 1 else (),
-                           hint="check repeat counts (`* n`) and recursive blocks")
+        if len(g.nodes) >= self.max_nodes:
+            raise _short_chain(DlcError(
+                "too-large", f"the network has more than {self.max_nodes:,} layers", span,
+                chain=container.chain if len(container.chain) > 1 else (),
+                hint="check repeat counts (`* n`) and recursive blocks; if the network really is that large, "
+                     "raise the limit with the environment variable DLC_MAX_NODES"))
+        for t in types:
+            problem = size_problem(t)
+            if problem is not None:
+                raise self._too_large(problem, span, container, name)
+        opdef = get(op)
+        if opdef is not None and opdef.stateful and name is not None:
+            count = opdef.count_params(attrs, [t.type for t in inputs])
+            if count > MAX_ELEMENTS:
+                raise self._too_large(f"`{op}` would have more than {MAX_ELEMENTS} parameters", span, container,
+                                      name)
         first = next(reversed(g.types)) + 1 if g.types else 0  # values are numbered in order: O(1), not max()
         outs = tuple(range(first, first + len(types)))
         node = Node(len(g.nodes), op, tuple(t.vid for t in inputs), outs, attrs, types, span, container.scope, name,
@@ -1062,6 +1152,11 @@ class Elaborator:
             g.types[v] = t
         g.nodes.append(node)
         return node
+
+    def _too_large(self, problem: str, span: Span, container: Container, name: str | None) -> DlcError:
+        chain = container.chain + ((name,) if name else ())
+        return _short_chain(DlcError("too-large", problem, span, chain=chain if len(chain) > 1 else (),
+                                     hint="sizes and parameter counts must fit in 64 bits"))
 
     # ---- helpers ---------------------------------------------------------------------------------
 
@@ -1086,6 +1181,13 @@ class Elaborator:
             ) -> DlcError:
         chain = frame.container.chain if frame is not None else ()
         return DlcError(code, message, span, hint=hint, chain=chain if len(chain) > 1 else ())
+
+
+def _short_chain(e: DlcError) -> DlcError:
+    """Keep a deep chain of block instances readable: its first three and its last."""
+    if len(e.chain) > 6:
+        e.chain = e.chain[:3] + ("...",) + e.chain[-1:]
+    return e
 
 
 def _name_spans(names: tuple[str, ...], span: Span, skip: int = 0) -> list[Span]:
@@ -1118,6 +1220,6 @@ def elaborate(program: Program, network: str | None = None, overrides: dict[str,
         span, frame = el.where if el.where else (None, None)
         raise el.err("too-deep", "the spec nests too deeply to compile (blocks within blocks within deep "
                      "expressions)", span, frame, hint="flatten deep expressions with intermediate names") from None
-    except OverflowError:  # a huge integer turned into a float somewhere (`dropout(10**400)`-like literals)
+    except OverflowError:  # numbers are bounded where they are made (MAX_INT); kept so a slip is no traceback
         span, frame = el.where if el.where else (None, None)
         raise el.err("bad-number", "a number in this statement is too large", span, frame) from None

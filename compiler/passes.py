@@ -101,13 +101,14 @@ def fold_batchnorm(g: Graph) -> Graph:
     """
     producer = g.producer()
     users = g.users()
+    outputs = {v for _, v in g.outputs}
     pairs: list[tuple[Node, Node]] = []
     for node in g.nodes:
         if node.op != "batchnorm" or node.name is None:
             continue
         prev = producer.get(node.inputs[0])
         if (prev is None or prev.op not in FOLDABLE or len(users[prev.outputs[0]]) != 1
-                or prev.scope != node.scope or any(v == prev.outputs[0] for _, v in g.outputs)):
+                or prev.scope != node.scope or prev.outputs[0] in outputs):
             continue
         if prev.op == "linear" and g.types[prev.outputs[0]].rank != 1:
             continue  # the batchnorm's channels are not the linear layer's output features
@@ -117,10 +118,14 @@ def fold_batchnorm(g: Graph) -> Graph:
     for n in g.nodes:
         by_path.setdefault(n.module_path, []).append(n)
     following = {prev.id: bn for prev, bn in pairs}
+    folds: dict[str | None, bool] = {}  # per module path, decided once: a shared layer may have very many uses
     drop: dict[int, int] = {}  # batchnorm output -> the folded layer's output
     for prev, bn in pairs:
-        uses = by_path[prev.module_path]
-        if not all(u.id in following and following[u.id].module_path == bn.module_path for u in uses):
+        path = prev.module_path
+        if path not in folds:
+            folds[path] = all(u.id in following and following[u.id].module_path == bn.module_path
+                              for u in by_path[path])
+        if not folds[path]:
             continue
         prev.attrs = {**prev.attrs, "fold": {"name": bn.name, "eps": bn.attrs["eps"],
                                               "momentum": bn.attrs["momentum"], "affine": bn.attrs["affine"]}}

@@ -10,10 +10,17 @@ and ``channels()`` use it to find the feature axis.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Union
 
+from dlc.grammar.build import MAX_INT
+
 Dim = Union[int, str]
+
+# The known elements of one tensor (batch not counted) and the parameters of one layer: PyTorch counts them in an
+# int64, so a larger tensor cannot exist and a larger count would be nonsense.
+MAX_ELEMENTS = MAX_INT
 
 
 @dataclass(frozen=True)
@@ -80,3 +87,13 @@ def shape_str(shape: tuple[Dim, ...]) -> str:
 
 def is_float(dtype: str) -> bool:
     return dtype in ("float32", "float64", "float16", "bfloat16")
+
+
+def size_problem(t: "Type") -> str | None:
+    """Why a tensor of type ``t`` is too large to exist (see :data:`MAX_ELEMENTS`), or None."""
+    if not isinstance(t, TensorType):
+        return None
+    known = [d for d in t.shape if isinstance(d, int)]
+    if math.prod(known) > MAX_ELEMENTS:
+        return f"a tensor {shape_str(t.shape)} would have more than {MAX_ELEMENTS} elements"
+    return None

@@ -8,13 +8,14 @@ whose applications share one set of parameters).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dlc.compiler.ops.registry import OpDef
 from dlc.compiler.types import StateType, TensorType, Type
 from dlc.diagnostics import Span
 from dlc.grammar import ast
+from dlc.grammar.build import describe_int
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,7 @@ class Instance:
     layer: Layer
     container: Any  # the Container that owns the module attribute
     span: Span
-    calls: int = 0
     input_types: list[Type] | None = None
-    resolved: dict[str, Any] = field(default_factory=dict)
 
 
 def describe(v: Any) -> str:
@@ -75,7 +74,7 @@ def describe(v: Any) -> str:
     if isinstance(v, bool):
         return f"the boolean {'true' if v else 'false'}"
     if isinstance(v, int):
-        return f"the integer {v}"
+        return describe_int(v)
     if isinstance(v, float):
         return f"the number {v}"
     if isinstance(v, str):

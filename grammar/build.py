@@ -13,6 +13,31 @@ from dlc.diagnostics import DlcError, Span
 from dlc.grammar import ast
 
 
+# Every integer a spec writes or computes fits a signed 64-bit integer (sizes become torch int64s) and every other
+# number is a finite 64-bit float; the elaborator holds computed values and --set values to the same bounds.
+MAX_INT = 2**63 - 1
+_MAX_INT_DIGITS = len(str(MAX_INT))
+
+
+def number_problem(value: int | float) -> str | None:
+    """Why the number ``value`` is out of range (see :data:`MAX_INT`), or None if it is fine."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan is not a number" if math.isnan(value) else f"{value} is not a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+        return f"{describe_int(value)} does not fit in 64 bits"
+    return None
+
+
+def describe_int(value: int) -> str:
+    """An integer for a message; a huge one by its size (printing it whole is slow, or refused by Python)."""
+    if -10**24 < value < 10**24:
+        return f"the integer {value}"
+    return f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+
+
+NUMBER_HINT = "integers must fit in 64 bits (at most 9223372036854775807), other numbers in a 64-bit float"
+
+
 _KEYWORDS = frozenset({"if", "then", "else", "and", "or", "not", "true", "false", "input", "output", "return",
                        "block", "network", "import"})
 
@@ -131,11 +156,12 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def number(self, meta: Meta, c: list) -> ast.Number:
         text = str(c[0])
-        value: int | float = int(text) if text.isdigit() else float(text)
-        if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, int) and value >= 2**63):
+        # an integer longer than MAX_INT is refused before int() reads it: Python refuses 4,301 digits and more
+        value: int | float = (MAX_INT + 1 if len(text.lstrip("0")) > _MAX_INT_DIGITS else int(text)) \
+            if text.isdigit() else float(text)
+        if number_problem(value) is not None:
             shown = text if len(text) <= 24 else f"{text[:20]}..."
-            raise DlcError("bad-number", f"the number {shown} is too large", self._span(meta),
-                           hint="integers must fit in 64 bits, other numbers in a 64-bit float")
+            raise DlcError("bad-number", f"the number {shown} is too large", self._span(meta), hint=NUMBER_HINT)
         return ast.Number(value, self._span(meta))
 
     @v_args(meta=True)

@@ -185,7 +185,8 @@ def test_bad_overrides(tmp_path, overrides):
     try:
         build_graph(path, overrides=overrides, text=CONV)
     except DlcError as err:
-        assert err.span is not None and err.span.file == str(path), render(err)
+        # a layer made too large by an override is reported where the layer is, possibly in blocks.dln
+        assert err.span is not None and err.span.file in (str(path), str(tmp_path / "blocks.dln")), render(err)
 
 
 @pytest.mark.parametrize("text", [

@@ -23,7 +23,7 @@ from dlc.compiler.ops.shapes import (
     want_float,
     want_rank,
 )
-from dlc.compiler.types import StateType, TensorType, Type, shape_str
+from dlc.compiler.types import MAX_ELEMENTS, StateType, TensorType, Type, shape_str
 
 A = Attr
 
@@ -45,7 +45,7 @@ def _linear(attrs, ins):
 
 
 register(OpDef(
-    "linear", (A("units", "int"), A("bias", "bool", True)), _linear,
+    "linear", (A("units", "int", min=1), A("bias", "bool", True)), _linear,
     count_params=lambda a, ins: ins[0].shape[-1] * a["units"] + (a["units"] if a["bias"] else 0),
     stateful=True, family="linear", fusion="anchor",
     doc="Fully connected layer on the last axis: `linear(units, bias=true)`.",
@@ -65,7 +65,7 @@ def _embedding(attrs, ins):
 
 
 register(OpDef(
-    "embedding", (A("vocab", "int"), A("dim", "int"), A("padding_idx", "int", None)), _embedding,
+    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "int", None, min=0)), _embedding,
     count_params=lambda a, ins: a["vocab"] * a["dim"],
     stateful=True, family="embedding", fusion="opaque",
     doc="Lookup table: `embedding(vocab, dim)`; integer ids [T] -> [T, dim].",
@@ -75,8 +75,8 @@ register(OpDef(
 # ---- convolution -----------------------------------------------------------------------
 
 _CONV_ATTRS = (
-    A("channels", "int"), A("k", "int2"), A("stride", "int2", 1), A("pad", "pad", 0),
-    A("dilation", "int2", 1), A("groups", "int", 1), A("bias", "bool", True),
+    A("channels", "int", min=1), A("k", "int2", min=1), A("stride", "int2", 1, min=1), A("pad", "pad", 0, min=0),
+    A("dilation", "int2", 1, min=1), A("groups", "int", 1, min=1), A("bias", "bool", True),
 )
 
 
@@ -130,7 +130,7 @@ def _conv(nd: int, transpose: bool = False):
 
     attrs = _CONV_ATTRS
     if transpose:
-        attrs = attrs[:4] + (A("output_pad", "int2", 0),) + attrs[4:]
+        attrs = attrs[:4] + (A("output_pad", "int2", 0, min=0),) + attrs[4:]
     register(OpDef(name, attrs, rule, count_params=params, stateful=True, family="conv", fusion="anchor",
                    doc=f"{nd}-d {'transposed ' if transpose else ''}convolution: "
                        f"`{name}(channels, k, stride=1, pad=0, dilation=1, groups=1, bias=true)`."))
@@ -165,7 +165,8 @@ def _pool(kind: str):
         spatial = [conv_out(x.shape[1 + i], k[i], s[i], p[i], 1, attrs["ceil"]) for i in range(nd)]
         return _out(x, (x.shape[0], *spatial), "cf")
 
-    attrs = (A("k", "pool_size"), A("stride", "int2", None), A("pad", "int2", 0), A("ceil", "bool", False))
+    attrs = (A("k", "pool_size", min=1), A("stride", "int2", None, min=1), A("pad", "int2", 0, min=0),
+             A("ceil", "bool", False))
     register(OpDef(name, attrs, rule, family="pool", fusion="opaque",
                    doc=f"{kind.capitalize()} pooling over [C, L] or [C, H, W]: "
                        f"`{name}(k, stride=k, pad=0, ceil=false)`; "
@@ -183,7 +184,7 @@ def _adaptive(attrs, ins):
     return _out(x, (x.shape[0], *pair(attrs["size"], x.rank - 1, "adaptive_avgpool", "size")), "cf")
 
 
-register(OpDef("adaptive_avgpool", (A("size", "int2"),), _adaptive, family="pool",
+register(OpDef("adaptive_avgpool", (A("size", "int2", min=1),), _adaptive, family="pool",
                doc="Average pooling to a fixed output size: `adaptive_avgpool(4)` or `adaptive_avgpool([4, 4])`."))
 
 
@@ -198,6 +199,9 @@ def _upsample(attrs, ins):
         raise ShapeError(f"`upsample`: scale must be positive, got {scale}", attr="scale", code="bad-argument")
     out = []
     for d in x.shape[1:]:
+        if isinstance(d, int) and d * scale > MAX_ELEMENTS:  # also keeps an infinite product from int()
+            raise ShapeError(f"`upsample`: scale {scale} makes a dimension of size {d} too large", attr="scale",
+                             code="too-large")
         out.append(scaled(d, scale) if isinstance(d, str) else int(math.floor(d * scale)))
         if isinstance(out[-1], int) and out[-1] < 1:
             raise ShapeError(f"`upsample`: scale {scale} shrinks a dimension of size {d} to nothing",
@@ -257,7 +261,7 @@ def _layernorm(attrs, ins):
     return (x,)
 
 
-register(OpDef("layernorm", (A("dims", "int", 1), A("eps", "float", 1e-5), A("affine", "bool", True)),
+register(OpDef("layernorm", (A("dims", "int", 1, min=1), A("eps", "float", 1e-5), A("affine", "bool", True)),
                _layernorm,
                count_params=lambda a, ins: 2 * math.prod(ins[0].shape[-a["dims"]:]) if a["affine"] else 0,
                stateful=True, family="norm", fusion="reduction",
@@ -336,11 +340,15 @@ def _reshape(attrs, ins):
     x = tensor(ins[0])
     target = list(attrs["shape"])
     total = numel(x.shape, "reshape")
-    if target.count(-1) > 1:
-        raise ShapeError("`reshape`: at most one dimension may be -1", attr="shape", code="bad-argument")
+    if target.count(-1) > 1 or any(d < 1 and d != -1 for d in target):
+        raise ShapeError(f"`reshape`: every dimension must be positive, or -1 (once) for the rest; got "
+                         f"{shape_str(tuple(target))}", attr="shape", code="bad-argument")
     rest = math.prod(d for d in target if d != -1)
+    if rest > MAX_ELEMENTS:
+        raise ShapeError(f"`reshape`: the target shape has more than {MAX_ELEMENTS} elements", attr="shape",
+                         code="too-large")
     if -1 in target:
-        if rest == 0 or total % rest:
+        if total % rest:
             raise ShapeError(f"`reshape`: cannot reshape {shape_str(x.shape)} into {shape_str(tuple(target))}",
                              attr="shape")
         target[target.index(-1)] = total // rest
@@ -367,7 +375,7 @@ def _permute(attrs, ins):
     return _out(x, tuple(x.shape[d] for d in dims), layout)
 
 
-register(OpDef("permute", (A("dims", "ints"),), _permute, family="shape",
+register(OpDef("permute", (A("dims", "ints", min=0),), _permute, family="shape",
                doc="Reorder batch-less axes: `permute([1, 0])`."))
 
 
@@ -401,7 +409,7 @@ def _concat(attrs, ins):
 
 
 register(OpDef("concat", (A("dim", "int", None, keyword_only=True),), _concat, variadic=True, family="merge",
-               fusion="opaque",
+               fusion="opaque", module=False,
                doc="Concatenate tensors along the feature axis (channels for [C, H, W], last for [T, F]) "
                    "or along `dim`."))
 
@@ -429,7 +437,7 @@ for _name, _doc, _var in [
     ("mean", "Elementwise mean of several tensors: `mean(a, b, c)`.", True),
 ]:
     register(OpDef(_name, (), _elementwise(_name), inputs=("a", "b"), variadic=_var, family="merge",
-                   fusion="elementwise", doc=_doc))
+                   fusion="elementwise", module=False, doc=_doc))
 
 register(OpDef("abs", (), _same, family="activation", fusion="elementwise", doc="Elementwise absolute value."))
 register(OpDef("scale", (A("factor", "float"),), _same_float("scale"), family="arith", fusion="elementwise",
@@ -459,8 +467,6 @@ def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, n
         raise ShapeError(f"`{name}` expects a sequence [T, F] (batch not counted), got {shape_str(x.shape)}",
                          hint="recurrent layers read [time, features]")
     known(x.shape[1], name, "number of input features")
-    if attrs["layers"] < 1:
-        raise ShapeError(f"`{name}`: layers must be at least 1", attr="layers", code="bad-argument")
     if not 0.0 <= attrs["dropout"] < 1.0:
         raise ShapeError(f"`{name}`: dropout must be in [0, 1), got {attrs['dropout']}", attr="dropout",
                          code="bad-argument")
@@ -473,8 +479,11 @@ def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, n
     return (y, state) if attrs["return_state"] else (y,)
 
 
+# Stacked recurrent layers: PyTorch builds each one in a Python loop, so a huge count would only hang.
+MAX_RNN_LAYERS = 1024
+
 _RNN_ATTRS = (
-    A("units", "int"), A("layers", "int", 1), A("return_sequences", "bool", True),
+    A("units", "int", min=1), A("layers", "int", 1, min=1, max=MAX_RNN_LAYERS), A("return_sequences", "bool", True),
     A("return_state", "bool", False), A("dropout", "float", 0.0), A("bias", "bool", True),
 )
 
@@ -527,7 +536,7 @@ def _attention(attrs, ins):
         raise ShapeError(f"`attention`: key and value need the same length, got {shape_str(k.shape)} and "
                          f"{shape_str(v.shape)}")
     e, heads = q.shape[1], attrs["heads"]
-    if heads < 1 or e % heads:
+    if e % heads:
         raise ShapeError(f"`attention`: heads={heads} must divide the query features ({e})", attr="heads",
                          code="bad-argument")
     return (q,)
@@ -542,7 +551,7 @@ def _attention_params(a, ins):
 
 
 register(OpDef(
-    "attention", (A("heads", "int", 1), A("causal", "bool", False), A("dropout", "float", 0.0),
+    "attention", (A("heads", "int", 1, min=1), A("causal", "bool", False), A("dropout", "float", 0.0),
                   A("bias", "bool", True)),
     _attention, count_params=_attention_params,
     inputs=("query", "key", "value"), optional_inputs=frozenset({"key", "value"}),

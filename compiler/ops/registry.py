@@ -39,6 +39,10 @@ class Attr:
     a bare name or a string), ``int2`` (an int or a list of two), ``ints`` (a list of
     ints), ``pad`` (int, list of ints, or ``same``), ``pool_size`` (int or ``global``),
     ``layer`` (a layer value, e.g. the layer wrapped by ``bidirectional``).
+
+    ``min`` and ``max`` bound every integer of an integer kind (``int``, ``int2``, ``ints``, ``pad``,
+    ``pool_size``); None leaves that side to the 64-bit bound every number has. Shape rules check what
+    depends on the input (an axis against the rank, a padding index against the vocabulary).
     """
 
     name: str
@@ -46,6 +50,24 @@ class Attr:
     default: Any = REQUIRED
     choices: tuple[str, ...] = ()
     keyword_only: bool = False
+    min: int | None = None
+    max: int | None = None
+
+    def out_of_range(self, v: int) -> bool:
+        """True if the integer ``v`` is outside ``min`` .. ``max``."""
+        return (self.min is not None and v < self.min) or (self.max is not None and v > self.max)
+
+    def range_text(self, plural: bool = False) -> str:
+        """The integers this attribute takes, for a message: "a positive integer", "integers from 1 to 1024"."""
+        lo, hi = self.min, self.max
+        if hi is None:
+            what = {None: "integer", 0: "non-negative integer", 1: "positive integer"}.get(lo, "integer")
+            bound = f" of at least {lo}" if lo not in (None, 0, 1) else ""
+        else:
+            what, bound = "integer", f" of at most {hi}" if lo is None else f" from {lo} to {hi}"
+        if plural:
+            return f"{what}s{bound}"
+        return f"{'an' if what[0] in 'aeiou' else 'a'} {what}{bound}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ class OpDef:
     optional_inputs: frozenset[str] = frozenset()
     variadic: bool = False  # takes any number (>= 2) of tensors positionally
     stateful: bool = False  # holds parameters or buffers: becomes a module attribute
+    module: bool = True  # has a module form, so a label can name it (merges are only expressions in forward)
     family: str = "other"
     fusion: str = "opaque"  # elementwise | reduction | anchor | opaque
     doc: str = ""
@@ -90,6 +113,12 @@ def all_ops() -> dict[str, OpDef]:
     return OPS
 
 
+_loaded = False
+
+
 def _load_catalog() -> None:
-    # The catalog modules register themselves on import.
-    from dlc.compiler.ops import catalog  # noqa: F401
+    # The catalog modules register themselves on import; `get` runs for every node, so import only once.
+    global _loaded
+    if not _loaded:
+        from dlc.compiler.ops import catalog  # noqa: F401
+        _loaded = True
