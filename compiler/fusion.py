@@ -86,8 +86,8 @@ def _row_ok(g: Graph, node: Node) -> bool:
 def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
                 v: int, returned: set[int]) -> str | None:
     """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
-    if len(users.get(v, [])) != 1 or any(out == v for _, out in g.outputs) or v in returned:
-        return None  # v is needed outside the group (read elsewhere, or returned by its block)
+    if len(users.get(v, [])) != 1 or v in returned:
+        return None  # v is needed outside the group (read elsewhere, returned by its block or the network)
     if u.scope != group[0].scope or u.op == "input":
         return None
     if not all(_float_tensor(t) for t in u.types) or len(u.outputs) != 1:
@@ -153,7 +153,7 @@ def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
 def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     """``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU (cuDNN)."""
     users = g.users()
-    returned = {v for _, outs, _, _ in g.calls.values() for v in outs}
+    returned = {v for _, outs, _, _ in g.calls.values() for v in outs} | {v for _, v in g.outputs}
     groups: list[FusionGroup] = []
     taken: set[int] = set()
     for node in g.nodes:

@@ -267,7 +267,7 @@ def _check_error(err: Any, files: dict[str, Path]) -> str | None:
     path = texts.get(span.file)
     if path is None:
         return None  # a position in a file that is not ours (e.g. an import outside) is checked elsewhere
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")  # no newline translation
     if not 1 <= span.line <= len(lines):
         return f"line {span.line} outside the file ({len(lines)} lines): {rendered[:300]}"
     if not 1 <= span.col <= len(lines[span.line - 1].rstrip("\r")) + 1:
