@@ -462,7 +462,7 @@ class ModuleEmitter:
             note = "optimize=inference: channels-last convolutions"
             cls.init.append(Line("self.to(memory_format=torch.channels_last)", note))
             users = g.users()
-            images = [name for name, v in g.inputs
+            images = [arg for arg, (_, v) in zip(cls.args, g.inputs)  # forward's names for the inputs
                       if any(n.op == "conv2d" for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
         self._finalize()
