@@ -362,6 +362,24 @@ network N {
     assert model.state_dict()["b_1.fc.weight"].shape == (3, 2)
 
 
+def test_an_argument_named_after_input_underscore_is_not_mangled(tmp_path):
+    """`_` + `_channels` would be `__channels`, which Python mangles inside a class body."""
+    path = spec(tmp_path / "u.dln", """
+block B(c: int) {
+    input _
+    return _ -> fc: linear(c)
+}
+network N {
+    input x: [4]
+    output y = x -> B(3) -> B(5)
+}
+""")
+    compiled = dlc.compile(path)
+    assert "def __init__(self, c, v___channels):" in compiled.source
+    model, y = build_and_run(compiled)
+    assert model.state_dict()["b_1.fc.weight"].shape == (5, 3) and y.shape == (2, 5)
+
+
 # ---- 2. kernels ---------------------------------------------------------------------------------------
 
 

@@ -1,13 +1,15 @@
 """Identifiers for generated code, handed out so that none collides with another or with a reserved name.
 
 As torch.fx's ``_Namespace`` does, the backend asks a :class:`Namespace` for every name it writes whose
-text comes from a spec (block classes, constructor arguments and the attributes that keep them, kernels;
-local variables go through :class:`dlc.backends.torch.emit.Namer`, which asks :meth:`Namespace.preferred`).
-A name that would collide is renamed, deterministically and the same way in every role:
+text comes from a spec: block classes, constructor arguments and the attributes that keep them (local
+variables go through :class:`dlc.backends.torch.emit.Namer`, which asks :meth:`Namespace.preferred`;
+kernels, all in the ``fused_`` prefix, are numbered around the network's class in ``fused.py``). A name
+that would collide is renamed, deterministically and the same way in every role:
 
 - a reserved name (a Python keyword or builtin, a name the module imports or defines: ``tuple``,
   ``Scale``, ``OrderedDict``) gets a trailing underscore, PEP 8's convention: ``tuple_``;
-- a name in a reserved prefix (``fused_`` belongs to the kernels under ``--fuse``) gets ``v_`` in front;
+- a name in a reserved prefix gets ``v_`` in front: ``fused_`` belongs to the kernels under ``--fuse``,
+  and a class body would mangle a name starting with ``__`` (``_`` plus ``_channels`` is ``__channels``);
 - a name already handed out gets a number: ``BasicBlock_2`` is the second class of block ``BasicBlock``,
   ``tuple_2`` the second of block ``tuple``.
 
@@ -28,7 +30,7 @@ class Namespace:
     def __init__(self, reserved: Iterable[str] = (), prefixes: tuple[str, ...] = (),
                  parent: Namespace | None = None) -> None:
         self._reserved = frozenset(reserved)
-        self._prefixes = prefixes
+        self._prefixes = ("__",) + prefixes
         self._parent = parent
         self._names: set[str] = set()
 
@@ -46,16 +48,18 @@ class Namespace:
         self._names.add(name)
 
     def _root(self, base: str) -> str:
-        return "v_" + base if self._prefixes and base.startswith(self._prefixes) else base
+        return "v_" + base if base.startswith(self._prefixes) else base
 
     def preferred(self, base: str) -> str:
         """``base`` renamed away from what is reserved (but not from what was handed out)."""
-        root = self._root(base)
-        return root + "_" if self.reserved(root) else root
+        name = self._root(base)
+        return self._root(name + "_") if self.reserved(name) else name  # `_` -> `__` -> `v___`
 
     def fresh(self, base: str) -> str:
         """Hand out ``base`` or its first free renamed form (see the module docstring)."""
-        numbered = (f"{self._root(base)}_{k}" for k in count(2))
-        name = next(c for c in chain([self.preferred(base)], numbered) if not self.taken(c))
+        first = self.preferred(base)
+        stem = first.rstrip("_") or first  # `tuple_` is followed by `tuple_2`
+        numbered = (f"{stem}_{k}" for k in count(2))
+        name = next(c for c in chain([first], numbered) if not self.taken(c))
         self._names.add(name)
         return name
