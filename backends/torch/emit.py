@@ -169,7 +169,7 @@ def _substitute(cls: ClassDef, names: dict[int, str]) -> None:
     """Replace the varying numbers by constructor arguments (kept as attributes for ``forward``).
 
     The attribute that keeps an argument is named after it unless the class already has that
-    attribute (a layer of the same name, or one ``nn.Module`` defines): ``self.c_ = c``.
+    attribute: ``self.c_2 = c`` beside a layer ``c``, ``self.training_ = training`` (nn.Module's flag).
     """
     pos = 0
     attrs = Namespace(RESERVED_ATTRS)
@@ -240,10 +240,11 @@ class Namer:
         return name
 
     def temp(self, hint: str, step: int) -> str:
-        name, k = self.module.preferred(hint), 0
+        base = self.module.preferred(hint)
+        name, k = base, 0
         while not self._free(name, step) or name in self.temp_until:
             k += 1
-            name = f"{hint}_{k}"
+            name = f"{base}_{k}"
         self.bound[name] = -1
         self.temp_until[name] = step
         return name

@@ -24,7 +24,8 @@ from dlc.diagnostics import DlcError
 def lit(v: Any) -> str:
     """A Python literal for an attribute value (never raw text from a spec).
 
-    Strings pass through :func:`safe_text`, as file names in comments do; a float with no literal
+    Strings pass through :func:`safe_text`, as file names in comments do (so they read back
+    unchanged, except a lone surrogate, which stays its escape text); a float with no literal
     (``inf``, ``nan``) is ``error[bad-number]`` (the caller adds the node's position).
     """
     if isinstance(v, bool) or v is None:
