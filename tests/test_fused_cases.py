@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import dlc
-from dlc.diagnostics import DlcError
 
 CASES = Path(__file__).resolve().parent / "fused_cases"
 VARIANTS = {"fused": {"fuse": True, "fused_recurrent": True}, "inference": {"optimize": "inference"},
