@@ -9,7 +9,6 @@ reported at the spec line that caused it, with the chain of block instances.
 from __future__ import annotations
 
 import functools
-import keyword
 import operator
 import os
 import re
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.names import RESERVED_ATTRS as _MODULE_ATTRS
+from dlc.compiler.names import check_identifier, check_network_name
 from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
 from dlc.compiler.program import Program, pick_network
 from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
@@ -39,47 +40,6 @@ _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator
           "%": operator.mod}
 # Ops whose module form cannot be an nn.Sequential child (tuple results, several arguments, per-step reshaping).
 _NOT_IN_SEQ = frozenset({"timedistributed"})  # its module form needs the reshapes around it
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# .dln keywords that are not Python keywords (those are refused anyway); the lexer would read them as
-# names where no keyword fits, so `input true: [4]` would parse but `true` could never be referenced.
-_DLN_KEYWORDS = frozenset({"true", "false", "then", "input", "output", "block", "network"})
-# Attribute names an nn.Module already uses; a layer named like one would break the module.
-_MODULE_ATTRS = frozenset({
-    "forward", "training", "parameters", "buffers", "children", "modules", "state_dict", "load_state_dict",
-    "train", "eval", "to", "cuda", "cpu", "type", "float", "double", "half", "apply", "zero_grad", "named_parameters",
-    "named_buffers", "named_children", "named_modules", "register_buffer", "register_parameter", "add_module",
-    "get_submodule", "requires_grad_", "extra_repr", "dump_patches", "call_super_init", "T_destination",
-    "bfloat16", "share_memory", "register_module", "get_parameter", "get_buffer", "ipu", "xpu", "mtia",
-})
-
-
-# Module-level names the generated Python file itself uses; a class of that name would shadow them.
-GENERATED_GLOBALS = frozenset({"torch", "nn", "F", "OrderedDict"})
-
-
-def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = False,
-                     class_name: bool = False) -> None:
-    """Names from a spec end up in generated Python: only plain ASCII identifiers pass."""
-    if class_name and name in GENERATED_GLOBALS:
-        raise DlcError("bad-name", f"`{name}` cannot be used as {what}: the generated module uses that name", span,
-                       hint=f"pick another name, e.g. `{name}Net`")
-    if not _IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__") or name in _DLN_KEYWORDS:
-        if name in _DLN_KEYWORDS:
-            why = "it is a keyword of the language"
-        elif keyword.iskeyword(name):
-            why = "it is a Python keyword"
-        elif name.startswith("__"):
-            why = "names starting with `__` are reserved"
-        elif not name.isascii():
-            why = "names must be ASCII"
-        else:
-            why = "it is not a plain identifier"
-        raise DlcError("bad-name", f"`{name}` cannot be used as {what}: {why}", span,
-                       hint="use ASCII letters, digits and `_`, not starting with a digit or `__`, "
-                            "and not a Python keyword")
-    if module_attr and name in _MODULE_ATTRS:
-        raise DlcError("bad-name", f"`{name}` cannot name a layer: torch.nn.Module already uses that name", span,
-                       hint=f"pick another name, e.g. `{name}_layer`")
 
 
 @dataclass
@@ -179,7 +139,7 @@ class Elaborator:
 
     def network(self, name: str | None, overrides: dict[str, Any]) -> Graph:
         net = pick_network(self.program, name)
-        check_identifier(net.name, net.name_span, "a network name", class_name=True)
+        check_network_name(net.name, net.name_span)
         self._check_defs()
         container = Container((), "net", (net.name,))
         frame = Frame(net, {}, container)

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import dlc
-from dlc.diagnostics import DlcError
 
 CASES = Path(__file__).resolve().parent / "fused_cases"
 VARIANTS = {"fused": {"fuse": True, "fused_recurrent": True}, "inference": {"optimize": "inference"},
@@ -141,9 +140,11 @@ def test_autocast_keeps_low_precision_outputs():
     assert [y.dtype for y in ya] == [y.dtype for y in yb]
 
 
-@pytest.mark.parametrize("name", ["triton", "tl", "jit", "ElementwiseKernel", "use_triton", "fused_relu",
-                                  "batchnorm_affine"])
-def test_names_the_fused_module_defines_are_rejected(tmp_path, name):
+@pytest.mark.parametrize("name, renamed", [("triton", "triton_"), ("tl", "tl_"), ("jit", "jit_"),
+                                           ("ElementwiseKernel", "ElementwiseKernel_"), ("use_triton", "use_triton_"),
+                                           ("fused_relu", "v_fused_relu"), ("batchnorm_affine", "batchnorm_affine_")])
+def test_block_names_the_fused_module_defines_are_renamed(tmp_path, name, renamed):
+    """A block's class is renamed away from the kernel section's names (the state_dict keeps the spec's)."""
     path = tmp_path / "n.dln"
     path.write_text(f"""
 block {name}(c: int) {{
@@ -154,9 +155,12 @@ network Net {{
     input x: [8]
     output y = x -> {name}(8) -> sigmoid
 }}""", encoding="utf-8")
-    with pytest.raises(DlcError) as info:
-        dlc.compile(path, fuse=True)
-    assert info.value.code == "bad-name" and info.value.span.line == 2
+    compiled = dlc.compile(path, fuse=True)
+    assert f"class {renamed}(nn.Module):" in compiled.source
+    plain, fused = dlc.load(path), compiled.instantiate()
+    fused.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(fused.eval()(x), plain.eval()(x))
 
 
 def test_local_names_never_shadow_the_kernel_section(tmp_path):

@@ -8,29 +8,30 @@ repeats as ``nn.Sequential``, module attributes named as in the spec, and a
 
 from __future__ import annotations
 
-import builtins
-import keyword
+import functools
 import re
 import textwrap
 from dataclasses import dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.torch.helpers import HELPER_CLASSES, HELPER_OF, HELPERS
 from dlc.backends.text import safe_text
 from dlc.backends.torch.fused import FusedEmitter
+from dlc.backends.torch.helpers import HELPER_OF, HELPERS
+from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED, RESERVED_ATTRS
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import TensorType, batched_str
 from dlc.diagnostics import DlcError, Span
 
 TEMPLATES = Path(__file__).with_name("templates")
-_RESERVED = {"self", "torch", "nn", "F", "_"} | set(keyword.kwlist) | {"super", "print", "range", "len"}
 LINE_LENGTH = 120
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ClassDef:
     args: list[str]
     body: list[Line]
     params: list[str] = field(default_factory=list)  # constructor arguments
+    attrs: set[str] = field(default_factory=set)  # the module attributes __init__ assigns (spec names)
 
 
 @dataclass
@@ -135,28 +137,45 @@ def _slot_name(cls: ClassDef, pos: int) -> str | None:
     return None
 
 
-def _param_name(column: tuple[str, ...], recs: list["_Instance"]) -> str:
-    """Name a varying number after what it equals in every instance."""
-    values = [float(v) for v in column]
+def _number_text(value: object) -> str | None:
+    """How the backend writes a number (``repr``, as :func:`lit` does); None for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return None
+
+
+def _arg_name(column: tuple[str, ...], recs: list["_Instance"], cls: ClassDef, pos: int) -> tuple[int, str]:
+    """The name a varying number asks for, with its rank (lower ranks are served first).
+
+    0: the block parameter whose value is written exactly so in every instance (an int slot never
+    takes a float parameter); 1: an input size (``x_channels``, ``x_size2``) equal in every instance;
+    2: the constructor argument it fills (``conv_out_channels``); 3: none (a numbered ``argN``).
+    """
     for pname, _ in recs[0].scope.args:
-        if all(isinstance(dict(r.scope.args).get(pname), (int, float)) and not isinstance(
-                dict(r.scope.args).get(pname), bool) and float(dict(r.scope.args)[pname]) == v
-               for r, v in zip(recs, values)):
-            return pname
+        if all(_number_text(dict(r.scope.args).get(pname)) == v for r, v in zip(recs, column)):
+            return 0, pname
     for i, (iname, t) in enumerate(zip(recs[0].input_names, recs[0].input_types)):
         if not isinstance(t, TensorType):
             continue
         for axis, _ in enumerate(t.shape):
             if all(isinstance(r.input_types[i], TensorType) and len(r.input_types[i].shape) > axis
-                   and r.input_types[i].shape[axis] == v for r, v in zip(recs, values)):
-                return f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
-    return ""
+                   and _number_text(r.input_types[i].shape[axis]) == v for r, v in zip(recs, column)):
+                return 1, f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
+    slot = _slot_name(cls, pos)
+    return (2, slot) if slot else (3, "")
 
 
-def _substitute(cls: ClassDef, numbers: list[str], names: dict[int, str]) -> None:
-    """Replace the varying numbers by constructor arguments (``self.name`` inside forward)."""
+def _substitute(cls: ClassDef, names: dict[int, str]) -> None:
+    """Replace the varying numbers by constructor arguments (kept as attributes for ``forward``).
+
+    The attribute that keeps an argument is named after it unless the class already has that
+    attribute: ``self.c_2 = c`` beside a layer ``c``, ``self.training_ = training`` (nn.Module's flag).
+    """
     pos = 0
-    used_in_forward: list[str] = []
+    attrs = Namespace(RESERVED_ATTRS)
+    for name in cls.attrs:
+        attrs.claim(name)
+    kept: dict[str, str] = {}  # argument -> attribute
 
     def rewrite(text: str, in_forward: bool) -> str:
         nonlocal pos
@@ -164,15 +183,15 @@ def _substitute(cls: ClassDef, numbers: list[str], names: dict[int, str]) -> Non
         last = 0
         for m in _NUMBER.finditer(text):
             out.append(text[last:m.start()])
-            pname = names.get(pos)
-            if pname is None:
+            arg = names.get(pos)
+            if arg is None:
                 out.append(m.group(0))
             elif in_forward:
-                out.append(f"self.{pname}")
-                if pname not in used_in_forward:
-                    used_in_forward.append(pname)
+                if arg not in kept:
+                    kept[arg] = attrs.fresh(arg)
+                out.append(f"self.{kept[arg]}")
             else:
-                out.append(pname)
+                out.append(arg)
             last = m.end()
             pos += 1
         out.append(text[last:])
@@ -181,7 +200,7 @@ def _substitute(cls: ClassDef, numbers: list[str], names: dict[int, str]) -> Non
     cls.init = [Line(rewrite(ln.code, False), ln.comment) for ln in cls.init]
     rewrite("|".join(cls.args), False)
     cls.body = [Line(rewrite(ln.code, True), ln.comment) for ln in cls.body]
-    cls.init = [Line(f"self.{p} = {p}") for p in used_in_forward] + cls.init
+    cls.init = [Line(f"self.{attr} = {arg}") for arg, attr in kept.items()] + cls.init
 
 
 def _where(span_file: str, line: int) -> str:
@@ -189,17 +208,20 @@ def _where(span_file: str, line: int) -> str:
 
 
 class Namer:
-    """Local variable names for one ``forward``: spec names where possible, reused once dead."""
+    """Local variable names for one ``forward``: spec names where possible, reused once dead.
 
-    def __init__(self, last_use: dict[int, int], reserved: Callable[[str], bool] = lambda name: False) -> None:
+    None shadows a name of the module's namespace ``module`` (builtins, imports, helpers, kernels).
+    """
+
+    def __init__(self, last_use: dict[int, int], module: Namespace) -> None:
         self.last_use = last_use
-        self.reserved = reserved
+        self.module = module
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
 
     def _free(self, name: str, step: int) -> bool:
-        if name in _RESERVED or name in dir(builtins) or name in HELPER_OF or self.reserved(name):
+        if self.module.reserved(name):
             return False
         if name not in self.bound:
             return True
@@ -208,9 +230,7 @@ class Namer:
         return until <= step
 
     def bind(self, vid: int, hint: str, step: int) -> str:
-        base = hint if hint.isidentifier() else "x"
-        if self.reserved(base):  # e.g. fused_*: every numbered variant would be reserved too
-            base = f"v_{base}"
+        base = self.module.preferred(hint if hint.isidentifier() else "x")
         name, k = base, 0
         while not self._free(name, step):
             k += 1
@@ -220,13 +240,27 @@ class Namer:
         return name
 
     def temp(self, hint: str, step: int) -> str:
-        name, k = hint, 0
+        base = self.module.preferred(hint)
+        name, k = base, 0
         while not self._free(name, step) or name in self.temp_until:
             k += 1
-            name = f"{hint}_{k}"
+            name = f"{base}_{k}"
         self.bound[name] = -1
         self.temp_until[name] = step
         return name
+
+
+def _at_node(method: _Method) -> _Method:
+    """A DlcError without a position, raised while emitting a node (a value :func:`lit` refuses), gets the node's."""
+    @functools.wraps(method)
+    def wrapper(self: "ModuleEmitter", node: Node, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, node, *args, **kwargs)
+        except DlcError as exc:
+            if exc.span is None:
+                exc.span = node.span
+            raise
+    return wrapper  # type: ignore[return-value]
 
 
 class ModuleEmitter:
@@ -239,7 +273,10 @@ class ModuleEmitter:
         self.instances: list[_Instance] = []
         self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
         self.identical: dict[tuple[str, str], str] = {}  # (block, code) -> call, for recursive blocks
-        self.taken_class_names: set[str] = set()
+        # the module's top-level names: kernels own the fused_ prefix where there are kernels
+        self.globals = Namespace(MODULE_RESERVED, (KERNEL_PREFIX,) if fuse else ())
+        self.globals.claim(g.name)
+        self.held: set[str] = set()  # block names kept free for the block's first class
         self.helpers: set[str] = set()
         self.ordered_dict = False
 
@@ -258,6 +295,7 @@ class ModuleEmitter:
                 steps.append((child, [n]))
         return steps
 
+    @_at_node
     def _module_init(self, node: Node, in_sequential: bool = False) -> str:
         entry = TABLE[node.op]
         init = entry.seq_init if in_sequential and entry.seq_init is not None else entry.init
@@ -330,7 +368,7 @@ class ModuleEmitter:
                 last_use[v] = i
         for v in outputs:
             last_use[v] = len(steps) + 1
-        namer = Namer(last_use, self.fused.reserved if self.fused is not None else lambda name: False)
+        namer = Namer(last_use, self.globals)
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
         init: list[Line] = []
         body: list[Line] = []
@@ -343,7 +381,7 @@ class ModuleEmitter:
                 self._call(child, step_nodes, depth, i, namer, init, body, declared)
         rets = [namer.names[v] for v in outputs]
         body.append(Line(f"return {', '.join(rets)}"))
-        return ClassDef("", doc, init, args, body)
+        return ClassDef("", doc, init, args, body, attrs=declared)
 
     def _step_inputs(self, child: Scope | None, nodes: list[Node]) -> list[int]:
         if child is None:
@@ -352,6 +390,7 @@ class ModuleEmitter:
             return list(nodes[0].inputs)
         return list(self.g.calls[f"{child.path}#{child.call}"][0])
 
+    @_at_node
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
               declared: set[str]) -> None:
         where = _where(node.span.file, node.span.line)
@@ -382,6 +421,7 @@ class ModuleEmitter:
         for j, code in enumerate(lines):
             body.append(Line(code, where if j == 0 else None))
 
+    @_at_node
     def folded_init(self, node: Node, declared: set[str]) -> list[Line]:
         """The batchnorm module folded into ``node`` (kept, so state_dicts load as before)."""
         fold = node.attrs.get("fold")
@@ -417,18 +457,13 @@ class ModuleEmitter:
 
     def network(self) -> ClassDef:
         g = self.g
-        if g.name in HELPER_CLASSES:
-            raise DlcError("bad-name", f"network name `{g.name}` clashes with a class the generated module defines",
-                           g.span, hint=f"pick another name, e.g. `{g.name}Net`")
-        self.taken_class_names.update(HELPER_CLASSES)
-        self.taken_class_names.add(g.name)
         cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "")
         cls.name = g.name
         if self.channels_last:
             note = "optimize=inference: channels-last convolutions"
             cls.init.append(Line("self.to(memory_format=torch.channels_last)", note))
             users = g.users()
-            images = [name for name, v in g.inputs
+            images = [arg for arg, (_, v) in zip(cls.args, g.inputs)  # forward's names for the inputs
                       if any(n.op == "conv2d" for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
         self._finalize()
@@ -447,6 +482,10 @@ class ModuleEmitter:
         by_block: dict[str, list[_Instance]] = {}
         for rec in self.instances:
             by_block.setdefault(rec.scope.block or "Block", []).append(rec)
+        for b in by_block:  # a block's first class keeps its name where it can: no other class takes it
+            if not self.globals.taken(b):
+                self.globals.claim(b)
+                self.held.add(b)
         children: dict[str, set[str]] = {b: set() for b in by_block}
         for b, recs in by_block.items():
             for rec in recs:
@@ -484,45 +523,46 @@ class ModuleEmitter:
             for members in groups.values():
                 self._group_class(b, members)
 
+    def _class_name(self, block: str) -> str:
+        """``block`` for its first class if no reserved name is in the way; else ``tuple_``, ``BasicBlock_2``."""
+        if block in self.held:
+            self.held.remove(block)
+            return block
+        return self.globals.fresh(block)
+
     def _group_class(self, block: str, members: list[tuple["_Instance", list[str]]]) -> None:
         first = members[0][0]
-        name, k = block, 1
-        while name in self.taken_class_names:
-            k += 1
-            name = f"{block}_{k}"
-        self.taken_class_names.add(name)
-        columns = list(zip(*(numbers for _, numbers in members)))
-        names: dict[int, str] = {}
-        params: list[str] = []
-        unnamed: dict[tuple[str, ...], str] = {}
-        for pos, column in enumerate(columns):
-            if len(set(float(v) for v in column)) == 1:
-                continue
-            pname = _param_name(column, [rec for rec, _ in members])
-            if not pname:  # equal to nothing the spec names: a numbered argument
-                if column not in unnamed:
-                    slot = _slot_name(first.cls, pos)
-                    taken = set(unnamed.values()) | {p for p, _ in first.scope.args}
-                    unnamed[column] = slot if slot and slot not in taken else f"arg{len(unnamed) + 1}"
-                pname = unnamed[column]
-            if pname in ("self", "torch", "nn", "F", "super"):
-                pname += "_"
-            names[pos] = pname
-            if pname not in params:
-                params.append(pname)
+        name = self._class_name(block)
+        recs = [rec for rec, _ in members]
+        # one constructor argument per distinct varying column: numbers share an argument only when
+        # they are written the same in every instance (so `2` and `2.0` never do)
+        positions: dict[tuple[str, ...], list[int]] = {}
+        for pos, column in enumerate(zip(*(numbers for _, numbers in members))):
+            if len(set(column)) > 1:
+                positions.setdefault(column, []).append(pos)
+        wanted = {column: _arg_name(column, recs, first.cls, pos[0]) for column, pos in positions.items()}
+        # arguments are locals of __init__: they must not shadow the classes and imports it uses
+        args = Namespace(parent=self.globals)
+        arg_of: dict[tuple[str, ...], str] = {}
+        unnamed = 0
+        for column in sorted(positions, key=lambda c: (wanted[c][0], positions[c][0])):
+            rank, base = wanted[column]
+            if rank == 3:
+                unnamed += 1
+                base = f"arg{unnamed}"
+            arg_of[column] = args.fresh(base)
         declared = [p for p, _ in first.scope.args]
-        found = list(params)
-        params = sorted(found, key=lambda p: (0, declared.index(p)) if p in declared else (1, found.index(p)))
+        order = sorted(positions, key=lambda c: (0, declared.index(wanted[c][1])) if wanted[c][0] == 0
+                       else (1, positions[c][0]))
         cls = first.cls
         cls.name = name
-        cls.params = params
+        cls.params = [arg_of[c] for c in order]
         where = self.g.blocks.get(first.scope.block or "", first.span)
         cls.doc = f"Block `{block}`, defined at {_where(where.file, where.line)}."
-        _substitute(cls, members[0][1], names)
-        for rec, numbers in members:
-            values = {names[pos]: numbers[pos] for pos in names}
-            args = ", ".join(f"{p}={values[p]}" for p in params)
-            self.calls[rec.iid] = f"{name}({args})"
+        _substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps})
+        for i, rec in enumerate(recs):
+            call_args = ", ".join(f"{arg_of[c]}={c[i]}" for c in order)
+            self.calls[rec.iid] = f"{name}({call_args})"
         self.classes.append(cls)
 
 
@@ -581,8 +621,6 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
     layers keep nn.LSTM / nn.GRU (cuDNN) unless ``fused_recurrent``.
     """
     em = ModuleEmitter(g, fuse, channels_last, fused_recurrent)
-    if em.fused is not None:
-        em.fused.check_names()
     net = em.network()
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)

@@ -9,17 +9,17 @@ generated file (see :meth:`FusedEmitter.section`).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlc.backends.text import safe_text
+from dlc.backends.torch.ops import check_finite
 from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
 from dlc.backends.triton.runtime import embedded
 from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
 from dlc.compiler.ir import Graph, Node
+from dlc.compiler.names import KERNEL_PREFIX
 from dlc.compiler.types import TensorType
-from dlc.diagnostics import DlcError
 
 if TYPE_CHECKING:
     from dlc.backends.torch.emit import Line, ModuleEmitter, Namer
@@ -28,16 +28,9 @@ if TYPE_CHECKING:
 KERNEL_GROUPS = ("anchor", "elementwise", "row")
 
 
-def runtime_names(text: str) -> set[str]:
-    """Names a piece of embedded runtime defines at its top level (or imports)."""
-    names = {m.group(1) or m.group(2) for m in re.finditer(r"^\s*(?:def|class) (\w+)|^(\w+) =", text, re.MULTILINE)}
-    for m in re.finditer(r"^\s*import ([\w.]+)(?: as (\w+))?", text, re.MULTILINE):
-        names.add(m.group(2) or m.group(1).split(".")[0])
-    return names
-
-
-# Everything a fused file defines at module level besides the generated kernels (named fused_*).
-RESERVED = frozenset(runtime_names(embedded("common")) | runtime_names(embedded("recurrent")) | {"os"})
+def _kernel_names(name: str) -> tuple[str, ...]:
+    """The names one generated kernel defines (see backends/triton/codegen.py's ``Source``)."""
+    return (name, f"{name}_forward", f"{name}_backward", f"{name}_reference")
 
 
 class FusedEmitter:
@@ -45,7 +38,7 @@ class FusedEmitter:
         self.g = g
         self.plan = group_fusions(g, recurrent=recurrent)
         self.kernels: dict[tuple, KernelSpec] = {}
-        self.names: set[str] = set()
+        self.names: set[str] = {g.name}
         self.sections: set[str] = {"core"}
         self.recurrent = False
 
@@ -71,18 +64,6 @@ class FusedEmitter:
     def own_forward(self, node: Node) -> bool:
         grp = self.plan.group_of.get(node.id)
         return grp is not None and grp.kind in ("recurrent", "attention")
-
-    @staticmethod
-    def reserved(name: str) -> bool:
-        """Names generated code must not bind (the kernel section's)."""
-        return name in RESERVED or name.startswith("fused_")
-
-    def check_names(self) -> None:
-        """Block and network names must not shadow what the kernel section defines."""
-        for name, span in list(self.g.blocks.items()) + [(self.g.name, self.g.span)]:
-            if self.reserved(name):
-                raise DlcError("bad-name", f"`{name}` clashes with a name the fused module defines", span,
-                               hint=f"rename it (e.g. `{name}Block`) to compile with --fuse")
 
     # ---- recurrent layers and attention -------------------------------------------------------------
 
@@ -113,13 +94,15 @@ class FusedEmitter:
         use = f"{where}: {describe_group(self.g, grp)}"
         known = self.kernels.get(spec.key())
         if known is None:
-            base = "fused_" + spec.base_name()
+            # the other names in the fused_ prefix: earlier kernels and their functions, and the network's
+            # class (the spec names every other class, variable and argument away from the prefix)
+            base = KERNEL_PREFIX + spec.base_name()
             name, k = base, 1
-            while name in self.names:
+            while any(n in self.names for n in _kernel_names(name)):
                 k += 1
                 name = f"{base}_{k}"
             spec.name = name
-            self.names.add(name)
+            self.names.update(_kernel_names(name))
             self.kernels[spec.key()] = spec
             self.sections.add({"linear": "linear", "row": "row", "elementwise": "core"}[spec.kind])
             known = spec
@@ -133,6 +116,8 @@ class FusedEmitter:
         grp = self.kernel_group(last)
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
+        for n in nodes:
+            check_finite(n)
         local = kernel_for(self.g, grp)  # this group's own call arguments (a shared kernel holds the first's)
         spec = self._register(grp, local)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)

@@ -11,27 +11,53 @@ Axes in the IR are batch-less; generated code adds 1 for the batch axis.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from dlc.backends.text import safe_text
 from dlc.compiler.ir import Node
 from dlc.compiler.types import TensorType, Type
+from dlc.diagnostics import DlcError
 
 
 def lit(v: Any) -> str:
-    """A Python literal for an attribute value (never raw text from a spec)."""
+    """A Python literal for an attribute value (never raw text from a spec).
+
+    Strings pass through :func:`safe_text`, as file names in comments do (so they read back
+    unchanged, except a lone surrogate, which stays its escape text); a float with no literal
+    (``inf``, ``nan``) is ``error[bad-number]`` (the caller adds the node's position).
+    """
     if isinstance(v, bool) or v is None:
         return repr(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise DlcError("bad-number", f"the value {v!r} cannot be written into the generated module",
+                       hint="use a finite number")
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        if v.isprintable() and v.isascii():
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return repr(v)
+        return '"' + safe_text(v) + '"'
     if isinstance(v, (list, tuple)):
         items = [lit(x) for x in v]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
     raise TypeError(f"no literal for {v!r}")
+
+
+def check_finite(node: Node) -> None:
+    """``error[bad-number]`` at ``node`` if one of its attributes is a float with no literal.
+
+    Fused kernels write attributes (scale factors, slopes, eps) into their code without :func:`lit`.
+    """
+    todo: list[Any] = [node.attrs]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise DlcError("bad-number", f"`{node.op}` has the value {v!r}, which cannot be written into the "
+                           "generated module", node.span, hint="use a finite number")
 
 
 def kwargs(pairs: list[tuple[str, Any, Any]]) -> str:
