@@ -73,7 +73,7 @@ HOSTILE_FILE_NAMES = [
     'x\r__import__("os").system("touch pwned")\r.dln',
     'x"""; __import__("os").system("touch pwned"); """.dln',
     'x\\"""\n__import__("os").system("touch pwned")#\\.dln',
-    "x\\",
+    "x\\.dln",
     '\u2028__import__("os").system("touch pwned")\u2029.dln',
     "\u202e\u2066evil\u2069.dln",
     os.fsdecode(b"\xff\xfe.dln"),
