@@ -995,7 +995,7 @@ class Elaborator:
             if not is_int(v):
                 raise bad("an integer")
             if a.out_of_range(v):
-                raise bad(a.range_text())
+                raise bad(a.range_text(values=(v,)))
             return v
         if kind == "float":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -1021,11 +1021,11 @@ class Elaborator:
                 return "global"
             if is_int(v):
                 if a.out_of_range(v):
-                    raise bad(a.range_text())
+                    raise bad(a.range_text(values=(v,)))
                 return v
             if isinstance(v, list) and v and all(is_int(x) for x in v):
                 if any(a.out_of_range(x) for x in v):
-                    raise bad(f"a list of {a.range_text(plural=True)}")
+                    raise bad(f"a list of {a.range_text(plural=True, values=tuple(v))}")
                 return list(v)
             extra = {"pad": " or `same`", "pool_size": " or `global`"}.get(kind, "")
             raise bad(f"an integer or a list of integers{extra}")
@@ -1033,7 +1033,7 @@ class Elaborator:
             if not isinstance(v, list) or not all(is_int(x) for x in v):
                 raise bad("a list of integers")
             if any(a.out_of_range(x) for x in v):
-                raise bad(f"a list of {a.range_text(plural=True)}")
+                raise bad(f"a list of {a.range_text(plural=True, values=tuple(v))}")
             return list(v)
         if kind == "str":
             if isinstance(v, Symbol):

@@ -205,6 +205,12 @@ def test_sizes_and_parameter_counts_fit_in_64_bits(tmp_path, shape, layer, pos, 
     ("[6, 4]", "attention(heads=0)", "3:37", "`heads` must be a positive integer"),
     ("[6, 4]", "layernorm(dims=0)", "3:36", "`dims` must be a positive integer"),
     ("[6, 4]", "permute([-1, 0])", "3:29", "`dims` must be a list of non-negative integers"),
+    # no op takes a size, stride or count past 2**31-1 (PyTorch reads some as 32-bit ints; oneDNN fails on more)
+    ("[3, 8, 8]", "conv2d(8, k=3, stride=9223372036854775807)", "3:43",
+     "`stride` must be an integer from 1 to 2147483647, got the integer 9223372036854775807"),
+    ("[3, 8, 8]", "maxpool(2, stride=[1, 2147483648])", "3:39", "`stride` must be a list of integers from 1 to "
+                                                              "2147483647"),
+    ("[4]", "linear(2147483648)", "3:28", "`units` must be an integer from 1 to 2147483647"),
 ])
 def test_integer_arguments_are_range_checked(tmp_path, shape, layer, pos, message):
     err = error(tmp_path, """

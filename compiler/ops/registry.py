@@ -14,6 +14,10 @@ from typing import Any, Callable
 from dlc.compiler.types import Type
 
 REQUIRED = object()
+# The largest integer argument (a size, a stride, a count) an op takes unless its own ``max`` says otherwise.
+# PyTorch's kernels read several of them as 32-bit ints: a pooling stride of 2**31 is a RuntimeError, and
+# larger convolution strides make oneDNN fail, so a spec that could only fail at run time is refused here.
+MAX_ARG = 2**31 - 1
 
 
 class ShapeError(Exception):
@@ -41,8 +45,9 @@ class Attr:
     ``layer`` (a layer value, e.g. the layer wrapped by ``bidirectional``).
 
     ``min`` and ``max`` bound every integer of an integer kind (``int``, ``int2``, ``ints``, ``pad``,
-    ``pool_size``); None leaves that side to the 64-bit bound every number has. Shape rules check what
-    depends on the input (an axis against the rank, a padding index against the vocabulary).
+    ``pool_size``). Without ``max`` an integer argument is at most :data:`MAX_ARG`; without ``min`` it has
+    no lower bound (axes count from the end). Shape rules check what depends on the input (an axis against
+    the rank, a padding index against the vocabulary).
     """
 
     name: str
@@ -54,12 +59,17 @@ class Attr:
     max: int | None = None
 
     def out_of_range(self, v: int) -> bool:
-        """True if the integer ``v`` is outside ``min`` .. ``max``."""
-        return (self.min is not None and v < self.min) or (self.max is not None and v > self.max)
+        """True if the integer ``v`` is outside ``min`` .. ``max`` (``max`` defaults to :data:`MAX_ARG`)."""
+        return (self.min is not None and v < self.min) or v > (MAX_ARG if self.max is None else self.max)
 
-    def range_text(self, plural: bool = False) -> str:
-        """The integers this attribute takes, for a message: "a positive integer", "integers from 1 to 1024"."""
+    def range_text(self, plural: bool = False, values: tuple[int, ...] = ()) -> str:
+        """The integers this attribute takes, for a message: "a positive integer", "integers from 1 to 1024".
+
+        The implied upper bound :data:`MAX_ARG` is named only when one of ``values`` passes it.
+        """
         lo, hi = self.min, self.max
+        if hi is None and any(v > MAX_ARG for v in values):
+            hi = MAX_ARG
         if hi is None:
             what = {None: "integer", 0: "non-negative integer", 1: "positive integer"}.get(lo, "integer")
             bound = f" of at least {lo}" if lo not in (None, 0, 1) else ""
