@@ -144,7 +144,9 @@ def fold_batchnorm(g: Graph) -> Graph:
     for v in drop:
         del g.types[v]
     g.outputs = [(name, sub(v)) for name, v in g.outputs]
-    g.calls = {k: (ins, tuple(sub(v) for v in outs), names, hint) for k, (ins, outs, names, hint) in g.calls.items()}
+    # a block call or labelled group may receive the batchnorm's output as well as return it
+    g.calls = {k: (tuple(sub(v) for v in ins), tuple(sub(v) for v in outs), names, hint)
+               for k, (ins, outs, names, hint) in g.calls.items()}
     return g
 
 

@@ -16,8 +16,9 @@ A case fails (a *finding*) when:
 - it hangs: the compile stages take longer than ``--hang`` seconds;
 - it is a *wrong acceptance*: the check accepts it, but the generated module fails to import, to
   construct, or to run a forward pass on random inputs of the declared shapes (batch 2, symbolic sizes 8,
-  integer inputs 0), or returns outputs of other shapes than the compiler inferred. Networks too large to
-  build here (by parameters or activation size) are counted as such and not run.
+  integer inputs 0), or returns outputs of other shapes than the compiler inferred. Symbolic sizes are 8, or
+  32 or 224 where 8 leaves an inferred dimension below 1. Networks too large to build here (by parameters or
+  activation size) are counted as ``ok-not-run``.
 
 Cases run in a worker process, so that a hang can be stopped and a crash of the interpreter is seen; the
 worker is restarted after either. Findings are written to ``--out`` (one folder each, with the files, the
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -279,13 +281,69 @@ def _check_error(err: Any, files: dict[str, Path]) -> str | None:
     return None
 
 
-def _random_inputs(g: Any) -> list:
+_SYMBOL = re.compile(r"[^\W\d]\w*")
+
+
+def dim_value(d: Any, sizes: dict[str, int]) -> int | None:
+    """The value of a dimension (an int, a symbol or a formula such as ``(H-1)//2+1``) with symbols bound."""
+    import ast as pyast
+
+    if isinstance(d, int):
+        return d
+
+    def ev(node: Any) -> int:
+        if isinstance(node, pyast.Expression):
+            return ev(node.body)
+        if isinstance(node, pyast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, pyast.Name):
+            return sizes[node.id]
+        if isinstance(node, pyast.UnaryOp) and isinstance(node.op, pyast.USub):
+            return -ev(node.operand)
+        if isinstance(node, pyast.BinOp):
+            ops = {pyast.Add: lambda a, b: a + b, pyast.Sub: lambda a, b: a - b, pyast.Mult: lambda a, b: a * b,
+                   pyast.FloorDiv: lambda a, b: a // b, pyast.Mod: lambda a, b: a % b}
+            return ops[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError(f"not a dimension formula: {d!r}")
+
+    try:
+        return ev(pyast.parse(str(d), mode="eval"))
+    except (SyntaxError, KeyError, ValueError, ZeroDivisionError):
+        return None
+
+
+def choose_sizes(g: Any) -> tuple[dict[str, int] | None, str]:
+    """Sizes for the symbolic dimensions at which every inferred dimension is positive and the network small
+    enough to run here; (None, why) when there are none. Symbolic sizes are tried at 8, then 32, then 224 (a
+    network with a symbolic image size may need a large image, like torchvision's models)."""
+    from dlc.compiler.passes import total_params
+    from dlc.compiler.types import TensorType
+
+    params = total_params(g)
+    if params > MAX_RUN_PARAMS:
+        return None, f"{params:,} parameters"
+    types = [t for t in g.types.values() if isinstance(t, TensorType)]
+    symbols = {m.group() for t in types for d in t.shape if isinstance(d, str) for m in _SYMBOL.finditer(d)}
+    why = "no symbolic size makes every dimension positive"
+    for size in ((SYMBOLIC_SIZE, 32, 224) if symbols else (SYMBOLIC_SIZE,)):
+        sizes = {name: size for name in symbols}
+        dims = [[dim_value(d, sizes) for d in t.shape] for t in types]
+        if any(v is None or v < 1 for ds in dims for v in ds):
+            continue
+        largest = max((BATCH * math.prod(ds) for ds in dims), default=0)
+        if largest > MAX_RUN_ELEMENTS:
+            return None, f"a value of {largest:,} elements"
+        return sizes, ""
+    return None, why
+
+
+def _random_inputs(g: Any, sizes: dict[str, int]) -> list:
     import torch
 
     out = []
     for _, vid in g.inputs:
         t = g.types[vid]
-        shape = [BATCH] + [d if isinstance(d, int) else SYMBOLIC_SIZE for d in t.shape]
+        shape = [BATCH] + [dim_value(d, sizes) for d in t.shape]
         if t.dtype in ("int64", "int32"):
             out.append(torch.zeros(shape, dtype=getattr(torch, t.dtype)))
         elif t.dtype == "bool":
@@ -295,24 +353,7 @@ def _random_inputs(g: Any) -> list:
     return out
 
 
-def _too_large(g: Any) -> str | None:
-    from dlc.compiler.passes import total_params
-    from dlc.compiler.types import TensorType
-
-    params = total_params(g)
-    if params > MAX_RUN_PARAMS:
-        return f"{params:,} parameters"
-    for t in g.types.values():
-        if isinstance(t, TensorType):
-            n = BATCH
-            for d in t.shape:
-                n *= d if isinstance(d, int) else SYMBOLIC_SIZE
-            if n > MAX_RUN_ELEMENTS:
-                return f"a value of {n:,} elements"
-    return None
-
-
-def _check_outputs(g: Any, result: Any) -> str | None:
+def _check_outputs(g: Any, result: Any, sizes: dict[str, int]) -> str | None:
     from dlc.compiler.types import TensorType
 
     results = result if isinstance(result, tuple) else (result,)
@@ -323,9 +364,9 @@ def _check_outputs(g: Any, result: Any) -> str | None:
         if not isinstance(want, TensorType):
             continue
         shape = tuple(got.shape)
-        expect = (BATCH,) + tuple(d if isinstance(d, int) else SYMBOLIC_SIZE for d in want.shape)
+        expect = (BATCH,) + tuple(dim_value(d, sizes) for d in want.shape)
         if shape != expect:
-            return f"output `{name}` has shape {shape}, the compiler inferred {expect}"
+            return f"output `{name}` has shape {shape}, the compiler inferred {expect} ({want}, sizes {sizes})"
     return None
 
 
@@ -385,9 +426,9 @@ def run_case(case: Case, workdir: Path, run_forward: bool = True, report: Any = 
         return {"outcome": "crash", "finding": _crash(where, exc)}
     if not run_forward:
         return {"outcome": "ok", "finding": None}
-    large = _too_large(g)
-    if large:
-        return {"outcome": "ok-large", "finding": None}
+    sizes, why = choose_sizes(g)
+    if sizes is None:
+        return {"outcome": "ok-not-run", "finding": None, "why": why}
     stage("forward")
     try:
         import torch
@@ -399,8 +440,8 @@ def run_case(case: Case, workdir: Path, run_forward: bool = True, report: Any = 
         model.eval()
         where = "forward"
         with torch.no_grad():
-            result = model(*_random_inputs(g))
-        wrong = _check_outputs(g, result)
+            result = model(*_random_inputs(g, sizes))
+        wrong = _check_outputs(g, result, sizes)
     except BaseException as exc:  # noqa: BLE001
         return {"outcome": "wrong-acceptance", "finding": "wrong acceptance: " + _crash(where, exc)}
     if wrong:
@@ -473,7 +514,7 @@ class Runner:
                 return {"outcome": outcome, "finding": finding}
             try:
                 kind, value = self.conn.recv()
-            except EOFError:
+            except (EOFError, OSError):
                 code = self.proc.exitcode if self.proc else None
                 self.stop()
                 return {"outcome": "crash", "finding": f"{stage}: the worker died (exit code {code})"}
@@ -559,6 +600,31 @@ def fuzz(seconds: float, seed: int = 0, out: Path | None = None, hang: float = 1
     return report
 
 
+def load_case(folder: Path) -> Case:
+    """A case saved by the fuzzer (its .dln files and ``finding.json``), to run again."""
+    meta = json.loads((folder / "finding.json").read_text(encoding="utf-8"))
+    files = {str(p.relative_to(folder)): p.read_bytes().decode("utf-8", errors="surrogateescape")
+             for p in sorted(folder.rglob("*.dln"))}
+    return Case(meta["seed"], meta["how"], files, "net.dln", meta.get("params", {}))
+
+
+def replay(folders: list[Path], hang: float = 10.0) -> int:
+    """Run saved cases again; prints each outcome, returns 1 if any still fails."""
+    import tempfile
+
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="dlc-fuzz-") as tmp:
+        runner = Runner(Path(tmp), hang, forward_timeout=120.0)
+        try:
+            for folder in folders:
+                result = runner.run(load_case(folder))
+                failed += result["finding"] is not None
+                print(f"{folder.name}: {result['outcome']}" + (f": {result['finding']}" if result["finding"] else ""))
+        finally:
+            runner.stop()
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--seconds", type=float, default=300, help="how long to fuzz (default 300)")
@@ -567,7 +633,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "fuzz", help="where findings are saved")
     p.add_argument("--hang", type=float, default=10.0, help="seconds the compile stages may take (default 10)")
     p.add_argument("--no-forward", action="store_true", help="skip building and running accepted networks")
+    p.add_argument("--replay", nargs="+", type=Path, metavar="FOLDER",
+                   help="run saved cases (folders as --out writes them) instead of fuzzing")
     args = p.parse_args(argv)
+    if args.replay:
+        return replay(args.replay, args.hang)
     report = fuzz(args.seconds, args.seed, args.out, args.hang, max_cases=args.cases,
                   run_forward=not args.no_forward, progress=True)
     print(report.text())
