@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from dlc.compiler.names import RESERVED_ATTRS as _MODULE_ATTRS
 from dlc.compiler.names import check_identifier, check_network_name
 from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
 from dlc.compiler.program import Program, pick_network
+from dlc.limits import limit
 from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
@@ -28,12 +28,9 @@ from dlc.grammar.build import NUMBER_HINT, number_problem
 from dlc.grammar.parser import MAX_NESTING
 
 PARAM_TYPES = ("int", "float", "bool", "str", "list")
-# Limits on the work one compile may do. Each stops a runaway spec (a huge repeat, a recursion that doubles)
-# with error[too-large] long before it exhausts time or memory; the two that a big but sane network can reach
-# are raised with an environment variable: DLC_MAX_NODES, DLC_MAX_STEPS.
-MAX_REPEAT = 10_000  # `x -> layer * n`
-MAX_NODES = 100_000  # layers in one network, after repeats and blocks are unrolled
-MAX_STEPS = 500_000  # elaboration steps: expressions evaluated, block instances built, repeat iterations
+# One repeat (`x -> layer * n`) is at most this long; the work of a whole compile is bounded by the limits
+# MAX_STEPS and MAX_NODES (dlc.limits), which a big but sane network can reach and a user can raise.
+MAX_REPEAT = 10_000
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
@@ -107,18 +104,6 @@ def snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def limit(name: str, default: int) -> int:
-    """The limit ``name`` (``MAX_STEPS``): ``default``, or the positive integer in ``$DLC_<name>``."""
-    text = os.environ.get(f"DLC_{name}", "").strip()
-    if not text:
-        return default
-    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
-    if value < 1:
-        raise DlcError("bad-limit", f"DLC_{name} must be a positive integer (below 10**18), got {text[:30]!r}",
-                       hint=f"unset it to use the default, {default:,}")
-    return value
-
-
 class Elaborator:
     def __init__(self, program: Program) -> None:
         self.program = program
@@ -126,8 +111,8 @@ class Elaborator:
         self.depth = 0
         self.blocks: list[str] = []  # names of the block instances being elaborated, outermost first
         self.where: tuple[Span, Frame] | None = None  # the statement being elaborated (for too-deep errors)
-        self.max_nodes = limit("MAX_NODES", MAX_NODES)
-        self.max_steps = limit("MAX_STEPS", MAX_STEPS)
+        self.max_nodes = limit("MAX_NODES")
+        self.max_steps = limit("MAX_STEPS")
         self.steps = 0
         # How often each module path (a block instance, a labelled group) has been applied: a shared instance is
         # applied more than once, and so is everything inside it; graph.calls keys each application `path#n`.

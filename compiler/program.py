@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlc import files
+from dlc.limits import limit, raise_hint
 from dlc.diagnostics import DlcError, Span
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
@@ -64,7 +64,7 @@ class _File:
 
 
 class _Loader:
-    """Reads and parses the files of one program within the limits of dlc.files."""
+    """Reads and parses the files of one program within the limits of dlc.limits."""
 
     def __init__(self, prog: Program) -> None:
         self.prog = prog
@@ -79,28 +79,27 @@ class _Loader:
 
     def open(self, path: Path, text: str | None, importer: ast.Import | None, key: Path | None = None) -> _File:
         """Read (unless ``text`` is given) and parse one file."""
-        limit = files.MAX_SPEC_FILES
-        if len(self.prog.files) >= limit:
-            raise DlcError("too-many-files", f"the spec and its imports are more than {limit} files",
-                           importer.span if importer else None, hint=f"the limit is dlc.files.MAX_SPEC_FILES = {limit}")
+        most = limit("MAX_SPEC_FILES")
+        if len(self.prog.files) >= most:
+            raise DlcError("too-many-files", f"the spec and its imports are more than {most} files",
+                           importer.span if importer else None, hint=raise_hint("MAX_SPEC_FILES"))
         if text is None:
             key = key or self.resolve(path, importer)
             try:
-                text = read_text(key, files.MAX_SPEC_BYTES)
+                text = read_text(key, limit("MAX_SPEC_BYTES"))
             except FileProblem as problem:
                 raise spec_error(problem, path, importer) from None
         size = len(text.encode("utf-8", "surrogatepass"))
-        if size > files.MAX_SPEC_BYTES:  # text handed to the API for a name: the limit read_text applies to files
-            reason = f"{size:,} bytes, more than the limit of {files.MAX_SPEC_BYTES:,}"
+        if size > limit("MAX_SPEC_BYTES"):  # text handed to the API for a name: the limit read_text applies to files
+            reason = f"{size:,} bytes, more than the limit of {limit('MAX_SPEC_BYTES'):,}"
             raise spec_error(FileProblem("too-large", reason), path, importer)
         if key is None:  # text given: the name need not exist (or be a spec); it only tells files apart
             key = Path(os.path.realpath(path)) if "\x00" not in str(path) else path
         self.total_bytes += size
-        total = files.MAX_TOTAL_BYTES
+        total = limit("MAX_TOTAL_BYTES")
         if self.total_bytes > total:
             raise DlcError("file-too-large", f"the spec and its imports are more than {total:,} bytes",
-                           importer.span if importer else None,
-                           hint=f"the limit is dlc.files.MAX_TOTAL_BYTES = {total:,}")
+                           importer.span if importer else None, hint=raise_hint("MAX_TOTAL_BYTES"))
         module = parse(text, str(path))
         self.prog.files.append(str(key))
         return _File(path, key, module)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from dlc import files
+from dlc.limits import limit, raise_hint
 from dlc.compiler import Graph, build_graph
 from dlc.diagnostics import DlcError, display
 from dlc.files import FileProblem, read_text
@@ -126,13 +126,13 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
-    """Network parameter overrides from a YAML mapping (a regular file of at most files.MAX_PARAMS_BYTES)."""
+    """Network parameter overrides from a YAML mapping (a regular file within the limit ``MAX_PARAMS_BYTES``)."""
     shown = display(path)
     try:
-        data = parse_param_value(read_text(Path(path), files.MAX_PARAMS_BYTES))
+        data = parse_param_value(read_text(Path(path), limit("MAX_PARAMS_BYTES")))
     except FileProblem as problem:
         too_large = problem.kind == "too-large"
-        hint = f"the limit is dlc.files.MAX_PARAMS_BYTES = {files.MAX_PARAMS_BYTES:,}" if too_large else None
+        hint = raise_hint("MAX_PARAMS_BYTES") if too_large else None
         raise DlcError("params-file", f"cannot read parameter file {shown}: {problem.reason}", hint=hint) from None
     except ParamsLimitError as exc:
         raise DlcError("params-file", f"parameter file {shown}: {yaml_problem(exc)}") from None

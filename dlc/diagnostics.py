@@ -94,10 +94,11 @@ class SourceCache:
         """Line ``line`` (1-based) of ``file``, or None when it is unknown or not a spec."""
         lines = self._lines.get(file)
         if lines is None:
-            from dlc.files import MAX_SPEC_BYTES, FileProblem, read_text, resolve_spec
+            from dlc.files import FileProblem, read_text, resolve_spec
+            from dlc.limits import limit
 
             try:
-                self.add(file, read_text(resolve_spec(Path(file)), MAX_SPEC_BYTES))
+                self.add(file, read_text(resolve_spec(Path(file)), limit("MAX_SPEC_BYTES")))
             except FileProblem:
                 return None
             lines = self._lines[file]

@@ -1,8 +1,8 @@
 """Reading inputs and writing outputs without surprises.
 
 dlc reads only what it means to read: spec files are regular files whose name (and, through symlinks, whose
-target's name) ends in ``.dln``, at most :data:`MAX_SPEC_BYTES` each and :data:`MAX_TOTAL_BYTES` and
-:data:`MAX_SPEC_FILES` per program. A file is checked with ``stat`` before it is opened and opened non-blocking,
+target's name) ends in ``.dln``, within the limits ``MAX_SPEC_BYTES`` each and ``MAX_TOTAL_BYTES`` and
+``MAX_SPEC_FILES`` per program (:mod:`dlc.limits`). A file is checked with ``stat`` before it is opened and opened non-blocking,
 so a FIFO or device (even one swapped in at the last moment) cannot hang or flood the compiler, and at most one
 byte past the limit is read.
 
@@ -23,15 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from dlc.diagnostics import DlcError, display
+from dlc.limits import raise_hint
 
 if TYPE_CHECKING:
     from dlc.grammar.ast import Import
-
-# Limits on what one command reads; raise them here for unusually large specs.
-MAX_SPEC_BYTES = 1 << 20  # one spec file
-MAX_TOTAL_BYTES = 4 << 20  # all the files of a program together
-MAX_SPEC_FILES = 256  # the root spec and everything it imports
-MAX_PARAMS_BYTES = 256 << 10  # a --params YAML file
 
 SPEC_SUFFIX = ".dln"
 
@@ -126,7 +121,7 @@ def spec_error(problem: FileProblem, path: Path, importer: Import | None = None)
                         hint=f"dlc reads only regular files whose name ends in `{SPEC_SUFFIX}`")
     if problem.kind == "too-large":
         return DlcError("file-too-large", f"cannot read {what}: {problem.reason}", span,
-                        hint=f"the limit is dlc.files.MAX_SPEC_BYTES = {MAX_SPEC_BYTES:,} bytes per file")
+                        hint=raise_hint("MAX_SPEC_BYTES"))
     return DlcError("file-unreadable", f"cannot read {what}: {problem.reason}", span)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
 
-from dlc import files
+from dlc.limits import limit
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
@@ -116,7 +116,7 @@ def parse_file(path: str | Path) -> ast.Module:
     limit, checked before anything is read."""
     path = Path(path)
     try:
-        text = read_text(resolve_spec(path), files.MAX_SPEC_BYTES)
+        text = read_text(resolve_spec(path), limit("MAX_SPEC_BYTES"))
     except FileProblem as problem:
         raise spec_error(problem, path) from None
     return parse(text, str(path))

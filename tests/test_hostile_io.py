@@ -21,6 +21,7 @@ import yaml
 
 import dlc.backends.graphviz as graphviz
 from dlc import files
+from dlc.limits import limit
 from dlc.api import ParamsLimitError, parse_param_value
 from dlc.cli import main
 from dlc.compiler import build_graph
@@ -149,29 +150,29 @@ def test_a_thousand_imports_is_a_diagnostic(tmp_path):
     assert_clean(r, 1)
     m = HEADER.search(r.stderr)
     assert m and m["code"] == "too-many-files" and m["file"].endswith("a254.dln"), r.stderr
-    assert f"MAX_SPEC_FILES = {files.MAX_SPEC_FILES}" in r.stderr
+    assert "the limit is 256 files" in r.stderr and "DLC_MAX_SPEC_FILES" in r.stderr
 
 
 def test_import_chain_is_loaded_without_recursion(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "MAX_SPEC_FILES", 2000)
+    monkeypatch.setenv("DLC_MAX_SPEC_FILES", "2000")
     g = build_graph(_chain(tmp_path / "chain", 1200))  # deeper than Python's recursion limit (1000)
     assert [n.op for n in g.nodes] == ["input", "linear", "relu"]
 
 
 def test_spec_over_the_size_limit_is_rejected_before_parsing(tmp_path):
-    big = write(tmp_path / "big.dln", NET + "#" * files.MAX_SPEC_BYTES)
+    big = write(tmp_path / "big.dln", NET + "#" * limit("MAX_SPEC_BYTES"))
     r = run("check", big)
     assert_clean(r, 1)
-    assert r.stderr.startswith("error[file-too-large]") and f"{files.MAX_SPEC_BYTES:,}" in r.stderr
+    assert r.stderr.startswith("error[file-too-large]") and f"{limit('MAX_SPEC_BYTES'):,}" in r.stderr
     r = run("check", importing(tmp_path, "big.dln"))
     diagnostic(r, "file-too-large")
     with pytest.raises(DlcError) as err:  # text handed to the API is held to the same limit
-        build_graph(tmp_path / "x.dln", text="#" * (files.MAX_SPEC_BYTES + 1))
+        build_graph(tmp_path / "x.dln", text="#" * (limit("MAX_SPEC_BYTES") + 1))
     assert err.value.code == "file-too-large"
 
 
 def test_total_size_of_imports_is_bounded(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(files, "MAX_TOTAL_BYTES", 400)
+    monkeypatch.setenv("DLC_MAX_TOTAL_BYTES", "400")
     for name in "abc":
         write(tmp_path / f"{name}.dln", f"block {name.upper()} {{\n input x\n return x\n}}\n" + "#" * 150)
     spec = write(tmp_path / "main.dln", 'import "a.dln"\nimport "b.dln"\nimport "c.dln"\n' + NET)
@@ -374,7 +375,7 @@ def test_hostile_params_file(tmp_path, case):
         assert_clean(run("check", spec, "--params", params), 2)
         return
     text = {"laughs": LAUGHS, "deep": "x: " + "[" * 3000 + "]" * 3000, "digits": "x: " + "9" * 5000,
-            "huge": "x: 1\n" + "#" * files.MAX_PARAMS_BYTES}[case]
+            "huge": "x: 1\n" + "#" * limit("MAX_PARAMS_BYTES")}[case]
     params.write_text(text, encoding="utf-8")
     r = run("check", spec, "--params", params)
     assert_clean(r, 1)
