@@ -344,9 +344,9 @@ class Elaborator:
 
     # ---- expressions ------------------------------------------------------------------------
 
-    def step(self, span: Span, frame: Frame | None) -> None:
-        """Count one step of elaboration; too many is a runaway spec (a recursion that doubles, say)."""
-        self.steps += 1
+    def step(self, span: Span, frame: Frame | None, cost: int = 1) -> None:
+        """Count ``cost`` steps of elaboration; too many is a runaway spec (a recursion that doubles, say)."""
+        self.steps += cost
         if self.steps > self.max_steps:
             e = self.err("too-large", f"elaborating the network takes more than {self.max_steps:,} steps "
                          "(expressions evaluated, block instances, repeat iterations)", span, frame,
@@ -843,7 +843,8 @@ class Elaborator:
                      label: str | None, instance: Instance | None) -> Any:
         block = layer.block
         assert block is not None
-        self.step(span, frame)
+        # an instance builds its scope path and chain, as long as it is deep: it costs a step per level
+        self.step(span, frame, cost=1 + self.depth)
         if self.depth > 64:
             if block.name in self.blocks:
                 first = self.blocks.index(block.name)

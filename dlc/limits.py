@@ -22,7 +22,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "MAX_TOTAL_BYTES": (4 << 20, "bytes in all the files of one program together"),
     "MAX_SPEC_FILES": (256, "files in one program: the root spec and everything it imports"),
     "MAX_PARAMS_BYTES": (256 << 10, "bytes in a --params YAML file"),
-    "MAX_NODES": (100_000, "layers in one network, after repeats and blocks are unrolled"),
+    "MAX_NODES": (50_000, "layers in one network, after repeats and blocks are unrolled"),
     "MAX_STEPS": (500_000, "elaboration steps: expressions evaluated, block instances built, repeat iterations"),
 }
 _CEILING = 10**18

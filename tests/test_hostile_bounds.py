@@ -366,7 +366,7 @@ def test_a_doubling_recursion_under_if_runs_out_of_steps(tmp_path):
 def test_the_step_limit_names_where_it_ran_out(tmp_path, monkeypatch):
     monkeypatch.setenv("DLC_MAX_STEPS", "100")
     err = error(tmp_path, _levels(10))
-    check(err, "too-large", "35:12", "takes more than 100 steps")  # `x -> B9 -> B9` in B8
+    check(err, "too-large", "31:23", "takes more than 100 steps")  # the second B8 of `x -> B8 -> B8` in B7
     assert err.chain[:2] == ("N", "b0_0 (B0)") and "..." in err.chain
 
 
@@ -388,3 +388,18 @@ def test_many_statements_take_linear_time(tmp_path):
     body = "".join(f"    output y{i} = x\n" for i in range(40_000))
     run = cli(tmp_path, "network N {\n    input x: [4]\n" + body + "}\n")
     assert run.returncode == 0, run.stderr
+
+
+def test_a_block_instance_costs_a_step_per_level_of_nesting(tmp_path, monkeypatch):
+    """Building an instance's scope path and chain takes as long as the instance is deep, so deep doublings run
+    out of steps after fewer instances (and as fast) as shallow ones; real networks nest a few levels at most."""
+    from dlc.compiler.elaborate import Elaborator
+    from dlc.compiler.program import load_program
+
+    el = Elaborator(load_program(write(tmp_path, _levels(4))))
+    el.network(None, {})
+    # 1 + 2 + 4 + 8 instances at depths 0..3 cost 1, 2, 3, 4 steps each; expressions and the network add the rest
+    instances = 1 * 1 + 2 * 2 + 4 * 3 + 8 * 4
+    assert el.steps >= instances
+    monkeypatch.setenv("DLC_MAX_STEPS", str(el.steps - 1))
+    check(error(tmp_path, _levels(4)), "too-large", "19:34", "takes more than")  # the last step: `2`
