@@ -111,6 +111,11 @@ MODULE_RESERVED = (frozenset(keyword.kwlist) | PYTHON_BUILTINS | IMPORTED | HELP
 NETWORK_RESERVED = PYTHON_BUILTINS | IMPORTED | HELPER_NAMES | RUNTIME_NAMES
 
 
+# Names longer than this are refused: nobody writes them, and each is repeated in the module path of every layer
+# under it, so a long one would make the IR, summary and generated code grow with names x depth.
+MAX_NAME_LENGTH = 128
+
+
 def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = False,
                      class_name: bool = False) -> None:
     """Names from a spec end up in generated Python: only plain ASCII identifiers pass.
@@ -118,6 +123,10 @@ def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = Fa
     ``module_attr``: the name becomes a module attribute (a state_dict key), so it may not be one
     the generated classes already have. ``class_name``: it may not be one of the module's imports.
     """
+    if len(name) > MAX_NAME_LENGTH:
+        raise DlcError("bad-name", f"`{name[:40]}...` cannot be used as {what}: it is {len(name):,} characters long",
+                       span, hint=f"names are at most {MAX_NAME_LENGTH} characters (a name is repeated in every "
+                                  "module path, summary row and line of generated code that uses it)")
     if class_name and name in GENERATED_GLOBALS:
         raise DlcError("bad-name", f"`{name}` cannot be used as {what}: the generated module uses that name", span,
                        hint=f"pick another name, e.g. `{name}Net`")

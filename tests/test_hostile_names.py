@@ -470,3 +470,24 @@ network N {
         assert own <= RESERVED_ATTRS, (type(m).__name__, own - RESERVED_ATTRS)
     assert kinds == {"N", "B", "FoldingSequential"}
     assert GENERATED_ATTRS <= public(dir(model)) | public(dir(model.g))
+
+
+@pytest.mark.parametrize("where", ["label", "block", "input", "dimension", "parameter"])
+def test_names_are_at_most_128_characters(tmp_path, where):
+    """A name is repeated in the module path of every layer under it: a long one would make the IR, the summary
+    and the generated code grow with names x nesting depth."""
+    from dlc.compiler.names import MAX_NAME_LENGTH
+
+    def text(name: str) -> str:
+        return {
+            "label": f"network N {{ input x: [4] output y = x -> {name}: linear(3) }}",
+            "block": f"block {name} {{ input x return x }} network N {{ input x: [4] output y = x -> {name} }}",
+            "input": f"network N {{ input {name}: [4] output y = {name} -> relu }}",
+            "dimension": f"network N {{ input x: [{name}, 4] output y = x -> relu }}",
+            "parameter": f"network N({name}: int = 3) {{ input x: [4] output y = x -> linear({name}) }}",
+        }[where]
+
+    build_graph(spec(tmp_path / "net.dln", text("a" * MAX_NAME_LENGTH)))
+    with pytest.raises(DlcError) as info:
+        build_graph(spec(tmp_path / "net.dln", text("a" * (MAX_NAME_LENGTH + 1))))
+    assert info.value.code == "bad-name" and "129 characters long" in info.value.message
