@@ -28,6 +28,7 @@ from dlc.compiler.passes import count_params
 from dlc.compiler.types import TensorType
 from dlc.diagnostics import display
 from dlc.files import replacing, write_output
+from dlc.limits import limit
 
 FAMILY_COLOURS = {
     "conv": "#cfe2f3", "linear": "#c9daf8", "pool": "#d9ead3", "norm": "#fff2cc", "activation": "#f4cccc",
@@ -39,8 +40,6 @@ MERGE_OPS = {"add": "add", "sub": "sub", "mul": "mul", "mean": "ave", "concat": 
 FUSION_FILL = "#fff4c2"
 # Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.
 AUTO_LIMIT = 150
-# Seconds `dot` may take to draw (a 100,000-node drawing can take hours; such a one is better collapsed).
-DOT_TIMEOUT = 300
 
 
 def escape(text: str) -> str:
@@ -414,7 +413,7 @@ def render_file(g: Graph, out: Path, **options) -> str | None:
     """Write ``out`` (.dot, .svg, .png or .pdf); returns a message for the user, if any.
 
     Every file is written atomically (a temporary file renamed into place), so a failed or interrupted
-    drawing leaves an existing ``out`` as it was. ``dot`` runs at most DOT_TIMEOUT seconds; when it fails
+    drawing leaves an existing ``out`` as it was. ``dot`` runs at most ``DOT_SECONDS`` (:mod:`dlc.limits`); when it fails
     the DOT text is written next to ``out`` (``.dot``) and :class:`DotFailed` says so.
     """
     dot_text = to_dot(g, **options)
@@ -445,11 +444,12 @@ def _run_dot(exe: str, fmt: str, target: Path, dot_text: str) -> str | None:
     proc = subprocess.Popen([exe, f"-T{fmt}", "-o", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _, err = proc.communicate(dot_text.encode("utf-8"), timeout=DOT_TIMEOUT)
+        timeout = limit("DOT_SECONDS")
+        _, err = proc.communicate(dot_text.encode("utf-8"), timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         proc.communicate()
-        return f"it ran longer than {DOT_TIMEOUT} seconds (dlc.backends.graphviz.DOT_TIMEOUT) and was stopped"
+        return f"it ran longer than {timeout} seconds and was stopped (raise the limit with DLC_DOT_SECONDS)"
     except BaseException:
         _kill_group(proc)
         proc.wait()

@@ -24,6 +24,8 @@ LIMITS: dict[str, tuple[int, str]] = {
     "MAX_PARAMS_BYTES": (256 << 10, "bytes in a --params YAML file"),
     "MAX_NODES": (50_000, "layers in one network, after repeats and blocks are unrolled"),
     "MAX_STEPS": (500_000, "elaboration steps: expressions evaluated, block instances built, repeat iterations"),
+    # a 100,000-node drawing can take dot hours; such a one is better collapsed (`dlc render --depth`)
+    "DOT_SECONDS": (300, "seconds Graphviz's dot may take to draw a diagram"),
 }
 _CEILING = 10**18
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import dlc.backends.graphviz as graphviz
 from dlc import files
 from dlc.limits import limit
 from dlc.api import ParamsLimitError, parse_param_value
@@ -463,7 +462,7 @@ def test_dot_failure_is_a_clear_error(tmp_path, body, says):
 
 
 def test_dot_timeout(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(graphviz, "DOT_TIMEOUT", 1)
+    monkeypatch.setenv("DLC_DOT_SECONDS", "1")
     for k, v in _fake_dot(tmp_path, "exec sleep 60").items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "out.png"
