@@ -413,8 +413,8 @@ def render_file(g: Graph, out: Path, **options) -> str | None:
     """Write ``out`` (.dot, .svg, .png or .pdf); returns a message for the user, if any.
 
     Every file is written atomically (a temporary file renamed into place), so a failed or interrupted
-    drawing leaves an existing ``out`` as it was. ``dot`` runs at most ``DOT_SECONDS`` (:mod:`dlc.limits`); when it fails
-    the DOT text is written next to ``out`` (``.dot``) and :class:`DotFailed` says so.
+    drawing leaves an existing ``out`` as it was. ``dot`` runs at most ``DOT_SECONDS`` (:mod:`dlc.limits`);
+    when it fails the DOT text is written next to ``out`` (``.dot``) and :class:`DotFailed` says so.
     """
     dot_text = to_dot(g, **options)
     fmt = out.suffix.lower().lstrip(".")
