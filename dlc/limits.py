@@ -22,6 +22,8 @@ LIMITS: dict[str, tuple[int, str]] = {
     "MAX_TOTAL_BYTES": (4 << 20, "bytes in all the files of one program together"),
     "MAX_SPEC_FILES": (256, "files in one program: the root spec and everything it imports"),
     "MAX_PARAMS_BYTES": (256 << 10, "bytes in a --params YAML file"),
+    # parsing costs about 30 microseconds a token: this bound keeps a rejected file well under a second
+    "MAX_TOKENS": (20_000, "tokens (names, numbers, operators; not comments) in one .dln file"),
     "MAX_NODES": (50_000, "layers in one network, after repeats and blocks are unrolled"),
     "MAX_STEPS": (500_000, "elaboration steps: expressions evaluated, block instances built, repeat iterations"),
     # a 100,000-node drawing can take dot hours; such a one is better collapsed (`dlc render --depth`)

@@ -9,7 +9,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
 
-from dlc.limits import limit
+from dlc.limits import limit, raise_hint
 from dlc.diagnostics import SOURCES, DlcError, Span, suggest
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
@@ -68,14 +68,34 @@ _EXAMPLES: dict[str, list[str]] = {
 }
 
 
+class _TooManyTokens(Exception):
+    def __init__(self, token: Token) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+class _TokenBudget:
+    """Lark calls this for every token it reads: a text with too many stops while it is read, not after."""
+
+    def __init__(self) -> None:
+        self.left = 0
+
+    def __call__(self, token: Token) -> Token:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyTokens(token)
+        return token
+
+
+_BUDGET = _TokenBudget()
+
+
 @lru_cache(maxsize=None)
 def _parser() -> Lark:
-    return Lark(
-        GRAMMAR.read_text(encoding="utf-8"),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    grammar = GRAMMAR.read_text(encoding="utf-8")
+    plain = Lark(grammar, parser="lalr")  # only to learn the terminals' names, which the callbacks need
+    counted = {t.name: _BUDGET for t in plain.terminals if t.name not in plain.ignore_tokens}
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, lexer_callbacks=counted)
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
@@ -83,10 +103,17 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     if text.startswith("\ufeff"):  # a byte-order mark (editors on Windows) is not part of the text
         text = text[1:]
     SOURCES.add(file, text)
+    parser = _parser()
+    _BUDGET.left = limit("MAX_TOKENS")
     try:
-        tree = _parser().parse(text)
+        tree = parser.parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file) from None
+    except _TooManyTokens as exc:
+        tok = exc.token
+        span = Span(file, tok.line or 1, tok.column or 1, tok.line or 1, (tok.column or 1) + max(1, len(tok)))
+        raise DlcError("too-large", f"the file has more than {limit('MAX_TOKENS'):,} tokens", span,
+                       hint=raise_hint("MAX_TOKENS")) from None
     _check_nesting(tree, file)
     try:
         return build(tree, file)
@@ -164,6 +191,7 @@ def _example_errors() -> tuple:
     out = []
     for label, examples in _EXAMPLES.items():
         for text in examples:
+            _BUDGET.left = len(text)  # examples are short; the file being reported may have spent the budget
             try:
                 _parser().parse(text)
             except UnexpectedInput as ut:

@@ -382,9 +382,10 @@ def test_the_limits_can_be_raised_and_must_be_numbers(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_many_statements_take_linear_time(tmp_path):
+def test_many_statements_take_linear_time(tmp_path, monkeypatch):
     """Each statement finds its source line in a cache, and each output checks for duplicates in a set: 40,000
     outputs (as many as the 1 MiB file limit allows) compile in seconds; both were quadratic (minutes)."""
+    monkeypatch.setenv("DLC_MAX_TOKENS", "200000")  # 4 a statement
     body = "".join(f"    output y{i} = x\n" for i in range(40_000))
     run = cli(tmp_path, "network N {\n    input x: [4]\n" + body + "}\n")
     assert run.returncode == 0, run.stderr
@@ -403,3 +404,23 @@ def test_a_block_instance_costs_a_step_per_level_of_nesting(tmp_path, monkeypatc
     assert el.steps >= instances
     monkeypatch.setenv("DLC_MAX_STEPS", str(el.steps - 1))
     check(error(tmp_path, _levels(4)), "too-large", "19:34", "takes more than")  # the last step: `2`
+
+
+def test_a_file_of_too_many_tokens_stops_while_it_is_read(tmp_path, monkeypatch):
+    """Parsing costs time per token: a long file is cut off at MAX_TOKENS, where the token is, not parsed whole."""
+    body = "relu -> " * 30_000
+    run = cli(tmp_path, "network N {\n    input x: [4]\n    output y = x -> " + body + "relu\n}\n")
+    assert run.returncode == 1, run.stderr
+    assert ":3:79978: error[too-large]: the file has more than 20,000 tokens" in run.stderr  # the 20,001st
+    assert "DLC_MAX_TOKENS" in run.stderr
+    monkeypatch.setenv("DLC_MAX_TOKENS", "70000")
+    build_graph(write(tmp_path, "network N {\n    input x: [4]\n    output y = x -> " + body + "relu\n}\n"))
+
+
+def test_a_syntax_error_after_many_tokens_still_gets_its_message(tmp_path):
+    """The messages' example parses get a budget of their own, whatever the file spent."""
+    from dlc.grammar import parser
+
+    parser._example_errors.cache_clear()  # so that the examples are parsed after this file
+    err = error(tmp_path, "network N {\n    input x: [4]\n    output y = x -> " + "relu -> " * 9_990 + "}\n")
+    check(err, "syntax", f"3:{21 + 8 * 9_990}", "unexpected `}`; expected `(` or a name")
