@@ -17,7 +17,7 @@ from typing import Any
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.names import RESERVED_ATTRS as _MODULE_ATTRS
 from dlc.compiler.names import check_identifier, check_network_name
-from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, ShapeError, all_ops, get
+from dlc.compiler.ops.registry import MAX_FLOAT_ARG, REQUIRED, Attr, OpDef, ShapeError, all_ops, get
 from dlc.compiler.program import Program, pick_network
 from dlc.limits import limit
 from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
@@ -986,6 +986,8 @@ class Elaborator:
         if kind == "float":
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise bad("a number")
+            if abs(v) > MAX_FLOAT_ARG:
+                raise bad(f"a number of magnitude at most {MAX_FLOAT_ARG:.4g} (a float32)")
             return float(v)
         if kind == "bool":
             if not isinstance(v, bool):

@@ -212,6 +212,11 @@ def test_sizes_and_parameter_counts_fit_in_64_bits(tmp_path, shape, layer, pos, 
     ("[3, 8, 8]", "maxpool(2, stride=[1, 2147483648])", "3:39", "`stride` must be a list of integers from 1 to "
                                                               "2147483647"),
     ("[4]", "linear(2147483648)", "3:28", "`units` must be an integer from 1 to 2147483647"),
+    # number arguments reach PyTorch as float32 scalars (`leaky_relu(3.5e38)` failed in the forward pass)
+    ("[6, 4]", "leaky_relu(3.5e38)", "3:32", "`slope` must be a number of magnitude at most 3.403e+38"),
+    ("[6, 4]", "elu(-1e39)", "3:25", "`alpha` must be a number of magnitude at most 3.403e+38"),
+    ("[6, 4]", "attention(heads=2, dropout=5.0)", "3:48", "`attention`: dropout must be in [0, 1), got 5.0"),
+    ("[6, 4]", "attention(dropout=-1.0)", "3:39", "`attention`: dropout must be in [0, 1)"),
 ])
 def test_integer_arguments_are_range_checked(tmp_path, shape, layer, pos, message):
     err = error(tmp_path, """

@@ -524,6 +524,9 @@ register(OpDef(
 
 
 def _attention(attrs, ins):
+    if not 0.0 <= attrs["dropout"] < 1.0:
+        raise ShapeError(f"`attention`: dropout must be in [0, 1), got {attrs['dropout']}", attr="dropout",
+                         code="bad-argument")
     q = tensor(ins[0], "query")
     k = tensor(ins[1] if len(ins) > 1 else ins[0], "key")
     v = tensor(ins[2] if len(ins) > 2 else k, "value")

@@ -18,6 +18,9 @@ REQUIRED = object()
 # PyTorch's kernels read several of them as 32-bit ints: a pooling stride of 2**31 is a RuntimeError, and
 # larger convolution strides make oneDNN fail, so a spec that could only fail at run time is refused here.
 MAX_ARG = 2**31 - 1
+# A number argument (a slope, a factor, an epsilon) reaches PyTorch as a float32 scalar: past this it cannot be
+# converted (`leaky_relu(3.5e38)` fails at run time), so it is refused here.
+MAX_FLOAT_ARG = 3.4028234663852886e38
 
 
 class ShapeError(Exception):
