@@ -150,6 +150,12 @@ def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
     return total, str(total)
 
 
+# Ops in one kernel: a longer chain is cut into several. The kernel's source, the Triton compiler's work and the
+# registers it needs grow with the chain (a spec of 80 bytes once made one 24,000-op kernel of 10 MB); past a few
+# dozen ops, one more launch costs nothing next to the chain's own work.
+MAX_GROUP_OPS = 64
+
+
 def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     """``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU (cuDNN)."""
     users = g.users()
@@ -180,7 +186,7 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             continue
         members = [node]
         has_row = kind == "row"
-        while True:
+        while len(members) < MAX_GROUP_OPS:
             v = members[-1].outputs[0]
             nxt = users.get(v, [])
             if len(nxt) != 1 or nxt[0].id in taken:

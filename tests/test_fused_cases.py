@@ -190,3 +190,21 @@ def test_compile_with_explain_never_fails_internally():
                                capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
             assert max(len(line) for line in r.stdout.splitlines()) <= 120, path.name
+
+
+def test_a_long_chain_is_cut_into_kernels_of_bounded_size(tmp_path):
+    """`x -> ((relu -> sigmoid) * 100) * 240` once became one 24,000-op kernel (10 MB of source, a 6 s import)."""
+    from dlc.compiler.fusion import MAX_GROUP_OPS, group_fusions
+
+    spec = tmp_path / "long.dln"
+    spec.write_text("network Long {\n    input x: [8]\n    output y = x -> (relu -> sigmoid) * 200\n}\n")
+    compiled = dlc.compile(spec, fuse=True)
+    plan = group_fusions(compiled.graph)
+    sizes = [len(grp.nodes) for grp in plan.groups]
+    assert sum(sizes) == 400 and max(sizes) == MAX_GROUP_OPS, sizes
+    assert len(compiled.source) < 200_000
+    x = torch.randn(3, 8, dtype=torch.float64)
+    expected = x
+    for _ in range(200):
+        expected = torch.sigmoid(torch.relu(expected))
+    assert torch.allclose(compiled.instantiate().double()(x), expected, atol=1e-12)
