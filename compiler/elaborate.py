@@ -31,6 +31,10 @@ PARAM_TYPES = ("int", "float", "bool", "str", "list")
 # One repeat (`x -> layer * n`) is at most this long; the work of a whole compile is bounded by the limits
 # MAX_STEPS and MAX_NODES (dlc.limits), which a big but sane network can reach and a user can raise.
 MAX_REPEAT = 10_000
+# Text that every command writes again for each layer or block instance (a module path, a block's str and list
+# arguments in the IR and the diagram) costs a step per this many characters, so that the output of a command
+# stays proportional to the steps a spec may take however long its names and arguments are.
+TEXT_PER_STEP = 16
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
@@ -876,6 +880,7 @@ class Elaborator:
         assert name is not None
         inner_frame = Frame(block, {}, Container((), "block", ()))
         args = self._bind_block_params(layer, inner_frame, frame)
+        self.step(span, frame, cost=sum(_weight(v) for v in args.values()))  # the instance keeps its arguments
         path = ".".join([s.name for s in container.scope] + [name])
         call = self._use(path)
         scope = Scope(name, path, "block", block.name, tuple(args.items()), call, span)
@@ -1082,6 +1087,8 @@ class Elaborator:
                 chain=container.chain if len(container.chain) > 1 else (),
                 hint="check repeat counts (`* n`) and recursive blocks; if the network really is that large, "
                      "raise the limit with the environment variable DLC_MAX_NODES"))
+        if container.scope:  # every command writes a layer's module path: a long one costs steps to match
+            self.step(span, frame, cost=len(container.scope[-1].path) // TEXT_PER_STEP)
         for t in types:
             problem = size_problem(t)
             if problem is not None:
@@ -1136,6 +1143,15 @@ def _short_chain(e: DlcError) -> DlcError:
     if len(e.chain) > 6:
         e.chain = e.chain[:3] + ("...",) + e.chain[-1:]
     return e
+
+
+def _weight(v: Any) -> int:
+    """Steps to copy a block argument into an instance (and into every output that lists the instance)."""
+    if isinstance(v, str):
+        return len(v) // TEXT_PER_STEP
+    if isinstance(v, list):
+        return len(v) + sum(_weight(x) for x in v)
+    return 0
 
 
 def _name_spans(names: tuple[str, ...], span: Span, skip: int = 0) -> list[Span]:
