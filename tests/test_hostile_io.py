@@ -299,7 +299,7 @@ def test_output_keeps_mode_and_leaves_no_temporary_files(tmp_path):
     assert_clean(run("compile", spec, "--set", "x=1", "-o", out), 1)  # a failed compile writes nothing
     assert out.read_bytes() == before
     assert_clean(run("ir", spec, "-o", out), 0)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o640 and out.read_text(encoding="utf-8").startswith("network: N")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640 and out.read_text(encoding="utf-8").startswith('network: "N"')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n.dln", "out.py"]
 
 
