@@ -20,7 +20,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from dlc.diagnostics import DlcError, display
 from dlc.limits import raise_hint
@@ -169,9 +169,39 @@ def write_output(path: Path, data: bytes) -> None:
             f.write(data)
         return
     with replacing(path) as (fd, _tmp):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
+
+
+def create_new(candidates: Iterable[Path], data: bytes) -> Path | None:
+    """Write ``data`` to a new file: the first of ``candidates`` that does not exist; None if they all do.
+
+    For files the user did not name (the DOT text of a failed drawing): each is created with ``O_EXCL``, which
+    fails for any existing file, and so for every input, and for a symlink, even a dangling one. A failed write
+    removes the new file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for path in candidates:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        finally:
+            os.close(fd)
+        return path
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 @contextlib.contextmanager

@@ -470,3 +470,53 @@ def test_dot_timeout(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "ran longer than 1 seconds" in err and "Traceback" not in err
     assert not out.exists() and out.with_suffix(".dot").exists()
+
+
+@pytest.mark.parametrize("existing", ["file", "dangling symlink", "input"])
+def test_dot_failure_never_replaces_a_file_it_was_not_named(tmp_path, existing):
+    spec = write(tmp_path / "r1.dln", NET)
+    sibling = tmp_path / "r1.dot"
+    params: list = []
+    if existing == "dangling symlink":
+        sibling.symlink_to(tmp_path / "elsewhere.txt")
+    else:  # "input": the --params file (the only input that may have this name)
+        sibling.write_text("mine" if existing == "file" else "{}\n", encoding="utf-8")
+        params = ["--params", sibling] if existing == "input" else []
+    r = run("render", spec, "-o", tmp_path / "r1.svg", *params, env=_fake_dot(tmp_path, "exit 3"))
+    assert_clean(r, 1)
+    fresh = tmp_path / "r1.dlc-1.dot"
+    assert f"The DOT text is in {fresh} (r1.dot exists and is left as it was)" in r.stderr, r.stderr
+    assert fresh.read_text(encoding="utf-8").startswith("digraph")
+    if existing == "dangling symlink":
+        assert sibling.is_symlink() and not (tmp_path / "elsewhere.txt").exists()
+    else:
+        assert sibling.read_text(encoding="utf-8") == {"file": "mine", "input": "{}\n"}[existing]
+    # a second failure takes the next free name; the earlier files stay as they were
+    r = run("render", spec, "-o", tmp_path / "r1.svg", env=_fake_dot(tmp_path, "exit 3"))
+    assert_clean(r, 1)
+    assert f"The DOT text is in {tmp_path / 'r1.dlc-2.dot'}" in r.stderr
+    assert fresh.read_text(encoding="utf-8").startswith("digraph")
+
+
+def test_dot_not_installed_never_replaces_a_file(tmp_path):
+    spec = write(tmp_path / "r1.dln", NET)
+    (tmp_path / "r1.dot").write_text("mine", encoding="utf-8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("render", spec, "-o", tmp_path / "r1.svg", env={"PATH": str(empty)})
+    assert_clean(r, 0)
+    assert "not installed" in r.stderr and f"The DOT text is in {tmp_path / 'r1.dlc-1.dot'}" in r.stderr
+    assert (tmp_path / "r1.dot").read_text(encoding="utf-8") == "mine"
+    assert (tmp_path / "r1.dlc-1.dot").read_text(encoding="utf-8").startswith("digraph")
+
+
+def test_dot_text_not_saved_when_every_name_is_taken(tmp_path):
+    spec = write(tmp_path / "r1.dln", NET)
+    names = ["r1.dot"] + [f"r1.dlc-{n}.dot" for n in range(1, 100)]
+    for name in names:
+        (tmp_path / name).write_text("mine", encoding="utf-8")
+    r = run("render", spec, "-o", tmp_path / "r1.svg", env=_fake_dot(tmp_path, "exit 3"))
+    assert_clean(r, 1)
+    assert "The DOT text was not saved" in r.stderr and "numbered variants exist" in r.stderr
+    assert all((tmp_path / name).read_text(encoding="utf-8") == "mine" for name in names)
+
