@@ -520,3 +520,25 @@ def test_dot_text_not_saved_when_every_name_is_taken(tmp_path):
     assert "The DOT text was not saved" in r.stderr and "numbered variants exist" in r.stderr
     assert all((tmp_path / name).read_text(encoding="utf-8") == "mine" for name in names)
 
+
+# ---- 10. the limits themselves ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, value, ceiling", [
+    ("DOT_SECONDS", "999999999999999999", "86,400"),
+    ("DOT_SECONDS", "86401", "86,400"),
+    ("MAX_SPEC_BYTES", str(5 << 30), "4,294,967,296"),
+    ("MAX_NODES", "1" + "0" * 400, "1,000,000,000"),
+])
+def test_a_limit_past_its_ceiling_is_a_diagnostic(tmp_path, name, value, ceiling):
+    out = tmp_path / "m.svg"
+    r = run("render", write(tmp_path / "m.dln", NET), "-o", out, env={f"DLC_{name}": value})
+    assert_clean(r, 1)
+    assert r.stderr.startswith(f"error[bad-limit]: DLC_{name} must be a positive integer, at most {ceiling}, got")
+    assert not out.exists() and not out.with_suffix(".dot").exists()
+
+
+def test_a_limit_at_its_ceiling_is_accepted(monkeypatch):
+    monkeypatch.setenv("DLC_DOT_SECONDS", "86400")
+    monkeypatch.setenv("DLC_MAX_NODES", "0001000000000")  # leading zeros do not count against the length
+    assert limit("DOT_SECONDS") == 86_400 and limit("MAX_NODES") == 10**9
