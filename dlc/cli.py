@@ -21,7 +21,7 @@ import yaml
 
 from dlc import __version__
 from dlc.diagnostics import MAX_MESSAGE, DlcError, display, render
-from dlc.files import OutputRefused, tracking_inputs, write_output
+from dlc.files import FileProblem, OutputRefused, check_regular, tracking_inputs, write_output
 
 
 class UsageError(Exception):
@@ -82,8 +82,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     values: dict[str, Any] = {}
     if args.params:
-        if not Path(args.params).is_file():
-            raise UsageError(f"--params: no such file: {display(args.params)}")
+        try:  # a path that names no regular file is a mistake in the command line (as for the spec)
+            check_regular(Path(args.params))
+        except FileProblem as problem:
+            raise UsageError(f"--params: {problem.reason}: {display(args.params)}") from None
         values.update(read_params_file(args.params))
     for item in args.set or []:
         key, sep, text = item.partition("=")

@@ -75,6 +75,18 @@ def resolve_spec(path: Path) -> Path:
     return real
 
 
+def check_regular(path: Path) -> None:
+    """Raise :class:`FileProblem` unless ``path`` is a regular file (or a link to one); nothing is opened, so a
+    FIFO or a device is refused without blocking or reading."""
+    if "\x00" in str(path):
+        raise FileProblem("unreadable", "the path contains a NUL character")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _problem(exc) from None
+    _check_regular(st.st_mode, 0, 0)
+
+
 def read_text(path: Path, limit: int) -> str:
     """The UTF-8 text of the regular file ``path``, if it has at most ``limit`` bytes."""
     if "\x00" in str(path):

@@ -431,14 +431,23 @@ c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
 """
 
 
-@pytest.mark.parametrize("case", ["laughs", "deep", "digits", "huge", "fifo"])
+@pytest.mark.parametrize("case", ["fifo", "device", "directory", "missing"])
+def test_params_that_is_not_a_regular_file_is_refused_unread(tmp_path, case):
+    params = {"fifo": tmp_path / "p.yaml", "device": Path("/dev/zero"), "directory": tmp_path,
+              "missing": tmp_path / "nothing.yaml"}[case]
+    if case == "fifo":
+        os.mkfifo(params)  # opened, it would block: refused from its stat alone
+    r = run("check", write(tmp_path / "n.dln", NET), "--params", params)
+    assert_clean(r, 2)
+    reason = {"fifo": "a FIFO, not a regular file", "device": "a device, not a regular file",
+              "directory": "a directory, not a file", "missing": "no such file"}[case]
+    assert r.stderr.endswith(f"dlc: error: --params: {reason}: {params}\n"), r.stderr
+
+
+@pytest.mark.parametrize("case", ["laughs", "deep", "digits", "huge"])
 def test_hostile_params_file(tmp_path, case):
     spec = write(tmp_path / "n.dln", NET)
     params = tmp_path / "p.yaml"
-    if case == "fifo":
-        os.mkfifo(params)
-        assert_clean(run("check", spec, "--params", params), 2)
-        return
     text = {"laughs": LAUGHS, "deep": "x: " + "[" * 3000 + "]" * 3000, "digits": "x: " + "9" * 5000,
             "huge": "x: 1\n" + "#" * limit("MAX_PARAMS_BYTES")}[case]
     params.write_text(text, encoding="utf-8")
@@ -449,10 +458,40 @@ def test_hostile_params_file(tmp_path, case):
     assert r.stderr.startswith("error[params-file]") and expected in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("text, message", [
+    ("n: 2\nm: 1\nn: 3\n", "duplicate key `n`, first given on line 1 (line 3, column 1)"),
+    ("n: 2\n'n': 3\n", "duplicate key `n`, first given on line 1 (line 2, column 1)"),
+    ("n:\n  a: 1\n  b: 2\n  a: 3\n", "duplicate key `a`, first given on line 2 (line 4, column 3)"),
+    ("<<: {n: 1}\n", "merge keys (<<) are not allowed in parameter values (line 1, column 1)"),
+    # the mapping, key n, the list and its 9,997 items make 10,000: key m is one too many
+    ("n: [" + ", ".join(["1"] * 9997) + "]\nm: 1\n", "more than 10,000 keys and values (line 2, column 1)"),
+])
+def test_params_mapping_problems(tmp_path, text, message):
+    params = tmp_path / "p.yaml"
+    params.write_text(text, encoding="utf-8")
+    r = run("check", write(tmp_path / "n.dln", NET), "--params", params)
+    assert_clean(r, 1)
+    assert r.stderr == f"error[params-file]: parameter file {params}: {message}\n"
+
+
+def test_params_at_the_limits_are_accepted_and_sized_exactly(tmp_path):
+    spec = write(tmp_path / "n.dln", "network N(n: int = 2) {\n input x: [4]\n output y = x -> fc: linear(n)\n}\n")
+    params = tmp_path / "p.yaml"
+    params.write_text("n: 2\nm: [" + ", ".join(["1"] * 9995) + "]\n", encoding="utf-8")  # 10,000 in all
+    r = run("check", spec, "--params", params)
+    assert_clean(r, 1)
+    assert "error[unknown-param]" in r.stderr and "no parameter `m`" in r.stderr  # read whole, then checked
+    params.write_text("n: " + "9" * 4300 + "\n", encoding="utf-8")
+    r = run("check", spec, "--params", params)
+    assert_clean(r, 1)
+    assert "an integer of 4,300 digits does not fit in 64 bits" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("value, message", [
     ("9" * 5000, "an integer of 5,000 characters"),
     ("[" * 3000 + "]" * 3000, "nest more than 32 levels"),
     ("[&a [1, 2], *a]", "aliases (*a) are not allowed"),
+    ("{a: 1, a: 2}", "duplicate key `a`, first given on line 1"),
 ])
 def test_hostile_set_value(tmp_path, value, message):
     r = run("check", write(tmp_path / "n.dln", NET), "--set", f"n={value}")
