@@ -3,8 +3,8 @@
 dlc reads only what it means to read: spec files are regular files whose name (and, through symlinks, whose
 target's name) ends in ``.dln``, within the limits ``MAX_SPEC_BYTES`` each and ``MAX_TOTAL_BYTES`` and
 ``MAX_SPEC_FILES`` per program (:mod:`dlc.limits`). A file is checked with ``stat`` before it is opened and
-opened non-blocking, so a FIFO or device (even one swapped in at the last moment) cannot hang or flood the compiler, and at most one
-byte past the limit is read.
+opened non-blocking, so a FIFO or device (even one swapped in at the last moment) cannot hang or flood the
+compiler, and at most one byte past the limit is read.
 
 Outputs are written to a temporary file in the target's folder, flushed to disk and renamed over the target, so
 a reader (or a failure half-way, a full disk, ``ulimit -f``) never sees a truncated file; an output that is one of
