@@ -282,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _flush_stdout() -> None:
+    """Flush stdout; a failure is a :class:`StdoutError` (a closed pipe stays a BrokenPipeError)."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
