@@ -20,6 +20,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from dlc.compiler.fusion import group_fusions
 from dlc.compiler.ir import Graph, Node, Scope, format_value
@@ -27,7 +28,7 @@ from dlc.compiler.ops.registry import get
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import TensorType
 from dlc.diagnostics import display
-from dlc.files import replacing, write_output
+from dlc.files import create_new, replacing, write_output
 from dlc.limits import limit
 
 FAMILY_COLOURS = {
@@ -414,7 +415,8 @@ def render_file(g: Graph, out: Path, **options) -> str | None:
 
     Every file is written atomically (a temporary file renamed into place), so a failed or interrupted
     drawing leaves an existing ``out`` as it was. ``dot`` runs at most ``DOT_SECONDS`` (:mod:`dlc.limits`);
-    when it fails the DOT text is written next to ``out`` (``.dot``) and :class:`DotFailed` says so.
+    when it fails, or is not installed, the DOT text is saved in a new file beside ``out`` (see
+    :func:`_save_dot_text`) and :class:`DotFailed` (or the message) says where.
     """
     dot_text = to_dot(g, **options)
     fmt = out.suffix.lower().lstrip(".")
@@ -423,28 +425,51 @@ def render_file(g: Graph, out: Path, **options) -> str | None:
         return None
     exe = shutil.which("dot")
     if exe is None:
-        fallback = out.with_suffix(".dot")
-        write_output(fallback, dot_text.encode("utf-8"))
-        return (f"Graphviz's `dot` program is not installed, so {display(out.name)} was not drawn; wrote "
-                f"{display(fallback)} instead. Install it (Debian/Ubuntu: `apt-get install graphviz`, macOS: "
+        return (f"Graphviz's `dot` program is not installed, so {display(out.name)} was not drawn. "
+                f"{_save_dot_text(out, dot_text)}. Install it (Debian/Ubuntu: `apt-get install graphviz`, macOS: "
                 f"`brew install graphviz`) and rerun.")
+    timeout = limit("DOT_SECONDS")  # read first: a bad value is an error before dot starts
     with replacing(out) as (_fd, tmp):
-        problem = _run_dot(exe, fmt, tmp, dot_text)
+        problem = _run_dot(exe, fmt, tmp, dot_text, timeout)
         if problem is not None:
-            fallback = out.with_suffix(".dot")
-            write_output(fallback, dot_text.encode("utf-8"))
-            raise DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. The DOT text is in "
-                            f"{display(fallback)}; a smaller drawing (--depth N, --roll) may work.")
+            raise DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. "
+                            f"{_save_dot_text(out, dot_text)}; a smaller drawing (--depth N, --roll) may work.")
     return None
 
 
-def _run_dot(exe: str, fmt: str, target: Path, dot_text: str) -> str | None:
-    """Run ``dot`` writing ``target``; None when it succeeds, otherwise what went wrong."""
+def _save_dot_text(out: Path, dot_text: str) -> str:
+    """Save the DOT text of a drawing that was not drawn; returns a sentence saying where (or why not).
+
+    The user did not name this file, so it must not replace one: it is ``out`` with the suffix ``.dot`` if no
+    such file exists, else the first free ``NAME.dlc-N.dot``, created exclusively (never an existing file, so
+    never an input of the command, and never through a symlink).
+    """
+    first = out.with_suffix(".dot")
+    try:
+        saved = create_new(_dot_names(out), dot_text.encode("utf-8"))
+    except OSError as exc:
+        return f"The DOT text could not be saved beside it ({display(exc.strerror or exc)})"
+    if saved is None:
+        return f"The DOT text was not saved: {display(first)} and its numbered variants exist"
+    if saved != first:
+        return f"The DOT text is in {display(saved)} ({display(first.name)} exists and is left as it was)"
+    return f"The DOT text is in {display(saved)}"
+
+
+def _dot_names(out: Path) -> Iterator[Path]:
+    """``out.dot``, then ``out.dlc-1.dot`` ... ``out.dlc-99.dot``: where :func:`_save_dot_text` may save."""
+    yield out.with_suffix(".dot")
+    for n in range(1, 100):
+        yield out.with_suffix(f".dlc-{n}.dot")
+
+
+def _run_dot(exe: str, fmt: str, target: Path, dot_text: str, timeout: int) -> str | None:
+    """Run ``dot`` writing ``target``, for at most ``timeout`` seconds; None when it succeeds, otherwise what
+    went wrong."""
     # its own session, so that on a timeout the whole process group (dot and anything it started) is killed
     proc = subprocess.Popen([exe, f"-T{fmt}", "-o", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
-        timeout = limit("DOT_SECONDS")
         _, err = proc.communicate(dot_text.encode("utf-8"), timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)

@@ -6,6 +6,7 @@ import builtins
 import linecache
 import sys
 import types
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,10 @@ class _ParamsLoader(yaml.SafeLoader):
     """YAML's JSON subset for parameter values: null, booleans, numbers, strings, lists and mappings.
 
     Aliases are refused (an alias is how a short text expands into a huge value, the "billion laughs"), and so
-    are nesting deeper than MAX_PARAMS_DEPTH, more than MAX_PARAMS_NODES values and integers longer than
-    MAX_INT_CHARS characters. Dates read as strings; the tags !!binary, !!set, !!omap, !!pairs are errors.
+    are nesting deeper than MAX_PARAMS_DEPTH, more than MAX_PARAMS_NODES keys and values (lists and mappings
+    count as values too) and integers longer than MAX_INT_CHARS characters. A mapping may not give a key twice
+    (YAML forbids it; PyYAML would keep the last silently) nor use merge keys (``<<``). Dates read as strings;
+    the tags !!binary, !!set, !!omap, !!pairs are errors.
     """
 
     yaml_implicit_resolvers = {
@@ -89,7 +92,7 @@ class _ParamsLoader(yaml.SafeLoader):
                                    event.start_mark)
         self._nodes += 1
         if self._nodes > MAX_PARAMS_NODES:
-            raise ParamsLimitError(f"more than {MAX_PARAMS_NODES:,} values", event.start_mark)
+            raise ParamsLimitError(f"more than {MAX_PARAMS_NODES:,} keys and values", event.start_mark)
         if self._depth >= MAX_PARAMS_DEPTH:
             raise ParamsLimitError(f"values nest more than {MAX_PARAMS_DEPTH} levels deep", event.start_mark)
         self._depth += 1
@@ -97,6 +100,22 @@ class _ParamsLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise ParamsLimitError("merge keys (<<) are not allowed in parameter values",
+                                           key_node.start_mark)
+                key = self.construct_object(key_node, deep=True)  # kept: the base class reuses it below
+                if not isinstance(key, Hashable):
+                    continue  # the base class reports it
+                if key in first:
+                    raise ParamsLimitError(f"duplicate key `{display(str(key), 100)}`, first given on line "
+                                           f"{first[key].line + 1}", key_node.start_mark)
+                first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):  # type: ignore[no-untyped-def]
         # int() refuses (ValueError) texts over 4300 digits, and `1:2:3...` (base 60) would grow without bound

@@ -1,8 +1,9 @@
 """The command line: ``dlc compile | check | summary | ir | render``.
 
 Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
-or Graphviz's dot failing, 2 a usage error, 3 a bug in dlc. Text from outside (file names, --set names) is
-printed escaped (dlc.diagnostics.display).
+or Graphviz's dot failing, 2 a usage error or an output that cannot be written (a -o file, or standard output:
+closed, or a full disk), 3 a bug in dlc. A closed or failing stderr loses the messages but not the exit status.
+Text from outside (file names, --set names) is printed escaped (dlc.diagnostics.display).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import yaml
 
 from dlc import __version__
 from dlc.diagnostics import MAX_MESSAGE, DlcError, display, render
-from dlc.files import OutputRefused, tracking_inputs, write_output
+from dlc.files import FileProblem, OutputRefused, check_regular, tracking_inputs, write_output
 
 
 class UsageError(Exception):
@@ -31,11 +32,49 @@ class ToolError(Exception):
     """A helper program (Graphviz's dot) failed (exit 1)."""
 
 
+class OutputError(Exception):
+    """An output that cannot be written: a -o file (exit 2, like a usage error, but without the usage line)."""
+
+
+class StdoutError(OutputError):
+    """Standard output cannot be written (closed, a full disk). Raised past the commands to :func:`main`, which
+    owns the final flush where most such failures appear."""
+
+
+class _ClosedStdout:
+    """Stands for ``sys.stdout`` while Python has none (the command ran with ``>&-``): writing to it, which
+    argparse's --help does too, is a :class:`StdoutError`."""
+
+    def write(self, text: str) -> int:
+        raise StdoutError("cannot write to standard output: it is closed")
+
+    def flush(self) -> None:
+        """Nothing was written, so there is nothing to flush."""
+
+
+class _NoStderr:
+    """Stands for ``sys.stderr`` while Python has none (``2>&-``): messages are lost, the exit status is kept.
+    Without it ``print(file=sys.stderr)`` would print to stdout, into the generated module."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to flush: the text is dropped."""
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse, with the arguments it quotes in its messages shown escaped."""
 
     def error(self, message: str):  # type: ignore[override]
         super().error(display(message))
+
+    def _print_message(self, message: str, file=None) -> None:  # type: ignore[no-untyped-def]
+        # argparse's own version drops write errors: --help or --version into a full disk would exit 0
+        if message and file is sys.stdout:
+            _out(message)
+        elif message:
+            _err(message)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,8 +82,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     values: dict[str, Any] = {}
     if args.params:
-        if not Path(args.params).is_file():
-            raise UsageError(f"--params: no such file: {display(args.params)}")
+        try:  # a path that names no regular file is a mistake in the command line (as for the spec)
+            check_regular(Path(args.params))
+        except FileProblem as problem:
+            raise UsageError(f"--params: {problem.reason}: {display(args.params)}") from None
         values.update(read_params_file(args.params))
     for item in args.set or []:
         key, sep, text = item.partition("=")
@@ -79,9 +120,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     g = _graph(args)
     if args.explain_fusion:
-        sys.stderr.write(explain(g, recurrent=args.fused_recurrent))
+        _err(explain(g, recurrent=args.fused_recurrent))
         if not args.fuse:
-            print("note: without --fuse the module runs none of these as kernels", file=sys.stderr)
+            _report("note: without --fuse the module runs none of these as kernels")
     source = emit_module(g, fuse=args.fuse, channels_last=args.optimize == "inference",
                          fused_recurrent=args.fused_recurrent)
     _write(args.output, source)
@@ -91,29 +132,43 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _write(output: str | None, text: str) -> None:
     """Write to a file (creating its folder; atomically, never over an input) or to stdout for None / '-'."""
     if output in (None, "-"):
-        sys.stdout.write(text)
+        _out(text)
         return
     try:
         write_output(Path(output), text.encode("utf-8"))
     except OutputRefused as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {display(output)}: {exc.strerror or exc}") from None
-    print(f"wrote {display(output)}", file=sys.stderr)
+        raise OutputError(f"cannot write {display(output)}: {exc.strerror or exc}") from None
+    _report(f"wrote {display(output)}")
+
+
+def _out(text: str) -> None:
+    """Write ``text`` to stdout; a failure is a :class:`StdoutError` (a closed pipe stays a BrokenPipeError)."""
+    try:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a stream closed in this process
+        raise StdoutError(f"cannot write to standard output: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    return display(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc, 200)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dlc.compiler.passes import total_params
 
     g = _graph(args)
-    print(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {total_params(g):,} parameters")
+    _out(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {total_params(g):,} parameters\n")
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from dlc.backends.summary import summarize
 
-    sys.stdout.write(summarize(_graph(args)))
+    _out(summarize(_graph(args)))
     return 0
 
 
@@ -144,9 +199,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     except DotFailed as exc:
         raise ToolError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {display(out)}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {display(out)}: {exc.strerror or exc}") from None
     if message:
-        print(message, file=sys.stderr)
+        _report(message)
     return 0
 
 
@@ -203,19 +258,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name the terminal's encoding cannot show is escaped
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    # Python has no sys.stdout / sys.stderr when it started with that descriptor closed: stand-ins make writing
+    # to a closed stdout an error, and to a closed stderr nothing, for this run
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stdout if sys.stdout is not None else _ClosedStdout()  # type: ignore[assignment]
+    sys.stderr = sys.stderr if sys.stderr is not None else _NoStderr()  # type: ignore[assignment]
     try:
         try:
             return _run(_parser(), argv)
-        finally:  # flushed here, not at exit (also after --help), so that a closed pipe is noticed below
-            sys.stdout.flush()
+        finally:  # flushed here, not at exit (also after --help), so that a failed write is noticed below
+            _flush_stdout()
     except BrokenPipeError:
-        # the reader went away (`dlc ir net.dln | head`): stop quietly, like any filter. Output still
-        # buffered would fail again when Python flushes at exit, so stdout is pointed at /dev/null.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+        # the reader went away (`dlc ir net.dln | head`): stop quietly, like any filter
+        _drop(sys.stdout)
         return 0
+    except StdoutError as err:  # `>/dev/full`, `>&-`
+        _drop(sys.stdout)
+        _report(f"dlc: error: {err}")
+        return 2
+    finally:
+        if saved[0] is None or saved[1] is None:
+            sys.stdout, sys.stderr = saved  # type: ignore[assignment]
+
+
+def _flush_stdout() -> None:
+    """Flush stdout; a failure is a :class:`StdoutError` (a closed pipe stays a BrokenPipeError)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise StdoutError(f"cannot write to standard output: {_reason(exc)}") from None
+
+
+def _drop(stream: Any) -> None:
+    """Point a failed stdout or stderr at /dev/null: text still buffered would fail again when Python flushes
+    at exit (exit status 120, whatever the command returned)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no descriptor: a stand-in, or in-process
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
 
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
@@ -230,6 +315,11 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         parser.print_usage(sys.stderr)
         _report(f"dlc: error: {err}")
         return 2
+    except StdoutError:
+        raise
+    except OutputError as err:
+        _report(f"dlc: error: {err}")
+        return 2
     except ToolError as err:
         _report(f"dlc: error: {err}")
         return 1
@@ -239,7 +329,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         raise
     except Exception:  # a bug in dlc, not in the spec: say so plainly
         if os.environ.get("DLC_DEBUG"):
-            traceback.print_exc()
+            _err(traceback.format_exc())
         else:
             etype, value, _ = sys.exc_info()
             _report(f"dlc: internal error ({etype.__name__}: {display(value, MAX_MESSAGE)}); this is a bug in dlc, "
@@ -248,9 +338,17 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
 
 
 def _report(text: str) -> None:
-    """Print to stderr; a closed stderr loses the message but keeps the exit status."""
-    with contextlib.suppress(BrokenPipeError):
-        print(text, file=sys.stderr, flush=True)
+    """Print a line to stderr (see :func:`_err`)."""
+    _err(text + "\n")
+
+
+def _err(text: str) -> None:
+    """Write to stderr; a closed or failing stderr (`2>&-`, `2>/dev/full`) loses the text, not the exit status."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        _drop(sys.stderr)
 
 
 if __name__ == "__main__":

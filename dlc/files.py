@@ -3,8 +3,8 @@
 dlc reads only what it means to read: spec files are regular files whose name (and, through symlinks, whose
 target's name) ends in ``.dln``, within the limits ``MAX_SPEC_BYTES`` each and ``MAX_TOTAL_BYTES`` and
 ``MAX_SPEC_FILES`` per program (:mod:`dlc.limits`). A file is checked with ``stat`` before it is opened and
-opened non-blocking, so a FIFO or device (even one swapped in at the last moment) cannot hang or flood the compiler, and at most one
-byte past the limit is read.
+opened non-blocking, so a FIFO or device (even one swapped in at the last moment) cannot hang or flood the
+compiler, and at most one byte past the limit is read.
 
 Outputs are written to a temporary file in the target's folder, flushed to disk and renamed over the target, so
 a reader (or a failure half-way, a full disk, ``ulimit -f``) never sees a truncated file; an output that is one of
@@ -20,7 +20,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from dlc.diagnostics import DlcError, display
 from dlc.limits import raise_hint
@@ -73,6 +73,18 @@ def resolve_spec(path: Path) -> Path:
     if real.suffix.lower() != SPEC_SUFFIX:  # a symlink `x.dln` -> /etc/passwd
         raise FileProblem("not-a-spec", f"a link to a file that is not a `{SPEC_SUFFIX}` file")
     return real
+
+
+def check_regular(path: Path) -> None:
+    """Raise :class:`FileProblem` unless ``path`` is a regular file (or a link to one); nothing is opened, so a
+    FIFO or a device is refused without blocking or reading."""
+    if "\x00" in str(path):
+        raise FileProblem("unreadable", "the path contains a NUL character")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _problem(exc) from None
+    _check_regular(st.st_mode, 0, 0)
 
 
 def read_text(path: Path, limit: int) -> str:
@@ -169,9 +181,39 @@ def write_output(path: Path, data: bytes) -> None:
             f.write(data)
         return
     with replacing(path) as (fd, _tmp):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
+
+
+def create_new(candidates: Iterable[Path], data: bytes) -> Path | None:
+    """Write ``data`` to a new file: the first of ``candidates`` that does not exist; None if they all do.
+
+    For files the user did not name (the DOT text of a failed drawing): each is created with ``O_EXCL``, which
+    fails for any existing file, and so for every input, and for a symlink, even a dangling one. A failed write
+    removes the new file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for path in candidates:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        finally:
+            os.close(fd)
+        return path
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 @contextlib.contextmanager

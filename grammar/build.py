@@ -32,7 +32,15 @@ def describe_int(value: int) -> str:
     """An integer for a message; a huge one by its size (printing it whole is slow, or refused by Python)."""
     if -10**24 < value < 10**24:
         return f"the integer {value}"
-    return f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    return f"an integer of {_digits(abs(value)):,} digits"
+
+
+def _digits(n: int) -> int:
+    """How many decimal digits the positive ``n`` has, without str(n) (slow, and refused past 4,300 digits)."""
+    # n >= 2**(bits-1) gives a lower bound that is exact or one short; the float error shows only for numbers
+    # of about 10**15 digits, far past anything the limits let through
+    digits = int((n.bit_length() - 1) * math.log10(2)) + 1
+    return digits + 1 if n >= 10**digits else digits
 
 
 NUMBER_HINT = "integers must fit in 64 bits (at most 9223372036854775807), other numbers in a 64-bit float"

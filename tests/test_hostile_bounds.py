@@ -89,7 +89,7 @@ def test_repeated_squaring_stops_at_the_first_result_too_large(tmp_path):
         "    output y = x -> linear(3)\n}\n"
     run = cli(tmp_path, text)
     assert run.returncode == 1, run.stderr
-    assert ":4:10: error[bad-number]: the result is out of range: an integer of about 38 digits does not fit " \
+    assert ":4:10: error[bad-number]: the result is out of range: an integer of 38 digits does not fit " \
         "in 64 bits" in run.stderr
 
 
@@ -124,7 +124,7 @@ network N(n: int = 3, f: float = 1.0, l: list = [2]) {
     ("f=.nan", "1:23", "parameter `f` (from --set/--params): nan is not a number"),
     ("f=.inf", "1:23", "inf is not a finite number"),
     ("f=-.inf", "1:23", "-inf is not a finite number"),
-    (f"n={'9' * 50}", "1:11", "an integer of about 51 digits does not fit in 64 bits"),
+    (f"n={'9' * 50}", "1:11", "an integer of 50 digits does not fit in 64 bits"),
     ("n=-9223372036854775808", "1:11", "the integer -9223372036854775808 does not fit in 64 bits"),
     ("l=[1, [2, .nan]]", "1:39", "nan is not a number"),
 ])

@@ -1,4 +1,5 @@
-"""Hostile files, paths, parameters and pipes (issue 8): what dlc reads, what it prints and what it writes.
+"""Hostile files, paths and parameters (issue 8): what dlc reads, what it prints and what it writes (standard
+output and error: test_hostile_streams.py).
 
 Every case runs the real command line (``python -m dlc`` in a subprocess, or ``dlc.cli.main`` in-process where a
 module constant is lowered) and checks the exit status and the message. Subprocess timeouts are hang guards only.
@@ -30,7 +31,6 @@ from dlc.diagnostics import DlcError, SourceCache, display
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="FIFOs, symlinks and rlimits are POSIX")
 
 ROOT = Path(__file__).resolve().parent.parent
-RESNET50 = ROOT / "specs" / "resnet50.dln"
 DENSENET = ROOT / "specs" / "densenet121.dln"
 HEADER = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+): error\[(?P<code>[a-z-]+)\]: ", re.M)
 NET = """
@@ -340,22 +340,7 @@ def test_replacing_removes_the_temporary_file_on_failure(tmp_path):
     assert out.read_text(encoding="utf-8") == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
-# ---- 5. a closed pipe --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("args", [["ir", str(RESNET50)], ["--help"]], ids=["ir", "help"])
-@pytest.mark.parametrize("read", [0, 10])
-def test_closed_stdout_exits_quietly(read, args):
-    env = {k: v for k, v in os.environ.items() if k != "DLC_DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "dlc", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    proc.stdout.read(read)
-    proc.stdout.close()  # `| head -c 10`, `| true`
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 0 and err == ""
-
-
-# ---- 7. --params and --set -----------------------------------------------------------------------------
+# ---- 5. --params and --set -----------------------------------------------------------------------------
 
 
 LAUGHS = """
@@ -365,14 +350,23 @@ c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
 """
 
 
-@pytest.mark.parametrize("case", ["laughs", "deep", "digits", "huge", "fifo"])
+@pytest.mark.parametrize("case", ["fifo", "device", "directory", "missing"])
+def test_params_that_is_not_a_regular_file_is_refused_unread(tmp_path, case):
+    params = {"fifo": tmp_path / "p.yaml", "device": Path("/dev/zero"), "directory": tmp_path,
+              "missing": tmp_path / "nothing.yaml"}[case]
+    if case == "fifo":
+        os.mkfifo(params)  # opened, it would block: refused from its stat alone
+    r = run("check", write(tmp_path / "n.dln", NET), "--params", params)
+    assert_clean(r, 2)
+    reason = {"fifo": "a FIFO, not a regular file", "device": "a device, not a regular file",
+              "directory": "a directory, not a file", "missing": "no such file"}[case]
+    assert r.stderr.endswith(f"dlc: error: --params: {reason}: {params}\n"), r.stderr
+
+
+@pytest.mark.parametrize("case", ["laughs", "deep", "digits", "huge"])
 def test_hostile_params_file(tmp_path, case):
     spec = write(tmp_path / "n.dln", NET)
     params = tmp_path / "p.yaml"
-    if case == "fifo":
-        os.mkfifo(params)
-        assert_clean(run("check", spec, "--params", params), 2)
-        return
     text = {"laughs": LAUGHS, "deep": "x: " + "[" * 3000 + "]" * 3000, "digits": "x: " + "9" * 5000,
             "huge": "x: 1\n" + "#" * limit("MAX_PARAMS_BYTES")}[case]
     params.write_text(text, encoding="utf-8")
@@ -383,10 +377,40 @@ def test_hostile_params_file(tmp_path, case):
     assert r.stderr.startswith("error[params-file]") and expected in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("text, message", [
+    ("n: 2\nm: 1\nn: 3\n", "duplicate key `n`, first given on line 1 (line 3, column 1)"),
+    ("n: 2\n'n': 3\n", "duplicate key `n`, first given on line 1 (line 2, column 1)"),
+    ("n:\n  a: 1\n  b: 2\n  a: 3\n", "duplicate key `a`, first given on line 2 (line 4, column 3)"),
+    ("<<: {n: 1}\n", "merge keys (<<) are not allowed in parameter values (line 1, column 1)"),
+    # the mapping, key n, the list and its 9,997 items make 10,000: key m is one too many
+    ("n: [" + ", ".join(["1"] * 9997) + "]\nm: 1\n", "more than 10,000 keys and values (line 2, column 1)"),
+])
+def test_params_mapping_problems(tmp_path, text, message):
+    params = tmp_path / "p.yaml"
+    params.write_text(text, encoding="utf-8")
+    r = run("check", write(tmp_path / "n.dln", NET), "--params", params)
+    assert_clean(r, 1)
+    assert r.stderr == f"error[params-file]: parameter file {params}: {message}\n"
+
+
+def test_params_at_the_limits_are_accepted_and_sized_exactly(tmp_path):
+    spec = write(tmp_path / "n.dln", "network N(n: int = 2) {\n input x: [4]\n output y = x -> fc: linear(n)\n}\n")
+    params = tmp_path / "p.yaml"
+    params.write_text("n: 2\nm: [" + ", ".join(["1"] * 9995) + "]\n", encoding="utf-8")  # 10,000 in all
+    r = run("check", spec, "--params", params)
+    assert_clean(r, 1)
+    assert "error[unknown-param]" in r.stderr and "no parameter `m`" in r.stderr  # read whole, then checked
+    params.write_text("n: " + "9" * 4300 + "\n", encoding="utf-8")
+    r = run("check", spec, "--params", params)
+    assert_clean(r, 1)
+    assert "an integer of 4,300 digits does not fit in 64 bits" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("value, message", [
     ("9" * 5000, "an integer of 5,000 characters"),
     ("[" * 3000 + "]" * 3000, "nest more than 32 levels"),
     ("[&a [1, 2], *a]", "aliases (*a) are not allowed"),
+    ("{a: 1, a: 2}", "duplicate key `a`, first given on line 1"),
 ])
 def test_hostile_set_value(tmp_path, value, message):
     r = run("check", write(tmp_path / "n.dln", NET), "--set", f"n={value}")
@@ -405,7 +429,7 @@ def test_param_values_are_plain_data():
         parse_param_value("[" + ", ".join(["1"] * 20000) + "]")
 
 
-# ---- 8. the IR dump is linear in the graph -------------------------------------------------------------
+# ---- 6. the IR dump is linear in the graph -------------------------------------------------------------
 
 
 def _nested(tmp_path: Path, depth: int, layers: int) -> Path:
@@ -438,7 +462,7 @@ def test_ir_yaml_round_trip_shares_scopes(tmp_path):
     assert text.count("block: B40") == 1
 
 
-# ---- 9. dot failing --------------------------------------------------------------------------------------
+# ---- 7. dot failing --------------------------------------------------------------------------------------
 
 
 def _fake_dot(tmp_path: Path, body: str) -> dict[str, str]:
@@ -470,3 +494,75 @@ def test_dot_timeout(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "ran longer than 1 seconds" in err and "Traceback" not in err
     assert not out.exists() and out.with_suffix(".dot").exists()
+
+
+@pytest.mark.parametrize("existing", ["file", "dangling symlink", "input"])
+def test_dot_failure_never_replaces_a_file_it_was_not_named(tmp_path, existing):
+    spec = write(tmp_path / "r1.dln", NET)
+    sibling = tmp_path / "r1.dot"
+    params: list = []
+    if existing == "dangling symlink":
+        sibling.symlink_to(tmp_path / "elsewhere.txt")
+    else:  # "input": the --params file (the only input that may have this name)
+        sibling.write_text("mine" if existing == "file" else "{}\n", encoding="utf-8")
+        params = ["--params", sibling] if existing == "input" else []
+    r = run("render", spec, "-o", tmp_path / "r1.svg", *params, env=_fake_dot(tmp_path, "exit 3"))
+    assert_clean(r, 1)
+    fresh = tmp_path / "r1.dlc-1.dot"
+    assert f"The DOT text is in {fresh} (r1.dot exists and is left as it was)" in r.stderr, r.stderr
+    assert fresh.read_text(encoding="utf-8").startswith("digraph")
+    if existing == "dangling symlink":
+        assert sibling.is_symlink() and not (tmp_path / "elsewhere.txt").exists()
+    else:
+        assert sibling.read_text(encoding="utf-8") == {"file": "mine", "input": "{}\n"}[existing]
+    # a second failure takes the next free name; the earlier files stay as they were
+    r = run("render", spec, "-o", tmp_path / "r1.svg", env=_fake_dot(tmp_path, "exit 3"))
+    assert_clean(r, 1)
+    assert f"The DOT text is in {tmp_path / 'r1.dlc-2.dot'}" in r.stderr
+    assert fresh.read_text(encoding="utf-8").startswith("digraph")
+
+
+def test_dot_not_installed_never_replaces_a_file(tmp_path):
+    spec = write(tmp_path / "r1.dln", NET)
+    (tmp_path / "r1.dot").write_text("mine", encoding="utf-8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("render", spec, "-o", tmp_path / "r1.svg", env={"PATH": str(empty)})
+    assert_clean(r, 0)
+    assert "not installed" in r.stderr and f"The DOT text is in {tmp_path / 'r1.dlc-1.dot'}" in r.stderr
+    assert (tmp_path / "r1.dot").read_text(encoding="utf-8") == "mine"
+    assert (tmp_path / "r1.dlc-1.dot").read_text(encoding="utf-8").startswith("digraph")
+
+
+def test_dot_text_not_saved_when_every_name_is_taken(tmp_path):
+    spec = write(tmp_path / "r1.dln", NET)
+    names = ["r1.dot"] + [f"r1.dlc-{n}.dot" for n in range(1, 100)]
+    for name in names:
+        (tmp_path / name).write_text("mine", encoding="utf-8")
+    r = run("render", spec, "-o", tmp_path / "r1.svg", env=_fake_dot(tmp_path, "exit 3"))
+    assert_clean(r, 1)
+    assert "The DOT text was not saved" in r.stderr and "numbered variants exist" in r.stderr
+    assert all((tmp_path / name).read_text(encoding="utf-8") == "mine" for name in names)
+
+
+# ---- 8. the limits themselves ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, value, ceiling", [
+    ("DOT_SECONDS", "999999999999999999", "86,400"),
+    ("DOT_SECONDS", "86401", "86,400"),
+    ("MAX_SPEC_BYTES", str(5 << 30), "4,294,967,296"),
+    ("MAX_NODES", "1" + "0" * 400, "1,000,000,000"),
+])
+def test_a_limit_past_its_ceiling_is_a_diagnostic(tmp_path, name, value, ceiling):
+    out = tmp_path / "m.svg"
+    r = run("render", write(tmp_path / "m.dln", NET), "-o", out, env={f"DLC_{name}": value})
+    assert_clean(r, 1)
+    assert r.stderr.startswith(f"error[bad-limit]: DLC_{name} must be a positive integer, at most {ceiling}, got")
+    assert not out.exists() and not out.with_suffix(".dot").exists()
+
+
+def test_a_limit_at_its_ceiling_is_accepted(monkeypatch):
+    monkeypatch.setenv("DLC_DOT_SECONDS", "86400")
+    monkeypatch.setenv("DLC_MAX_NODES", "0001000000000")  # leading zeros do not count against the length
+    assert limit("DOT_SECONDS") == 86_400 and limit("MAX_NODES") == 10**9
