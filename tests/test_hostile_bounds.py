@@ -39,6 +39,16 @@ def error(tmp_path: Path, text: str, overrides=None) -> DlcError:
     return info.value
 
 
+def layer_error(tmp_path: Path, shape: str, layer: str) -> DlcError:
+    """The error of a network whose one input of ``shape`` goes through ``layer`` (on line 3, column 21)."""
+    return error(tmp_path, """
+        network N {
+            input x: %s
+            output y = x -> %s
+        }
+    """ % (shape, layer))
+
+
 def check(err: DlcError, code: str, pos: str, message: str | None = None) -> None:
     text = render(err)
     assert err.code == code, text
@@ -168,13 +178,7 @@ def test_the_generated_code_never_holds_inf_or_nan(tmp_path):
     ("[3, 8, 8]", "conv2d(2147483647, k=2) -> conv2d(2147483647, k=2)", "3:48", "`conv2d` would have more than"),
 ])
 def test_sizes_and_parameter_counts_fit_in_64_bits(tmp_path, shape, layer, pos, message):
-    err = error(tmp_path, """
-        network N {
-            input x: %s
-            output y = x -> %s
-        }
-    """ % (shape, layer))
-    check(err, "too-large", pos, message)
+    check(layer_error(tmp_path, shape, layer), "too-large", pos, message)
 
 
 # ---- integer arguments --------------------------------------------------------------------------------------
@@ -219,13 +223,7 @@ def test_sizes_and_parameter_counts_fit_in_64_bits(tmp_path, shape, layer, pos, 
     ("[6, 4]", "attention(dropout=-1.0)", "3:39", "`attention`: dropout must be in [0, 1)"),
 ])
 def test_integer_arguments_are_range_checked(tmp_path, shape, layer, pos, message):
-    err = error(tmp_path, """
-        network N {
-            input x: %s
-            output y = x -> %s
-        }
-    """ % (shape, layer))
-    check(err, "bad-argument", pos, message)
+    check(layer_error(tmp_path, shape, layer), "bad-argument", pos, message)
 
 
 def test_every_integer_argument_declares_its_range():
