@@ -9,6 +9,7 @@ repeats as ``nn.Sequential``, module attributes named as in the spec, and a
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -207,6 +208,16 @@ def _where(span_file: str, line: int) -> str:
     return f"{safe_text(Path(span_file).name)}:{line}"
 
 
+@dataclass
+class _Suffixes:
+    """The suffixes of one base name that a :class:`Namer` has tried: those in use (by the step after which they
+    are free again), those free again, and the next never tried."""
+
+    busy: list[tuple[int, int]] = field(default_factory=list)
+    free: list[int] = field(default_factory=list)
+    next: int = 0
+
+
 class Namer:
     """Local variable names for one ``forward``: spec names where possible, reused once dead.
 
@@ -219,24 +230,45 @@ class Namer:
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
+        self._suffixes: dict[str, _Suffixes] = {}
+
+    def _until(self, name: str) -> int:
+        """The last step at which the value bound to ``name`` is read."""
+        vid = self.bound[name]
+        return self.temp_until.get(name, self.last_use.get(vid, -1)) if vid < 0 else self.last_use.get(vid, -1)
 
     def _free(self, name: str, step: int) -> bool:
         if self.module.reserved(name):
             return False
-        if name not in self.bound:
-            return True
-        vid = self.bound[name]
-        until = self.temp_until.get(name, self.last_use.get(vid, -1)) if vid < 0 else self.last_use.get(vid, -1)
-        return until <= step
+        return name not in self.bound or self._until(name) <= step
 
     def bind(self, vid: int, hint: str, step: int) -> str:
+        """The first free name of ``base``, ``base_1``, ``base_2``, ... for value ``vid``, bound at ``step``."""
         base = self.module.preferred(hint if hint.isidentifier() else "x")
-        name, k = base, 0
-        while not self._free(name, step):
-            k += 1
-            name = f"{base}_{k}"
+        name = self._first_free(base, step)
         self.bound[name] = vid
         self.names[vid] = name
+        return name
+
+    def _first_free(self, base: str, step: int) -> str:
+        """What a scan of ``base``, ``base_1``, ... for the first free name finds, without the scan: every suffix
+        tried so far is remembered with the step after which it is free again, so a network where thousands of
+        values share a name (the branches of a wide concat) costs a heap operation per name, not a scan."""
+        s = self._suffixes.setdefault(base, _Suffixes())
+        while s.busy and s.busy[0][0] <= step:
+            heapq.heappush(s.free, heapq.heappop(s.busy)[1])
+        while True:
+            if s.free:
+                k = heapq.heappop(s.free)
+            else:
+                k, s.next = s.next, s.next + 1
+            name = base if k == 0 else f"{base}_{k}"
+            if self._free(name, step):
+                break
+            if name in self.bound:  # read later than now (bound through another base, say): try it again then
+                heapq.heappush(s.busy, (self._until(name), k))
+            # a reserved name stays reserved: dropped
+        heapq.heappush(s.busy, (step, k))  # its new value's last use is not known here: checked when popped
         return name
 
     def temp(self, hint: str, step: int) -> str:
