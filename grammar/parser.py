@@ -93,9 +93,28 @@ _BUDGET = _TokenBudget()
 @lru_cache(maxsize=None)
 def _parser() -> Lark:
     grammar = GRAMMAR.read_text(encoding="utf-8")
-    plain = Lark(grammar, parser="lalr")  # only to learn the terminals' names, which the callbacks need
-    counted = {t.name: _BUDGET for t in plain.terminals if t.name not in plain.ignore_tokens}
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, lexer_callbacks=counted)
+    options = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+    parser = Lark(grammar, **options)
+    # The budget is a callback on every terminal, whose names are known only once the grammar is built. Lark's
+    # lexers share the configuration's callback table, so it is filled in now rather than building twice; a lark
+    # that copies the table is caught by the probe and gets a parser built with the callbacks up front.
+    counted = {t.name: _BUDGET for t in parser.terminals if t.name not in parser.ignore_tokens}
+    parser.lexer_conf.callbacks.update(counted)
+    if not _counts_tokens(parser):
+        parser = Lark(grammar, lexer_callbacks=counted, **options)
+    return parser
+
+
+def _counts_tokens(parser: Lark) -> bool:
+    """True if ``parser`` charges the token budget (with none left, the first token stops it)."""
+    _BUDGET.left = 0
+    try:
+        parser.parse("network")
+    except _TooManyTokens:
+        return True
+    except UnexpectedInput:
+        return False
+    return False
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:

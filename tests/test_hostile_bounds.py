@@ -473,3 +473,16 @@ def test_long_module_paths_cost_steps(tmp_path):
         }
     """ % label)
     assert run.returncode == 1 and "error[too-large]: elaborating the network takes more than" in run.stderr
+
+
+def test_the_token_budget_is_charged_by_the_parser_in_use():
+    """The budget is attached to lark's shared callback table after the parser is built; the probe that checks
+    it (and would build the parser again with the callbacks up front) tells a counting parser from one that
+    does not count."""
+    from lark import Lark
+
+    from dlc.grammar import parser
+
+    assert parser._counts_tokens(parser._parser())
+    plain = Lark(parser.GRAMMAR.read_text(encoding="utf-8"), parser="lalr")
+    assert not parser._counts_tokens(plain)
