@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -144,9 +144,14 @@ def _write(output: str | None, text: str) -> None:
 
 
 def _out(text: str) -> None:
-    """Write ``text`` to stdout; a failure is a :class:`StdoutError` (a closed pipe stays a BrokenPipeError)."""
+    """Write ``text`` to stdout (see :func:`_on_stdout`)."""
+    _on_stdout(lambda: sys.stdout.write(text))
+
+
+def _on_stdout(action: Callable[[], object]) -> None:
+    """Write to or flush stdout; a failure is a :class:`StdoutError` (a closed pipe stays a BrokenPipeError)."""
     try:
-        sys.stdout.write(text)
+        action()
     except BrokenPipeError:
         raise
     except (OSError, ValueError) as exc:  # ValueError: a stream closed in this process
@@ -267,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run(_parser(), argv)
         finally:  # flushed here, not at exit (also after --help), so that a failed write is noticed below
-            _flush_stdout()
+            _on_stdout(sys.stdout.flush)
     except BrokenPipeError:
         # the reader went away (`dlc ir net.dln | head`): stop quietly, like any filter
         _drop(sys.stdout)
@@ -279,16 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if saved[0] is None or saved[1] is None:
             sys.stdout, sys.stderr = saved  # type: ignore[assignment]
-
-
-def _flush_stdout() -> None:
-    """Flush stdout; a failure is a :class:`StdoutError` (a closed pipe stays a BrokenPipeError)."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise StdoutError(f"cannot write to standard output: {_reason(exc)}") from None
 
 
 def _drop(stream: Any) -> None:

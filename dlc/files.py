@@ -60,10 +60,15 @@ def tracking_inputs() -> Iterator[set[tuple[int, int]]]:
         _INPUTS.reset(token)
 
 
-def resolve_spec(path: Path) -> Path:
-    """The real path of spec ``path``, checking that both its name and its target's end in ``.dln``."""
+def _check_path(path: Path) -> None:
+    """A path with a NUL byte names no file (the OS calls refuse it with a ValueError, not an OSError)."""
     if "\x00" in str(path):
         raise FileProblem("unreadable", "the path contains a NUL character")
+
+
+def resolve_spec(path: Path) -> Path:
+    """The real path of spec ``path``, checking that both its name and its target's end in ``.dln``."""
+    _check_path(path)
     if path.suffix.lower() != SPEC_SUFFIX:
         raise FileProblem("not-a-spec", f"not a `{SPEC_SUFFIX}` file")
     try:
@@ -78,8 +83,7 @@ def resolve_spec(path: Path) -> Path:
 def check_regular(path: Path) -> None:
     """Raise :class:`FileProblem` unless ``path`` is a regular file (or a link to one); nothing is opened, so a
     FIFO or a device is refused without blocking or reading."""
-    if "\x00" in str(path):
-        raise FileProblem("unreadable", "the path contains a NUL character")
+    _check_path(path)
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -89,8 +93,7 @@ def check_regular(path: Path) -> None:
 
 def read_text(path: Path, limit: int) -> str:
     """The UTF-8 text of the regular file ``path``, if it has at most ``limit`` bytes."""
-    if "\x00" in str(path):
-        raise FileProblem("unreadable", "the path contains a NUL character")
+    _check_path(path)
     try:
         st = os.stat(path)
         _check_regular(st.st_mode, st.st_size, limit)
