@@ -554,10 +554,28 @@ def _signature(finding: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
+_IMPORT = re.compile(r'import\s+"([^"\n]*)"')
+
+
+def imported_files(files: dict[str, str], main: str) -> dict[str, str]:
+    """The files of ``files`` that ``main`` imports, directly or through another, with ``main`` itself: a saved
+    case keeps what it reads, not every file its seed could have read."""
+    keep: dict[str, str] = {}
+    todo = [main]
+    while todo:
+        rel = todo.pop()
+        if rel in keep or rel not in files:
+            continue
+        keep[rel] = files[rel]
+        base = Path(rel).parent
+        todo.extend(str(base / name) for name in _IMPORT.findall(files[rel]))
+    return keep
+
+
 def _save(out: Path, sig: str, case: Case, finding: str) -> Path:
     folder = out / sig
     folder.mkdir(parents=True, exist_ok=True)
-    for rel, text in case.files.items():
+    for rel, text in imported_files(case.files, case.main).items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text, encoding="utf-8", errors="surrogatepass")
     (folder / "finding.json").write_text(json.dumps({"seed": case.seed, "how": case.how, "params": case.params,
