@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.diagnostics import DlcError, render
 from dlc.grammar import parse
 

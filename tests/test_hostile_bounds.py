@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dlc.cli import main
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.ops.registry import all_ops
 from dlc.diagnostics import DlcError, render
 
