@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -435,6 +436,24 @@ def render_file(g: Graph, out: Path, **options) -> str | None:
             raise DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. "
                             f"{_save_dot_text(out, dot_text)}; a smaller drawing (--depth N, --roll) may work.")
     return None
+
+
+def render_svg(g: Graph, **options) -> str:
+    """The diagram of ``g`` as SVG text (for Jupyter), drawn by ``dot`` within ``DOT_SECONDS`` like
+    :func:`render_file`; :class:`DotFailed` says why it could not be drawn."""
+    dot_text = to_dot(g, **options)
+    exe = shutil.which("dot")
+    if exe is None:
+        raise DotFailed("Graphviz's `dot` program is not installed, so the diagram was not drawn. Install it "
+                        "(Debian/Ubuntu: `apt-get install graphviz`, macOS: `brew install graphviz`).")
+    timeout = limit("DOT_SECONDS")
+    with tempfile.TemporaryDirectory(prefix="dlc-svg-") as folder:
+        target = Path(folder) / "diagram.svg"
+        problem = _run_dot(exe, "svg", target, dot_text, timeout)
+        if problem is not None:
+            raise DotFailed(f"Graphviz's dot could not draw the diagram: {problem}; a smaller drawing "
+                            "(depth=N, roll=True) may work.")
+        return target.read_text(encoding="utf-8")
 
 
 def _save_dot_text(out: Path, dot_text: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlc.limits import limit, raise_hint
-from dlc.diagnostics import DlcError, Span
+from dlc.diagnostics import DlcError, Span, suggest
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.parser import parse
@@ -122,8 +122,6 @@ def pick_network(prog: Program, name: str | None) -> ast.BlockDef:
         for d in prog.networks:
             if d.name == name:
                 return d
-        from dlc.diagnostics import suggest
-
         imported = prog.defs.get(name)
         note = ["networks of imported files are never compiled"] if imported is not None and imported.is_network \
             else []

@@ -9,13 +9,15 @@ whose applications share one set of parameters).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dlc.compiler.ops.registry import OpDef
 from dlc.compiler.types import StateType, TensorType, Type
 from dlc.diagnostics import Span
 from dlc.grammar import ast
 from dlc.grammar.build import describe_int
+
+if TYPE_CHECKING:  # argument kinds (which the registry imports) read these values: no import of the registry
+    from dlc.compiler.ops.registry import OpDef
 
 
 @dataclass(frozen=True)

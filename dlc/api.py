@@ -1,4 +1,8 @@
-"""The Python API: ``dlc.compile`` and ``dlc.load``."""
+"""The Python API: ``dlc.compile`` and ``dlc.load``.
+
+A :class:`Compiled` network shows as its diagram in Jupyter (``_repr_svg_``), drawn by Graphviz's ``dot`` within
+the time limit of ``dlc render``; :meth:`Compiled.diagram` gives it as a ``graphviz.Source`` to save or view.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,18 @@ import types
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from dlc.limits import limit, raise_hint
-from dlc.compiler import Graph, build_graph
+from dlc.compiler.ir import Graph
 from dlc.diagnostics import DlcError, display
 from dlc.files import FileProblem, read_text
+from dlc.limits import limit, raise_hint
+from dlc.pipeline import Options, run, torch_source
+
+if TYPE_CHECKING:
+    import graphviz
 
 
 @dataclass
@@ -45,6 +53,23 @@ class Compiled:
     def instantiate(self) -> Any:
         """A new instance of the network's ``nn.Module`` (needs torch)."""
         return getattr(self.module(), self.graph.name)()
+
+    def diagram(self, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
+                rankdir: str = "TB") -> graphviz.Source:
+        """The network's diagram (the options of ``dlc render``) as a ``graphviz.Source``: ``.render()``,
+        ``.view()`` and ``.pipe()`` draw it with Graphviz's ``dot``, without dlc's time limit."""
+        import graphviz
+
+        from dlc.backends.graphviz import to_dot
+
+        return graphviz.Source(to_dot(self.graph, depth, roll, fusion, rankdir), format="svg")
+
+    def _repr_svg_(self) -> str:
+        """The diagram as SVG, which Jupyter shows for the object. ``dot`` runs at most ``DOT_SECONDS`` (as for
+        ``dlc render``); ``DotFailed`` says why nothing could be drawn."""
+        from dlc.backends.graphviz import render_svg
+
+        return render_svg(self.graph)
 
 
 # Parameter values are small: a few numbers, strings and short lists. These bounds keep a hostile YAML text
@@ -173,14 +198,11 @@ def compile(path: str | Path, *, params_file: str | Path | None = None, network:
     ``optimize="inference"`` applies the inference rewrites (batchnorm folding, channels-last);
     ``fused_recurrent=True`` runs LSTM/GRU layers with dlc's gate kernels instead of nn.LSTM/cuDNN.
     """
-    from dlc.backends.torch.emit import emit_module
-    from dlc.compiler.passes import optimize_graph
-
     overrides = read_params_file(params_file) if params_file else {}
     overrides.update(params)
-    graph = optimize_graph(build_graph(path, overrides, network), optimize)
-    return Compiled(graph, emit_module(graph, fuse=fuse, channels_last=optimize == "inference",
-                                       fused_recurrent=fused_recurrent))
+    options = Options(network=network, overrides=overrides, optimize=optimize, fuse=fuse,
+                      fused_recurrent=fused_recurrent)
+    return Compiled(*run(path, options, torch_source))
 
 
 def load(path: str | Path, *, params_file: str | Path | None = None, network: str | None = None,

@@ -15,13 +15,19 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import yaml
 
 from dlc import __version__
 from dlc.diagnostics import MAX_MESSAGE, DlcError, display, render
 from dlc.files import FileProblem, OutputRefused, check_regular, tracking_inputs, write_output
+
+if TYPE_CHECKING:  # the compiler loads when a command runs, not for --help
+    from dlc.compiler.ir import Graph
+    from dlc.pipeline import Options
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -103,29 +109,30 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _graph(args: argparse.Namespace):
-    from dlc.compiler import build_graph
+def _compile(args: argparse.Namespace, backend: Callable[[Graph, Options], T]) -> tuple[Graph, T]:
+    """Run the pipeline on the command's spec with its options; ``backend`` makes the command's output."""
+    from dlc.pipeline import Options, run
 
     spec = Path(args.spec)
     if not spec.is_file():
         raise UsageError(f"not a file: {display(spec)}" if spec.exists() else f"no such file: {display(spec)}")
-    from dlc.compiler.passes import optimize_graph
-
-    return optimize_graph(build_graph(spec, _overrides(args), args.network), getattr(args, "optimize", None))
+    options = Options(network=args.network, overrides=_overrides(args), optimize=getattr(args, "optimize", None),
+                      fuse=getattr(args, "fuse", False), fused_recurrent=getattr(args, "fused_recurrent", False))
+    return run(spec, options, backend)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from dlc.backends.torch.emit import emit_module
     from dlc.compiler.fusion import explain
+    from dlc.pipeline import torch_source
 
-    g = _graph(args)
-    if args.explain_fusion:
-        _err(explain(g, recurrent=args.fused_recurrent))
-        if not args.fuse:
-            _report("note: without --fuse the module runs none of these as kernels")
-    source = emit_module(g, fuse=args.fuse, channels_last=args.optimize == "inference",
-                         fused_recurrent=args.fused_recurrent)
-    _write(args.output, source)
+    def backend(g: Graph, options: Options) -> str:
+        if args.explain_fusion:
+            _err(explain(g, recurrent=args.fused_recurrent))
+            if not args.fuse:
+                _report("note: without --fuse the module runs none of these as kernels")
+        return torch_source(g, options)
+
+    _write(args.output, _compile(args, backend)[1])
     return 0
 
 
@@ -165,15 +172,15 @@ def _reason(exc: Exception) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from dlc.compiler.passes import total_params
 
-    g = _graph(args)
-    _out(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {total_params(g):,} parameters\n")
+    g, params = _compile(args, lambda g, _: total_params(g))
+    _out(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {params:,} parameters\n")
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from dlc.backends.summary import summarize
 
-    _out(summarize(_graph(args)))
+    _out(_compile(args, lambda g, _: summarize(g))[1])
     return 0
 
 
@@ -181,8 +188,7 @@ def cmd_ir(args: argparse.Namespace) -> int:
     from dlc.compiler.ir import print_graph
     from dlc.compiler.serialize import dump_yaml
 
-    g = _graph(args)
-    _write(args.output, print_graph(g) if args.text else dump_yaml(g))
+    _write(args.output, _compile(args, lambda g, _: print_graph(g) if args.text else dump_yaml(g))[1])
     return 0
 
 
@@ -192,19 +198,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
         raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {display(out.name)}")
-    g = _graph(args)
-    if args.depth is not None and args.depth < 0:
-        raise UsageError("--depth must be 0 or more")
-    options = {"depth": args.depth, "roll": True if args.roll else None, "fusion": not args.no_fusion,
-               "rankdir": args.rankdir}
-    try:
-        message = render_file(g, out, **options)
-    except OutputRefused as exc:
-        raise UsageError(str(exc)) from None
-    except DotFailed as exc:
-        raise ToolError(str(exc)) from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {display(out)}: {exc.strerror or exc}") from None
+
+    def backend(g: Graph, _: Options) -> str | None:
+        if args.depth is not None and args.depth < 0:
+            raise UsageError("--depth must be 0 or more")
+        options = {"depth": args.depth, "roll": True if args.roll else None, "fusion": not args.no_fusion,
+                   "rankdir": args.rankdir}
+        try:
+            return render_file(g, out, **options)
+        except OutputRefused as exc:
+            raise UsageError(str(exc)) from None
+        except DotFailed as exc:
+            raise ToolError(str(exc)) from None
+        except OSError as exc:
+            raise OutputError(f"cannot write {display(out)}: {exc.strerror or exc}") from None
+
+    message = _compile(args, backend)[1]
     if message:
         _report(message)
     return 0

@@ -379,10 +379,10 @@ def run_case(case: Case, workdir: Path, run_forward: bool = True, report: Any = 
     from dlc.backends.graphviz import to_dot
     from dlc.backends.summary import summarize
     from dlc.backends.torch.emit import emit_module
-    from dlc.compiler import build_graph
     from dlc.compiler.passes import optimize_graph
     from dlc.compiler.serialize import dump_yaml
     from dlc.diagnostics import DlcError
+    from dlc.pipeline import build_graph
 
     def stage(name: str) -> None:
         if report is not None:

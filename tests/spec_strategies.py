@@ -19,12 +19,12 @@ _WRAPPABLE = ["lstm(4)", "gru(3)", "rnn(2)", "linear(4)", "relu", "conv2d(2, k=1
 
 
 def _attr_value(draw, op, a) -> str:
-    kind = a.kind
-    if kind == "int":
-        if a.name in ("dim", "start", "dims"):
-            return str(draw(st.integers(-3, 3)))
+    kind = a.kind.name
+    if kind == "axis" or kind == "int" and a.name in ("dim", "start", "dims"):
+        return str(draw(st.integers(-3, 3)))
+    if kind in ("int", "token_id"):
         return str(draw(st.sampled_from([1, 1, 2, 3, 4, 8, 16, 0])))
-    if kind == "float":
+    if kind in ("float", "probability", "fraction", "positive", "epsilon"):
         return draw(st.sampled_from(["0.0", "0.1", "0.5", "1.0", "2.0", "1e-5"]))
     if kind == "bool":
         return draw(st.sampled_from(["true", "false"]))
@@ -41,7 +41,7 @@ def _attr_value(draw, op, a) -> str:
     if kind == "ints":
         items = draw(st.lists(st.integers(-1, 6), min_size=1, max_size=4))
         return "[" + ", ".join(map(str, items)) + "]"
-    if kind == "layer":
+    if kind in ("layer", "recurrent_layer", "step_layer"):
         return draw(st.sampled_from(_WRAPPABLE))
     if kind == "str":
         return '"x"'

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import dlc
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.ir import print_graph
 from dlc.compiler.passes import total_params
 from dlc.compiler.serialize import load_yaml
@@ -479,9 +479,9 @@ def test_unwritable_output_is_a_usage_error(command, tmp_path):
 # ---- exit code 3: bugs in dlc --------------------------------------------------------------------
 
 
-_BOOM = ("import sys, dlc.compiler, dlc.cli\n"
+_BOOM = ("import sys, dlc.pipeline, dlc.cli\n"
          "def boom(*a, **k): raise RuntimeError('boom')\n"
-         "dlc.compiler.build_graph = boom\n"
+         "dlc.pipeline.build_graph = boom\n"
          "sys.exit(dlc.cli.main(sys.argv[1:]))\n")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.diagnostics import DlcError, render
 from dlc.grammar import parse
 
@@ -414,21 +414,22 @@ def test_recurrent_and_embedding_arguments(tmp_path):
 
 
 def test_every_default_argument_can_be_written_explicitly():
-    """`maxpool(3, pad=0)` says what the default says: no argument check may reject an op's own default."""
-    from dlc.compiler.elaborate import Container, Elaborator, Frame
+    """`maxpool(3, pad=0)` says what the default says: no argument kind may reject an op's own default."""
+    from dlc.compiler.kinds import Enum, LayerArg, Site
     from dlc.compiler.ops.registry import REQUIRED, all_ops
     from dlc.compiler.values import Symbol
     from dlc.diagnostics import Span
 
     span = Span("net.dln", 1, 1, 1, 2)
-    frame = Frame(None, {}, Container((), "net", ("N",)))
-    elaborator = Elaborator(None)
     for op in all_ops().values():
+        given = {a.name: a.default for a in op.attrs}
         for a in op.attrs:
-            if a.default is REQUIRED or a.default is None or a.kind == "layer":
+            if a.default is REQUIRED or a.default is None or isinstance(a.kind, LayerArg):
                 continue
-            value = Symbol(a.default, span) if a.kind == "enum" else a.default
-            assert elaborator._coerce_attr(op, a, value, span, frame) == a.default, (op.name, a.name)
+            value = Symbol(a.default, span) if isinstance(a.kind, Enum) else a.default
+            site = Site(op, a.name, known_names=list, bind_layer=lambda layer: {})
+            assert a.kind.coerce(value, site) == a.default, (op.name, a.name)
+            assert a.kind.check(a.default, op.name, a.name, given, []) is None, (op.name, a.name)
 
 
 def test_explicit_zero_padding_compiles(tmp_path):

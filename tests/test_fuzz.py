@@ -43,7 +43,7 @@ def test_regressions_exist():
 
 def test_mutations_reach_past_the_parser():
     """The mutations are grammar-aware: many mutants still parse, and every mutation kind changes the text."""
-    from dlc.compiler import build_graph  # noqa: F401 - the import the fuzzer's cases need
+    from dlc.pipeline import build_graph  # noqa: F401 - the import the fuzzer's cases need
     from dlc.diagnostics import DlcError
     from dlc.grammar.parser import parse
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dlc.cli import main
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.ops.registry import all_ops
 from dlc.diagnostics import DlcError, render
 
@@ -229,10 +229,12 @@ def test_integer_arguments_are_range_checked(tmp_path, shape, layer, pos, messag
 def test_every_integer_argument_declares_its_range():
     """Sizes, counts and strides have a lower bound; only axes (checked against the rank by the shape rule) and
     reshape's target (positive or one -1) have none."""
+    from dlc.compiler.kinds import Integer
+
     unbounded = set()
     for op in all_ops().values():
         for a in op.attrs:
-            if a.kind in ("int", "int2", "ints", "pad", "pool_size") and a.min is None:
+            if isinstance(a.kind, Integer) and a.kind.min is None:
                 unbounded.add(f"{op.name}.{a.name}")
     assert unbounded == {"softmax.dim", "log_softmax.dim", "flatten.start", "concat.dim", "reshape.shape"}
 
@@ -404,8 +406,8 @@ def test_a_block_instance_costs_a_step_per_level_of_nesting(tmp_path, monkeypatc
     el.network(None, {})
     # 1 + 2 + 4 + 8 instances at depths 0..3 cost 1, 2, 3, 4 steps each; expressions and the network add the rest
     instances = 1 * 1 + 2 * 2 + 4 * 3 + 8 * 4
-    assert el.steps >= instances
-    monkeypatch.setenv("DLC_MAX_STEPS", str(el.steps - 1))
+    assert el.ctx.steps >= instances
+    monkeypatch.setenv("DLC_MAX_STEPS", str(el.ctx.steps - 1))
     check(error(tmp_path, _levels(4)), "too-large", "19:34", "takes more than")  # the last step: `2`
 
 

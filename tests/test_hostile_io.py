@@ -24,7 +24,7 @@ from dlc import files
 from dlc.limits import limit
 from dlc.api import ParamsLimitError, parse_param_value
 from dlc.cli import main
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.serialize import dump_yaml, load_yaml
 from dlc.diagnostics import DlcError, SourceCache, display
 

@@ -26,7 +26,7 @@ from dlc.backends.torch.emit import emit_module
 from dlc.backends.torch.helpers import HELPER_OF
 from dlc.backends.torch.ops import lit
 from dlc.backends.triton.runtime import embedded
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.names import (GENERATED_ATTRS, HELPER_NAMES, IMPORTED, MODULE_ATTRS, MODULE_RESERVED,
                                 PYTHON_BUILTINS, RESERVED_ATTRS, RUNTIME_NAMES, SEQUENTIAL_ATTRS)
 from dlc.diagnostics import DlcError

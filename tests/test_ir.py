@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.ir import Graph, print_graph
 from dlc.compiler.passes import count_params, infer_shapes, total_params, verify
 from dlc.compiler.serialize import dump_yaml, load_yaml
@@ -77,7 +77,7 @@ def test_print_graph_independent_of_hash_seed():
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from dlc.compiler import build_graph\n"
+        "from dlc.pipeline import build_graph\n"
         "from dlc.compiler.ir import print_graph\n"
         "for p in sys.argv[1:]:\n"
         "    g = build_graph(p)\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.diagnostics import DlcError, render
 
 MLP = """# a small MLP

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dlc.backends.graphviz import AUTO_LIMIT, choose_view, to_dot
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.fusion import group_fusions
 from dlc.compiler.passes import count_params
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dlc
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.diagnostics import DlcError
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch.nn as nn
 
-from dlc.compiler import build_graph
+from dlc.pipeline import build_graph
 from dlc.compiler.passes import count_params, infer_shapes, total_params, verify
 from dlc.compiler.types import TensorType
 

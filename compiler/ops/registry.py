@@ -11,16 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dlc.compiler.kinds import Kind, kind_named
 from dlc.compiler.types import Type
 
 REQUIRED = object()
-# The largest integer argument (a size, a stride, a count) an op takes unless its own ``max`` says otherwise.
-# PyTorch's kernels read several of them as 32-bit ints: a pooling stride of 2**31 is a RuntimeError, and
-# larger convolution strides make oneDNN fail, so a spec that could only fail at run time is refused here.
-MAX_ARG = 2**31 - 1
-# A number argument (a slope, a factor, an epsilon) reaches PyTorch as a float32 scalar: past this it cannot be
-# converted (`leaky_relu(3.5e38)` fails at run time), so it is refused here.
-MAX_FLOAT_ARG = 3.4028234663852886e38
 
 
 class ShapeError(Exception):
@@ -40,47 +34,28 @@ class ShapeError(Exception):
 
 @dataclass(frozen=True)
 class Attr:
-    """An op attribute.
+    """An op attribute: its name, its kind (:mod:`dlc.compiler.kinds`) and its default.
 
-    Kinds: ``int``, ``float``, ``bool``, ``str``, ``enum`` (one of ``choices``, written as
-    a bare name or a string), ``int2`` (an int or a list of two), ``ints`` (a list of
-    ints), ``pad`` (int, list of ints, or ``same``), ``pool_size`` (int or ``global``),
-    ``layer`` (a layer value, e.g. the layer wrapped by ``bidirectional``).
-
-    ``min`` and ``max`` bound every integer of an integer kind (``int``, ``int2``, ``ints``, ``pad``,
-    ``pool_size``). Without ``max`` an integer argument is at most :data:`MAX_ARG`; without ``min`` it has
-    no lower bound (axes count from the end). Shape rules check what depends on the input (an axis against
-    the rank, a padding index against the vocabulary).
+    ``kind`` is given by name (``"int"``, ``"int2"``, ``"axis"``, ``"enum"``, ... see
+    :data:`~dlc.compiler.kinds.KIND_NAMES`) and becomes the :class:`~dlc.compiler.kinds.Kind` object here, or
+    given as a kind object (``TokenId(vocabulary="vocab", min=0)``). With a name, ``min`` and ``max`` bound every
+    integer of an integer kind (without ``max`` an integer argument is at most
+    :data:`~dlc.compiler.kinds.MAX_ARG`; without ``min`` it has no lower bound) and ``choices`` are an ``enum``'s
+    names.
     """
 
     name: str
-    kind: str
+    kind: Kind  # a kind's name is accepted and resolved in __post_init__
     default: Any = REQUIRED
     choices: tuple[str, ...] = ()
     keyword_only: bool = False
     min: int | None = None
     max: int | None = None
 
-    def out_of_range(self, v: int) -> bool:
-        """True if the integer ``v`` is outside ``min`` .. ``max`` (``max`` defaults to :data:`MAX_ARG`)."""
-        return (self.min is not None and v < self.min) or v > (MAX_ARG if self.max is None else self.max)
-
-    def range_text(self, plural: bool = False, values: tuple[int, ...] = ()) -> str:
-        """The integers this attribute takes, for a message: "a positive integer", "integers from 1 to 1024".
-
-        The implied upper bound :data:`MAX_ARG` is named only when one of ``values`` passes it.
-        """
-        lo, hi = self.min, self.max
-        if hi is None and any(v > MAX_ARG for v in values):
-            hi = MAX_ARG
-        if hi is None:
-            what = {None: "integer", 0: "non-negative integer", 1: "positive integer"}.get(lo, "integer")
-            bound = f" of at least {lo}" if lo not in (None, 0, 1) else ""
-        else:
-            what, bound = "integer", f" of at most {hi}" if lo is None else f" from {lo} to {hi}"
-        if plural:
-            return f"{what}s{bound}"
-        return f"{'an' if what[0] in 'aeiou' else 'a'} {what}{bound}"
+    def __post_init__(self) -> None:
+        if isinstance(self.kind, str):
+            kind = kind_named(self.kind, min=self.min, max=self.max, choices=self.choices)
+            object.__setattr__(self, "kind", kind)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,335 @@
+"""Lowering layer applications to IR nodes: calls, pipelines, labelled groups, block instances.
+
+An op applied to tensors becomes one node (:mod:`.nodes`); a block instance gets a module attribute
+(:mod:`.naming`), its parameters bound (:mod:`.binding`) and its body elaborated by the :class:`Bodies` it was
+given (the statements, :mod:`.elaborate`); a labelled group or a repeat becomes a container of its own. Each
+application of a block or group is recorded in ``graph.calls`` with its inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from dlc.compiler.binding import Binder
+from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
+from dlc.compiler.expressions import Evaluator
+from dlc.compiler.ir import Scope
+from dlc.compiler.kinds import applies_per_step
+from dlc.compiler.names import RESERVED_ATTRS, check_identifier
+from dlc.compiler.naming import Container, snake
+from dlc.compiler.nodes import Nodes
+from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
+from dlc.diagnostics import Span, suggest
+from dlc.grammar import ast
+
+# One repeat (`x -> layer * n`) is at most this long; the work of a whole compile is bounded by the limits
+# MAX_STEPS and MAX_NODES (dlc.limits), which a big but sane network can reach and a user can raise.
+MAX_REPEAT = 10_000
+
+
+class Bodies(Protocol):
+    """What elaborates a block instance's body for the lowering."""
+
+    def block_body(self, frame: Frame, inputs: list[Tensor]) -> list[Tensor]:
+        """Elaborate the body of ``frame``'s block with ``inputs``; its returned tensors."""
+
+
+class Lowerer:
+    """Applies layers for one elaboration; the evaluator's calls and pipelines come here."""
+
+    def __init__(self, ctx: Context, ev: Evaluator, binder: Binder, nodes: Nodes, bodies: Bodies) -> None:
+        self.ctx = ctx
+        self.ev = ev
+        self.binder = binder
+        self.nodes = nodes
+        self.bodies = bodies
+        ev.layers = self
+
+    def call(self, e: ast.Call, frame: Frame) -> Any:
+        """The value of a call: a configured layer, or (given tensors) what applying it gives."""
+        f = self.ev.lookup(e.func.id, e.func.span, frame, callee=True) if isinstance(e.func, ast.Name) \
+            else self.ev.eval(e.func, frame)
+        if isinstance(f, Symbol):
+            raise self.ctx.err("unknown-layer", f"unknown layer or block `{f.name}`", f.span, frame,
+                               hint=suggest(f.name, self.ev.known_names(frame)))
+        if isinstance(f, tuple) and f and f[0] == "builtin":
+            return self.ev.builtin(f[1], e, frame)
+        if isinstance(f, Instance):
+            if not all(a.name is None for a in e.args):
+                raise self.ctx.err("bad-argument", f"instance `{f.name}` is already configured; pass only tensors",
+                                   e.span, frame)
+            tensors = [self.ev.tensor(self.ev.eval(a.value, frame), a.span, frame, "an argument") for a in e.args]
+            return self.apply_instance(f, tensors, e.span, frame, frame.container)
+        if not isinstance(f, Layer):
+            raise self.ctx.err("not-callable", f"{describe(f)} cannot be called", e.func.span, frame)
+        if f.config or f.tensors or f.pos_tensors:
+            raise self.ctx.err("not-callable", f"`{f.name}(...)` is already configured", e.span, frame,
+                               hint="bind it to a name first: `l = layer(...)`, then `l(x)`")
+        layer = self.binder.bind_args(f, e.args, e.span, frame)
+        if layer.has_tensors:
+            return self.apply(layer, [], e.span, frame, frame.container, self._assigned_name(e, layer, frame))
+        return layer
+
+    def _assigned_name(self, e: ast.Call, layer: Layer, frame: Frame) -> str | None:
+        """`ctx = attention(query=q, key=k, value=v)`: the assignment names the layer it applies."""
+        if e is not frame.naming_call or frame.hint is None or frame.container.kind == "seq" or "," in frame.hint:
+            return None
+        if layer.op is not None and not layer.op.stateful:
+            return None
+        name = frame.hint
+        if name in frame.container.taken or name in RESERVED_ATTRS:
+            return None
+        return name
+
+    def pipe(self, e: ast.Pipe, frame: Frame) -> Any:
+        """The value of a pipeline `head -> stage -> ...`: each stage applied to the value before it."""
+        v = self.ev.eval(e.head, frame)
+        for stage in e.stages:
+            v = self._stage(v, e.head.span if v is None else stage.span, stage, frame, frame.container)
+        return v
+
+    def _stage(self, value: Any, span: Span, stage: ast.Stage, frame: Frame, container: Container) -> Any:
+        x = self.ev.tensor(value, span, frame, "the input of a pipeline stage")
+        count = 1
+        if stage.repeat is not None:
+            n = self.ev.eval(stage.repeat, frame)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise self.ctx.err("bad-repeat", f"repeat count must be a positive integer, got {describe(n)}",
+                                   stage.repeat.span, frame)
+            if n > MAX_REPEAT:
+                raise self.ctx.err("bad-repeat", f"repeat count {n} is too large (at most {MAX_REPEAT})",
+                                   stage.repeat.span, frame)
+            count = n
+        if stage.label is not None:
+            check_identifier(stage.label, stage.label_span, "a layer name", module_attr=True)
+            if stage.label in container.taken:
+                container.claim(stage.label, stage.label_span)  # raises duplicate-name at the label
+        if stage.label is not None and (stage.repeat is not None or isinstance(stage.core, ast.StageGroup)):
+            seq = self._open_seq(stage.label, stage.label_span, stage.span, container)
+            first = x
+            for _ in range(count):
+                self.ctx.step(stage.span, frame)
+                x = self.ev.tensor(x, stage.span, frame, "the input of a repeated stage")
+                if stage.repeat is not None and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
+                    inner = self._open_seq(None, stage.span, stage.span, seq)
+                    before = x
+                    x = self._core(x, stage.core, frame, inner, None)
+                    self._record_seq(inner, before, x, frame.hint)
+                else:
+                    x = self._core(x, stage.core, frame, seq, None)
+            self._record_seq(seq, first, x, frame.hint)
+            return x
+        for _ in range(count):
+            self.ctx.step(stage.span, frame)
+            x = self.ev.tensor(x, stage.span, frame, "the input of a repeated stage")
+            if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
+                inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
+                before = x
+                x = self._core(x, stage.core, frame, inner, None)
+                self._record_seq(inner, before, x, frame.hint)
+            else:
+                x = self._core(x, stage.core, frame, container, stage.label, label_span=stage.label_span)
+        return x
+
+    def _record_seq(self, seq: Container, x: Any, y: Any, hint: str | None) -> None:
+        if not isinstance(y, Tensor):
+            raise self.ctx.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
+        scope = seq.scope[-1]
+        self.ctx.g.calls[f"{scope.path}#{scope.call}"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
+
+    def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
+        name = parent.name_for(label, label_span if label is not None else span, "seq")
+        assert name is not None
+        path = parent.path_of(name)
+        return parent.enter(Scope(name, path, "seq", None, (), self.ctx.use(path), span), "seq", path)
+
+    def _core(self, x: Tensor, core: Any, frame: Frame, container: Container, label: str | None,
+              label_span: Span | None = None) -> Any:
+        if isinstance(core, ast.StageGroup):
+            if label is not None and len(core.stages) == 1 and core.stages[0].label is None \
+                    and core.stages[0].repeat is None:
+                return self._core(x, core.stages[0].core, frame, container, label, label_span=label_span)
+            v: Any = x
+            for s in core.stages:
+                v = self._stage(v, s.span, s, frame, container)
+            return v
+        if isinstance(core, ast.StageName):
+            target = self.ev.lookup(core.name, core.span, frame, callee=True)
+            if isinstance(target, Instance):
+                if label is not None:
+                    raise self.ctx.err("bad-name", f"instance `{target.name}` already has a name",
+                                       label_span or core.span, frame,
+                                       hint="a label names a new layer; shared instances keep their own name")
+                return self.apply_instance(target, [x], core.span, frame, container)
+            if isinstance(target, Layer):
+                self._check_label(target, label, label_span or core.span, frame)
+                layer = Layer(target.op, target.block, {}, [], {}, [], core.span)
+                return self.apply(layer, [x], core.span, frame, container, label)
+            if isinstance(target, Symbol):
+                raise self.ctx.err("unknown-layer", f"unknown layer or block `{core.name}`", core.span, frame,
+                                   hint=suggest(core.name, self.ev.known_names(frame)))
+            raise self.ctx.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.span, frame,
+                               hint="a pipeline stage is a layer, a block or a named instance")
+        assert isinstance(core, ast.StageCall)
+        target = self.ev.lookup(core.name, core.name_span, frame, callee=True)
+        if isinstance(target, Symbol):
+            raise self.ctx.err("unknown-layer", f"unknown layer or block `{core.name}`", core.name_span, frame,
+                               hint=suggest(core.name, self.ev.known_names(frame)))
+        if isinstance(target, Instance):
+            raise self.ctx.err("not-callable", f"instance `{core.name}` is already configured", core.span, frame,
+                               hint=f"use `-> {core.name}` to apply it")
+        if not isinstance(target, Layer):
+            raise self.ctx.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.name_span,
+                               frame)
+        self._check_label(target, label, label_span or core.name_span, frame)
+        layer = self.binder.bind_args(target, core.args, core.span, frame)
+        return self.apply(layer, [x], core.span, frame, container, label)
+
+    def _check_label(self, target: Layer, label: str | None, span: Span, frame: Frame) -> None:
+        """A label names a module; a merge (`add`, `concat`, ...) has none, it is an expression in `forward`."""
+        if label is not None and target.op is not None and not target.op.module:
+            raise self.ctx.err("bad-name", f"`{target.op.name}` makes no module, so the label `{label}` cannot name it",
+                               span, frame, hint="drop the label; to name the result, assign it: "
+                                                 f"`{label} = ...`")
+
+    def apply(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
+              label: str | None, instance: Instance | None = None) -> Any:
+        """Apply ``layer`` to the tensors ``piped`` (and those bound in the call) in ``container``; ``label``
+        names it, ``instance`` is the shared instance being applied. The result: a tensor or a tuple."""
+        if layer.block is not None:
+            return self._apply_block(layer, piped, span, frame, container, label, instance)
+        op = layer.op
+        assert op is not None
+        attrs = self.binder.resolve_attrs(layer, frame)
+        inputs = list(piped) + list(layer.pos_tensors)
+        if op.variadic:
+            if layer.tensors:
+                raise self.ctx.err("unknown-argument", f"`{op.name}` takes its tensors by position", span, frame)
+            if len(inputs) < 2:
+                raise self.ctx.err("wrong-inputs", f"`{op.name}` needs at least two tensors, got {len(inputs)}",
+                                   span, frame)
+        else:
+            names = list(op.inputs)
+            bound: dict[str, Tensor] = {}
+            for n, t in zip(names, inputs):
+                bound[n] = t
+            if len(inputs) > len(names):
+                raise self.ctx.err("wrong-inputs", f"`{op.name}` takes {len(names)} tensor input(s), got "
+                                   f"{len(inputs)}", span, frame)
+            for n, t in layer.tensors.items():
+                if n in bound:
+                    raise self.ctx.err("duplicate-argument", f"tensor input `{n}` of `{op.name}` given twice", span,
+                                       frame)
+                bound[n] = t
+            missing = [n for n in names if n not in bound and n not in op.optional_inputs]
+            if missing:
+                raise self.ctx.err("wrong-inputs", f"`{op.name}` needs the tensor input `{missing[0]}`", span, frame)
+            inputs = []
+            for n in names:
+                if n in bound:
+                    inputs.append(bound[n])
+                elif any(m in bound for m in names[names.index(n) + 1:]):
+                    raise self.ctx.err("wrong-inputs", f"`{op.name}`: give `{n}` too when giving later inputs", span,
+                                       frame)
+        if instance is not None:
+            name: str | None = instance.name
+        else:
+            name = container.name_for(label, span, op.name if op.stateful else None)
+        if container.kind == "seq" and len(inputs) != 1:
+            raise self.ctx.err("bad-group", f"`{op.name}` with several inputs cannot be part of a labelled group",
+                               span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        if container.kind == "seq" and applies_per_step(op):
+            # their torch modules return tuples or need several arguments, so nn.Sequential cannot chain them
+            raise self.ctx.err("bad-group", f"`{op.name}` cannot be part of a labelled group", span, frame,
+                               hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
+        node = self.nodes.node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame,
+                               attr_spans={k: sp for k, (_, sp) in layer.config.items()})
+        outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
+        if container.kind == "seq" and len(outs) != 1:
+            raise self.ctx.err("bad-group", f"`{op.name}` with several outputs cannot be part of a labelled group",
+                               span, frame)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def apply_instance(self, inst: Instance, tensors: list[Tensor], span: Span, frame: Frame,
+                       container: Container) -> Any:
+        """Apply the shared instance ``inst`` again: same weights, so inputs of the same types."""
+        if container is not inst.container:
+            raise self.ctx.err("bad-group", f"shared instance `{inst.name}` cannot be applied inside a labelled group",
+                               span, frame, hint="apply it outside the group, or use a fresh layer inside")
+        types = [t.type for t in tensors]
+        if inst.input_types is not None and types != inst.input_types:
+            got = ", ".join(map(str, types))
+            first = ", ".join(map(str, inst.input_types))
+            raise self.ctx.err("shape-mismatch", f"shared instance `{inst.name}` was first applied to {first}, "
+                               f"now to {got}", span, frame,
+                               hint="one set of weights needs inputs of one shape")
+        inst.input_types = types
+        return self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
+
+    def _apply_block(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
+                     label: str | None, instance: Instance | None) -> Any:
+        block = layer.block
+        assert block is not None
+        # an instance builds its scope path and chain, as long as it is deep: it costs a step per level
+        self.ctx.step(span, frame, cost=1 + self.ctx.depth)
+        if self.ctx.depth > 64:
+            if block.name in self.ctx.blocks:
+                first = self.ctx.blocks.index(block.name)
+                cycle = " > ".join(self.ctx.blocks[first:first + self.ctx.blocks[first + 1:].index(block.name) + 1]
+                                   if block.name in self.ctx.blocks[first + 1:] else self.ctx.blocks[first:])
+                msg = f"block `{block.name}` keeps instantiating itself ({cycle} > {block.name} > ...)"
+            else:
+                msg = f"blocks nest more than 64 deep at `{block.name}`"
+            raise short_chain(self.ctx.err("recursion", msg, span, frame, hint="a block may use itself only under an "
+                                            "`if` whose condition ends the recursion"))
+        names = self.binder.block_inputs(block)
+        inputs = list(piped) + list(layer.pos_tensors)
+        for n, t in layer.tensors.items():
+            if n not in names:
+                raise self.ctx.err("unknown-argument", f"block `{block.name}` has no input `{n}`", span, frame)
+            idx = names.index(n)
+            while len(inputs) <= idx:
+                inputs.append(None)  # type: ignore[arg-type]
+            if inputs[idx] is not None:
+                raise self.ctx.err("duplicate-argument", f"input `{n}` given twice", span, frame)
+            inputs[idx] = t
+        if len(inputs) != len(names) or any(t is None for t in inputs):
+            raise self.ctx.err("wrong-inputs", f"block `{block.name}` takes {len(names)} input(s) "
+                               f"({', '.join(names)}), got {len([t for t in inputs if t is not None])}", span, frame)
+        if container.kind == "seq" and len(inputs) != 1:
+            raise self.ctx.err("bad-group",
+                               f"block `{block.name}` with several inputs cannot be part of a labelled group", span,
+                               frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        name = instance.name if instance is not None else container.name_for(label, span, snake(block.name))
+        assert name is not None
+        inner_frame = Frame(block, {}, Container((), "block", ()))
+        args = self.binder.bind_block_params(layer, inner_frame, frame)
+        self.ctx.step(span, frame, cost=sum(_weight(v) for v in args.values()))  # the instance keeps its arguments
+        path = container.path_of(name)
+        call = self.ctx.use(path)
+        scope = Scope(name, path, "block", block.name, tuple(args.items()), call, span)
+        inner_frame.container = container.enter(scope, "block", f"{path} ({block.name})")
+        self.ctx.depth += 1
+        self.ctx.blocks.append(block.name)
+        try:
+            result = self.bodies.block_body(inner_frame, inputs)
+        finally:
+            self.ctx.depth -= 1
+            self.ctx.blocks.pop()
+        if container.kind == "seq" and len(result) != 1:
+            raise self.ctx.err("bad-group", f"block `{block.name}` with several results cannot be part of a labelled "
+                               "group", span, frame,
+                               hint="labelled groups and repeats become nn.Sequential: one result each")
+        self.ctx.g.blocks.setdefault(block.name, block.name_span)
+        self.ctx.g.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result),
+                                              tuple(names), frame.hint)
+        return result[0] if len(result) == 1 else tuple(result)
+
+
+def _weight(v: Any) -> int:
+    """Steps to copy a block argument into an instance (and into every output that lists the instance)."""
+    if isinstance(v, str):
+        return len(v) // TEXT_PER_STEP
+    if isinstance(v, list):
+        return len(v) + sum(_weight(x) for x in v)
+    return 0

@@ -1,0 +1,67 @@
+"""The one driver: from a spec to what a backend makes of it. The CLI and the Python API both call :func:`run`.
+
+``dlc compile net.dln -o net.py`` goes through six files, each step one call here:
+
+1. ``dlc/cli.py`` reads the command line and calls :func:`run` with the torch backend;
+2. ``dlc/pipeline.py`` (this file) runs the steps in order;
+3. ``compiler/program.py`` parses the spec (``grammar/``) and the files it imports into one program;
+4. ``compiler/elaborate.py`` elaborates the chosen network into the IR (the modules it lists do the work);
+5. ``compiler/passes.py`` verifies the IR and applies the optimisation passes;
+6. ``backends/torch/emit.py`` writes the PyTorch source, which ``cli.py`` writes to the file.
+
+Nothing here imports torch or triton: ``dlc compile`` never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from dlc.compiler.elaborate import elaborate
+from dlc.compiler.ir import Graph
+from dlc.compiler.passes import optimize_graph, run_passes
+from dlc.compiler.program import load_program
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to compile a spec: which network, its parameters, the optimisation level and the torch backend's
+    switches."""
+
+    network: str | None = None  # None: the spec's first network
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # network parameters (--set, --params)
+    optimize: str | None = None  # None, or "inference" (batchnorm folding, in-place ops, channels-last)
+    fuse: bool = False  # Triton kernels for the fusion groups
+    fused_recurrent: bool = False  # with fuse: LSTM/GRU layers run dlc's gate kernels
+
+
+def build_graph(path: str | Path, overrides: Mapping[str, Any] | None = None, network: str | None = None,
+                text: str | None = None, optimize: str | None = None) -> Graph:
+    """The front end: parse ``path`` (or ``text`` given for it) and its imports, elaborate ``network`` with
+    ``overrides``, verify the IR and run the passes of ``optimize``. Raises DlcError for a mistake in the spec."""
+    program = load_program(path, text)
+    graph = elaborate(program, network, dict(overrides or {}))
+    return passes(graph, optimize)
+
+
+def passes(graph: Graph, optimize: str | None) -> Graph:
+    """Every pass the IR goes through: verification, then the rewrites of the optimisation level."""
+    return optimize_graph(run_passes(graph), optimize)
+
+
+def run(path: str | Path, options: Options, backend: Callable[[Graph, Options], T]) -> tuple[Graph, T]:
+    """Compile the spec at ``path``: the verified, optimised IR, and what ``backend`` makes of it."""
+    graph = build_graph(path, options.overrides, options.network, optimize=options.optimize)
+    return graph, backend(graph, options)
+
+
+def torch_source(graph: Graph, options: Options) -> str:
+    """The torch backend: the generated PyTorch module's source."""
+    from dlc.backends.torch.emit import emit_module  # the backends load only for the commands that use them
+
+    return emit_module(graph, fuse=options.fuse, channels_last=options.optimize == "inference",
+                       fused_recurrent=options.fused_recurrent)
+
