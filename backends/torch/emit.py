@@ -21,8 +21,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from dlc import __version__
 from dlc.backends.text import safe_text
 from dlc.backends.torch.fused import FusedEmitter
-from dlc.backends.torch.helpers import HELPER_OF, HELPERS
+from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
+from dlc.backends.torch.runtime import closure, names_read
 from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED, RESERVED_ATTRS
@@ -309,8 +310,8 @@ class ModuleEmitter:
         self.globals = Namespace(MODULE_RESERVED, (KERNEL_PREFIX,) if fuse else ())
         self.globals.claim(g.name)
         self.held: set[str] = set()  # block names kept free for the block's first class
-        self.helpers: set[str] = set()
-        self.ordered_dict = False
+        # the module-level names the code uses (imports, helpers), recorded as each piece is written
+        self.used: set[str] = {"nn"}
 
     # ---- structure -----------------------------------------------------------------------------
 
@@ -333,50 +334,34 @@ class ModuleEmitter:
         init = entry.seq_init if in_sequential and entry.seq_init is not None else entry.init
         assert init is not None, f"{node.op} has no module form"
         expr = init(node, [self.g.types[v] for v in node.inputs])
-        head = re.match(r"(\w+)\(", expr)
-        if head and head.group(1) in HELPER_OF:
-            self.helpers.add(HELPER_OF[head.group(1)])
+        self.used |= names_read(expr, "eval")
         return expr
 
-    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> list[str]:
-        """Constructor lines (first line has no indent) for a child block or group."""
+    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> str:
+        """The constructor expression of a child block or group, on one line (laid out when printed)."""
         if child.kind == "block":
-            return [self._block_class(child, nodes, depth + 1)]
-        items: list[tuple[str, list[str]]] = []
+            return self._block_class(child, nodes, depth + 1)
+        items: list[tuple[str, str]] = []
         seq = "nn.Sequential"
         folds: list[str] = []
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:
                 (node,) = sub_nodes
-                items.append((node.name or "", [self._module_init(node, in_sequential=True)]))
+                items.append((node.name or "", self._module_init(node, in_sequential=True)))
                 for line in self.folded_init(node, set()):
-                    items.append((node.attrs["fold"]["name"], [line.code.split(" = ", 1)[1]]))
+                    items.append((node.attrs["fold"]["name"], line.code.split(" = ", 1)[1]))
                     folds.append(node.name or "")
                     seq = "FoldingSequential"
-                    self.helpers.update({"folded_batchnorm", "FoldingSequential"})
+                    self.used.add(seq)
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
-        positional = all(name == str(i) for i, (name, _) in enumerate(items))
-        if not positional:
-            # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
-            self.ordered_dict = True
-            lines = [f"{seq}(OrderedDict(["]
-            for name, expr in items:
-                lines.append(f"    ({lit(name)}, {expr[0]}")
-                lines.extend("    " + e for e in expr[1:])
-                lines[-1] += "),"
-            return lines + ["])" + (f", fold={lit(folds)})" if folds else ")")]
-        if len(items) == 1 and len(items[0][1]) == 1:
-            return [f"{seq}({items[0][1][0]})"]
-        lines = [f"{seq}("]
-        for _, expr in items:
-            lines.append(f"    {expr[0]}")
-            lines.extend("    " + e for e in expr[1:])
-            lines[-1] += ","
-        if folds:
-            lines.append(f"    fold={lit(folds)},")
-        lines.append(")")
-        return lines
+        fold = [f"fold={lit(folds)}"] if folds else []
+        if all(name == str(i) for i, (name, _) in enumerate(items)):
+            return f"{seq}({', '.join([expr for _, expr in items] + fold)})"
+        # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
+        self.used.add("OrderedDict")
+        pairs = ", ".join(f"({lit(name)}, {expr})" for name, expr in items)
+        return f"{seq}({', '.join([f'OrderedDict([{pairs}])'] + fold)})"
 
     # ---- classes -------------------------------------------------------------------------------
 
@@ -451,6 +436,7 @@ class ModuleEmitter:
         else:
             lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
+            self.used |= names_read(code)
             body.append(Line(code, where if j == 0 else None))
 
     @_at_node
@@ -468,7 +454,7 @@ class ModuleEmitter:
         return [Line(code, f"{_where(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
 
     def folded_call(self, node: Node, x: str) -> str:
-        self.helpers.add("folded_batchnorm")
+        self.used.add("folded_batchnorm")
         return f"folded_batchnorm(self.{node.name}, self.{node.attrs['fold']['name']}, {x})"
 
     def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
@@ -476,9 +462,7 @@ class ModuleEmitter:
         where = _where(child.span.file, child.span.line)
         if child.name not in declared:
             declared.add(child.name)
-            ctor = self._child_init(child, nodes, depth)
-            init.append(Line(f"self.{child.name} = {ctor[0]}", where))
-            init.extend(Line(c) for c in ctor[1:])
+            init.append(Line(f"self.{child.name} = {self._child_init(child, nodes, depth)}", where))
         inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
         args = ", ".join(namer.names[v] for v in inputs)
         hint = hint or (child.name if child.name.isidentifier() else None)
@@ -498,6 +482,7 @@ class ModuleEmitter:
             images = [arg for arg, (_, v) in zip(cls.args, g.inputs)  # forward's names for the inputs
                       if any(n.op == "conv2d" for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
+            self.used.add("torch")
         self._finalize()
         cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
         return cls
@@ -606,43 +591,28 @@ def _hints(hint: str | None, n: int) -> list[str]:
     return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
 
 
-def _split_args(text: str) -> list[str]:
-    """Split a call's argument text at top-level commas."""
-    parts, depth, quote, start = [], 0, None, 0
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote and text[i - 1] != "\\":
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return [p for p in parts if p]
+def _format_lines(lines: list[Line], indent: int) -> list[str]:
+    return [text for ln in lines for text in layout(indent, ln.code, ln.comment)]
 
 
-def _format_line(indent: str, code: str, comment: str | None) -> list[str]:
-    """One statement, with its comment, wrapped at the call's parentheses when too long (black style)."""
-    tail = f"  # {comment}" if comment else ""
-    if len(indent) + len(code) + len(tail) <= LINE_LENGTH or not code.endswith(")") or "(" not in code:
-        return [indent + code + tail]
-    head, inner = code[: code.index("(") + 1], code[code.index("(") + 1: -1]
-    inside = indent + "    "
-    if len(inside) + len(inner) <= LINE_LENGTH:
-        return [indent + head, inside + inner, indent + ")" + tail]
-    return [indent + head] + [f"{inside}{arg}," for arg in _split_args(inner)] + [indent + ")" + tail]
+# The imports a generated module may need, by the name it uses, in the order isort (ruff's I rules) keeps them:
+# standard library, then torch; `import x` before `from x import y` within each group.
+_IMPORTS = {
+    "os": (0, "import os"),
+    "OrderedDict": (0, "from collections import OrderedDict"),
+    "torch": (1, "import torch"),
+    "F": (1, "import torch.nn.functional as F"),
+    "nn": (1, "from torch import nn"),
+}
 
 
-def _format_lines(lines: list[Line], indent: str) -> list[str]:
-    out: list[str] = []
-    for ln in lines:
-        out.extend(_format_line(indent, ln.code, ln.comment))
-    return out
+def _imports(used: set[str]) -> str:
+    """The import statements for the names ``used``, one blank line between the groups."""
+    groups: dict[int, list[str]] = {}
+    for name, (group, statement) in _IMPORTS.items():
+        if name in used:
+            groups.setdefault(group, []).append(statement)
+    return "\n\n".join("\n".join(groups[g]) for g in sorted(groups))
 
 
 def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused_recurrent: bool = False) -> str:
@@ -662,14 +632,16 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         classes.append({
             "name": cls.name,
             "doc": cls.doc,
-            "init": _format_lines(cls.init, " " * 8),
-            "args": cls.args,
-            "params": cls.params,
-            "body": _format_lines(cls.body, " " * 8),
+            "init_def": signature(4, "__init__", ["self"] + cls.params),
+            "init": _format_lines(cls.init, 8),
+            "forward_def": signature(4, "forward", ["self"] + cls.args),
+            "body": _format_lines(cls.body, 8),
         })
-    helpers = [HELPERS[h].strip("\n") for h in sorted(em.helpers)]
     kernels = em.fused.section() if em.fused is not None else ""
-    code = "\n".join(helpers + [ln for c in classes for ln in c["init"] + c["body"]])
+    used = em.used | (names_read(kernels) if kernels else set())
+    helpers = closure(used)
+    for helper in helpers:
+        used |= helper.uses
     inputs = [(n, batched_str(g.types[v])) for n, v in g.inputs]
     outputs = [(n, batched_str(g.types[v])) for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
@@ -684,11 +656,9 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         params=f"{total_params(g):,}",
         inputs=inputs,
         outputs=outputs,
-        helpers=helpers,
-        uses_torch=re.search(r"\btorch\.", code) is not None or bool(kernels),
-        uses_functional=re.search(r"\bF\.", code) is not None or bool(kernels),
+        imports=_imports(used),
+        helpers=[h.text for h in helpers],
         kernels=kernels,
         classes=classes,
-        output_names=[n for n, _ in g.outputs],
-        ordered_dict=em.ordered_dict,
+        output_names=layout(4, "output_names = " + lit(tuple(n for n, _ in g.outputs))),
     )

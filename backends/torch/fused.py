@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from dlc.backends.text import safe_text
 from dlc.backends.torch.ops import check_finite
 from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
-from dlc.backends.triton.runtime import embedded
+from dlc.backends.triton.runtime import runtime_section
 from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
@@ -188,10 +188,10 @@ class FusedEmitter:
             "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every",
             "# call computes the same function with the PyTorch ops of its `_reference`.",
             "",
-            embedded("common", self.sections).rstrip("\n"),
+            runtime_section("common", self.sections),
         ]
         if self.recurrent:
-            parts += ["", "", embedded("recurrent").rstrip("\n")]
+            parts += ["", "", runtime_section("recurrent")]
         for spec in self.kernels.values():
             parts += ["", "", Source(spec).text().rstrip("\n")]
         return "\n".join(parts)
