@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,193 +19,22 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
 from dlc.backends.text import safe_text
+from dlc.backends.torch.classes import ClassDef, Instance, Line, location, result_hints
 from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
-from dlc.backends.torch.runtime import closure, names_read
 from dlc.backends.torch.ops import TABLE, Ctx, lit
+from dlc.backends.torch.runtime import closure, names_read
+from dlc.backends.torch.sharing import (arg_name, class_text, placeholder, placeholders, resolve, split_numbers,
+                                        substitute)
 from dlc.compiler.ir import Graph, Node, Scope
-from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED, RESERVED_ATTRS
+from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED
 from dlc.compiler.passes import total_params
-from dlc.compiler.types import TensorType, batched_str
-from dlc.diagnostics import DlcError, Span
+from dlc.compiler.types import batched_str
+from dlc.diagnostics import DlcError
 
 TEMPLATES = Path(__file__).with_name("templates")
-LINE_LENGTH = 120
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-@dataclass
-class Line:
-    code: str
-    comment: str | None = None
-
-
-@dataclass
-class ClassDef:
-    name: str
-    doc: str
-    init: list[Line]
-    args: list[str]
-    body: list[Line]
-    params: list[str] = field(default_factory=list)  # constructor arguments
-    attrs: set[str] = field(default_factory=set)  # the module attributes __init__ assigns (spec names)
-
-
-@dataclass
-class _Instance:
-    """One block instance waiting to be given a class."""
-
-    iid: int
-    scope: Scope
-    cls: ClassDef
-    input_types: list
-    input_names: list[str]
-    span: Span
-
-
-_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
-# A number standing alone (not part of a name, a string or another number).
-_NUMBER = re.compile(r"(?<![\w.'\"])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.'\"])")
-
-
-def _placeholders(cls: ClassDef) -> list[int]:
-    return [int(m) for ln in cls.init for m in _PLACEHOLDER.findall(ln.code)]
-
-
-def _resolve(code: str, calls: dict[int, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: calls[int(m.group(1))], code)
-
-
-def _class_text(cls: ClassDef) -> list[str]:
-    return [ln.code for ln in cls.init] + ["|".join(cls.args)] + [ln.code for ln in cls.body]
-
-
-def _split_numbers(cls: ClassDef) -> tuple[tuple[str, ...], list[str]]:
-    """The code with every number cut out (its shape), and the numbers in order."""
-    skeleton: list[str] = []
-    numbers: list[str] = []
-    for text in _class_text(cls):
-        parts = _NUMBER.split(text)
-        skeleton.append("\x01".join(parts))
-        numbers.extend(_NUMBER.findall(text))
-    return tuple(skeleton), numbers
-
-
-# Names of the leading positional arguments of the torch.nn constructors the backend writes.
-_POSITIONAL = {
-    "Linear": ("in_features", "out_features"),
-    "Conv1d": ("in_channels", "out_channels"), "Conv2d": ("in_channels", "out_channels"),
-    "ConvTranspose2d": ("in_channels", "out_channels"),
-    "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",), "BatchNorm3d": ("num_features",),
-    "LayerNorm": ("normalized_shape",), "Embedding": ("num_embeddings", "embedding_dim"),
-    "LSTM": ("input_size", "hidden_size"), "GRU": ("input_size", "hidden_size"), "RNN": ("input_size", "hidden_size"),
-    "MultiheadAttention": ("embed_dim", "num_heads"), "Dropout": ("p",),
-}
-
-
-def _slot_name(cls: ClassDef, pos: int) -> str | None:
-    """``conv_out_channels`` for the number at ``pos`` in ``self.conv = nn.Conv2d(64, 128, ...)``."""
-    seen = 0
-    for text in _class_text(cls):
-        matches = list(_NUMBER.finditer(text))
-        if pos >= seen + len(matches):
-            seen += len(matches)
-            continue
-        start = matches[pos - seen].start()
-        attr = re.match(r"self\.(\w+) = (?:nn\.)?(\w+)\(", text)
-        if attr is None:
-            return None
-        depth, commas, i = 0, 0, start - 1
-        while i >= 0:  # walk back to the call that holds the number, counting its arguments
-            ch = text[i]
-            if ch in ")]":
-                depth += 1
-            elif ch in "([":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif ch == "," and depth == 0:
-                commas += 1
-            i -= 1
-        keyword = re.search(r"(\w+)=\s*$", text[:start])
-        if i != attr.end() - 1:
-            return None  # inside a nested call or list
-        if keyword:
-            return f"{attr.group(1)}_{keyword.group(1)}"
-        slots = _POSITIONAL.get(attr.group(2), ())
-        return f"{attr.group(1)}_{slots[commas]}" if commas < len(slots) else None
-    return None
-
-
-def _number_text(value: object) -> str | None:
-    """How the backend writes a number (``repr``, as :func:`lit` does); None for anything else."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return None
-
-
-def _arg_name(column: tuple[str, ...], recs: list["_Instance"], cls: ClassDef, pos: int) -> tuple[int, str]:
-    """The name a varying number asks for, with its rank (lower ranks are served first).
-
-    0: the block parameter whose value is written exactly so in every instance (an int slot never
-    takes a float parameter); 1: an input size (``x_channels``, ``x_size2``) equal in every instance;
-    2: the constructor argument it fills (``conv_out_channels``); 3: none (a numbered ``argN``).
-    """
-    for pname, _ in recs[0].scope.args:
-        if all(_number_text(dict(r.scope.args).get(pname)) == v for r, v in zip(recs, column)):
-            return 0, pname
-    for i, (iname, t) in enumerate(zip(recs[0].input_names, recs[0].input_types)):
-        if not isinstance(t, TensorType):
-            continue
-        for axis, _ in enumerate(t.shape):
-            if all(isinstance(r.input_types[i], TensorType) and len(r.input_types[i].shape) > axis
-                   and _number_text(r.input_types[i].shape[axis]) == v for r, v in zip(recs, column)):
-                return 1, f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
-    slot = _slot_name(cls, pos)
-    return (2, slot) if slot else (3, "")
-
-
-def _substitute(cls: ClassDef, names: dict[int, str]) -> None:
-    """Replace the varying numbers by constructor arguments (kept as attributes for ``forward``).
-
-    The attribute that keeps an argument is named after it unless the class already has that
-    attribute: ``self.c_2 = c`` beside a layer ``c``, ``self.training_ = training`` (nn.Module's flag).
-    """
-    pos = 0
-    attrs = Namespace(RESERVED_ATTRS)
-    for name in cls.attrs:
-        attrs.claim(name)
-    kept: dict[str, str] = {}  # argument -> attribute
-
-    def rewrite(text: str, in_forward: bool) -> str:
-        nonlocal pos
-        out = []
-        last = 0
-        for m in _NUMBER.finditer(text):
-            out.append(text[last:m.start()])
-            arg = names.get(pos)
-            if arg is None:
-                out.append(m.group(0))
-            elif in_forward:
-                if arg not in kept:
-                    kept[arg] = attrs.fresh(arg)
-                out.append(f"self.{kept[arg]}")
-            else:
-                out.append(arg)
-            last = m.end()
-            pos += 1
-        out.append(text[last:])
-        return "".join(out)
-
-    cls.init = [Line(rewrite(ln.code, False), ln.comment) for ln in cls.init]
-    rewrite("|".join(cls.args), False)
-    cls.body = [Line(rewrite(ln.code, True), ln.comment) for ln in cls.body]
-    cls.init = [Line(f"self.{attr} = {arg}") for arg, attr in kept.items()] + cls.init
-
-
-def _where(span_file: str, line: int) -> str:
-    return f"{safe_text(Path(span_file).name)}:{line}"
 
 
 @dataclass
@@ -303,7 +131,7 @@ class ModuleEmitter:
         self.channels_last = channels_last and any(n.op == "conv2d" for n in g.nodes)
         self.fused = FusedEmitter(g, recurrent=fused_recurrent) if fuse else None
         self.classes: list[ClassDef] = []
-        self.instances: list[_Instance] = []
+        self.instances: list[Instance] = []
         self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
         self.identical: dict[tuple[str, str], str] = {}  # (block, code) -> call, for recursive blocks
         # the module's top-level names: kernels own the fused_ prefix where there are kernels
@@ -370,10 +198,10 @@ class ModuleEmitter:
         key = f"{scope.path}#{scope.call}"
         inputs, outputs, names, _ = self.g.calls[key]
         cls = self._class(nodes, depth, list(zip(names, inputs)), list(outputs), "")
-        rec = _Instance(len(self.instances), scope, cls, [self.g.types[v] for v in inputs], list(names),
+        rec = Instance(len(self.instances), scope, cls, [self.g.types[v] for v in inputs], list(names),
                         nodes[0].span if nodes else scope.span)
         self.instances.append(rec)
-        return f"\x00{rec.iid}\x00"
+        return placeholder(rec.iid)
 
     def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
                doc: str) -> ClassDef:
@@ -410,7 +238,7 @@ class ModuleEmitter:
     @_at_node
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
               declared: set[str]) -> None:
-        where = _where(node.span.file, node.span.line)
+        where = location(node.span.file, node.span.line)
         mod = None
         if node.name is not None:
             mod = f"self.{node.name}"
@@ -427,7 +255,7 @@ class ModuleEmitter:
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
         hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
-        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, _hints(hint, len(node.outputs)))]
+        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, result_hints(hint, len(node.outputs)))]
         ctx = Ctx(lambda base: namer.temp(base, step))
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
@@ -451,7 +279,7 @@ class ModuleEmitter:
         init = TABLE["batchnorm"].init
         assert init is not None
         code = f"self.{fold['name']} = {init(bn, list(node.types))}"
-        return [Line(code, f"{_where(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
+        return [Line(code, f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
 
     def folded_call(self, node: Node, x: str) -> str:
         self.used.add("folded_batchnorm")
@@ -459,14 +287,14 @@ class ModuleEmitter:
 
     def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
               body: list[Line], declared: set[str]) -> None:
-        where = _where(child.span.file, child.span.line)
+        where = location(child.span.file, child.span.line)
         if child.name not in declared:
             declared.add(child.name)
             init.append(Line(f"self.{child.name} = {self._child_init(child, nodes, depth)}", where))
         inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
         args = ", ".join(namer.names[v] for v in inputs)
         hint = hint or (child.name if child.name.isidentifier() else None)
-        outs = [namer.bind(v, h, step) for v, h in zip(outputs, _hints(hint, len(outputs)))]
+        outs = [namer.bind(v, h, step) for v, h in zip(outputs, result_hints(hint, len(outputs)))]
         body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
 
     # ---- entry ---------------------------------------------------------------------------------
@@ -484,7 +312,7 @@ class ModuleEmitter:
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
             self.used.add("torch")
         self._finalize()
-        cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
+        cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
         return cls
 
     # ---- one class per block ----------------------------------------------------------------------
@@ -496,7 +324,7 @@ class ModuleEmitter:
         that differ become constructor arguments, named after the block parameter (or input
         size) that has the same value in every instance.
         """
-        by_block: dict[str, list[_Instance]] = {}
+        by_block: dict[str, list[Instance]] = {}
         for rec in self.instances:
             by_block.setdefault(rec.scope.block or "Block", []).append(rec)
         for b in by_block:  # a block's first class keeps its name where it can: no other class takes it
@@ -506,7 +334,7 @@ class ModuleEmitter:
         children: dict[str, set[str]] = {b: set() for b in by_block}
         for b, recs in by_block.items():
             for rec in recs:
-                for iid in _placeholders(rec.cls):
+                for iid in placeholders(rec.cls):
                     children[b].add(self.instances[iid].scope.block or "Block")
         done: set[str] = set()
         order: list[str] = []
@@ -523,19 +351,19 @@ class ModuleEmitter:
         recursive = sorted((rec for b in by_block if b not in done for rec in by_block[b]),
                            key=lambda rec: -len(rec.scope.path.split(".")))
         for rec in recursive:
-            rec.cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
-            text = "\n".join(_class_text(rec.cls))
+            rec.cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
+            text = "\n".join(class_text(rec.cls))
             block = rec.scope.block or "Block"
             if (block, text) in self.identical:
                 self.calls[rec.iid] = self.identical[(block, text)]
             else:
-                self._group_class(block, [(rec, _split_numbers(rec.cls)[1])])
+                self._group_class(block, [(rec, split_numbers(rec.cls)[1])])
                 self.identical[(block, text)] = self.calls[rec.iid]
         for b in order:
-            groups: dict[tuple[str, ...], list[tuple[_Instance, list[str]]]] = {}
+            groups: dict[tuple[str, ...], list[tuple[Instance, list[str]]]] = {}
             for rec in by_block[b]:
-                rec.cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
-                skeleton, numbers = _split_numbers(rec.cls)
+                rec.cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
+                skeleton, numbers = split_numbers(rec.cls)
                 groups.setdefault(skeleton, []).append((rec, numbers))
             for members in groups.values():
                 self._group_class(b, members)
@@ -547,7 +375,7 @@ class ModuleEmitter:
             return block
         return self.globals.fresh(block)
 
-    def _group_class(self, block: str, members: list[tuple["_Instance", list[str]]]) -> None:
+    def _group_class(self, block: str, members: list[tuple["Instance", list[str]]]) -> None:
         first = members[0][0]
         name = self._class_name(block)
         recs = [rec for rec, _ in members]
@@ -557,7 +385,7 @@ class ModuleEmitter:
         for pos, column in enumerate(zip(*(numbers for _, numbers in members))):
             if len(set(column)) > 1:
                 positions.setdefault(column, []).append(pos)
-        wanted = {column: _arg_name(column, recs, first.cls, pos[0]) for column, pos in positions.items()}
+        wanted = {column: arg_name(column, recs, first.cls, pos[0]) for column, pos in positions.items()}
         # arguments are locals of __init__: they must not shadow the classes and imports it uses
         args = Namespace(parent=self.globals)
         arg_of: dict[tuple[str, ...], str] = {}
@@ -575,20 +403,12 @@ class ModuleEmitter:
         cls.name = name
         cls.params = [arg_of[c] for c in order]
         where = self.g.blocks.get(first.scope.block or "", first.span)
-        cls.doc = f"Block `{block}`, defined at {_where(where.file, where.line)}."
-        _substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps})
+        cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
+        substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps})
         for i, rec in enumerate(recs):
             call_args = ", ".join(f"{arg_of[c]}={c[i]}" for c in order)
             self.calls[rec.iid] = f"{name}({call_args})"
         self.classes.append(cls)
-
-
-def _hints(hint: str | None, n: int) -> list[str]:
-    """Variable names for ``n`` results: ``a,b`` (from ``a, b = ...``) names each one."""
-    parts = (hint or "y").split(",")
-    if len(parts) == n:
-        return parts
-    return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
 
 
 def _format_lines(lines: list[Line], indent: int) -> list[str]:
