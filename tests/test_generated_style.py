@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import dlc
+from dlc.backends.torch.layout import layout, signature
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.dln"))
@@ -71,6 +72,37 @@ def test_generated_modules_pass_ruff_check(generated: Path):
 def test_generated_modules_pass_ruff_format(generated: Path):
     result = _ruff("format", *RUFF_OPTIONS, "--check", "--diff", str(generated))
     assert result.returncode == 0, (result.stdout + result.stderr)[-20_000:]
+
+
+def _long_statements() -> list[tuple[str, str | None]]:
+    """Statements of every shape the backend writes, too long for one line (the specs have few of them)."""
+    names = [f"branch_{i}" for i in range(60)]
+    blocks = ", ".join(f"Block(c={i * 37}, x_channels={i * 11})" for i in range(12))
+    return [
+        (f"y = torch.cat([{', '.join(names)}], dim=1)", "wide.dln:3"),
+        (f"y = {' + '.join(names[:40])}", "wide.dln:4"),
+        (f"y = ({' + '.join(names[:30])}) / 30", None),
+        (f"return {', '.join(names[:30])}", None),
+        (f"a, b = self.pair(torch.cat([{', '.join(names[:25])}], dim=1))", "wide.dln:5: pair"),
+        (f"self.stage = nn.Sequential({blocks})", "net.dln:7"),
+        (f'self.stage = nn.Sequential(OrderedDict([("a", nn.Sequential({blocks})), ("b", nn.ReLU())]))', None),
+        ("self.conv = nn.Conv2d(in_channels_of_the_block, out_channels_of_the_block, kernel_size=3, stride=2, "
+         "padding=1, bias=False)", "net.dln:12"),
+        ("y = self.frames(x_with_a_long_name.flatten(0, 1)).unflatten(0, x_with_a_long_name.shape[:2])",
+         "net.dln:9 (every time step)"),
+        (f"y = {names[0]}.reshape({names[0]}.shape[0], {', '.join(str(7 * i) for i in range(30))})", None),
+    ]
+
+
+def test_long_statements_are_laid_out_as_ruff_formats_them(tmp_path: Path):
+    lines = ["class A:", *signature(4, "forward", ["self"] + [f"input_number_{i}" for i in range(12)])]
+    for code, comment in _long_statements():
+        lines += layout(8, code, comment)
+    path = tmp_path / "laid_out.py"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = _ruff("format", *RUFF_OPTIONS, "--check", "--diff", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert max(len(line) for line in lines) <= 120
 
 
 def test_the_checks_fail_on_unformatted_or_unclean_code(tmp_path: Path):
