@@ -24,7 +24,7 @@ from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.ops import TABLE, Ctx, lit
-from dlc.backends.torch.runtime import closure, names_read
+from dlc.backends.torch.runtime import closure, definitions, names_read
 from dlc.backends.torch.sharing import (arg_name, class_text, placeholder, placeholders, resolve, split_numbers,
                                         substitute)
 from dlc.compiler.ir import Graph, Node, Scope
@@ -143,6 +143,14 @@ class ModuleEmitter:
 
     # ---- structure -----------------------------------------------------------------------------
 
+    def _record(self, code: str, mode: str = "exec") -> None:
+        """Record the module-level names (imports, helpers) that ``code``, written by an op's facet, reads.
+
+        Most lines name none of them: those are not parsed (a name the text does not contain, it cannot read).
+        """
+        if any(name in code for name in _MODULE_NAMES):
+            self.used |= names_read(code, mode) & _MODULE_NAMES
+
     def _steps(self, nodes: list[Node], depth: int) -> list[tuple[Scope | None, list[Node]]]:
         """Split an instance's nodes into direct nodes and contiguous calls of child instances."""
         steps: list[tuple[Scope | None, list[Node]]] = []
@@ -162,7 +170,7 @@ class ModuleEmitter:
         init = entry.seq_init if in_sequential and entry.seq_init is not None else entry.init
         assert init is not None, f"{node.op} has no module form"
         expr = init(node, [self.g.types[v] for v in node.inputs])
-        self.used |= names_read(expr, "eval")
+        self._record(expr, "eval")
         return expr
 
     def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> str:
@@ -264,7 +272,7 @@ class ModuleEmitter:
         else:
             lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
-            self.used |= names_read(code)
+            self._record(code)
             body.append(Line(code, where if j == 0 else None))
 
     @_at_node
@@ -424,6 +432,10 @@ _IMPORTS = {
     "F": (1, "import torch.nn.functional as F"),
     "nn": (1, "from torch import nn"),
 }
+
+
+# What generated code may read from the module's top level besides its own classes and kernels.
+_MODULE_NAMES = frozenset(_IMPORTS) | frozenset(definitions())
 
 
 def _imports(used: set[str]) -> str:
