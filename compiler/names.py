@@ -84,10 +84,10 @@ PYTHON_BUILTINS = frozenset({
 # (as it always was); everything else reserved is renamed.
 GENERATED_GLOBALS = frozenset({"torch", "nn", "F", "OrderedDict"})
 IMPORTED = GENERATED_GLOBALS | {"os"}
-# The classes and functions of backends/torch/helpers.py.
+# The classes and functions of the helper runtime (backends/torch/runtime/*.py, embedded where used).
 HELPER_NAMES = frozenset({
     "Abs", "AlwaysDropout", "FoldingSequential", "Permute", "Reshape", "Scale", "SelfAttention", "SequenceGRU",
-    "SequenceLSTM", "SequenceOutput", "SequenceRNN", "Shift", "folded_batchnorm",
+    "SequenceLSTM", "SequenceOutput", "SequenceRNN", "Shift", "folded_batchnorm", "merge_directions",
 })
 # The top-level names of the fused runtime (backends/triton/runtime/*.py, embedded in --fuse modules).
 RUNTIME_NAMES = frozenset({

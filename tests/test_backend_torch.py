@@ -1,4 +1,4 @@
-"""The PyTorch backend: op coverage, class sharing, and module forms inside nn.Sequential."""
+"""The PyTorch backend: op coverage, class sharing, module forms inside nn.Sequential, and the helper runtime."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
 import dlc
 from dlc.backends.graphviz import FAMILY_COLOURS
+from dlc.backends.torch.runtime import closure, definitions, folding, layers
+from dlc.backends.torch.runtime import recurrent as rnn_runtime
 from dlc.backends.torch.ops import TABLE
 from dlc.compiler.ops.registry import all_ops
 
@@ -168,3 +171,77 @@ network N {
     assert "Squeeze(x_channels=16, reduce_out_channels=8)" in src
     assert "Squeeze(x_channels=8, reduce_out_channels=2)" in src
     assert dlc.load(spec)(torch.randn(2, 16, 8, 8)).shape == (2, 2, 8, 8)
+
+
+# ---- the helper runtime (backends/torch/runtime), tested as the modules it is --------------------------------
+
+_MERGES = {"concat": lambda f, b: torch.cat([f, b], dim=-1), "sum": torch.add, "mul": torch.mul,
+           "ave": lambda f, b: (f + b) / 2}
+
+
+@pytest.mark.parametrize("merge", sorted(_MERGES))
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_merge_directions_is_the_keras_merge(merge, return_sequences):
+    y = torch.randn(2, 5, 6)
+    if return_sequences:
+        fwd, bwd = y[..., :3], y[..., 3:]
+    else:  # Keras: the backward direction's final output is the one at time step 0
+        fwd, bwd = y[:, -1, :3], y[:, 0, 3:]
+    got = rnn_runtime.merge_directions(y, merge, return_sequences)
+    torch.testing.assert_close(got, _MERGES[merge](fwd, bwd), rtol=0, atol=0)
+
+
+def test_merge_directions_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="unknown merge mode 'max'"):
+        rnn_runtime.merge_directions(torch.randn(1, 2, 4), "max")
+
+
+@pytest.mark.parametrize("cls,base", [("SequenceLSTM", nn.LSTM), ("SequenceGRU", nn.GRU), ("SequenceRNN", nn.RNN)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_sequence_layers_return_the_keras_output(cls, base, bidirectional):
+    torch.manual_seed(0)
+    layer = getattr(rnn_runtime, cls)(4, 3, batch_first=True, bidirectional=bidirectional, return_sequences=False,
+                                      merge="mul")
+    plain = base(4, 3, batch_first=True, bidirectional=bidirectional)
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 5, 4)
+    y, _ = plain(x)
+    want = rnn_runtime.merge_directions(y, "mul", False) if bidirectional else y[:, -1]
+    torch.testing.assert_close(layer(x), want, rtol=0, atol=0)
+
+
+def test_stateless_helper_layers():
+    x = torch.randn(2, 3, 4)
+    assert layers.Reshape((12,))(x).shape == (2, 12)
+    torch.testing.assert_close(layers.Permute((2, 1))(x), x.permute(0, 2, 1))
+    torch.testing.assert_close(layers.Abs()(x), x.abs())
+    torch.testing.assert_close(layers.Scale(2.5)(x), x * 2.5)
+    torch.testing.assert_close(layers.Shift(-1.0)(x), x - 1.0)
+    dropout = layers.AlwaysDropout(0.5).eval()
+    torch.manual_seed(0)
+    kept = dropout(torch.ones(1000))
+    assert 300 < int((kept == 0).sum()) < 700 and set(kept.unique().tolist()) <= {0.0, 2.0}  # on in eval mode
+
+
+def test_folded_batchnorm_equals_the_layer_then_its_batchnorm_in_eval_mode():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    conv.eval(), bn.eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(folding.folded_batchnorm(conv, bn, x), bn(conv(x)))
+        bn.running_mean.add_(1.0)  # the cached folded weights are stale now: recomputed
+        torch.testing.assert_close(folding.folded_batchnorm(conv, bn, x), bn(conv(x)))
+        seq = folding.FoldingSequential(conv, bn, nn.ReLU(), fold=("0",)).eval()
+        torch.testing.assert_close(seq(x), torch.relu(bn(conv(x))))
+
+
+def test_a_generated_module_embeds_what_it_uses_with_what_that_uses():
+    assert [d.name for d in closure(["SequenceLSTM", "torch"])] == ["merge_directions", "SequenceOutput",
+                                                                   "SequenceLSTM"]
+    assert [d.name for d in closure(["FoldingSequential"])] == ["folded_batchnorm", "FoldingSequential"]
+    assert closure(["nn", "F", "x"]) == []
+    assert set(definitions()) == {n for m in (layers, rnn_runtime, folding) for n in vars(m)
+                                  if not n.startswith("_") and getattr(vars(m)[n], "__module__", "") == m.__name__}

@@ -1,11 +1,16 @@
 """Golden files: the IR text and the generated PyTorch source of every spec, compared with tests/golden/.
 
+The fused runtime a ``--fuse`` module embeds (backends/triton/runtime/*.py) is not copied into every golden
+file: :func:`without_runtime` checks each embedded part against the module it comes from and keeps only its
+heading line, and ``test_embedded_runtime_is_the_runtime_source`` checks the embedding itself.
+
 ``pytest tests/test_golden.py --update-golden`` rewrites the files from the current compiler; review the
 diff (``git diff tests/golden``) before committing. On a mismatch the assertion shows a unified diff.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -14,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import dlc
+from dlc.backends.torch.runtime import definitions
+from dlc.backends.triton.runtime import HEADING, embedded
 from dlc.compiler.ir import print_graph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +35,25 @@ _MACHINE_SPECIFIC = [
     (re.compile(r"0x[0-9a-f]{6,}"), "a memory address"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}"), "a timestamp"),
 ]
+
+
+# The heading line of an embedded runtime part (see dlc.backends.triton.runtime.runtime_section).
+_HEADING = re.compile("^" + re.escape(HEADING).replace(r"\{name\}", r"(?P<name>\w+)").replace(
+    r"\{sections\}", r"(?: \[(?P<sections>[\w, ]+)\])?") + "$", re.MULTILINE)
+_CHECKED = "# (embedded text: checked against the runtime module by tests/test_golden.py, not kept here)"
+
+
+def without_runtime(source: str) -> str:
+    """``source`` with each embedded runtime part, after checking it is the module's, replaced by a note."""
+    out, last = [], 0
+    for m in _HEADING.finditer(source):
+        sections = set(m.group("sections").split(", ")) if m.group("sections") else None
+        part = embedded(m.group("name"), sections).rstrip("\n")
+        start = m.end() + 1
+        assert source[start:start + len(part)] == part, f"the embedded {m.group(0)!r} differs from its module"
+        out += [source[last:start], _CHECKED]
+        last = start + len(part)
+    return "".join(out) + source[last:]
 
 
 def _diff(expected: str, actual: str, path: Path) -> str:
@@ -84,7 +110,40 @@ VARIANTS = {
 @pytest.mark.parametrize("name,variant", sorted(VARIANTS), ids=lambda v: v)
 def test_golden_variants(name: str, variant: str, update_golden: bool):
     compiled = dlc.compile(ROOT / "specs" / f"{name}.dln", **VARIANTS[(name, variant)])
-    check_golden(GOLDEN / f"{name}.{variant}.py", compiled.source, update_golden)
+    check_golden(GOLDEN / f"{name}.{variant}.py", without_runtime(compiled.source), update_golden)
+
+
+def _top_level(source: str) -> dict[str, str]:
+    """The source text of each top-level class and function of ``source``."""
+    tree = ast.parse(source)
+    return {n.name: ast.get_source_segment(source, n) or "" for n in tree.body
+            if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+
+
+def test_embedded_runtime_is_the_runtime_source(tmp_path: Path):
+    """What a generated module embeds is the runtime modules' text, whole, and it imports nothing from dlc."""
+    spec = tmp_path / "net.dln"
+    spec.write_text("""
+network N {
+    input t: [7] int64
+    input x: [3, 8, 8]
+    s = t -> embedding(50, 8) -> lstm(6) -> enc: (bidirectional(gru(4), merge=sum) -> reshape([-1]))
+    output y = x -> conv2d(4, k=3, pad=1) -> batchnorm -> relu -> flatten -> linear(5) -> dropout(0.1)
+    output z = s
+}""")
+    source = dlc.compile(spec, fuse=True, fused_recurrent=True).source
+    headings = _HEADING.findall(source)
+    assert [h[0] for h in headings] == ["common", "recurrent"]
+    assert without_runtime(source).count(_CHECKED) == 2  # each part equals its module's embedded text
+    helpers = definitions()
+    top = _top_level(source)
+    for name in ("Reshape", "SequenceGRU", "SequenceOutput", "merge_directions"):
+        assert top[name] == helpers[name].text, name
+    assert not {"FoldingSequential", "SequenceLSTM", "SequenceRNN"} & set(top)  # only what the module uses
+    tree = ast.parse(source)
+    modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m == "dlc" or m.startswith("dlc.") for m in modules), modules
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)

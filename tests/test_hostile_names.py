@@ -23,7 +23,7 @@ from torch import nn
 
 import dlc
 from dlc.backends.torch.emit import emit_module
-from dlc.backends.torch.helpers import HELPER_OF
+from dlc.backends.torch.runtime import definitions
 from dlc.backends.torch.ops import lit
 from dlc.backends.triton.runtime import embedded
 from dlc.pipeline import build_graph
@@ -405,7 +405,7 @@ def test_reserved_tables_cover_torch_and_builtins():
     assert public(dir(nn.Module())) <= MODULE_ATTRS
     assert public(dir(nn.Sequential())) <= MODULE_ATTRS | SEQUENTIAL_ATTRS
     assert public(dir(builtins)) <= PYTHON_BUILTINS
-    assert HELPER_NAMES == set(HELPER_OF)
+    assert HELPER_NAMES == set(definitions())
 
 
 def _top_level_names(source: str) -> set[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,192 +19,22 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
 from dlc.backends.text import safe_text
+from dlc.backends.torch.classes import ClassDef, Instance, Line, location, result_hints
 from dlc.backends.torch.fused import FusedEmitter
-from dlc.backends.torch.helpers import HELPER_OF, HELPERS
+from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.ops import TABLE, Ctx, lit
+from dlc.backends.torch.runtime import closure, definitions, names_read
+from dlc.backends.torch.sharing import (arg_name, class_text, placeholder, placeholders, resolve, split_numbers,
+                                        substitute)
 from dlc.compiler.ir import Graph, Node, Scope
-from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED, RESERVED_ATTRS
+from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED
 from dlc.compiler.passes import total_params
-from dlc.compiler.types import TensorType, batched_str
-from dlc.diagnostics import DlcError, Span
+from dlc.compiler.types import batched_str
+from dlc.diagnostics import DlcError
 
 TEMPLATES = Path(__file__).with_name("templates")
-LINE_LENGTH = 120
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-@dataclass
-class Line:
-    code: str
-    comment: str | None = None
-
-
-@dataclass
-class ClassDef:
-    name: str
-    doc: str
-    init: list[Line]
-    args: list[str]
-    body: list[Line]
-    params: list[str] = field(default_factory=list)  # constructor arguments
-    attrs: set[str] = field(default_factory=set)  # the module attributes __init__ assigns (spec names)
-
-
-@dataclass
-class _Instance:
-    """One block instance waiting to be given a class."""
-
-    iid: int
-    scope: Scope
-    cls: ClassDef
-    input_types: list
-    input_names: list[str]
-    span: Span
-
-
-_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
-# A number standing alone (not part of a name, a string or another number).
-_NUMBER = re.compile(r"(?<![\w.'\"])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?![\w.'\"])")
-
-
-def _placeholders(cls: ClassDef) -> list[int]:
-    return [int(m) for ln in cls.init for m in _PLACEHOLDER.findall(ln.code)]
-
-
-def _resolve(code: str, calls: dict[int, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: calls[int(m.group(1))], code)
-
-
-def _class_text(cls: ClassDef) -> list[str]:
-    return [ln.code for ln in cls.init] + ["|".join(cls.args)] + [ln.code for ln in cls.body]
-
-
-def _split_numbers(cls: ClassDef) -> tuple[tuple[str, ...], list[str]]:
-    """The code with every number cut out (its shape), and the numbers in order."""
-    skeleton: list[str] = []
-    numbers: list[str] = []
-    for text in _class_text(cls):
-        parts = _NUMBER.split(text)
-        skeleton.append("\x01".join(parts))
-        numbers.extend(_NUMBER.findall(text))
-    return tuple(skeleton), numbers
-
-
-# Names of the leading positional arguments of the torch.nn constructors the backend writes.
-_POSITIONAL = {
-    "Linear": ("in_features", "out_features"),
-    "Conv1d": ("in_channels", "out_channels"), "Conv2d": ("in_channels", "out_channels"),
-    "ConvTranspose2d": ("in_channels", "out_channels"),
-    "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",), "BatchNorm3d": ("num_features",),
-    "LayerNorm": ("normalized_shape",), "Embedding": ("num_embeddings", "embedding_dim"),
-    "LSTM": ("input_size", "hidden_size"), "GRU": ("input_size", "hidden_size"), "RNN": ("input_size", "hidden_size"),
-    "MultiheadAttention": ("embed_dim", "num_heads"), "Dropout": ("p",),
-}
-
-
-def _slot_name(cls: ClassDef, pos: int) -> str | None:
-    """``conv_out_channels`` for the number at ``pos`` in ``self.conv = nn.Conv2d(64, 128, ...)``."""
-    seen = 0
-    for text in _class_text(cls):
-        matches = list(_NUMBER.finditer(text))
-        if pos >= seen + len(matches):
-            seen += len(matches)
-            continue
-        start = matches[pos - seen].start()
-        attr = re.match(r"self\.(\w+) = (?:nn\.)?(\w+)\(", text)
-        if attr is None:
-            return None
-        depth, commas, i = 0, 0, start - 1
-        while i >= 0:  # walk back to the call that holds the number, counting its arguments
-            ch = text[i]
-            if ch in ")]":
-                depth += 1
-            elif ch in "([":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif ch == "," and depth == 0:
-                commas += 1
-            i -= 1
-        keyword = re.search(r"(\w+)=\s*$", text[:start])
-        if i != attr.end() - 1:
-            return None  # inside a nested call or list
-        if keyword:
-            return f"{attr.group(1)}_{keyword.group(1)}"
-        slots = _POSITIONAL.get(attr.group(2), ())
-        return f"{attr.group(1)}_{slots[commas]}" if commas < len(slots) else None
-    return None
-
-
-def _number_text(value: object) -> str | None:
-    """How the backend writes a number (``repr``, as :func:`lit` does); None for anything else."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return None
-
-
-def _arg_name(column: tuple[str, ...], recs: list["_Instance"], cls: ClassDef, pos: int) -> tuple[int, str]:
-    """The name a varying number asks for, with its rank (lower ranks are served first).
-
-    0: the block parameter whose value is written exactly so in every instance (an int slot never
-    takes a float parameter); 1: an input size (``x_channels``, ``x_size2``) equal in every instance;
-    2: the constructor argument it fills (``conv_out_channels``); 3: none (a numbered ``argN``).
-    """
-    for pname, _ in recs[0].scope.args:
-        if all(_number_text(dict(r.scope.args).get(pname)) == v for r, v in zip(recs, column)):
-            return 0, pname
-    for i, (iname, t) in enumerate(zip(recs[0].input_names, recs[0].input_types)):
-        if not isinstance(t, TensorType):
-            continue
-        for axis, _ in enumerate(t.shape):
-            if all(isinstance(r.input_types[i], TensorType) and len(r.input_types[i].shape) > axis
-                   and _number_text(r.input_types[i].shape[axis]) == v for r, v in zip(recs, column)):
-                return 1, f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
-    slot = _slot_name(cls, pos)
-    return (2, slot) if slot else (3, "")
-
-
-def _substitute(cls: ClassDef, names: dict[int, str]) -> None:
-    """Replace the varying numbers by constructor arguments (kept as attributes for ``forward``).
-
-    The attribute that keeps an argument is named after it unless the class already has that
-    attribute: ``self.c_2 = c`` beside a layer ``c``, ``self.training_ = training`` (nn.Module's flag).
-    """
-    pos = 0
-    attrs = Namespace(RESERVED_ATTRS)
-    for name in cls.attrs:
-        attrs.claim(name)
-    kept: dict[str, str] = {}  # argument -> attribute
-
-    def rewrite(text: str, in_forward: bool) -> str:
-        nonlocal pos
-        out = []
-        last = 0
-        for m in _NUMBER.finditer(text):
-            out.append(text[last:m.start()])
-            arg = names.get(pos)
-            if arg is None:
-                out.append(m.group(0))
-            elif in_forward:
-                if arg not in kept:
-                    kept[arg] = attrs.fresh(arg)
-                out.append(f"self.{kept[arg]}")
-            else:
-                out.append(arg)
-            last = m.end()
-            pos += 1
-        out.append(text[last:])
-        return "".join(out)
-
-    cls.init = [Line(rewrite(ln.code, False), ln.comment) for ln in cls.init]
-    rewrite("|".join(cls.args), False)
-    cls.body = [Line(rewrite(ln.code, True), ln.comment) for ln in cls.body]
-    cls.init = [Line(f"self.{attr} = {arg}") for arg, attr in kept.items()] + cls.init
-
-
-def _where(span_file: str, line: int) -> str:
-    return f"{safe_text(Path(span_file).name)}:{line}"
 
 
 @dataclass
@@ -302,17 +131,25 @@ class ModuleEmitter:
         self.channels_last = channels_last and any(n.op == "conv2d" for n in g.nodes)
         self.fused = FusedEmitter(g, recurrent=fused_recurrent) if fuse else None
         self.classes: list[ClassDef] = []
-        self.instances: list[_Instance] = []
+        self.instances: list[Instance] = []
         self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
         self.identical: dict[tuple[str, str], str] = {}  # (block, code) -> call, for recursive blocks
         # the module's top-level names: kernels own the fused_ prefix where there are kernels
         self.globals = Namespace(MODULE_RESERVED, (KERNEL_PREFIX,) if fuse else ())
         self.globals.claim(g.name)
         self.held: set[str] = set()  # block names kept free for the block's first class
-        self.helpers: set[str] = set()
-        self.ordered_dict = False
+        # the module-level names the code uses (imports, helpers), recorded as each piece is written
+        self.used: set[str] = {"nn"}
 
     # ---- structure -----------------------------------------------------------------------------
+
+    def _record(self, code: str, mode: str = "exec") -> None:
+        """Record the module-level names (imports, helpers) that ``code``, written by an op's facet, reads.
+
+        Most lines name none of them: those are not parsed (a name the text does not contain, it cannot read).
+        """
+        if any(name in code for name in _MODULE_NAMES):
+            self.used |= names_read(code, mode) & _MODULE_NAMES
 
     def _steps(self, nodes: list[Node], depth: int) -> list[tuple[Scope | None, list[Node]]]:
         """Split an instance's nodes into direct nodes and contiguous calls of child instances."""
@@ -333,50 +170,34 @@ class ModuleEmitter:
         init = entry.seq_init if in_sequential and entry.seq_init is not None else entry.init
         assert init is not None, f"{node.op} has no module form"
         expr = init(node, [self.g.types[v] for v in node.inputs])
-        head = re.match(r"(\w+)\(", expr)
-        if head and head.group(1) in HELPER_OF:
-            self.helpers.add(HELPER_OF[head.group(1)])
+        self._record(expr, "eval")
         return expr
 
-    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> list[str]:
-        """Constructor lines (first line has no indent) for a child block or group."""
+    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> str:
+        """The constructor expression of a child block or group, on one line (laid out when printed)."""
         if child.kind == "block":
-            return [self._block_class(child, nodes, depth + 1)]
-        items: list[tuple[str, list[str]]] = []
+            return self._block_class(child, nodes, depth + 1)
+        items: list[tuple[str, str]] = []
         seq = "nn.Sequential"
         folds: list[str] = []
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:
                 (node,) = sub_nodes
-                items.append((node.name or "", [self._module_init(node, in_sequential=True)]))
+                items.append((node.name or "", self._module_init(node, in_sequential=True)))
                 for line in self.folded_init(node, set()):
-                    items.append((node.attrs["fold"]["name"], [line.code.split(" = ", 1)[1]]))
+                    items.append((node.attrs["fold"]["name"], line.code.split(" = ", 1)[1]))
                     folds.append(node.name or "")
                     seq = "FoldingSequential"
-                    self.helpers.update({"folded_batchnorm", "FoldingSequential"})
+                    self.used.add(seq)
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
-        positional = all(name == str(i) for i, (name, _) in enumerate(items))
-        if not positional:
-            # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
-            self.ordered_dict = True
-            lines = [f"{seq}(OrderedDict(["]
-            for name, expr in items:
-                lines.append(f"    ({lit(name)}, {expr[0]}")
-                lines.extend("    " + e for e in expr[1:])
-                lines[-1] += "),"
-            return lines + ["])" + (f", fold={lit(folds)})" if folds else ")")]
-        if len(items) == 1 and len(items[0][1]) == 1:
-            return [f"{seq}({items[0][1][0]})"]
-        lines = [f"{seq}("]
-        for _, expr in items:
-            lines.append(f"    {expr[0]}")
-            lines.extend("    " + e for e in expr[1:])
-            lines[-1] += ","
-        if folds:
-            lines.append(f"    fold={lit(folds)},")
-        lines.append(")")
-        return lines
+        fold = [f"fold={lit(folds)}"] if folds else []
+        if all(name == str(i) for i, (name, _) in enumerate(items)):
+            return f"{seq}({', '.join([expr for _, expr in items] + fold)})"
+        # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
+        self.used.add("OrderedDict")
+        pairs = ", ".join(f"({lit(name)}, {expr})" for name, expr in items)
+        return f"{seq}({', '.join([f'OrderedDict([{pairs}])'] + fold)})"
 
     # ---- classes -------------------------------------------------------------------------------
 
@@ -385,10 +206,10 @@ class ModuleEmitter:
         key = f"{scope.path}#{scope.call}"
         inputs, outputs, names, _ = self.g.calls[key]
         cls = self._class(nodes, depth, list(zip(names, inputs)), list(outputs), "")
-        rec = _Instance(len(self.instances), scope, cls, [self.g.types[v] for v in inputs], list(names),
+        rec = Instance(len(self.instances), scope, cls, [self.g.types[v] for v in inputs], list(names),
                         nodes[0].span if nodes else scope.span)
         self.instances.append(rec)
-        return f"\x00{rec.iid}\x00"
+        return placeholder(rec.iid)
 
     def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
                doc: str) -> ClassDef:
@@ -425,7 +246,7 @@ class ModuleEmitter:
     @_at_node
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
               declared: set[str]) -> None:
-        where = _where(node.span.file, node.span.line)
+        where = location(node.span.file, node.span.line)
         mod = None
         if node.name is not None:
             mod = f"self.{node.name}"
@@ -442,7 +263,7 @@ class ModuleEmitter:
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
         hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
-        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, _hints(hint, len(node.outputs)))]
+        outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, result_hints(hint, len(node.outputs)))]
         ctx = Ctx(lambda base: namer.temp(base, step))
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
@@ -451,6 +272,7 @@ class ModuleEmitter:
         else:
             lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
         for j, code in enumerate(lines):
+            self._record(code)
             body.append(Line(code, where if j == 0 else None))
 
     @_at_node
@@ -465,24 +287,22 @@ class ModuleEmitter:
         init = TABLE["batchnorm"].init
         assert init is not None
         code = f"self.{fold['name']} = {init(bn, list(node.types))}"
-        return [Line(code, f"{_where(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
+        return [Line(code, f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
 
     def folded_call(self, node: Node, x: str) -> str:
-        self.helpers.add("folded_batchnorm")
+        self.used.add("folded_batchnorm")
         return f"folded_batchnorm(self.{node.name}, self.{node.attrs['fold']['name']}, {x})"
 
     def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
               body: list[Line], declared: set[str]) -> None:
-        where = _where(child.span.file, child.span.line)
+        where = location(child.span.file, child.span.line)
         if child.name not in declared:
             declared.add(child.name)
-            ctor = self._child_init(child, nodes, depth)
-            init.append(Line(f"self.{child.name} = {ctor[0]}", where))
-            init.extend(Line(c) for c in ctor[1:])
+            init.append(Line(f"self.{child.name} = {self._child_init(child, nodes, depth)}", where))
         inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
         args = ", ".join(namer.names[v] for v in inputs)
         hint = hint or (child.name if child.name.isidentifier() else None)
-        outs = [namer.bind(v, h, step) for v, h in zip(outputs, _hints(hint, len(outputs)))]
+        outs = [namer.bind(v, h, step) for v, h in zip(outputs, result_hints(hint, len(outputs)))]
         body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
 
     # ---- entry ---------------------------------------------------------------------------------
@@ -498,8 +318,9 @@ class ModuleEmitter:
             images = [arg for arg, (_, v) in zip(cls.args, g.inputs)  # forward's names for the inputs
                       if any(n.op == "conv2d" for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
+            self.used.add("torch")
         self._finalize()
-        cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
+        cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
         return cls
 
     # ---- one class per block ----------------------------------------------------------------------
@@ -511,7 +332,7 @@ class ModuleEmitter:
         that differ become constructor arguments, named after the block parameter (or input
         size) that has the same value in every instance.
         """
-        by_block: dict[str, list[_Instance]] = {}
+        by_block: dict[str, list[Instance]] = {}
         for rec in self.instances:
             by_block.setdefault(rec.scope.block or "Block", []).append(rec)
         for b in by_block:  # a block's first class keeps its name where it can: no other class takes it
@@ -521,7 +342,7 @@ class ModuleEmitter:
         children: dict[str, set[str]] = {b: set() for b in by_block}
         for b, recs in by_block.items():
             for rec in recs:
-                for iid in _placeholders(rec.cls):
+                for iid in placeholders(rec.cls):
                     children[b].add(self.instances[iid].scope.block or "Block")
         done: set[str] = set()
         order: list[str] = []
@@ -538,19 +359,19 @@ class ModuleEmitter:
         recursive = sorted((rec for b in by_block if b not in done for rec in by_block[b]),
                            key=lambda rec: -len(rec.scope.path.split(".")))
         for rec in recursive:
-            rec.cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
-            text = "\n".join(_class_text(rec.cls))
+            rec.cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
+            text = "\n".join(class_text(rec.cls))
             block = rec.scope.block or "Block"
             if (block, text) in self.identical:
                 self.calls[rec.iid] = self.identical[(block, text)]
             else:
-                self._group_class(block, [(rec, _split_numbers(rec.cls)[1])])
+                self._group_class(block, [(rec, split_numbers(rec.cls)[1])])
                 self.identical[(block, text)] = self.calls[rec.iid]
         for b in order:
-            groups: dict[tuple[str, ...], list[tuple[_Instance, list[str]]]] = {}
+            groups: dict[tuple[str, ...], list[tuple[Instance, list[str]]]] = {}
             for rec in by_block[b]:
-                rec.cls.init = [Line(_resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
-                skeleton, numbers = _split_numbers(rec.cls)
+                rec.cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
+                skeleton, numbers = split_numbers(rec.cls)
                 groups.setdefault(skeleton, []).append((rec, numbers))
             for members in groups.values():
                 self._group_class(b, members)
@@ -562,7 +383,7 @@ class ModuleEmitter:
             return block
         return self.globals.fresh(block)
 
-    def _group_class(self, block: str, members: list[tuple["_Instance", list[str]]]) -> None:
+    def _group_class(self, block: str, members: list[tuple["Instance", list[str]]]) -> None:
         first = members[0][0]
         name = self._class_name(block)
         recs = [rec for rec, _ in members]
@@ -572,7 +393,7 @@ class ModuleEmitter:
         for pos, column in enumerate(zip(*(numbers for _, numbers in members))):
             if len(set(column)) > 1:
                 positions.setdefault(column, []).append(pos)
-        wanted = {column: _arg_name(column, recs, first.cls, pos[0]) for column, pos in positions.items()}
+        wanted = {column: arg_name(column, recs, first.cls, pos[0]) for column, pos in positions.items()}
         # arguments are locals of __init__: they must not shadow the classes and imports it uses
         args = Namespace(parent=self.globals)
         arg_of: dict[tuple[str, ...], str] = {}
@@ -590,59 +411,40 @@ class ModuleEmitter:
         cls.name = name
         cls.params = [arg_of[c] for c in order]
         where = self.g.blocks.get(first.scope.block or "", first.span)
-        cls.doc = f"Block `{block}`, defined at {_where(where.file, where.line)}."
-        _substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps})
+        cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
+        substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps})
         for i, rec in enumerate(recs):
             call_args = ", ".join(f"{arg_of[c]}={c[i]}" for c in order)
             self.calls[rec.iid] = f"{name}({call_args})"
         self.classes.append(cls)
 
 
-def _hints(hint: str | None, n: int) -> list[str]:
-    """Variable names for ``n`` results: ``a,b`` (from ``a, b = ...``) names each one."""
-    parts = (hint or "y").split(",")
-    if len(parts) == n:
-        return parts
-    return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
+def _format_lines(lines: list[Line], indent: int) -> list[str]:
+    return [text for ln in lines for text in layout(indent, ln.code, ln.comment)]
 
 
-def _split_args(text: str) -> list[str]:
-    """Split a call's argument text at top-level commas."""
-    parts, depth, quote, start = [], 0, None, 0
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote and text[i - 1] != "\\":
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return [p for p in parts if p]
+# The imports a generated module may need, by the name it uses, in the order isort (ruff's I rules) keeps them:
+# standard library, then torch; `import x` before `from x import y` within each group.
+_IMPORTS = {
+    "os": (0, "import os"),
+    "OrderedDict": (0, "from collections import OrderedDict"),
+    "torch": (1, "import torch"),
+    "F": (1, "import torch.nn.functional as F"),
+    "nn": (1, "from torch import nn"),
+}
 
 
-def _format_line(indent: str, code: str, comment: str | None) -> list[str]:
-    """One statement, with its comment, wrapped at the call's parentheses when too long (black style)."""
-    tail = f"  # {comment}" if comment else ""
-    if len(indent) + len(code) + len(tail) <= LINE_LENGTH or not code.endswith(")") or "(" not in code:
-        return [indent + code + tail]
-    head, inner = code[: code.index("(") + 1], code[code.index("(") + 1: -1]
-    inside = indent + "    "
-    if len(inside) + len(inner) <= LINE_LENGTH:
-        return [indent + head, inside + inner, indent + ")" + tail]
-    return [indent + head] + [f"{inside}{arg}," for arg in _split_args(inner)] + [indent + ")" + tail]
+# What generated code may read from the module's top level besides its own classes and kernels.
+_MODULE_NAMES = frozenset(_IMPORTS) | frozenset(definitions())
 
 
-def _format_lines(lines: list[Line], indent: str) -> list[str]:
-    out: list[str] = []
-    for ln in lines:
-        out.extend(_format_line(indent, ln.code, ln.comment))
-    return out
+def _imports(used: set[str]) -> str:
+    """The import statements for the names ``used``, one blank line between the groups."""
+    groups: dict[int, list[str]] = {}
+    for name, (group, statement) in _IMPORTS.items():
+        if name in used:
+            groups.setdefault(group, []).append(statement)
+    return "\n\n".join("\n".join(groups[g]) for g in sorted(groups))
 
 
 def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused_recurrent: bool = False) -> str:
@@ -662,14 +464,16 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         classes.append({
             "name": cls.name,
             "doc": cls.doc,
-            "init": _format_lines(cls.init, " " * 8),
-            "args": cls.args,
-            "params": cls.params,
-            "body": _format_lines(cls.body, " " * 8),
+            "init_def": signature(4, "__init__", ["self"] + cls.params),
+            "init": _format_lines(cls.init, 8),
+            "forward_def": signature(4, "forward", ["self"] + cls.args),
+            "body": _format_lines(cls.body, 8),
         })
-    helpers = [HELPERS[h].strip("\n") for h in sorted(em.helpers)]
     kernels = em.fused.section() if em.fused is not None else ""
-    code = "\n".join(helpers + [ln for c in classes for ln in c["init"] + c["body"]])
+    used = em.used | (names_read(kernels) if kernels else set())
+    helpers = closure(used)
+    for helper in helpers:
+        used |= helper.uses
     inputs = [(n, batched_str(g.types[v])) for n, v in g.inputs]
     outputs = [(n, batched_str(g.types[v])) for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
@@ -684,11 +488,9 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         params=f"{total_params(g):,}",
         inputs=inputs,
         outputs=outputs,
-        helpers=helpers,
-        uses_torch=re.search(r"\btorch\.", code) is not None or bool(kernels),
-        uses_functional=re.search(r"\bF\.", code) is not None or bool(kernels),
+        imports=_imports(used),
+        helpers=[h.text for h in helpers],
         kernels=kernels,
         classes=classes,
-        output_names=[n for n, _ in g.outputs],
-        ordered_dict=em.ordered_dict,
+        output_names=layout(4, "output_names = " + lit(tuple(n for n, _ in g.outputs))),
     )

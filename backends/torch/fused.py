@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlc.backends.text import safe_text
+from dlc.backends.torch.classes import Line, location, result_hints
 from dlc.backends.torch.ops import check_finite
 from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
-from dlc.backends.triton.runtime import embedded
+from dlc.backends.triton.runtime import runtime_section
 from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
 from dlc.compiler.types import TensorType
 
 if TYPE_CHECKING:
-    from dlc.backends.torch.emit import Line, ModuleEmitter, Namer
+    from dlc.backends.torch.emit import ModuleEmitter, Namer
     from dlc.backends.torch.ops import Ctx
 
 KERNEL_GROUPS = ("anchor", "elementwise", "row")
@@ -110,9 +111,7 @@ class FusedEmitter:
             known.uses.append(use)
         return known
 
-    def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", body: list["Line"]) -> None:
-        from dlc.backends.torch.emit import Line, _hints, _where
-
+    def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", body: list[Line]) -> None:
         grp = self.kernel_group(last)
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
@@ -121,7 +120,7 @@ class FusedEmitter:
         local = kernel_for(self.g, grp)  # this group's own call arguments (a shared kernel holds the first's)
         spec = self._register(grp, local)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
-        out = namer.bind(last.outputs[0], _hints(hint, 1)[0], step)
+        out = namer.bind(last.outputs[0], result_hints(hint, 1)[0], step)
         lines: list[tuple[str, Node]] = []
         head = nodes[0]
         anchor_var = None
@@ -168,7 +167,7 @@ class FusedEmitter:
             args.append("training=True")
         lines.append((f"{out} = {spec.name}({', '.join(args)})", last))
         for j, (code, node) in enumerate(lines):
-            comment = _where(node.span.file, node.span.line)
+            comment = location(node.span.file, node.span.line)
             if j == len(lines) - 1:
                 spec_lines = sorted({n.span.line for n in nodes})
                 span = f"{spec_lines[0]}" if len(spec_lines) == 1 else f"{spec_lines[0]}-{spec_lines[-1]}"
@@ -188,10 +187,10 @@ class FusedEmitter:
             "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every",
             "# call computes the same function with the PyTorch ops of its `_reference`.",
             "",
-            embedded("common", self.sections).rstrip("\n"),
+            runtime_section("common", self.sections),
         ]
         if self.recurrent:
-            parts += ["", "", embedded("recurrent").rstrip("\n")]
+            parts += ["", "", runtime_section("recurrent")]
         for spec in self.kernels.values():
             parts += ["", "", Source(spec).text().rstrip("\n")]
         return "\n".join(parts)

@@ -9,6 +9,7 @@ same kinds of inputs (every BasicBlock's conv-bn-relu) share one kernel.
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,8 +309,27 @@ def _grad_stores(k: int, grads: dict[str, str]) -> list[str]:
     return lines
 
 
+def _live(lines: list[str]) -> list[str]:
+    """``lines`` without the assignments nothing reads (a backward kernel recomputes the whole forward chain,
+    of which its gradients need only part; a value computed and never read would be dead code, ruff's F841).
+    Every assignment the kernels make is free of side effects."""
+    stmts = ast.parse("\n".join(lines)).body
+    needed: set[str] = set()
+    dead: set[int] = set()  # line numbers (0-based) of dropped statements
+    for stmt in reversed(stmts):
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and stmt.targets[0].id not in needed):
+            dead.update(range(stmt.lineno - 1, stmt.end_lineno or stmt.lineno))
+            continue
+        if isinstance(stmt, ast.Assign):
+            needed.difference_update(n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        needed.update(n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+    return [ln for i, ln in enumerate(lines) if i not in dead]
+
+
 def _indent(lines: list[str], n: int = 4) -> list[str]:
-    return [" " * n + ln for ln in lines]
+    """A function body: its live lines (see :func:`_live`), indented."""
+    return [" " * n + ln for ln in _live(lines)]
 
 
 def _signature(name: str, first: list[str], k: int, tail: list[str], skip_first: bool = False) -> str:

@@ -67,18 +67,15 @@ class Inception(nn.Module):
     def __init__(self, c1, c3r, c3, c5r, c5, pp, x_channels):
         super().__init__()
         self.branch1 = BasicConv2d_2(c=c1, x_channels=x_channels)  # inception.dln:16
-        self.branch2 = nn.Sequential(  # inception.dln:17
-            BasicConv2d_2(c=c3r, x_channels=x_channels),
-            BasicConv2d_3(c=c3, x_channels=c3r),
-        )
-        self.branch3 = nn.Sequential(  # inception.dln:18
-            BasicConv2d_2(c=c5r, x_channels=x_channels),
-            BasicConv2d_3(c=c5, x_channels=c5r),
-        )
-        self.branch4 = nn.Sequential(  # inception.dln:19
-            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-            BasicConv2d_2(c=pp, x_channels=x_channels),
-        )
+        self.branch2 = nn.Sequential(
+            BasicConv2d_2(c=c3r, x_channels=x_channels), BasicConv2d_3(c=c3, x_channels=c3r)
+        )  # inception.dln:17
+        self.branch3 = nn.Sequential(
+            BasicConv2d_2(c=c5r, x_channels=x_channels), BasicConv2d_3(c=c5, x_channels=c5r)
+        )  # inception.dln:18
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), BasicConv2d_2(c=pp, x_channels=x_channels)
+        )  # inception.dln:19
 
     def forward(self, x):
         branch1 = self.branch1(x)  # inception.dln:16

@@ -43,10 +43,9 @@ class BasicBlock_2(nn.Module):
         self.bn1 = nn.BatchNorm2d(c)  # resnet.dln:6
         self.conv2 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:7
         self.bn2 = nn.BatchNorm2d(c)  # resnet.dln:7
-        self.downsample = nn.Sequential(  # resnet.dln:9
-            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False),
-            nn.BatchNorm2d(c),
-        )
+        self.downsample = nn.Sequential(
+            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(c)
+        )  # resnet.dln:9
 
     def forward(self, x):
         out = self.conv1(x)  # resnet.dln:6
@@ -67,22 +66,10 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # resnet18.dln:8
         self.bn1 = nn.BatchNorm2d(64)  # resnet18.dln:8
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # resnet18.dln:9
-        self.layer1 = nn.Sequential(  # resnet18.dln:10
-            BasicBlock(c=64),
-            BasicBlock(c=64),
-        )
-        self.layer2 = nn.Sequential(  # resnet18.dln:11
-            BasicBlock_2(c=128, x_channels=64),
-            BasicBlock(c=128),
-        )
-        self.layer3 = nn.Sequential(  # resnet18.dln:12
-            BasicBlock_2(c=256, x_channels=128),
-            BasicBlock(c=256),
-        )
-        self.layer4 = nn.Sequential(  # resnet18.dln:13
-            BasicBlock_2(c=512, x_channels=256),
-            BasicBlock(c=512),
-        )
+        self.layer1 = nn.Sequential(BasicBlock(c=64), BasicBlock(c=64))  # resnet18.dln:10
+        self.layer2 = nn.Sequential(BasicBlock_2(c=128, x_channels=64), BasicBlock(c=128))  # resnet18.dln:11
+        self.layer3 = nn.Sequential(BasicBlock_2(c=256, x_channels=128), BasicBlock(c=256))  # resnet18.dln:12
+        self.layer4 = nn.Sequential(BasicBlock_2(c=512, x_channels=256), BasicBlock(c=512))  # resnet18.dln:13
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # resnet18.dln:14
         self.fc = nn.Linear(512, 1000)  # resnet18.dln:14
 
@@ -105,246 +92,8 @@ class ResNet18(nn.Module):
 # CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every
 # call computes the same function with the PyTorch ops of its `_reference`.
 
-try:
-    import triton
-    import triton.language as tl
-
-    jit = triton.jit
-except ImportError:  # no triton: every fused call below takes its PyTorch path
-    triton = None
-
-    class tl:  # noqa: N801 - stands in for triton.language in kernel signatures, which then never run
-        constexpr = int
-
-    def jit(fn):
-        return fn
-
-
-TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# Elements per program of the elementwise kernels. Under the interpreter a program is a NumPy step,
-# so large blocks keep whole-model runs fast; tests that exercise masks set a small one.
-ELEMENTWISE_BLOCK = 65536 if TRITON_INTERPRET else 1024
-
-
-def use_triton(*tensors):
-    """True when the fused kernels can run on these tensors."""
-    if triton is None:
-        return False
-    return all(t.is_cuda or TRITON_INTERPRET for t in tensors if t is not None)
-
-
-@jit
-def dlc_tanh(x):
-    """tanh: a rational approximation near 0 (Cephes' coefficients), one exponential elsewhere."""
-    z = x * x
-    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
-    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
-    small = x + x * z * (p / q)
-    t = tl.exp(-2.0 * tl.abs(x))
-    large = (1.0 - t) / (1.0 + t)
-    return tl.where(tl.abs(x) < 0.625, small, tl.where(x < 0, -large, large))
-
-
-@jit
-def dlc_softplus(x):
-    """log(1 + exp(x)) without overflow; equals x above 20, as torch.nn.functional.softplus."""
-    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x))))
-
-
-@jit
-def dlc_gelu_grad(x):
-    """d/dx of x * Phi(x) (exact GELU)."""
-    return 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
-
-
-@jit
-def dlc_gelu_tanh(x):
-    """GELU with the tanh approximation."""
-    return 0.5 * x * (1.0 + dlc_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-
-
-@jit
-def dlc_gelu_tanh_grad(x):
-    t = dlc_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x)
-
-
-@jit
-def dlc_mish_grad(x):
-    t = dlc_tanh(dlc_softplus(x))
-    return t + x * (1.0 - t * t) * tl.sigmoid(x)
-
-
-@jit
-def dlc_dropout_keep(seed, offsets, p, on):
-    """Per element 0 (dropped, with probability p) or 1 / (1 - p); 1 everywhere when `on` is 0."""
-    kept = tl.rand(seed, offsets) >= p
-    return tl.where(on == 0, 1.0, tl.where(kept, 1.0 / (1.0 - p), 0.0))
-
-
-def dropout_seed(on):
-    """A fresh seed for a fused dropout, drawn from torch's generator (so torch.manual_seed repeats it)."""
-    return int(torch.randint(0, 2**31 - 1, (1,)).item()) if on else 0
-
-
-def version_key(*tensors):
-    """Identifies the current values of tensors, for caches; None where versions are not tracked."""
-    if any(t.is_inference() for t in tensors):
-        return None
-    return tuple((t.data_ptr(), t._version) for t in tensors)
-
-
-def _reduce_to(grad, shape, dtype):
-    """Sum a full-size gradient over the axes an input was broadcast along."""
-    extra = grad.dim() - len(shape)
-    dims = list(range(extra)) + [extra + i for i, s in enumerate(shape) if s == 1 and grad.shape[extra + i] != 1]
-    if dims:
-        grad = grad.sum(dims, keepdim=True)
-    return grad.reshape(shape).to(dtype)
-
-
-def _compute_dtype(dtype):
-    """The dtype kernels compute in, as Triton names it."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _compute_torch_dtype(dtype):
-    """The same, as torch names it (for gradient and pre-epilogue buffers)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _need_mask(needs):
-    """The backward kernels' NEED: bit i set when input i needs a gradient."""
-    return sum(1 << i for i, need in enumerate(needs) if need)
-
-
-def _memory_order(t):
-    """The axis order a kernel walks: channels-last 4-d tensors in their memory order, others as they are."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return (0, 2, 3, 1)
-    return tuple(range(t.dim()))
-
-
-def _empty(shape, dtype, device, order):
-    """A tensor of ``shape`` laid out in ``order``, and its view in that order (dense, for the kernel)."""
-    if order == (0, 2, 3, 1):
-        t = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last)
-        return t, t.permute(order)
-    t = torch.empty(shape, dtype=dtype, device=device)
-    return t, t
-
-
-def _in_order(inputs, full, shape, order):
-    """The inputs as the kernel reads them: full ones dense in ``order``, the others through broadcast strides."""
-    return [t.permute(order).contiguous() if f else t.expand(shape).permute(order) for t, f in zip(inputs, full)]
-
-
-class _Elementwise(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, kernel, on, dtype, *inputs):
-        shape = torch.broadcast_shapes(*(t.shape for t in inputs))
-        order = _memory_order(inputs[0]) if kernel.full[0] else tuple(range(len(shape)))
-        ins = _in_order(inputs, kernel.full, shape, order)
-        out, walk = _empty(shape, dtype, inputs[0].device, order)
-        seed = dropout_seed(on)
-        kernel.launch(kernel.forward, [walk], ins, seed, on, walk.shape, dtype)
-        ctx.save_for_backward(*inputs)
-        ctx.kernel, ctx.on, ctx.seed, ctx.shape, ctx.dtype, ctx.order = kernel, on, seed, shape, dtype, order
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        kernel, shape, order = ctx.kernel, ctx.shape, ctx.order
-        inputs = ctx.saved_tensors
-        ins = _in_order(inputs, kernel.full, shape, order)
-        needs = ctx.needs_input_grad[3:]
-        grads = [_empty(shape, _compute_torch_dtype(ctx.dtype), grad.device, order) if need else None for need in needs]
-        walk_grad = grad.permute(order).contiguous()
-        outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
-        kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,
-                      NEED=_need_mask(needs))
-        result = [_reduce_to(g[0], t.shape, t.dtype) if g is not None else None for g, t in zip(grads, inputs)]
-        return (None, None, None, *result)
-
-
-class ElementwiseKernel:
-    """A generated elementwise kernel pair (forward, backward) with its PyTorch reference.
-
-    Calling it computes the chain on tensors that broadcast together: with the kernels when
-    ``use_triton`` says so, otherwise with ``reference``. ``full[i]`` says input i has the output's
-    shape (it is read at the element's own offset); the others are read through broadcast strides.
-    ``params[i]`` marks inputs made from parameters (bias, batchnorm scale and shift): like
-    PyTorch's layers, they do not raise the result's dtype (a bfloat16 activation stays bfloat16).
-    """
-
-    def __init__(self, forward, backward, reference, full, params=None, dropout=False):
-        self.forward, self.backward, self.reference = forward, backward, reference
-        self.full = tuple(full)
-        self.params = tuple(params) if params is not None else (False,) * len(self.full)
-        self.dropout = dropout
-
-    def out_dtype(self, inputs):
-        dtype = None
-        for t, param in zip(inputs, self.params):
-            if not param:
-                dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
-        return dtype if dtype is not None else inputs[0].dtype
-
-    def __call__(self, *inputs, training=False):
-        on = 1 if (self.dropout and training) else 0
-        if use_triton(*inputs):
-            return _Elementwise.apply(self, on, self.out_dtype(inputs), *inputs)
-        return self.reference(*inputs, training=training).to(self.out_dtype(inputs))
-
-    def launch(self, fn, outs, ins, seed, on, shape, dtype, **constexprs):
-        n = 1
-        for s in shape:
-            n *= s
-        strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
-        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype),
-                 **constexprs)
-
-
-def batchnorm_affine(bn, x):
-    """A batchnorm as per-channel (scale, shift), shaped to broadcast over x [N, C, ...].
-
-    In training mode the statistics are the batch's (and the running ones are updated as
-    nn.BatchNorm does); the scale and shift are then differentiable functions of x, so autograd
-    carries their gradient back into x. In eval mode they come from the running statistics, and are
-    kept on the module until a statistic or parameter changes (or autograd needs them).
-    """
-    dims = [0] + list(range(2, x.dim()))
-    view = [-1] + [1] * (x.dim() - 2)
-    cacheable = not bn.training and bn.running_mean is not None and not torch.is_grad_enabled()
-    key = None
-    if cacheable:
-        sources = [t for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias) if t is not None]
-        key = version_key(*sources)
-        cached = getattr(bn, "_affine", None)
-        if key is not None and cached is not None and cached[0] == (key, bn.eps, x.dim()):
-            return cached[1], cached[2]
-    if bn.training or bn.running_mean is None:
-        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
-        if bn.training and bn.running_mean is not None:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                n = x.numel() / x.shape[1]
-                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
-                bn.running_var.lerp_((var * n / max(n - 1, 1)).to(bn.running_var.dtype), momentum)
-    else:
-        mean, var = bn.running_mean, bn.running_var
-    scale = torch.rsqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    scale, shift = scale.view(view), shift.view(view)
-    if key is not None:
-        bn._affine = ((key, bn.eps, x.dim()), scale, shift)
-    return scale, shift
+# ---- runtime: dlc.backends.triton.runtime.common [core, batchnorm] ----
+# (embedded text: checked against the runtime module by tests/test_golden.py, not kept here)
 
 
 # Kernel `fused_bn_relu`: affine -> relu
@@ -442,7 +191,6 @@ def fused_bn_relu_backward(
     x1 = tl.load(x1_ptr + i0 * st1_0 + i1 * st1_1 + i2 * st1_2 + i3 * st1_3, mask=mask, other=0.0).to(COMPUTE)
     x2 = tl.load(x2_ptr + i0 * st2_0 + i1 * st2_1 + i2 * st2_2 + i3 * st2_3, mask=mask, other=0.0).to(COMPUTE)
     v0 = x0 * x1 + x2  # bn1 batchnorm (resnet18.dln:8)
-    v1 = tl.where(v0 > 0, v0, 0.0)  # relu (resnet18.dln:8)
     g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     gv0 = tl.where(v0 > 0, g_out, 0.0)
     gx0 = gv0 * x1
@@ -574,7 +322,6 @@ def fused_bn_add_relu_backward(
     x3 = tl.load(x3_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     v0 = x0 * x1 + x2  # bn2 batchnorm (resnet.dln:7)
     v1 = v0 + x3  # add (resnet.dln:11)
-    v2 = tl.where(v1 > 0, v1, 0.0)  # relu (resnet.dln:11)
     g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
     gv1 = tl.where(v1 > 0, g_out, 0.0)
     gv0 = gv1

@@ -14,27 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class FoldingSequential(nn.Sequential):
-    """nn.Sequential whose children named in `fold` run with the batchnorm after them folded in (eval mode)."""
-
-    def __init__(self, *args, fold=()):
-        super().__init__(*args)
-        self.fold = frozenset(fold)
-
-    def forward(self, x):
-        children = list(self.named_children())
-        i = 0
-        while i < len(children):
-            name, layer = children[i]
-            if name in self.fold:
-                x = folded_batchnorm(layer, children[i + 1][1], x)
-                i += 2
-            else:
-                x = layer(x)
-                i += 1
-        return x
-
-
 def folded_batchnorm(layer, bn, x):
     """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights.
 
@@ -43,8 +22,9 @@ def folded_batchnorm(layer, bn, x):
     """
     if bn.training:
         return bn(layer(x))
-    sources = [t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-               if t is not None]
+    sources = [
+        t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None
+    ]
     # versions identify the tensors' values (not tracked for inference-mode tensors: no caching then)
     key = None
     if not any(t.is_inference() for t in sources):
@@ -68,6 +48,27 @@ def folded_batchnorm(layer, bn, x):
         return F.linear(x, weight, bias)
     conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
     return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+class FoldingSequential(nn.Sequential):
+    """nn.Sequential whose children named in `fold` run with the batchnorm after them folded in (eval mode)."""
+
+    def __init__(self, *args, fold=()):
+        super().__init__(*args)
+        self.fold = frozenset(fold)
+
+    def forward(self, x):
+        children = list(self.named_children())
+        i = 0
+        while i < len(children):
+            name, layer = children[i]
+            if name in self.fold:
+                x = folded_batchnorm(layer, children[i + 1][1], x)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
 
 
 class BasicBlock(nn.Module):
@@ -98,11 +99,9 @@ class BasicBlock_2(nn.Module):
         self.bn1 = nn.BatchNorm2d(c)  # resnet.dln:6 (folded into conv1 in eval mode)
         self.conv2 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:7
         self.bn2 = nn.BatchNorm2d(c)  # resnet.dln:7 (folded into conv2 in eval mode)
-        self.downsample = FoldingSequential(  # resnet.dln:9
-            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False),
-            nn.BatchNorm2d(c),
-            fold=("0",),
-        )
+        self.downsample = FoldingSequential(
+            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(c), fold=("0",)
+        )  # resnet.dln:9
 
     def forward(self, x):
         out = folded_batchnorm(self.conv1, self.bn1, x)  # resnet.dln:6
@@ -124,22 +123,10 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # resnet18.dln:8
         self.bn1 = nn.BatchNorm2d(64)  # resnet18.dln:8 (folded into conv1 in eval mode)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # resnet18.dln:9
-        self.layer1 = nn.Sequential(  # resnet18.dln:10
-            BasicBlock(c=64),
-            BasicBlock(c=64),
-        )
-        self.layer2 = nn.Sequential(  # resnet18.dln:11
-            BasicBlock_2(c=128, x_channels=64),
-            BasicBlock(c=128),
-        )
-        self.layer3 = nn.Sequential(  # resnet18.dln:12
-            BasicBlock_2(c=256, x_channels=128),
-            BasicBlock(c=256),
-        )
-        self.layer4 = nn.Sequential(  # resnet18.dln:13
-            BasicBlock_2(c=512, x_channels=256),
-            BasicBlock(c=512),
-        )
+        self.layer1 = nn.Sequential(BasicBlock(c=64), BasicBlock(c=64))  # resnet18.dln:10
+        self.layer2 = nn.Sequential(BasicBlock_2(c=128, x_channels=64), BasicBlock(c=128))  # resnet18.dln:11
+        self.layer3 = nn.Sequential(BasicBlock_2(c=256, x_channels=128), BasicBlock(c=256))  # resnet18.dln:12
+        self.layer4 = nn.Sequential(BasicBlock_2(c=512, x_channels=256), BasicBlock(c=512))  # resnet18.dln:13
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # resnet18.dln:14
         self.fc = nn.Linear(512, 1000)  # resnet18.dln:14
         self.to(memory_format=torch.channels_last)  # optimize=inference: channels-last convolutions

@@ -44,10 +44,9 @@ class BasicBlock_2(nn.Module):
         self.bn1 = nn.BatchNorm2d(c)  # resnet.dln:6
         self.conv2 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:7
         self.bn2 = nn.BatchNorm2d(c)  # resnet.dln:7
-        self.downsample = nn.Sequential(  # resnet.dln:9
-            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False),
-            nn.BatchNorm2d(c),
-        )
+        self.downsample = nn.Sequential(
+            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(c)
+        )  # resnet.dln:9
 
     def forward(self, x):
         out = self.conv1(x)  # resnet.dln:6
@@ -71,22 +70,10 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # resnet18.dln:8
         self.bn1 = nn.BatchNorm2d(64)  # resnet18.dln:8
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # resnet18.dln:9
-        self.layer1 = nn.Sequential(  # resnet18.dln:10
-            BasicBlock(c=64),
-            BasicBlock(c=64),
-        )
-        self.layer2 = nn.Sequential(  # resnet18.dln:11
-            BasicBlock_2(c=128, x_channels=64),
-            BasicBlock(c=128),
-        )
-        self.layer3 = nn.Sequential(  # resnet18.dln:12
-            BasicBlock_2(c=256, x_channels=128),
-            BasicBlock(c=256),
-        )
-        self.layer4 = nn.Sequential(  # resnet18.dln:13
-            BasicBlock_2(c=512, x_channels=256),
-            BasicBlock(c=512),
-        )
+        self.layer1 = nn.Sequential(BasicBlock(c=64), BasicBlock(c=64))  # resnet18.dln:10
+        self.layer2 = nn.Sequential(BasicBlock_2(c=128, x_channels=64), BasicBlock(c=128))  # resnet18.dln:11
+        self.layer3 = nn.Sequential(BasicBlock_2(c=256, x_channels=128), BasicBlock(c=256))  # resnet18.dln:12
+        self.layer4 = nn.Sequential(BasicBlock_2(c=512, x_channels=256), BasicBlock(c=512))  # resnet18.dln:13
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # resnet18.dln:14
         self.fc = nn.Linear(512, 1000)  # resnet18.dln:14
 

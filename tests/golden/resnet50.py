@@ -25,10 +25,9 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(64)  # bottleneck.dln:8
         self.conv3 = nn.Conv2d(64, 256, kernel_size=1, bias=False)  # bottleneck.dln:9
         self.bn3 = nn.BatchNorm2d(256)  # bottleneck.dln:9
-        self.downsample = nn.Sequential(  # bottleneck.dln:11
-            nn.Conv2d(64, 256, kernel_size=1, bias=False),
-            nn.BatchNorm2d(256),
-        )
+        self.downsample = nn.Sequential(
+            nn.Conv2d(64, 256, kernel_size=1, bias=False), nn.BatchNorm2d(256)
+        )  # bottleneck.dln:11
 
     def forward(self, x):
         out = self.conv1(x)  # bottleneck.dln:7
@@ -82,10 +81,10 @@ class Bottleneck_3(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)  # bottleneck.dln:8
         self.conv3 = nn.Conv2d(width, conv3_out_channels, kernel_size=1, bias=False)  # bottleneck.dln:9
         self.bn3 = nn.BatchNorm2d(conv3_out_channels)  # bottleneck.dln:9
-        self.downsample = nn.Sequential(  # bottleneck.dln:11
+        self.downsample = nn.Sequential(
             nn.Conv2d(x_channels, conv3_out_channels, kernel_size=1, stride=2, bias=False),
             nn.BatchNorm2d(conv3_out_channels),
-        )
+        )  # bottleneck.dln:11
 
     def forward(self, x):
         out = self.conv1(x)  # bottleneck.dln:7
@@ -112,30 +111,28 @@ class ResNet50(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # resnet50.dln:8
         self.bn1 = nn.BatchNorm2d(64)  # resnet50.dln:8
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # resnet50.dln:9
-        self.layer1 = nn.Sequential(  # resnet50.dln:10
-            Bottleneck(),
-            Bottleneck_2(width=64, x_channels=256),
-            Bottleneck_2(width=64, x_channels=256),
-        )
-        self.layer2 = nn.Sequential(  # resnet50.dln:11
+        self.layer1 = nn.Sequential(
+            Bottleneck(), Bottleneck_2(width=64, x_channels=256), Bottleneck_2(width=64, x_channels=256)
+        )  # resnet50.dln:10
+        self.layer2 = nn.Sequential(
             Bottleneck_3(width=128, x_channels=256, conv3_out_channels=512),
             Bottleneck_2(width=128, x_channels=512),
             Bottleneck_2(width=128, x_channels=512),
             Bottleneck_2(width=128, x_channels=512),
-        )
-        self.layer3 = nn.Sequential(  # resnet50.dln:12
+        )  # resnet50.dln:11
+        self.layer3 = nn.Sequential(
             Bottleneck_3(width=256, x_channels=512, conv3_out_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
-        )
-        self.layer4 = nn.Sequential(  # resnet50.dln:13
+        )  # resnet50.dln:12
+        self.layer4 = nn.Sequential(
             Bottleneck_3(width=512, x_channels=1024, conv3_out_channels=2048),
             Bottleneck_2(width=512, x_channels=2048),
             Bottleneck_2(width=512, x_channels=2048),
-        )
+        )  # resnet50.dln:13
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # resnet50.dln:14
         self.fc = nn.Linear(2048, 1000)  # resnet50.dln:14
 

@@ -149,7 +149,10 @@ def _empty(shape, dtype, device, order):
 
 def _in_order(inputs, full, shape, order):
     """The inputs as the kernel reads them: full ones dense in ``order``, the others through broadcast strides."""
-    return [t.permute(order).contiguous() if f else t.expand(shape).permute(order) for t, f in zip(inputs, full)]
+    return [
+        t.permute(order).contiguous() if f else t.expand(shape).permute(order)
+        for t, f in zip(inputs, full, strict=True)
+    ]
 
 
 class _Elementwise(torch.autograd.Function):
@@ -174,9 +177,19 @@ class _Elementwise(torch.autograd.Function):
         grads = [_empty(shape, _compute_torch_dtype(ctx.dtype), grad.device, order) if need else None for need in needs]
         walk_grad = grad.permute(order).contiguous()
         outs = [g[1] if g is not None else walk_grad for g in grads]  # unneeded ones: never written
-        kernel.launch(kernel.backward, [walk_grad] + outs, ins, ctx.seed, ctx.on, walk_grad.shape, ctx.dtype,
-                      NEED=_need_mask(needs))
-        result = [_reduce_to(g[0], t.shape, t.dtype) if g is not None else None for g, t in zip(grads, inputs)]
+        kernel.launch(
+            kernel.backward,
+            [walk_grad] + outs,
+            ins,
+            ctx.seed,
+            ctx.on,
+            walk_grad.shape,
+            ctx.dtype,
+            NEED=_need_mask(needs),
+        )
+        result = [
+            _reduce_to(g[0], t.shape, t.dtype) if g is not None else None for g, t in zip(grads, inputs, strict=True)
+        ]
         return (None, None, None, *result)
 
 
@@ -198,7 +211,7 @@ class ElementwiseKernel:
 
     def out_dtype(self, inputs):
         dtype = None
-        for t, param in zip(inputs, self.params):
+        for t, param in zip(inputs, self.params, strict=True):
             if not param:
                 dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
         return dtype if dtype is not None else inputs[0].dtype
@@ -213,10 +226,20 @@ class ElementwiseKernel:
         n = 1
         for s in shape:
             n *= s
-        strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
+        strides = [st for t, full in zip(ins, self.full, strict=True) if not full for st in t.stride()]
         grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype),
-                 **constexprs)
+        fn[grid](
+            *outs,
+            *ins,
+            seed,
+            on,
+            n,
+            *shape,
+            *strides,
+            BLOCK=ELEMENTWISE_BLOCK,
+            COMPUTE=_compute_dtype(dtype),
+            **constexprs,
+        )
 
 
 # ---- section: batchnorm ----
@@ -265,8 +288,9 @@ def batchnorm_affine(bn, x):
 def conv_without_bias(conv, x):
     """The convolution of `conv` without its bias (the fused epilogue adds the bias)."""
     if isinstance(conv, nn.ConvTranspose2d):
-        return F.conv_transpose2d(x, conv.weight, None, conv.stride, conv.padding, conv.output_padding,
-                                  conv.groups, conv.dilation)
+        return F.conv_transpose2d(
+            x, conv.weight, None, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation
+        )
     conv_fn = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
     return conv_fn(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
@@ -278,7 +302,7 @@ LINEAR_TILES = (32, 128, 128) if TRITON_INTERPRET else (64, 64, 32)
 
 def _epilogue_inputs(extras, full, m, n):
     """A linear kernel's epilogue inputs as [m, n] matrices: full ones dense, vectors through broadcast strides."""
-    return [e.reshape(m, n).contiguous() if f else e.expand(m, n) for e, f in zip(extras, full)]
+    return [e.reshape(m, n).contiguous() if f else e.expand(m, n) for e, f in zip(extras, full, strict=True)]
 
 
 class _Linear(torch.autograd.Function):
@@ -299,9 +323,28 @@ class _Linear(torch.autograd.Function):
             precision = "ieee"
         strides = [st for t in ins for st in t.stride()]
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-        kernel.forward[grid](out, z, a, weight, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
-                             STORE_Z=store_z, BM=bm, BN=bn, BK=bk, COMPUTE=_compute_dtype(dtype), DOT=dot,
-                             PRECISION=precision)
+        kernel.forward[grid](
+            out,
+            z,
+            a,
+            weight,
+            *ins,
+            seed,
+            on,
+            m,
+            n,
+            k,
+            *a.stride(),
+            *weight.stride(),
+            *strides,
+            STORE_Z=store_z,
+            BM=bm,
+            BN=bn,
+            BK=bk,
+            COMPUTE=_compute_dtype(dtype),
+            DOT=dot,
+            PRECISION=precision,
+        )
         ctx.save_for_backward(a, weight, z, *extras)
         ctx.kernel, ctx.on, ctx.seed, ctx.x_shape, ctx.dtype = kernel, on, seed, x.shape, dtype
         return out
@@ -321,7 +364,7 @@ class _Linear(torch.autograd.Function):
         grad_x = (gz @ weight).reshape(ctx.x_shape) if ctx.needs_input_grad[3] else None
         grad_w = (gz.t() @ a).to(weight.dtype) if ctx.needs_input_grad[4] else None
         rest = []
-        for g, e, full in zip(grads[1:], extras, kernel.full[1:]):
+        for g, e, full in zip(grads[1:], extras, kernel.full[1:], strict=True):
             if g is None:
                 rest.append(None)
             else:
@@ -355,7 +398,9 @@ class LinearKernel(ElementwiseKernel):
 def _rows(inputs, full, n_cols):
     """A row kernel's inputs: full ones as dense [rows, n_cols], the layernorm's parameters as [n_cols]."""
     rows = inputs[0].numel() // n_cols
-    return rows, [t.contiguous().reshape(rows, n_cols) if f else t.reshape(n_cols) for t, f in zip(inputs, full)]
+    return rows, [
+        t.contiguous().reshape(rows, n_cols) if f else t.reshape(n_cols) for t, f in zip(inputs, full, strict=True)
+    ]
 
 
 class _Row(torch.autograd.Function):
@@ -376,14 +421,25 @@ class _Row(torch.autograd.Function):
         kernel, n_cols = ctx.kernel, ctx.n_cols
         rows, ins = _rows(inputs, kernel.full, n_cols)
         needs = ctx.needs_input_grad[4:]
-        grads = [torch.empty((rows, n_cols), dtype=_compute_torch_dtype(ctx.dtype), device=grad.device) if need
-                 else None for need in needs]
+        grads = [
+            torch.empty((rows, n_cols), dtype=_compute_torch_dtype(ctx.dtype), device=grad.device) if need else None
+            for need in needs
+        ]
         g = grad.contiguous()
         block = triton.next_power_of_2(n_cols)
-        kernel.backward[(rows,)](g, *[t if t is not None else g for t in grads], *ins, ctx.seed, ctx.on, n_cols,
-                                 BLOCK=block, COMPUTE=_compute_dtype(ctx.dtype), NEED=_need_mask(needs))
+        kernel.backward[(rows,)](
+            g,
+            *[t if t is not None else g for t in grads],
+            *ins,
+            ctx.seed,
+            ctx.on,
+            n_cols,
+            BLOCK=block,
+            COMPUTE=_compute_dtype(ctx.dtype),
+            NEED=_need_mask(needs),
+        )
         result = []
-        for gi, t, full in zip(grads, inputs, kernel.full):
+        for gi, t, full in zip(grads, inputs, kernel.full, strict=True):
             if gi is None:
                 result.append(None)
             else:
@@ -409,7 +465,7 @@ class RowKernel(ElementwiseKernel):
     def __call__(self, *inputs, training=False):
         on = 1 if (self.dropout and training) else 0
         n_cols = 1
-        for size in inputs[0].shape[inputs[0].dim() - self.dims:]:
+        for size in inputs[0].shape[inputs[0].dim() - self.dims :]:
             n_cols *= size
         dtype = self.out_dtype(inputs)
         if use_triton(*inputs) and n_cols <= ROW_LIMIT:

@@ -20,6 +20,9 @@ On the fused path each layer is one ``torch.autograd.Function`` (both directions
 Gate math is computed in float32 (float64 for float64 inputs); gate activations and the LSTM cell
 state are kept in that precision for the backward pass, ``h`` in the input dtype.
 
+The Keras merge of the two directions is :func:`dlc.backends.torch.runtime.recurrent.merge_directions`,
+which generated modules embed with the helpers.
+
 Anything else (``use_triton`` false, ``nn.RNN``, LSTM projections, unbatched input) calls the module
 itself and shapes its output the same way.
 """
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlc.backends.torch.runtime.recurrent import merge_directions
 from dlc.backends.triton.runtime.common import dlc_tanh, jit, tl, triton, use_triton  # noqa: F401
 
 # ---- embedded below ----
@@ -69,8 +73,24 @@ def _rnn_dout(dout_ptrs, oth_ptrs, mask, MERGE: tl.constexpr, CDT: tl.constexpr)
 
 
 @jit
-def _rnn_lstm_fwd_kernel(xp_ptr, sxb, hp_ptr, c_prev_ptr, c_ptr, gate_ptr, h_ptr, out_ptr, sob, oth_ptr, B, H,
-                         MERGE: tl.constexpr, CDT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+def _rnn_lstm_fwd_kernel(
+    xp_ptr,
+    sxb,
+    hp_ptr,
+    c_prev_ptr,
+    c_ptr,
+    gate_ptr,
+    h_ptr,
+    out_ptr,
+    sob,
+    oth_ptr,
+    B,
+    H,
+    MERGE: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """One LSTM step: gates i, f, g, o from xp (x W_ih^T + biases) + hp (h_prev W_hh^T); c and h."""
     rb = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     rh = (tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H))[None, :]
@@ -99,8 +119,23 @@ def _rnn_lstm_fwd_kernel(xp_ptr, sxb, hp_ptr, c_prev_ptr, c_ptr, gate_ptr, h_ptr
 
 
 @jit
-def _rnn_lstm_bwd_kernel(dout_ptr, sdb, oth_ptr, dh_ptr, dc_ptr, gate_ptr, c_prev_ptr, c_ptr, dg_ptr, B, H,
-                         MERGE: tl.constexpr, CDT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+def _rnn_lstm_bwd_kernel(
+    dout_ptr,
+    sdb,
+    oth_ptr,
+    dh_ptr,
+    dc_ptr,
+    gate_ptr,
+    c_prev_ptr,
+    c_ptr,
+    dg_ptr,
+    B,
+    H,
+    MERGE: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """One LSTM step backwards: dgates (pre-activation) from dh = dout + dh_next and dc_next; dc -> dc_prev."""
     rb = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     rh = (tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H))[None, :]
@@ -128,8 +163,23 @@ def _rnn_lstm_bwd_kernel(dout_ptr, sdb, oth_ptr, dh_ptr, dc_ptr, gate_ptr, c_pre
 
 
 @jit
-def _rnn_gru_fwd_kernel(xp_ptr, sxb, hp_ptr, h_prev_ptr, gate_ptr, h_ptr, out_ptr, sob, oth_ptr, B, H,
-                        MERGE: tl.constexpr, CDT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+def _rnn_gru_fwd_kernel(
+    xp_ptr,
+    sxb,
+    hp_ptr,
+    h_prev_ptr,
+    gate_ptr,
+    h_ptr,
+    out_ptr,
+    sob,
+    oth_ptr,
+    B,
+    H,
+    MERGE: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """One GRU step: r, z from xp + hp; n = tanh(xp_n + r * hp_n) (hp includes b_hh); h = n + z (h_prev - n)."""
     rb = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
     rh = (tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H))[None, :]
@@ -153,8 +203,23 @@ def _rnn_gru_fwd_kernel(xp_ptr, sxb, hp_ptr, h_prev_ptr, gate_ptr, h_ptr, out_pt
 
 
 @jit
-def _rnn_gru_bwd_kernel(dout_ptr, sdb, oth_ptr, dh_ptr, gate_ptr, h_prev_ptr, dx_ptr, dhp_ptr, dhz_ptr, B, H,
-                        MERGE: tl.constexpr, CDT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+def _rnn_gru_bwd_kernel(
+    dout_ptr,
+    sdb,
+    oth_ptr,
+    dh_ptr,
+    gate_ptr,
+    h_prev_ptr,
+    dx_ptr,
+    dhp_ptr,
+    dhz_ptr,
+    B,
+    H,
+    MERGE: tl.constexpr,
+    CDT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """One GRU step backwards: pre-activation grads of the input side (dx) and hidden side (dhp, whose n part
     is scaled by r), and dh * z, the part of dh_prev that does not go through W_hh."""
     rb = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]
@@ -211,7 +276,7 @@ class _RnnLayerFn(torch.autograd.Function):
         out = xp0.new_empty(B, T, H if merge != _RNN_OWN else dirs * H)
         hss, css, gss, hn, cn = [], [], [], [], []
         for d in range(dirs):
-            xp, w, b = per_dir[3 * d:3 * d + 3]
+            xp, w, b = per_dir[3 * d : 3 * d + 3]
             hs = xp.new_empty(T + 1, B, H)
             cs = xp.new_empty(T + 1, B, H, dtype=acc) if lstm else hs
             if h0 is None:
@@ -229,19 +294,48 @@ class _RnnLayerFn(torch.autograd.Function):
                 t = s if d == 0 else T - 1 - s
                 hp = torch.mm(hs[s], wt) if b is None else torch.addmm(b, hs[s], wt)
                 if merge == _RNN_OWN:
-                    mode, dst, oth = _RNN_OWN, out[:, t, d * H:(d + 1) * H], hs[s + 1]
+                    mode, dst, oth = _RNN_OWN, out[:, t, d * H : (d + 1) * H], hs[s + 1]
                 elif d == 0:
                     mode, dst, oth = _RNN_SKIP, out[:, t], hs[s + 1]
                 else:
                     mode, dst, oth = merge, out[:, t], hss[0][t + 1]
                 if lstm:
-                    _rnn_lstm_fwd_kernel[grid](xp[:, t], xp.stride(0), hp, cs[s], cs[s + 1], gates[s], hs[s + 1],
-                                               dst, out.stride(0), oth, B, H, MERGE=mode, CDT=cdt,
-                                               BLOCK_B=bb, BLOCK_H=bh)
+                    _rnn_lstm_fwd_kernel[grid](
+                        xp[:, t],
+                        xp.stride(0),
+                        hp,
+                        cs[s],
+                        cs[s + 1],
+                        gates[s],
+                        hs[s + 1],
+                        dst,
+                        out.stride(0),
+                        oth,
+                        B,
+                        H,
+                        MERGE=mode,
+                        CDT=cdt,
+                        BLOCK_B=bb,
+                        BLOCK_H=bh,
+                    )
                 else:
-                    _rnn_gru_fwd_kernel[grid](xp[:, t], xp.stride(0), hp, hs[s], gates[s], hs[s + 1],
-                                              dst, out.stride(0), oth, B, H, MERGE=mode, CDT=cdt,
-                                              BLOCK_B=bb, BLOCK_H=bh)
+                    _rnn_gru_fwd_kernel[grid](
+                        xp[:, t],
+                        xp.stride(0),
+                        hp,
+                        hs[s],
+                        gates[s],
+                        hs[s + 1],
+                        dst,
+                        out.stride(0),
+                        oth,
+                        B,
+                        H,
+                        MERGE=mode,
+                        CDT=cdt,
+                        BLOCK_B=bb,
+                        BLOCK_H=bh,
+                    )
             hss.append(hs)
             css.append(cs)
             gss.append(gates)
@@ -261,9 +355,9 @@ class _RnnLayerFn(torch.autograd.Function):
     def backward(ctx, g_out, g_hn, g_cn):
         lstm, merge, dirs = ctx.lstm, ctx.merge, ctx.dirs
         saved = list(ctx.saved_tensors)
-        ws, hss = saved[:dirs], saved[dirs:2 * dirs]
-        css = saved[2 * dirs:3 * dirs] if lstm else None
-        gss = saved[3 * dirs:] if lstm else saved[2 * dirs:]
+        ws, hss = saved[:dirs], saved[dirs : 2 * dirs]
+        css = saved[2 * dirs : 3 * dirs] if lstm else None
+        gss = saved[3 * dirs :] if lstm else saved[2 * dirs :]
         T, B, H = hss[0].shape[0] - 1, hss[0].shape[1], hss[0].shape[2]
         dtype = hss[0].dtype
         acc = torch.float64 if dtype == torch.float64 else torch.float32
@@ -284,16 +378,46 @@ class _RnnLayerFn(torch.autograd.Function):
             for s in reversed(range(T)):
                 t = s if d == 0 else T - 1 - s
                 if merge == _RNN_OWN:
-                    dout, oth = g_out[:, t, d * H:(d + 1) * H], hs[s + 1]
+                    dout, oth = g_out[:, t, d * H : (d + 1) * H], hs[s + 1]
                 else:
                     dout, oth = g_out[:, t], (hss[1][T - t] if d == 0 else hss[0][t + 1])
                 if lstm:
-                    _rnn_lstm_bwd_kernel[grid](dout, g_out.stride(0), oth, dh, dc, gates[s], css[d][s], css[d][s + 1],
-                                               dg[s], B, H, MERGE=merge, CDT=cdt, BLOCK_B=bb, BLOCK_H=bh)
+                    _rnn_lstm_bwd_kernel[grid](
+                        dout,
+                        g_out.stride(0),
+                        oth,
+                        dh,
+                        dc,
+                        gates[s],
+                        css[d][s],
+                        css[d][s + 1],
+                        dg[s],
+                        B,
+                        H,
+                        MERGE=merge,
+                        CDT=cdt,
+                        BLOCK_B=bb,
+                        BLOCK_H=bh,
+                    )
                     dh = torch.mm(dg[s], w)
                 else:
-                    _rnn_gru_bwd_kernel[grid](dout, g_out.stride(0), oth, dh, gates[s], hs[s], dx[s], dg[s], dhz,
-                                              B, H, MERGE=merge, CDT=cdt, BLOCK_B=bb, BLOCK_H=bh)
+                    _rnn_gru_bwd_kernel[grid](
+                        dout,
+                        g_out.stride(0),
+                        oth,
+                        dh,
+                        gates[s],
+                        hs[s],
+                        dx[s],
+                        dg[s],
+                        dhz,
+                        B,
+                        H,
+                        MERGE=merge,
+                        CDT=cdt,
+                        BLOCK_B=bb,
+                        BLOCK_H=bh,
+                    )
                     dh = torch.addmm(dhz, dg[s], w)
             dw = dg.reshape(T * B, -1).t() @ hs[:T].reshape(T * B, H)
             db = dg.sum((0, 1)) if ctx.has_b[d] else None
@@ -338,8 +462,13 @@ def _rnn_fused(module, x, hx, merge):
                 per_dir += [F.linear(inp, w_ih, b_ih), w_hh, b_hh]
         rows = slice(k * dirs, (k + 1) * dirs)
         mode = merge if k == module.num_layers - 1 else _RNN_OWN
-        inp, h_k, c_k = _RnnLayerFn.apply("lstm" if lstm else "gru", mode, None if h0 is None else h0[rows],
-                                          None if c0 is None else c0[rows], *per_dir)
+        inp, h_k, c_k = _RnnLayerFn.apply(
+            "lstm" if lstm else "gru",
+            mode,
+            None if h0 is None else h0[rows],
+            None if c0 is None else c0[rows],
+            *per_dir,
+        )
         hn.append(h_k)
         cn.append(c_k)
     return inp, ((torch.cat(hn), torch.cat(cn)) if lstm else torch.cat(hn))
@@ -349,22 +478,12 @@ def _rnn_shape(y, module, merge, return_sequences):
     """The Keras-style output from the module's output y [B, T, dirs*H]."""
     if merge is None or not module.bidirectional:
         return y if return_sequences else y[:, -1]
-    h = module.hidden_size
-    if return_sequences:
-        fwd, bwd = y[..., :h], y[..., h:]
-    else:  # the backward direction's final output is the one at time step 0
-        fwd, bwd = y[:, -1, :h], y[:, 0, h:]
-    if merge == "concat":
-        return torch.cat([fwd, bwd], dim=-1)
-    if merge == "sum":
-        return fwd + bwd
-    if merge == "mul":
-        return fwd * bwd
-    return (fwd + bwd) / 2
+    return merge_directions(y, merge, return_sequences)
 
 
-def recurrent_forward(module: nn.Module, x: torch.Tensor, hx=None, merge: str | None = None,
-                      return_sequences: bool = True):
+def recurrent_forward(
+    module: nn.Module, x: torch.Tensor, hx=None, merge: str | None = None, return_sequences: bool = True
+):
     """Run a batch-first ``nn.LSTM`` / ``nn.GRU`` on x [B, T, F] with its own parameters: ``(output, state)``.
 
     hx and state are as the module takes and returns them (LSTM ``(h, c)``, GRU ``h``; [layers*dirs, B, H]).
@@ -380,8 +499,13 @@ def recurrent_forward(module: nn.Module, x: torch.Tensor, hx=None, merge: str | 
     if not getattr(module, "batch_first", False):
         raise ValueError("recurrent_forward needs a batch_first recurrent module")
     states = () if hx is None else (tuple(hx) if isinstance(hx, (tuple, list)) else (hx,))
-    fused = (isinstance(module, (nn.LSTM, nn.GRU)) and getattr(module, "proj_size", 0) == 0 and x.dim() == 3
-             and x.shape[1] > 0 and use_triton(x, *states))
+    fused = (
+        isinstance(module, (nn.LSTM, nn.GRU))
+        and getattr(module, "proj_size", 0) == 0
+        and x.dim() == 3
+        and x.shape[1] > 0
+        and use_triton(x, *states)
+    )
     if not fused:
         y, state = module(x, hx)
         return _rnn_shape(y, module, merge, return_sequences), state

@@ -1,0 +1,64 @@
+"""Batchnorm folded into the convolution or linear layer before it, in eval mode (``--optimize inference``)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---- embedded below ----
+
+
+def folded_batchnorm(layer, bn, x):
+    """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights.
+
+    The folded weights are kept on `layer` until any tensor they come from changes (loading a
+    state_dict, an optimizer step and `.to()` all do) or autograd needs them.
+    """
+    if bn.training:
+        return bn(layer(x))
+    sources = [
+        t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None
+    ]
+    # versions identify the tensors' values (not tracked for inference-mode tensors: no caching then)
+    key = None
+    if not any(t.is_inference() for t in sources):
+        key = (bn.eps,) + tuple((t.data_ptr(), t._version) for t in sources)
+    cached = getattr(layer, "_folded", None)
+    if key is not None and cached is not None and cached[0] == key and not torch.is_grad_enabled():
+        weight, bias = cached[1], cached[2]
+    else:
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.weight is not None:
+            scale = scale * bn.weight
+            shift = shift * bn.weight + bn.bias
+        weight = layer.weight * scale.view(-1, *[1] * (layer.weight.dim() - 1))
+        bias = shift if layer.bias is None else shift + layer.bias * scale
+        if weight.dim() == 4 and layer.weight.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        if key is not None and not torch.is_grad_enabled():
+            layer._folded = (key, weight, bias)
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, weight, bias)
+    conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
+    return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+class FoldingSequential(nn.Sequential):
+    """nn.Sequential whose children named in `fold` run with the batchnorm after them folded in (eval mode)."""
+
+    def __init__(self, *args, fold=()):
+        super().__init__(*args)
+        self.fold = frozenset(fold)
+
+    def forward(self, x):
+        children = list(self.named_children())
+        i = 0
+        while i < len(children):
+            name, layer = children[i]
+            if name in self.fold:
+                x = folded_batchnorm(layer, children[i + 1][1], x)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x

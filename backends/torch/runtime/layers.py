@@ -1,0 +1,85 @@
+"""Module forms of stateless layers that torch.nn has no class for, and self-attention as one module.
+
+The generated code needs them only where a layer must be a module: inside ``nn.Sequential`` (labelled
+groups and repeats) or when the spec labels a stateless layer.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---- embedded below ----
+
+
+class Reshape(nn.Module):
+    """Reshapes every sample to `shape` (the batch axis is kept)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class Permute(nn.Module):
+    """Reorders the axes after the batch axis."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = tuple(dims)
+
+    def forward(self, x):
+        return x.permute(0, *self.dims)
+
+
+class Abs(nn.Module):
+    def forward(self, x):
+        return torch.abs(x)
+
+
+class Scale(nn.Module):
+    """Multiplies by a constant."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class Shift(nn.Module):
+    """Adds a constant."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x):
+        return x + self.offset
+
+
+class AlwaysDropout(nn.Module):
+    """Dropout that stays on at inference (Monte-Carlo dropout)."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, training=True)
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """Self-attention (query = key = value) returning only the attended values."""
+
+    def __init__(self, *args, causal=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+
+    def forward(self, x):
+        mask = None
+        if self.causal:
+            mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
+        return super().forward(x, x, x, need_weights=False, attn_mask=mask)[0]
