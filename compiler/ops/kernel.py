@@ -24,7 +24,8 @@ def flt(v: float) -> str:
 class Mask:
     """A random keep mask (dropout): each element kept with probability ``1 - p(attrs)``, scaled by
     ``1 / (1 - p)``. The kernel draws the mask from the call's seed and passes it as the op's last
-    operand; ``always(attrs)`` keeps it on in eval mode (one kernel has one on/off switch)."""
+    operand (which gets no derivative); ``always(attrs)`` keeps it on in eval mode (one kernel has one on/off
+    switch)."""
 
     p: Callable[[Attrs], float]
     always: Callable[[Attrs], bool]
