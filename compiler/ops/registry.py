@@ -18,6 +18,19 @@ Each op family has one module in this package (``dense``, ``conv``, ``pool``, ``
 
 Backends and passes ask these facets; none compares an op's name with a literal (a test walks their
 source to keep it so). A new op is one ``register`` call in its family's module, a doc line and tests.
+For example, an elementwise op with a module, a function and a fused kernel::
+
+    register(OpDef(
+        "leaky_relu", (Attr("slope", "float", 0.01),), same_float("leaky_relu"),
+        torch=Torch(
+            module=Form("nn.LeakyReLU({negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),
+            function=Form("F.leaky_relu({x}, {negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]})),
+        kernel=Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, {x[0]} * {flt(a['slope'])})",
+                           lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, {g} * {flt(a['slope'])})"]),
+        family="activation", label=with_values("leaky_relu"), doc="Activation: x if x > 0 else slope * x."))
+
+Lookups: :func:`op_of` gives any IR node's op (``input`` included), :func:`get` and :func:`all_ops` the ops a
+spec calls by name, :func:`registered` every op.
 """
 
 from __future__ import annotations
