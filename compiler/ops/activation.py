@@ -34,6 +34,12 @@ _activation(
                 lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, 0.0)"]),
     in_place=True)
 _activation(
+    "relu6", (), "min(max(x, 0), 6)",
+    Form("nn.ReLU6()"), Form("F.relu6({x})"),
+    # the gradient is PyTorch's (hardtanh's): zero at both corners
+    Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]}, 0.0), 6.0)",
+                lambda a, x, y, g: [f"tl.where({x[0]} > 0, tl.where({x[0]} < 6.0, {g}, 0.0), 0.0)"]))
+_activation(
     "leaky_relu", (A("slope", "float", 0.01),), "x if x > 0 else slope * x",
     Form("nn.LeakyReLU({negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),
     Form("F.leaky_relu({x}, {negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),
