@@ -25,7 +25,7 @@ from typing import Iterator
 
 from dlc.compiler.fusion import group_fusions
 from dlc.compiler.ir import Graph, Node, Scope, format_value
-from dlc.compiler.ops.registry import get
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import TensorType
 from dlc.diagnostics import display
@@ -36,9 +36,8 @@ FAMILY_COLOURS = {
     "conv": "#cfe2f3", "linear": "#c9daf8", "pool": "#d9ead3", "norm": "#fff2cc", "activation": "#f4cccc",
     "merge": "#d9d2e9", "shape": "#eeeeee", "recurrent": "#d0e0e3", "attention": "#b4dcd6",
     "embedding": "#fce5cd", "regularization": "#f3f3f3", "arith": "#e6def0", "wrapper": "#e0e0f0",
-    "block": "#ffffff",
+    "block": "#ffffff", "io": "#ffffff",
 }
-MERGE_OPS = {"add": "add", "sub": "sub", "mul": "mul", "mean": "ave", "concat": "concat"}
 FUSION_FILL = "#fff4c2"
 # Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.
 AUTO_LIMIT = 150
@@ -55,40 +54,9 @@ def _shape(t) -> str:
     return str(t)
 
 
-def _pair(v) -> str:
-    if isinstance(v, (list, tuple)):
-        return "×".join(str(x) for x in v)
-    return f"{v}×{v}"
-
-
 def describe(node: Node) -> str:
-    """The op with its key attributes: ``conv2d 3×3 /2, 128``."""
-    a, op = node.attrs, node.op
-    if op.startswith("conv"):
-        k = _pair(a["k"]) if op != "conv1d" else str(a["k"])
-        stride = f" /{format_value(a['stride'])}" if a["stride"] not in (1, [1, 1]) else ""
-        return f"{op} {k}{stride}, {a['channels']}"
-    if op in ("maxpool", "avgpool"):
-        if a["k"] == "global":
-            return f"{op} global"
-        stride = a["stride"] if a["stride"] is not None else a["k"]
-        return f"{op} {_pair(a['k'])}" + (f" /{format_value(stride)}" if stride != 1 else "")
-    if op == "linear":
-        return f"linear {a['units']}"
-    if op == "embedding":
-        return f"embedding {a['vocab']}×{a['dim']}"
-    if op in ("lstm", "gru", "rnn"):
-        return f"{op} {a['units']}" + (f" ×{a['layers']} layers" if a["layers"] > 1 else "")
-    if op == "attention":
-        return f"attention, {a['heads']} head{'s' if a['heads'] > 1 else ''}" + (", causal" if a["causal"] else "")
-    if op == "dropout":
-        return f"dropout {a['p']}" + (" (always)" if a["always"] else "")
-    if op in ("reshape", "permute", "upsample", "adaptive_avgpool", "scale", "shift", "leaky_relu", "elu"):
-        return f"{op} " + ", ".join(format_value(v) for v in a.values())
-    if op == "timedistributed":
-        inner = dict(a["layer"])
-        return "timedistributed(" + describe(Node(node.id, inner.pop("op"), (), (), inner, (), node.span)) + ")"
-    return op
+    """The op with its key attributes: ``conv2d 3×3 /2, 128`` (the op's diagram label)."""
+    return op_of(node.op).describe(node.attrs)
 
 
 @dataclass
@@ -210,21 +178,20 @@ class Drawing:
     def _node(self, node: Node, indent: str) -> None:
         nid = f"n{node.id}"
         self.rep[node.id] = nid
-        if node.op == "input":
+        op = op_of(node.op)
+        if op.draw == "input":
             t = self.g.types[node.outputs[0]]
             dtype = f" {t.dtype}" if isinstance(t, TensorType) and t.dtype != "float32" else ""
-            label = f"input {node.attrs['name']}\n{_shape(t)}{dtype}"
+            label = f"{op.describe(node.attrs)}\n{_shape(t)}{dtype}"
             self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=invhouse, fillcolor="#ffffff"];')
             return
-        op = get(node.op)
-        family = op.family if op else "other"
-        self.families.add(family)
-        colour = FAMILY_COLOURS.get(family, "#ffffff")
-        if node.op == "bidirectional":
+        self.families.add(op.family)
+        colour = FAMILY_COLOURS.get(op.family, "#ffffff")
+        if op.draw == "directions":
             self._bidirectional(node, indent, colour)
             return
-        if node.op in MERGE_OPS:
-            label = MERGE_OPS[node.op]
+        if op.draw == "merge":
+            label = op.describe(node.attrs)
             self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=ellipse, fillcolor="{colour}"];')
             return
         title = describe(node)
@@ -236,7 +203,7 @@ class Drawing:
 
     def _note_shared(self, node: Node, nid: str) -> None:
         path = node.module_path
-        if path is None or not get(node.op) or not get(node.op).stateful:
+        if path is None or not op_of(node.op).stateful:
             return
         if any(s.call > 0 for s in node.scope):
             self.seen_paths.setdefault(path, nid)
@@ -247,9 +214,11 @@ class Drawing:
             self.seen_paths[path] = nid
 
     def _bidirectional(self, node: Node, indent: str, colour: str) -> None:
-        """Two directions joining at the merge: a cluster of forward, backward and merge nodes."""
-        cell = node.attrs["layer"]
-        inner = Node(node.id, cell["op"], (), (), {k: v for k, v in cell.items() if k != "op"}, (), node.span)
+        """Two directions joining at the merge: a cluster of forward, backward and merge nodes.
+
+        The op's label is its wrapped layer's; ``attrs["merge"]`` is how the directions join.
+        """
+        inner = describe(node)
         nid = f"n{node.id}"
         name = f"{node.name}: " if node.name and not node.name.isdigit() else ""
         label = f"{name}bidirectional" + self._params_text(node)
@@ -258,7 +227,7 @@ class Drawing:
                           f'color="#7fa9ad";')
         self.lines.append(f'{indent}  {nid}_in [label="", shape=point];')
         for d in ("forward", "backward"):
-            self.lines.append(f'{indent}  {nid}_{d} [label="{escape(d + " " + describe(inner))}", '
+            self.lines.append(f'{indent}  {nid}_{d} [label="{escape(d + " " + inner)}", '
                               f'fillcolor="{colour}"];')
             self.lines.append(f'{indent}  {nid}_in -> {nid}_{d} [arrowhead=none];')
             self.lines.append(f'{indent}  {nid}_{d} -> {nid};')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dlc.compiler.fusion import group_fusions
 from dlc.compiler.ir import Graph, format_value
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import batched_str
 
@@ -16,14 +17,12 @@ def summarize(g: Graph) -> str:
     seen: set[str] = set()
     for node in g.nodes:
         path = node.module_path
-        if node.op == "input":
-            name = node.attrs["name"]
-            op = "input"
+        opdef = op_of(node.op)
+        op = f"{node.op}({node.attrs['layer']['op']})" if opdef.wraps else node.op
+        if opdef.declared:
+            name = node.attrs["name"]  # a network input, by its declared name
         else:
             name = path or (node.scope_path + "." if node.scope_path else "") + f"({node.op})"
-            op = node.op
-            if node.op in ("bidirectional", "timedistributed"):
-                op = f"{node.op}({node.attrs['layer']['op']})"
         shapes = ", ".join(batched_str(t) for t in node.types)
         if path is not None and path in seen:
             count = "shared"

@@ -1,6 +1,7 @@
 """Fusion groups: which IR nodes run as one kernel in a fused module.
 
-``group_fusions`` partitions the nodes of a graph by the fusion kind their op declares:
+``group_fusions`` partitions the nodes of a graph by the fusion kind of their op, derived from its
+kernel facet (:mod:`dlc.compiler.ops.kernel`):
 
 - an **anchor** (``linear``, convolutions) absorbs the elementwise chain after it as its epilogue;
 - an **elementwise** chain (bias, batchnorm, activations, residual add, sub/mul/abs, scaling,
@@ -8,7 +9,7 @@
 - a **row** op (``softmax``, ``log_softmax``, ``layernorm``) absorbs the elementwise producers
   before it and the consumers after it, which work on the same rows;
 - **recurrent** layers and **attention** are groups of one node with kernels of their own;
-- everything else (pooling, reshapes, permutations, concatenation, embeddings) is opaque.
+- an op without a kernel facet (pooling, reshapes, permutations, concatenation, embeddings) is opaque.
 
 A group is a chain: each member after the first takes the previous member's output, and that
 output has no other user, so no intermediate value is needed outside its group and nothing fuses
@@ -25,11 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlc.compiler.ir import Graph, Node
-from dlc.compiler.ops.registry import get
+from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurrent, Row
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType, is_float
-
-ROW_OPS = ("softmax", "log_softmax", "layernorm")
-RECURRENT_OPS = ("lstm", "gru", "bidirectional")
 
 
 @dataclass
@@ -58,14 +57,30 @@ _ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
 def _fusion_kind(node: Node) -> str:
-    if node.op in ROW_OPS:
-        return "row"
-    if node.op in RECURRENT_OPS:
-        return "recurrent"
-    if node.op == "attention":
-        return "attention"
-    op = get(node.op)
-    return op.fusion if op is not None else "opaque"
+    return op_of(node.op).fusion
+
+
+def _stats(node: Node) -> bool:
+    """Batchnorm: a per-channel affine map from statistics of its input (see ChannelAffine)."""
+    return isinstance(op_of(node.op).kernel, ChannelAffine)
+
+
+def _mask(node: Node) -> bool:
+    """Dropout: a random keep mask (see Mask)."""
+    kernel = op_of(node.op).kernel
+    return isinstance(kernel, Elementwise) and kernel.mask is not None
+
+
+def _always(node: Node) -> bool:
+    kernel = op_of(node.op).kernel
+    assert isinstance(kernel, Elementwise) and kernel.mask is not None
+    return kernel.mask.always(node.attrs)
+
+
+def _matmul(node: Node) -> bool:
+    """An anchor whose product the kernel computes (linear); a convolution runs in PyTorch."""
+    kernel = op_of(node.op).kernel
+    return isinstance(kernel, Anchor) and kernel.matmul
 
 
 def _float_tensor(t) -> bool:
@@ -73,14 +88,15 @@ def _float_tensor(t) -> bool:
 
 
 def _row_ok(g: Graph, node: Node) -> bool:
-    """Row kernels work on the last axis (softmax) or the last ``dims`` axes (layernorm) of known size."""
+    """Row kernels work on the trailing axes their op names (softmax: the last; layernorm: the last ``dims``),
+    of known size."""
     t = g.types[node.inputs[0]]
     if not _float_tensor(t) or t.rank == 0:
         return False
-    if node.op == "layernorm":
-        return all(isinstance(d, int) for d in t.shape[-node.attrs["dims"]:])
-    dim = node.attrs["dim"]
-    return (dim == -1 or dim == t.rank - 1) and isinstance(t.shape[-1], int)
+    kernel = op_of(node.op).kernel
+    assert isinstance(kernel, Row)
+    axes = kernel.axes(node.attrs, t.rank)
+    return axes is not None and all(isinstance(d, int) for d in t.shape[-axes:])
 
 
 def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
@@ -88,16 +104,16 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
     """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
     if len(users.get(v, [])) != 1 or v in returned:
         return None  # v is needed outside the group (read elsewhere, returned by its block or the network)
-    if u.scope != group[0].scope or u.op == "input":
+    if u.scope != group[0].scope:
         return None
     if not all(_float_tensor(t) for t in u.types) or len(u.outputs) != 1:
         return None
     tv = g.types[v]
     kind = _fusion_kind(u)
     if kind == "elementwise":
-        if u.op == "batchnorm" and not (head_kind == "anchor" and len(group) == 1):
+        if _stats(u) and not (head_kind == "anchor" and len(group) == 1):
             return None  # its batch statistics need its input materialised: only right after an anchor
-        if u.op == "dropout" and any(n.op == "dropout" and n.attrs["always"] != u.attrs["always"] for n in group):
+        if _mask(u) and any(_mask(n) and _always(n) != _always(u) for n in group):
             return None  # one kernel has one on/off switch for its dropouts
         if u.types[0].shape != tv.shape:
             return None  # the chain value must not be broadcast up to a larger shape
@@ -109,8 +125,8 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
             # row kernels load extra inputs row by row: they must have the row tensor's full shape
             if any(g.types[i].shape != tv.shape for i in u.inputs if i != v):
                 return None
-        if head_kind == "anchor" and group[0].op == "linear":
-            if u.op == "batchnorm":
+        if head_kind == "anchor" and _matmul(group[0]):
+            if _stats(u):
                 return None  # the matmul result is never materialised for batch statistics
             # the matmul epilogue sees [rows, units] tiles: extra inputs are full or per-unit vectors
             units = tv.shape[-1]
@@ -122,7 +138,7 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
         # a row op absorbs its elementwise producers when they work on whole rows
         if any(g.types[i].shape != g.types[u.inputs[0]].shape for n in group for i in n.inputs):
             return None
-        if any(n.op in ("batchnorm", "dropout") for n in group):
+        if any(_stats(n) or _mask(n) for n in group):
             return None
         return "row"
     return None
@@ -133,7 +149,7 @@ def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
     total = 0
     terms: list[str] = []
     for n in group[:-1]:
-        if n.op.startswith("conv"):
+        if _fusion_kind(n) == "anchor" and not _matmul(n):
             continue  # the convolution's result is materialised: its epilogue kernel reads it
         t = g.types[n.outputs[0]]
         assert isinstance(t, TensorType)
@@ -163,14 +179,14 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     groups: list[FusionGroup] = []
     taken: set[int] = set()
     for node in g.nodes:
-        if node.id in taken or node.op == "input":
+        if node.id in taken:
             continue
         if node.scope and node.scope[-1].kind == "seq":
             continue  # a direct member of nn.Sequential: called as its own module
         kind = _fusion_kind(node)
         if kind == "recurrent":
-            cell = node.attrs["layer"]["op"] if node.op == "bidirectional" else node.op
-            if recurrent and cell in ("lstm", "gru"):
+            cell = op_of(node.attrs["layer"]["op"]) if op_of(node.op).wraps else op_of(node.op)
+            if recurrent and isinstance(cell.kernel, Recurrent):  # dlc's gate kernels run this cell
                 groups.append(FusionGroup(len(groups), "recurrent", [node.id]))
                 taken.add(node.id)
             continue
@@ -200,8 +216,8 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             kind = "row"
         if len(members) == 1 and kind != "row":
             continue  # a lone layer runs as PyTorch would run it: no kernel of ours is faster
-        if (kind == "anchor" and node.op != "linear" and len(members) == 2 and not node.attrs.get("bias")
-                and members[1].op != "batchnorm"):
+        if (kind == "anchor" and not _matmul(node) and len(members) == 2 and not node.attrs.get("bias")
+                and not _stats(members[1])):
             continue  # a convolution and one op after it: the kernel would be that op alone
         ids = [n.id for n in members]
         produced = {n.outputs[0] for n in members}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 from dlc.compiler.ir import Graph, Node
-from dlc.compiler.ops.registry import ShapeError, get
+from dlc.compiler.ops.pytorch import INPLACE
+from dlc.compiler.ops.registry import ShapeError, op_of, registered
 
 
 class VerifyError(AssertionError):
@@ -19,10 +20,9 @@ class VerifyError(AssertionError):
 def infer_shapes(g: Graph) -> Graph:
     """Recompute every node's output types from its op's shape rule."""
     for node in g.nodes:
-        if node.op == "input":
-            continue
-        op = get(node.op)
-        assert op is not None, node.op
+        op = op_of(node.op)
+        if op.declared:
+            continue  # its type is its declaration's
         try:
             node.types = tuple(op.infer(node.attrs, [g.types[v] for v in node.inputs]))
         except ShapeError as exc:
@@ -39,7 +39,7 @@ def verify(g: Graph) -> Graph:
     for i, node in enumerate(g.nodes):
         if node.id != i:
             raise VerifyError(f"node {i} has id {node.id}")
-        if node.op != "input" and get(node.op) is None:
+        if node.op not in registered():
             raise VerifyError(f"unknown op {node.op}")
         for v in node.inputs:
             if v not in defined:
@@ -51,7 +51,7 @@ def verify(g: Graph) -> Graph:
                 raise VerifyError(f"%{v}: node type {t} differs from value table {g.types.get(v)}")
             defined.add(v)
         path = node.module_path
-        if path is not None and get(node.op) is not None and get(node.op).stateful:
+        if path is not None and op_of(node.op).stateful:
             other = modules.get(path)
             if other is not None and (other.op != node.op or other.attrs != node.attrs):
                 raise VerifyError(f"module {path} is used by two different layers")
@@ -66,14 +66,10 @@ def count_params(g: Graph) -> dict[str, int]:
     """Trainable parameters per module path; a shared instance is counted once."""
     out: dict[str, int] = {}
     for node in g.nodes:
-        if node.op == "input":
-            continue
-        op = get(node.op)
-        assert op is not None
         path = node.module_path
         if path is None or path in out:
             continue
-        out[path] = op.count_params(node.attrs, [g.types[v] for v in node.inputs])
+        out[path] = op_of(node.op).count_params(node.attrs, [g.types[v] for v in node.inputs])
     return out
 
 
@@ -85,9 +81,6 @@ PIPELINE: list[Callable[[Graph], Graph]] = [verify, infer_shapes, verify]
 
 
 OPTIMIZATIONS = (None, "inference")
-
-
-FOLDABLE = ("conv1d", "conv2d", "linear")
 
 
 def fold_batchnorm(g: Graph) -> Graph:
@@ -104,14 +97,14 @@ def fold_batchnorm(g: Graph) -> Graph:
     outputs = {v for _, v in g.outputs}
     pairs: list[tuple[Node, Node]] = []
     for node in g.nodes:
-        if node.op != "batchnorm" or node.name is None:
+        if not op_of(node.op).folds or node.name is None:
             continue
         prev = producer.get(node.inputs[0])
-        if (prev is None or prev.op not in FOLDABLE or len(users[prev.outputs[0]]) != 1
+        if (prev is None or op_of(prev.op).fold_axis is None or len(users[prev.outputs[0]]) != 1
                 or prev.scope != node.scope or prev.outputs[0] in outputs):
             continue
-        if prev.op == "linear" and g.types[prev.outputs[0]].rank != 1:
-            continue  # the batchnorm's channels are not the linear layer's output features
+        if op_of(prev.op).fold_axis % g.types[prev.outputs[0]].rank != 0:
+            continue  # the batchnorm's channels (axis 0) are not the layer's output channels (a linear layer's last)
         pairs.append((prev, node))
     # A layer applied more than once (a shared instance) folds only if every application has the same batchnorm.
     by_path: dict[str | None, list[Node]] = {}
@@ -136,7 +129,7 @@ def fold_batchnorm(g: Graph) -> Graph:
     def sub(v: int) -> int:
         return drop.get(v, v)
 
-    kept = [n for n in g.nodes if not (n.op == "batchnorm" and n.outputs[0] in drop)]
+    kept = [n for n in g.nodes if not (n.outputs and n.outputs[0] in drop)]  # the folded batchnorms
     for i, n in enumerate(kept):
         n.id = i
         n.inputs = tuple(sub(v) for v in n.inputs)
@@ -150,28 +143,25 @@ def fold_batchnorm(g: Graph) -> Graph:
     return g
 
 
-# Ops whose backward does not read their output, so a later op may overwrite it.
-_OVERWRITABLE = ("conv1d", "conv2d", "conv_transpose2d", "linear", "batchnorm", "add")
-
-
 def compute_in_place(g: Graph) -> Graph:
-    """Let ``relu`` and ``add`` overwrite their first input where nothing else reads it (inference).
+    """Let ops that may work in place (``OpDef.in_place``: relu, add) overwrite their first input where nothing
+    else reads it (inference).
 
-    Only values made by ops whose gradient does not need their result qualify, so training
-    still works (autograd checks this and would raise, never compute wrongly).
+    Only values made by ops whose gradient does not need their result (``OpDef.overwritable``) qualify, so
+    training still works (autograd checks this and would raise, never compute wrongly).
     """
     producer = g.producer()
     users = g.users()
     outputs = {v for _, v in g.outputs}
     for node in g.nodes:
-        if node.op not in ("relu", "add") or not node.inputs:
+        if not op_of(node.op).in_place or not node.inputs:
             continue
         v = node.inputs[0]
         prev = producer.get(v)
-        if (prev is None or prev.op not in _OVERWRITABLE or len(users.get(v, [])) != 1 or v in outputs
+        if (prev is None or not op_of(prev.op).overwritable or len(users.get(v, [])) != 1 or v in outputs
                 or node.inputs.count(v) != 1 or g.types[v] != node.types[0] or prev.scope != node.scope):
             continue  # prev.scope == node.scope: never overwrite a block's argument (a shared block's caller)
-        node.attrs = {**node.attrs, "inplace": True}
+        node.attrs = {**node.attrs, INPLACE: True}
     return g
 
 

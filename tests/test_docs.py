@@ -14,7 +14,7 @@ Conventions (HTML comments on the lines just before a ```dln fence):
 
 The spec itself is written to ``net.dln`` in a temporary directory that is also the working
 directory, so diagnostics read ``net.dln:LINE:COL``. Further checks keep the reference in step with
-the compiler: every op of the catalog has a row in the op table, and every diagnostic code the
+the compiler: every op of the registry has a row in the op table, and every diagnostic code the
 compiler can raise is listed.
 """
 

@@ -24,7 +24,7 @@ from torch import nn
 import dlc
 from dlc.backends.torch.emit import emit_module
 from dlc.backends.torch.runtime import definitions
-from dlc.backends.torch.ops import lit
+from dlc.compiler.ops.pytorch import lit
 from dlc.backends.triton.runtime import embedded
 from dlc.pipeline import build_graph
 from dlc.compiler.names import (GENERATED_ATTRS, HELPER_NAMES, IMPORTED, MODULE_ATTRS, MODULE_RESERVED,

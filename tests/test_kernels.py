@@ -17,7 +17,7 @@ from dlc.compiler.fusion import group_fusions
 
 from conftest import KERNEL_ATOL
 
-ACTIVATIONS = ["relu", "leaky_relu(0.2)", "elu(0.7)", "selu", "gelu", "gelu(approximate=tanh)", "silu", "mish",
+ACTIVATIONS = ["relu", "relu6", "leaky_relu(0.2)", "elu(0.7)", "selu", "gelu", "gelu(approximate=tanh)", "silu", "mish",
                "tanh", "sigmoid", "abs"]
 
 
@@ -310,3 +310,45 @@ network T {
         plain.bn.running_var.fill_(3.0)
         fused.load_state_dict(plain.state_dict())
         assert torch.allclose(plain(x), fused(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_relu6_matches_torch_relu6(tmp_path, fuse):
+    spec = """
+network T {
+    input x: [4, 9]
+    input r: [4, 9]
+    output y = (x + r) -> relu6 -> scale(0.5)
+}"""
+    path = tmp_path / "k.dln"
+    path.write_text(spec, encoding="utf-8")
+    compiled = dlc.compile(path, fuse=fuse)
+    assert ("fused_add_relu6_scale = ElementwiseKernel(" in compiled.source) == fuse
+    assert ("F.relu6(" in compiled.source) and "nn.ReLU6" not in compiled.source
+    ns = compiled.module()
+    if fuse:  # the Triton kernel (under the interpreter) computes it: its PyTorch fallback must not run
+        def no_fallback(*args, **kwargs):
+            raise AssertionError("the PyTorch reference ran instead of the kernel")
+        ns.fused_add_relu6_scale.reference = no_fallback
+    model = getattr(ns, compiled.graph.name)().double()
+    # both corners (0 and 6) and values on either side of them
+    x = torch.tensor([-2.0, -1e-3, 0.0, 1e-3, 3.0, 6.0 - 1e-3, 6.0, 6.0 + 1e-3, 9.0], dtype=torch.float64)
+    x = x.repeat(2, 4, 1).requires_grad_()
+    r = torch.zeros_like(x).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    want = torch.nn.ReLU6()(xr) * 0.5
+    got = model(x, r)
+    assert torch.equal(got, want)
+    w = torch.randn_like(want)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    assert torch.equal(x.grad, xr.grad) and torch.equal(r.grad, xr.grad)
+
+
+def test_relu6_labelled_is_nn_relu6(tmp_path):
+    path = tmp_path / "k.dln"
+    path.write_text("network T {\n    input x: [5]\n    output y = x -> cap: relu6\n}\n", encoding="utf-8")
+    compiled = dlc.compile(path)
+    assert "self.cap = nn.ReLU6()" in compiled.source
+    x = torch.linspace(-3, 9, 10).reshape(2, 5)
+    assert torch.equal(compiled.instantiate()(x), torch.nn.functional.relu6(x))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlc.backends.text import safe_text
+from dlc.compiler.ops.pytorch import safe_text
 from dlc.compiler.ir import Scope
 from dlc.diagnostics import Span
 

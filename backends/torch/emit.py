@@ -18,17 +18,17 @@ from typing import Any, Callable, TypeVar
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.text import safe_text
 from dlc.backends.torch.classes import ClassDef, Instance, Line, location, result_hints
 from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
-from dlc.backends.torch.ops import TABLE, Ctx, lit
 from dlc.backends.torch.runtime import closure, definitions, names_read
 from dlc.backends.torch.sharing import (arg_name, class_text, placeholder, placeholders, resolve, split_numbers,
                                         substitute)
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED
+from dlc.compiler.ops.pytorch import Ctx, lit, safe_text
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import batched_str
 from dlc.diagnostics import DlcError
@@ -128,7 +128,7 @@ class ModuleEmitter:
     def __init__(self, g: Graph, fuse: bool = False, channels_last: bool = False,
                  fused_recurrent: bool = False) -> None:
         self.g = g
-        self.channels_last = channels_last and any(n.op == "conv2d" for n in g.nodes)
+        self.channels_last = channels_last and any(op_of(n.op).torch.channels_last for n in g.nodes)
         self.fused = FusedEmitter(g, recurrent=fused_recurrent) if fuse else None
         self.classes: list[ClassDef] = []
         self.instances: list[Instance] = []
@@ -155,7 +155,7 @@ class ModuleEmitter:
         """Split an instance's nodes into direct nodes and contiguous calls of child instances."""
         steps: list[tuple[Scope | None, list[Node]]] = []
         for n in nodes:
-            if n.op == "input":
+            if op_of(n.op).declared:
                 continue
             child = n.scope[depth] if len(n.scope) > depth else None
             if child is not None and steps and steps[-1][0] == child:
@@ -166,10 +166,8 @@ class ModuleEmitter:
 
     @_at_node
     def _module_init(self, node: Node, in_sequential: bool = False) -> str:
-        entry = TABLE[node.op]
-        init = entry.seq_init if in_sequential and entry.seq_init is not None else entry.init
-        assert init is not None, f"{node.op} has no module form"
-        expr = init(node, [self.g.types[v] for v in node.inputs])
+        ins = [self.g.types[v] for v in node.inputs]
+        expr = op_of(node.op).torch.constructor(node.attrs, ins, list(node.types), in_sequential).text()
         self._record(expr, "eval")
         return expr
 
@@ -270,7 +268,7 @@ class ModuleEmitter:
         elif "fold" in node.attrs:
             lines = [f"{outs[0]} = {self.folded_call(node, args[0])}"]
         else:
-            lines = TABLE[node.op].forward(node, ins, args, mod, outs, ctx)
+            lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx)
         for j, code in enumerate(lines):
             self._record(code)
             body.append(Line(code, where if j == 0 else None))
@@ -284,9 +282,8 @@ class ModuleEmitter:
         declared.add(fold["name"])
         bn = Node(node.id, "batchnorm", node.outputs, node.outputs,
                   {k: fold[k] for k in ("eps", "momentum", "affine")}, node.types, node.span, node.scope, fold["name"])
-        init = TABLE["batchnorm"].init
-        assert init is not None
-        code = f"self.{fold['name']} = {init(bn, list(node.types))}"
+        init = op_of(bn.op).torch.constructor(bn.attrs, list(node.types), list(node.types)).text()
+        code = f"self.{fold['name']} = {init}"
         return [Line(code, f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
 
     def folded_call(self, node: Node, x: str) -> str:
@@ -316,7 +313,7 @@ class ModuleEmitter:
             cls.init.append(Line("self.to(memory_format=torch.channels_last)", note))
             users = g.users()
             images = [arg for arg, (_, v) in zip(cls.args, g.inputs)  # forward's names for the inputs
-                      if any(n.op == "conv2d" for n in users.get(v, [])) and g.types[v].rank == 3]
+                      if any(op_of(n.op).torch.channels_last for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
             self.used.add("torch")
         self._finalize()

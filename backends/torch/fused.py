@@ -12,19 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlc.backends.text import safe_text
 from dlc.backends.torch.classes import Line, location, result_hints
-from dlc.backends.torch.ops import check_finite
 from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
 from dlc.backends.triton.runtime import runtime_section
 from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
+from dlc.compiler.ops.kernel import Anchor, Recurrent
+from dlc.compiler.ops.pytorch import check_finite, safe_text
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
 if TYPE_CHECKING:
     from dlc.backends.torch.emit import ModuleEmitter, Namer
-    from dlc.backends.torch.ops import Ctx
+    from dlc.compiler.ops.pytorch import Ctx
 
 KERNEL_GROUPS = ("anchor", "elementwise", "row")
 
@@ -78,9 +79,11 @@ class FusedEmitter:
             causal = ", causal=True" if node.attrs["causal"] else ""
             return [f"{outs[0]} = attention_sdpa({mod}, {q}, {k}, {v}{causal})  # scaled_dot_product_attention"]
         self.recurrent = True
-        cell = node.attrs["layer"] if node.op == "bidirectional" else node.attrs
+        op = op_of(node.op)
+        assert isinstance(op.kernel, Recurrent)
+        cell = node.attrs["layer"] if op.wraps else node.attrs
         kw = ""
-        if node.op == "bidirectional":
+        if op.kernel.directions == 2:
             kw += f', merge="{node.attrs["merge"]}"'
         if not cell["return_sequences"]:
             kw += ", return_sequences=False"
@@ -116,7 +119,7 @@ class FusedEmitter:
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
         for n in nodes:
-            check_finite(n)
+            check_finite(n.op, n.attrs, n.span)
         local = kernel_for(self.g, grp)  # this group's own call arguments (a shared kernel holds the first's)
         spec = self._register(grp, local)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
@@ -125,7 +128,9 @@ class FusedEmitter:
         head = nodes[0]
         anchor_var = None
         args: list[str] = []
-        materialised = head.op != "linear" or "fold" in head.attrs  # the anchor runs in PyTorch
+        anchor = op_of(head.op).kernel
+        matmul = isinstance(anchor, Anchor) and anchor.matmul
+        materialised = not matmul or "fold" in head.attrs  # the anchor runs in PyTorch
         if grp.kind == "anchor" and materialised:
             later = {namer.names[v] for n in nodes[1:] for v in n.inputs if v in namer.names}
             anchor_var = out if out not in later else namer.temp("conv", step)
@@ -151,7 +156,7 @@ class FusedEmitter:
             elif arg.kind == "bias":
                 t = self.g.types[head.outputs[0]]
                 assert isinstance(t, TensorType)
-                view = "" if head.op == "linear" else ".view(-1" + ", 1" * (t.rank - 1) + ")"
+                view = "" if matmul else ".view(-1" + ", 1" * (t.rank - 1) + ")"  # per channel, axis 0
                 args.append(f"self.{head.name}.bias{view}")
             elif arg.kind == "bn":
                 self.sections.add("batchnorm")

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlc.backends.text import safe_text
-from dlc.backends.triton.ops import EW
+from dlc.backends.triton.ops import AFFINE, BIAS, INTERNAL
 from dlc.compiler.fusion import FusionGroup
 from dlc.compiler.ir import Graph, Node
+from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Row
+from dlc.compiler.ops.pytorch import Var, out_of_place, safe_text
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
 
@@ -71,12 +73,12 @@ class KernelSpec:
 
     def base_name(self) -> str:
         ops = [s.op for s in self.pre + ((self.row,) if self.row else ()) + self.post]
-        if self.kind == "linear" and ops[0] == "bias":
+        if self.kind == "linear" and ops[0] == BIAS:
             ops = ops[1:]  # a linear layer's bias goes without saying
         prefix = "linear_" if self.kind == "linear" else ""
         words: list[str] = []
         for op in ops:
-            word = {"affine": "bn"}.get(op, op)
+            word = {AFFINE: "bn"}.get(op, op)
             if not words or words[-1] != word:
                 words.append(word)
         if len(words) > 4:  # long chains: the comment above the kernel lists every op
@@ -91,6 +93,19 @@ def _note(g: Graph, n: Node) -> str:
 
 def _attrs(n: Node) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in n.attrs.items() if isinstance(v, (int, float, str, bool, type(None)))))
+
+
+def _elementwise(op: str) -> Elementwise:
+    """The elementwise kernel of a step: a kernel-internal op's, or the IR op's facet."""
+    if op in INTERNAL:
+        return INTERNAL[op].kernel
+    kernel = op_of(op).kernel
+    assert isinstance(kernel, Elementwise), op
+    return kernel
+
+
+def _masked(op: str) -> bool:
+    return op not in INTERNAL and _elementwise(op).mask is not None
 
 
 def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
@@ -137,7 +152,9 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     rest = nodes
     if kind == "anchor":
         head = nodes[0]
-        if head.op == "linear" and "fold" not in head.attrs:
+        anchor = op_of(head.op).kernel
+        assert isinstance(anchor, Anchor)
+        if anchor.matmul and "fold" not in head.attrs:
             kind = "linear"
             cur = new_input(CallArg("value", value=head.outputs[0]), True)  # the matmul result (z)
         else:
@@ -147,19 +164,21 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         # a bias right before a batchnorm stays in the convolution: the batch statistics include it
         if "fold" in head.attrs:
             pass  # the folded layer's bias is the batchnorm's shift: it runs inside the folded layer
-        elif head.attrs.get("bias") and not (head.op != "linear" and len(nodes) > 1 and nodes[1].op == "batchnorm"):
+        elif head.attrs.get("bias") and not (not anchor.matmul and len(nodes) > 1
+                                             and isinstance(op_of(nodes[1].op).kernel, ChannelAffine)):
             b = new_input(CallArg("bias", node=head.id), False)
             out = fresh()
-            steps.append(Step("bias", (), (cur, b), out, _note(g, head)))
+            steps.append(Step(BIAS, (), (cur, b), out, _note(g, head)))
             cur = out
         names[head.outputs[0]] = cur
         rest = nodes[1:]
     target = steps
     for n in rest:
-        if n.op in ("softmax", "log_softmax", "layernorm"):
+        kernel = op_of(n.op).kernel
+        if isinstance(kernel, Row):
             x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
             args: tuple[str, ...] = (x,)
-            if n.op == "layernorm" and n.attrs["affine"]:
+            if kernel.weights(n.attrs):
                 w = new_input(CallArg("ln", node=n.id), False)
                 args = (x, w, second_input())
             out = fresh()
@@ -167,20 +186,21 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
             names[n.outputs[0]] = out
             target = post
             continue
-        if n.op == "batchnorm":
+        if isinstance(kernel, ChannelAffine):
             x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
             src = n.inputs[0]
             scale = new_input(CallArg("bn", value=src, node=n.id), False)
             shift = second_input()
             out = fresh()
-            target.append(Step("affine", (), (x, scale, shift), out, _note(g, n)))
+            target.append(Step(AFFINE, (), (x, scale, shift), out, _note(g, n)))
             names[n.outputs[0]] = out
             continue
         args = tuple(names[i] if i in names else value(i) for i in n.inputs)
         attrs = _attrs(n)
-        if n.op == "dropout":
-            dropout = "always" if n.attrs["always"] else "train"
-            attrs = (("p", float(n.attrs["p"])), ("stream", sum(s.op == "dropout" for s in steps + post)))
+        assert isinstance(kernel, Elementwise), n.op
+        if kernel.mask is not None:
+            dropout = "always" if kernel.mask.always(n.attrs) else "train"
+            attrs += (("stream", sum(_masked(s.op) for s in steps + post)),)
         out = fresh()
         target.append(Step(n.op, attrs, args, out, _note(g, n)))
         names[n.outputs[0]] = out
@@ -196,11 +216,13 @@ def _fwd_lines(steps: tuple[Step, ...], offsets: str) -> list[str]:
     for s in steps:
         attrs = dict(s.attrs)
         args = list(s.args)
-        if s.op == "dropout":
+        kernel = _elementwise(s.op)
+        if kernel.mask is not None:
             keep = f"keep{attrs['stream']}"
-            lines.append(f"{keep} = dlc_dropout_keep(seed + {attrs['stream']}, {offsets}, {attrs['p']!r}, on)")
+            p = kernel.mask.p(attrs)
+            lines.append(f"{keep} = dlc_dropout_keep(seed + {attrs['stream']}, {offsets}, {p!r}, on)")
             args.append(keep)
-        lines.append(f"{s.out} = {EW[s.op].triton(attrs, args)}  # {s.note}")
+        lines.append(f"{s.out} = {kernel.expr(attrs, args)}  # {s.note}")
     return lines
 
 
@@ -213,9 +235,10 @@ def _bwd_lines(steps: tuple[Step, ...], grads: dict[str, str]) -> list[str]:
             continue
         attrs = dict(s.attrs)
         args = list(s.args)
-        if s.op == "dropout":
+        kernel = _elementwise(s.op)
+        if kernel.mask is not None:
             args.append(f"keep{attrs['stream']}")
-        for arg, expr in zip(args, EW[s.op].grads(attrs, args, s.out, g)):
+        for arg, expr in zip(args, kernel.grads(attrs, args, s.out, g)):
             if arg.startswith("keep"):
                 continue
             name = f"g{arg}"
@@ -227,62 +250,35 @@ def _bwd_lines(steps: tuple[Step, ...], grads: dict[str, str]) -> list[str]:
     return lines
 
 
+def _reference(s: Step) -> str:
+    """A step in PyTorch: a kernel-internal op's reference, or the IR op's functional form (out of place; a
+    dropout switched by the reference's ``training`` argument)."""
+    if s.op in INTERNAL:
+        return INTERNAL[s.op].reference(list(s.args))
+    return op_of(s.op).torch.expression(out_of_place(dict(s.attrs)), list(s.args), training=Var("training"))
+
+
 def _ref_lines(steps: tuple[Step, ...]) -> list[str]:
-    lines = []
-    for s in steps:
-        attrs = dict(s.attrs)
-        if s.op == "dropout":
-            expr = f"F.dropout({s.args[0]}, {attrs['p']!r}, training=training)"
-        else:
-            expr = EW[s.op].torch(attrs, list(s.args))
-        lines.append(f"{s.out} = {expr}")
-    return lines
+    return [f"{s.out} = {_reference(s)}" for s in steps]
+
+
+def _row(row: Step) -> Row:
+    kernel = op_of(row.op).kernel
+    assert isinstance(kernel, Row), row.op
+    return kernel
 
 
 def _row_fwd(row: Step) -> list[str]:
-    a = dict(row.attrs)
-    x = row.args[0]
-    y = row.out
-    if row.op in ("softmax", "log_softmax"):
-        lines = [
-            f"row_max = tl.max(tl.where(mask, {x}, -float(\"inf\")), 0)",
-            f"row_exp = tl.where(mask, tl.exp({x} - row_max), 0.0)",
-            "row_sum = tl.sum(row_exp, 0)",
-        ]
-        if row.op == "softmax":
-            return lines + [f"{y} = row_exp / row_sum  # {row.note}"]
-        return lines + [f"{y} = {x} - row_max - tl.log(row_sum)  # {row.note}"]
-    lines = [
-        f"row_mean = tl.sum(tl.where(mask, {x}, 0.0), 0) / n_cols",
-        f"row_dev = tl.where(mask, {x} - row_mean, 0.0)",
-        f"row_rstd = 1.0 / tl.sqrt(tl.sum(row_dev * row_dev, 0) / n_cols + {float(a['eps'])!r})",
-        "row_hat = row_dev * row_rstd",
-    ]
-    if len(row.args) == 3:
-        return lines + [f"{y} = row_hat * {row.args[1]} + {row.args[2]}  # {row.note}"]
-    return lines + [f"{y} = row_hat  # {row.note}"]
+    lines = _row(row).forward(dict(row.attrs), list(row.args), row.out)
+    return lines[:-1] + [f"{lines[-1]}  # {row.note}"]
 
 
 def _row_bwd(row: Step, grads: dict[str, str]) -> list[str]:
-    g = grads[row.out]
     x = row.args[0]
     gx = f"g{x}"
-    if row.op == "softmax":
-        lines = [f"{gx}_row = {row.out} * ({g} - tl.sum(tl.where(mask, {g} * {row.out}, 0.0), 0))"]
-    elif row.op == "log_softmax":
-        lines = [f"{gx}_row = {g} - tl.exp({row.out}) * tl.sum(tl.where(mask, {g}, 0.0), 0)"]
-    else:
-        ghat = f"{g} * {row.args[1]}" if len(row.args) == 3 else g
-        lines = [
-            f"g_hat = tl.where(mask, {ghat}, 0.0)",
-            "g_mean = tl.sum(g_hat, 0) / n_cols",
-            "g_proj = tl.sum(g_hat * row_hat, 0) / n_cols",
-            f"{gx}_row = row_rstd * (g_hat - g_mean - row_hat * g_proj)",
-        ]
-        if len(row.args) == 3:
-            lines += [f"g{row.args[1]} = {g} * row_hat", f"g{row.args[2]} = {g}"]
-            grads[row.args[1]] = f"g{row.args[1]}"
-            grads[row.args[2]] = f"g{row.args[2]}"
+    lines = _row(row).backward(dict(row.attrs), list(row.args), row.out, grads[row.out], f"{gx}_row")
+    for w in row.args[1:]:  # the module's weight and bias: the op's backward wrote g<arg>
+        grads[w] = f"g{w}"
     if x in grads:
         lines.append(f"{gx} = {gx} + {gx}_row")
     else:
@@ -291,14 +287,9 @@ def _row_bwd(row: Step, grads: dict[str, str]) -> list[str]:
     return lines
 
 
-def _ref_row(row: Step, rank: int) -> list[str]:
-    a = dict(row.attrs)
-    x = row.args[0]
-    if row.op in ("softmax", "log_softmax"):
-        return [f"{row.out} = torch.{row.op}({x}, dim=-1)"]
-    dims = a["dims"]
-    w, b = (row.args[1], row.args[2]) if len(row.args) == 3 else ("None", "None")
-    return [f"{row.out} = F.layer_norm({x}, {x}.shape[{rank - dims}:], {w}, {b}, {float(a['eps'])!r})"]
+def _ref_row(row: Step) -> list[str]:
+    weights = dict(zip(("weight", "bias"), (Var(w) for w in row.args[1:])))
+    return [f"{row.out} = {op_of(row.op).torch.expression(dict(row.attrs), [row.args[0]], **weights)}"]
 
 
 def _grad_stores(k: int, grads: dict[str, str]) -> list[str]:
@@ -478,7 +469,7 @@ class Source:
         args = ", ".join(f"x{i}" for i in range(s.n_inputs))
         lines = _ref_lines(s.pre)
         if s.row is not None:
-            lines += _ref_row(s.row, s.rank) + _ref_lines(s.post)
+            lines += _ref_row(s.row) + _ref_lines(s.post)
         out = (s.post[-1] if s.post else s.row or s.pre[-1]).out
         lines.append(f"return {out}")
         doc = '"""The same computation in PyTorch ops (CPU, or no triton)."""'
@@ -495,6 +486,7 @@ class Source:
         if s.dropout:
             args.append("dropout=True")
         cls = {"linear": "LinearKernel", "row": "RowKernel", "elementwise": "ElementwiseKernel"}[s.kind]
-        if s.row is not None and dict(s.row.attrs).get("dims", 1) != 1:
-            args.append(f"dims={dict(s.row.attrs)['dims']}")
+        axes = _row(s.row).axes(dict(s.row.attrs), s.rank - 1) if s.row is not None else 1
+        if axes != 1:
+            args.append(f"dims={axes}")
         return wrap_call(f"{s.name} = {cls}(", args)

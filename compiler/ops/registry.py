@@ -1,17 +1,47 @@
-"""The closed, registered set of ops.
+"""The closed, registered set of ops: one :class:`OpDef` per op, carrying every facet of it.
 
-Every op declares in one place: its attributes (with types and defaults), its tensor
-inputs, its shape rule, its parameter count, its family (for diagrams) and its
-fusion kind. Backends keep a table keyed by op name; a test checks every op has
-an entry in every backend.
+Each op family has one module in this package (``dense``, ``conv``, ``pool``, ``norm``, ``activation``,
+...), and each op is defined there once, by one :func:`register` call that gives all of it:
+
+- **signature**: ``attrs`` (each an :class:`Attr` with its kind, default and bounds), the tensor
+  ``inputs`` (``optional_inputs``, ``variadic``), and ``outputs`` (how many, by attributes);
+- **shape rule** ``infer(attrs, input types) -> output types`` (raising :class:`ShapeError`) and
+  **parameter count** ``count_params(attrs, input types)``; types are batch-less;
+- **PyTorch facet** ``torch`` (:class:`~dlc.compiler.ops.pytorch.Torch`): module constructor, functional
+  form and module call, as text templates with named holes (so compiling never imports torch);
+- **kernel facet** ``kernel`` (:mod:`dlc.compiler.ops.kernel`): how the fused backend runs it, or None
+  (never fused); ``fusion``, the op's fusion kind, is derived from it;
+- **diagram**: ``label(attrs)`` (the node's text), ``draw`` (how it is drawn) and ``family`` (its colour);
+- **doc line** ``doc`` (docs/language.md's op table lists every op; a test checks);
+- **what passes need**, as flags: ``folds`` and ``fold_axis`` (batchnorm folding), ``in_place`` and
+  ``overwritable`` (in-place results), ``wraps`` (a layer wrapping another), ``declared`` (``input``).
+
+Backends and passes ask these facets; none compares an op's name with a literal (a test walks their
+source to keep it so). A new op is one ``register`` call in its family's module, a doc line and tests.
+For example, an elementwise op with a module, a function and a fused kernel::
+
+    register(OpDef(
+        "leaky_relu", (Attr("slope", "float", 0.01),), same_float("leaky_relu"),
+        torch=Torch(
+            module=Form("nn.LeakyReLU({negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),
+            function=Form("F.leaky_relu({x}, {negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]})),
+        kernel=Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, {x[0]} * {flt(a['slope'])})",
+                           lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, {g} * {flt(a['slope'])})"]),
+        family="activation", label=with_values("leaky_relu"), doc="Activation: x if x > 0 else slope * x."))
+
+Lookups: :func:`op_of` gives any IR node's op (``input`` included), :func:`get` and :func:`all_ops` the ops a
+spec calls by name, :func:`registered` every op.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dlc.compiler.kinds import Kind, kind_named
+from dlc.compiler.ops.kernel import Kernel
+from dlc.compiler.ops.pytorch import Torch
 from dlc.compiler.types import Type
 
 REQUIRED = object()
@@ -58,23 +88,67 @@ class Attr:
             object.__setattr__(self, "kind", kind)
 
 
+def _no_params(attrs: dict[str, Any], ins: list[Type]) -> int:
+    return 0
+
+
+def _one_output(attrs: dict[str, Any]) -> int:
+    return 1
+
+
 @dataclass(frozen=True)
 class OpDef:
+    """Everything dlc knows about one op (see the module docstring for the facets).
+
+    ``stateful``: holds parameters or buffers, so it becomes a module attribute. ``draw``: ``layer`` (a
+    box), ``merge`` (an ellipse: its label is the merge's kind), ``directions`` (a bidirectional layer: its
+    wrapped layer drawn forwards and backwards, joining at its ``merge``) or ``input`` (a network input).
+    ``declared``: not called by name but declared (``input x: [shape]``): its types come from the
+    declaration, and it has no module. ``wraps``: ``attrs["layer"]`` holds a wrapped layer (``op`` and its
+    attributes). ``folds``: in inference this op (batchnorm) may fold into the layer before it, when that
+    layer's ``fold_axis`` (its output's channel axis, batch-less) is the axis it normalises (axis 0).
+    ``in_place``: may overwrite its first input (the in-place pass sets ``attrs["inplace"]``);
+    ``overwritable``: its backward does not read its output, so a later op may overwrite it.
+    """
+
     name: str
     attrs: tuple[Attr, ...]
-    infer: Callable[..., tuple[Type, ...]]
-    count_params: Callable[[dict, list[Type]], int] = lambda attrs, ins: 0
+    infer: Callable[[dict[str, Any], list[Type]], tuple[Type, ...]]
+    count_params: Callable[[dict[str, Any], list[Type]], int] = _no_params
     inputs: tuple[str, ...] = ("x",)
     optional_inputs: frozenset[str] = frozenset()
     variadic: bool = False  # takes any number (>= 2) of tensors positionally
-    stateful: bool = False  # holds parameters or buffers: becomes a module attribute
-    module: bool = True  # has a module form, so a label can name it (merges are only expressions in forward)
+    outputs: Callable[[dict[str, Any]], int] = _one_output
+    stateful: bool = False
+    torch: Torch = field(default_factory=Torch)
+    kernel: Kernel | None = None
     family: str = "other"
-    fusion: str = "opaque"  # elementwise | reduction | anchor | opaque
+    label: Callable[[dict[str, Any]], str] | None = None  # None: the op's name
+    draw: str = "layer"
     doc: str = ""
-    outputs: Callable[[dict], int] = field(default=lambda attrs: 1)
+    declared: bool = False
+    wraps: bool = False
+    folds: bool = False
+    fold_axis: int | None = None
+    in_place: bool = False
+    overwritable: bool = False
+
+    @property
+    def module(self) -> bool:
+        """Has a module form, so a label can name it (merges are only expressions in ``forward``)."""
+        return self.torch.module is not None
+
+    @property
+    def fusion(self) -> str:
+        """The fusion kind, from the kernel facet: elementwise, row, anchor, recurrent, attention or opaque."""
+        return self.kernel.kind if self.kernel is not None else "opaque"
+
+    def describe(self, attrs: dict[str, Any]) -> str:
+        """The diagram's text for a node of this op: ``conv2d 3×3 /2, 128``."""
+        return self.label(attrs) if self.label is not None else self.name
 
     def attr(self, name: str) -> Attr | None:
+        """The attribute called ``name``, if the op has one."""
         for a in self.attrs:
             if a.name == name:
                 return a
@@ -82,9 +156,13 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {}
+# The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
+FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "arith", "recurrent",
+            "attention", "wrapper")
 
 
 def register(op: OpDef) -> OpDef:
+    """Add ``op`` to the registry (each op once)."""
     if op.name in OPS:
         raise RuntimeError(f"op {op.name} registered twice")
     OPS[op.name] = op
@@ -92,21 +170,34 @@ def register(op: OpDef) -> OpDef:
 
 
 def get(name: str) -> OpDef | None:
-    _load_catalog()
-    return OPS.get(name)
+    """The op a spec calls ``name``, if any (a declared op such as ``input`` is not called by name)."""
+    op = registered().get(name)
+    return op if op is not None and not op.declared else None
+
+
+def op_of(name: str) -> OpDef:
+    """The definition of an IR node's op (every registered op, ``input`` included); KeyError if unknown."""
+    return registered()[name]
 
 
 def all_ops() -> dict[str, OpDef]:
-    _load_catalog()
+    """The ops a spec can call by name, in catalog order."""
+    return {name: op for name, op in registered().items() if not op.declared}
+
+
+def registered() -> dict[str, OpDef]:
+    """Every registered op, ``input`` included."""
+    _load()
     return OPS
 
 
 _loaded = False
 
 
-def _load_catalog() -> None:
-    # The catalog modules register themselves on import; `get` runs for every node, so import only once.
+def _load() -> None:
+    # The family modules register their ops on import; lookups run for every node, so import only once.
     global _loaded
     if not _loaded:
-        from dlc.compiler.ops import catalog  # noqa: F401
         _loaded = True
+        for family in FAMILIES:
+            importlib.import_module(f"dlc.compiler.ops.{family}")

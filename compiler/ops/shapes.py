@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from dlc.compiler.ir import format_value
 from dlc.compiler.ops.registry import ShapeError
 from dlc.compiler.types import Dim, StateType, TensorType, Type, shape_str
 
@@ -168,3 +169,31 @@ def state_matches(t: Type, expected: StateType, op: str) -> None:
                          attr="initial_state", code="type-mismatch")
     if t != expected:
         raise ShapeError(f"`{op}`: initial_state is {t}, but this layer needs {expected}", attr="initial_state")
+
+
+def out(t: TensorType, shape: tuple, layout: str | None = None) -> tuple[Type, ...]:
+    """The one output of a rule: ``t`` with another shape (and layout)."""
+    return (t.with_shape(shape, layout),)
+
+
+def positive_eps(attrs: dict, op: str) -> None:
+    """``eps`` keeps a division finite: it must be positive."""
+    if attrs["eps"] <= 0:
+        raise ShapeError(f"`{op}`: eps must be positive (it keeps the division finite), got {attrs['eps']}",
+                         attr="eps", code="bad-argument")
+
+
+def same_float(name: str):
+    """The rule of an op keeping its float input's type."""
+    def rule(attrs, ins):
+        x = tensor(ins[0])
+        want_float(x, name)
+        return (x,)
+    return rule
+
+
+def with_values(name: str):
+    """A diagram label: the op's name and its attribute values (``scale 0.5``)."""
+    def label(attrs) -> str:
+        return f"{name} " + ", ".join(format_value(v) for v in attrs.values())
+    return label

@@ -1,0 +1,148 @@
+"""Activations: elementwise (``relu`` ... ``sigmoid``) and along an axis (``softmax``, ``log_softmax``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from dlc.compiler.ops.kernel import Elementwise, Row, flt
+from dlc.compiler.ops.pytorch import INPLACE, Form, Torch, axis as torch_axis
+from dlc.compiler.ops.registry import Attr as A, OpDef, register
+from dlc.compiler.ops.shapes import axis, same_float, tensor, want_float, with_values
+
+# SELU's constants (Klambauer et al. 2017), as torch.nn.SELU uses them.
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+INV_SQRT_2 = 0.7071067811865476
+
+
+def _activation(name: str, attrs: tuple[A, ...], what: str, module: Form, function: Form, kernel: Elementwise,
+                label: Callable[[dict[str, Any]], str] | None = None, in_place: bool = False) -> None:
+    """Register an elementwise activation of a float tensor (same shape, same dtype)."""
+    register(OpDef(name, attrs, same_float(name), torch=Torch(module=module, function=function), kernel=kernel,
+                   family="activation", label=label, in_place=in_place, doc=f"Activation: {what}."))
+
+
+def _inplace(a, ins, outs) -> dict:
+    return {"inplace": a.get(INPLACE, False)}
+
+
+_activation(
+    "relu", (), "max(x, 0)",
+    Form("nn.ReLU({=inplace})", _inplace, {"inplace": False}),
+    Form("F.relu({x}{,inplace})", _inplace, {"inplace": False}),
+    Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, 0.0)",
+                lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, 0.0)"]),
+    in_place=True)
+_activation(
+    "relu6", (), "min(max(x, 0), 6)",
+    Form("nn.ReLU6()"), Form("F.relu6({x})"),
+    # the gradient is PyTorch's (hardtanh's): zero at both corners
+    Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]}, 0.0), 6.0)",
+                lambda a, x, y, g: [f"tl.where({x[0]} > 0, tl.where({x[0]} < 6.0, {g}, 0.0), 0.0)"]))
+_activation(
+    "leaky_relu", (A("slope", "float", 0.01),), "x if x > 0 else slope * x",
+    Form("nn.LeakyReLU({negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),
+    Form("F.leaky_relu({x}, {negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),
+    Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, {x[0]} * {flt(a['slope'])})",
+                lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, {g} * {flt(a['slope'])})"]),
+    label=with_values("leaky_relu"))
+_activation(
+    "elu", (A("alpha", "float", 1.0),), "exponential linear unit",
+    Form("nn.ELU({alpha})", lambda a, ins, outs: {"alpha": a["alpha"]}),
+    Form("F.elu({x}, {alpha})", lambda a, ins, outs: {"alpha": a["alpha"]}),
+    Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, {flt(a['alpha'])} * (tl.exp({x[0]}) - 1.0))",
+                lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, {g} * {flt(a['alpha'])} * tl.exp({x[0]}))"]),
+    label=with_values("elu"))
+_activation(
+    "selu", (), "scaled exponential linear unit",
+    Form("nn.SELU()"), Form("F.selu({x})"),
+    Elementwise(lambda a, x: f"{flt(SELU_SCALE)} * tl.where({x[0]} > 0, {x[0]}, "
+                             f"{flt(SELU_ALPHA)} * (tl.exp({x[0]}) - 1.0))",
+                lambda a, x, y, g: [f"{g} * {flt(SELU_SCALE)} * tl.where({x[0]} > 0, 1.0, "
+                                    f"{flt(SELU_ALPHA)} * tl.exp({x[0]}))"]))
+
+
+def _gelu(a, x: list[str]) -> str:
+    if a["approximate"] == "tanh":
+        return f"dlc_gelu_tanh({x[0]})"
+    return f"0.5 * {x[0]} * (1.0 + tl.math.erf({x[0]} * {flt(INV_SQRT_2)}))"
+
+
+def _gelu_grad(a, x: list[str], y: str, g: str) -> list[str]:
+    if a["approximate"] == "tanh":
+        return [f"{g} * dlc_gelu_tanh_grad({x[0]})"]
+    return [f"{g} * dlc_gelu_grad({x[0]})"]
+
+
+def _approximate(a, ins, outs) -> dict:
+    return {"approximate": a["approximate"]}
+
+
+_activation(
+    "gelu", (A("approximate", "enum", "none", ("none", "tanh")),), "Gaussian error linear unit",
+    Form("nn.GELU({=approximate})", _approximate, {"approximate": "none"}),
+    Form("F.gelu({x}{,approximate})", _approximate, {"approximate": "none"}),
+    Elementwise(_gelu, _gelu_grad))
+_activation(
+    "silu", (), "x * sigmoid(x) (swish)",
+    Form("nn.SiLU()"), Form("F.silu({x})"),
+    Elementwise(lambda a, x: f"{x[0]} * tl.sigmoid({x[0]})",
+                lambda a, x, y, g: [f"{g} * tl.sigmoid({x[0]}) * (1.0 + {x[0]} * (1.0 - tl.sigmoid({x[0]})))"]))
+_activation(
+    "mish", (), "x * tanh(softplus(x))",
+    Form("nn.Mish()"), Form("F.mish({x})"),
+    Elementwise(lambda a, x: f"{x[0]} * dlc_tanh(dlc_softplus({x[0]}))",
+                lambda a, x, y, g: [f"{g} * dlc_mish_grad({x[0]})"]))
+_activation(
+    "tanh", (), "hyperbolic tangent",
+    Form("nn.Tanh()"), Form("torch.tanh({x})"),
+    Elementwise(lambda a, x: f"dlc_tanh({x[0]})", lambda a, x, y, g: [f"{g} * (1.0 - {y} * {y})"]))
+_activation(
+    "sigmoid", (), "logistic sigmoid",
+    Form("nn.Sigmoid()"), Form("torch.sigmoid({x})"),
+    Elementwise(lambda a, x: f"tl.sigmoid({x[0]})", lambda a, x, y, g: [f"{g} * {y} * (1.0 - {y})"]))
+
+
+# ---- along an axis: row kernels ---------------------------------------------------------
+
+
+def _along(name: str):
+    def rule(attrs, ins):
+        x = tensor(ins[0])
+        want_float(x, name)
+        axis(attrs["dim"], x.rank, name)
+        return (x,)
+    return rule
+
+
+def _last_axis(a, rank: int) -> int | None:
+    """A row kernel works on the last axis only."""
+    return 1 if a["dim"] in (-1, rank - 1) else None
+
+
+def _exp_row(x: str) -> list[str]:
+    return [
+        f"row_max = tl.max(tl.where(mask, {x}, -float(\"inf\")), 0)",
+        f"row_exp = tl.where(mask, tl.exp({x} - row_max), 0.0)",
+        "row_sum = tl.sum(row_exp, 0)",
+    ]
+
+
+def _dim(a, ins, outs) -> dict:
+    return {"dim": torch_axis(a["dim"])}
+
+
+register(OpDef(
+    "softmax", (A("dim", "int", -1),), _along("softmax"),
+    torch=Torch(module=Form("nn.Softmax(dim={dim})", _dim), function=Form("torch.softmax({x}, dim={dim})", _dim)),
+    kernel=Row(axes=_last_axis, forward=lambda a, x, y: _exp_row(x[0]) + [f"{y} = row_exp / row_sum"],
+               backward=lambda a, x, y, g, gx: [
+                   f"{gx} = {y} * ({g} - tl.sum(tl.where(mask, {g} * {y}, 0.0), 0))"]),
+    family="activation", doc="`softmax(dim=-1)` along a batch-less axis."))
+register(OpDef(
+    "log_softmax", (A("dim", "int", -1),), _along("log_softmax"),
+    torch=Torch(module=Form("nn.LogSoftmax(dim={dim})", _dim),
+                function=Form("torch.log_softmax({x}, dim={dim})", _dim)),
+    kernel=Row(axes=_last_axis, forward=lambda a, x, y: _exp_row(x[0]) + [f"{y} = {x[0]} - row_max - tl.log(row_sum)"],
+               backward=lambda a, x, y, g, gx: [f"{gx} = {g} - tl.exp({y}) * tl.sum(tl.where(mask, {g}, 0.0), 0)"]),
+    family="activation", doc="`log_softmax(dim=-1)` along a batch-less axis."))

@@ -1,0 +1,119 @@
+"""Merges and arithmetic: ``concat``, ``add``, ``sub``, ``mul``, ``mean``, ``abs``, ``scale`` and ``shift``.
+
+The merges have no module form: they are expressions in ``forward`` (and ellipses in diagrams).
+"""
+
+from __future__ import annotations
+
+from dlc.compiler.ops.kernel import Elementwise, flt
+from dlc.compiler.ops.pytorch import INPLACE, Form, Torch, axis as torch_axis
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.shapes import axis, broadcast, promote, same_float, tensor, with_values
+from dlc.compiler.types import TensorType, shape_str
+
+
+def _concat(attrs, ins):
+    xs = [tensor(t) for t in ins]
+    first = xs[0]
+    dim = attrs["dim"]
+    ax = first.feature_axis if dim is None else axis(dim, first.rank, "concat")
+    total = 0
+    symbolic = False
+    for t in xs:
+        if t.rank != first.rank:
+            raise ShapeError(f"`concat` needs inputs of equal rank, got {shape_str(first.shape)} and "
+                             f"{shape_str(t.shape)}")
+        for i, (a, b) in enumerate(zip(first.shape, t.shape)):
+            if i != ax and a != b:
+                raise ShapeError(
+                    f"`concat` along axis {ax} needs equal sizes on the other axes, got "
+                    f"{shape_str(first.shape)} and {shape_str(t.shape)}",
+                    hint="shapes are batch-less; pass `dim=` to concatenate along another axis")
+        if isinstance(t.shape[ax], str):
+            symbolic = True
+        else:
+            total += t.shape[ax]
+    shape = list(first.shape)
+    shape[ax] = "+".join(str(t.shape[ax]) for t in xs) if symbolic else total
+    return (TensorType(tuple(shape), promote([t.dtype for t in xs]), first.layout),)
+
+
+def _concat_axis(a, ins, outs) -> dict:
+    first = ins[0]
+    return {"dim": first.feature_axis + 1 if a["dim"] is None else torch_axis(a["dim"])}
+
+
+register(OpDef(
+    "concat", (A("dim", "int", None, keyword_only=True),), _concat, variadic=True,
+    torch=Torch(function=Form("torch.cat([{*xs}], dim={dim})", _concat_axis)),
+    family="merge", draw="merge", label=lambda a: "concat",
+    doc="Concatenate tensors along the feature axis (channels for [C, H, W], last for [T, F]) or along `dim`."))
+
+
+def _elementwise(name: str):
+    def rule(attrs, ins):
+        xs = [tensor(t) for t in ins]
+        shape = xs[0].shape
+        for t in xs[1:]:
+            if t.rank != xs[0].rank:
+                # both carry the batch axis in front, so NumPy's right-aligned broadcasting would misplace it
+                raise ShapeError(f"`{name}` needs tensors of equal rank, got {shape_str(xs[0].shape)} and "
+                                 f"{shape_str(t.shape)}",
+                                 hint="shapes are batch-less but every tensor has a batch axis in front; "
+                                      "`reshape` the smaller one to the same rank (size-1 axes broadcast)")
+            shape = broadcast(shape, t.shape, name)
+        return (TensorType(shape, promote([t.dtype for t in xs]), xs[0].layout),)
+    return rule
+
+
+def _product(names: list[str]) -> str:
+    return " * ".join(names) if names else "1.0"
+
+
+register(OpDef(
+    "add", (), _elementwise("add"), inputs=("a", "b"), variadic=True,
+    torch=Torch(function=Form(lambda a: "{x}.add_({*rest| + })" if a.get(INPLACE) else "{*xs| + }")),
+    kernel=Elementwise(lambda a, x: " + ".join(x), lambda a, x, y, g: [g] * len(x)),
+    family="merge", draw="merge", label=lambda a: "add", in_place=True, overwritable=True,
+    doc="Elementwise sum (`a + b`), with broadcasting."))
+register(OpDef(
+    "sub", (), _elementwise("sub"), inputs=("a", "b"),
+    torch=Torch(function=Form("{*xs| - }")),
+    kernel=Elementwise(lambda a, x: f"{x[0]} - {x[1]}", lambda a, x, y, g: [g, f"-{g}"]),
+    family="merge", draw="merge", label=lambda a: "sub", doc="Elementwise difference (`a - b`)."))
+register(OpDef(
+    "mul", (), _elementwise("mul"), inputs=("a", "b"), variadic=True,
+    torch=Torch(function=Form("{*xs| * }")),
+    kernel=Elementwise(lambda a, x: " * ".join(x),
+                       lambda a, x, y, g: [f"{g} * {_product(x[:i] + x[i + 1:])}" for i in range(len(x))]),
+    family="merge", draw="merge", label=lambda a: "mul", doc="Elementwise product (`a * b`)."))
+register(OpDef(
+    "mean", (), _elementwise("mean"), inputs=("a", "b"), variadic=True,
+    torch=Torch(function=Form("({*xs| + }) / {n}")),
+    kernel=Elementwise(lambda a, x: f"({' + '.join(x)}) * {flt(1 / len(x))}",
+                       lambda a, x, y, g: [f"{g} * {flt(1 / len(x))}"] * len(x)),
+    family="merge", draw="merge", label=lambda a: "ave", doc="Elementwise mean of several tensors: `mean(a, b, c)`."))
+
+
+def _same(attrs, ins):
+    return (tensor(ins[0]),)
+
+
+register(OpDef(
+    "abs", (), _same,
+    torch=Torch(module=Form("Abs()"), function=Form("torch.abs({x})")),
+    kernel=Elementwise(lambda a, x: f"tl.abs({x[0]})",
+                       lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, tl.where({x[0]} < 0, -{g}, 0.0))"]),
+    family="activation", doc="Elementwise absolute value."))
+register(OpDef(
+    "scale", (A("factor", "float"),), same_float("scale"),
+    torch=Torch(module=Form("Scale({factor})", lambda a, ins, outs: {"factor": a["factor"]}),
+                function=Form("{x} * {factor}", lambda a, ins, outs: {"factor": a["factor"]})),
+    kernel=Elementwise(lambda a, x: f"{x[0]} * {flt(a['factor'])}", lambda a, x, y, g: [f"{g} * {flt(a['factor'])}"]),
+    family="arith", label=with_values("scale"), doc="Multiply by a constant (`x * 0.5`, `x / 2`)."))
+register(OpDef(
+    "shift", (A("offset", "float"),), same_float("shift"),
+    torch=Torch(module=Form("Shift({offset})", lambda a, ins, outs: {"offset": a["offset"]}),
+                function=Form("{x} + {offset}", lambda a, ins, outs: {"offset": a["offset"]})),
+    kernel=Elementwise(lambda a, x: f"{x[0]} + {flt(a['offset'])}", lambda a, x, y, g: [g]),
+    family="arith", label=with_values("shift"), doc="Add a constant (`x + 1`, `x - 1`)."))

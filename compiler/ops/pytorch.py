@@ -1,0 +1,249 @@
+"""The PyTorch facet of an op: its module constructor and functional form as text templates.
+
+A template is Python text with named holes, filled from data, so ``dlc compile`` writes PyTorch code
+without importing torch. A :class:`Form` pairs a template with a ``fill`` function computing the hole
+values from the node's attributes and its batch-less input and output types; the caller adds the
+variable holes (``x``, ``xs``...). Filling gives a :class:`Filled`: the template and its values, which
+renders to text with :meth:`Filled.text`. Hole values are data (numbers, strings, tuples, variable
+names as :class:`Var`, nested :class:`Filled` calls), and a hole is named for what it holds
+(``in_features``, ``out_channels``, ``kernel_size``): the torch emitter can compare the structure of
+two generated classes with their numbers abstracted, and name a varying number after its hole.
+
+Hole syntax:
+
+- ``{name}``: the value; a :class:`Var` or :class:`Filled` as code, anything else as a literal (:func:`lit`);
+- ``{*name}`` or ``{*name|SEP}``: the items of a sequence, each rendered as above, joined by ``, `` or SEP;
+- ``{,name}``: the keyword argument ``, name=value``, left out when the value equals the form's default
+  for ``name`` or is :data:`OMIT` (a default that depends on other values is decided by ``fill``);
+- ``{=name}``: the same without the comma, for a call whose only argument is that keyword.
+
+Variable holes every renderer supplies: ``x`` (the first operand), ``xs`` (all operands), ``rest``
+(all but the first) and ``n`` (how many). Axes in the IR are batch-less; :func:`axis` adds the batch axis.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from dlc.compiler.types import Type
+from dlc.diagnostics import DlcError, Span
+
+# The attribute the in-place pass sets on a node that may overwrite its first input (see OpDef.in_place).
+INPLACE = "inplace"
+
+
+class Var(str):
+    """Code, not a value: a variable name or an expression placed in a template as it is."""
+
+
+class _Omit:
+    def __repr__(self) -> str:
+        return "OMIT"
+
+
+OMIT: Any = _Omit()  # a keyword hole's value meaning "leave the keyword out"
+
+
+def safe_text(text: str) -> str:
+    """Spec-supplied text (file names, string values) made inert for comments, docstrings and string literals.
+
+    Control characters (newlines included) and backslashes are escaped and quotes become
+    escaped quotes, so the text can neither end a comment line nor close a docstring or string;
+    inside a string or docstring it reads back as the original text. A lone surrogate (an
+    undecodable byte of a file name, never text) stays escaped even there (``\\udcff``): Python
+    cannot encode it, and a class whose docstring holds one cannot be created.
+    """
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif "\ud800" <= ch <= "\udfff":
+            out.append(f"\\\\u{ord(ch):04x}")
+        elif not ch.isprintable():
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def lit(v: Any) -> str:
+    """A Python literal for an attribute value (never raw text from a spec).
+
+    Strings pass through :func:`safe_text`, as file names in comments do (so they read back
+    unchanged, except a lone surrogate, which stays its escape text); a float with no literal
+    (``inf``, ``nan``) is ``error[bad-number]`` (the caller adds the node's position).
+    """
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise DlcError("bad-number", f"the value {v!r} cannot be written into the generated module",
+                       hint="use a finite number")
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + safe_text(v) + '"'
+    if isinstance(v, (list, tuple)):
+        items = [lit(x) for x in v]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    raise TypeError(f"no literal for {v!r}")
+
+
+def axis(dim: int) -> int:
+    """A batch-less axis as a PyTorch axis (negative axes are unchanged)."""
+    return dim + 1 if dim >= 0 else dim
+
+
+def check_finite(op: str, attrs: dict[str, Any], span: Span) -> None:
+    """``error[bad-number]`` at ``span`` if one of the attributes is a float with no literal.
+
+    Fused kernels write attributes (scale factors, slopes, eps) into their code without :func:`lit`.
+    """
+    todo: list[Any] = [attrs]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise DlcError("bad-number", f"`{op}` has the value {v!r}, which cannot be written into the "
+                           "generated module", span, hint="use a finite number")
+
+
+def out_of_place(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` without the in-place mark: the form a kernel's PyTorch reference uses (its values are its own)."""
+    return {k: v for k, v in attrs.items() if k != INPLACE}
+
+
+_HOLE = re.compile(r"\{([*,=]?)(\w+)(?:\|([^}]*))?\}")
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, Var):
+        return str(v)
+    if isinstance(v, Filled):
+        return v.text()
+    return lit(v)
+
+
+@dataclass(frozen=True)
+class Filled:
+    """A template with the values of its holes: one constructor call or expression, as data."""
+
+    template: str
+    values: Mapping[str, Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """The Python text (see the module docstring for how each hole is written)."""
+        def hole(m: re.Match) -> str:
+            mark, name, sep = m.group(1), m.group(2), m.group(3)
+            v = self.values[name]
+            if mark == "*":
+                return (", " if sep is None else sep).join(_value_text(x) for x in v)
+            if mark in (",", "="):
+                if v is OMIT or (name in self.defaults and v == self.defaults[name]):
+                    return ""
+                return f"{', ' if mark == ',' else ''}{name}={_value_text(v)}"
+            return _value_text(v)
+        return _HOLE.sub(hole, self.template)
+
+
+Fill = Callable[[dict[str, Any], list[Type], list[Type]], dict[str, Any]]
+
+
+def _no_holes(attrs: dict[str, Any], ins: list[Type], outs: list[Type]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Form:
+    """A template (or a choice of templates by attributes) and how to fill its holes.
+
+    ``fill(attrs, ins, outs)`` gets the node's attributes and its batch-less input and output types.
+    A form used by a kernel's PyTorch reference is filled from scalar attributes alone, with empty
+    ``ins`` and ``outs`` (kernels are shape-generic).
+    """
+
+    template: str | Callable[[dict[str, Any]], str]
+    fill: Fill = _no_holes
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def filled(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type], **given: Any) -> Filled:
+        """The form for one node; ``given`` adds the variable holes (and overrides filled ones)."""
+        template = self.template if isinstance(self.template, str) else self.template(attrs)
+        return Filled(template, {**self.fill(attrs, ins, outs), **given}, self.defaults)
+
+
+def operands(args: list[str]) -> dict[str, Any]:
+    """The variable holes of a functional form: ``x``, ``xs``, ``rest`` and ``n``."""
+    xs = tuple(Var(a) for a in args)
+    return {"x": xs[0] if xs else Var(""), "xs": xs, "rest": xs[1:], "n": len(xs)}
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a forward statement may need besides its node: fresh temporaries."""
+
+    fresh: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """A use of a module in ``forward``: ``mod`` called on ``args``, results in ``outs``."""
+
+    attrs: dict[str, Any]
+    ins: list[Type]
+    args: list[str]
+    mod: str
+    outs: list[str]
+    ctx: Ctx
+
+
+def call_module(site: CallSite) -> list[str]:
+    """The usual statement: ``out = self.layer(x, ...)``."""
+    return [f"{site.outs[0]} = {site.mod}({', '.join(site.args)})"]
+
+
+@dataclass(frozen=True)
+class Torch:
+    """How an op becomes PyTorch code.
+
+    ``module``: its module's constructor (required for ops with parameters; for the others the module
+    used inside ``nn.Sequential`` or when the spec labels them; None for merges, which are only
+    expressions). ``sequential``: the module form inside ``nn.Sequential`` where it differs.
+    ``function``: the expression computing the output in ``forward`` without a module, and the PyTorch
+    reference of the op's kernel facet. ``call``: the statements that call the module (default
+    :func:`call_module`). ``channels_last``: runs faster with channels-last memory order.
+    """
+
+    module: Form | None = None
+    function: Form | None = None
+    sequential: Form | None = None
+    call: Callable[[CallSite], list[str]] = call_module
+    channels_last: bool = False
+
+    def constructor(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type],
+                    in_sequential: bool = False) -> Filled:
+        """The constructor call of the node's module (its ``nn.Sequential`` form when ``in_sequential``)."""
+        form = self.sequential if in_sequential and self.sequential is not None else self.module
+        assert form is not None, "no module form"
+        return form.filled(attrs, ins, outs)
+
+    def expression(self, attrs: dict[str, Any], args: list[str], ins: list[Type] | None = None,
+                   outs: list[Type] | None = None, **given: Any) -> str:
+        """The functional form's text on the operand variables ``args``."""
+        assert self.function is not None, "no functional form"
+        return self.function.filled(attrs, ins or [], outs or [], **operands(args), **given).text()
+
+    def forward(self, attrs: dict[str, Any], ins: list[Type], outs_t: list[Type], args: list[str], mod: str | None,
+                outs: list[str], ctx: Ctx) -> list[str]:
+        """The ``forward`` lines computing ``outs``: the module called when there is one, else the expression."""
+        if mod is not None:
+            return self.call(CallSite(attrs, ins, args, mod, outs, ctx))
+        return [f"{outs[0]} = {self.expression(attrs, args, ins, outs_t)}"]

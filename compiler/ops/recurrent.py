@@ -1,0 +1,153 @@
+"""Recurrent layers: ``rnn``, ``lstm``, ``gru`` and ``bidirectional`` (Keras semantics on PyTorch's layers)."""
+
+from __future__ import annotations
+
+from dlc.compiler.ops.kernel import Recurrent
+from dlc.compiler.ops.pytorch import OMIT, CallSite, Form, Torch
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
+from dlc.compiler.ops.shapes import known, state_matches, tensor, want_float
+from dlc.compiler.types import StateType, TensorType, shape_str
+
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# Stacked recurrent layers: PyTorch builds each one in a Python loop, so a huge count would only hang.
+MAX_RNN_LAYERS = 1024
+_ATTRS = (
+    A("units", "int", min=1), A("layers", "int", 1, min=1, max=MAX_RNN_LAYERS), A("return_sequences", "bool", True),
+    A("return_state", "bool", False), A("dropout", "float", 0.0), A("bias", "bool", True),
+)
+# The Keras merges of a bidirectional layer's two directions, on their outputs `fwd` and `bwd`.
+MERGES = {
+    "concat": "torch.cat([{fwd}, {bwd}], dim=-1)",
+    "sum": "{fwd} + {bwd}",
+    "mul": "{fwd} * {bwd}",
+    "ave": "({fwd} + {bwd}) / 2",
+}
+
+
+def recurrent_params(cell: str, units: int, layers: int, features: int, directions: int, bias: bool) -> int:
+    """Parameters of a (possibly stacked, possibly bidirectional) recurrent layer, as PyTorch counts them."""
+    g = _GATES[cell]
+    total = 0
+    for layer in range(layers):
+        fin = features if layer == 0 else units * directions
+        total += directions * (g * units * (fin + units) + (2 * g * units if bias else 0))
+    return total
+
+
+def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, name: str):
+    """The outputs of a recurrent layer over [T, F]: the sequence (or last step), and the state if returned."""
+    x = tensor(ins[0])
+    want_float(x, name)
+    if x.rank != 2:
+        raise ShapeError(f"`{name}` expects a sequence [T, F] (batch not counted), got {shape_str(x.shape)}",
+                         hint="recurrent layers read [time, features]")
+    known(x.shape[1], name, "number of input features")
+    if not 0.0 <= attrs["dropout"] < 1.0:
+        raise ShapeError(f"`{name}`: dropout must be in [0, 1), got {attrs['dropout']}", attr="dropout",
+                         code="bad-argument")
+    units = attrs["units"]
+    width = units * directions if merge == "concat" else units
+    state = StateType(cell, attrs["layers"], directions, units)
+    if len(ins) > 1:
+        state_matches(ins[1], state, name)
+    y = TensorType((x.shape[0], width) if attrs["return_sequences"] else (width,), x.dtype, "fl")
+    return (y, state) if attrs["return_state"] else (y,)
+
+
+def _cell_values(a, ins, outs) -> dict:
+    return {"input_size": ins[0].shape[-1], "hidden_size": a["units"], "num_layers": a["layers"], "bias": a["bias"],
+            "dropout": a["dropout"], "nonlinearity": a.get("nonlinearity", OMIT),  # an rnn's only
+            "batch_first": True, "bidirectional": False, "return_sequences": a["return_sequences"], "merge": None}
+
+
+_KEYWORDS = "{,num_layers}{,bias}{,dropout}{,nonlinearity}{,batch_first}{,bidirectional}"
+_DEFAULTS = {"num_layers": 1, "bias": True, "dropout": 0.0, "nonlinearity": "tanh", "batch_first": None,
+             "bidirectional": False, "return_sequences": True, "merge": None}
+
+
+def _rnn_call(site: CallSite) -> list[str]:
+    a, outs = site.attrs, site.outs
+    state = outs[1] if a["return_state"] else "_"
+    seq = outs[0] if a["return_sequences"] else site.ctx.fresh("seq")
+    lines = [f"{seq}, {state} = {site.mod}({', '.join(site.args)})"]
+    if not a["return_sequences"]:
+        lines.append(f"{outs[0]} = {seq}[:, -1]  # the last time step")
+    return lines
+
+
+def _label(name: str):
+    def label(a) -> str:
+        return f"{name} {a['units']}" + (f" ×{a['layers']} layers" if a["layers"] > 1 else "")
+    return label
+
+
+def _cell(name: str, cls: str, attrs: tuple[A, ...], kernel: Recurrent | None) -> None:
+    register(OpDef(
+        name, attrs, lambda a, ins: recurrent_shape(name, a, ins, 1, None, name),
+        count_params=lambda a, ins: recurrent_params(name, a["units"], a["layers"], ins[0].shape[1], 1, a["bias"]),
+        inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}),
+        outputs=lambda a: 2 if a["return_state"] else 1, stateful=True,
+        torch=Torch(module=Form(f"nn.{cls}({{input_size}}, {{hidden_size}}{_KEYWORDS})", _cell_values, _DEFAULTS),
+                    # inside nn.Sequential: the output only (helpers' SequenceOutput)
+                    sequential=Form(f"Sequence{cls}({{input_size}}, {{hidden_size}}{_KEYWORDS}{{,return_sequences}}"
+                                    "{,merge})", _cell_values, _DEFAULTS),
+                    call=_rnn_call),
+        kernel=kernel, family="recurrent", label=_label(name),
+        doc=f"`{name}(units, layers=1, return_sequences=true, return_state=false)` over [T, F]; "
+            "`initial_state=` takes the state returned by another recurrent layer."))
+
+
+_cell("rnn", "RNN", _ATTRS + (A("nonlinearity", "enum", "tanh", ("tanh", "relu")),), None)  # no gate kernel
+_cell("lstm", "LSTM", _ATTRS, Recurrent())
+_cell("gru", "GRU", _ATTRS, Recurrent())
+
+
+def _inner(a) -> tuple[OpDef, dict]:
+    cell = dict(a["layer"])
+    return op_of(cell.pop("op")), cell
+
+
+def _bidirectional(attrs, ins):
+    inner = attrs["layer"]
+    return recurrent_shape(inner["op"], inner, ins, 2, attrs["merge"], "bidirectional")
+
+
+def _both_ways(sequential: bool):
+    def fill(a, ins, outs) -> dict:
+        op, cell = _inner(a)
+        if sequential:
+            return {"layer": op.torch.sequential.filled(cell, ins, outs, bidirectional=True, merge=a["merge"])}
+        return {"layer": op.torch.module.filled(cell, ins, outs, bidirectional=True)}
+    return fill
+
+
+def _bidirectional_call(site: CallSite) -> list[str]:
+    cell, merge, outs, mod = site.attrs["layer"], site.attrs["merge"], site.outs, site.mod
+    units = cell["units"]
+    state = outs[1] if cell["return_state"] else "_"
+    args = ", ".join(site.args)
+    seq = site.ctx.fresh("seq")  # taken even when unused, so later temporaries keep their names
+    if cell["return_sequences"]:
+        if merge == "concat":
+            return [f"{outs[0]}, {state} = {mod}({args})"]
+        fwd_src, bwd_src = f"{seq}[..., :{units}]", f"{seq}[..., {units}:]"
+    else:
+        # Keras semantics: the backward direction's final output is the one at time step 0.
+        fwd_src, bwd_src = f"{seq}[:, -1, :{units}]", f"{seq}[:, 0, {units}:]"
+    fwd, bwd = site.ctx.fresh("fwd"), site.ctx.fresh("bwd")
+    return [f"{seq}, {state} = {mod}({args})", f"{fwd}, {bwd} = {fwd_src}, {bwd_src}",
+            f"{outs[0]} = {MERGES[merge].format(fwd=fwd, bwd=bwd)}  # merge={merge}"]
+
+
+register(OpDef(
+    "bidirectional", (A("layer", "layer"), A("merge", "enum", "concat", tuple(MERGES))), _bidirectional,
+    count_params=lambda a, ins: recurrent_params(a["layer"]["op"], a["layer"]["units"], a["layer"]["layers"],
+                                                 ins[0].shape[1], 2, a["layer"]["bias"]),
+    inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}),
+    outputs=lambda a: 2 if a["layer"]["return_state"] else 1, stateful=True,
+    torch=Torch(module=Form("{layer}", _both_ways(False)), sequential=Form("{layer}", _both_ways(True)),
+                call=_bidirectional_call),
+    kernel=Recurrent(directions=2), family="recurrent", draw="directions", wraps=True,
+    label=lambda a: _inner(a)[0].describe(_inner(a)[1]),
+    doc="Runs a recurrent layer forwards and backwards and merges the two (Keras semantics): "
+        "`bidirectional(lstm(128), merge=concat|sum|mul|ave)`."))

@@ -1,0 +1,29 @@
+"""Regularisation: ``dropout``."""
+
+from __future__ import annotations
+
+from dlc.compiler.ops.kernel import Elementwise, Mask
+from dlc.compiler.ops.pytorch import Form, Torch, Var
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.shapes import same_float
+
+
+def _dropout(attrs, ins):
+    if not 0.0 <= attrs["p"] < 1.0:
+        raise ShapeError(f"`dropout`: p must be in [0, 1), got {attrs['p']}", attr="p", code="bad-argument")
+    return same_float("dropout")(attrs, ins)
+
+
+register(OpDef(
+    "dropout", (A("p", "float", 0.5), A("always", "bool", False)), _dropout,
+    torch=Torch(
+        module=Form(lambda a: "AlwaysDropout({p})" if a["always"] else "nn.Dropout({p})",
+                    lambda a, ins, outs: {"p": a["p"]}),
+        # a kernel's reference is given `training` (the kernel's own switch)
+        function=Form("F.dropout({x}, {p}, training={training})", lambda a, ins, outs: {
+            "p": a["p"], "training": Var("True" if a["always"] else "self.training")})),
+    # the mask is the last operand: 0 or 1 / (1 - p)
+    kernel=Elementwise(lambda a, x: f"{x[0]} * {x[1]}", lambda a, x, y, g: [f"{g} * {x[1]}"],
+                       mask=Mask(p=lambda a: float(a["p"]), always=lambda a: a["always"])),
+    family="regularization", label=lambda a: f"dropout {a['p']}" + (" (always)" if a["always"] else ""),
+    doc="Dropout; `always=true` keeps it on at inference (Monte-Carlo dropout)."))

@@ -1,0 +1,202 @@
+"""The op registry: every op carries every facet each backend needs, the docs list it, and no backend or
+pass decides anything by an op's name.
+
+The facets are exercised on a sample network that uses every registered op (a new op joins it): each
+node's PyTorch module and functional forms render to Python, its kernel facet to Triton expressions
+(one derivative per operand), its PyTorch reference with no shapes (kernels are shape-generic), and its
+diagram label and doc line exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import dlc
+from dlc.backends.graphviz import FAMILY_COLOURS
+from dlc.compiler.ops.kernel import Anchor, Attention, ChannelAffine, Elementwise, Recurrent, Row
+from dlc.compiler.ops.pytorch import Ctx, Var
+from dlc.compiler.ops.registry import op_of, registered
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SAMPLE = """
+network Sample {
+    input img: [3, 12, 12]
+    input seq: [6, 8]
+    input tok: [6] int64
+    input v: [10]
+    a = img -> c: conv2d(4, k=3, pad=1) -> bn: batchnorm -> relu -> relu6 -> leaky_relu(0.2) -> elu -> selu
+    b = a -> gelu -> silu -> mish -> tanh -> sigmoid -> abs -> scale(2.0) -> shift(1.0) -> dropout(0.1)
+    p = b -> maxpool(2) -> avgpool(global) -> flatten -> reshape([2, 2]) -> permute([1, 0]) -> flatten
+    q = img -> adaptive_avgpool(3) -> upsample(2) -> ct: conv_transpose2d(2, k=2)
+    r = seq -> c1: conv1d(4, k=3)
+    s = seq -> ln: layernorm -> softmax -> log_softmax -> l1: lstm(5) -> g1: gru(5) -> r1: rnn(5)
+    t = seq -> bi: bidirectional(lstm(3)) -> at: attention -> td: timedistributed(linear(2))
+    e = tok -> em: embedding(20, 4)
+    w = v -> fc: linear(10)
+    output o1 = p
+    output o2 = q
+    output o3 = r
+    output o4 = concat(s, s)
+    output o5 = t
+    output o6 = e
+    output o7 = mean(w, v) + sub(w, v) * mul(w, v)
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ops") / "sample.dln"
+    path.write_text(SAMPLE, encoding="utf-8")
+    return dlc.compile(path).graph
+
+
+def _python(text: str, mode: str = "eval") -> None:
+    ast.parse(text, mode=mode)
+
+
+def test_the_sample_uses_every_registered_op(sample):
+    assert {n.op for n in sample.nodes} == set(registered())
+
+
+def test_every_op_has_a_diagram_label_family_and_doc_line(sample):
+    for node in sample.nodes:
+        op = op_of(node.op)
+        assert op.describe(node.attrs).strip(), node.op
+        assert op.family in FAMILY_COLOURS, f"{node.op}: family {op.family} has no colour in the diagram"
+        assert op.draw in ("layer", "merge", "directions", "input"), node.op
+        assert op.doc.strip().endswith("."), f"{node.op} has no doc line"
+
+
+def test_every_op_renders_its_pytorch_forms(sample):
+    ctx = Ctx(lambda base: base + "_t")
+    for node in sample.nodes:
+        op = op_of(node.op)
+        if op.declared:
+            assert op.torch.module is None and op.torch.function is None, node.op
+            continue
+        ins = [sample.types[v] for v in node.inputs]
+        args = [f"x{i}" for i in range(len(ins))]
+        outs = [f"y{i}" for i in range(len(node.outputs))]
+        assert op.torch.module is not None or op.torch.function is not None, f"{node.op} has no PyTorch form"
+        if op.stateful:
+            assert op.torch.module is not None, f"{node.op} has parameters but no module constructor"
+        if op.torch.module is not None:
+            _python(op.torch.constructor(node.attrs, ins, list(node.types)).text())
+            _python(op.torch.constructor(node.attrs, ins, list(node.types), in_sequential=True).text())
+            lines = op.torch.forward(node.attrs, ins, list(node.types), args, "self.m", outs, ctx)
+            _python("\n".join(lines), "exec")
+        if op.torch.function is not None:
+            lines = op.torch.forward(node.attrs, ins, list(node.types), args, None, outs, ctx)
+            _python("\n".join(lines), "exec")
+
+
+def test_a_keyword_equal_to_its_default_is_left_out(sample):
+    conv = next(n for n in sample.nodes if n.name == "c")
+    text = op_of("conv2d").torch.constructor(conv.attrs, [sample.types[conv.inputs[0]]], list(conv.types)).text()
+    assert text == "nn.Conv2d(3, 4, kernel_size=3, padding=1)"
+    filled = op_of("conv2d").torch.constructor(conv.attrs, [sample.types[conv.inputs[0]]], list(conv.types))
+    assert filled.values["in_channels"] == 3 and filled.values["out_channels"] == 4  # holes say what they hold
+
+
+def test_every_kernel_facet_is_consistent_with_its_fusion_kind(sample):
+    seen: set[type] = set()
+    for node in sample.nodes:
+        op = op_of(node.op)
+        kernel = op.kernel
+        assert op.fusion == (kernel.kind if kernel is not None else "opaque"), node.op
+        if kernel is None:
+            continue
+        seen.add(type(kernel))
+        args = [f"x{i}" for i in range(len(node.inputs))]
+        if isinstance(kernel, Elementwise):
+            operands = args + (["keep"] if kernel.mask is not None else [])
+            _python(kernel.expr(node.attrs, operands))
+            grads = kernel.grads(node.attrs, operands, "y", "g")
+            assert len(grads) == len(args), f"{node.op}: one derivative per operand (none for the mask)"
+            for grad in grads:
+                _python(grad)
+            # the PyTorch reference is the functional form, filled without shapes
+            _python(op.torch.expression(node.attrs, args, training=Var("training")))
+        elif isinstance(kernel, Row):
+            rank = sample.types[node.inputs[0]].rank
+            assert kernel.axes(node.attrs, rank) is not None, node.op
+            operands = args + (["w", "b"] if kernel.weights(node.attrs) else [])
+            _python("\n".join(kernel.forward(node.attrs, operands, "y")), "exec")
+            _python("\n".join(kernel.backward(node.attrs, operands, "y", "g", "gx")), "exec")
+            _python(op.torch.expression(node.attrs, args, **dict(zip(("weight", "bias"), map(Var, operands[1:])))))
+        elif isinstance(kernel, (Anchor, Recurrent, Attention)):
+            assert op.stateful and op.torch.module is not None, node.op
+            if isinstance(kernel, Recurrent) and kernel.directions == 2:
+                assert op.wraps, f"{node.op} runs a wrapped layer both ways"
+        else:
+            assert isinstance(kernel, ChannelAffine) and op.stateful and op.folds, node.op
+    assert seen == {Elementwise, ChannelAffine, Row, Anchor, Recurrent, Attention}
+
+
+def _op_table() -> str:
+    text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    start = text.index("| Op | Arguments | Shape rule | PyTorch |")
+    return text[start:text.index("\n\n", start)]
+
+
+def test_the_docs_op_table_lists_every_registered_op():
+    listed = set(re.findall(r"^\| `(\w+)` \|", _op_table(), re.MULTILINE))
+    assert set(registered()) <= listed, f"missing from docs/language.md's op table: {set(registered()) - listed}"
+
+
+def _mentions_op(expr: ast.AST) -> bool:
+    """``node.op``, ``layer["op"]``, ``op.name``, ``op``: an expression holding an op's name."""
+    if isinstance(expr, ast.Attribute) and expr.attr == "op":
+        return True
+    if isinstance(expr, ast.Attribute) and expr.attr == "name":
+        return _mentions_op(expr.value) or (isinstance(expr.value, ast.Name) and expr.value.id == "opdef")
+    if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant) and expr.slice.value == "op":
+        return True
+    return isinstance(expr, ast.Name) and expr.id == "op"
+
+
+def _op_names(expr: ast.AST, names: set[str]) -> list[str]:
+    """The registered op names written as string literals in ``expr`` (a literal, or a tuple/list/set of them)."""
+    items = expr.elts if isinstance(expr, (ast.Tuple, ast.List, ast.Set)) else [expr]
+    return [e.value for e in items if isinstance(e, ast.Constant) and isinstance(e.value, str) and e.value in names]
+
+
+def name_decisions(source: str) -> list[tuple[int, str]]:
+    """Line and text of every comparison of an op (or its name) with an op name's literal in ``source``."""
+    names = set(registered())
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(_mentions_op(s) for s in sides) and any(_op_names(s, names) for s in sides):
+                found.append((node.lineno, ast.unparse(node)))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("startswith", "endswith") and _mentions_op(node.func.value)):
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_no_backend_or_pass_decides_by_an_op_name():
+    found = {}
+    for folder in ("backends", "compiler"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith("compiler/ops/"):
+                continue  # the op definitions themselves
+            hits = name_decisions(path.read_text(encoding="utf-8"))
+            if hits:
+                found[rel] = hits
+    assert not found, f"decisions by op name (ask the op's facets instead): {found}"
+
+
+def test_the_name_check_sees_the_forms_it_forbids():
+    bad = 'if node.op == "relu": pass\nif n.op in ("softmax", "gelu"): pass\nok = n.op.startswith("conv")\n' \
+          'x = v.op.name != "linear"\ny = inner["op"] == "lstm"\n' \
+          'if e.op == "+": pass\nif s.kind == "linear": pass\nif op.draw == "input": pass\n'
+    assert [line for line, _ in name_decisions(bad)] == [1, 2, 3, 4, 5]
