@@ -72,6 +72,17 @@ def use_triton(*tensors):
     return all(t.is_cuda or TRITON_INTERPRET for t in tensors if t is not None)
 
 
+# Kernel launches by kernel name since this module was imported (or the dict cleared). One dict update per
+# launch costs nothing next to the launch itself, and it is how a test tells that the Triton path really ran.
+LAUNCHES = {}
+
+
+def launch(kernel, grid):
+    """``kernel[grid]``, the launcher of a Triton kernel, with the launch counted in ``LAUNCHES``."""
+    LAUNCHES[kernel.__name__] = LAUNCHES.get(kernel.__name__, 0) + 1
+    return kernel[grid]
+
+
 @jit
 def dlc_tanh(x):
     """tanh: a rational approximation near 0 (Cephes' coefficients), one exponential elsewhere."""
@@ -241,8 +252,8 @@ class ElementwiseKernel:
             n *= s
         strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
         grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype),
-                 **constexprs)
+        launch(fn, grid)(*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK,
+                         COMPUTE=_compute_dtype(dtype), **constexprs)
 
 
 # Tile sizes of the linear kernels (fixed: no autotuning, so runs are repeatable and the interpreter works).
@@ -272,9 +283,9 @@ class _Linear(torch.autograd.Function):
             precision = "ieee"
         strides = [st for t in ins for st in t.stride()]
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-        kernel.forward[grid](out, z, a, weight, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(), *strides,
-                             STORE_Z=store_z, BM=bm, BN=bn, BK=bk, COMPUTE=_compute_dtype(dtype), DOT=dot,
-                             PRECISION=precision)
+        launch(kernel.forward, grid)(out, z, a, weight, *ins, seed, on, m, n, k, *a.stride(), *weight.stride(),
+                                     *strides, STORE_Z=store_z, BM=bm, BN=bn, BK=bk, COMPUTE=_compute_dtype(dtype),
+                                     DOT=dot, PRECISION=precision)
         ctx.save_for_backward(a, weight, z, *extras)
         ctx.kernel, ctx.on, ctx.seed, ctx.x_shape, ctx.dtype = kernel, on, seed, x.shape, dtype
         return out

@@ -133,6 +133,17 @@ def use_triton(*tensors):
     return all(t.is_cuda or TRITON_INTERPRET for t in tensors if t is not None)
 
 
+# Kernel launches by kernel name since this module was imported (or the dict cleared). One dict update per
+# launch costs nothing next to the launch itself, and it is how a test tells that the Triton path really ran.
+LAUNCHES = {}
+
+
+def launch(kernel, grid):
+    """``kernel[grid]``, the launcher of a Triton kernel, with the launch counted in ``LAUNCHES``."""
+    LAUNCHES[kernel.__name__] = LAUNCHES.get(kernel.__name__, 0) + 1
+    return kernel[grid]
+
+
 @jit
 def dlc_tanh(x):
     """tanh: a rational approximation near 0 (Cephes' coefficients), one exponential elsewhere."""
@@ -302,8 +313,8 @@ class ElementwiseKernel:
             n *= s
         strides = [st for t, full in zip(ins, self.full) if not full for st in t.stride()]
         grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK, COMPUTE=_compute_dtype(dtype),
-                 **constexprs)
+        launch(fn, grid)(*outs, *ins, seed, on, n, *shape, *strides, BLOCK=ELEMENTWISE_BLOCK,
+                         COMPUTE=_compute_dtype(dtype), **constexprs)
 
 
 def batchnorm_affine(bn, x):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlc.backends.triton.runtime.common import dlc_tanh, jit, tl, triton, use_triton  # noqa: F401
+from dlc.backends.triton.runtime.common import LAUNCHES, dlc_tanh, jit, launch, tl, triton, use_triton  # noqa: F401
 
 # ---- embedded below ----
 # Largest block (batch rows x hidden units) of one step-kernel program; both are powers of two.
@@ -235,13 +235,13 @@ class _RnnLayerFn(torch.autograd.Function):
                 else:
                     mode, dst, oth = merge, out[:, t], hss[0][t + 1]
                 if lstm:
-                    _rnn_lstm_fwd_kernel[grid](xp[:, t], xp.stride(0), hp, cs[s], cs[s + 1], gates[s], hs[s + 1],
-                                               dst, out.stride(0), oth, B, H, MERGE=mode, CDT=cdt,
-                                               BLOCK_B=bb, BLOCK_H=bh)
+                    launch(_rnn_lstm_fwd_kernel, grid)(xp[:, t], xp.stride(0), hp, cs[s], cs[s + 1], gates[s],
+                                                       hs[s + 1], dst, out.stride(0), oth, B, H, MERGE=mode, CDT=cdt,
+                                                       BLOCK_B=bb, BLOCK_H=bh)
                 else:
-                    _rnn_gru_fwd_kernel[grid](xp[:, t], xp.stride(0), hp, hs[s], gates[s], hs[s + 1],
-                                              dst, out.stride(0), oth, B, H, MERGE=mode, CDT=cdt,
-                                              BLOCK_B=bb, BLOCK_H=bh)
+                    launch(_rnn_gru_fwd_kernel, grid)(xp[:, t], xp.stride(0), hp, hs[s], gates[s], hs[s + 1],
+                                                      dst, out.stride(0), oth, B, H, MERGE=mode, CDT=cdt,
+                                                      BLOCK_B=bb, BLOCK_H=bh)
             hss.append(hs)
             css.append(cs)
             gss.append(gates)
@@ -288,12 +288,13 @@ class _RnnLayerFn(torch.autograd.Function):
                 else:
                     dout, oth = g_out[:, t], (hss[1][T - t] if d == 0 else hss[0][t + 1])
                 if lstm:
-                    _rnn_lstm_bwd_kernel[grid](dout, g_out.stride(0), oth, dh, dc, gates[s], css[d][s], css[d][s + 1],
-                                               dg[s], B, H, MERGE=merge, CDT=cdt, BLOCK_B=bb, BLOCK_H=bh)
+                    launch(_rnn_lstm_bwd_kernel, grid)(dout, g_out.stride(0), oth, dh, dc, gates[s], css[d][s],
+                                                       css[d][s + 1], dg[s], B, H, MERGE=merge, CDT=cdt,
+                                                       BLOCK_B=bb, BLOCK_H=bh)
                     dh = torch.mm(dg[s], w)
                 else:
-                    _rnn_gru_bwd_kernel[grid](dout, g_out.stride(0), oth, dh, gates[s], hs[s], dx[s], dg[s], dhz,
-                                              B, H, MERGE=merge, CDT=cdt, BLOCK_B=bb, BLOCK_H=bh)
+                    launch(_rnn_gru_bwd_kernel, grid)(dout, g_out.stride(0), oth, dh, gates[s], hs[s], dx[s], dg[s],
+                                                      dhz, B, H, MERGE=merge, CDT=cdt, BLOCK_B=bb, BLOCK_H=bh)
                     dh = torch.addmm(dhz, dg[s], w)
             dw = dg.reshape(T * B, -1).t() @ hs[:T].reshape(T * B, H)
             db = dg.sum((0, 1)) if ctx.has_b[d] else None
