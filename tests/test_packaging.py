@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,10 +116,13 @@ def _check_call(*args: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """Build the wheel as ``pip install .`` does (from a copy: the build writes into the source tree), install it
     with its declared dependencies and the triton extra into a new venv (pip takes torch and triton from its
-    configured indexes), and lay the spec files out in a directory of their own. About a minute and a half."""
+    configured indexes), and lay the spec files out in a directory of their own. About a minute and a half.
+
+    The venv (several GB with torch's CUDA libraries) is removed afterwards: pytest keeps its last three
+    temporary directories."""
     base = tmp_path_factory.mktemp("installed")
     src, dist, env, work = base / "src", base / "dist", base / "venv", base / "work"
     shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
@@ -130,7 +134,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     (work / "blocks").mkdir(parents=True)
     (work / "blocks" / "units.dln").write_text(BLOCKS, encoding="utf-8")
     (work / "net.dln").write_text(NET, encoding="utf-8")
-    return Installed(wheel, env / "bin", work)
+    yield Installed(wheel, env / "bin", work)
+    shutil.rmtree(env, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
 
 
 @pytest.mark.slow
