@@ -91,14 +91,14 @@ HELPER_NAMES = frozenset({
 })
 # The top-level names of the fused runtime (backends/triton/runtime/*.py, embedded in --fuse modules).
 RUNTIME_NAMES = frozenset({
-    "ELEMENTWISE_BLOCK", "ElementwiseKernel", "LINEAR_TILES", "LinearKernel", "ROW_LIMIT", "RowKernel",
+    "ELEMENTWISE_BLOCK", "ElementwiseKernel", "LAUNCHES", "LINEAR_TILES", "LinearKernel", "ROW_LIMIT", "RowKernel",
     "TRITON_INTERPRET", "_Elementwise", "_Linear", "_RNN_AVE", "_RNN_BLOCK_B", "_RNN_BLOCK_H", "_RNN_MERGES",
     "_RNN_MUL", "_RNN_OWN", "_RNN_SKIP", "_RNN_SUM", "_RnnLayerFn", "_Row", "_compute_dtype",
     "_compute_torch_dtype", "_empty", "_epilogue_inputs", "_in_order", "_memory_order", "_need_mask",
     "_reduce_to", "_rnn_dout", "_rnn_fused", "_rnn_grid", "_rnn_gru_bwd_kernel", "_rnn_gru_fwd_kernel",
     "_rnn_lstm_bwd_kernel", "_rnn_lstm_fwd_kernel", "_rnn_put", "_rnn_shape", "_rows", "attention_sdpa",
     "batchnorm_affine", "conv_without_bias", "dlc_dropout_keep", "dlc_gelu_grad", "dlc_gelu_tanh",
-    "dlc_gelu_tanh_grad", "dlc_mish_grad", "dlc_softplus", "dlc_tanh", "dropout_seed", "jit",
+    "dlc_gelu_tanh_grad", "dlc_mish_grad", "dlc_softplus", "dlc_tanh", "dropout_seed", "jit", "launch",
     "recurrent_forward", "tl", "triton", "use_triton", "version_key",
 })
 # Generated kernels (and their _forward, _backward, _reference functions) are named with this prefix.

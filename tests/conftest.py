@@ -1,8 +1,12 @@
-"""Shared pytest configuration: the ``--update-golden`` option and paths used by several test files."""
+"""Shared pytest configuration: the ``--update-golden`` option, paths used by several test files, and the check
+that a fused module's Triton kernels really ran (not its PyTorch fallback)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import types
+from typing import Any
 
 # The fused modules' Triton kernels run on CPU under the interpreter; it must be on before triton is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -34,6 +38,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def update_golden(request: pytest.FixtureRequest) -> bool:
     """True when the run was started with ``--update-golden``."""
     return bool(request.config.getoption("--update-golden"))
+
+
+def generated_module(model: Any) -> types.ModuleType:
+    """The generated Python module that a model from ``dlc.load`` or ``Compiled.instantiate`` was defined in."""
+    return sys.modules[type(model).__module__]
+
+
+def expected_kernels(model: Any, backward: bool) -> set[str]:
+    """The Triton kernels a run of the fused ``model`` must launch.
+
+    Every generated kernel's forward kernel (and backward kernel, when ``backward``), and the step kernels of
+    every LSTM / GRU layer where the module carries the recurrent runtime (``fused_recurrent``).
+    """
+    ns = generated_module(model)
+    passes = {"forward": "fwd", "backward": "bwd"} if backward else {"forward": "fwd"}
+    names = set()
+    kernel_class = getattr(ns, "ElementwiseKernel", None)  # the base of every kernel; absent from plain modules
+    for kernel in vars(ns).values():
+        if kernel_class is not None and isinstance(kernel, kernel_class):
+            names.update(getattr(kernel, attr).__name__ for attr in passes)
+    if hasattr(ns, "recurrent_forward"):
+        for layer in model.modules():
+            for cell, cls in (("lstm", ns.nn.LSTM), ("gru", ns.nn.GRU)):
+                if isinstance(layer, cls):
+                    names.update(f"_rnn_{cell}_{short}_kernel" for short in passes.values())
+    return names
+
+
+def assert_kernels_ran(model: Any, backward: bool = False) -> dict[str, int]:
+    """Each kernel of :func:`expected_kernels` launched since the module's ``LAUNCHES`` was last cleared.
+
+    A fused module computes the same function with PyTorch ops wherever its kernels cannot run, so equal outputs
+    alone prove nothing about the kernels: this is what makes a kernel test fail when the Triton path is not
+    taken. Returns the launch counts.
+    """
+    ns = generated_module(model)
+    expected = expected_kernels(model, backward)
+    assert expected, "the fused module defines no Triton kernel"
+    missing = sorted(name for name in expected if not ns.LAUNCHES.get(name))
+    assert not missing, f"Triton kernels that never ran (the PyTorch fallback ran instead): {missing}"
+    return dict(ns.LAUNCHES)
+
+
+def assert_no_kernels(model: Any) -> None:
+    """No Triton kernel of the module launched (it has none, or it took the PyTorch path)."""
+    assert getattr(generated_module(model), "LAUNCHES", {}) == {}
+
 
 # tests/golden/*.py are generated networks, not tests: never collect them (a spec named *_test.dln would be).
 collect_ignore_glob = ["golden/*"]

@@ -2,7 +2,9 @@
 
 Most came from a review that looked for ways to break the fused backend; each one that broke it is
 pinned by a test below. Every case is compared in float64 (eval and train: outputs, gradients of every
-input and parameter, batchnorm buffers) for ``fuse=True``, ``optimize="inference"`` and both.
+input and parameter, batchnorm buffers) for ``fuse=True``, ``optimize="inference"`` and both. Wherever a fused
+module runs, the launch counts of its runtime show that each of its kernels ran (conftest.assert_kernels_ran):
+the PyTorch fallback would compute the same values.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ import torch
 
 import dlc
 
+from conftest import assert_kernels_ran, assert_no_kernels, expected_kernels, generated_module
+
 CASES = Path(__file__).resolve().parent / "fused_cases"
 VARIANTS = {"fused": {"fuse": True, "fused_recurrent": True}, "inference": {"optimize": "inference"},
             "both": {"fuse": True, "optimize": "inference"}}
+# Fused variants with no Triton kernel to run, which the test checks too: attention runs PyTorch's
+# scaled_dot_product_attention; inplace1 and ret_min fuse nothing (no chain inside a block, single ops);
+# fold_into_block folds its batchnorms into the convolutions, which leaves no chain either.
+KERNEL_FREE = {("attn", "fused"), ("attn", "both"), ("inplace1", "fused"), ("inplace1", "both"),
+               ("ret_min", "fused"), ("ret_min", "both"), ("fold_into_block", "both")}
 
 
 def make_inputs(graph, batch: int = 3, size: int = 5) -> list[torch.Tensor]:
@@ -34,12 +43,18 @@ def as_tuple(y):
     return y if isinstance(y, tuple) else (y,)
 
 
-def run(model, xs, train: bool):
+def run(model, xs, train: bool, fused: bool = False):
+    """Outputs, input gradients and parameter gradients of a weighted sum of the outputs; with ``fused``, also
+    checks that every kernel of the module ran forward and backward."""
+    if fused:
+        generated_module(model).LAUNCHES.clear()
     model.train(train)
     xs = [x.clone().requires_grad_() for x in xs]
     ys = as_tuple(model(*xs))
     w = [torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(i)) for i, y in enumerate(ys)]
-    sum((y * wi).sum() for y, wi in zip(ys, w)).backward()
+    sum((y * wi).sum() for y, wi in zip(ys, w, strict=True)).backward()
+    if fused:
+        assert_kernels_ran(model, backward=True)
     return ys, [x.grad for x in xs], {n: p.grad for n, p in model.named_parameters()}
 
 
@@ -63,16 +78,22 @@ def test_case_matches_unfused(case, variant):
     other = dlc.load(path, **VARIANTS[variant]).double()
     other.load_state_dict(plain.state_dict())
     xs = make_inputs(dlc.compile(path).graph)
+    fused = VARIANTS[variant].get("fuse", False) and (case, variant) not in KERNEL_FREE
     for train in (False, True):
         ya, gxa, gpa = run(plain, xs, train)
-        yb, gxb, gpb = run(other, xs, train)
-        for i, (a, b) in enumerate(zip(ya, yb)):
+        yb, gxb, gpb = run(other, xs, train, fused=fused)
+        for i, (a, b) in enumerate(zip(ya, yb, strict=True)):
             close(a, b, f"output {i} (train={train})")
-        for i, (a, b) in enumerate(zip(gxa, gxb)):
+        for i, (a, b) in enumerate(zip(gxa, gxb, strict=True)):
             close(a, b, f"gradient of input {i} (train={train})")
+        assert gpa.keys() == gpb.keys()
         for name in gpa:
             close(gpa[name], gpb[name], f"gradient of {name} (train={train})")
-    for (name, a), (_, b) in zip(plain.named_buffers(), other.named_buffers()):
+    if not fused:  # no kernel defined, none launched
+        assert expected_kernels(other, backward=True) == set()
+        assert_no_kernels(other)
+    for (name, a), (name_b, b) in zip(plain.named_buffers(), other.named_buffers(), strict=True):
+        assert name == name_b
         close(a.double(), b.double(), name)
 
 
@@ -105,6 +126,7 @@ network DropMin {
         y = model(torch.rand(2, 2000) + 0.1)
     # eval: the Monte-Carlo dropout stays on, the plain one is off
     assert 0.4 < (y == 0).float().mean().item() < 0.6
+    assert_kernels_ran(model)
 
 
 def test_linear_residual_backward_with_single_rows():
@@ -114,20 +136,38 @@ def test_linear_residual_backward_with_single_rows():
     for shape in [(1, 5, 16), (2, 1, 16)]:
         x = torch.randn(shape, dtype=torch.float64)
         ya, _, ga = run(plain, [x], True)
-        yb, _, gb = run(fused, [x], True)
+        yb, _, gb = run(fused, [x], True, fused=True)
         close(ya[0], yb[0], "output")
         for name in ga:
             close(ga[name], gb[name], name)
 
 
 def test_inference_mode_tensors():
+    """Built and run under torch.inference_mode, whose tensors have no version counter (so the batchnorm affine
+    cache is off), the variants compute what the plain module computes, on a second call too, with the kernels."""
     path = CASES / "convs.dln"
+    torch.manual_seed(0)
+    plain = dlc.load(path).eval()
+    for m in plain.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    xs = [x.float() for x in make_inputs(dlc.compile(path).graph)]
+    with torch.inference_mode():
+        want = as_tuple(plain(*xs))
     for options in ({"fuse": True}, {"optimize": "inference"}, {"fuse": True, "optimize": "inference"}):
         with torch.inference_mode():
             model = dlc.load(path, **options).eval()
-            xs = [x.float() for x in make_inputs(dlc.compile(path).graph)]
-            model(*xs)
-            model(*xs)
+            model.load_state_dict(plain.state_dict())
+            assert all(p.is_inference() for p in model.parameters())
+            for call in (1, 2):
+                got = as_tuple(model(*xs))
+                for i, (a, b) in enumerate(zip(want, got, strict=True)):
+                    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5, msg=f"{options}, call {call}, output {i}")
+        if options.get("fuse"):
+            assert_kernels_ran(model)
+        else:
+            assert_no_kernels(model)
 
 
 def test_autocast_keeps_low_precision_outputs():
@@ -138,6 +178,7 @@ def test_autocast_keeps_low_precision_outputs():
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         ya, yb = as_tuple(plain.eval()(*xs)), as_tuple(fused.eval()(*xs))
     assert [y.dtype for y in ya] == [y.dtype for y in yb]
+    assert_kernels_ran(fused)
 
 
 @pytest.mark.parametrize("name, renamed", [("triton", "triton_"), ("tl", "tl_"), ("jit", "jit_"),
@@ -161,6 +202,7 @@ network Net {{
     fused.load_state_dict(plain.state_dict(), strict=True)
     x = torch.randn(2, 8)
     torch.testing.assert_close(fused.eval()(x), plain.eval()(x))
+    assert_kernels_ran(fused)
 
 
 def test_local_names_never_shadow_the_kernel_section(tmp_path):
@@ -179,8 +221,9 @@ network Locals {
     fused = dlc.load(path, fuse=True)
     fused.load_state_dict(plain.state_dict())
     xs = [torch.randn(2, 8), torch.randn(2, 4, 5, 5)]
-    for a, b in zip(plain.eval()(*xs), fused.eval()(*xs)):
+    for a, b in zip(plain.eval()(*xs), fused.eval()(*xs), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+    assert_kernels_ran(fused)
 
 
 def test_compile_with_explain_never_fails_internally():
@@ -207,4 +250,6 @@ def test_a_long_chain_is_cut_into_kernels_of_bounded_size(tmp_path):
     expected = x
     for _ in range(200):
         expected = torch.sigmoid(torch.relu(expected))
-    assert torch.allclose(compiled.instantiate().double()(x), expected, atol=1e-12)
+    model = compiled.instantiate().double()
+    assert torch.allclose(model(x), expected, atol=1e-12)
+    assert_kernels_ran(model)

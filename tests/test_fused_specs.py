@@ -6,7 +6,9 @@ sizes 5; token ids below every vocabulary). Compared: outputs in eval mode, outp
 the gradients of a loss with respect to every parameter. Dropout draws its mask from another random
 stream in the fused kernels, so train-mode comparisons set the specs' dropout parameters to 0
 (tests/test_kernels.py checks the fused dropout itself). Also: ``optimize="inference"`` (batchnorm
-folding, channels-last) against the plain module, fused or not.
+folding, channels-last) against the plain module, fused or not. A fused module falls back to PyTorch ops
+where its kernels cannot run, so every fused comparison also checks, with the launch counts of the module's
+runtime, that each of its kernels ran (forward in eval mode, forward and backward in train mode).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 import dlc
 
-from conftest import SPECS_DIR
+from conftest import SPECS_DIR, assert_kernels_ran, assert_no_kernels, generated_module
 
 SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
 # Parameters that make the heavier specs small enough for the interpreter, and switch dropout off in training.
@@ -66,14 +68,16 @@ def pair(name: str, **options):
 
 
 def assert_outputs_close(ya, yb, atol: float = ATOL) -> None:
-    for a, b in zip(outputs(ya), outputs(yb)):
+    for a, b in zip(outputs(ya), outputs(yb), strict=True):
         assert a.shape == b.shape
         scale = max(1.0, a.abs().max().item())
         assert (a - b).abs().max().item() <= atol * scale
 
 
-def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: list[torch.Tensor]) -> None:
-    """Equal outputs in eval mode (float32), then equal outputs and parameter gradients in train mode.
+def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: list[torch.Tensor],
+                           fused: bool) -> None:
+    """Equal outputs in eval mode (float32), then equal outputs and parameter gradients in train mode; with
+    ``fused``, every kernel of ``other`` ran in both (else it has none).
 
     Train mode runs in float64 (tolerance ``ATOL64``): through the batch statistics of a batch of 2,
     float32 rounding differences between fused and unfused reductions grow with depth to ~5e-4.
@@ -82,6 +86,9 @@ def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: l
     other.eval()
     with torch.no_grad():
         assert_outputs_close(plain(*xs), other(*xs))
+    if fused:
+        assert_kernels_ran(other)
+        generated_module(other).LAUNCHES.clear()
     plain.double().train()
     other.double().train()
     xs = [x.double() if x.is_floating_point() else x for x in xs]
@@ -96,6 +103,10 @@ def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: l
             continue
         scale = max(1.0, p.grad.abs().max().item())
         assert (p.grad - grads[pname].grad).abs().max().item() <= ATOL64 * scale, pname
+    if fused:
+        assert_kernels_ran(other, backward=True)
+    else:
+        assert_no_kernels(other)
 
 
 def params_of(name: str):
@@ -106,7 +117,7 @@ def params_of(name: str):
 def test_fused_equals_unfused(name):
     torch.manual_seed(0)
     plain, fused, graph = pair(name, fuse=True)
-    compare_eval_and_train(plain, fused, inputs(graph))
+    compare_eval_and_train(plain, fused, inputs(graph), fused=True)
     # training updated the batchnorm statistics the same way
     buffers = dict(fused.named_buffers())
     for bname, buf in plain.named_buffers():
@@ -123,7 +134,7 @@ def test_inference_rewrites_keep_outputs(name, fuse):
     torch.manual_seed(0)
     plain, fast, graph = pair(name, optimize="inference", fuse=fuse)
     # the rewritten module still trains: the same outputs and gradients in train mode
-    compare_eval_and_train(plain, fast, inputs(graph))
+    compare_eval_and_train(plain, fast, inputs(graph), fused=fuse)
 
 
 def test_inference_rewrites_of_resnet18():
@@ -172,10 +183,10 @@ def test_fused_module_runs_without_triton(tmp_path):
     dlc_src = dlc.compile(SPECS_DIR / "lenet5.dln", fuse=True).source
     out.write_text(dlc_src, encoding="utf-8")
     code = ("import sys; sys.modules['triton'] = None; sys.path.insert(0, sys.argv[1]); import torch, lenet; "
-            "m = lenet.LeNet5(); print(tuple(m(torch.randn(2, 1, 32, 32)).shape), lenet.triton)")
+            "m = lenet.LeNet5(); print(tuple(m(torch.randn(2, 1, 32, 32)).shape), lenet.triton, lenet.LAUNCHES)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True,
                        env={**__import__("os").environ, "TRITON_INTERPRET": "1"})
-    assert r.stdout.split("\n")[0] == "(2, 10) None"
+    assert r.stdout.split("\n")[0] == "(2, 10) None {}"  # the PyTorch path: no kernel launched
 
 
 def test_paths():

@@ -4,7 +4,9 @@ Each test compiles a small spec with ``fuse=True`` and compares the fused module
 CPU tensors because conftest.py sets ``TRITON_INTERPRET=1``) with the unfused module, which is plain
 torch.nn: outputs and the gradients of every input and parameter. Sizes are ragged (not multiples of
 the block sizes, which the tests make small) so that masks and broadcast strides are exercised.
-Tolerances by dtype are ``KERNEL_ATOL`` in conftest.py.
+Tolerances by dtype are ``KERNEL_ATOL`` in conftest.py. Every run also checks, with the launch counts of the
+module's runtime (``LAUNCHES``), that each generated kernel ran: a fused module falls back to PyTorch ops
+wherever the kernels cannot run, and that fallback would compare equal too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import dlc
 from dlc.compiler.fusion import group_fusions
 
-from conftest import KERNEL_ATOL
+from conftest import KERNEL_ATOL, assert_kernels_ran, assert_no_kernels, generated_module
 
 ACTIVATIONS = ["relu", "relu6", "leaky_relu(0.2)", "elu(0.7)", "selu", "gelu", "gelu(approximate=tanh)", "silu", "mish",
                "tanh", "sigmoid", "abs"]
@@ -41,7 +43,10 @@ def compile_pair(tmp_path, text: str):
     return plain, fused, ns, fused_c.graph
 
 
-def check(plain, fused, inputs, dtype, train=False):
+def check(plain, fused, inputs, dtype, train=False, kernels=True):
+    """Outputs and the gradients of every input and parameter agree; every generated kernel of ``fused`` ran
+    forward and backward (none ran, with ``kernels=False``)."""
+    generated_module(fused).LAUNCHES.clear()
     plain.to(dtype)
     fused.to(dtype)
     plain.train(train)
@@ -55,12 +60,16 @@ def check(plain, fused, inputs, dtype, train=False):
     w = torch.randn_like(ya.float()).to(dtype)
     (ya * w).sum().backward()
     (yb * w).sum().backward()
-    for ta, tb in zip(a, b):
+    for ta, tb in zip(a, b, strict=True):
         if ta.is_floating_point():
             assert (ta.grad - tb.grad).abs().max().item() <= atol * max(1.0, ta.grad.abs().max().item())
     pb = dict(fused.named_parameters())
     for name, p in plain.named_parameters():
         assert (p.grad - pb[name].grad).abs().max().item() <= atol * max(1.0, p.grad.abs().max().item()), name
+    if kernels:
+        assert_kernels_ran(fused, backward=True)
+    else:
+        assert_no_kernels(fused)
     return ya, yb
 
 
@@ -222,6 +231,7 @@ network T {
     assert torch.allclose(y[kept], z[kept] / 0.7, atol=1e-5)
     assert 0.25 < 1 - kept.float().mean().item() < 0.35
     y.sum().backward()
+    assert_kernels_ran(fused, backward=True)
     # the backward kernel redraws the same mask from the same seed
     want = (kept.float() / 0.7).t() @ x.detach()
     assert torch.allclose(fused.fc.weight.grad, want, atol=1e-4)
@@ -246,6 +256,7 @@ network T {
     fused.eval()
     y = fused(torch.rand(4, 500) + 0.1)
     assert 0.4 < (y == 0).float().mean().item() < 0.6
+    assert_kernels_ran(fused)
 
 
 def test_fallback_without_interpreter_equals_plain(tmp_path, monkeypatch):
@@ -258,7 +269,7 @@ network T {
     monkeypatch.setattr(ns, "TRITON_INTERPRET", False)  # CPU tensors now take the PyTorch path
     assert not ns.use_triton(torch.zeros(1))
     for train in (False, True):
-        check(plain, fused, [torch.randn(2, 3, 9, 11)], torch.float32, train=train)
+        check(plain, fused, [torch.randn(2, 3, 9, 11)], torch.float32, train=train, kernels=False)
 
 
 def test_channels_last_inputs(tmp_path):
@@ -310,6 +321,7 @@ network T {
         plain.bn.running_var.fill_(3.0)
         fused.load_state_dict(plain.state_dict())
         assert torch.allclose(plain(x), fused(x), atol=1e-6)
+    assert_kernels_ran(fused)
 
 
 @pytest.mark.parametrize("fuse", [False, True])

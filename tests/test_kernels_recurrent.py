@@ -4,7 +4,9 @@ The Triton kernels run under the interpreter on CPU tensors. Every comparison us
 (the same parameters) for the reference. Gradients are checked in float64, where the kernels compute in
 float64 too: outputs, states and gradients agree to 1e-9 (relative and absolute). float32 forward
 agrees to 1e-5; bfloat16 (gate math in float32 inside the kernels) to a few percent of a float32 run.
-Sizes are ragged (B=3, T=5, F=7, H=6) so every kernel block is masked.
+Sizes are ragged (B=3, T=5, F=7, H=6) so every kernel block is masked. Each fused run also counts its step
+kernel launches (the runtime's ``LAUNCHES``): one per layer, direction and time step, forward and backward, so a
+run that fell back to the module itself fails even though its results would agree.
 """
 
 import os
@@ -77,23 +79,34 @@ def _loss(y, state, seed=2):
     return total
 
 
+def _steps(module, steps: int, backward: bool) -> dict[str, int]:
+    """The step-kernel launches of one fused run: one per layer, direction and time step (and as many backward)."""
+    cell = "lstm" if isinstance(module, nn.LSTM) else "gru"
+    n = module.num_layers * (2 if module.bidirectional else 1) * steps
+    return {f"_rnn_{cell}_fwd_kernel": n, f"_rnn_{cell}_bwd_kernel": n} if backward else {f"_rnn_{cell}_fwd_kernel": n}
+
+
 def _check(module, *, state, merge=None, return_sequences=True, tol=TOL64, **sizes):
-    """Forward, state and gradients (x, h0/c0, every parameter) of recurrent_forward against the module."""
+    """Forward, state and gradients (x, h0/c0, every parameter) of recurrent_forward against the module, and the
+    step kernels launched for every layer, direction and time step."""
     x, hx, leaves = _inputs(module, state=state, **sizes)
     assert R.use_triton(x), "the Triton interpreter is off: the fused path would not run"
+    R.LAUNCHES.clear()
     y, st = R.recurrent_forward(module, x, hx, merge, return_sequences)
+    assert R.LAUNCHES == _steps(module, x.shape[1], backward=False)
     y_ref, st_ref = module(x, hx)
     y_ref = _keras(y_ref, module, merge, return_sequences)
     assert y.shape == y_ref.shape
     torch.testing.assert_close(y, y_ref, **tol)
     assert len(_states(st)) == len(_states(st_ref))
-    for a, b in zip(_states(st), _states(st_ref)):
+    for a, b in zip(_states(st), _states(st_ref), strict=True):
         torch.testing.assert_close(a, b, **tol)
     names = [n for n, _ in module.named_parameters()]
     wrt = leaves + [p for _, p in module.named_parameters()]
     grads = torch.autograd.grad(_loss(y, st), wrt)
     grads_ref = torch.autograd.grad(_loss(y_ref, st_ref), wrt)
-    for name, g, g_ref in zip(["x", "h0", "c0"][:len(leaves)] + names, grads, grads_ref):
+    assert R.LAUNCHES == _steps(module, x.shape[1], backward=True)
+    for name, g, g_ref in zip(["x", "h0", "c0"][:len(leaves)] + names, grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, **tol, msg=lambda m, name=name: f"grad of {name}: {m}")
     return y
 
@@ -168,12 +181,14 @@ def test_float32_forward(cls, bi):
     module = _module(cls, layers=2, bi=bi, dtype=torch.float32)
     x, hx, _ = _inputs(module, state=True, dtype=torch.float32)
     assert R.use_triton(x)
+    R.LAUNCHES.clear()
     with torch.no_grad():
         y, st = R.recurrent_forward(module, x, hx, "sum" if bi else None)
         y_ref, st_ref = module(x, hx)
+    assert R.LAUNCHES == _steps(module, T, backward=False)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, _keras(y_ref, module, "sum" if bi else None, True), atol=1e-5, rtol=1e-5)
-    for a, b in zip(_states(st), _states(st_ref)):
+    for a, b in zip(_states(st), _states(st_ref), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -185,6 +200,7 @@ def test_bfloat16_forward_and_grads(cls):
     x, _, _ = _inputs(module, state=False, dtype=torch.bfloat16)
     x_ref = x.detach().float().requires_grad_()
     assert R.use_triton(x)
+    R.LAUNCHES.clear()
     y, st = R.recurrent_forward(module, x, None, "concat")
     y_ref, st_ref = ref(x_ref)
     assert y.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in _states(st))
@@ -194,12 +210,13 @@ def test_bfloat16_forward_and_grads(cls):
         assert err <= 0.03 * scale, f"{what}: error {err} at scale {scale}"
 
     close(y, y_ref, "output")
-    for a, b in zip(_states(st), _states(st_ref)):
+    for a, b in zip(_states(st), _states(st_ref), strict=True):
         close(a, b, "state")
     _loss(y.float(), ()).backward()
     _loss(y_ref, ()).backward()
+    assert R.LAUNCHES == _steps(module, T, backward=True)
     close(x.grad, x_ref.grad, "grad of x")
-    for (name, p), p_ref in zip(module.named_parameters(), ref.parameters()):
+    for (name, p), p_ref in zip(module.named_parameters(), ref.parameters(), strict=True):
         assert p.grad.dtype == torch.bfloat16
         close(p.grad, p_ref.grad, f"grad of {name}")
 
@@ -227,13 +244,15 @@ def test_torch_path_when_triton_is_off(merge, return_sequences, monkeypatch):
         raise AssertionError("the fused path ran")
 
     monkeypatch.setattr(R._RnnLayerFn, "apply", refuse)
+    R.LAUNCHES.clear()
     for cls in (nn.LSTM, nn.GRU):
         module = _module(cls, layers=2, bi=True, dtype=torch.float32)
         x, hx, _ = _inputs(module, state=True, dtype=torch.float32)
         y, st = R.recurrent_forward(module, x, hx, merge, return_sequences)
         y_ref, st_ref = module(x, hx)
         assert torch.equal(y, _keras(y_ref, module, merge, return_sequences))
-        assert all(torch.equal(a, b) for a, b in zip(_states(st), _states(st_ref)))
+        assert all(torch.equal(a, b) for a, b in zip(_states(st), _states(st_ref), strict=True))
+    assert R.LAUNCHES == {}
 
 
 def test_rnn_module_runs_unfused():
@@ -241,7 +260,9 @@ def test_rnn_module_runs_unfused():
     torch.manual_seed(0)
     module = nn.RNN(FEAT, H, batch_first=True, bidirectional=True).double()
     x = torch.randn(B, T, FEAT, dtype=torch.float64)
+    R.LAUNCHES.clear()
     y, st = R.recurrent_forward(module, x, None, "sum", False)
+    assert R.LAUNCHES == {}
     y_ref, st_ref = module(x)
     torch.testing.assert_close(y, y_ref[:, -1, :H] + y_ref[:, 0, H:], **TOL64)
     torch.testing.assert_close(st, st_ref, **TOL64)
@@ -260,7 +281,10 @@ def test_embedded_part_runs_on_its_own():
     """The embedded text, after common's, defines only prefixed names and computes the same thing."""
     import torch.nn.functional as F
 
-    namespace = {"os": os, "torch": torch, "nn": nn, "F": F}
+    from dlc.backends.torch.runtime.recurrent import merge_directions
+
+    # merge_directions is a helper generated modules embed beside this part (see test_golden)
+    namespace = {"os": os, "torch": torch, "nn": nn, "F": F, "merge_directions": merge_directions}
     exec(compile(embedded("common"), "<common>", "exec"), namespace)
     before = set(namespace)
     exec(compile(embedded("recurrent"), "<recurrent>", "exec"), namespace)
@@ -270,6 +294,7 @@ def test_embedded_part_runs_on_its_own():
     module = _module(nn.LSTM, bi=True)
     x = torch.randn(B, T, FEAT, dtype=torch.float64)
     y, (h, c) = namespace["recurrent_forward"](module, x, None, "mul")
+    assert namespace["LAUNCHES"] == _steps(module, T, backward=False)  # its own count, not the package's
     y_ref, (h_ref, c_ref) = module(x)
     torch.testing.assert_close(y, y_ref[..., :H] * y_ref[..., H:], **TOL64)
     torch.testing.assert_close(c, c_ref, **TOL64)

@@ -1,8 +1,22 @@
-"""A normal (non-editable) install carries every package: pyproject's explicit list must name each folder that
-holds Python code. `pip install .` once left out dlc.backends.triton, so `dlc compile` failed after installing."""
+"""dlc as a user gets it: a wheel, installed into a fresh virtual environment, used from outside the checkout.
+
+pyproject lists its packages explicitly (the top-level folders map onto one ``dlc`` namespace), so a folder
+of code or a data file missing from it breaks only a normal install: ``pip install .`` once left out
+dlc.backends.triton, and ``dlc compile`` failed with ModuleNotFoundError while every test, run against the
+editable install, passed. The fast test checks the package list; the slow ones build the wheel as
+``pip install .`` does, install it with the dependencies it declares (and the ``triton`` extra) into a new
+venv, and run every command, the diagram and a fused forward pass from a directory outside the checkout.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +25,53 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = {"dlc": "dlc", "grammar": "dlc.grammar", "compiler": "dlc.compiler", "backends": "dlc.backends"}
+# What the wheel build copies: the checkout less what is built or installed in it, and the git metadata.
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                    ".ruff_cache")
+# Files read at run time that are not Python modules, or are read as text (the runtime embedded into fused files).
+DATA_FILES = ["dlc/grammar/dln.lark", "dlc/backends/torch/templates/module.py.j2",
+              "dlc/backends/triton/runtime/common.py", "dlc/backends/triton/runtime/recurrent.py"]
+
+# A spec like the bundled ones: an imported block file, a repeat, and a kernel of each kind under --fuse
+# (a convolution's epilogue, an elementwise chain, a matmul epilogue and a row kernel).
+BLOCKS = """\
+block ConvUnit(c: int) {
+    input x
+    return x -> conv: conv2d(c, k=3, pad=1, bias=false) -> bn: batchnorm -> relu
+}
+"""
+NET = """\
+import "blocks/units.dln"
+
+network Small(classes: int = 5) {
+    input x: [3, 12, 12]
+    f = x -> stem: ConvUnit(8) -> maxpool(2) -> body: ConvUnit(8) * 2 -> flatten
+    h = f -> fc1: linear(32) -> gelu -> ln: layernorm
+    output y = (h * 0.5 + h) -> fc2: linear(classes) -> log_softmax
+}
+"""
+# Runs in the installed venv: the dlc that imports is the installed one; the fused module's kernels launch
+# (under the Triton interpreter, on CPU) and it computes what the plain module computes.
+LOAD = """\
+import sys
+import torch
+import dlc
+
+assert dlc.__file__.startswith(sys.prefix), dlc.__file__
+torch.manual_seed(0)
+plain = dlc.load("net.dln").eval()
+fused = dlc.load("net.dln", fuse=True).eval()
+fused.load_state_dict(plain.state_dict())
+x = torch.randn(2, 3, 12, 12)
+with torch.no_grad():
+    want, got = plain(x), fused(x)
+assert got.shape == (2, 5), got.shape
+torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+ns = sys.modules[type(fused).__module__]
+kernels = {k.forward.__name__ for k in vars(ns).values() if isinstance(k, ns.ElementwiseKernel)}
+assert len(kernels) == 5 and set(ns.LAUNCHES) == kernels, (kernels, ns.LAUNCHES)
+print("ok", sorted(kernels))
+"""
 
 
 def test_every_code_folder_is_a_listed_package():
@@ -22,3 +83,107 @@ def test_every_code_folder_is_a_listed_package():
             rel = init.parent.relative_to(ROOT / top)
             found.add(".".join([package, *rel.parts]))
     assert found == listed, f"missing from pyproject: {sorted(found - listed)}; extra: {sorted(listed - found)}"
+
+
+def test_triton_is_an_extra_and_the_tests_need_it():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    assert not any(dep.startswith("triton") for dep in project["dependencies"])
+    # numpy: the Triton interpreter needs it (installed without it, the kernels of the slow tests below never ran)
+    assert [dep.split(">")[0] for dep in extras["triton"]] == ["triton", "numpy"]
+    assert "dlc[triton]" in extras["test"] and any(dep.startswith("ruff") for dep in extras["test"])
+
+
+@dataclass
+class Installed:
+    """A wheel of the checkout, installed into its own venv, and a working directory outside the checkout."""
+
+    wheel: Path
+    bin: Path
+    work: Path
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        """A command of the venv (``dlc``, ``python``) run in the working directory; it must succeed."""
+        clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TRITON_INTERPRET")}
+        r = subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.work, env={**clean, **env},
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r
+
+
+def _check_call(*args: object) -> None:
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, f"{' '.join(map(str, args))} exited {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr}"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """Build the wheel as ``pip install .`` does (from a copy: the build writes into the source tree), install it
+    with its declared dependencies and the triton extra into a new venv (pip takes torch and triton from its
+    configured indexes), and lay the spec files out in a directory of their own. About a minute and a half.
+
+    The venv (several GB with torch's CUDA libraries) is removed afterwards: pytest keeps its last three
+    temporary directories."""
+    base = tmp_path_factory.mktemp("installed")
+    src, dist, env, work = base / "src", base / "dist", base / "venv", base / "work"
+    shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
+    _check_call(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", dist,
+                src)
+    (wheel,) = dist.glob("dlc-*.whl")
+    _check_call(sys.executable, "-m", "venv", env)
+    _check_call(env / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[triton]")
+    (work / "blocks").mkdir(parents=True)
+    (work / "blocks" / "units.dln").write_text(BLOCKS, encoding="utf-8")
+    (work / "net.dln").write_text(NET, encoding="utf-8")
+    yield Installed(wheel, env / "bin", work)
+    shutil.rmtree(env, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_wheel_carries_code_and_data(installed: Installed):
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    missing = [f for f in DATA_FILES if f not in names]
+    assert not missing, f"the wheel lacks {missing}"
+    for top, package in PREFIX.items():
+        for module in (ROOT / top).rglob("*.py"):
+            rel = "/".join([*package.split("."), *module.relative_to(ROOT / top).parts])
+            assert rel in names, f"the wheel lacks {rel}"
+    assert not any(n.startswith(("tests/", "specs/", "grammar/", "compiler/", "backends/")) for n in names)
+
+
+@pytest.mark.slow
+def test_installed_commands(installed: Installed):
+    assert installed.run("dlc", "--version").stdout.strip().endswith("0.1.0")
+    assert "Small" in installed.run("dlc", "check", "net.dln").stdout
+    summary = installed.run("dlc", "summary", "net.dln", "--set", "classes=7").stdout
+    assert "body.1" in summary and "[B, 7]" in summary
+    assert "nodes:" in installed.run("dlc", "ir", "net.dln").stdout
+    installed.run("dlc", "ir", "net.dln", "--text")
+    installed.run("dlc", "compile", "net.dln", "-o", "plain.py")
+    installed.run("dlc", "compile", "net.dln", "--optimize", "inference", "-o", "inference.py")
+    explain = installed.run("dlc", "compile", "net.dln", "--fuse", "--explain-fusion", "-o", "fused.py").stderr
+    assert "fusion groups" in explain
+    fused = (installed.work / "fused.py").read_text(encoding="utf-8")
+    assert "ElementwiseKernel(" in fused and "LinearKernel(" in fused and "RowKernel(" in fused
+    assert "dlc" not in {line.split()[1].split(".")[0] for line in fused.splitlines()
+                         if line.startswith(("import ", "from "))}
+    # the written module runs on its own, its kernels interpreted on CPU
+    code = ("import torch, fused; m = fused.Small().eval(); y = m(torch.randn(2, 3, 12, 12)); "
+            "print(tuple(y.shape), sorted(fused.LAUNCHES))")
+    out = installed.run("python", "-c", code, TRITON_INTERPRET="1").stdout
+    assert out.startswith("(2, 5) ['fused_") and "_forward" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (make setup installs it)")
+def test_installed_render(installed: Installed):
+    installed.run("dlc", "render", "net.dln", "-o", "net.svg")
+    svg = (installed.work / "net.svg").read_text(encoding="utf-8")
+    assert svg.lstrip().startswith(("<?xml", "<svg")) and "</svg>" in svg and "ConvUnit" in svg
+
+
+@pytest.mark.slow
+def test_installed_load_runs_the_fused_kernels(installed: Installed):
+    out = installed.run("python", "-c", LOAD, TRITON_INTERPRET="1").stdout
+    assert out.startswith("ok ['fused_"), out

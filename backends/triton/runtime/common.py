@@ -46,6 +46,17 @@ def use_triton(*tensors):
     return all(t.is_cuda or TRITON_INTERPRET for t in tensors if t is not None)
 
 
+# Kernel launches by kernel name since this module was imported (or the dict cleared). One dict update per
+# launch costs nothing next to the launch itself, and it is how a test tells that the Triton path really ran.
+LAUNCHES = {}
+
+
+def launch(kernel, grid):
+    """``kernel[grid]``, the launcher of a Triton kernel, with the launch counted in ``LAUNCHES``."""
+    LAUNCHES[kernel.__name__] = LAUNCHES.get(kernel.__name__, 0) + 1
+    return kernel[grid]
+
+
 @jit
 def dlc_tanh(x):
     """tanh: a rational approximation near 0 (Cephes' coefficients), one exponential elsewhere."""
@@ -228,7 +239,7 @@ class ElementwiseKernel:
             n *= s
         strides = [st for t, full in zip(ins, self.full, strict=True) if not full for st in t.stride()]
         grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        fn[grid](
+        launch(fn, grid)(
             *outs,
             *ins,
             seed,
@@ -323,7 +334,7 @@ class _Linear(torch.autograd.Function):
             precision = "ieee"
         strides = [st for t in ins for st in t.stride()]
         grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-        kernel.forward[grid](
+        launch(kernel.forward, grid)(
             out,
             z,
             a,
@@ -410,7 +421,7 @@ class _Row(torch.autograd.Function):
         out = torch.empty(inputs[0].shape, dtype=dtype, device=inputs[0].device)
         seed = dropout_seed(on)
         block = triton.next_power_of_2(n_cols)
-        kernel.forward[(rows,)](out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
+        launch(kernel.forward, (rows,))(out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
         ctx.save_for_backward(*inputs)
         ctx.kernel, ctx.on, ctx.seed, ctx.n_cols, ctx.dtype = kernel, on, seed, n_cols, dtype
         return out
@@ -427,7 +438,7 @@ class _Row(torch.autograd.Function):
         ]
         g = grad.contiguous()
         block = triton.next_power_of_2(n_cols)
-        kernel.backward[(rows,)](
+        launch(kernel.backward, (rows,))(
             g,
             *[t if t is not None else g for t in grads],
             *ins,

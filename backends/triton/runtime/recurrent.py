@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlc.backends.torch.runtime.recurrent import merge_directions
-from dlc.backends.triton.runtime.common import dlc_tanh, jit, tl, triton, use_triton  # noqa: F401
+from dlc.backends.triton.runtime.common import LAUNCHES, dlc_tanh, jit, launch, tl, triton, use_triton  # noqa: F401
 
 # ---- embedded below ----
 # Largest block (batch rows x hidden units) of one step-kernel program; both are powers of two.
@@ -300,7 +300,7 @@ class _RnnLayerFn(torch.autograd.Function):
                 else:
                     mode, dst, oth = merge, out[:, t], hss[0][t + 1]
                 if lstm:
-                    _rnn_lstm_fwd_kernel[grid](
+                    launch(_rnn_lstm_fwd_kernel, grid)(
                         xp[:, t],
                         xp.stride(0),
                         hp,
@@ -319,7 +319,7 @@ class _RnnLayerFn(torch.autograd.Function):
                         BLOCK_H=bh,
                     )
                 else:
-                    _rnn_gru_fwd_kernel[grid](
+                    launch(_rnn_gru_fwd_kernel, grid)(
                         xp[:, t],
                         xp.stride(0),
                         hp,
@@ -382,7 +382,7 @@ class _RnnLayerFn(torch.autograd.Function):
                 else:
                     dout, oth = g_out[:, t], (hss[1][T - t] if d == 0 else hss[0][t + 1])
                 if lstm:
-                    _rnn_lstm_bwd_kernel[grid](
+                    launch(_rnn_lstm_bwd_kernel, grid)(
                         dout,
                         g_out.stride(0),
                         oth,
@@ -401,7 +401,7 @@ class _RnnLayerFn(torch.autograd.Function):
                     )
                     dh = torch.mm(dg[s], w)
                 else:
-                    _rnn_gru_bwd_kernel[grid](
+                    launch(_rnn_gru_bwd_kernel, grid)(
                         dout,
                         g_out.stride(0),
                         oth,
