@@ -320,27 +320,21 @@ class PoolSize(IntOrInts):
 class LayerArg(Kind):
     """A built-in layer given as an argument (not applied): its op's name and bound arguments are kept.
 
-    What it may be follows from the wrapper: a recurrent wrapper takes a :class:`RecurrentLayer`, a per-step
-    wrapper (family ``wrapper``) a :class:`StepLayer`, any other one any built-in layer.
+    A wrapper says which layers it takes by its argument's kind: a recurrent wrapper (``bidirectional``) names
+    :class:`RecurrentLayer`, a per-step wrapper (``timedistributed``) :class:`StepLayer`; plain ``layer`` takes
+    any built-in layer.
     """
 
     name = "layer"
     example = "linear(64)"
 
     def coerce(self, v: Any, site: Site) -> Any:
-        kind = self._for(site.op)
         if isinstance(v, Layer) and v.block is not None:
             raise ArgumentError(f"`{site.op.name}` wraps a built-in layer, not the block `{v.name}`")
         if not isinstance(v, Layer) or v.op is None or v.has_tensors:
-            raise refuse(f"a layer such as `{kind.example}`", v, site)
-        kind.accept(v.op, site)
+            raise refuse(f"a layer such as `{self.example}`", v, site)
+        self.accept(v.op, site)
         return {"op": v.op.name, **site.bind_layer(v)}
-
-    def _for(self, wrapper: OpDef) -> LayerArg:
-        # the catalog still names this kind for every wrapper; a wrapper that names its own kind skips this
-        if type(self) is LayerArg and wrapper.family in _BY_FAMILY:
-            return _BY_FAMILY[wrapper.family]
-        return self
 
     def accept(self, op: OpDef, site: Site) -> None:
         """Refuse (ArgumentError) a layer of the op ``op`` that this kind does not take; any by default."""
@@ -377,10 +371,7 @@ class StepLayer(LayerArg):
 
 def applies_per_step(op: OpDef) -> bool:
     """Whether ``op`` applies a wrapped layer at every time step (its module needs reshapes around it)."""
-    return any(isinstance(a.kind, LayerArg) and isinstance(a.kind._for(op), StepLayer) for a in op.attrs)
-
-
-_BY_FAMILY: dict[str, LayerArg] = {"recurrent": RecurrentLayer(), "wrapper": StepLayer()}
+    return any(isinstance(a.kind, StepLayer) for a in op.attrs)
 
 
 _SIMPLE: dict[str, Callable[[], Kind]] = {

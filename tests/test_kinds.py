@@ -1,9 +1,9 @@
-"""Argument kinds (dlc.compiler.kinds): names resolve to kind objects, and the new kinds report what the shape
-rules report today, byte for byte, so an op can switch to them and drop its own check.
+"""Argument kinds (dlc.compiler.kinds): names resolve to kind objects, and a kind checks its argument itself.
 
-Each switch below replaces an op in the registry by a copy whose argument has the new kind and whose shape rule
-checks nothing (it returns its input's type): the diagnostic must then come from the kind alone, and equal the
-one the real op gives.
+The ops below once checked these arguments in their shape rules, keyed on the argument's name; the argument's
+kind now does it. Each case pins the op's kind and the diagnostic (its position is the argument's, its text the one
+the shape rule gave), and checks it comes from the kind: with the op's shape rule replaced by one that checks
+nothing, the diagnostic is the same.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import dataclasses
 import textwrap
 
 import pytest
-
 from dlc.compiler.kinds import KIND_NAMES, Axis, Enum, Int, IntOrInts, Padding, TokenId, kind_named
 from dlc.compiler.ops import registry
 from dlc.compiler.ops.registry import Attr, all_ops
+
 from dlc.diagnostics import DlcError, render
 from dlc.pipeline import build_graph
 
@@ -28,67 +28,81 @@ def _error(tmp_path, text: str) -> str:
     return render(info.value)
 
 
-def _switch(monkeypatch, op: str, attr: str, kind: str, keep_rule: bool = False) -> None:
-    """Give ``op``'s argument ``attr`` the kind ``kind``; unless ``keep_rule``, its shape rule checks nothing."""
-    old = all_ops()[op]
-    attrs = tuple(dataclasses.replace(a, kind=kind) if a.name == attr else a for a in old.attrs)
-    new = dataclasses.replace(old, attrs=attrs)
-    if not keep_rule:
-        new = dataclasses.replace(new, infer=lambda attrs, ins: (ins[0],))
-    monkeypatch.setitem(registry.OPS, op, new)
+def _without_rule(monkeypatch, op: str) -> None:
+    """Replace ``op``'s shape rule by one that checks nothing (it returns its input's type)."""
+    monkeypatch.setitem(registry.OPS, op, dataclasses.replace(all_ops()[op], infer=lambda attrs, ins: (ins[0],)))
 
 
-SWITCHES = [  # op, argument, new kind, the network's input, its output expression
-    ("softmax", "dim", "axis", "[4, 5]", "x -> softmax(dim=2)"),
-    ("log_softmax", "dim", "axis", "[4]", "x -> log_softmax(-2)"),
-    ("concat", "dim", "axis", "[4, 5]", "concat(x, x, dim=-3)"),
-    ("embedding", "padding_idx", "token_id", "[7] int64", "x -> embedding(5, 8, padding_idx=5)"),
-    ("dropout", "p", "probability", "[4]", "x -> dropout(1.5)"),
-    ("attention", "dropout", "probability", "[6, 8]", "x -> attention(heads=2, dropout=1)"),
-    ("lstm", "dropout", "probability", "[6, 8]", "x -> lstm(4, dropout=1.0)"),
-    ("batchnorm", "momentum", "fraction", "[3, 4, 4]", "x -> batchnorm(momentum=1.5)"),
-    ("batchnorm", "eps", "epsilon", "[3, 4, 4]", "x -> batchnorm(eps=0)"),
-    ("layernorm", "eps", "epsilon", "[4]", "x -> layernorm(eps=-1e-5)"),
-    ("upsample", "scale", "positive", "[3, 4, 4]", "x -> upsample(scale=0)"),
+KINDS = [  # op, argument, its kind, the network's input, its output expression, column, message
+    ("softmax", "dim", "axis", "[4, 5]", "x -> softmax(dim=2)", 33,
+     "`softmax`: axis 2 is out of range for a rank-2 tensor"),
+    ("log_softmax", "dim", "axis", "[4]", "x -> log_softmax(-2)", 33,
+     "`log_softmax`: axis -2 is out of range for a rank-1 tensor"),
+    ("concat", "dim", "axis", "[4, 5]", "concat(x, x, dim=-3)", 33,
+     "`concat`: axis -3 is out of range for a rank-2 tensor"),
+    ("embedding", "padding_idx", "token_id", "[7] int64", "x -> embedding(5, 8, padding_idx=5)", 49,
+     "`embedding`: padding_idx 5 is not a token id of a vocabulary of 5"),
+    ("dropout", "p", "probability", "[4]", "x -> dropout(1.5)", 29, "`dropout`: p must be in [0, 1), got 1.5"),
+    ("attention", "dropout", "probability", "[6, 8]", "x -> attention(heads=2, dropout=1)", 48,
+     "`attention`: dropout must be in [0, 1), got 1.0"),
+    ("lstm", "dropout", "probability", "[6, 8]", "x -> lstm(4, dropout=1.0)", 37,
+     "`lstm`: dropout must be in [0, 1), got 1.0"),
+    ("batchnorm", "momentum", "fraction", "[3, 4, 4]", "x -> batchnorm(momentum=1.5)", 40,
+     "`batchnorm`: momentum must be in [0, 1], got 1.5"),
+    ("batchnorm", "eps", "epsilon", "[3, 4, 4]", "x -> batchnorm(eps=0)", 35,
+     "`batchnorm`: eps must be positive (it keeps the division finite), got 0.0"),
+    ("layernorm", "eps", "epsilon", "[4]", "x -> layernorm(eps=-1e-5)", 35,
+     "`layernorm`: eps must be positive (it keeps the division finite), got -1e-05"),
+    ("upsample", "scale", "positive", "[3, 4, 4]", "x -> upsample(scale=0)", 36,
+     "`upsample`: scale must be positive, got 0.0"),
 ]
 
 
-@pytest.mark.parametrize("op,attr,kind,shape,expr", SWITCHES, ids=[f"{s[0]}.{s[1]}" for s in SWITCHES])
-def test_a_new_kind_reports_what_the_shape_rule_does(tmp_path, monkeypatch, op, attr, kind, shape, expr):
+@pytest.mark.parametrize("op,attr,kind,shape,expr,col,message", KINDS, ids=[f"{s[0]}.{s[1]}" for s in KINDS])
+def test_the_kind_checks_the_argument(tmp_path, monkeypatch, op, attr, kind, shape, expr, col, message):
+    assert all_ops()[op].attr(attr).kind.name == kind
     spec = f"""
         network N {{
             input x: {shape}
             output y = {expr}
         }}
     """
-    today = _error(tmp_path, spec)
-    assert "error[bad-argument]" in today, today
-    _switch(monkeypatch, op, attr, kind)
-    assert _error(tmp_path, spec) == today
+    first = _error(tmp_path, spec).splitlines()[0]
+    assert first.endswith(f"net.dln:4:{col}: error[bad-argument]: {message}"), first
+    _without_rule(monkeypatch, op)
+    assert _error(tmp_path, spec).splitlines()[0] == first
 
 
-WRAPPERS = [  # op, new kind, a call the kind refuses
-    ("bidirectional", "recurrent_layer", "bidirectional(linear(4))"),
-    ("bidirectional", "recurrent_layer", "bidirectional(bidirectional(lstm(4)))"),
-    ("bidirectional", "recurrent_layer", "bidirectional(3)"),
-    ("timedistributed", "step_layer", "timedistributed(timedistributed(relu))"),
-    ("timedistributed", "step_layer", "timedistributed(lstm(4))"),
-    ("timedistributed", "step_layer", "timedistributed(add)"),
+WRAPPERS = [  # op, its argument's kind, a call the kind refuses, the message
+    ("bidirectional", "recurrent_layer", "bidirectional(linear(4))",
+     "`bidirectional` wraps rnn, lstm or gru, not `linear`"),
+    ("bidirectional", "recurrent_layer", "bidirectional(bidirectional(lstm(4)))",
+     "`bidirectional` wraps rnn, lstm or gru, not `bidirectional`"),
+    ("bidirectional", "recurrent_layer", "bidirectional(3)",
+     "`bidirectional`: `layer` must be a layer such as `lstm(64)`, got the integer 3"),
+    ("timedistributed", "step_layer", "timedistributed(timedistributed(relu))",
+     "`timedistributed` cannot wrap another `timedistributed`"),
+    ("timedistributed", "step_layer", "timedistributed(lstm(4))",
+     "`timedistributed` wraps a single-input layer, not `lstm`"),
+    ("timedistributed", "step_layer", "timedistributed(add)",
+     "`timedistributed` wraps a single-input layer, not `add`"),
 ]
 
 
-@pytest.mark.parametrize("op,kind,call", WRAPPERS, ids=[w[2] for w in WRAPPERS])
-def test_a_wrapper_that_names_its_kind_refuses_the_same_layers(tmp_path, monkeypatch, op, kind, call):
+@pytest.mark.parametrize("op,kind,call,message", WRAPPERS, ids=[w[2] for w in WRAPPERS])
+def test_a_wrapper_refuses_by_its_argument_kind(tmp_path, monkeypatch, op, kind, call, message):
+    assert all_ops()[op].attr("layer").kind.name == kind
     spec = f"""
         network N {{
             input x: [6, 8]
             output y = x -> {call}
         }}
     """
-    today = _error(tmp_path, spec)
-    assert "error[bad-argument]" in today, today
-    _switch(monkeypatch, op, "layer", kind, keep_rule=True)
-    assert _error(tmp_path, spec) == today
+    first = _error(tmp_path, spec).splitlines()[0]
+    col = 35 if op == "bidirectional" else 37  # the wrapped layer's position, inside the wrapper's parentheses
+    assert first.endswith(f"net.dln:4:{col}: error[bad-argument]: {message}"), first
+    _without_rule(monkeypatch, op)
+    assert _error(tmp_path, spec).splitlines()[0] == first
 
 
 def test_attr_resolves_a_kind_name_with_its_bounds():

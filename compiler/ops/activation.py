@@ -7,7 +7,7 @@ from typing import Any, Callable
 from dlc.compiler.ops.kernel import Elementwise, Row, flt
 from dlc.compiler.ops.pytorch import INPLACE, Form, Torch, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, register
-from dlc.compiler.ops.shapes import axis, same_float, tensor, want_float, with_values
+from dlc.compiler.ops.shapes import same_float, tensor, want_float, with_values
 
 # SELU's constants (Klambauer et al. 2017), as torch.nn.SELU uses them.
 SELU_ALPHA = 1.6732632423543772
@@ -110,7 +110,6 @@ def _along(name: str):
     def rule(attrs, ins):
         x = tensor(ins[0])
         want_float(x, name)
-        axis(attrs["dim"], x.rank, name)
         return (x,)
     return rule
 
@@ -133,14 +132,14 @@ def _dim(a, ins, outs) -> dict:
 
 
 register(OpDef(
-    "softmax", (A("dim", "int", -1),), _along("softmax"),
+    "softmax", (A("dim", "axis", -1),), _along("softmax"),
     torch=Torch(module=Form("nn.Softmax(dim={dim})", _dim), function=Form("torch.softmax({x}, dim={dim})", _dim)),
     kernel=Row(axes=_last_axis, forward=lambda a, x, y: _exp_row(x[0]) + [f"{y} = row_exp / row_sum"],
                backward=lambda a, x, y, g, gx: [
                    f"{gx} = {y} * ({g} - tl.sum(tl.where(mask, {g} * {y}, 0.0), 0))"]),
     family="activation", doc="`softmax(dim=-1)` along a batch-less axis."))
 register(OpDef(
-    "log_softmax", (A("dim", "int", -1),), _along("log_softmax"),
+    "log_softmax", (A("dim", "axis", -1),), _along("log_softmax"),
     torch=Torch(module=Form("nn.LogSoftmax(dim={dim})", _dim),
                 function=Form("torch.log_softmax({x}, dim={dim})", _dim)),
     kernel=Row(axes=_last_axis, forward=lambda a, x, y: _exp_row(x[0]) + [f"{y} = {x[0]} - row_max - tl.log(row_sum)"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dlc.compiler.ops.kernel import Elementwise, flt
 from dlc.compiler.ops.pytorch import INPLACE, Form, Torch, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
-from dlc.compiler.ops.shapes import axis, broadcast, promote, same_float, tensor, with_values
+from dlc.compiler.ops.shapes import broadcast, promote, same_float, tensor, with_values
 from dlc.compiler.types import TensorType, shape_str
 
 
@@ -16,7 +16,7 @@ def _concat(attrs, ins):
     xs = [tensor(t) for t in ins]
     first = xs[0]
     dim = attrs["dim"]
-    ax = first.feature_axis if dim is None else axis(dim, first.rank, "concat")
+    ax = first.feature_axis if dim is None else dim % first.rank
     total = 0
     symbolic = False
     for t in xs:
@@ -44,7 +44,7 @@ def _concat_axis(a, ins, outs) -> dict:
 
 
 register(OpDef(
-    "concat", (A("dim", "int", None, keyword_only=True),), _concat, variadic=True,
+    "concat", (A("dim", "axis", None, keyword_only=True),), _concat, variadic=True,
     torch=Torch(function=Form("torch.cat([{*xs}], dim={dim})", _concat_axis)),
     family="merge", draw="merge", label=lambda a: "concat",
     doc="Concatenate tensors along the feature axis (channels for [C, H, W], last for [T, F]) or along `dim`."))

@@ -10,9 +10,6 @@ from dlc.compiler.types import shape_str
 
 
 def _attention(attrs, ins):
-    if not 0.0 <= attrs["dropout"] < 1.0:
-        raise ShapeError(f"`attention`: dropout must be in [0, 1), got {attrs['dropout']}", attr="dropout",
-                         code="bad-argument")
     q = tensor(ins[0], "query")
     k = tensor(ins[1] if len(ins) > 1 else ins[0], "key")
     v = tensor(ins[2] if len(ins) > 2 else k, "value")
@@ -68,7 +65,7 @@ def _call(site: CallSite) -> list[str]:
 
 
 register(OpDef(
-    "attention", (A("heads", "int", 1, min=1), A("causal", "bool", False), A("dropout", "float", 0.0),
+    "attention", (A("heads", "int", 1, min=1), A("causal", "bool", False), A("dropout", "probability", 0.0),
                   A("bias", "bool", True)),
     _attention, count_params=_attention_params,
     inputs=("query", "key", "value"), optional_inputs=frozenset({"key", "value"}), stateful=True,

@@ -37,15 +37,11 @@ def _embedding(attrs, ins):
     if x.dtype not in ("int64", "int32"):
         raise ShapeError(f"`embedding` needs integer token ids, got {x.dtype}", code="type-mismatch",
                          hint="declare the input as e.g. `input tokens: [T] int64`")
-    pad = attrs["padding_idx"]
-    if pad is not None and not -attrs["vocab"] <= pad < attrs["vocab"]:
-        raise ShapeError(f"`embedding`: padding_idx {pad} is not a token id of a vocabulary of {attrs['vocab']}",
-                         attr="padding_idx", code="bad-argument")
     return (TensorType(x.shape + (attrs["dim"],), "float32", "fl"),)
 
 
 register(OpDef(
-    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "int", None, min=0)), _embedding,
+    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "token_id", None, min=0)), _embedding,
     count_params=lambda a, ins: a["vocab"] * a["dim"],
     stateful=True,
     torch=Torch(module=Form("nn.Embedding({num_embeddings}, {embedding_dim}{,padding_idx})",

@@ -7,7 +7,7 @@ import math
 from dlc.compiler.ops.kernel import ChannelAffine, Row
 from dlc.compiler.ops.pytorch import Form, Torch, Var
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
-from dlc.compiler.ops.shapes import known, positive_eps, tensor, want_float, want_rank
+from dlc.compiler.ops.shapes import known, tensor, want_float, want_rank
 from dlc.compiler.types import shape_str
 
 
@@ -15,10 +15,6 @@ def _batchnorm(attrs, ins):
     x = tensor(ins[0])
     want_float(x, "batchnorm")
     want_rank(x, (1, 2, 3, 4), "batchnorm", "[C], [C, L], [C, H, W] or [C, D, H, W]")
-    positive_eps(attrs, "batchnorm")
-    if not 0.0 <= attrs["momentum"] <= 1.0:
-        raise ShapeError(f"`batchnorm`: momentum must be in [0, 1], got {attrs['momentum']}", attr="momentum",
-                         code="bad-argument")
     if x.layout == "tcf":
         raise ShapeError(
             f"`batchnorm` normalises channels-first data, but {shape_str(x.shape)} has a time axis before its channels",
@@ -42,7 +38,7 @@ def _batchnorm_module(a, ins, outs) -> dict:
 
 
 register(OpDef(
-    "batchnorm", (A("eps", "float", 1e-5), A("momentum", "float", 0.1), A("affine", "bool", True)), _batchnorm,
+    "batchnorm", (A("eps", "epsilon", 1e-5), A("momentum", "fraction", 0.1), A("affine", "bool", True)), _batchnorm,
     count_params=lambda a, ins: 2 * ins[0].shape[0] if a["affine"] else 0, stateful=True,
     torch=Torch(module=Form("{callee}({num_features}{,eps}{,momentum}{,affine})", _batchnorm_module,
                             {"eps": 1e-5, "momentum": 0.1, "affine": True})),
@@ -53,7 +49,6 @@ register(OpDef(
 def _layernorm(attrs, ins):
     x = tensor(ins[0])
     want_float(x, "layernorm")
-    positive_eps(attrs, "layernorm")
     n = attrs["dims"]
     if not 1 <= n <= x.rank:
         raise ShapeError(f"`layernorm(dims={n})` needs 1 <= dims <= rank ({x.rank})", attr="dims", code="bad-argument")
@@ -95,7 +90,7 @@ def _layernorm_module(a, ins, outs) -> dict:
 
 
 register(OpDef(
-    "layernorm", (A("dims", "int", 1, min=1), A("eps", "float", 1e-5), A("affine", "bool", True)), _layernorm,
+    "layernorm", (A("dims", "int", 1, min=1), A("eps", "epsilon", 1e-5), A("affine", "bool", True)), _layernorm,
     count_params=lambda a, ins: 2 * math.prod(ins[0].shape[-a["dims"]:]) if a["affine"] else 0, stateful=True,
     torch=Torch(
         module=Form("nn.LayerNorm({normalized_shape}{,eps}{,elementwise_affine})", _layernorm_module,

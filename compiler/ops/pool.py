@@ -110,8 +110,6 @@ def _upsample(attrs, ins):
     if attrs["mode"] == "bilinear" and x.rank != 3:
         raise ShapeError("`upsample(mode=bilinear)` needs [C, H, W]", attr="mode", code="bad-argument")
     scale = attrs["scale"]
-    if not scale > 0:
-        raise ShapeError(f"`upsample`: scale must be positive, got {scale}", attr="scale", code="bad-argument")
     spatial = []
     for d in x.shape[1:]:
         if isinstance(d, int) and d * scale > MAX_ELEMENTS:  # also keeps an infinite product from int()
@@ -131,7 +129,7 @@ def _resample(a, ins, outs) -> dict:
 
 
 register(OpDef(
-    "upsample", (A("scale", "float", 2.0), A("mode", "enum", "nearest", ("nearest", "bilinear")),
+    "upsample", (A("scale", "positive", 2.0), A("mode", "enum", "nearest", ("nearest", "bilinear")),
                  A("align_corners", "bool", False)), _upsample,
     torch=Torch(
         module=Form("nn.Upsample(scale_factor={scale_factor}, mode={mode}{,align_corners})", _resample,

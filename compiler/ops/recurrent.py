@@ -13,7 +13,7 @@ _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 MAX_RNN_LAYERS = 1024
 _ATTRS = (
     A("units", "int", min=1), A("layers", "int", 1, min=1, max=MAX_RNN_LAYERS), A("return_sequences", "bool", True),
-    A("return_state", "bool", False), A("dropout", "float", 0.0), A("bias", "bool", True),
+    A("return_state", "bool", False), A("dropout", "probability", 0.0), A("bias", "bool", True),
 )
 # The Keras merges of a bidirectional layer's two directions, on their outputs `fwd` and `bwd`.
 MERGES = {
@@ -140,7 +140,7 @@ def _bidirectional_call(site: CallSite) -> list[str]:
 
 
 register(OpDef(
-    "bidirectional", (A("layer", "layer"), A("merge", "enum", "concat", tuple(MERGES))), _bidirectional,
+    "bidirectional", (A("layer", "recurrent_layer"), A("merge", "enum", "concat", tuple(MERGES))), _bidirectional,
     count_params=lambda a, ins: recurrent_params(a["layer"]["op"], a["layer"]["units"], a["layer"]["layers"],
                                                  ins[0].shape[1], 2, a["layer"]["bias"]),
     inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}),

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from dlc.compiler.ops.kernel import Elementwise, Mask
 from dlc.compiler.ops.pytorch import Form, Torch, Var
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, register
 from dlc.compiler.ops.shapes import same_float
 
 
-def _dropout(attrs, ins):
-    if not 0.0 <= attrs["p"] < 1.0:
-        raise ShapeError(f"`dropout`: p must be in [0, 1), got {attrs['p']}", attr="p", code="bad-argument")
-    return same_float("dropout")(attrs, ins)
-
-
 register(OpDef(
-    "dropout", (A("p", "float", 0.5), A("always", "bool", False)), _dropout,
+    "dropout", (A("p", "probability", 0.5), A("always", "bool", False)), same_float("dropout"),
     torch=Torch(
         module=Form(lambda a: "AlwaysDropout({p})" if a["always"] else "nn.Dropout({p})",
                     lambda a, ins, outs: {"p": a["p"]}),

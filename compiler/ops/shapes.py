@@ -176,13 +176,6 @@ def out(t: TensorType, shape: tuple, layout: str | None = None) -> tuple[Type, .
     return (t.with_shape(shape, layout),)
 
 
-def positive_eps(attrs: dict, op: str) -> None:
-    """``eps`` keeps a division finite: it must be positive."""
-    if attrs["eps"] <= 0:
-        raise ShapeError(f"`{op}`: eps must be positive (it keeps the division finite), got {attrs['eps']}",
-                         attr="eps", code="bad-argument")
-
-
 def same_float(name: str):
     """The rule of an op keeping its float input's type."""
     def rule(attrs, ins):

@@ -43,7 +43,7 @@ def _call(site: CallSite) -> list[str]:
 
 
 register(OpDef(
-    "timedistributed", (A("layer", "layer"),), _timedistributed, count_params=_td_params, stateful=True,
+    "timedistributed", (A("layer", "step_layer"),), _timedistributed, count_params=_td_params, stateful=True,
     torch=Torch(module=Form("{layer}", _module), call=_call),
     family="wrapper", wraps=True, label=lambda a: "timedistributed(" + _inner(a)[0].describe(_inner(a)[1]) + ")",
     doc="Applies a single-input layer at every time step of [T, ...]: `timedistributed(conv2d(16, k=3))` on "
