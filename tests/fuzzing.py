@@ -359,7 +359,7 @@ def _check_outputs(g: Any, result: Any, sizes: dict[str, int]) -> str | None:
     results = result if isinstance(result, tuple) else (result,)
     if len(results) != len(g.outputs):
         return f"{len(results)} results for {len(g.outputs)} outputs"
-    for (name, vid), got in zip(g.outputs, results):
+    for (name, vid), got in zip(g.outputs, results, strict=True):
         want = g.types[vid]
         if not isinstance(want, TensorType):
             continue

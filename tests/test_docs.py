@@ -232,7 +232,7 @@ def test_example(example: Example, workdir: Path) -> None:
     results = result if isinstance(result, tuple) and len(g.outputs) > 1 else (result,)
     assert len(results) == len(g.outputs)
     symbolic = {d for _, vid in g.inputs for d in g.types[vid].shape if isinstance(d, str)}
-    for (name, vid), y in zip(g.outputs, results):
+    for (name, vid), y in zip(g.outputs, results, strict=True):
         _check_shape(name, g.types[vid], y, symbolic)
         assert torch.isfinite(y).all(), f"output `{name}` has non-finite values"
     if g.name in CLAIMS:

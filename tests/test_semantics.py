@@ -71,7 +71,7 @@ def copy_weights_by_order(src: nn.Module, dst: nn.Module) -> None:
     s, d = list(src.state_dict().items()), list(dst.state_dict().items())
     assert len(s) == len(d), f"{len(s)} tensors vs {len(d)}: {[k for k, _ in s]} / {[k for k, _ in d]}"
     with torch.no_grad():
-        for (ks, vs), (kd, vd) in zip(s, d):
+        for (ks, vs), (kd, vd) in zip(s, d, strict=True):
             assert vs.shape == vd.shape, f"{ks} {tuple(vs.shape)} -> {kd} {tuple(vd.shape)}"
             vd.copy_(vs)
 
@@ -80,7 +80,7 @@ def assert_grads_match(got: nn.Module, want: nn.Module, atol: float = GRAD_ATOL,
     """Every parameter of ``got`` has a gradient, equal to the matching parameter's in ``want``."""
     gp = list(got.named_parameters())
     wp = list(want.named_parameters())
-    pairs = list(zip(gp, wp)) if by_order else [((k, p), (k, dict(wp)[k])) for k, p in gp]
+    pairs = list(zip(gp, wp, strict=True)) if by_order else [((k, p), (k, dict(wp)[k])) for k, p in gp]
     assert len(gp) == len(wp)
     nonzero = 0
     for (kg, pg), (kw, pw) in pairs:
@@ -134,7 +134,7 @@ def test_resnet18_train_gradients_match_torchvision(resnet_pair):
     (m(x) * w).sum().backward()
     (tv(x) * w).sum().backward()
     assert_grads_match(m, tv)
-    for (k, b), (_, bt) in zip(m.named_buffers(), tv.named_buffers()):
+    for (k, b), (_, bt) in zip(m.named_buffers(), tv.named_buffers(), strict=True):
         assert torch.allclose(b.double(), bt.double(), atol=1e-10), f"buffer {k} after a training step"
 
 
@@ -182,7 +182,7 @@ def test_resnet50_train_gradients_match_torchvision(resnet50_pair):
     (m(x) * w).sum().backward()
     (tv(x) * w).sum().backward()
     assert_grads_match(m, tv)
-    for (k, b), (_, bt) in zip(m.named_buffers(), tv.named_buffers()):
+    for (k, b), (_, bt) in zip(m.named_buffers(), tv.named_buffers(), strict=True):
         assert torch.allclose(b.double(), bt.double(), atol=1e-10), f"buffer {k} after a training step"
 
 
@@ -401,7 +401,7 @@ def test_autoencoder_matches_reference():
     with torch.no_grad():
         got, want = m(x), r(x)
     assert max_diff(got, want) <= ATOL
-    for (k, b), (_, br) in zip(m.named_buffers(), r.named_buffers()):
+    for (k, b), (_, br) in zip(m.named_buffers(), r.named_buffers(), strict=True):
         assert torch.allclose(b.float(), br.float(), atol=1e-6), f"buffer {k} after a training step"
 
 
@@ -450,7 +450,7 @@ def test_siamese_tower_is_shared(siamese_pair):
     md(a, b).sum().backward()
     two(a, b).sum().backward()
     tw = getattr(md, tower[0])
-    for (k, p), pa, pb in zip(tw.named_parameters(), two.tower.parameters(), two.tower_b.parameters()):
+    for (k, p), pa, pb in zip(tw.named_parameters(), two.tower.parameters(), two.tower_b.parameters(), strict=True):
         assert p.grad is not None, f"no gradient for tower {k}"
         assert pa.grad.abs().max() > 0 and pb.grad.abs().max() > 0
         assert torch.allclose(p.grad, pa.grad + pb.grad, atol=GRAD_ATOL, rtol=1e-5), f"tower {k} gradient"
