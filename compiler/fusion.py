@@ -237,7 +237,8 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
 
 
 def fusion_plan(g: Graph, recurrent: bool = False) -> FusionPlan:
-    """The fusion groups of ``g`` (see :func:`group_fusions`), computed once per graph and ``recurrent``."""
+    """The fusion groups of ``g`` (see :func:`group_fusions`), computed once per graph and ``recurrent`` and
+    shared by every reader: read it, never change it."""
     return g.analyses.get(("fusion plan", recurrent), lambda: group_fusions(g, recurrent=recurrent))
 
 

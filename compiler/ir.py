@@ -118,6 +118,9 @@ class Analyses:
         """Forget every result: the graph changed."""
         self._results.clear()
 
+    def __deepcopy__(self, memo: dict) -> Analyses:
+        return Analyses()  # a copy of a graph is changed on its own: it computes its own results
+
 
 @dataclass
 class Graph:

@@ -233,3 +233,11 @@ def test_a_pass_that_changes_the_graph_invalidates_the_plan(plans):
     after = fusion_plan(g)
     assert after is not plan and len(plans) == 2
     assert not any(g.nodes[i].op == "batchnorm" for grp in after.groups for i in grp.nodes)
+
+
+def test_a_copy_of_a_graph_computes_its_own_plan(plans):
+    g = elaborated(RESNET)
+    plan = fusion_plan(g)
+    other = copy.deepcopy(g)
+    assert fusion_plan(other) is not plan and fusion_plan(other) == plan
+    assert fusion_plan(g) is plan and len(plans) == 2
