@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from dlc.compiler.fusion import group_fusions
+from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import Graph, Node, Scope, format_value
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params
@@ -145,7 +145,7 @@ class Drawing:
         self.seen_paths: dict[str, str] = {}  # module path -> the DOT node of its first use
         self.shared_links: list[tuple[str, str]] = []
         self.first_use: dict[str, str] = {}  # shared block instance path -> its first drawn node
-        plan = group_fusions(g) if fusion else None
+        plan = fusion_plan(g) if fusion else None
         self.group_of = plan.group_of if plan else {}
 
     # ---- labels --------------------------------------------------------------------------------
@@ -244,12 +244,10 @@ class Drawing:
         s = c.scope
         assert s is not None
         nid = f"c{c.nodes[0].id}"
-        key = f"{s.path}#{s.call}"
-        ins, outs, _, _ = self.g.calls.get(key, ((), (), (), None))
+        site = self.g.call_of(s)
         paths = {n.module_path for n in c.nodes if n.module_path}
         total = sum(self.params.get(p, 0) for p in paths if p not in self.seen_paths)
-        io = ", ".join(_shape(self.g.types[v]) for v in ins) + " → " + ", ".join(_shape(self.g.types[v])
-                                                                                for v in outs)
+        io = " → ".join(", ".join(_shape(self.g.types[v]) for v in values) for values in (site.inputs, site.outputs))
         label = self._cluster_label(c) + f"\n{io}" + (f"\n{total:,} params" if total else "")
         shared = s.call > 0
         for p in paths:

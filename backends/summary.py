@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dlc.compiler.fusion import group_fusions
+from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import Graph, format_value
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params
@@ -12,7 +12,7 @@ from dlc.compiler.types import batched_str
 def summarize(g: Graph) -> str:
     """Every node with its module path, op, output shape(s) and parameters (shared ones counted once)."""
     params = count_params(g)
-    plan = group_fusions(g)
+    plan = fusion_plan(g)
     rows: list[tuple[str, str, str, str, str]] = []
     seen: set[str] = set()
     for node in g.nodes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dlc.compiler.elaborate import elaborate
 from dlc.compiler.ir import Graph, print_graph
-from dlc.compiler.passes import run_passes
+from dlc.compiler.passes import PassManager
 from dlc.compiler.program import load_program
 
-__all__ = ["Graph", "elaborate", "load_program", "print_graph", "run_passes"]
+__all__ = ["Graph", "PassManager", "elaborate", "load_program", "print_graph"]

@@ -48,7 +48,7 @@ class Context:
         self.max_steps = limit("MAX_STEPS")
         self.steps = 0
         # How often each module path (a block instance, a labelled group) has been applied: a shared instance is
-        # applied more than once, and so is everything inside it; graph.calls keys each application `path#n`.
+        # applied more than once, and so is everything inside it; graph.calls keys each application (path, n).
         self.uses: dict[str, int] = {}
 
     @property

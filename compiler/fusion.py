@@ -1,7 +1,9 @@
 """Fusion groups: which IR nodes run as one kernel in a fused module.
 
-``group_fusions`` partitions the nodes of a graph by the fusion kind of their op, derived from its
-kernel facet (:mod:`dlc.compiler.ops.kernel`):
+The fusion plan is an analysis of the graph: :func:`fusion_plan` computes it once per graph and option and
+keeps it in ``Graph.analyses`` until a pass changes the graph; the summary, the diagram, the fused emitter
+and ``--explain-fusion`` all read it from there. ``group_fusions`` (the computation) partitions the nodes
+of a graph by the fusion kind of their op, derived from its kernel facet (:mod:`dlc.compiler.ops.kernel`):
 
 - an **anchor** (``linear``, convolutions) absorbs the elementwise chain after it as its epilogue;
 - an **elementwise** chain (bias, batchnorm, activations, residual add, sub/mul/abs, scaling,
@@ -173,9 +175,10 @@ MAX_GROUP_OPS = 64
 
 
 def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
-    """``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU (cuDNN)."""
+    """Partition ``g``'s nodes into fusion groups; ``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU
+    (cuDNN). Read the plan through :func:`fusion_plan`, which computes it once."""
     users = g.users()
-    returned = {v for _, outs, _, _ in g.calls.values() for v in outs} | {v for _, v in g.outputs}
+    returned = {v for call in g.calls.values() for v in call.outputs} | {v for _, v in g.outputs}
     groups: list[FusionGroup] = []
     taken: set[int] = set()
     for node in g.nodes:
@@ -233,6 +236,12 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     return FusionPlan(groups, group_of)
 
 
+def fusion_plan(g: Graph, recurrent: bool = False) -> FusionPlan:
+    """The fusion groups of ``g`` (see :func:`group_fusions`), computed once per graph and ``recurrent`` and
+    shared by every reader: read it, never change it."""
+    return g.analyses.get(("fusion plan", recurrent), lambda: group_fusions(g, recurrent=recurrent))
+
+
 def describe_group(g: Graph, grp: FusionGroup) -> str:
     """``conv1 conv2d -> bn1 batchnorm -> relu`` for explanations and diagrams."""
     parts = []
@@ -262,7 +271,7 @@ def explain(g: Graph, recurrent: bool = False) -> str:
 
     The bytes are those the forward pass does not write and read back, per sample.
     """
-    plan = group_fusions(g, recurrent=recurrent)
+    plan = fusion_plan(g, recurrent=recurrent)
     lines = [f"{g.name}: {len(plan.groups)} fusion groups"]
     total = 0
     symbolic = False

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Hashable, Mapping, TypeVar
 
 from dlc.compiler.types import Type
 from dlc.diagnostics import Span, display
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,44 @@ class Scope:
     span: Span
 
 
+@dataclass(frozen=True)
+class FoldedNorm:
+    """A normalisation layer folded into the layer before it by the inference passes.
+
+    Its node is gone from the graph; what the backends still need of it is here: its op (whose definition gives
+    the module's constructor), its module attribute name (the module stays, so state_dicts load as before) and
+    its attributes. Its input and output types are the folding layer's output type.
+    """
+
+    op: str
+    name: str
+    attrs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """One application of a block instance or labelled group: the value ids it receives (named ``input_names``
+    inside it) and returns, and the name its result was assigned to (a hint for generated code)."""
+
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    input_names: tuple[str, ...]
+    hint: str | None
+
+
+# A block call's key: the instance's module path and which application of it (a shared instance has several).
+CallKey = tuple[str, int]
+
+
+def call_key(scope: Scope) -> CallKey:
+    """The key of ``scope``'s application in :attr:`Graph.calls`."""
+    return (scope.path, scope.call)
+
+
 @dataclass
 class Node:
+    """One op application. ``fold`` and ``in_place`` are what the inference passes decided for it."""
+
     id: int
     op: str
     inputs: tuple[int, ...]
@@ -46,6 +84,8 @@ class Node:
     scope: tuple[Scope, ...] = ()
     name: str | None = None  # module attribute name inside the innermost scope
     hint: str | None = None  # preferred variable name for the output in generated code
+    fold: FoldedNorm | None = None  # the normalisation folded into this layer (inference)
+    in_place: bool = False  # overwrites its first input (inference; the op's definition allows it)
 
     @property
     def module_path(self) -> str | None:
@@ -56,6 +96,30 @@ class Node:
     @property
     def scope_path(self) -> str:
         return self.scope[-1].path if self.scope else ""
+
+
+class Analyses:
+    """Results computed from a graph (the fusion plan), each once, kept until a pass changes the graph.
+
+    A key names the analysis and its options; the pass manager calls :meth:`invalidate` after a pass that
+    changed the graph, and so must anything else that changes it after an analysis was read.
+    """
+
+    def __init__(self) -> None:
+        self._results: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The result for ``key``, from ``compute()`` the first time it is asked for."""
+        if key not in self._results:
+            self._results[key] = compute()
+        return self._results[key]
+
+    def invalidate(self) -> None:
+        """Forget every result: the graph changed."""
+        self._results.clear()
+
+    def __deepcopy__(self, memo: dict) -> Analyses:
+        return Analyses()  # a copy of a graph is changed on its own: it computes its own results
 
 
 @dataclass
@@ -70,12 +134,19 @@ class Graph:
     types: dict[int, Type] = field(default_factory=dict)  # value id -> type
     inputs: list[tuple[str, int]] = field(default_factory=list)
     outputs: list[tuple[str, int]] = field(default_factory=list)
-    # Each application of a block or labelled group, keyed "path#call": its input value ids, output value ids,
-    # input names and the name the result was assigned to (a hint for generated code).
-    calls: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...], str | None]] = field(
-        default_factory=dict)
+    # Each application of a block or labelled group (read it with call_of).
+    calls: dict[CallKey, BlockCall] = field(default_factory=dict)
     # Where each block used by the network is defined (the span of its name).
     blocks: dict[str, Span] = field(default_factory=dict)
+    analyses: Analyses = field(default_factory=Analyses, compare=False, repr=False)
+
+    def call_of(self, scope: Scope) -> BlockCall:
+        """The inputs and outputs of the application ``scope`` stands for (every block or group scope has one)."""
+        return self.calls[call_key(scope)]
+
+    def add_call(self, scope: Scope, call: BlockCall) -> None:
+        """Record the application ``scope`` stands for (elaboration does, once per application)."""
+        self.calls[call_key(scope)] = call
 
     def producer(self) -> dict[int, Node]:
         return {v: n for n in self.nodes for v in n.outputs}
@@ -115,6 +186,10 @@ def print_graph(g: Graph) -> str:
         line = f"  {outs} = {node.op}({ins})"
         if attrs:
             line += f" {{{attrs}}}"
+        if node.fold is not None:
+            line += f" [folds {node.fold.name} = {node.fold.op}{format_value(dict(node.fold.attrs))}]"
+        if node.in_place:
+            line += " [in place]"
         line += f" : {types}"
         if where:
             line += f"  @{where}"

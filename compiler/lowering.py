@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from dlc.compiler.binding import Binder
 from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.expressions import Evaluator
-from dlc.compiler.ir import Scope
+from dlc.compiler.ir import BlockCall, Scope
 from dlc.compiler.kinds import applies_per_step
 from dlc.compiler.names import RESERVED_ATTRS, check_identifier
 from dlc.compiler.naming import Container, snake
@@ -135,7 +135,7 @@ class Lowerer:
         if not isinstance(y, Tensor):
             raise self.ctx.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
         scope = seq.scope[-1]
-        self.ctx.g.calls[f"{scope.path}#{scope.call}"] = ((x.vid,), (y.vid,), ("x",), hint)  # type: ignore[union-attr]
+        self.ctx.g.add_call(scope, BlockCall((x.vid,), (y.vid,), ("x",), hint))  # type: ignore[union-attr]
 
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
         name = parent.name_for(label, label_span if label is not None else span, "seq")
@@ -321,8 +321,8 @@ class Lowerer:
                                "group", span, frame,
                                hint="labelled groups and repeats become nn.Sequential: one result each")
         self.ctx.g.blocks.setdefault(block.name, block.name_span)
-        self.ctx.g.calls[f"{path}#{call}"] = (tuple(t.vid for t in inputs), tuple(t.vid for t in result),
-                                              tuple(names), frame.hint)
+        self.ctx.g.add_call(scope, BlockCall(tuple(t.vid for t in inputs), tuple(t.vid for t in result),
+                                             tuple(names), frame.hint))
         return result[0] if len(result) == 1 else tuple(result)
 
 

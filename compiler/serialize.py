@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.ir import BlockCall, FoldedNorm, Graph, Node, Scope
 from dlc.compiler.types import StateType, TensorType, Type
 from dlc.diagnostics import Span
 
@@ -64,6 +64,28 @@ def _untype(d: dict) -> Type:
     return StateType(d["state"], d["layers"], d["directions"], d["hidden"])
 
 
+def _node(n: Node, t: _Tables) -> dict[str, Any]:
+    """One node as plain data; what the inference passes decided (``fold``, ``in_place``) only where set."""
+    d = {"id": n.id, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs), "attrs": dict(n.attrs),
+         "types": [_type(ty) for ty in n.types], "span": t.span(n.span), "scope": t.scope(n.scope), "name": n.name,
+         "hint": n.hint}
+    if n.fold is not None:
+        d["fold"] = {"op": n.fold.op, "name": n.fold.name, "attrs": dict(n.fold.attrs)}
+    if n.in_place:
+        d["in_place"] = True
+    return d
+
+
+def _call_key(path: str, call: int) -> str:
+    """A block call's key in the YAML form: ``path#call``."""
+    return f"{path}#{call}"
+
+
+def _call_of_key(key: str) -> tuple[str, int]:
+    path, _, call = key.rpartition("#")  # the call is a number: the last '#' ends the path
+    return path, int(call)
+
+
 def to_dict(g: Graph) -> dict[str, Any]:
     """The graph as plain data. Source files and scopes (block instances, groups) are listed once, in
     ``files`` and ``scopes``; spans name their file by index and nodes their innermost scope by index (a
@@ -72,21 +94,7 @@ def to_dict(g: Graph) -> dict[str, Any]:
     head = {"network": g.name, "file": g.file, "span": t.span(g.span), "params": dict(g.params),
             "inputs": [{"name": n, "value": v} for n, v in g.inputs],
             "outputs": [{"name": n, "value": v} for n, v in g.outputs]}
-    nodes = [
-        {
-            "id": n.id,
-            "op": n.op,
-            "inputs": list(n.inputs),
-            "outputs": list(n.outputs),
-            "attrs": dict(n.attrs),
-            "types": [_type(ty) for ty in n.types],
-            "span": t.span(n.span),
-            "scope": t.scope(n.scope),
-            "name": n.name,
-            "hint": n.hint,
-        }
-        for n in g.nodes
-    ]
+    nodes = [_node(n, t) for n in g.nodes]
     blocks = {name: t.span(span) for name, span in g.blocks.items()}
     return {
         **head,
@@ -94,8 +102,9 @@ def to_dict(g: Graph) -> dict[str, Any]:
         "scopes": t.scopes,
         "nodes": nodes,
         "blocks": blocks,
-        "calls": {k: {"inputs": list(i), "outputs": list(o), "names": list(n), "hint": h}
-                  for k, (i, o, n, h) in g.calls.items()},
+        "calls": {_call_key(path, call): {"inputs": list(c.inputs), "outputs": list(c.outputs),
+                                          "names": list(c.input_names), "hint": c.hint}
+                  for (path, call), c in g.calls.items()},
     }
 
 
@@ -116,12 +125,15 @@ def from_dict(d: dict[str, Any]) -> Graph:
     g.outputs = [(x["name"], x["value"]) for x in d["outputs"]]
     for n in d["nodes"]:
         scope_chain = chains[n["scope"]] if n["scope"] is not None else ()
+        fold = n.get("fold")
         node = Node(n["id"], n["op"], tuple(n["inputs"]), tuple(n["outputs"]), dict(n["attrs"]),
-                    tuple(_untype(t) for t in n["types"]), span(n["span"]), scope_chain, n["name"], n["hint"])
+                    tuple(_untype(t) for t in n["types"]), span(n["span"]), scope_chain, n["name"], n["hint"],
+                    FoldedNorm(fold["op"], fold["name"], dict(fold["attrs"])) if fold else None,
+                    bool(n.get("in_place", False)))
         g.nodes.append(node)
         for v, t in zip(node.outputs, node.types):
             g.types[v] = t
-    g.calls = {k: (tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"])
+    g.calls = {_call_of_key(k): BlockCall(tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"])
                for k, c in d["calls"].items()}
     g.blocks = {name: span(s) for name, s in d["blocks"].items()}
     return g

@@ -6,7 +6,7 @@
 2. ``dlc/pipeline.py`` (this file) runs the steps in order;
 3. ``compiler/program.py`` parses the spec (``grammar/``) and the files it imports into one program;
 4. ``compiler/elaborate.py`` elaborates the chosen network into the IR (the modules it lists do the work);
-5. ``compiler/passes.py`` verifies the IR and applies the optimisation passes;
+5. ``compiler/passes/manager.py`` verifies the IR and runs the passes of the optimisation level;
 6. ``backends/torch/emit.py`` writes the PyTorch source, which ``cli.py`` writes to the file.
 
 Nothing here imports torch or triton: ``dlc compile`` never does.
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from dlc.compiler.elaborate import elaborate
 from dlc.compiler.ir import Graph
-from dlc.compiler.passes import optimize_graph, run_passes
+from dlc.compiler.passes import PassManager, pipeline
 from dlc.compiler.program import load_program
 
 T = TypeVar("T")
@@ -48,8 +48,9 @@ def build_graph(path: str | Path, overrides: Mapping[str, Any] | None = None, ne
 
 
 def passes(graph: Graph, optimize: str | None) -> Graph:
-    """Every pass the IR goes through: verification, then the rewrites of the optimisation level."""
-    return optimize_graph(run_passes(graph), optimize)
+    """Every pass the IR goes through: the pipeline of the optimisation level, verified (see
+    :mod:`dlc.compiler.passes.manager`)."""
+    return PassManager(pipeline(optimize)).run(graph)
 
 
 def run(path: str | Path, options: Options, backend: Callable[[Graph, Options], T]) -> tuple[Graph, T]:

@@ -10,6 +10,8 @@ from typing import Any
 
 # The fused modules' Triton kernels run on CPU under the interpreter; it must be on before triton is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# The pass manager verifies the IR after every pass (and names the pass that broke it), in the CLI's subprocesses too.
+os.environ.setdefault("DLC_VERIFY_PASSES", "1")
 
 from pathlib import Path  # noqa: E402
 

@@ -379,7 +379,6 @@ def run_case(case: Case, workdir: Path, run_forward: bool = True, report: Any = 
     from dlc.backends.graphviz import to_dot
     from dlc.backends.summary import summarize
     from dlc.backends.torch.emit import emit_module
-    from dlc.compiler.passes import optimize_graph
     from dlc.compiler.serialize import dump_yaml
     from dlc.diagnostics import DlcError
     from dlc.pipeline import build_graph
@@ -413,7 +412,7 @@ def run_case(case: Case, workdir: Path, run_forward: bool = True, report: Any = 
               ("render", lambda: to_dot(g)),
               ("ir", lambda: dump_yaml(g)),
               ("compile --optimize inference",
-               lambda: emit_module(optimize_graph(build_graph(main, dict(case.params)), "inference"), fuse=True,
+               lambda: emit_module(build_graph(main, dict(case.params), optimize="inference"), fuse=True,
                                    channels_last=True))]
     outputs: dict[str, str] = {}
     try:

@@ -141,7 +141,7 @@ def test_inference_rewrites_of_resnet18():
     compiled = dlc.compile(SPECS_DIR / "resnet18.dln", optimize="inference")
     ops = [n.op for n in compiled.graph.nodes]
     assert ops.count("batchnorm") == 0
-    assert sum("fold" in n.attrs for n in compiled.graph.nodes) == 20
+    assert sum(n.fold is not None for n in compiled.graph.nodes) == 20
     # one call in the stem, two in each of the two BasicBlock classes (with and without downsample) ...
     assert compiled.source.count("folded_batchnorm(self.") == 5
     # ... and the downsample branches, nn.Sequential members, fold in a FoldingSequential

@@ -313,9 +313,9 @@ def test_a_shared_instance_keeps_one_call_per_application_of_what_it_holds(tmp_p
     # applied twice, and the shared `s` twice within each: every group, block and instance inside has a key for
     # each application, and the keys name different values
     for path, uses in [("b", 2), ("b.g", 2), ("b.s", 4), ("b.inner_0", 2), ("b.reps", 2), ("b.reps.0", 2)]:
-        keys = [f"{path}#{i}" for i in range(uses)]
-        assert all(k in g.calls for k in keys) and f"{path}#{uses}" not in g.calls, path
-        assert len({g.calls[k][0] for k in keys}) == uses, path
+        keys = [(path, i) for i in range(uses)]
+        assert all(k in g.calls for k in keys) and (path, uses) not in g.calls, path
+        assert len({g.calls[k].inputs for k in keys}) == uses, path
 
 
 def test_a_shared_instance_with_a_labelled_group_compiles_runs_and_shares_weights(tmp_path):

@@ -14,7 +14,7 @@ from dlc.pipeline import Options, build_graph, run, torch_source
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 # The steps only the driver calls: a front end or backend call anywhere else would be a second pipeline.
-STEPS = {"load_program", "elaborate", "run_passes", "optimize_graph", "emit_module", "build_graph"}
+STEPS = {"load_program", "elaborate", "PassManager", "pipeline", "emit_module", "build_graph"}
 
 
 def _imported_names(path: Path) -> set[str]:

@@ -167,7 +167,7 @@ class ModuleEmitter:
     @_at_node
     def _module_init(self, node: Node, in_sequential: bool = False) -> str:
         ins = [self.g.types[v] for v in node.inputs]
-        expr = op_of(node.op).torch.constructor(node.attrs, ins, list(node.types), in_sequential).text()
+        expr = op_of(node.op).torch.constructor(node.attrs, ins, list(node.types), in_sequential, node.in_place).text()
         self._record(expr, "eval")
         return expr
 
@@ -183,7 +183,8 @@ class ModuleEmitter:
                 (node,) = sub_nodes
                 items.append((node.name or "", self._module_init(node, in_sequential=True)))
                 for line in self.folded_init(node, set()):
-                    items.append((node.attrs["fold"]["name"], line.code.split(" = ", 1)[1]))
+                    assert node.fold is not None
+                    items.append((node.fold.name, line.code.split(" = ", 1)[1]))
                     folds.append(node.name or "")
                     seq = "FoldingSequential"
                     self.used.add(seq)
@@ -201,10 +202,9 @@ class ModuleEmitter:
 
     def _block_class(self, scope: Scope, nodes: list[Node], depth: int) -> str:
         """Record one block instance; returns a placeholder for its constructor call (see ``finalize``)."""
-        key = f"{scope.path}#{scope.call}"
-        inputs, outputs, names, _ = self.g.calls[key]
-        cls = self._class(nodes, depth, list(zip(names, inputs)), list(outputs), "")
-        rec = Instance(len(self.instances), scope, cls, [self.g.types[v] for v in inputs], list(names),
+        site = self.g.call_of(scope)
+        cls = self._class(nodes, depth, list(zip(site.input_names, site.inputs)), list(site.outputs), "")
+        rec = Instance(len(self.instances), scope, cls, [self.g.types[v] for v in site.inputs], list(site.input_names),
                         nodes[0].span if nodes else scope.span)
         self.instances.append(rec)
         return placeholder(rec.iid)
@@ -239,7 +239,7 @@ class ModuleEmitter:
             if self.fused is not None:
                 return self.fused.step_inputs(nodes[0])
             return list(nodes[0].inputs)
-        return list(self.g.calls[f"{child.path}#{child.call}"][0])
+        return list(self.g.call_of(child).inputs)
 
     @_at_node
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
@@ -265,10 +265,10 @@ class ModuleEmitter:
         ctx = Ctx(lambda base: namer.temp(base, step))
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
-        elif "fold" in node.attrs:
+        elif node.fold is not None:
             lines = [f"{outs[0]} = {self.folded_call(node, args[0])}"]
         else:
-            lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx)
+            lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)
         for j, code in enumerate(lines):
             self._record(code)
             body.append(Line(code, where if j == 0 else None))
@@ -276,19 +276,18 @@ class ModuleEmitter:
     @_at_node
     def folded_init(self, node: Node, declared: set[str]) -> list[Line]:
         """The batchnorm module folded into ``node`` (kept, so state_dicts load as before)."""
-        fold = node.attrs.get("fold")
-        if fold is None or fold["name"] in declared:
+        fold = node.fold
+        if fold is None or fold.name in declared:
             return []
-        declared.add(fold["name"])
-        bn = Node(node.id, "batchnorm", node.outputs, node.outputs,
-                  {k: fold[k] for k in ("eps", "momentum", "affine")}, node.types, node.span, node.scope, fold["name"])
-        init = op_of(bn.op).torch.constructor(bn.attrs, list(node.types), list(node.types)).text()
-        code = f"self.{fold['name']} = {init}"
+        declared.add(fold.name)
+        init = op_of(fold.op).torch.constructor(dict(fold.attrs), list(node.types), list(node.types)).text()
+        code = f"self.{fold.name} = {init}"
         return [Line(code, f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
 
     def folded_call(self, node: Node, x: str) -> str:
         self.used.add("folded_batchnorm")
-        return f"folded_batchnorm(self.{node.name}, self.{node.attrs['fold']['name']}, {x})"
+        assert node.fold is not None
+        return f"folded_batchnorm(self.{node.name}, self.{node.fold.name}, {x})"
 
     def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
               body: list[Line], declared: set[str]) -> None:
@@ -296,10 +295,10 @@ class ModuleEmitter:
         if child.name not in declared:
             declared.add(child.name)
             init.append(Line(f"self.{child.name} = {self._child_init(child, nodes, depth)}", where))
-        inputs, outputs, _, hint = self.g.calls[f"{child.path}#{child.call}"]
-        args = ", ".join(namer.names[v] for v in inputs)
-        hint = hint or (child.name if child.name.isidentifier() else None)
-        outs = [namer.bind(v, h, step) for v, h in zip(outputs, result_hints(hint, len(outputs)))]
+        site = self.g.call_of(child)
+        args = ", ".join(namer.names[v] for v in site.inputs)
+        hint = site.hint or (child.name if child.name.isidentifier() else None)
+        outs = [namer.bind(v, h, step) for v, h in zip(site.outputs, result_hints(hint, len(site.outputs)))]
         body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
 
     # ---- entry ---------------------------------------------------------------------------------

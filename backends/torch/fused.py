@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlc.backends.torch.classes import Line, location, result_hints
-from dlc.backends.triton.codegen import KernelSpec, Source, kernel_for
+from dlc.backends.triton.codegen import AffineArg, BiasArg, KernelSpec, RowWeightsArg, Source, ValueArg, kernel_for
 from dlc.backends.triton.runtime import runtime_section
-from dlc.compiler.fusion import FusionGroup, describe_group, group_fusions
+from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
 from dlc.compiler.ops.kernel import Anchor, Recurrent
@@ -38,7 +38,7 @@ def _kernel_names(name: str) -> tuple[str, ...]:
 class FusedEmitter:
     def __init__(self, g: Graph, recurrent: bool = False) -> None:
         self.g = g
-        self.plan = group_fusions(g, recurrent=recurrent)
+        self.plan = fusion_plan(g, recurrent=recurrent)
         self.kernels: dict[tuple, KernelSpec] = {}
         self.names: set[str] = {g.name}
         self.sections: set[str] = {"core"}
@@ -130,13 +130,13 @@ class FusedEmitter:
         args: list[str] = []
         anchor = op_of(head.op).kernel
         matmul = isinstance(anchor, Anchor) and anchor.matmul
-        materialised = not matmul or "fold" in head.attrs  # the anchor runs in PyTorch
+        materialised = not matmul or head.fold is not None  # the anchor runs in PyTorch
         if grp.kind == "anchor" and materialised:
             later = {namer.names[v] for n in nodes[1:] for v in n.inputs if v in namer.names}
             anchor_var = out if out not in later else namer.temp("conv", step)
             x = namer.names[head.inputs[0]]
-            in_kernel = any(a.kind == "bias" for a in local.call)
-            if "fold" in head.attrs:
+            in_kernel = any(isinstance(a, BiasArg) for a in local.call)
+            if head.fold is not None:
                 call = em.folded_call(head, x)
             elif in_kernel:
                 self.sections.add("conv")
@@ -147,23 +147,23 @@ class FusedEmitter:
         elif grp.kind == "anchor":
             args += [namer.names[head.inputs[0]], f"self.{head.name}.weight"]
         for arg in local.call:
-            if arg.kind == "value":
+            if isinstance(arg, ValueArg):
                 if grp.kind == "anchor" and arg.value == head.outputs[0]:
                     if materialised:
                         args.append(anchor_var)
                     continue
                 args.append(namer.names[arg.value])
-            elif arg.kind == "bias":
+            elif isinstance(arg, BiasArg):
                 t = self.g.types[head.outputs[0]]
                 assert isinstance(t, TensorType)
                 view = "" if matmul else ".view(-1" + ", 1" * (t.rank - 1) + ")"  # per channel, axis 0
                 args.append(f"self.{head.name}.bias{view}")
-            elif arg.kind == "bn":
+            elif isinstance(arg, AffineArg):
                 self.sections.add("batchnorm")
                 bn = self.g.nodes[arg.node]
                 src = anchor_var if (anchor_var and arg.value == head.outputs[0]) else namer.names[arg.value]
                 args.append(f"*batchnorm_affine(self.{bn.name}, {src})")
-            elif arg.kind == "ln":
+            elif isinstance(arg, RowWeightsArg):
                 ln = self.g.nodes[arg.node]
                 args += [f"self.{ln.name}.weight", f"self.{ln.name}.bias"]
         if spec.dropout == "train":

@@ -19,7 +19,7 @@ from dlc.backends.triton.ops import AFFINE, BIAS, INTERNAL
 from dlc.compiler.fusion import FusionGroup
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Row
-from dlc.compiler.ops.pytorch import Var, out_of_place, safe_text
+from dlc.compiler.ops.pytorch import Var, safe_text
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
@@ -36,17 +36,37 @@ class Step:
 
 
 @dataclass(frozen=True)
-class CallArg:
-    """How the generated forward passes one kernel input.
+class ValueArg:
+    """A kernel input the generated forward passes as it is: the IR value ``value``."""
 
-    ``kind``: ``value`` (an IR value), ``bias`` (the anchor's bias, viewed to broadcast),
-    ``bn`` (a batchnorm's scale and shift: two kernel inputs), ``weight`` / ``ln`` (a layernorm's
-    weight and bias: two kernel inputs).
-    """
+    value: int
 
-    kind: str
-    value: int | None = None  # value id for `value`, and the batchnorm's input for `bn`
-    node: int | None = None  # the node whose module is meant
+
+@dataclass(frozen=True)
+class BiasArg:
+    """The anchor's (node ``node``) bias, viewed to broadcast over its output."""
+
+    node: int
+
+
+@dataclass(frozen=True)
+class AffineArg:
+    """A batchnorm's (node ``node``) scale and shift, from the statistics of the value ``value``: two kernel
+    inputs."""
+
+    value: int
+    node: int
+
+
+@dataclass(frozen=True)
+class RowWeightsArg:
+    """A row op's (node ``node``, a layernorm) weight and bias: two kernel inputs."""
+
+    node: int
+
+
+# How the generated forward passes one kernel input (or two: an affine map's and a row op's second input).
+CallArg = ValueArg | BiasArg | AffineArg | RowWeightsArg
 
 
 @dataclass
@@ -121,7 +141,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     def new_input(arg: CallArg, is_full: bool) -> str:
         call.append(arg)
         full.append(is_full)
-        params.append(arg.kind != "value")
+        params.append(not isinstance(arg, ValueArg))
         return f"x{len(full) - 1}"
 
     def second_input() -> str:
@@ -133,7 +153,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     def value(v: int) -> str:
         if v not in names:
             t = g.types[v]
-            names[v] = new_input(CallArg("value", value=v), isinstance(t, TensorType) and t.shape == out_t.shape)
+            names[v] = new_input(ValueArg(v), isinstance(t, TensorType) and t.shape == out_t.shape)
         return names[v]
 
     kind = grp.kind
@@ -154,19 +174,19 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         head = nodes[0]
         anchor = op_of(head.op).kernel
         assert isinstance(anchor, Anchor)
-        if anchor.matmul and "fold" not in head.attrs:
+        if anchor.matmul and head.fold is None:
             kind = "linear"
-            cur = new_input(CallArg("value", value=head.outputs[0]), True)  # the matmul result (z)
+            cur = new_input(ValueArg(head.outputs[0]), True)  # the matmul result (z)
         else:
             kind = "elementwise"  # the convolution runs in PyTorch (cuDNN); its epilogue is one kernel
             cur = value(head.outputs[0])  # the convolution's result, materialised without its bias
         names[head.outputs[0]] = cur
         # a bias right before a batchnorm stays in the convolution: the batch statistics include it
-        if "fold" in head.attrs:
+        if head.fold is not None:
             pass  # the folded layer's bias is the batchnorm's shift: it runs inside the folded layer
         elif head.attrs.get("bias") and not (not anchor.matmul and len(nodes) > 1
                                              and isinstance(op_of(nodes[1].op).kernel, ChannelAffine)):
-            b = new_input(CallArg("bias", node=head.id), False)
+            b = new_input(BiasArg(head.id), False)
             out = fresh()
             steps.append(Step(BIAS, (), (cur, b), out, _note(g, head)))
             cur = out
@@ -179,7 +199,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
             x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
             args: tuple[str, ...] = (x,)
             if kernel.weights(n.attrs):
-                w = new_input(CallArg("ln", node=n.id), False)
+                w = new_input(RowWeightsArg(n.id), False)
                 args = (x, w, second_input())
             out = fresh()
             row = Step(n.op, _attrs(n), args, out, _note(g, n))
@@ -189,7 +209,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         if isinstance(kernel, ChannelAffine):
             x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
             src = n.inputs[0]
-            scale = new_input(CallArg("bn", value=src, node=n.id), False)
+            scale = new_input(AffineArg(src, n.id), False)
             shift = second_input()
             out = fresh()
             target.append(Step(AFFINE, (), (x, scale, shift), out, _note(g, n)))
@@ -255,7 +275,7 @@ def _reference(s: Step) -> str:
     dropout switched by the reference's ``training`` argument)."""
     if s.op in INTERNAL:
         return INTERNAL[s.op].reference(list(s.args))
-    return op_of(s.op).torch.expression(out_of_place(dict(s.attrs)), list(s.args), training=Var("training"))
+    return op_of(s.op).torch.expression(dict(s.attrs), list(s.args), training=Var("training"))
 
 
 def _ref_lines(steps: tuple[Step, ...]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from dlc.compiler.ops.kernel import Elementwise, Row, flt
-from dlc.compiler.ops.pytorch import INPLACE, Form, Torch, axis as torch_axis
+from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, register
 from dlc.compiler.ops.shapes import same_float, tensor, want_float, with_values
 
@@ -22,14 +22,10 @@ def _activation(name: str, attrs: tuple[A, ...], what: str, module: Form, functi
                    family="activation", label=label, in_place=in_place, doc=f"Activation: {what}."))
 
 
-def _inplace(a, ins, outs) -> dict:
-    return {"inplace": a.get(INPLACE, False)}
-
-
 _activation(
     "relu", (), "max(x, 0)",
-    Form("nn.ReLU({=inplace})", _inplace, {"inplace": False}),
-    Form("F.relu({x}{,inplace})", _inplace, {"inplace": False}),
+    Form("nn.ReLU()", in_place="nn.ReLU(inplace=True)"),
+    Form("F.relu({x})", in_place="F.relu({x}, inplace=True)"),
     Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, 0.0)",
                 lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, 0.0)"]),
     in_place=True)

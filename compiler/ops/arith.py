@@ -6,7 +6,7 @@ The merges have no module form: they are expressions in ``forward`` (and ellipse
 from __future__ import annotations
 
 from dlc.compiler.ops.kernel import Elementwise, flt
-from dlc.compiler.ops.pytorch import INPLACE, Form, Torch, axis as torch_axis
+from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import broadcast, promote, same_float, tensor, with_values
 from dlc.compiler.types import TensorType, shape_str
@@ -72,7 +72,7 @@ def _product(names: list[str]) -> str:
 
 register(OpDef(
     "add", (), _elementwise("add"), inputs=("a", "b"), variadic=True,
-    torch=Torch(function=Form(lambda a: "{x}.add_({*rest| + })" if a.get(INPLACE) else "{*xs| + }")),
+    torch=Torch(function=Form("{*xs| + }", in_place="{x}.add_({*rest| + })")),
     kernel=Elementwise(lambda a, x: " + ".join(x), lambda a, x, y, g: [g] * len(x)),
     family="merge", draw="merge", label=lambda a: "add", in_place=True, overwritable=True,
     doc="Elementwise sum (`a + b`), with broadcasting."))

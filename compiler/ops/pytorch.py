@@ -31,10 +31,6 @@ from typing import Any, Callable, Mapping
 from dlc.compiler.types import Type
 from dlc.diagnostics import DlcError, Span
 
-# The attribute the in-place pass sets on a node that may overwrite its first input (see OpDef.in_place).
-INPLACE = "inplace"
-
-
 class Var(str):
     """Code, not a value: a variable name or an expression placed in a template as it is."""
 
@@ -115,11 +111,6 @@ def check_finite(op: str, attrs: dict[str, Any], span: Span) -> None:
                            "generated module", span, hint="use a finite number")
 
 
-def out_of_place(attrs: dict[str, Any]) -> dict[str, Any]:
-    """``attrs`` without the in-place mark: the form a kernel's PyTorch reference uses (its values are its own)."""
-    return {k: v for k, v in attrs.items() if k != INPLACE}
-
-
 _HOLE = re.compile(r"\{([*,=]?)(\w+)(?:\|([^}]*))?\}")
 
 
@@ -167,16 +158,23 @@ class Form:
 
     ``fill(attrs, ins, outs)`` gets the node's attributes and its batch-less input and output types.
     A form used by a kernel's PyTorch reference is filled from scalar attributes alone, with empty
-    ``ins`` and ``outs`` (kernels are shape-generic).
+    ``ins`` and ``outs`` (kernels are shape-generic). ``in_place``: the template for a node that overwrites its
+    first input (``Node.in_place``, which the in-place pass sets where the op's ``OpDef.in_place`` allows it).
     """
 
     template: str | Callable[[dict[str, Any]], str]
     fill: Fill = _no_holes
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    in_place: str | None = None
 
-    def filled(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type], **given: Any) -> Filled:
-        """The form for one node; ``given`` adds the variable holes (and overrides filled ones)."""
-        template = self.template if isinstance(self.template, str) else self.template(attrs)
+    def filled(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type], in_place: bool = False,
+               **given: Any) -> Filled:
+        """The form for one node (working in place if ``in_place``); ``given`` adds the variable holes (and
+        overrides filled ones)."""
+        if in_place and self.in_place is not None:
+            template = self.in_place
+        else:
+            template = self.template if isinstance(self.template, str) else self.template(attrs)
         return Filled(template, {**self.fill(attrs, ins, outs), **given}, self.defaults)
 
 
@@ -229,21 +227,23 @@ class Torch:
     channels_last: bool = False
 
     def constructor(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type],
-                    in_sequential: bool = False) -> Filled:
-        """The constructor call of the node's module (its ``nn.Sequential`` form when ``in_sequential``)."""
+                    in_sequential: bool = False, in_place: bool = False) -> Filled:
+        """The constructor call of the node's module (its ``nn.Sequential`` form when ``in_sequential``; a module
+        working in place when ``in_place``)."""
         form = self.sequential if in_sequential and self.sequential is not None else self.module
         assert form is not None, "no module form"
-        return form.filled(attrs, ins, outs)
+        return form.filled(attrs, ins, outs, in_place)
 
     def expression(self, attrs: dict[str, Any], args: list[str], ins: list[Type] | None = None,
-                   outs: list[Type] | None = None, **given: Any) -> str:
-        """The functional form's text on the operand variables ``args``."""
+                   outs: list[Type] | None = None, in_place: bool = False, **given: Any) -> str:
+        """The functional form's text on the operand variables ``args`` (overwriting the first if ``in_place``)."""
         assert self.function is not None, "no functional form"
-        return self.function.filled(attrs, ins or [], outs or [], **operands(args), **given).text()
+        return self.function.filled(attrs, ins or [], outs or [], in_place, **operands(args), **given).text()
 
     def forward(self, attrs: dict[str, Any], ins: list[Type], outs_t: list[Type], args: list[str], mod: str | None,
-                outs: list[str], ctx: Ctx) -> list[str]:
-        """The ``forward`` lines computing ``outs``: the module called when there is one, else the expression."""
+                outs: list[str], ctx: Ctx, in_place: bool = False) -> list[str]:
+        """The ``forward`` lines computing ``outs``: the module called when there is one (its constructor makes
+        it work in place), else the expression (overwriting its first operand if ``in_place``)."""
         if mod is not None:
             return self.call(CallSite(attrs, ins, args, mod, outs, ctx))
-        return [f"{outs[0]} = {self.expression(attrs, args, ins, outs_t)}"]
+        return [f"{outs[0]} = {self.expression(attrs, args, ins, outs_t, in_place)}"]

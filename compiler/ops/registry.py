@@ -107,7 +107,8 @@ class OpDef:
     declaration, and it has no module. ``wraps``: ``attrs["layer"]`` holds a wrapped layer (``op`` and its
     attributes). ``folds``: in inference this op (batchnorm) may fold into the layer before it, when that
     layer's ``fold_axis`` (its output's channel axis, batch-less) is the axis it normalises (axis 0).
-    ``in_place``: may overwrite its first input (the in-place pass sets ``attrs["inplace"]``);
+    ``in_place``: may overwrite its first input (the in-place pass sets ``Node.in_place``; its PyTorch
+    forms have ``in_place`` templates);
     ``overwritable``: its backward does not read its output, so a later op may overwrite it.
     """
 

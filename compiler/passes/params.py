@@ -1,0 +1,22 @@
+"""Parameter counts: the analysis ``dlc check``, ``dlc summary``, the diagram and the generated module show."""
+
+from __future__ import annotations
+
+from dlc.compiler.ir import Graph
+from dlc.compiler.ops.registry import op_of
+
+
+def count_params(g: Graph) -> dict[str, int]:
+    """Trainable parameters per module path; a shared instance is counted once."""
+    out: dict[str, int] = {}
+    for node in g.nodes:
+        path = node.module_path
+        if path is None or path in out:
+            continue
+        out[path] = op_of(node.op).count_params(node.attrs, [g.types[v] for v in node.inputs])
+    return out
+
+
+def total_params(g: Graph) -> int:
+    """Trainable parameters of the whole network."""
+    return sum(count_params(g).values())
