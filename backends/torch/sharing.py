@@ -31,8 +31,23 @@ from dlc.compiler.types import TensorType
 from dlc.diagnostics import Span
 
 Number = int | float
-# What a number is in a structure key: every number is the same mark there.
-_NUMBER = ("number",)
+
+
+class _Token:
+    """A mark in a structure key, telling what the tokens after it are."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# A structure key is a flat sequence of tokens (no container per value: a class's key costs one tuple), written
+# in prefix form: each value starts with a mark, a call's template says how many hole values follow, and items
+# are counted.
+_NUMBER, _CALL, _CODE, _ITEMS, _VALUE, _OMITTED = (_Token(n) for n in ("NUMBER", "CALL", "CODE", "ITEMS", "VALUE",
+                                                                       "OMITTED"))
 
 
 def _is_number(v: object) -> bool:
@@ -47,57 +62,76 @@ def _written(v: object) -> str | None:
 class _Walk:
     """One pass over statements, in the order their text is written.
 
-    For each statement it gives its structure (a hashable key: templates, variables and values, numbers marked)
-    and the statement rebuilt with block instance calls resolved (from ``calls``) and each number replaced by
-    what ``replace(position, number, in_forward)`` returns. It collects the numbers in order, each with the
-    name of the constructor hole it fills (see the module docstring, rank 2), or None.
+    It writes their structure into ``key`` (tokens: templates, variables and values, every number the same
+    mark), and rebuilds each statement with block instance calls resolved (from ``calls``) and each number
+    replaced by what ``replace(position, number, in_forward)`` returns; an unchanged value stays the same object.
+    It collects the numbers in order, each with the name of the constructor hole it fills (see the module
+    docstring, rank 2), or None.
     """
 
     def __init__(self, calls: Mapping[int, Filled],
                  replace: Callable[[int, Number, bool], object] | None = None) -> None:
         self.calls = calls
         self.replace = replace
+        self.key: list[Hashable] = []
         self.numbers: list[Number] = []
         self.slots: list[str | None] = []
         self._forward = False
 
-    def line(self, ln: Line, forward: bool) -> tuple[Hashable, Line]:
+    def line(self, ln: Line, forward: bool) -> Line:
+        """``ln`` rebuilt; its structure is added to ``key``."""
         self._forward = forward
+        self.key.append(ln.attr)
         if isinstance(ln.code, str):
-            return (ln.attr, "code", str(ln.code)), ln
+            self.key += (_CODE, str(ln.code))
+            return ln
         code = self.calls[ln.code.iid] if isinstance(ln.code, ChildCall) else ln.code
-        key, new = self._value(code, _constructor(code, self.calls) if ln.attr else None, ln.attr)
-        return (ln.attr, key), Line(new, ln.comment, ln.attr)
+        new = self._value(code, _constructor(code, self.calls) if ln.attr else None, ln.attr)
+        return ln if new is ln.code else Line(new, ln.comment, ln.attr)
 
-    def _value(self, v: Any, top: Filled | None, attr: str | None, slot: str | None = None) -> tuple[Hashable, Any]:
-        if isinstance(v, ChildCall):
+    def _value(self, v: Any, top: Filled | None, attr: str | None, slot: str | None = None) -> Any:
+        kind = type(v)  # exact types first: this runs for every value of every statement
+        if kind is ChildCall:
             v = self.calls[v.iid]
-        if _is_number(v):
+            kind = Filled
+        if kind is Filled:
+            return self._filled(v, top, attr)
+        if kind is Var:
+            self.key += (_CODE, v)
+            return v
+        if kind is int or kind is float or _is_number(v):
+            self.key.append(_NUMBER)
             pos = len(self.numbers)
             self.numbers.append(v)
             self.slots.append(slot)
-            return _NUMBER, v if self.replace is None else self.replace(pos, v, self._forward)
+            return v if self.replace is None else self.replace(pos, v, self._forward)
+        if isinstance(v, (list, tuple)):
+            self.key += (_ITEMS, len(v))
+            items = [self._value(x, top, attr) for x in v]
+            return v if all(n is x for n, x in zip(items, v)) else type(v)(items)
+        if isinstance(v, Var):
+            self.key += (_CODE, str(v))
+            return v
         if isinstance(v, Filled):
             return self._filled(v, top, attr)
-        if isinstance(v, (list, tuple)):
-            parts = [self._value(x, top, attr) for x in v]
-            return ("items",) + tuple(k for k, _ in parts), type(v)(n for _, n in parts)
-        if isinstance(v, Var):
-            return ("code", str(v)), v
-        return ("value", v), v  # strings, booleans, None
+        self.key += (_VALUE, v)  # strings, booleans, None
+        return v
 
-    def _filled(self, v: Filled, top: Filled | None, attr: str | None) -> tuple[Hashable, Filled]:
-        keys: list[Hashable] = [v.template]
-        values = dict(v.values)
+    def _filled(self, v: Filled, top: Filled | None, attr: str | None) -> Filled:
+        self.key += (_CALL, v.template)
+        changed: dict[str, Any] = {}
         for hole in holes(v.template):
             if hole.mark in (",", "=") and v.omitted(hole.name):
-                keys.append(None)
+                self.key.append(_OMITTED)
                 continue
             # a whole argument of the constructor call is named after its hole
             slot = f"{attr}_{hole.name}" if v is top and hole.mark != "*" else None
-            key, values[hole.name] = self._value(v.values[hole.name], top, attr, slot)
-            keys.append(key)
-        return tuple(keys), replace(v, values=values)
+            old = v.values[hole.name]
+            new = self._value(old, top, attr, slot)
+            if new is not old:
+                changed[hole.name] = new
+        # unchanged, it stays the same object (its text already written, see Filled.text)
+        return replace(v, values={**v.values, **changed}) if changed else v
 
 
 def _constructor(code: Filled, calls: Mapping[int, Filled]) -> Filled:
@@ -126,11 +160,11 @@ class _Shape:
 def _shape(cls: ClassDef, calls: Mapping[int, Filled]) -> _Shape:
     """``cls``'s structure; its constructor statements get their block instance calls resolved on the way."""
     walk = _Walk(calls)
-    init = [walk.line(ln, False) for ln in cls.init]
-    body = [walk.line(ln, True) for ln in cls.body]
-    cls.init = [ln for _, ln in init]
-    key = (tuple(k for k, _ in init), tuple(cls.args), tuple(k for k, _ in body))
-    return _Shape(key, walk.numbers, walk.slots)
+    cls.init = [walk.line(ln, False) for ln in cls.init]
+    walk.key += (_ITEMS, len(cls.args), *cls.args)
+    for ln in cls.body:
+        walk.line(ln, True)
+    return _Shape(tuple(walk.key), walk.numbers, walk.slots)
 
 
 def child_calls(cls: ClassDef) -> Iterator[int]:
@@ -149,7 +183,7 @@ def child_calls(cls: ClassDef) -> Iterator[int]:
 def resolve(cls: ClassDef, calls: Mapping[int, Filled]) -> None:
     """Replace the block instance calls in ``cls.__init__`` by the constructor calls of their classes."""
     walk = _Walk(calls)
-    cls.init = [walk.line(ln, False)[1] for ln in cls.init]
+    cls.init = [walk.line(ln, False) for ln in cls.init]
 
 
 def _arg_name(column: tuple[str, ...], recs: list[Instance], slot: str | None) -> tuple[int, str]:
@@ -191,8 +225,8 @@ def _substitute(cls: ClassDef, names: dict[int, str], calls: Mapping[int, Filled
         return Var(f"self.{kept[arg]}")
 
     walk = _Walk(calls, argument)
-    cls.init = [walk.line(ln, False)[1] for ln in cls.init]
-    cls.body = [walk.line(ln, True)[1] for ln in cls.body]
+    cls.init = [walk.line(ln, False) for ln in cls.init]
+    cls.body = [walk.line(ln, True) for ln in cls.body]
     cls.init = [Line(arg, attr=attr) for arg, attr in kept.items()] + cls.init
 
 
@@ -270,35 +304,36 @@ class ClassSharing:
         recs = [rec for rec, _ in members]
         name = self._class_name(block)
         # one constructor argument per distinct varying column: numbers share an argument only when they are
-        # written the same in every instance (so `2` and `2.0` never do)
+        # written the same in every instance (so `2` and `2.0` never do); a column is hashed once (it has one
+        # entry per instance), then known by its index
         columns = zip(*(tuple(repr(n) for n in s.numbers) for _, s in members), strict=True)
-        positions: dict[tuple[str, ...], list[int]] = {}
+        found: dict[tuple[str, ...], list[int]] = {}
         for pos, column in enumerate(columns):
             if len(set(column)) > 1:
-                positions.setdefault(column, []).append(pos)
-        wanted = {column: _arg_name(column, recs, shape.slots[pos[0]]) for column, pos in positions.items()}
+                found.setdefault(column, []).append(pos)
+        varying = list(found.items())  # (column, its positions), by first position
+        wanted = [_arg_name(column, recs, shape.slots[ps[0]]) for column, ps in varying]
         # arguments are locals of __init__: they must not shadow the classes and imports it uses
         args = Namespace(parent=self.module)
-        arg_of: dict[tuple[str, ...], str] = {}
+        names = [""] * len(varying)
         unnamed = 0
-        for column in sorted(positions, key=lambda c: (wanted[c][0], positions[c][0])):
-            rank, base = wanted[column]
+        for i in sorted(range(len(varying)), key=lambda i: (wanted[i][0], varying[i][1][0])):
+            rank, base = wanted[i]
             if rank == 3:
                 unnamed += 1
                 base = f"arg{unnamed}"
-            arg_of[column] = args.fresh(base)
+            names[i] = args.fresh(base)
         declared = [p for p, _ in first.scope.args]
-        order = sorted(positions, key=lambda c: (0, declared.index(wanted[c][1])) if wanted[c][0] == 0
-                       else (1, positions[c][0]))
+        order = sorted(range(len(varying)), key=lambda i: (0, declared.index(wanted[i][1])) if wanted[i][0] == 0
+                       else (1, varying[i][1][0]))
         cls = first.cls
         cls.name = name
-        cls.params = [arg_of[c] for c in order]
+        cls.params = [names[i] for i in order]
         where = self.blocks.get(first.scope.block or "", first.span)
         cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
-        _substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps}, self.calls)
-        template = f"{name}({', '.join(f'{{={arg_of[c]}}}' for c in order)})"
-        for (rec, s) in members:
+        _substitute(cls, {pos: names[i] for i, (_, ps) in enumerate(varying) for pos in ps}, self.calls)
+        template = f"{name}({', '.join(f'{{={names[i]}}}' for i in order)})"
+        for rec, s in members:
             # a call's argument is the instance's number at the column's first position
-            values = {arg_of[c]: s.numbers[positions[c][0]] for c in order}
-            self.calls[rec.iid] = Filled(template, values)
+            self.calls[rec.iid] = Filled(template, {names[i]: s.numbers[varying[i][1][0]] for i in order})
         self.classes.append(cls)

@@ -30,6 +30,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from dlc.compiler.types import Type
@@ -41,6 +42,8 @@ INPLACE = "inplace"
 
 class Var(str):
     """Code, not a value: a variable name or an expression placed in a template as it is."""
+
+    __slots__ = ()  # a plain string underneath: no dict, untracked by the cycle collector
 
 
 class _Omit:
@@ -138,9 +141,20 @@ class Hole:
 
 
 @functools.cache
+def _pieces(template: str) -> tuple[tuple[str, Hole | None], ...]:
+    """``template`` as its text before each hole and the hole (the last piece has none): it is read once."""
+    pieces: list[tuple[str, Hole | None]] = []
+    last = 0
+    for m in _HOLE.finditer(template):
+        pieces.append((template[last : m.start()], Hole(m.group(1), m.group(2), m.group(3))))
+        last = m.end()
+    return tuple(pieces) + ((template[last:], None),)
+
+
+@functools.cache
 def holes(template: str) -> tuple[Hole, ...]:
-    """The holes of ``template``, in the order they are written (a template is read once)."""
-    return tuple(Hole(m.group(1), m.group(2), m.group(3)) for m in _HOLE.finditer(template))
+    """The holes of ``template``, in the order they are written."""
+    return tuple(hole for _, hole in _pieces(template) if hole is not None)
 
 
 def _value_text(v: Any) -> str:
@@ -154,13 +168,18 @@ def _value_text(v: Any) -> str:
     return lit(v)
 
 
-@dataclass(frozen=True)
+_NO_DEFAULTS: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Filled:
     """A template with the values of its holes: one constructor call, expression or statement, as data."""
 
     template: str
     values: Mapping[str, Any]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=lambda: _NO_DEFAULTS)  # one shared empty mapping
+    # the text, written once: the emitter reads a statement when it is made and prints it at the end
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def omitted(self, name: str) -> bool:
         """Whether keyword hole ``name`` is left out: its value is OMIT or the form's default."""
@@ -169,17 +188,27 @@ class Filled:
 
     def text(self) -> str:
         """The Python text (see the module docstring for how each hole is written)."""
-        def hole(m: re.Match) -> str:
-            mark, name, sep = m.group(1), m.group(2), m.group(3)
-            v = self.values[name]
-            if mark == "*":
-                return (", " if sep is None else sep).join(_value_text(x) for x in v)
-            if mark in (",", "="):
-                if self.omitted(name):
-                    return ""
-                return f"{', ' if mark == ',' else ''}{name}={_value_text(v)}"
-            return _value_text(v)
-        return _HOLE.sub(hole, self.template)
+        if self._text is not None:
+            return self._text
+        text = self._write()
+        object.__setattr__(self, "_text", text)  # frozen: the cache is set past the dataclass's guard
+        return text
+
+    def _write(self) -> str:
+        out = []
+        for before, hole in _pieces(self.template):
+            out.append(before)
+            if hole is None:
+                continue
+            v = self.values[hole.name]
+            if hole.mark == "*":
+                out.append((", " if hole.sep is None else hole.sep).join(_value_text(x) for x in v))
+            elif hole.mark in (",", "="):
+                if not self.omitted(hole.name):
+                    out.append(f"{', ' if hole.mark == ',' else ''}{hole.name}={_value_text(v)}")
+            else:
+                out.append(_value_text(v))
+        return "".join(out)
 
 
 def variables(names: Sequence[str]) -> tuple[Var, ...]:
