@@ -202,7 +202,7 @@ def _arg_name(column: tuple[str, ...], recs: list[Instance], slot: str | None) -
     return (2, slot) if slot else (3, "")
 
 
-def _substitute(cls: ClassDef, names: dict[int, str], calls: Mapping[int, Filled]) -> None:
+def _parametrise(cls: ClassDef, names: dict[int, str], calls: Mapping[int, Filled]) -> None:
     """Replace the numbers at the positions in ``names`` by those constructor arguments (kept as attributes for
     ``forward``).
 
@@ -331,7 +331,7 @@ class ClassSharing:
         cls.params = [names[i] for i in order]
         where = self.blocks.get(first.scope.block or "", first.span)
         cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
-        _substitute(cls, {pos: names[i] for i, (_, ps) in enumerate(varying) for pos in ps}, self.calls)
+        _parametrise(cls, {pos: names[i] for i, (_, ps) in enumerate(varying) for pos in ps}, self.calls)
         template = f"{name}({', '.join(f'{{={names[i]}}}' for i in order)})"
         for rec, s in members:
             # a call's argument is the instance's number at the column's first position
