@@ -132,7 +132,7 @@ def _bidirectional_call(site: CallSite) -> list[Filled]:
 
 
 register(OpDef(
-    "bidirectional", (A("layer", "layer"), A("merge", "enum", "concat", MERGES)), _bidirectional,
+    "bidirectional", (A("layer", "layer"), A("merge", "enum", "concat", tuple(MERGES))), _bidirectional,
     count_params=lambda a, ins: recurrent_params(a["layer"]["op"], a["layer"]["units"], a["layer"]["layers"],
                                                  ins[0].shape[1], 2, a["layer"]["bias"]),
     inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}),
