@@ -290,8 +290,8 @@ class Torch:
     used inside ``nn.Sequential`` or when the spec labels them; None for merges, which are only
     expressions). ``sequential``: the module form inside ``nn.Sequential`` where it differs.
     ``function``: the expression computing the output in ``forward`` without a module, and the PyTorch
-    reference of the op's kernel facet. ``call``: the statements that call the module (default
-    :func:`call_module`), as statements. ``channels_last``: runs faster with channels-last memory order.
+    reference of the op's kernel facet. ``call``: the statements (each a :class:`Filled`) that call the
+    module (default :func:`call_module`). ``channels_last``: runs faster with channels-last memory order.
     """
 
     module: Form | None = None
