@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -233,3 +236,33 @@ def test_a_generated_module_embeds_what_it_uses_with_what_that_uses():
     assert closure(["nn", "F", "x"]) == []
     assert set(definitions()) == {n for m in (layers, rnn_runtime, folding) for n in vars(m)
                                   if not n.startswith("_") and getattr(vars(m)[n], "__module__", "") == m.__name__}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None,
+                    reason="ruff is not installed (it comes with the test extra: pip install -e '.[test]')")
+def test_statements_carrying_a_comment_are_laid_out_when_too_long(tmp_path):
+    """A statement with a comment of its own (`# every time step`, `# fused gate kernels`) and its location: one
+    trailing comment after the last bracket once split, as ruff formats it, within 120 columns."""
+    spec = _spec(tmp_path, """
+network LongNamesThroughout {
+    input frames_of_the_video_clip: [6, 3, 8, 8]
+    input tokens_of_the_sentence: [T, 5]
+    per_frame_convolution_output = frames_of_the_video_clip -> timedistributed(conv2d(4, k=3, pad=1))
+    sentence_summary_vector = tokens_of_the_sentence -> bidirectional(gru(4, return_sequences=false), merge=sum)
+    output y = per_frame_convolution_output
+    output z = sentence_summary_vector
+}""")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, options in {"plain": {}, "fused": {"fuse": True, "fused_recurrent": True}}.items():
+        (out / f"{name}.py").write_text(dlc.compile(spec, **options).source, encoding="utf-8")
+    text = (out / "plain.py").read_text() + (out / "fused.py").read_text()
+    assert "# every time step  # net.dln:5" in text and "# fused gate kernels  # net.dln:6" in text
+    assert max(len(line) for line in text.splitlines()) <= 120
+    options = ["--isolated", "--line-length", "120", "--target-version", "py310"]
+    check = subprocess.run([sys.executable, "-m", "ruff", "check", *options, "--select", "E,W,F,I,B", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    form = subprocess.run([sys.executable, "-m", "ruff", "format", *options, "--check", "--diff", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert form.returncode == 0, form.stdout + form.stderr

@@ -90,10 +90,10 @@ def test_every_op_renders_its_pytorch_forms(sample):
             _python(op.torch.constructor(node.attrs, ins, list(node.types)).text())
             _python(op.torch.constructor(node.attrs, ins, list(node.types), in_sequential=True).text())
             lines = op.torch.forward(node.attrs, ins, list(node.types), args, "self.m", outs, ctx)
-            _python("\n".join(lines), "exec")
+            _python("\n".join(line.text() for line in lines), "exec")
         if op.torch.function is not None:
             lines = op.torch.forward(node.attrs, ins, list(node.types), args, None, outs, ctx)
-            _python("\n".join(lines), "exec")
+            _python("\n".join(line.text() for line in lines), "exec")
 
 
 def test_a_keyword_equal_to_its_default_is_left_out(sample):

@@ -1,8 +1,9 @@
-"""The generated classes as data: statements (:class:`Line`), classes (:class:`ClassDef`) and the block
-instances that become them (:class:`Instance`), built by the emitter and printed at the end.
+"""The generated classes as data: statements (:class:`Line`), classes (:class:`ClassDef`), the block instances
+that become them (:class:`Instance`) and their constructor calls (:class:`ChildCall`), built by the emitter and
+printed at the end.
 
-Class sharing (backends/torch/sharing.py) still compares their statement text with the numbers cut out; the
-next step gives statements their structure (the op facets' holes), so that sharing compares that instead.
+A statement is a :class:`~dlc.compiler.ops.pytorch.Filled` template with its hole values (numbers, variables as
+``Var``, nested calls), so class sharing (backends/torch/sharing.py) compares structure, never text.
 """
 
 from __future__ import annotations
@@ -10,17 +11,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlc.compiler.ops.pytorch import safe_text
 from dlc.compiler.ir import Scope
+from dlc.compiler.ops.pytorch import Filled, safe_text
 from dlc.diagnostics import Span
+
+
+@dataclass(frozen=True)
+class ChildCall:
+    """The constructor call of block instance ``iid`` inside another class's constructor, a hole value until
+    the instance has its class (sharing replaces it by the call, a :class:`Filled`)."""
+
+    iid: int
+
+
+# A statement, or the value a constructor statement assigns: a template with its values, or fixed code (a ``str``,
+# holding no number: the fused backend's kernel calls, the arguments kept as attributes).
+Code = Filled | ChildCall | str
 
 
 @dataclass
 class Line:
-    """One statement of a generated method, written on one line (laid out when printed), and its comment."""
+    """One statement of a generated method (laid out when printed) and its comment.
 
-    code: str
+    With ``attr`` the statement is ``self.<attr> = <code>``: ``code`` is the constructor call, whose holes name
+    the constructor arguments a varying number is named after.
+    """
+
+    code: Code
     comment: str | None = None
+    attr: str | None = None
+
+    def text(self) -> str:
+        """The statement on one line (its block instances' calls must be known)."""
+        assert not isinstance(self.code, ChildCall), "an unresolved block instance call"
+        value = self.code.text() if isinstance(self.code, Filled) else self.code
+        return value if self.attr is None else f"self.{self.attr} = {value}"
 
 
 @dataclass

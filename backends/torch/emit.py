@@ -18,16 +18,15 @@ from typing import Any, Callable, TypeVar
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.torch.classes import ClassDef, Instance, Line, location, result_hints
+from dlc.backends.torch.classes import ChildCall, ClassDef, Code, Instance, Line, location, result_hints
 from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.runtime import closure, definitions, names_read
-from dlc.backends.torch.sharing import (arg_name, class_text, placeholder, placeholders, resolve, split_numbers,
-                                        substitute)
+from dlc.backends.torch.sharing import ClassSharing, resolve
 from dlc.compiler.ir import Graph, Node, Scope
 from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED
-from dlc.compiler.ops.pytorch import Ctx, lit, safe_text
+from dlc.compiler.ops.pytorch import OMIT, Ctx, Filled, Var, assign, lit, safe_text, variables
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import batched_str
@@ -130,14 +129,11 @@ class ModuleEmitter:
         self.g = g
         self.channels_last = channels_last and any(op_of(n.op).torch.channels_last for n in g.nodes)
         self.fused = FusedEmitter(g, recurrent=fused_recurrent) if fuse else None
-        self.classes: list[ClassDef] = []
         self.instances: list[Instance] = []
-        self.calls: dict[int, str] = {}  # instance id -> constructor call of its class
-        self.identical: dict[tuple[str, str], str] = {}  # (block, code) -> call, for recursive blocks
         # the module's top-level names: kernels own the fused_ prefix where there are kernels
         self.globals = Namespace(MODULE_RESERVED, (KERNEL_PREFIX,) if fuse else ())
         self.globals.claim(g.name)
-        self.held: set[str] = set()  # block names kept free for the block's first class
+        self.sharing = ClassSharing(self.instances, self.globals, g.blocks)
         # the module-level names the code uses (imports, helpers), recorded as each piece is written
         self.used: set[str] = {"nn"}
 
@@ -165,17 +161,17 @@ class ModuleEmitter:
         return steps
 
     @_at_node
-    def _module_init(self, node: Node, in_sequential: bool = False) -> str:
+    def _module_init(self, node: Node, in_sequential: bool = False) -> Filled:
         ins = [self.g.types[v] for v in node.inputs]
-        expr = op_of(node.op).torch.constructor(node.attrs, ins, list(node.types), in_sequential, node.in_place).text()
-        self._record(expr, "eval")
+        expr = op_of(node.op).torch.constructor(node.attrs, ins, list(node.types), in_sequential, node.in_place)
+        self._record(expr.text(), "eval")  # written now, so a value it cannot write is reported at the node
         return expr
 
-    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> str:
-        """The constructor expression of a child block or group, on one line (laid out when printed)."""
+    def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> Code:
+        """The constructor call of a child block or group."""
         if child.kind == "block":
             return self._block_class(child, nodes, depth + 1)
-        items: list[tuple[str, str]] = []
+        items: list[tuple[str, Code]] = []
         seq = "nn.Sequential"
         folds: list[str] = []
         for sub, sub_nodes in self._steps(nodes, depth + 1):
@@ -184,30 +180,30 @@ class ModuleEmitter:
                 items.append((node.name or "", self._module_init(node, in_sequential=True)))
                 for line in self.folded_init(node, set()):
                     assert node.fold is not None
-                    items.append((node.fold.name, line.code.split(" = ", 1)[1]))
+                    items.append((node.fold.name, line.code))
                     folds.append(node.name or "")
                     seq = "FoldingSequential"
                     self.used.add(seq)
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
-        fold = [f"fold={lit(folds)}"] if folds else []
+        fold = tuple(folds) if folds else OMIT
         if all(name == str(i) for i, (name, _) in enumerate(items)):
-            return f"{seq}({', '.join([expr for _, expr in items] + fold)})"
+            return Filled(seq + "({*items}{,fold})", {"items": tuple(expr for _, expr in items), "fold": fold})
         # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
         self.used.add("OrderedDict")
-        pairs = ", ".join(f"({lit(name)}, {expr})" for name, expr in items)
-        return f"{seq}({', '.join([f'OrderedDict([{pairs}])'] + fold)})"
+        pairs = tuple(Filled("({name}, {module})", {"name": name, "module": expr}) for name, expr in items)
+        return Filled(seq + "(OrderedDict([{*pairs}]){,fold})", {"pairs": pairs, "fold": fold})
 
     # ---- classes -------------------------------------------------------------------------------
 
-    def _block_class(self, scope: Scope, nodes: list[Node], depth: int) -> str:
-        """Record one block instance; returns a placeholder for its constructor call (see ``finalize``)."""
+    def _block_class(self, scope: Scope, nodes: list[Node], depth: int) -> ChildCall:
+        """Record one block instance; its constructor call is known once it has its class (see ``sharing.py``)."""
         site = self.g.call_of(scope)
         cls = self._class(nodes, depth, list(zip(site.input_names, site.inputs)), list(site.outputs), "")
         rec = Instance(len(self.instances), scope, cls, [self.g.types[v] for v in site.inputs], list(site.input_names),
                         nodes[0].span if nodes else scope.span)
         self.instances.append(rec)
-        return placeholder(rec.iid)
+        return ChildCall(rec.iid)
 
     def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
                doc: str) -> ClassDef:
@@ -231,7 +227,7 @@ class ModuleEmitter:
             else:
                 self._call(child, step_nodes, depth, i, namer, init, body, declared)
         rets = [namer.names[v] for v in outputs]
-        body.append(Line(f"return {', '.join(rets)}"))
+        body.append(Line(Filled("return {*values}", {"values": variables(rets)})))
         return ClassDef("", doc, init, args, body, attrs=declared)
 
     def _step_inputs(self, child: Scope | None, nodes: list[Node]) -> list[int]:
@@ -250,7 +246,7 @@ class ModuleEmitter:
             mod = f"self.{node.name}"
             if node.name not in declared:
                 declared.add(node.name)
-                init.append(Line(f"self.{node.name} = {self._module_init(node)}", where))
+                init.append(Line(self._module_init(node), where, attr=node.name))
                 init.extend(self.folded_init(node, declared))
         if self.fused is not None:
             if self.fused.absorbed(node):
@@ -266,11 +262,11 @@ class ModuleEmitter:
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
         elif node.fold is not None:
-            lines = [f"{outs[0]} = {self.folded_call(node, args[0])}"]
+            lines = [assign(outs[:1], Var(self.folded_call(node, args[0])))]
         else:
             lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)
         for j, code in enumerate(lines):
-            self._record(code)
+            self._record(code.text() if isinstance(code, Filled) else code)
             body.append(Line(code, where if j == 0 else None))
 
     @_at_node
@@ -280,9 +276,10 @@ class ModuleEmitter:
         if fold is None or fold.name in declared:
             return []
         declared.add(fold.name)
-        init = op_of(fold.op).torch.constructor(dict(fold.attrs), list(node.types), list(node.types)).text()
-        code = f"self.{fold.name} = {init}"
-        return [Line(code, f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)")]
+        init = op_of(fold.op).torch.constructor(dict(fold.attrs), list(node.types), list(node.types))
+        init.text()  # written now, so a value it cannot write is reported at the node
+        where = f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)"
+        return [Line(init, where, attr=fold.name)]
 
     def folded_call(self, node: Node, x: str) -> str:
         self.used.add("folded_batchnorm")
@@ -294,12 +291,13 @@ class ModuleEmitter:
         where = location(child.span.file, child.span.line)
         if child.name not in declared:
             declared.add(child.name)
-            init.append(Line(f"self.{child.name} = {self._child_init(child, nodes, depth)}", where))
+            init.append(Line(self._child_init(child, nodes, depth), where, attr=child.name))
         site = self.g.call_of(child)
-        args = ", ".join(namer.names[v] for v in site.inputs)
+        args = variables([namer.names[v] for v in site.inputs])
         hint = site.hint or (child.name if child.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(site.outputs, result_hints(hint, len(site.outputs)))]
-        body.append(Line(f"{', '.join(outs)} = self.{child.name}({args})", where))
+        body.append(Line(assign(outs, Filled("{mod}({*args})", {"mod": Var(f"self.{child.name}"), "args": args})),
+                         where))
 
     # ---- entry ---------------------------------------------------------------------------------
 
@@ -315,108 +313,13 @@ class ModuleEmitter:
                       if any(op_of(n.op).torch.channels_last for n in users.get(v, [])) and g.types[v].rank == 3]
             cls.body[:0] = [Line(f"{x} = {x}.contiguous(memory_format=torch.channels_last)", note) for x in images]
             self.used.add("torch")
-        self._finalize()
-        cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in cls.init]
+        self.sharing.share()
+        resolve(cls, self.sharing.calls)
         return cls
-
-    # ---- one class per block ----------------------------------------------------------------------
-
-    def _finalize(self) -> None:
-        """Turn recorded block instances into classes: one per block and code shape.
-
-        Instances of a block whose code differs only in numbers share a class; the numbers
-        that differ become constructor arguments, named after the block parameter (or input
-        size) that has the same value in every instance.
-        """
-        by_block: dict[str, list[Instance]] = {}
-        for rec in self.instances:
-            by_block.setdefault(rec.scope.block or "Block", []).append(rec)
-        for b in by_block:  # a block's first class keeps its name where it can: no other class takes it
-            if not self.globals.taken(b):
-                self.globals.claim(b)
-                self.held.add(b)
-        children: dict[str, set[str]] = {b: set() for b in by_block}
-        for b, recs in by_block.items():
-            for rec in recs:
-                for iid in placeholders(rec.cls):
-                    children[b].add(self.instances[iid].scope.block or "Block")
-        done: set[str] = set()
-        order: list[str] = []
-        progress = True
-        while progress:
-            progress = False
-            for b in by_block:
-                if b not in done and children[b] <= done:
-                    done.add(b)
-                    order.append(b)
-                    progress = True
-        # A block that uses itself (recursion ended by a compile-time `if`) has no such order: its
-        # instances become classes one by one, deepest first, sharing a class only when identical.
-        recursive = sorted((rec for b in by_block if b not in done for rec in by_block[b]),
-                           key=lambda rec: -len(rec.scope.path.split(".")))
-        for rec in recursive:
-            rec.cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
-            text = "\n".join(class_text(rec.cls))
-            block = rec.scope.block or "Block"
-            if (block, text) in self.identical:
-                self.calls[rec.iid] = self.identical[(block, text)]
-            else:
-                self._group_class(block, [(rec, split_numbers(rec.cls)[1])])
-                self.identical[(block, text)] = self.calls[rec.iid]
-        for b in order:
-            groups: dict[tuple[str, ...], list[tuple[Instance, list[str]]]] = {}
-            for rec in by_block[b]:
-                rec.cls.init = [Line(resolve(ln.code, self.calls), ln.comment) for ln in rec.cls.init]
-                skeleton, numbers = split_numbers(rec.cls)
-                groups.setdefault(skeleton, []).append((rec, numbers))
-            for members in groups.values():
-                self._group_class(b, members)
-
-    def _class_name(self, block: str) -> str:
-        """``block`` for its first class if no reserved name is in the way; else ``tuple_``, ``BasicBlock_2``."""
-        if block in self.held:
-            self.held.remove(block)
-            return block
-        return self.globals.fresh(block)
-
-    def _group_class(self, block: str, members: list[tuple["Instance", list[str]]]) -> None:
-        first = members[0][0]
-        name = self._class_name(block)
-        recs = [rec for rec, _ in members]
-        # one constructor argument per distinct varying column: numbers share an argument only when
-        # they are written the same in every instance (so `2` and `2.0` never do)
-        positions: dict[tuple[str, ...], list[int]] = {}
-        for pos, column in enumerate(zip(*(numbers for _, numbers in members))):
-            if len(set(column)) > 1:
-                positions.setdefault(column, []).append(pos)
-        wanted = {column: arg_name(column, recs, first.cls, pos[0]) for column, pos in positions.items()}
-        # arguments are locals of __init__: they must not shadow the classes and imports it uses
-        args = Namespace(parent=self.globals)
-        arg_of: dict[tuple[str, ...], str] = {}
-        unnamed = 0
-        for column in sorted(positions, key=lambda c: (wanted[c][0], positions[c][0])):
-            rank, base = wanted[column]
-            if rank == 3:
-                unnamed += 1
-                base = f"arg{unnamed}"
-            arg_of[column] = args.fresh(base)
-        declared = [p for p, _ in first.scope.args]
-        order = sorted(positions, key=lambda c: (0, declared.index(wanted[c][1])) if wanted[c][0] == 0
-                       else (1, positions[c][0]))
-        cls = first.cls
-        cls.name = name
-        cls.params = [arg_of[c] for c in order]
-        where = self.g.blocks.get(first.scope.block or "", first.span)
-        cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
-        substitute(cls, {pos: arg_of[c] for c, ps in positions.items() for pos in ps})
-        for i, rec in enumerate(recs):
-            call_args = ", ".join(f"{arg_of[c]}={c[i]}" for c in order)
-            self.calls[rec.iid] = f"{name}({call_args})"
-        self.classes.append(cls)
 
 
 def _format_lines(lines: list[Line], indent: int) -> list[str]:
-    return [text for ln in lines for text in layout(indent, ln.code, ln.comment)]
+    return [text for ln in lines for text in layout(indent, ln.text(), ln.comment)]
 
 
 # The imports a generated module may need, by the name it uses, in the order isort (ruff's I rules) keeps them:
@@ -456,7 +359,7 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
                       trim_blocks=True, lstrip_blocks=True)
     template = env.get_template("module.py.j2")
     classes = []
-    for cls in em.classes + [net]:
+    for cls in em.sharing.classes + [net]:
         classes.append({
             "name": cls.name,
             "doc": cls.doc,

@@ -151,10 +151,31 @@ def _expression(head: str, code: str, tail: str, indent: int) -> list[str]:
             + [pad + code[close:] + tail])
 
 
+def _own_comment(code: str) -> tuple[str, str | None]:
+    """``code`` without the comment it ends with (``y = f(x)  # every time step``), and that comment."""
+    quote = ""
+    i = 0
+    while i < len(code):
+        ch = code[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return code[:i].rstrip(), code[i + 1 :].strip()
+        i += 1
+    return code, None
+
+
 def layout(indent: int, code: str, comment: str | None = None) -> list[str]:
     """One statement (written on one line, ``code``) with its comment, as lines of at most 120 columns where
-    the formatter can make them so."""
-    tail = f"  # {comment}" if comment else ""
+    the formatter can make them so. A comment the statement carries itself comes first; as for the formatter,
+    the comments are one trailing comment, kept after the statement's last bracket."""
+    code, own = _own_comment(code)
+    tail = "".join(f"  # {c}" for c in (own, comment) if c)
     for keyword in ("return ",):
         if code.startswith(keyword):
             return _expression(keyword, code[len(keyword) :], tail, indent)

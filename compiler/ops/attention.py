@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dlc.compiler.ops.kernel import Attention
-from dlc.compiler.ops.pytorch import OMIT, CallSite, Form, Torch
+from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign, variables
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import known, tensor, want_float
 from dlc.compiler.types import shape_str
@@ -50,17 +50,19 @@ _KEYWORDS = "{,dropout}{,bias}{,kdim}{,vdim}{,batch_first}"
 _DEFAULTS = {"dropout": 0.0, "bias": True, "batch_first": None, "causal": False}
 
 
-def _call(site: CallSite) -> list[str]:
+def _call(site: CallSite) -> list[Filled]:
     q = site.args[0]
     k = site.args[1] if len(site.args) > 1 else q
     v = site.args[2] if len(site.args) > 2 else k
     lines = []
-    mask = ""
+    mask: object = OMIT
     if site.attrs["causal"]:
-        m = site.ctx.fresh("causal_mask")
-        lines.append(f"{m} = torch.ones({q}.shape[1], {k}.shape[1], dtype=torch.bool, device={q}.device).triu(1)")
-        mask = f", attn_mask={m}"
-    lines.append(f"{site.outs[0]}, _ = {site.mod}({q}, {k}, {v}, need_weights=False{mask})")
+        mask = Var(site.ctx.fresh("causal_mask"))
+        lines.append(assign([mask], Filled("torch.ones({q}.shape[1], {k}.shape[1], dtype=torch.bool, device={q}.device)"
+                                           ".triu(1)", {"q": Var(q), "k": Var(k)})))
+    call = Filled("{mod}({*qkv}, need_weights=False{,attn_mask})",
+                  {"mod": Var(site.mod), "qkv": variables([q, k, v]), "attn_mask": mask})
+    lines.append(assign([site.outs[0], "_"], call))
     return lines
 
 

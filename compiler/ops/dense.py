@@ -41,7 +41,8 @@ def _embedding(attrs, ins):
 
 
 register(OpDef(
-    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "token_id", None, min=0)), _embedding,
+    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "token_id", None, min=0)),
+    _embedding,
     count_params=lambda a, ins: a["vocab"] * a["dim"],
     stateful=True,
     torch=Torch(module=Form("nn.Embedding({num_embeddings}, {embedding_dim}{,padding_idx})",

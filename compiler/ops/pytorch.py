@@ -6,8 +6,10 @@ values from the node's attributes and its batch-less input and output types; the
 variable holes (``x``, ``xs``...). Filling gives a :class:`Filled`: the template and its values, which
 renders to text with :meth:`Filled.text`. Hole values are data (numbers, strings, tuples, variable
 names as :class:`Var`, nested :class:`Filled` calls), and a hole is named for what it holds
-(``in_features``, ``out_channels``, ``kernel_size``): the torch emitter can compare the structure of
-two generated classes with their numbers abstracted, and name a varying number after its hole.
+(``in_features``, ``out_channels``, ``kernel_size``): the torch emitter compares the structure of two
+generated classes with their numbers abstracted (backends/torch/sharing.py), and names a varying number
+after its hole. Forward statements are :class:`Filled` too (:func:`assign`, :meth:`CallSite.call`), so a
+number they hold is found the same way.
 
 Hole syntax:
 
@@ -23,9 +25,12 @@ Variable holes every renderer supplies: ``x`` (the first operand), ``xs`` (all o
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from dlc.compiler.types import Type
@@ -33,6 +38,8 @@ from dlc.diagnostics import DlcError, Span
 
 class Var(str):
     """Code, not a value: a variable name or an expression placed in a template as it is."""
+
+    __slots__ = ()  # a plain string underneath: no dict, untracked by the cycle collector
 
 
 class _Omit:
@@ -114,35 +121,96 @@ def check_finite(op: str, attrs: dict[str, Any], span: Span) -> None:
 _HOLE = re.compile(r"\{([*,=]?)(\w+)(?:\|([^}]*))?\}")
 
 
+@dataclass(frozen=True)
+class Hole:
+    """One hole of a template: its ``mark`` (``""``, ``"*"``, ``","`` or ``"="``), its name and a ``*`` hole's
+    separator."""
+
+    mark: str
+    name: str
+    sep: str | None
+
+
+@functools.cache
+def _pieces(template: str) -> tuple[tuple[str, Hole | None], ...]:
+    """``template`` as its text before each hole and the hole (the last piece has none): it is read once."""
+    pieces: list[tuple[str, Hole | None]] = []
+    last = 0
+    for m in _HOLE.finditer(template):
+        pieces.append((template[last : m.start()], Hole(m.group(1), m.group(2), m.group(3))))
+        last = m.end()
+    return tuple(pieces) + ((template[last:], None),)
+
+
+@functools.cache
+def holes(template: str) -> tuple[Hole, ...]:
+    """The holes of ``template``, in the order they are written."""
+    return tuple(hole for _, hole in _pieces(template) if hole is not None)
+
+
 def _value_text(v: Any) -> str:
     if isinstance(v, Var):
         return str(v)
     if isinstance(v, Filled):
         return v.text()
+    if isinstance(v, (list, tuple)):  # as lit writes it, its items possibly code (a constructor's argument)
+        items = [_value_text(x) for x in v]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
     return lit(v)
 
 
-@dataclass(frozen=True)
+_NO_DEFAULTS: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Filled:
-    """A template with the values of its holes: one constructor call or expression, as data."""
+    """A template with the values of its holes: one constructor call, expression or statement, as data."""
 
     template: str
     values: Mapping[str, Any]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=lambda: _NO_DEFAULTS)  # one shared empty mapping
+    # the text, written once: the emitter reads a statement when it is made and prints it at the end
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def omitted(self, name: str) -> bool:
+        """Whether keyword hole ``name`` is left out: its value is OMIT or the form's default."""
+        v = self.values[name]
+        return v is OMIT or (name in self.defaults and v == self.defaults[name])
 
     def text(self) -> str:
         """The Python text (see the module docstring for how each hole is written)."""
-        def hole(m: re.Match) -> str:
-            mark, name, sep = m.group(1), m.group(2), m.group(3)
-            v = self.values[name]
-            if mark == "*":
-                return (", " if sep is None else sep).join(_value_text(x) for x in v)
-            if mark in (",", "="):
-                if v is OMIT or (name in self.defaults and v == self.defaults[name]):
-                    return ""
-                return f"{', ' if mark == ',' else ''}{name}={_value_text(v)}"
-            return _value_text(v)
-        return _HOLE.sub(hole, self.template)
+        if self._text is not None:
+            return self._text
+        text = self._write()
+        object.__setattr__(self, "_text", text)  # frozen: the cache is set past the dataclass's guard
+        return text
+
+    def _write(self) -> str:
+        out = []
+        for before, hole in _pieces(self.template):
+            out.append(before)
+            if hole is None:
+                continue
+            v = self.values[hole.name]
+            if hole.mark == "*":
+                out.append((", " if hole.sep is None else hole.sep).join(_value_text(x) for x in v))
+            elif hole.mark in (",", "="):
+                if not self.omitted(hole.name):
+                    out.append(f"{', ' if hole.mark == ',' else ''}{hole.name}={_value_text(v)}")
+            else:
+                out.append(_value_text(v))
+        return "".join(out)
+
+
+def variables(names: Sequence[str]) -> tuple[Var, ...]:
+    """Variable names as hole values."""
+    return tuple(Var(n) for n in names)
+
+
+def assign(targets: Sequence[str], value: Any, comment: str | None = None) -> Filled:
+    """The statement ``targets = value`` (several targets unpack a tuple), with a fixed trailing comment."""
+    tail = f"  # {comment}" if comment else ""
+    return Filled("{*targets} = {value}" + tail, {"targets": variables(targets), "value": value})
 
 
 Fill = Callable[[dict[str, Any], list[Type], list[Type]], dict[str, Any]]
@@ -202,10 +270,14 @@ class CallSite:
     outs: list[str]
     ctx: Ctx
 
+    def call(self) -> Filled:
+        """The module called on the arguments: ``self.layer(x, ...)``."""
+        return Filled("{mod}({*args})", {"mod": Var(self.mod), "args": variables(self.args)})
 
-def call_module(site: CallSite) -> list[str]:
+
+def call_module(site: CallSite) -> list[Filled]:
     """The usual statement: ``out = self.layer(x, ...)``."""
-    return [f"{site.outs[0]} = {site.mod}({', '.join(site.args)})"]
+    return [assign(site.outs[:1], site.call())]
 
 
 @dataclass(frozen=True)
@@ -216,14 +288,14 @@ class Torch:
     used inside ``nn.Sequential`` or when the spec labels them; None for merges, which are only
     expressions). ``sequential``: the module form inside ``nn.Sequential`` where it differs.
     ``function``: the expression computing the output in ``forward`` without a module, and the PyTorch
-    reference of the op's kernel facet. ``call``: the statements that call the module (default
-    :func:`call_module`). ``channels_last``: runs faster with channels-last memory order.
+    reference of the op's kernel facet. ``call``: the statements (each a :class:`Filled`) that call the
+    module (default :func:`call_module`). ``channels_last``: runs faster with channels-last memory order.
     """
 
     module: Form | None = None
     function: Form | None = None
     sequential: Form | None = None
-    call: Callable[[CallSite], list[str]] = call_module
+    call: Callable[[CallSite], list[Filled]] = call_module
     channels_last: bool = False
 
     def constructor(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type],
@@ -241,9 +313,10 @@ class Torch:
         return self.function.filled(attrs, ins or [], outs or [], in_place, **operands(args), **given).text()
 
     def forward(self, attrs: dict[str, Any], ins: list[Type], outs_t: list[Type], args: list[str], mod: str | None,
-                outs: list[str], ctx: Ctx, in_place: bool = False) -> list[str]:
-        """The ``forward`` lines computing ``outs``: the module called when there is one (its constructor makes
-        it work in place), else the expression (overwriting its first operand if ``in_place``)."""
+                outs: list[str], ctx: Ctx, in_place: bool = False) -> list[Filled]:
+        """The ``forward`` statements computing ``outs``: the module called when there is one (its constructor
+        makes it work in place), else the functional form (overwriting its first operand if ``in_place``)."""
         if mod is not None:
             return self.call(CallSite(attrs, ins, args, mod, outs, ctx))
-        return [f"{outs[0]} = {self.expression(attrs, args, ins, outs_t, in_place)}"]
+        assert self.function is not None, "no functional form"
+        return [assign(outs[:1], self.function.filled(attrs, ins, outs_t, in_place, **operands(args)))]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dlc.compiler.ops.kernel import Recurrent
-from dlc.compiler.ops.pytorch import OMIT, CallSite, Form, Torch
+from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
 from dlc.compiler.ops.shapes import known, state_matches, tensor, want_float
 from dlc.compiler.types import StateType, TensorType, shape_str
@@ -15,13 +15,9 @@ _ATTRS = (
     A("units", "int", min=1), A("layers", "int", 1, min=1, max=MAX_RNN_LAYERS), A("return_sequences", "bool", True),
     A("return_state", "bool", False), A("dropout", "probability", 0.0), A("bias", "bool", True),
 )
-# The Keras merges of a bidirectional layer's two directions, on their outputs `fwd` and `bwd`.
-MERGES = {
-    "concat": "torch.cat([{fwd}, {bwd}], dim=-1)",
-    "sum": "{fwd} + {bwd}",
-    "mul": "{fwd} * {bwd}",
-    "ave": "({fwd} + {bwd}) / 2",
-}
+# The Keras merges of a bidirectional layer's two directions (the generated code calls the runtime's
+# merge_directions, backends/torch/runtime/recurrent.py, which defines them).
+MERGES = ("concat", "sum", "mul", "ave")
 
 
 def recurrent_params(cell: str, units: int, layers: int, features: int, directions: int, bias: bool) -> int:
@@ -65,13 +61,13 @@ _DEFAULTS = {"num_layers": 1, "bias": True, "dropout": 0.0, "nonlinearity": "tan
              "bidirectional": False, "return_sequences": True, "merge": None}
 
 
-def _rnn_call(site: CallSite) -> list[str]:
+def _rnn_call(site: CallSite) -> list[Filled]:
     a, outs = site.attrs, site.outs
     state = outs[1] if a["return_state"] else "_"
     seq = outs[0] if a["return_sequences"] else site.ctx.fresh("seq")
-    lines = [f"{seq}, {state} = {site.mod}({', '.join(site.args)})"]
+    lines = [assign([seq, state], site.call())]
     if not a["return_sequences"]:
-        lines.append(f"{outs[0]} = {seq}[:, -1]  # the last time step")
+        lines.append(assign(outs[:1], Filled("{seq}[:, -1]", {"seq": Var(seq)}), "the last time step"))
     return lines
 
 
@@ -121,22 +117,18 @@ def _both_ways(sequential: bool):
     return fill
 
 
-def _bidirectional_call(site: CallSite) -> list[str]:
-    cell, merge, outs, mod = site.attrs["layer"], site.attrs["merge"], site.outs, site.mod
-    units = cell["units"]
+def _bidirectional_call(site: CallSite) -> list[Filled]:
+    """The module's output, merged Keras style by the runtime's ``merge_directions`` unless PyTorch's output is
+    already it (concatenated directions at every time step)."""
+    cell, merge, outs = site.attrs["layer"], site.attrs["merge"], site.outs
     state = outs[1] if cell["return_state"] else "_"
-    args = ", ".join(site.args)
     seq = site.ctx.fresh("seq")  # taken even when unused, so later temporaries keep their names
-    if cell["return_sequences"]:
-        if merge == "concat":
-            return [f"{outs[0]}, {state} = {mod}({args})"]
-        fwd_src, bwd_src = f"{seq}[..., :{units}]", f"{seq}[..., {units}:]"
-    else:
-        # Keras semantics: the backward direction's final output is the one at time step 0.
-        fwd_src, bwd_src = f"{seq}[:, -1, :{units}]", f"{seq}[:, 0, {units}:]"
-    fwd, bwd = site.ctx.fresh("fwd"), site.ctx.fresh("bwd")
-    return [f"{seq}, {state} = {mod}({args})", f"{fwd}, {bwd} = {fwd_src}, {bwd_src}",
-            f"{outs[0]} = {MERGES[merge].format(fwd=fwd, bwd=bwd)}  # merge={merge}"]
+    if cell["return_sequences"] and merge == "concat":
+        return [assign([outs[0], state], site.call())]
+    merged = Filled("merge_directions({seq}, {merge}{,return_sequences})",
+                    {"seq": Var(seq), "merge": merge, "return_sequences": cell["return_sequences"]},
+                    {"return_sequences": True})
+    return [assign([seq, state], site.call()), assign(outs[:1], merged)]
 
 
 register(OpDef(

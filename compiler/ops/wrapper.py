@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dlc.compiler.ops.pytorch import CallSite, Form, Torch
+from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, Var, assign
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import TensorType, shape_str
@@ -37,9 +37,10 @@ def _module(a, ins, outs) -> dict:
     return {"layer": op.torch.constructor(inner, [TensorType(t.shape[1:], t.dtype, "cf")], outs)}
 
 
-def _call(site: CallSite) -> list[str]:
-    x = site.args[0]
-    return [f"{site.outs[0]} = {site.mod}({x}.flatten(0, 1)).unflatten(0, {x}.shape[:2])  # every time step"]
+def _call(site: CallSite) -> list[Filled]:
+    steps = Filled("{mod}({x}.flatten(0, 1)).unflatten(0, {x}.shape[:2])",
+                   {"mod": Var(site.mod), "x": Var(site.args[0])})
+    return [assign(site.outs[:1], steps, "every time step")]
 
 
 register(OpDef(
