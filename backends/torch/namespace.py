@@ -63,8 +63,8 @@ class Namespace:
         if self.taken(first):
             # no name is ever given back, so numbers below the last one handed out for this stem are still
             # taken: resuming there finds what a scan from 2 would (and block classes by the thousand stay linear)
-            k = next(k for k in count(self._numbered.get(stem, 2)) if not self.taken(f"{stem}_{k}"))
+            k = next(k for k in count(self._numbered.get(stem, 2)) if not self.taken(self._root(f"{stem}_{k}")))
             self._numbered[stem] = k + 1
-            first = f"{stem}_{k}"
+            first = self._root(f"{stem}_{k}")  # `_` numbered is `__2`, in the reserved prefix: `v___2`
         self._names.add(first)
         return first
