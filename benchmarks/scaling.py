@@ -1,27 +1,33 @@
 #!/usr/bin/env python3
 """How dlc's commands scale with the size of a spec: generated specs of n layers, timed at two sizes.
 
-Three shapes of network, each generated with about n layers (IR nodes):
+The shapes of network, each generated with about n layers (IR nodes):
 
 - ``pipe``: one deep pipeline, ``x -> linear(8) -> relu -> linear(8) -> relu -> ...``;
 - ``residual``: a block with a skip connection, ``relu(x + (x -> linear(c)))``, as a labelled repeat
-  ``blocks: Res(8) * depth`` (one nn.Sequential of ``depth`` block instances, three layers each);
-- ``wide``: ``n / 2`` branches ``bI = x -> linear(4) -> relu`` joined by one ``concat(b0, b1, ...)``.
+  ``blocks: Res(8) * depth`` (one nn.Sequential of ``n / 3`` block instances, three layers each);
+- ``wide``: ``n / 2`` branches ``bI = x -> linear(4) -> relu`` joined by one ``concat(b0, b1, ...)``;
+- ``bidirectional`` (not run by default): a chain of ``bidirectional(lstm(4), merge=sum)``, each needing
+  temporaries in ``forward``;
+- ``kernels`` (not run by default): ``n / 2`` statements ``hI = (h -> linear(8)) * c`` with a different ``c``
+  each, so ``--fuse`` writes ``n / 2`` different kernels of one name, ``fused_linear_scale_N``.
 
 Every command (``check``, ``compile`` plain, ``--fuse``, ``--optimize inference`` and ``--explain-fusion``,
 ``summary``, ``ir`` as YAML and text, ``render`` to .dot and, when Graphviz's ``dot`` is installed, to .svg) runs
-in this process through :func:`dlc.cli.main`, writing its output into a temporary folder. Each time is the
-process CPU time of one run (user + system, plus the children's for ``dot``), the minimum of ``--repeat`` runs;
-the first run of every command is a warm-up, so imports are not counted. For each shape and command the table
-gives the time at both sizes, their ratio and the exponent ``log(t_large / t_small) / log(large / small)``:
-1.0 is linear, 2.0 quadratic.
+in this process through :func:`dlc.cli.main`, writing into a temporary folder. A time is the CPU time of one run
+(user + system, and the children's: ``dot``), the minimum of ``--repeat`` runs; each command runs once untimed
+on the small spec first, so that imports are not counted. The .svg rows are one run each (their time is mostly
+``dot``'s, in a child process) and show "-" where ``dot`` took longer than ``DLC_DOT_SECONDS``. For each shape
+and command the table gives both times, their ratio and the exponent ``log(t_large / t_small) /
+log(large / small)``: 1.0 is linear, 2.0 quadratic.
 
 An 8,000-layer pipe or concat is over the default token limit of one file (``MAX_TOKENS``, 20,000 tokens;
-see dlc/limits.py), so while it measures this script sets ``DLC_MAX_TOKENS`` (unless it is already set).
+see dlc/limits.py): while it measures, this script sets the variables in :data:`BENCH_ENV` that are not set
+already (``DLC_MAX_TOKENS``, and ``DLC_DOT_SECONDS`` so that a drawing Graphviz cannot finish costs a minute).
 
-    python benchmarks/scaling.py                      # 1,000 and 8,000 layers, every shape and command
-    python benchmarks/scaling.py --sizes 500,4000 --shapes wide --commands check,compile
-    python benchmarks/scaling.py --write-specs DIR    # only write the specs (e.g. for cProfile)
+    python benchmarks/scaling.py                      # 1,000 and 8,000 layers: pipe, residual, wide
+    python benchmarks/scaling.py --sizes 500,4000 --shapes wide,kernels --commands check,"compile --fuse"
+    python benchmarks/scaling.py --write-specs DIR    # only write the specs (for cProfile, say)
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ from typing import Callable, Iterator, Sequence
 from dlc.cli import main as dlc_main
 
 SIZES = (1000, 8000)
-# The limits (dlc/limits.py) a large generated spec needs raised: 8,000 layers of `wide` are about 80,000 tokens.
-LIMITS_ENV = {"DLC_MAX_TOKENS": "1000000"}
+DEFAULT_SHAPES = ("pipe", "residual", "wide")
+BENCH_ENV = {"DLC_MAX_TOKENS": "1000000", "DLC_DOT_SECONDS": "60"}
 
 
 def pipe_spec(n: int) -> str:
@@ -67,16 +73,33 @@ def wide_spec(n: int) -> str:
     return f"network Wide {{\n    input x: [8]\n{branches}    output y = concat({merged})\n}}\n"
 
 
-SHAPES: dict[str, Callable[[int], str]] = {"pipe": pipe_spec, "residual": residual_spec, "wide": wide_spec}
+def bidirectional_spec(n: int) -> str:
+    """A chain of ``n`` bidirectional LSTMs whose directions are summed."""
+    stages = " -> ".join(["bidirectional(lstm(4), merge=sum)"] * n)
+    return f"network Bidirectional {{\n    input x: [T, 4]\n    output y = x -> {stages}\n}}\n"
+
+
+def kernels_spec(n: int) -> str:
+    """``n // 2`` linear layers each scaled by its own constant: as many different fused kernels."""
+    k = max(1, n // 2)
+    steps = "".join(f"    h{i + 1} = (h{i} -> linear(8)) * {i + 2}\n" for i in range(k))
+    return f"network Kernels {{\n    input x: [8]\n    h0 = x\n{steps}    output y = h{k}\n}}\n"
+
+
+SHAPES: dict[str, Callable[[int], str]] = {
+    "pipe": pipe_spec, "residual": residual_spec, "wide": wide_spec,
+    "bidirectional": bidirectional_spec, "kernels": kernels_spec,
+}
 
 
 @dataclass(frozen=True)
 class Command:
-    """One dlc command line: ``argv`` with ``{spec}`` and ``{out}`` (a path in a temporary folder) filled in."""
+    """One dlc command line: ``argv`` with ``{spec}`` and ``{out}`` (a path in the work folder) filled in.
+    ``draws``: it runs Graphviz's ``dot``, so it needs the program and is timed by a single run."""
 
     name: str
     argv: tuple[str, ...]
-    needs_dot: bool = False
+    draws: bool = False
 
     def args(self, spec: Path, out: Path) -> list[str]:
         """The argument list for ``spec``, writing under the stem ``out``."""
@@ -93,26 +116,30 @@ COMMANDS: tuple[Command, ...] = (
     Command("ir", ("ir", "{spec}", "-o", "{out}.yaml")),
     Command("ir --text", ("ir", "{spec}", "--text", "-o", "{out}.txt")),
     Command("render .dot", ("render", "{spec}", "-o", "{out}.dot")),
-    Command("render .svg", ("render", "{spec}", "-o", "{out}.svg"), needs_dot=True),
+    Command("render .svg", ("render", "{spec}", "-o", "{out}.svg"), draws=True),
 )
 
 
 def available_commands() -> list[Command]:
     """The commands this machine can run (.svg needs Graphviz's ``dot``)."""
-    return [c for c in COMMANDS if not c.needs_dot or shutil.which("dot")]
+    return [c for c in COMMANDS if not c.draws or shutil.which("dot")]
+
+
+class CommandFailed(Exception):
+    """A dlc command exited with a status other than 0; the message has the command line and its output."""
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process (``process_time``: os.times counts in 10 ms ticks) and its finished children
-    (``dot``), user + system."""
+    """CPU seconds of this process (``process_time``: finer than os.times' 10 ms ticks) and of its finished
+    children (``dot``), user + system."""
     children = os.times()
     return time.process_time() + children.children_user + children.children_system
 
 
 @contextlib.contextmanager
-def large_spec_limits() -> Iterator[None]:
-    """:data:`LIMITS_ENV` in the environment (where not set already) for the duration of the block."""
-    added = {name: value for name, value in LIMITS_ENV.items() if name not in os.environ}
+def bench_env() -> Iterator[None]:
+    """:data:`BENCH_ENV`'s variables that are not set already, for the duration of the block."""
+    added = {name: value for name, value in BENCH_ENV.items() if name not in os.environ}
     os.environ.update(added)
     try:
         yield
@@ -121,30 +148,23 @@ def large_spec_limits() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-@contextlib.contextmanager
-def captured() -> Iterator[io.StringIO]:
-    """stdout and stderr into one buffer (the commands print the module, the summary, messages)."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        yield buffer
-
-
 def run_once(command: Command, spec: Path, workdir: Path) -> float:
-    """CPU seconds of one run of ``command`` on ``spec``; a failing command is a RuntimeError with its output."""
+    """CPU seconds of one run of ``command`` on ``spec``; a failure is a :class:`CommandFailed`."""
     argv = command.args(spec, workdir / spec.stem)
-    with captured() as output:
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         start = cpu_seconds()
         status = dlc_main(argv)
         elapsed = cpu_seconds() - start
     if status != 0:
-        raise RuntimeError(f"dlc {' '.join(argv)} exited {status}:\n{output.getvalue()[-2000:]}")
+        last = output.getvalue().strip().splitlines()[-1:] or [""]
+        raise CommandFailed(f"dlc {command.name} {spec.name} exited {status}: {last[0][:300]}")
     return elapsed
 
 
 def best_time(command: Command, spec: Path, workdir: Path, repeat: int) -> float:
-    """The minimum of ``repeat`` timed runs, after one untimed warm-up run."""
-    run_once(command, spec, workdir)
-    return min(run_once(command, spec, workdir) for _ in range(repeat))
+    """The minimum of ``repeat`` timed runs (one for a drawing)."""
+    return min(run_once(command, spec, workdir) for _ in range(1 if command.draws else repeat))
 
 
 def write_specs(shape: str, sizes: Sequence[int], folder: Path) -> dict[int, Path]:
@@ -156,45 +176,36 @@ def write_specs(shape: str, sizes: Sequence[int], folder: Path) -> dict[int, Pat
     return paths
 
 
-def exponent(t_small: float, t_large: float, n_small: int, n_large: int) -> float:
-    """The power k with ``t_large / t_small = (n_large / n_small) ** k``."""
-    return math.log(max(t_large, 1e-9) / max(t_small, 1e-9)) / math.log(n_large / n_small)
-
-
 @dataclass(frozen=True)
 class Timing:
-    """One shape and command, timed at two sizes."""
+    """One shape and command at two sizes: CPU seconds, or None where the command failed (``note`` says why)."""
 
     shape: str
     command: str
-    small: float
-    large: float
+    sizes: tuple[int, int]
+    small: float | None
+    large: float | None
+    note: str = ""
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
         """How many times longer the large spec took."""
+        if self.small is None or self.large is None:
+            return None
         return self.large / max(self.small, 1e-9)
 
+    @property
+    def exponent(self) -> float | None:
+        """The power k with ``t_large / t_small = (n_large / n_small) ** k``."""
+        ratio = self.ratio
+        return None if ratio is None else math.log(max(ratio, 1e-9)) / math.log(self.sizes[1] / self.sizes[0])
 
-def measure(shapes: Sequence[str], commands: Sequence[Command], sizes: tuple[int, int], repeat: int,
-            progress: Callable[[Timing], None] = lambda t: None) -> list[Timing]:
-    """Time every command on every shape at both sizes (in a temporary folder, removed afterwards)."""
-    timings = []
-    with tempfile.TemporaryDirectory(prefix="dlc-scaling-") as tmp, large_spec_limits():
-        folder = Path(tmp)
-        for shape in shapes:
-            specs = write_specs(shape, sizes, folder)
-            for command in commands:
-                small, large = (best_time(command, specs[n], folder, repeat) for n in sizes)
-                timings.append(Timing(shape, command.name, small, large))
-                progress(timings[-1])
-    return timings
-
-
-def table_row(t: Timing, sizes: tuple[int, int]) -> str:
-    """One Markdown row: shape, command, both times, ratio, exponent."""
-    k = exponent(t.small, t.large, *sizes)
-    return f"| {t.shape} | `{t.command}` | {t.small:.3f} | {t.large:.3f} | {t.ratio:.1f}× | {k:.2f} |"
+    def row(self) -> str:
+        """This timing as a row of :func:`table_header`'s Markdown table."""
+        def cell(v: float | None, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+        return (f"| {self.shape} | `{self.command}` | {cell(self.small, '.3f')} | {cell(self.large, '.3f')} | "
+                f"{cell(self.ratio, '.1f')}{'' if self.ratio is None else '×'} | {cell(self.exponent, '.2f')} |")
 
 
 def table_header(sizes: tuple[int, int]) -> str:
@@ -204,11 +215,43 @@ def table_header(sizes: tuple[int, int]) -> str:
             "| --- | --- | ---: | ---: | ---: | ---: |")
 
 
+def time_pair(shape: str, command: Command, specs: dict[int, Path], workdir: Path, repeat: int) -> Timing:
+    """``command`` on the small and the large spec of ``shape``; a failure is kept as a note."""
+    sizes = (min(specs), max(specs))
+    times: list[float | None] = []
+    note = ""
+    for n in sizes:
+        try:
+            times.append(best_time(command, specs[n], workdir, repeat))
+        except CommandFailed as exc:
+            times.append(None)
+            note = str(exc)
+    return Timing(shape, command.name, sizes, times[0], times[1], note)
+
+
+def measure(shapes: Sequence[str], commands: Sequence[Command], sizes: tuple[int, int], repeat: int,
+            progress: Callable[[Timing], None] = lambda t: None) -> list[Timing]:
+    """Time every command on every shape at both sizes, in a temporary folder (removed afterwards)."""
+    timings = []
+    with tempfile.TemporaryDirectory(prefix="dlc-scaling-") as tmp, bench_env():
+        folder = Path(tmp)
+        for shape in shapes:
+            specs = write_specs(shape, sizes, folder)
+            for command in commands:
+                if not command.draws:  # the warm-up: imports, lark's parser
+                    with contextlib.suppress(CommandFailed):
+                        run_once(command, specs[sizes[0]], folder)
+                timings.append(time_pair(shape, command, specs, folder, repeat))
+                progress(timings[-1])
+    return timings
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="two layer counts (default: 1000,8000)")
-    p.add_argument("--shapes", default=",".join(SHAPES), help=f"a subset of {','.join(SHAPES)}")
+    p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"a subset of {','.join(SHAPES)} (default: "
+                                                                      f"{','.join(DEFAULT_SHAPES)})")
     p.add_argument("--commands", help="command names, comma-separated (default: every one this machine can run: "
                                       + ", ".join(c.name for c in COMMANDS) + ")")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement; the minimum is kept")
@@ -219,7 +262,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the table (or write the specs); 2 for a bad command line."""
     args = parse_args(argv)
-    sizes_list = [int(s) for s in args.sizes.split(",")]
+    sizes_list = [int(s) for s in args.sizes.split(",") if s.strip().isdigit()]
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     by_name = {c.name: c for c in available_commands()}
     names = [s.strip() for s in args.commands.split(",")] if args.commands else list(by_name)
@@ -239,11 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in write_specs(shape, sizes, args.write_specs).values():
                 print(path)
         return 0
-    print(f"CPU seconds, minimum of {args.repeat} runs after a warm-up; exponent = log(ratio) / "
-          f"log({sizes[1]:,} / {sizes[0]:,})\n")
+    print(f"CPU seconds, the minimum of {args.repeat} runs (.svg: one run, mostly Graphviz's dot); "
+          f"exponent = log(ratio) / log({sizes[1]:,} / {sizes[0]:,})\n")
     print(table_header(sizes), flush=True)
-    measure(shapes, [by_name[n] for n in names], sizes, args.repeat,
-            progress=lambda t: print(table_row(t, sizes), flush=True))
+    timings = measure(shapes, [by_name[n] for n in names], sizes, args.repeat,
+                      progress=lambda t: print(t.row(), flush=True))
+    notes = [f"- {t.shape} `{t.command}`: {t.note}" for t in timings if t.note]
+    if notes:
+        print("\nNotes:\n\n" + "\n".join(notes))
     return 0
 
 
