@@ -28,16 +28,21 @@ already (``DLC_MAX_TOKENS``, and ``DLC_DOT_SECONDS`` so that a drawing Graphviz 
     python benchmarks/scaling.py                      # 1,000 and 8,000 layers: pipe, residual, wide
     python benchmarks/scaling.py --sizes 500,4000 --shapes wide,kernels --commands check,"compile --fuse"
     python benchmarks/scaling.py --write-specs DIR    # only write the specs (for cProfile, say)
+    python benchmarks/scaling.py --record docs/benchmarks.md   # append the results, dated, with the machine
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import io
 import math
 import os
+import platform
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from dlc import __version__ as dlc_version
 from dlc.cli import main as dlc_main
 
 SIZES = (1000, 8000)
@@ -157,8 +163,9 @@ def run_once(command: Command, spec: Path, workdir: Path) -> float:
         status = dlc_main(argv)
         elapsed = cpu_seconds() - start
     if status != 0:
-        last = output.getvalue().strip().splitlines()[-1:] or [""]
-        raise CommandFailed(f"dlc {command.name} {spec.name} exited {status}: {last[0][:300]}")
+        last = (output.getvalue().strip().splitlines()[-1:] or [""])[0]
+        first_sentence = last.split(". ")[0][:300]  # the rest names temporary files
+        raise CommandFailed(f"dlc {command.name} {spec.name} exited {status}: {first_sentence}")
     return elapsed
 
 
@@ -246,6 +253,50 @@ def measure(shapes: Sequence[str], commands: Sequence[Command], sizes: tuple[int
     return timings
 
 
+def machine() -> str:
+    """The CPU model and its logical core count."""
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} logical cores"
+
+
+def graphviz_version() -> str:
+    """What ``dot -V`` says (the .svg rows are mostly its time), or that it is missing."""
+    try:
+        return subprocess.run(["dot", "-V"], capture_output=True, text=True, timeout=30).stderr.strip() or "dot"
+    except (OSError, subprocess.SubprocessError):
+        return "no Graphviz"
+
+
+def git_revision() -> str:
+    """The checkout's commit, with ``+changes`` when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+changes" if dirty else "")
+
+
+def record(file: Path, body: str, argv: Sequence[str]) -> None:
+    """Append one dated section with the machine, versions, commit, command line and ``body`` to ``file``."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"## {now}: scaling, {machine()}\n\n"
+              f"- versions: dlc {dlc_version}, Python {platform.python_version()}, {graphviz_version()}\n"
+              f"- commit: {git_revision()}\n"
+              f"- command: `python benchmarks/scaling.py {shlex.join(argv)}`".rstrip() + "\n")
+    prefix = "" if file.exists() else "# Benchmarks\n"
+    with file.open("a", encoding="utf-8") as f:
+        f.write(f"{prefix}\n{header}\n{body}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -256,11 +307,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                       + ", ".join(c.name for c in COMMANDS) + ")")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per measurement; the minimum is kept")
     p.add_argument("--write-specs", type=Path, metavar="DIR", help="write the specs to DIR and stop")
+    p.add_argument("--record", type=Path, metavar="FILE", help="append the results to FILE (Markdown)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the table (or write the specs); 2 for a bad command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     sizes_list = [int(s) for s in args.sizes.split(",") if s.strip().isdigit()]
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
@@ -282,14 +335,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in write_specs(shape, sizes, args.write_specs).values():
                 print(path)
         return 0
-    print(f"CPU seconds, the minimum of {args.repeat} runs (.svg: one run, mostly Graphviz's dot); "
-          f"exponent = log(ratio) / log({sizes[1]:,} / {sizes[0]:,})\n")
-    print(table_header(sizes), flush=True)
+    intro = (f"CPU seconds, the minimum of {args.repeat} runs (.svg: one run, mostly Graphviz's dot); "
+             f"exponent = log(ratio) / log({sizes[1]:,} / {sizes[0]:,}).\n\n{table_header(sizes)}\n")
+    print(intro, end="", flush=True)
     timings = measure(shapes, [by_name[n] for n in names], sizes, args.repeat,
                       progress=lambda t: print(t.row(), flush=True))
     notes = [f"- {t.shape} `{t.command}`: {t.note}" for t in timings if t.note]
-    if notes:
-        print("\nNotes:\n\n" + "\n".join(notes))
+    tail = "\nNotes:\n\n" + "\n".join(notes) + "\n" if notes else ""
+    print(tail, end="")
+    if args.record:
+        record(args.record, intro + "".join(t.row() + "\n" for t in timings) + tail, argv)
+        print(f"recorded in {args.record}", file=sys.stderr)
     return 0
 
 
