@@ -46,9 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from dlc import __version__ as dlc_version
 from dlc.cli import main as dlc_main
@@ -267,7 +267,8 @@ def machine() -> str:
 def graphviz_version() -> str:
     """What ``dot -V`` says (the .svg rows are mostly its time), or that it is missing."""
     try:
-        return subprocess.run(["dot", "-V"], capture_output=True, text=True, timeout=30).stderr.strip() or "dot"
+        done = subprocess.run(["dot", "-V"], capture_output=True, text=True, timeout=30, check=False)
+        return done.stderr.strip() or "dot"
     except (OSError, subprocess.SubprocessError):
         return "no Graphviz"
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Iterator
+from collections.abc import Iterator
 
 # (young allocations, young collections per middle one, middle collections per full one)
 THRESHOLDS = (50_000, 20, 100)
