@@ -20,7 +20,6 @@ elaborates a block instance's body through :class:`~.lowering.Bodies` (the :clas
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from dlc.compiler.binding import Binder
@@ -208,12 +207,30 @@ def _name_spans(names: tuple[str, ...], span: Span, skip: int = 0) -> list[Span]
     text = SOURCES.line(span.file, span.line) or ""
     out, col = [], span.col - 1 + skip
     for n in names:
-        m = re.compile(rf"(?<!\w){re.escape(n)}(?!\w)").search(text, col)
-        if m is None:
+        start = _find_word(text, n, col)
+        if start < 0:
             return [span] * len(names)
-        out.append(Span(span.file, span.line, m.start() + 1, span.line, m.end() + 1))
-        col = m.end()
+        col = start + len(n)
+        out.append(Span(span.file, span.line, start + 1, span.line, col + 1))
     return out
+
+
+def _find_word(text: str, word: str, start: int) -> int:
+    """Where ``word`` first occurs in ``text`` from ``start`` as a whole word (no word character on either side),
+    or -1. A search, not a regex per name: compiling one took 25 us, and past 512 names re's cache no longer held
+    them (0.1 s of a 4,000-branch concat's compile)."""
+    i = text.find(word, start)
+    while i >= 0:
+        end = i + len(word)
+        if not _word_char(text[i - 1:i]) and not _word_char(text[end:end + 1]):
+            return i
+        i = text.find(word, i + 1)
+    return -1
+
+
+def _word_char(c: str) -> bool:
+    """Whether ``c`` (one character, or empty at either end of the line) is what ``\\w`` matches."""
+    return c.isalnum() or c == "_"
 
 
 def elaborate(program: Program, network: str | None = None, overrides: dict[str, Any] | None = None) -> Graph:

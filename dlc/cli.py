@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 import yaml
 
 from dlc import __version__
+from dlc.collector import fewer_collections
 from dlc.diagnostics import MAX_MESSAGE, DlcError, display, render
 from dlc.files import FileProblem, OutputRefused, check_regular, tracking_inputs, write_output
 
@@ -310,7 +311,8 @@ def _drop(stream: Any) -> None:
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
-        with tracking_inputs():  # so that no output replaces a file this command read
+        # tracking: so that no output replaces a file this command read; fewer collections: see dlc/collector.py
+        with tracking_inputs(), fewer_collections():
             return args.func(args)
     except DlcError as err:
         _report(render(err))

@@ -59,6 +59,7 @@ class Namer:
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
         self._suffixes: dict[str, _Suffixes] = {}
+        self._temps_from: dict[str, int] = {}  # base -> the first number whose name was never a temporary
 
     def _until(self, name: str) -> int:
         """The last step at which the value bound to ``name`` is read."""
@@ -101,7 +102,12 @@ class Namer:
 
     def temp(self, hint: str, step: int) -> str:
         base = self.module.preferred(hint)
-        name, k = base, 0
+        # a temporary's name is never reused, so the scan starts past the run of them at the front: from 0, a
+        # chain of thousands of bidirectional layers (temporaries fwd, fwd_1, ...) was quadratic
+        k = self._temps_from.get(base, 0)
+        while (name := base if k == 0 else f"{base}_{k}") in self.temp_until:
+            k += 1
+        self._temps_from[base] = k
         while not self._free(name, step) or name in self.temp_until:
             k += 1
             name = f"{base}_{k}"

@@ -41,6 +41,7 @@ class FusedEmitter:
         self.plan = fusion_plan(g, recurrent=recurrent)
         self.kernels: dict[tuple, KernelSpec] = {}
         self.names: set[str] = {g.name}
+        self.last_number: dict[str, int] = {}  # kernel base name -> the number its last kernel got
         self.sections: set[str] = {"core"}
         self.recurrent = False
 
@@ -101,17 +102,20 @@ class FusedEmitter:
             # the other names in the fused_ prefix: earlier kernels and their functions, and the network's
             # class (the spec names every other class, variable and argument away from the prefix)
             base = KERNEL_PREFIX + spec.base_name()
-            name, k = base, 1
+            # names are never given back, so the scan resumes where the last one of this base stopped (from 1
+            # every time, thousands of distinct kernels of one base were quadratic)
+            k = self.last_number.get(base, 1)
+            name = base if k == 1 else f"{base}_{k}"
             while any(n in self.names for n in _kernel_names(name)):
                 k += 1
                 name = f"{base}_{k}"
+            self.last_number[base] = k
             spec.name = name
             self.names.update(_kernel_names(name))
             self.kernels[spec.key()] = spec
             self.sections.add({"linear": "linear", "row": "row", "elementwise": "core"}[spec.kind])
             known = spec
-        if use not in known.uses:
-            known.uses.append(use)
+        known.uses[use] = None  # a dict: a list's `in` made thousands of groups of one kernel quadratic
         return known
 
     def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", body: list[Line]) -> None:

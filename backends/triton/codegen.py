@@ -81,7 +81,7 @@ class KernelSpec:
     call: list[CallArg] = field(default_factory=list)
     dropout: str | None = None  # None | "train" | "always"
     name: str = ""
-    uses: list[str] = field(default_factory=list)  # one line per group that runs this kernel
+    uses: dict[str, None] = field(default_factory=dict)  # one line per group that runs it (an ordered set)
 
     def key(self) -> tuple:
         """Equal for kernels with the same code."""

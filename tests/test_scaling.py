@@ -1,0 +1,126 @@
+"""dlc's commands grow linearly with the size of the spec (issue 9: "linear in the size of the spec").
+
+The slow tests time every command on generated specs of 1,000 and 8,000 layers (benchmarks/scaling.py writes
+and runs them) and require each to take at most 10 times as long on the larger one: linear growth is 8x, a
+quadratic one 64x. Absolute times are never asserted. Each side is the minimum CPU time of a few runs in this
+process, so a busy machine (which only ever adds time) rarely pushes a ratio over; a pair that is over gets more
+runs before it counts. The other tests check that the linear name allocators hand out exactly the names the
+scans they replaced did, and that a command leaves the garbage collector's settings as it found them.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import random
+import sys
+from itertools import chain, count
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from dlc.backends.torch.namespace import Namespace
+from dlc.cli import main as dlc_main
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUND = 10.0
+SIZES = (1000, 8000)
+RUNS, MORE_RUNS = 2, 4
+PREFIXES = ("__", "fused_")  # Namespace's reserved prefixes in the naming test: always `__`, and one given
+
+
+def _load_scaling() -> ModuleType:
+    """benchmarks/scaling.py (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("dlc_bench_scaling", ROOT / "benchmarks" / "scaling.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class body runs
+    spec.loader.exec_module(module)
+    return module
+
+
+scaling = _load_scaling()
+EVERY_COMMAND = [c.name for c in scaling.COMMANDS if not c.draws]
+# shape -> the commands timed on it. The .svg drawing is timed where dlc's automatic view keeps it small (the
+# repeat is rolled): a pipe of 8,000 layers is a column of 4,000 shaded kernel clusters, which takes Graphviz's
+# dot over a minute to lay out, and 4,000 side-by-side branches more than five; dlc's part of those drawings is
+# the `render .dot` row. The last two shapes exercise the name allocators that used to scan: the temporaries
+# of bidirectional layers, and the numbered names of distinct kernels.
+CASES = {
+    "pipe": EVERY_COMMAND,
+    "residual": EVERY_COMMAND + ["render .svg"],
+    "wide": EVERY_COMMAND,
+    "bidirectional": ["compile"],
+    "kernels": ["compile --fuse"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", list(CASES))
+def test_every_command_grows_at_most_10x_from_1000_to_8000_layers(shape: str, tmp_path: Path) -> None:
+    commands = [c for c in scaling.available_commands() if c.name in CASES[shape]]
+    if len(commands) < len(CASES[shape]):
+        pytest.skip("Graphviz's dot is not installed: `render .svg` cannot be timed")
+    timings = []
+    with scaling.bench_env():
+        specs = scaling.write_specs(shape, SIZES, tmp_path)
+        for command in commands:
+            scaling.run_once(command, specs[SIZES[0]], tmp_path)  # warm-up: imports, the parser
+            timing = scaling.time_pair(shape, command, specs, tmp_path, RUNS)
+            if timing.ratio is not None and timing.ratio > BOUND and not command.draws:
+                timing = scaling.time_pair(shape, command, specs, tmp_path, MORE_RUNS)  # noise, or real growth?
+            timings.append(timing)
+    table = scaling.table_header(SIZES) + "\n" + "\n".join(t.row() for t in timings)
+    failed = [t for t in timings if t.ratio is None]
+    assert not failed, f"a command failed: {failed[0].note}\n{table}"
+    slow = [f"`{t.command}`" for t in timings if t.ratio > BOUND]
+    assert not slow, f"{', '.join(slow)} grew more than {BOUND:.0f}x on `{shape}` (CPU seconds):\n{table}"
+
+
+def _scanned(ns: Namespace, names: set[str], base: str) -> str:
+    """What Namespace.fresh handed out before it remembered numbers: the first free of base, stem_2, ... (a
+    numbered name in a reserved prefix gets `v_` in front, as a preferred one does)."""
+    first = ns.preferred(base)
+    stem = first.rstrip("_") or first
+    numbered = (f"{stem}_{k}" for k in count(2))
+    candidates = chain([first], (f"v_{c}" if c.startswith(PREFIXES) else c for c in numbered))
+    return next(c for c in candidates if c not in names and not ns.reserved(c))
+
+
+def test_namespace_numbers_names_as_a_scan_would() -> None:
+    """A random plan of fresh names and claims over colliding bases, reserved names, a reserved prefix and a
+    parent scope that keeps growing: every name equals the one a scan from the start finds."""
+    rng = random.Random(9)
+    parent = Namespace(reserved={"tuple", "list"})
+    ns = Namespace(reserved={"x", "tuple_"}, prefixes=PREFIXES[1:], parent=parent)
+    bases = ["x", "x_", "y", "tuple", "tuple_", "fused_a", "_", "__", "y_2"]
+    names: set[str] = set()
+    for _ in range(3000):
+        roll = rng.random()
+        if roll < 0.1:  # a fixed name claimed here, possibly a numbered one ahead of the counter
+            name = rng.choice(["y_3", "x_7", "tuple_4", "y", "v_fused_a_2"])
+            ns.claim(name)
+            names.add(name)
+        elif roll < 0.15:  # the parent takes a name: the child must avoid it from now on
+            parent.claim(rng.choice(["y_5", "x_9", "tuple_2", "y_2_3"]))
+        else:
+            base = rng.choice(bases)
+            expected = _scanned(ns, names, base)
+            assert ns.fresh(base) == expected
+            names.add(expected)
+    assert {"_", "v___2", "v___3"} <= names  # numbering `_` once looped for ever: `__2`, `__3`, ... are reserved
+
+
+def test_a_command_leaves_the_collector_thresholds_as_it_found_them(tmp_path: Path) -> None:
+    """The CLI raises the thresholds for its own run (dlc/collector.py); a program calling it keeps its own."""
+    spec = tmp_path / "net.dln"
+    spec.write_text("network N {\n    input x: [4]\n    output y = x -> linear(2)\n}\n", encoding="utf-8")
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(1234, 5, 6)
+        assert dlc_main(["check", str(spec)]) == 0
+        assert dlc_main(["check", str(tmp_path / "missing.dln")]) == 2
+        assert gc.get_threshold() == (1234, 5, 6)
+    finally:
+        gc.set_threshold(*before)
