@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+from test_docs import COMPILED as DOC_EXAMPLES
+from test_docs import _files_before
+
 import dlc
 from dlc.backends.torch.layout import layout, signature
 
@@ -52,12 +56,27 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (out / f"{spec.stem}_{variant}.py").write_text(dlc.compile(spec, **options).source, encoding="utf-8")
     for case in CASES:
         (out / f"case_{case.stem}.py").write_text(dlc.compile(case, fuse=True).source, encoding="utf-8")
+    for example in DOC_EXAMPLES:  # the language reference's examples use constructs the bundled specs do not
+        if "error" in example.directives:
+            continue
+        work = tmp_path_factory.mktemp(f"doc{example.line}")
+        for name, text in _files_before(example).items():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).write_text(text, encoding="utf-8")
+        (work / "net.dln").write_text(example.text, encoding="utf-8")
+        params = yaml.safe_load(example.directives["params"]) if "params" in example.directives else {}
+        for variant, options in VARIANTS.items():
+            source = dlc.compile(work / "net.dln", **params, **options).source
+            (out / f"doc{example.line}_{variant}.py").write_text(source, encoding="utf-8")
     return out
+
+
+DOC_COMPILED = [e for e in DOC_EXAMPLES if "error" not in e.directives]
 
 
 def test_every_variant_is_checked(generated: Path):
     files = list(generated.glob("*.py"))
-    assert len(files) == len(SPECS) * len(VARIANTS) + len(CASES)
+    assert len(files) == (len(SPECS) + len(DOC_COMPILED)) * len(VARIANTS) + len(CASES)
     text = "\n".join(f.read_text(encoding="utf-8") for f in files)
     # the embedded runtimes and helpers are among what is checked
     for name in ("recurrent_forward", "RowKernel", "LinearKernel", "batchnorm_affine", "folded_batchnorm"):
