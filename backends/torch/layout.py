@@ -17,6 +17,8 @@ call, a chain of calls and subscripts, a list or tuple, or an arithmetic express
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 LINE_LENGTH = 120
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 # Binary operators as the backend writes them (spaced), lowest priority first.
@@ -29,18 +31,8 @@ def _scan(code: str) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, 
     commas: list[int] = []
     ops: list[tuple[int, str]] = []
     stack: list[int] = []
-    quote = ""
-    i = 0
-    while i < len(code):
-        ch = code[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch in _OPEN:
+    for i, ch in _outside_strings(code):
+        if ch in _OPEN:
             stack.append(i)
         elif ch in ")]}":
             start = stack.pop()
@@ -55,8 +47,25 @@ def _scan(code: str) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, 
                     if op is not None:
                         ops.append((i, op))
                         break
-        i += 1
     return pairs, commas, ops
+
+
+def _outside_strings(code: str) -> Iterator[tuple[int, str]]:
+    """The characters of ``code`` (with their index) that are not inside a string literal."""
+    quote = ""
+    escaped = False
+    for i, ch in enumerate(code):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        else:
+            yield i, ch
 
 
 def _operator_parts(code: str, ops: list[tuple[int, str]]) -> list[str]:
@@ -153,20 +162,9 @@ def _expression(head: str, code: str, tail: str, indent: int) -> list[str]:
 
 def _own_comment(code: str) -> tuple[str, str | None]:
     """``code`` without the comment it ends with (``y = f(x)  # every time step``), and that comment."""
-    quote = ""
-    i = 0
-    while i < len(code):
-        ch = code[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
+    for i, ch in _outside_strings(code):
+        if ch == "#":
             return code[:i].rstrip(), code[i + 1 :].strip()
-        i += 1
     return code, None
 
 
