@@ -18,7 +18,7 @@ import pytest
 import dlc
 from dlc.backends.graphviz import FAMILY_COLOURS
 from dlc.compiler.ops.kernel import Anchor, Attention, ChannelAffine, Elementwise, Recurrent, Row
-from dlc.compiler.ops.pytorch import Ctx, Var
+from dlc.compiler.ops.pytorch import Ctx, Filled, Var, code_names
 from dlc.compiler.ops.registry import op_of, registered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,3 +200,14 @@ def test_the_name_check_sees_the_forms_it_forbids():
           'x = v.op.name != "linear"\ny = inner["op"] == "lstm"\n' \
           'if e.op == "+": pass\nif s.kind == "linear": pass\nif op.draw == "input": pass\n'
     assert [line for line, _ in name_decisions(bad)] == [1, 2, 3, 4, 5]
+
+
+def test_statements_say_which_names_they_read():
+    """The emitter imports and embeds what a statement's templates and code values read, not what a parse of the
+    written text finds: names after a dot, in strings and in comments are not read."""
+    inner = Filled("merge_directions({seq}, {merge})", {"seq": Var("seq"), "merge": "torch"})
+    stmt = Filled("{y} = torch.cat([{x}, {z}], dim=1)  # F is not read here", {
+        "y": Var("y"), "x": inner, "z": Var("nn.Identity()(w)")})
+    assert stmt.names() == {"y", "torch", "merge_directions", "seq", "nn", "w", "dim"}
+    assert code_names("self.training") == {"self"}
+    assert code_names('F.relu(x, "nn") + 1e-5') == {"F", "x"}

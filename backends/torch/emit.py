@@ -145,13 +145,12 @@ class ModuleEmitter:
 
     # ---- structure -----------------------------------------------------------------------------
 
-    def _record(self, code: str, mode: str = "exec") -> None:
-        """Record the module-level names (imports, helpers) that ``code``, written by an op's facet, reads.
-
-        Most lines name none of them: those are not parsed (a name the text does not contain, it cannot read).
-        """
-        if any(name in code for name in _MODULE_NAMES):
-            self.used |= names_read(code, mode) & _MODULE_NAMES
+    def _record(self, code: Filled | str) -> None:
+        """Record the module-level names (imports, helpers) that ``code``, an op facet's statement, reads: its
+        templates say which (:meth:`Filled.names`). The fused backend's own lines (``str``) read only names of
+        the kernel section, which it records itself."""
+        if isinstance(code, Filled):
+            self.used |= code.names() & _MODULE_NAMES
 
     def _steps(self, nodes: list[Node], depth: int) -> list[tuple[Scope | None, list[Node]]]:
         """Split an instance's nodes into direct nodes and contiguous calls of child instances."""
@@ -170,7 +169,8 @@ class ModuleEmitter:
     def _module_init(self, node: Node, in_sequential: bool = False) -> Filled:
         ins = [self.g.types[v] for v in node.inputs]
         expr = op_of(node.op).torch.constructor(node.attrs, ins, list(node.types), in_sequential, node.in_place)
-        self._record(expr.text(), "eval")  # written now, so a value it cannot write is reported at the node
+        expr.text()  # written now, so a value it cannot write is reported at the node
+        self._record(expr)
         return expr
 
     def _child_init(self, child: Scope, nodes: list[Node], depth: int) -> Code:
@@ -272,7 +272,9 @@ class ModuleEmitter:
         else:
             lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)
         for j, code in enumerate(lines):
-            self._record(code.text() if isinstance(code, Filled) else code)
+            if isinstance(code, Filled):
+                code.text()  # written now, so a value it cannot write is reported at the node
+            self._record(code)
             body.append(Line(code, where if j == 0 else None))
 
     @_at_node

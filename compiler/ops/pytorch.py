@@ -185,6 +185,22 @@ class Filled:
         object.__setattr__(self, "_text", text)  # frozen: the cache is set past the dataclass's guard
         return text
 
+    def names(self) -> frozenset[str]:
+        """The top-level names this code reads (``nn``, ``F``, ``torch``, a helper such as ``merge_directions``):
+        those its template's own text reads, and those of the code in its values. Templates and code values are
+        facet text, each read once (:func:`code_names`); the generated text is never re-read."""
+        found = set(code_names("".join(before for before, _ in _pieces(self.template))))
+        todo = list(self.values.values())
+        while todo:
+            v = todo.pop()
+            if isinstance(v, Filled):
+                found |= v.names()
+            elif isinstance(v, Var):
+                found |= code_names(v)
+            elif isinstance(v, (list, tuple)):
+                todo.extend(v)
+        return frozenset(found)
+
     def _write(self) -> str:
         out = []
         for before, hole in _pieces(self.template):
@@ -200,6 +216,37 @@ class Filled:
             else:
                 out.append(_value_text(v))
         return "".join(out)
+
+
+@functools.cache
+def code_names(code: str) -> frozenset[str]:
+    """The names a piece of facet code reads at the top level: each identifier not after a dot, outside string
+    literals and comments (``nn`` and ``F`` in ``nn.ReLU(inplace=True)``; ``inplace`` is read too, which is
+    harmless: callers keep only the module-level names they know)."""
+    names: set[str] = set()
+    quote, escaped, word, after_dot = "", False, "", False
+    for ch in code + " ":
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch.isalnum() or ch == "_":
+            word += ch
+            continue
+        if word and not after_dot and not word[0].isdigit():
+            names.add(word)
+        word = ""
+        if ch == "#":
+            break
+        if ch in "\"'":
+            quote = ch
+        if not ch.isspace():
+            after_dot = ch == "."
+    return frozenset(names)
 
 
 def variables(names: Sequence[str]) -> tuple[Var, ...]:
