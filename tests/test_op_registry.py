@@ -184,7 +184,7 @@ def name_decisions(source: str) -> list[tuple[int, str]]:
 
 def test_no_backend_or_pass_decides_by_an_op_name():
     found = {}
-    for folder in ("backends", "compiler"):
+    for folder in ("backends", "compiler", "dlc"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             if rel.startswith("compiler/ops/"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlc.compiler.ir import Scope
+from dlc.compiler.ir import Node, Scope
 from dlc.compiler.ops.pytorch import Filled, safe_text
 from dlc.diagnostics import Span
 
@@ -84,3 +84,10 @@ def result_hints(hint: str | None, n: int) -> list[str]:
     if len(parts) == n:
         return parts
     return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
+
+
+def folded_call(node: Node, x: str) -> str:
+    """The call running ``node`` with the batchnorm folded into it (``folded_batchnorm``, a runtime helper the
+    caller records as used) on ``x``."""
+    assert node.fold is not None
+    return f"folded_batchnorm(self.{node.name}, self.{node.fold.name}, {x})"

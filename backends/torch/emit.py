@@ -18,7 +18,8 @@ from typing import Any, Callable, TypeVar
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.torch.classes import ChildCall, ClassDef, Code, Instance, Line, location, result_hints
+from dlc.backends.torch.classes import (ChildCall, ClassDef, Code, Instance, Line, folded_call, location,
+                                        result_hints)
 from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
@@ -258,7 +259,7 @@ class ModuleEmitter:
             if self.fused.absorbed(node):
                 return  # its work happens in its group's kernel, called at the group's last node
             if self.fused.kernel_group(node) is not None:
-                self.fused.emit_group(self, node, step, namer, body)
+                self.fused.emit_group(node, step, namer, body, self.used)
                 return
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
@@ -268,7 +269,8 @@ class ModuleEmitter:
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
         elif node.fold is not None:
-            lines = [assign(outs[:1], Var(self.folded_call(node, args[0])))]
+            self.used.add("folded_batchnorm")
+            lines = [assign(outs[:1], Var(folded_call(node, args[0])))]
         else:
             lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)
         for j, code in enumerate(lines):
@@ -288,11 +290,6 @@ class ModuleEmitter:
         init.text()  # written now, so a value it cannot write is reported at the node
         where = f"{location(node.span.file, node.span.line)} (folded into {node.name} in eval mode)"
         return [Line(init, where, attr=fold.name)]
-
-    def folded_call(self, node: Node, x: str) -> str:
-        self.used.add("folded_batchnorm")
-        assert node.fold is not None
-        return f"folded_batchnorm(self.{node.name}, self.{node.fold.name}, {x})"
 
     def _call(self, child: Scope, nodes: list[Node], depth: int, step: int, namer: Namer, init: list[Line],
               body: list[Line], declared: set[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlc.backends.torch.classes import Line, location, result_hints
+from dlc.backends.torch.classes import Line, folded_call, location, result_hints
 from dlc.backends.triton.codegen import AffineArg, BiasArg, KernelSpec, RowWeightsArg, Source, ValueArg, kernel_for
 from dlc.backends.triton.runtime import runtime_section
 from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
@@ -24,7 +24,7 @@ from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
 if TYPE_CHECKING:
-    from dlc.backends.torch.emit import ModuleEmitter, Namer
+    from dlc.backends.torch.emit import Namer
     from dlc.compiler.ops.pytorch import Ctx
 
 KERNEL_GROUPS = ("anchor", "elementwise", "row")
@@ -118,7 +118,9 @@ class FusedEmitter:
         known.uses[use] = None  # a dict: a list's `in` made thousands of groups of one kernel quadratic
         return known
 
-    def emit_group(self, em: "ModuleEmitter", last: Node, step: int, namer: "Namer", body: list[Line]) -> None:
+    def emit_group(self, last: Node, step: int, namer: "Namer", body: list[Line], used: set[str]) -> None:
+        """The call of ``last``'s group kernel (and of its anchor, when that runs in PyTorch) into ``body``;
+        module-level names the lines read go into ``used``."""
         grp = self.kernel_group(last)
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
@@ -141,7 +143,8 @@ class FusedEmitter:
             x = namer.names[head.inputs[0]]
             in_kernel = any(isinstance(a, BiasArg) for a in local.call)
             if head.fold is not None:
-                call = em.folded_call(head, x)
+                used.add("folded_batchnorm")
+                call = folded_call(head, x)
             elif in_kernel:
                 self.sections.add("conv")
                 call = f"conv_without_bias(self.{head.name}, {x})"
