@@ -12,7 +12,7 @@ import pytest
 from dlc.compiler import fusion
 from dlc.backends.graphviz import FUSION_FILL, to_dot
 from dlc.backends.summary import summarize
-from dlc.backends.triton.codegen import AffineArg, BiasArg, RowWeightsArg, ValueArg, kernel_for
+from dlc.backends.triton.spec import AffineArg, BiasArg, RowWeightsArg, ValueArg, kernel_for
 from dlc.cli import main
 from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import BlockCall, FoldedNorm, Graph, print_graph

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlc.backends.torch.classes import Line, folded_call, location, result_hints
-from dlc.backends.triton.codegen import AffineArg, BiasArg, KernelSpec, RowWeightsArg, Source, ValueArg, kernel_for
+from dlc.backends.triton.codegen import Source
+from dlc.backends.triton.spec import AffineArg, BiasArg, KernelSpec, RowWeightsArg, ValueArg, kernel_for
 from dlc.backends.triton.runtime import runtime_section
 from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
 from dlc.compiler.ir import Graph, Node

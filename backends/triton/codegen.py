@@ -1,231 +1,18 @@
-"""Fusion groups of the IR -> Triton kernel source.
-
-``kernel_for(g, group)`` describes the kernel a group needs (:class:`KernelSpec`: its inputs,
-the chain of ops, and how the generated module calls it); ``KernelSpec.source`` writes the
-forward and backward ``@jit`` functions, the PyTorch reference and the runtime object tying them
-together. Kernels are shape-generic within a rank, so groups that compute the same chain on the
-same kinds of inputs (every BasicBlock's conv-bn-relu) share one kernel.
+"""Kernel source: a :class:`~dlc.backends.triton.spec.KernelSpec` (what a fusion group computes, see
+:mod:`dlc.backends.triton.spec`) -> the forward and backward ``@jit`` functions, the PyTorch reference and
+the runtime object tying them together (:class:`Source`).
 """
 
 from __future__ import annotations
 
 import ast
 import textwrap
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from dlc.backends.triton.ops import AFFINE, BIAS, INTERNAL
-from dlc.compiler.fusion import FusionGroup
-from dlc.compiler.ir import Graph, Node
-from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Row
-from dlc.compiler.ops.pytorch import Var, safe_text
+from dlc.backends.triton.ops import INTERNAL
+from dlc.backends.triton.spec import KernelSpec, Step, elementwise_kernel
+from dlc.compiler.ops.kernel import Row
+from dlc.compiler.ops.pytorch import Var
 from dlc.compiler.ops.registry import op_of
-from dlc.compiler.types import TensorType
-
-
-@dataclass(frozen=True)
-class Step:
-    """One op of a chain: ``out = op(args)``; ``note`` says which IR node it comes from."""
-
-    op: str
-    attrs: tuple[tuple[str, Any], ...]
-    args: tuple[str, ...]
-    out: str
-    note: str = field(compare=False, default="")
-
-
-@dataclass(frozen=True)
-class ValueArg:
-    """A kernel input the generated forward passes as it is: the IR value ``value``."""
-
-    value: int
-
-
-@dataclass(frozen=True)
-class BiasArg:
-    """The anchor's (node ``node``) bias, viewed to broadcast over its output."""
-
-    node: int
-
-
-@dataclass(frozen=True)
-class AffineArg:
-    """A batchnorm's (node ``node``) scale and shift, from the statistics of the value ``value``: two kernel
-    inputs."""
-
-    value: int
-    node: int
-
-
-@dataclass(frozen=True)
-class RowWeightsArg:
-    """A row op's (node ``node``, a layernorm) weight and bias: two kernel inputs."""
-
-    node: int
-
-
-# How the generated forward passes one kernel input (or two: an affine map's and a row op's second input).
-CallArg = ValueArg | BiasArg | AffineArg | RowWeightsArg
-
-
-@dataclass
-class KernelSpec:
-    kind: str  # elementwise | linear | row
-    rank: int  # rank of the output with the batch axis
-    full: tuple[bool, ...]  # per kernel input: has the output's shape
-    params: tuple[bool, ...]  # per kernel input: made from parameters (does not set the result's dtype)
-    pre: tuple[Step, ...]  # the chain (elementwise), the prologue (row), the epilogue (linear)
-    row: Step | None = None
-    post: tuple[Step, ...] = ()
-    call: list[CallArg] = field(default_factory=list)
-    dropout: str | None = None  # None | "train" | "always"
-    name: str = ""
-    uses: dict[str, None] = field(default_factory=dict)  # one line per group that runs it (an ordered set)
-
-    def key(self) -> tuple:
-        """Equal for kernels with the same code."""
-        return (self.kind, self.rank, self.full, self.params, self.pre, self.row, self.post, self.dropout)
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.full)
-
-    def base_name(self) -> str:
-        ops = [s.op for s in self.pre + ((self.row,) if self.row else ()) + self.post]
-        if self.kind == "linear" and ops[0] == BIAS:
-            ops = ops[1:]  # a linear layer's bias goes without saying
-        prefix = "linear_" if self.kind == "linear" else ""
-        words: list[str] = []
-        for op in ops:
-            word = {AFFINE: "bn"}.get(op, op)
-            if not words or words[-1] != word:
-                words.append(word)
-        if len(words) > 4:  # long chains: the comment above the kernel lists every op
-            words = words[:3] + [f"{len(words) - 3}more"]
-        return (prefix + "_".join(words)).rstrip("_")
-
-
-def _note(g: Graph, n: Node) -> str:
-    who = f"{n.name} " if n.name else ""
-    return f"{who}{n.op} ({safe_text(Path(n.span.file).name)}:{n.span.line})"
-
-
-def _attrs(n: Node) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in n.attrs.items() if isinstance(v, (int, float, str, bool, type(None)))))
-
-
-def _elementwise(op: str) -> Elementwise:
-    """The elementwise kernel of a step: a kernel-internal op's, or the IR op's facet."""
-    if op in INTERNAL:
-        return INTERNAL[op].kernel
-    kernel = op_of(op).kernel
-    assert isinstance(kernel, Elementwise), op
-    return kernel
-
-
-def _masked(op: str) -> bool:
-    return op not in INTERNAL and _elementwise(op).mask is not None
-
-
-def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
-    """The kernel a fusion group of kind anchor, elementwise or row runs."""
-    nodes = [g.nodes[i] for i in grp.nodes]
-    out_t = g.types[nodes[-1].outputs[0]]
-    assert isinstance(out_t, TensorType)
-    full: list[bool] = []
-    params: list[bool] = []
-    call: list[CallArg] = []
-    names: dict[int, str] = {}  # IR value -> kernel variable
-
-    def new_input(arg: CallArg, is_full: bool) -> str:
-        call.append(arg)
-        full.append(is_full)
-        params.append(not isinstance(arg, ValueArg))
-        return f"x{len(full) - 1}"
-
-    def second_input() -> str:
-        """The other half of a two-input argument (batchnorm shift, layernorm bias)."""
-        full.append(False)
-        params.append(True)
-        return f"x{len(full) - 1}"
-
-    def value(v: int) -> str:
-        if v not in names:
-            t = g.types[v]
-            names[v] = new_input(ValueArg(v), isinstance(t, TensorType) and t.shape == out_t.shape)
-        return names[v]
-
-    kind = grp.kind
-    steps: list[Step] = []
-    row: Step | None = None
-    post: list[Step] = []
-    dropout: str | None = None
-    counter = 0
-
-    def fresh() -> str:
-        nonlocal counter
-        counter += 1
-        return f"v{counter - 1}"
-
-    cur = ""
-    rest = nodes
-    if kind == "anchor":
-        head = nodes[0]
-        anchor = op_of(head.op).kernel
-        assert isinstance(anchor, Anchor)
-        if anchor.matmul and head.fold is None:
-            kind = "linear"
-            cur = new_input(ValueArg(head.outputs[0]), True)  # the matmul result (z)
-        else:
-            kind = "elementwise"  # the convolution runs in PyTorch (cuDNN); its epilogue is one kernel
-            cur = value(head.outputs[0])  # the convolution's result, materialised without its bias
-        names[head.outputs[0]] = cur
-        # a bias right before a batchnorm stays in the convolution: the batch statistics include it
-        if head.fold is not None:
-            pass  # the folded layer's bias is the batchnorm's shift: it runs inside the folded layer
-        elif head.attrs.get("bias") and not (not anchor.matmul and len(nodes) > 1
-                                             and isinstance(op_of(nodes[1].op).kernel, ChannelAffine)):
-            b = new_input(BiasArg(head.id), False)
-            out = fresh()
-            steps.append(Step(BIAS, (), (cur, b), out, _note(g, head)))
-            cur = out
-        names[head.outputs[0]] = cur
-        rest = nodes[1:]
-    target = steps
-    for n in rest:
-        kernel = op_of(n.op).kernel
-        if isinstance(kernel, Row):
-            x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
-            args: tuple[str, ...] = (x,)
-            if kernel.weights(n.attrs):
-                w = new_input(RowWeightsArg(n.id), False)
-                args = (x, w, second_input())
-            out = fresh()
-            row = Step(n.op, _attrs(n), args, out, _note(g, n))
-            names[n.outputs[0]] = out
-            target = post
-            continue
-        if isinstance(kernel, ChannelAffine):
-            x = names[n.inputs[0]] if n.inputs[0] in names else value(n.inputs[0])
-            src = n.inputs[0]
-            scale = new_input(AffineArg(src, n.id), False)
-            shift = second_input()
-            out = fresh()
-            target.append(Step(AFFINE, (), (x, scale, shift), out, _note(g, n)))
-            names[n.outputs[0]] = out
-            continue
-        args = tuple(names[i] if i in names else value(i) for i in n.inputs)
-        attrs = _attrs(n)
-        assert isinstance(kernel, Elementwise), n.op
-        if kernel.mask is not None:
-            dropout = "always" if kernel.mask.always(n.attrs) else "train"
-            attrs += (("stream", sum(_masked(s.op) for s in steps + post)),)
-        out = fresh()
-        target.append(Step(n.op, attrs, args, out, _note(g, n)))
-        names[n.outputs[0]] = out
-    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(steps), row, tuple(post), call,
-                      dropout)
 
 
 # ---- source ------------------------------------------------------------------------------------
@@ -236,7 +23,7 @@ def _fwd_lines(steps: tuple[Step, ...], offsets: str) -> list[str]:
     for s in steps:
         attrs = dict(s.attrs)
         args = list(s.args)
-        kernel = _elementwise(s.op)
+        kernel = elementwise_kernel(s.op)
         if kernel.mask is not None:
             keep = f"keep{attrs['stream']}"
             p = kernel.mask.p(attrs)
@@ -255,7 +42,7 @@ def _bwd_lines(steps: tuple[Step, ...], grads: dict[str, str]) -> list[str]:
             continue
         attrs = dict(s.attrs)
         args = list(s.args)
-        kernel = _elementwise(s.op)
+        kernel = elementwise_kernel(s.op)
         if kernel.mask is not None:
             args.append(f"keep{attrs['stream']}")
         for arg, expr in zip(args, kernel.grads(attrs, args, s.out, g)):
