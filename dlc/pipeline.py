@@ -9,6 +9,10 @@
 5. ``compiler/passes/manager.py`` verifies the IR and runs the passes of the optimisation level;
 6. ``backends/torch/emit.py`` writes the PyTorch source, which ``cli.py`` writes to the file.
 
+Steps 4 and 6 are each one entry point over a few modules of one job (``elaborate.py`` over expressions,
+binding, lowering, nodes and naming; ``emit.py`` over the classes as data, their sharing and their layout), each
+called from that entry point only, never calling back into it.
+
 Nothing here imports torch or triton: ``dlc compile`` never does.
 """
 
