@@ -11,7 +11,7 @@
 
 Steps 4 and 6 are each one entry point over a few modules of one job (``elaborate.py`` over expressions,
 binding, lowering, nodes and naming; ``emit.py`` over the classes as data, their sharing and their layout), each
-called from that entry point only, never calling back into it.
+none importing the module that imports it (tests/test_pipeline.py checks).
 
 Nothing here imports torch or triton: ``dlc compile`` never does.
 """
