@@ -10,8 +10,8 @@
 6. ``backends/torch/emit.py`` writes the PyTorch source, which ``cli.py`` writes to the file.
 
 Steps 4 and 6 are each one entry point over a few modules of one job (``elaborate.py`` over expressions,
-binding, lowering, nodes and naming; ``emit.py`` over the classes as data, their sharing and their layout), each
-none importing the module that imports it (tests/test_pipeline.py checks).
+binding, lowering, nodes and naming; ``emit.py`` over the classes as data, their sharing and their layout);
+none of them imports the module that imports it (tests/test_pipeline.py checks).
 
 Nothing here imports torch or triton: ``dlc compile`` never does.
 """
