@@ -29,7 +29,8 @@ network Sample {
     input seq: [6, 8]
     input tok: [6] int64
     input v: [10]
-    a = img -> c: conv2d(4, k=3, pad=1) -> bn: batchnorm -> relu -> relu6 -> leaky_relu(0.2) -> elu -> selu
+    a = img -> c: conv2d(4, k=3, pad=1) -> bn: batchnorm -> relu -> relu6 -> hardtanh
+        -> hardswish -> hardsigmoid -> softplus -> softsign -> leaky_relu(0.2) -> elu -> selu
     b = a -> gelu -> silu -> mish -> tanh -> sigmoid -> abs -> scale(2.0) -> shift(1.0) -> dropout(0.1)
     p = b -> maxpool(2) -> avgpool(global) -> flatten -> reshape([2, 2]) -> permute([1, 0]) -> flatten
     q = img -> adaptive_avgpool(3) -> upsample(2) -> ct: conv_transpose2d(2, k=2)

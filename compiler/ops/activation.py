@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from dlc.compiler.ops.kernel import Elementwise, Row, flt
 from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
-from dlc.compiler.ops.registry import Attr as A, OpDef, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import same_float, tensor, want_float, with_values
 
 # SELU's constants (Klambauer et al. 2017), as torch.nn.SELU uses them.
@@ -35,6 +35,67 @@ _activation(
     # the gradient is PyTorch's (hardtanh's): zero at both corners
     Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]}, 0.0), 6.0)",
                 lambda a, x, y, g: [f"tl.where({x[0]} > 0, tl.where({x[0]} < 6.0, {g}, 0.0), 0.0)"]))
+def _hardtanh(attrs, ins):
+    if not attrs["min"] < attrs["max"]:
+        raise ShapeError(f"`hardtanh`: min ({attrs['min']}) must be below max ({attrs['max']})", attr="max",
+                         code="bad-argument")
+    return same_float("hardtanh")(attrs, ins)
+
+
+def _bounds(a, ins, outs) -> dict:
+    return {"min_val": float(a["min"]), "max_val": float(a["max"])}
+
+
+register(OpDef(
+    "hardtanh", (A("min", "float", -1.0), A("max", "float", 1.0)), _hardtanh,
+    torch=Torch(module=Form(lambda a: "nn.Hardtanh()" if (a["min"], a["max"]) == (-1.0, 1.0)
+                            else "nn.Hardtanh({min_val}, {max_val})", _bounds),
+                function=Form("F.hardtanh({x}{,min_val}{,max_val})", _bounds, {"min_val": -1.0, "max_val": 1.0})),
+    # the gradient is PyTorch's: zero at and beyond both corners
+    kernel=Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]}, {flt(a['min'])}), {flt(a['max'])})",
+                       lambda a, x, y, g: [f"tl.where(({x[0]} > {flt(a['min'])}) & ({x[0]} < {flt(a['max'])}), "
+                                           f"{g}, 0.0)"]),
+    family="activation", label=with_values("hardtanh"),
+    doc="Activation: min(max(x, min), max), `hardtanh(min=-1, max=1)`."))
+_activation(
+    "hardswish", (), "x * relu6(x + 3) / 6",
+    Form("nn.Hardswish()"), Form("F.hardswish({x})"),
+    # the gradient is PyTorch's, corners included: 0 up to -3, x / 3 + 1/2 between, 1 from 3 on
+    Elementwise(lambda a, x: f"{x[0]} * tl.minimum(tl.maximum({x[0]} + 3.0, 0.0), 6.0) / 6.0",
+                lambda a, x, y, g: [f"tl.where({x[0]} <= -3.0, 0.0, tl.where({x[0]} < 3.0, "
+                                    f"{g} * ({x[0]} / 3.0 + 0.5), {g}))"]))
+_activation(
+    "hardsigmoid", (), "relu6(x + 3) / 6",
+    Form("nn.Hardsigmoid()"), Form("F.hardsigmoid({x})"),
+    Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]} + 3.0, 0.0), 6.0) / 6.0",
+                lambda a, x, y, g: [f"tl.where(({x[0]} > -3.0) & ({x[0]} < 3.0), {g} / 6.0, 0.0)"]))
+
+
+def _softplus_args(a, ins, outs) -> dict:
+    return {"beta": float(a["beta"]), "threshold": float(a["threshold"])}
+
+
+def _softplus(a, x: list[str]) -> str:
+    bx = f"({x[0]} * {flt(a['beta'])})"
+    return (f"tl.where({bx} > {flt(a['threshold'])}, {x[0]}, "
+            f"(tl.maximum({bx}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({bx})))) / {flt(a['beta'])})")
+
+
+_activation(
+    "softplus", (A("beta", "positive", 1.0), A("threshold", "float", 20.0)),
+    "log(1 + exp(beta * x)) / beta, x where beta * x > threshold",
+    Form(lambda a: "nn.Softplus()" if (a["beta"], a["threshold"]) == (1.0, 20.0)
+         else "nn.Softplus(beta={beta}, threshold={threshold})", _softplus_args),
+    Form("F.softplus({x}{,beta}{,threshold})", _softplus_args, {"beta": 1.0, "threshold": 20.0}),
+    Elementwise(_softplus,
+                lambda a, x, y, g: [f"tl.where({x[0]} * {flt(a['beta'])} > {flt(a['threshold'])}, {g}, "
+                                    f"{g} * tl.sigmoid({x[0]} * {flt(a['beta'])}))"]),
+    label=with_values("softplus"))
+_activation(
+    "softsign", (), "x / (1 + |x|)",
+    Form("nn.Softsign()"), Form("F.softsign({x})"),
+    Elementwise(lambda a, x: f"{x[0]} / (1.0 + tl.abs({x[0]}))",
+                lambda a, x, y, g: [f"{g} / ((1.0 + tl.abs({x[0]})) * (1.0 + tl.abs({x[0]})))"]))
 _activation(
     "leaky_relu", (A("slope", "float", 0.01),), "x if x > 0 else slope * x",
     Form("nn.LeakyReLU({negative_slope})", lambda a, ins, outs: {"negative_slope": a["slope"]}),

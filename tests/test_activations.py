@@ -1,0 +1,76 @@
+"""The activations added after relu6 (hardtanh, hardswish, hardsigmoid, softplus, softsign), each one definition
+in compiler/ops/activation.py: the plain module and the fused Triton kernel (run under the interpreter, see
+conftest.py) against torch.nn's module, forward and backward in float64, on values that include each corner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_kernels_ran, assert_no_kernels
+
+import dlc
+from dlc.diagnostics import DlcError
+
+# op as the spec writes it, the torch.nn module it must equal, its module form when labelled
+CASES = [
+    ("hardtanh", torch.nn.Hardtanh(), "nn.Hardtanh()"),
+    ("hardtanh(min=-2, max=0.5)", torch.nn.Hardtanh(-2.0, 0.5), "nn.Hardtanh(-2.0, 0.5)"),
+    ("hardswish", torch.nn.Hardswish(), "nn.Hardswish()"),
+    ("hardsigmoid", torch.nn.Hardsigmoid(), "nn.Hardsigmoid()"),
+    ("softplus", torch.nn.Softplus(), "nn.Softplus()"),
+    ("softplus(beta=2, threshold=5)", torch.nn.Softplus(2.0, 5.0), "nn.Softplus(beta=2.0, threshold=5.0)"),
+    ("softsign", torch.nn.Softsign(), "nn.Softsign()"),
+]
+# every corner of the functions above (-3, 3, -2, -1, 0, 0.5, 1, the softplus thresholds), values on both sides
+POINTS = [-30.0, -4.0, -3.0, -2.999, -2.0, -1.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 1.0, 2.5, 2.999, 3.0, 3.001, 4.0,
+          9.9, 10.0, 19.9, 21.0, 30.0]
+
+
+def _compile(tmp_path, text: str, **options) -> dlc.Compiled:
+    path = tmp_path / "act.dln"
+    path.write_text(text, encoding="utf-8")
+    return dlc.compile(path, **options)
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+@pytest.mark.parametrize("call, reference, module", CASES, ids=[c[0] for c in CASES])
+def test_matches_torch_forward_and_backward(tmp_path, call, reference, module, fuse):
+    # rtol 1e-7, not less: PyTorch's hardsigmoid backward multiplies by 1/6 rounded to float32 (3e-8 relative)
+    compiled = _compile(tmp_path, f"network T {{\n    input x: [{len(POINTS)}]\n    input r: [{len(POINTS)}]\n"
+                                  f"    output y = (x + r) -> {call} -> scale(0.5)\n}}\n", fuse=fuse)
+    model = compiled.instantiate().double()
+    x = torch.tensor(POINTS, dtype=torch.float64).repeat(3, 1).requires_grad_()
+    r = torch.zeros_like(x).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    want = reference(xr) * 0.5
+    got = model(x, r)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-7)
+    w = torch.randn_like(want)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-12, rtol=1e-7)
+    torch.testing.assert_close(r.grad, xr.grad, atol=1e-12, rtol=1e-7)
+    if fuse:  # one kernel computes add, the activation and scale: it ran, forward and backward
+        assert_kernels_ran(model, backward=True)
+    else:
+        assert_no_kernels(model)
+
+
+@pytest.mark.parametrize("call, reference, module", CASES, ids=[c[0] for c in CASES])
+def test_labelled_is_the_torch_module(tmp_path, call, reference, module):
+    compiled = _compile(tmp_path, f"network T {{\n    input x: [5]\n    output y = x -> act: {call}\n}}\n")
+    assert f"self.act = {module}" in compiled.source
+    x = torch.linspace(-5, 25, 10).reshape(2, 5)
+    torch.testing.assert_close(compiled.instantiate()(x), reference(x))
+
+
+@pytest.mark.parametrize("call, col, message", [
+    ("hardtanh(min=1, max=1)", 41, "`hardtanh`: min (1.0) must be below max (1.0)"),
+    ("softplus(beta=0)", 35, "`softplus`: beta must be positive, got 0.0"),
+])
+def test_bad_arguments(tmp_path, call, col, message):
+    with pytest.raises(DlcError) as info:
+        _compile(tmp_path, f"network T {{\n    input x: [5]\n    output y = x -> {call}\n}}\n")
+    err = info.value
+    assert err.code == "bad-argument" and err.message == message
+    assert (err.span.line, err.span.col) == (3, col)
