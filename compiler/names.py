@@ -86,7 +86,7 @@ GENERATED_GLOBALS = frozenset({"torch", "nn", "F", "OrderedDict"})
 IMPORTED = GENERATED_GLOBALS | {"os"}
 # The classes and functions of the helper runtime (backends/torch/runtime/*.py, embedded where used).
 HELPER_NAMES = frozenset({
-    "Abs", "AlwaysDropout", "FoldingSequential", "Permute", "Reshape", "Scale", "SelfAttention", "SequenceGRU",
+    "Abs", "AlwaysDropout", "Apply", "FoldingSequential", "Permute", "Reshape", "Scale", "SelfAttention", "SequenceGRU",
     "SequenceLSTM", "SequenceOutput", "SequenceRNN", "Shift", "folded_batchnorm", "merge_directions",
 })
 # The top-level names of the fused runtime (backends/triton/runtime/*.py, embedded in --fuse modules).

@@ -1,6 +1,7 @@
-"""The activations added after relu6 (hardtanh, hardswish, hardsigmoid, softplus, softsign), each one definition
-in compiler/ops/activation.py: the plain module and the fused Triton kernel (run under the interpreter, see
-conftest.py) against torch.nn's module, forward and backward in float64, on values that include each corner."""
+"""The activations added after relu6 (hardtanh, hardswish, hardsigmoid, softplus, softsign; one definition each in
+compiler/ops/activation.py) and the elementwise math functions (exp, log, sqrt, rsqrt, clamp; compiler/ops/arith.py):
+the plain module and the fused Triton kernel (run under the interpreter, see conftest.py) against torch.nn's module
+or torch's function, forward and backward in float64, on values that include each corner."""
 
 from __future__ import annotations
 
@@ -73,4 +74,63 @@ def test_bad_arguments(tmp_path, call, col, message):
         _compile(tmp_path, f"network T {{\n    input x: [5]\n    output y = x -> {call}\n}}\n")
     err = info.value
     assert err.code == "bad-argument" and err.message == message
+    assert (err.span.line, err.span.col) == (3, col)
+
+
+# op as the spec writes it, torch's function it must equal, its module form when labelled (positive inputs)
+MATH = [
+    ("exp", torch.exp, "Apply(torch.exp)"),
+    ("log", torch.log, "Apply(torch.log)"),
+    ("sqrt", torch.sqrt, "Apply(torch.sqrt)"),
+    ("rsqrt", torch.rsqrt, "Apply(torch.rsqrt)"),
+    ("clamp(min=0.5, max=2)", lambda x: torch.clamp(x, 0.5, 2.0), "Apply(torch.clamp, min=0.5, max=2.0)"),
+    ("clamp(min=1)", lambda x: torch.clamp(x, min=1.0), "Apply(torch.clamp, min=1.0)"),
+    ("clamp(max=1)", lambda x: torch.clamp(x, max=1.0), "Apply(torch.clamp, max=1.0)"),
+]
+POSITIVE = [1e-3, 0.1, 0.4999, 0.5, 0.5001, 0.9, 1.0, 1.1, 1.9999, 2.0, 2.0001, 3.0, 7.5]
+
+
+# the interpreter evaluates the kernel on the block's padding lanes too (0, where rsqrt divides by zero); those
+# lanes are masked out of every load and store, so numpy's warnings about them say nothing about the result
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+@pytest.mark.parametrize("call, reference, module", MATH, ids=[c[0] for c in MATH])
+def test_math_matches_torch_forward_and_backward(tmp_path, call, reference, module, fuse):
+    n = len(POSITIVE)
+    compiled = _compile(tmp_path, f"network T {{\n    input x: [{n}]\n    input r: [{n}]\n"
+                                  f"    output y = (x + r) -> {call} -> scale(0.5)\n}}\n", fuse=fuse)
+    model = compiled.instantiate().double()
+    x = torch.tensor(POSITIVE, dtype=torch.float64).repeat(2, 1).requires_grad_()
+    r = torch.zeros_like(x).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    want = reference(xr) * 0.5
+    got = model(x, r)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(want)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-12, rtol=1e-12)  # clamp: 0 at its bounds, as torch's
+    if fuse:
+        assert_kernels_ran(model, backward=True)
+    else:
+        assert_no_kernels(model)
+
+
+@pytest.mark.parametrize("call, reference, module", MATH, ids=[c[0] for c in MATH])
+def test_math_labelled_is_a_module(tmp_path, call, reference, module):
+    compiled = _compile(tmp_path, f"network T {{\n    input x: [5]\n    output y = x -> f: {call}\n}}\n")
+    assert f"self.f = {module}" in compiled.source
+    x = torch.linspace(0.1, 3, 10).reshape(2, 5)
+    torch.testing.assert_close(compiled.instantiate()(x), reference(x))
+
+
+@pytest.mark.parametrize("call, code, col, message", [
+    ("clamp", "missing-argument", 21, "`clamp` needs `min`, `max` or both"),
+    ("clamp(min=2, max=1)", "bad-argument", 38, "`clamp`: min (2.0) must not be above max (1.0)"),
+])
+def test_clamp_needs_a_bound_below_the_other(tmp_path, call, code, col, message):
+    with pytest.raises(DlcError) as info:
+        _compile(tmp_path, f"network T {{\n    input x: [5]\n    output y = x -> {call}\n}}\n")
+    err = info.value
+    assert (err.code, err.message) == (code, message)
     assert (err.span.line, err.span.col) == (3, col)

@@ -1,4 +1,5 @@
-"""Merges and arithmetic: ``concat``, ``add``, ``sub``, ``mul``, ``mean``, ``abs``, ``scale`` and ``shift``.
+"""Merges and arithmetic: ``concat``, ``add``, ``sub``, ``mul``, ``mean``, ``abs``, ``scale``, ``shift``, and the
+elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt`` and ``clamp``.
 
 The merges have no module form: they are expressions in ``forward`` (and ellipses in diagrams).
 """
@@ -117,3 +118,59 @@ register(OpDef(
                 function=Form("{x} + {offset}", lambda a, ins, outs: {"offset": a["offset"]})),
     kernel=Elementwise(lambda a, x: f"{x[0]} + {flt(a['offset'])}", lambda a, x, y, g: [g]),
     family="arith", label=with_values("shift"), doc="Add a constant (`x + 1`, `x - 1`)."))
+
+
+def _math(name: str, what: str, function: str, kernel: Elementwise) -> None:
+    """Register an elementwise math function of a float tensor: ``torch.<function>``, as a module ``Apply``."""
+    register(OpDef(
+        name, (), same_float(name),
+        torch=Torch(module=Form(f"Apply(torch.{function})"), function=Form(f"torch.{function}({{x}})")),
+        kernel=kernel, family="arith", doc=f"Elementwise {what}."))
+
+
+_math("exp", "exponential", "exp",
+      Elementwise(lambda a, x: f"tl.exp({x[0]})", lambda a, x, y, g: [f"{g} * {y}"]))
+_math("log", "natural logarithm", "log",
+      Elementwise(lambda a, x: f"tl.log({x[0]})", lambda a, x, y, g: [f"{g} / {x[0]}"]))
+_math("sqrt", "square root", "sqrt",
+      Elementwise(lambda a, x: f"tl.sqrt({x[0]})", lambda a, x, y, g: [f"{g} / (2.0 * {y})"]))
+_math("rsqrt", "reciprocal square root, 1 / sqrt(x)", "rsqrt",
+      Elementwise(lambda a, x: f"1.0 / tl.sqrt({x[0]})", lambda a, x, y, g: [f"-0.5 * {g} * {y} * {y} * {y}"]))
+
+
+def _clamp(attrs, ins):
+    lo, hi = attrs["min"], attrs["max"]
+    if lo is None and hi is None:
+        raise ShapeError("`clamp` needs `min`, `max` or both", code="missing-argument")
+    if lo is not None and hi is not None and not lo <= hi:
+        raise ShapeError(f"`clamp`: min ({lo}) must not be above max ({hi})", attr="max", code="bad-argument")
+    return same_float("clamp")(attrs, ins)
+
+
+def _clamp_bounds(a, ins, outs) -> dict:
+    return {"min": None if a["min"] is None else float(a["min"]), "max": None if a["max"] is None else float(a["max"])}
+
+
+def _clamp_kernel(a, x: list[str]) -> str:
+    y = x[0]
+    if a["min"] is not None:
+        y = f"tl.maximum({y}, {flt(a['min'])})"
+    if a["max"] is not None:
+        y = f"tl.minimum({y}, {flt(a['max'])})"
+    return y
+
+
+def _clamp_grad(a, x: list[str], y: str, g: str) -> list[str]:
+    # PyTorch's: the gradient passes strictly inside the bounds (torch.clamp's gradient is 0 at a bound)
+    inside = [f"({x[0]} > {flt(a['min'])})" if a["min"] is not None else "",
+              f"({x[0]} < {flt(a['max'])})" if a["max"] is not None else ""]
+    return [f"tl.where({' & '.join(c for c in inside if c)}, {g}, 0.0)"]
+
+
+register(OpDef(
+    "clamp", (A("min", "float", None), A("max", "float", None)), _clamp,
+    torch=Torch(module=Form("Apply(torch.clamp{,min}{,max})", _clamp_bounds, {"min": None, "max": None}),
+                function=Form("torch.clamp({x}{,min}{,max})", _clamp_bounds, {"min": None, "max": None})),
+    kernel=Elementwise(_clamp_kernel, _clamp_grad),
+    family="arith", label=with_values("clamp"),
+    doc="Elementwise clamp into [min, max]: `clamp(min=0, max=1)`; either bound may be left out."))

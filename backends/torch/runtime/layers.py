@@ -38,6 +38,21 @@ class Abs(nn.Module):
         return torch.abs(x)
 
 
+class Apply(nn.Module):
+    """An elementwise torch function as a module (for nn.Sequential), with its keyword arguments."""
+
+    def __init__(self, function, **kwargs):
+        super().__init__()
+        self.function = function
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        return self.function(x, **self.kwargs)
+
+    def extra_repr(self):
+        return ", ".join([self.function.__name__] + [f"{k}={v!r}" for k, v in self.kwargs.items()])
+
+
 class Scale(nn.Module):
     """Multiplies by a constant."""
 
