@@ -145,10 +145,10 @@ class Evaluator:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             hint_save = frame.hint
             if isinstance(a, Tensor) and isinstance(b, Tensor):
-                op = {"+": "add", "-": "sub", "*": "mul"}.get(e.op)
+                op = {"+": "add", "-": "sub", "*": "mul", "/": "div"}.get(e.op)
                 if op is None:
                     raise self.ctx.err("type-mismatch", f"`{e.op}` is not defined between tensors", e.span, frame,
-                                       hint="tensors combine with +, - and *")
+                                       hint="tensors combine with +, -, * and /")
                 return self.nodes.emit(op, [a, b], {}, e.span, frame)
             t, c = (a, b) if isinstance(a, Tensor) else (b, a)
             if not isinstance(c, num) or isinstance(c, bool):

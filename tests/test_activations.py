@@ -134,3 +134,34 @@ def test_clamp_needs_a_bound_below_the_other(tmp_path, call, code, col, message)
     err = info.value
     assert (err.code, err.message) == (code, message)
     assert (err.span.line, err.span.col) == (3, col)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # 0 / 0 on padding lanes (see above)
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+def test_tensor_division_matches_torch(tmp_path, fuse):
+    """`a / b` between tensors divides elementwise (with broadcasting over size-1 axes), forward and backward."""
+    compiled = _compile(tmp_path, "network T {\n    input a: [3, 4]\n    input b: [1, 4]\n"
+                                  "    output y = (a / b) -> relu\n}\n", fuse=fuse)
+    assert ("fused_div_relu = ElementwiseKernel(" in compiled.source) == fuse and ("a / b" in compiled.source) != fuse
+    model = compiled.instantiate().double()
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64).requires_grad_()
+    b = (torch.rand(2, 1, 4, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    ar, br = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    want = torch.relu(ar / br)
+    got = model(a, b)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(want)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    torch.testing.assert_close(a.grad, ar.grad, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(b.grad, br.grad, atol=1e-12, rtol=1e-12)
+    if fuse:
+        assert_kernels_ran(model, backward=True)
+
+
+def test_integer_tensors_do_not_divide(tmp_path):
+    with pytest.raises(DlcError) as info:
+        _compile(tmp_path, "network T {\n    input a: [4] int64\n    input b: [4] int64\n    output y = a / b\n}\n")
+    assert info.value.code == "type-mismatch" and "div" in info.value.message
+    assert (info.value.span.line, info.value.span.col) == (4, 16)

@@ -46,7 +46,7 @@ network Sample {
     output o4 = concat(s, s)
     output o5 = t
     output o6 = e
-    output o7 = mean(w, v) + sub(w, v) * mul(w, v)
+    output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
 }
 """
 

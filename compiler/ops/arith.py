@@ -1,5 +1,5 @@
-"""Merges and arithmetic: ``concat``, ``add``, ``sub``, ``mul``, ``mean``, ``abs``, ``scale``, ``shift``, and the
-elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt`` and ``clamp``.
+"""Merges and arithmetic: ``concat``, ``add``, ``sub``, ``div``, ``mul``, ``mean``, ``abs``, ``scale``, ``shift``,
+and the elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt`` and ``clamp``.
 
 The merges have no module form: they are expressions in ``forward`` (and ellipses in diagrams).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dlc.compiler.ops.kernel import Elementwise, flt
 from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
-from dlc.compiler.ops.shapes import broadcast, promote, same_float, tensor, with_values
+from dlc.compiler.ops.shapes import broadcast, promote, same_float, tensor, want_float, with_values
 from dlc.compiler.types import TensorType, shape_str
 
 
@@ -82,6 +82,18 @@ register(OpDef(
     torch=Torch(function=Form("{*xs| - }")),
     kernel=Elementwise(lambda a, x: f"{x[0]} - {x[1]}", lambda a, x, y, g: [g, f"-{g}"]),
     family="merge", draw="merge", label=lambda a: "sub", doc="Elementwise difference (`a - b`)."))
+def _div(attrs, ins):
+    (out,) = _elementwise("div")(attrs, ins)
+    want_float(out, "div")  # integer tensors divide into floats in PyTorch: say so rather than guess a dtype
+    return (out,)
+
+
+register(OpDef(
+    "div", (), _div, inputs=("a", "b"),
+    torch=Torch(function=Form("{*xs| / }")),
+    kernel=Elementwise(lambda a, x: f"{x[0]} / {x[1]}",
+                       lambda a, x, y, g: [f"{g} / {x[1]}", f"-{g} * {x[0]} / ({x[1]} * {x[1]})"]),
+    family="merge", draw="merge", label=lambda a: "div", doc="Elementwise quotient (`a / b`), with broadcasting."))
 register(OpDef(
     "mul", (), _elementwise("mul"), inputs=("a", "b"), variadic=True,
     torch=Torch(function=Form("{*xs| * }")),
