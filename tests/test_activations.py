@@ -165,3 +165,32 @@ def test_integer_tensors_do_not_divide(tmp_path):
         _compile(tmp_path, "network T {\n    input a: [4] int64\n    input b: [4] int64\n    output y = a / b\n}\n")
     assert info.value.code == "type-mismatch" and "div" in info.value.message
     assert (info.value.span.line, info.value.span.col) == (4, 16)
+
+
+@pytest.mark.parametrize("call, dim, shape", [("glu", -1, [6, 8]), ("glu(dim=0)", 0, [4, 5]), ("g: glu(1)", 1, [3, 6])])
+def test_glu_matches_torch(tmp_path, call, dim, shape):
+    compiled = _compile(tmp_path, f"network T {{\n    input x: {shape}\n    output y = x -> {call}\n}}\n")
+    out_shape = list(shape)
+    out_shape[dim] //= 2
+    assert compiled.graph.types[compiled.graph.outputs[0][1]].shape == tuple(out_shape)
+    model = compiled.instantiate().double()
+    x = torch.randn(2, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    want = torch.nn.functional.glu(xr, dim=dim + 1 if dim >= 0 else dim)
+    got = model(x)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    got.sum().backward()
+    want.sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("shape, call, col, message", [
+    ("[6, 7]", "glu", 21, "`glu` halves axis -1, but its size 7 is odd"),
+    ("[T, 4]", "glu(dim=0)", 29, "`glu` halves axis 0, whose size `T` is not known"),
+    ("[6, 8]", "glu(dim=2)", 29, "`glu`: axis 2 is out of range for a rank-2 tensor"),
+])
+def test_glu_needs_an_even_known_axis(tmp_path, shape, call, col, message):
+    with pytest.raises(DlcError) as info:
+        _compile(tmp_path, f"network T {{\n    input x: {shape}\n    output y = x -> {call}\n}}\n")
+    assert info.value.message == message
+    assert (info.value.span.line, info.value.span.col) == (3, col)

@@ -47,6 +47,7 @@ network Sample {
     output o5 = t
     output o6 = e
     output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
+    output o8 = v -> glu
 }
 """
 

@@ -202,3 +202,22 @@ register(OpDef(
     kernel=Row(axes=_last_axis, forward=lambda a, x, y: _exp_row(x[0]) + [f"{y} = {x[0]} - row_max - tl.log(row_sum)"],
                backward=lambda a, x, y, g, gx: [f"{gx} = {g} - tl.exp({y}) * tl.sum(tl.where(mask, {g}, 0.0), 0)"]),
     family="activation", doc="`log_softmax(dim=-1)` along a batch-less axis."))
+
+
+def _glu(attrs, ins):
+    x = tensor(ins[0])
+    want_float(x, "glu")
+    axis = attrs["dim"] % x.rank  # the axis kind has checked it against the rank
+    size = x.shape[axis]
+    if isinstance(size, str):
+        raise ShapeError(f"`glu` halves axis {attrs['dim']}, whose size `{size}` is not known", attr="dim")
+    if size % 2:
+        raise ShapeError(f"`glu` halves axis {attrs['dim']}, but its size {size} is odd", attr="dim")
+    return (x.with_shape(x.shape[:axis] + (size // 2,) + x.shape[axis + 1:]),)
+
+
+register(OpDef(
+    "glu", (A("dim", "axis", -1),), _glu,
+    torch=Torch(module=Form("nn.GLU(dim={dim})", _dim), function=Form("F.glu({x}, dim={dim})", _dim)),
+    family="activation", label=with_values("glu"),
+    doc="Gated linear unit `glu(dim=-1)`: the first half of the axis times the sigmoid of the second half."))
