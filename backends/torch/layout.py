@@ -17,7 +17,7 @@ call, a chain of calls and subscripts, a list or tuple, or an arithmetic express
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dlc.compiler.ops.pytorch import outside_strings
 
 LINE_LENGTH = 120
 _OPEN = {"(": ")", "[": "]", "{": "}"}
@@ -31,7 +31,7 @@ def _scan(code: str) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, 
     commas: list[int] = []
     ops: list[tuple[int, str]] = []
     stack: list[int] = []
-    for i, ch in _outside_strings(code):
+    for i, ch in outside_strings(code):
         if ch in _OPEN:
             stack.append(i)
         elif ch in ")]}":
@@ -48,24 +48,6 @@ def _scan(code: str) -> tuple[list[tuple[int, int]], list[int], list[tuple[int, 
                         ops.append((i, op))
                         break
     return pairs, commas, ops
-
-
-def _outside_strings(code: str) -> Iterator[tuple[int, str]]:
-    """The characters of ``code`` (with their index) that are not inside a string literal."""
-    quote = ""
-    escaped = False
-    for i, ch in enumerate(code):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        else:
-            yield i, ch
 
 
 def _operator_parts(code: str, ops: list[tuple[int, str]]) -> list[str]:
@@ -162,7 +144,7 @@ def _expression(head: str, code: str, tail: str, indent: int) -> list[str]:
 
 def _own_comment(code: str) -> tuple[str, str | None]:
     """``code`` without the comment it ends with (``y = f(x)  # every time step``), and that comment."""
-    for i, ch in _outside_strings(code):
+    for i, ch in outside_strings(code):
         if ch == "#":
             return code[:i].rstrip(), code[i + 1 :].strip()
     return code, None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -218,14 +218,12 @@ class Filled:
         return "".join(out)
 
 
-@functools.cache
-def code_names(code: str) -> frozenset[str]:
-    """The names a piece of facet code reads at the top level: each identifier not after a dot, outside string
-    literals and comments (``nn`` and ``F`` in ``nn.ReLU(inplace=True)``; ``inplace`` is read too, which is
-    harmless: callers keep only the module-level names they know)."""
-    names: set[str] = set()
-    quote, escaped, word, after_dot = "", False, "", False
-    for ch in code + " ":
+def outside_strings(code: str) -> Iterator[tuple[int, str]]:
+    """The characters of Python text ``code`` (with their index) that are not inside a string literal (the
+    quotes themselves included)."""
+    quote = ""
+    escaped = False
+    for i, ch in enumerate(code):
         if quote:
             if escaped:
                 escaped = False
@@ -233,7 +231,25 @@ def code_names(code: str) -> frozenset[str]:
                 escaped = True
             elif ch == quote:
                 quote = ""
-            continue
+        elif ch in "\"'":
+            quote = ch
+        else:
+            yield i, ch
+
+
+@functools.cache
+def code_names(code: str) -> frozenset[str]:
+    """The names a piece of facet code reads at the top level: each identifier not after a dot, outside string
+    literals and comments (``nn`` and ``F`` in ``nn.ReLU(inplace=True)``; ``inplace`` is read too, which is
+    harmless: callers keep only the module-level names they know)."""
+    names: set[str] = set()
+    word, after_dot, last = "", False, -1
+    for i, ch in outside_strings(code + " "):
+        if i != last + 1:  # a string literal came between: it ends a word, and is no dot
+            if word and not after_dot and not word[0].isdigit():
+                names.add(word)
+            word, after_dot = "", False
+        last = i
         if ch.isalnum() or ch == "_":
             word += ch
             continue
@@ -242,8 +258,6 @@ def code_names(code: str) -> frozenset[str]:
         word = ""
         if ch == "#":
             break
-        if ch in "\"'":
-            quote = ch
         if not ch.isspace():
             after_dot = ch == "."
     return frozenset(names)
