@@ -1,4 +1,5 @@
-"""Initialisers: the values of ``weight_init=``, ``bias_init=`` and a ``param``'s ``= ...``, one per ``nn.init`` function.
+"""Initialisers: the values of ``weight_init=``, ``bias_init=`` and a ``param``'s ``= ...``, one per ``nn.init``
+function.
 
 A spec writes an initialiser as a bare name (``xavier_uniform``) or a call (``normal(std=0.02)``, ``constant(-2)``);
 its arguments are ``nn.init``'s, by position or keyword. The IR keeps it as plain data, a dict ``{"init": name,
@@ -84,7 +85,7 @@ def make_init(name: str, args: list[tuple[str | None, Any]]) -> dict[str, Any]:
             raise InitError(f"`{name}` has no argument `{kw}`", i, hint=signature(d))
         if kw in given:
             raise InitError(f"argument `{kw}` given twice", i)
-        given[kw] = _value(name, kw, dict((a, k) for a, k, _ in d.args)[kw], v, i)
+        given[kw] = _value(name, kw, {a: k for a, k, _ in d.args}[kw], v, i)
     for a, _, default in d.args:
         if default is None and a not in given:
             raise InitError(f"`{name}` needs the argument `{a}`", hint=signature(d))
