@@ -19,7 +19,7 @@ def summarize(g: Graph) -> str:
         path = node.module_path
         opdef = op_of(node.op)
         op = f"{node.op}({node.attrs['layer']['op']})" if opdef.wraps else node.op
-        if opdef.declared:
+        if opdef.declared and path is None:
             name = node.attrs["name"]  # a network input, by its declared name
         else:
             name = path or (node.scope_path + "." if node.scope_path else "") + f"({node.op})"

@@ -14,8 +14,9 @@ from dlc.compiler.context import Context, Frame
 from dlc.compiler.expressions import Evaluator
 from dlc.compiler.kinds import ArgumentError, Site, refuse
 from dlc.compiler.names import check_identifier
+from dlc.compiler.ops.param import LAYER_PARAM_ARGS, names_parameters
 from dlc.compiler.ops.registry import REQUIRED, Attr, OpDef, get
-from dlc.compiler.values import Layer, Symbol, Tensor, describe
+from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import DlcError, Span, suggest
 from dlc.grammar import ast
 from dlc.grammar.build import NUMBER_HINT, number_problem
@@ -162,7 +163,7 @@ class Binder:
 
     def _config_names(self, layer: Layer) -> list[str]:
         if layer.op:
-            return [a.name for a in layer.op.attrs]
+            return [a.name for a in layer.op.attrs] + (list(LAYER_PARAM_ARGS) if layer.op.stateful else [])
         return [p.name for p in layer.block.params]  # type: ignore[union-attr]
 
     def _input_names(self, layer: Layer) -> list[str]:
@@ -245,7 +246,27 @@ class Binder:
                                    hint=f"its arguments are {self.signature(layer)}")
             else:
                 out[a.name] = a.default
+        for name in LAYER_PARAM_ARGS:
+            if name in layer.config:
+                v, sp = layer.config[name]
+                out[name] = self._layer_param_arg(op, name, v, sp, frame)
         return out
+
+    def _layer_param_arg(self, op: OpDef, name: str, v: Any, span: Span, frame: Frame) -> Any:
+        """``weight_init=``, ``bias_init=`` (an initialiser) or ``tie=`` (a layer of this body), which every
+        layer with parameters takes."""
+        if not names_parameters(op):
+            raise self.ctx.err("bad-argument", f"`{op.name}` wraps a layer: give `{name}` to the wrapped layer",
+                               span, frame)
+        if name != "tie":
+            return self.coerce_attr(op, Attr(name, "initialiser"), v, span, frame)
+        target = v.name if isinstance(v, (Symbol, Instance)) else None
+        if target is None or (isinstance(v, Instance) and v.container is not frame.container):
+            raise self.ctx.err("bad-argument", f"`{op.name}`: `tie` must name a layer of this "
+                               f"{'network' if frame.defn.is_network else 'block'}, got {describe(v)}", span, frame,
+                               hint="label the layer whose weight is shared: `embed: embedding(vocab, d)`, then "
+                                    "`tie=embed`")
+        return target
 
     def coerce_attr(self, op: OpDef, a: Attr, v: Any, span: Span, frame: Frame) -> Any:
         """The value of the argument ``a`` of ``op`` given as ``v`` (at ``span``), as its kind coerces it."""

@@ -26,6 +26,7 @@ from dlc.compiler.binding import Binder
 from dlc.compiler.context import Context, Frame
 from dlc.compiler.expressions import Evaluator
 from dlc.compiler.ir import Graph
+from dlc.compiler.learnable import declare_param
 from dlc.compiler.lowering import Lowerer
 from dlc.compiler.names import check_identifier, check_network_name
 from dlc.compiler.naming import Container
@@ -83,6 +84,10 @@ class Elaborator:
                 else:
                     frame.names[stmt.name] = self._block_input(stmt, frame, inputs, n_inputs)
                 n_inputs += 1
+            elif isinstance(stmt, ast.ParamDecl):
+                self._declare(frame, stmt.name, stmt.span)
+                like = inputs if not is_network else [Tensor(v, self.ctx.g.types[v]) for _, v in self.ctx.g.inputs]
+                frame.names[stmt.name] = declare_param(self.ctx, self.ev, self.nodes, stmt, frame, like)
             elif isinstance(stmt, ast.Assign):
                 # several targets: a comma-separated hint names each output of the last layer
                 frame.hint = ",".join(stmt.targets)

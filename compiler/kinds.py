@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from dlc.compiler.ops.initialisers import INITIALISERS, InitError, make_init
 from dlc.compiler.types import TensorType, Type
-from dlc.compiler.values import Layer, Symbol, describe
+from dlc.compiler.values import Init, Layer, Symbol, describe
 from dlc.diagnostics import suggest
 
 if TYPE_CHECKING:  # the registry makes an Attr's kind from here: kinds only read ops
@@ -369,6 +370,26 @@ class StepLayer(LayerArg):
             raise ArgumentError(f"`{site.op.name}` wraps a single-input layer, not `{op.name}`")
 
 
+class Initialiser(Kind):
+    """An initialiser (``ops/initialisers.py``): a bare name (``xavier_uniform``) or a call (``normal(std=0.02)``);
+    kept as its IR dict."""
+
+    name = "initialiser"
+
+    def coerce(self, v: Any, site: Site) -> Any:
+        if isinstance(v, Init):
+            return v.ir()
+        word = _bare_name(v)
+        if isinstance(word, str) and word in INITIALISERS:
+            try:
+                return make_init(word, [])
+            except InitError as e:
+                raise ArgumentError(f"`{site.op.name}`: `{site.attr}`: {e.message}", e.hint) from None
+        err = refuse("an initialiser such as `xavier_uniform` or `normal(std=0.02)`", v, site)
+        err.hint = err.hint or f"initialisers are {', '.join(INITIALISERS)}"
+        raise err
+
+
 def applies_per_step(op: OpDef) -> bool:
     """Whether ``op`` applies a wrapped layer at every time step (its module needs reshapes around it)."""
     return any(isinstance(a.kind, StepLayer) for a in op.attrs)
@@ -376,7 +397,7 @@ def applies_per_step(op: OpDef) -> bool:
 
 _SIMPLE: dict[str, Callable[[], Kind]] = {
     k.name: k for k in (Bool, Str, Float, Probability, Fraction, Positive, Epsilon, LayerArg, RecurrentLayer,
-                        StepLayer)
+                        StepLayer, Initialiser)
 }
 _INTEGER: dict[str, Callable[..., Integer]] = {
     k.name: k for k in (Int, Axis, TokenId, Ints, IntOrInts, Padding, PoolSize)

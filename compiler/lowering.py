@@ -18,7 +18,8 @@ from dlc.compiler.kinds import applies_per_step
 from dlc.compiler.names import RESERVED_ATTRS, check_identifier
 from dlc.compiler.naming import Container, snake
 from dlc.compiler.nodes import Nodes
-from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
+from dlc.compiler.ops.initialisers import INITIALISERS, InitError, make_init
+from dlc.compiler.values import Init, Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import Span, suggest
 from dlc.grammar import ast
 
@@ -49,6 +50,8 @@ class Lowerer:
         """The value of a call: a configured layer, or (given tensors) what applying it gives."""
         f = self.ev.lookup(e.func.id, e.func.span, frame, callee=True) if isinstance(e.func, ast.Name) \
             else self.ev.eval(e.func, frame)
+        if isinstance(f, Symbol) and f.name in INITIALISERS:
+            return self._initialiser(f.name, e, frame)
         if isinstance(f, Symbol):
             raise self.ctx.err("unknown-layer", f"unknown layer or block `{f.name}`", f.span, frame,
                                hint=suggest(f.name, self.ev.known_names(frame)))
@@ -69,6 +72,20 @@ class Lowerer:
         if layer.has_tensors:
             return self.apply(layer, [], e.span, frame, frame.container, self._assigned_name(e, layer, frame))
         return layer
+
+    def _initialiser(self, name: str, e: ast.Call, frame: Frame) -> Init:
+        """An initialiser call (``normal(std=0.02)``): a value for ``weight_init=`` or a ``param``."""
+        args = []
+        for a in e.args:
+            v = self.ev.eval(a.value, frame)
+            # `mode=fan_out`, `nonlinearity=relu`: a bare word (a name, or an op's without arguments)
+            word = isinstance(v, Symbol) or (isinstance(v, Layer) and not v.config and not v.has_tensors)
+            args.append((a.name, v.name if word else v))
+        try:
+            return Init(tuple(make_init(name, args).items()))
+        except InitError as exc:
+            where = e.args[exc.index].span if exc.index is not None else e.span
+            raise self.ctx.err("bad-argument", exc.message, where, frame, hint=exc.hint) from None
 
     def _assigned_name(self, e: ast.Call, layer: Layer, frame: Frame) -> str | None:
         """`ctx = attention(query=q, key=k, value=v)`: the assignment names the layer it applies."""

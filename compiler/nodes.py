@@ -12,8 +12,9 @@ from typing import Any
 from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.ir import Node
 from dlc.compiler.naming import Container
+from dlc.compiler.ops.param import LAYER_PARAM_ARGS, check_param_args, weight_shape
 from dlc.compiler.ops.registry import REQUIRED, OpDef, ShapeError, get
-from dlc.compiler.types import MAX_ELEMENTS, Type, size_problem
+from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
 from dlc.compiler.values import Tensor
 from dlc.diagnostics import DlcError, Span
 
@@ -44,6 +45,9 @@ class Nodes:
             assert opdef is not None
             try:
                 _check_kinds(opdef, attrs, inputs)
+                if any(k in attrs for k in LAYER_PARAM_ARGS):
+                    check_param_args(opdef, attrs, [t.type for t in inputs], self._tied(attrs.get("tie"), container),
+                                     container.kind == "seq")
                 types = tuple(opdef.infer(attrs, [t.type for t in inputs]))
             except ShapeError as exc:
                 # underline the argument the problem is about when the spec wrote it
@@ -75,6 +79,20 @@ class Nodes:
             g.types[v] = t
         g.nodes.append(node)
         return node
+
+    def _tied(self, name: str | None, container: Container) -> tuple[str, TensorType] | None:
+        """The op and weight of the layer ``name`` of ``container`` that ``tie=name`` shares, if there is one."""
+        if name is None:
+            return None
+        for n in reversed(self.ctx.g.nodes):
+            if n.name == name and n.scope == container.scope:
+                return _weight_of(n, self.ctx.g.types) or (n.op, TensorType(()))
+        return None
+
+
+def _weight_of(node: Node, types: dict[int, Type]) -> tuple[str, TensorType] | None:
+    shape = weight_shape(node.op, node.attrs, [types[v] for v in node.inputs])
+    return (node.op, TensorType(tuple(shape))) if shape is not None else None
 
 
 def _check_kinds(op: OpDef, attrs: dict[str, Any], inputs: list[Tensor]) -> None:

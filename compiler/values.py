@@ -36,6 +36,17 @@ class Symbol:
     span: Span
 
 
+@dataclass(frozen=True)
+class Init:
+    """An initialiser written as a call (``normal(std=0.02)``), in its IR form (see ``ops/initialisers.py``)."""
+
+    spec: tuple[tuple[str, Any], ...]  # ("init", name), then the arguments given
+
+    def ir(self) -> dict[str, Any]:
+        """The plain dict the IR keeps."""
+        return dict(self.spec)
+
+
 @dataclass
 class Layer:
     """An op or a block with (some) arguments bound."""
@@ -89,6 +100,8 @@ def describe(v: Any) -> str:
         return f"the layer `{v.name}`"
     if isinstance(v, Instance):
         return f"the instance `{v.name}`"
+    if isinstance(v, Init):
+        return f"the initialiser `{v.spec[0][1]}`"
     if isinstance(v, tuple):
         return f"a tuple of {len(v)} values"
     return type(v).__name__

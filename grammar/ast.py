@@ -183,7 +183,18 @@ class Assign:
     span: Span
 
 
-Stmt = Union[Input, Output, Return, Assign]
+@dataclass(frozen=True)
+class ParamDecl:
+    """A learnable tensor: ``param NAME: [shape] dtype = initialiser``."""
+
+    name: str
+    shape: tuple[Expr, ...]
+    dtype: str | None
+    init: Expr | None
+    span: Span
+
+
+Stmt = Union[Input, Output, Return, Assign, ParamDecl]
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ NUMBER_HINT = "integers must fit in 64 bits (at most 9223372036854775807), other
 
 
 _KEYWORDS = frozenset({"if", "then", "else", "and", "or", "not", "true", "false", "input", "output", "return",
-                       "block", "network", "import"})
+                       "block", "network", "import", "param"})
 
 
 class _Builder(Transformer):
@@ -104,6 +104,12 @@ class _Builder(Transformer):
         shape = children[1] if len(children) > 1 else None
         dtype = str(children[2]) if len(children) > 2 else None
         return ast.Input(name, shape, dtype, self._span(meta))
+
+    @v_args(meta=True)
+    def param_stmt(self, meta: Meta, children: list) -> ast.ParamDecl:
+        rest = children[2:]
+        dtype = str(rest.pop(0)) if rest and isinstance(rest[0], Token) else None
+        return ast.ParamDecl(str(children[0]), children[1], dtype, rest[0] if rest else None, self._span(meta))
 
     def shape(self, children: list) -> tuple:
         return tuple(c for c in children if c is not None)

@@ -42,10 +42,10 @@ _TERMINALS = {
 }
 # Tokens that can start a value (an expression), a statement, or continue an expression as an operator.
 _VALUE_START = {"LPAR", "MINUS", "LSQB", "NAME", "NUMBER", "STRING", "TRUE", "FALSE", "IF", "NOT"}
-_STATEMENT_START = {"INPUT", "OUTPUT", "RETURN"}
+_STATEMENT_START = {"INPUT", "OUTPUT", "RETURN", "PARAM"}
 _OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "AND", "OR"}
 KEYWORDS = ("import", "block", "network", "input", "output", "return", "if", "then", "else", "and", "or", "not",
-            "true", "false")
+            "true", "false", "param")
 # Expressions (and pipeline groups) nested deeper than this are rejected: nobody writes them, and
 # walking them would exhaust Python's recursion limit.
 MAX_NESTING = 100

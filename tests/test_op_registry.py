@@ -48,6 +48,8 @@ network Sample {
     output o6 = e
     output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
     output o8 = v -> glu
+    param pk: [10]
+    output o9 = (v -> prelu) + pk
 }
 """
 
@@ -80,7 +82,7 @@ def test_every_op_renders_its_pytorch_forms(sample):
     ctx = Ctx(lambda base: base + "_t")
     for node in sample.nodes:
         op = op_of(node.op)
-        if op.declared:
+        if op.declared and not op.stateful:  # an input; a declared `param` is a module attribute
             assert op.torch.module is None and op.torch.function is None, node.op
             continue
         ins = [sample.types[v] for v in node.inputs]

@@ -21,6 +21,7 @@ from dlc import __version__
 from dlc.backends.torch.classes import (ChildCall, ClassDef, Code, Instance, Line, folded_call, location,
                                         result_hints)
 from dlc.backends.torch.fused import FusedEmitter
+from dlc.backends.torch.initialise import after_constructor
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.runtime import closure, definitions, names_read
@@ -157,8 +158,8 @@ class ModuleEmitter:
         """Split an instance's nodes into direct nodes and contiguous calls of child instances."""
         steps: list[tuple[Scope | None, list[Node]]] = []
         for n in nodes:
-            if op_of(n.op).declared:
-                continue
+            if op_of(n.op).declared and not op_of(n.op).stateful:
+                continue  # a network input: an argument of forward (a declared `param` is a module attribute)
             child = n.scope[depth] if len(n.scope) > depth else None
             if child is not None and steps and steps[-1][0] == child:
                 steps[-1][1].append(n)
@@ -255,6 +256,9 @@ class ModuleEmitter:
                 declared.add(node.name)
                 init.append(Line(self._module_init(node), where, attr=node.name))
                 init.extend(self.folded_init(node, declared))
+                for code in after_constructor(node, [self.g.types[v] for v in node.inputs], declared):
+                    self._record(code)
+                    init.append(Line(code, where))
         if self.fused is not None:
             if self.fused.absorbed(node):
                 return  # its work happens in its group's kernel, called at the group's last node

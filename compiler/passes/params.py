@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dlc.compiler.ir import Graph
+from dlc.compiler.ops.param import tied_params
 from dlc.compiler.ops.registry import op_of
 
 
@@ -13,7 +14,9 @@ def count_params(g: Graph) -> dict[str, int]:
         path = node.module_path
         if path is None or path in out:
             continue
-        out[path] = op_of(node.op).count_params(node.attrs, [g.types[v] for v in node.inputs])
+        ins = [g.types[v] for v in node.inputs]
+        # a tied weight (`tie=embed`) is the other layer's: counted once, there, as parameters() yields it once
+        out[path] = op_of(node.op).count_params(node.attrs, ins) - tied_params(node.op, node.attrs, ins)
     return out
 
 
