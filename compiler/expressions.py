@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from dlc.compiler.context import Context, Frame
 from dlc.compiler.nodes import Nodes
-from dlc.compiler.ops.registry import all_ops, get
+from dlc.compiler.ops.registry import all_ops, by_dim, get
 from dlc.compiler.types import TensorType
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import DlcError, Span, suggest
@@ -94,9 +94,11 @@ class Evaluator:
             raise self.ctx.err("type-mismatch", f"expected true or false, got {describe(v)}", e.span, frame)
         return v
 
-    def lookup(self, name: str, span: Span, frame: Frame, callee: bool = False) -> Any:
+    def lookup(self, name: str, span: Span, frame: Frame, callee: bool = False,
+               args: tuple[ast.Arg, ...] = ()) -> Any:
         """What ``name`` means in ``frame``: a value, a block or op as a layer, a builtin, or a Symbol (a bare
-        name, which an argument's kind may accept); ``callee``: the name is called or piped into."""
+        name, which an argument's kind may accept); ``callee``: the name is called or piped into, with ``args``
+        (a `dim=` among them makes `mean`, `max` and `min` the reductions)."""
         if name in frame.names:
             v = frame.names[name]
             # In call / stage position a plain compile-time value (e.g. a parameter `dropout: float`)
@@ -110,6 +112,9 @@ class Evaluator:
                 raise self.ctx.err("bad-reference", f"`{name}` is a network; only blocks can be used inside others",
                                    span, frame, hint=f"declare it as `block {name}(...)`")
             return Layer(None, d, {}, [], {}, [], span)
+        reduction = by_dim(name) if any(a.name == "dim" for a in args) else None
+        if reduction is not None:
+            return Layer(reduction, None, {}, [], {}, [], span)
         op = get(name)
         if op is not None:
             return Layer(op, None, {}, [], {}, [], span)
@@ -223,7 +228,9 @@ class Evaluator:
             return t.type.shape[i]
         if name in ("min", "max"):
             if len(args) < 1 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-                raise self.ctx.err("type-mismatch", f"`{name}` takes numbers", e.span, frame)
+                hint = f"to reduce a tensor over an axis, give it: `{name}(x, dim=1)`" \
+                    if any(isinstance(a, Tensor) for a in args) else None
+                raise self.ctx.err("type-mismatch", f"`{name}` takes numbers", e.span, frame, hint=hint)
             return min(args) if name == "min" else max(args)
         if name in ("int", "float"):
             want(1)

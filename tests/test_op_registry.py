@@ -48,6 +48,9 @@ network Sample {
     output o6 = e
     output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
     output o8 = v -> glu
+    output r1 = sum(img, dim=0) + mean(img, dim=[0]) + max(img, dim=-3) + min(img, dim=[0], keepdim=false)
+    output r2 = img -> prod(dim=0) -> logsumexp(dim=1, keepdim=true)
+    output r3 = concat(seq -> argmax(dim=1), seq -> argmin(dim=0))
 }
 """
 

@@ -1,0 +1,168 @@
+"""Reductions, matmul, pow, tensor comparisons, where, masked_fill and random samples (compiler/ops/reduce.py,
+compare.py, random.py, arith.py): each against torch's own function, forward and backward in float64, plain and
+fused; their shapes and dtypes as the compiler infers them; and their diagnostics, through the CLI too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import assert_kernels_ran
+
+import dlc
+from dlc.diagnostics import DlcError
+
+
+def _compile(tmp_path, text: str, **options) -> dlc.Compiled:
+    path = tmp_path / "net.dln"
+    path.write_text(text, encoding="utf-8")
+    return dlc.compile(path, **options)
+
+
+def _net(inputs: str, body: str) -> str:
+    lines = [f"    input {i}" for i in inputs.split(";")] + [f"    {b}" for b in body.split(";")]
+    return "network T {\n" + "\n".join(lines) + "\n}\n"
+
+
+def _error(tmp_path, text: str) -> DlcError:
+    with pytest.raises(DlcError) as info:
+        _compile(tmp_path, text)
+    return info.value
+
+
+def _cli(tmp_path, text: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "net.dln"
+    path.write_text(text, encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), "-o", str(tmp_path / "out.py")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+
+def _output_type(compiled: dlc.Compiled, i: int = 0):
+    g = compiled.graph
+    return g.types[g.outputs[i][1]]
+
+
+def _grad_check(model, inputs: list[torch.Tensor], reference) -> None:
+    """``model(*inputs)`` equals ``reference(*inputs)`` in float64, and so do the inputs' gradients."""
+    xs = [x.detach().clone().requires_grad_() for x in inputs]
+    refs = [x.detach().clone().requires_grad_() for x in inputs]
+    got, want = model(*xs), reference(*refs)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(want)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    for x, r in zip(xs, refs):
+        torch.testing.assert_close(x.grad, r.grad, atol=1e-12, rtol=1e-12)
+
+
+# ---- reductions ------------------------------------------------------------------------------------------------
+
+# the call as the spec writes it on x: [3, 4, 5], the output shape, torch's function on the batched x
+REDUCTIONS = [
+    ("x -> sum(dim=1)", (3, 5), lambda x: x.sum(2)),
+    ("sum(x, dim=[0, -1])", (4,), lambda x: x.sum((1, 3))),
+    ("x -> sum(dim=2, keepdim=true)", (3, 4, 1), lambda x: x.sum(3, keepdim=True)),
+    ("x -> mean(dim=0)", (4, 5), lambda x: x.mean(1)),
+    ("mean(x, dim=[1, 2], keepdim=true)", (3, 1, 1), lambda x: x.mean((2, 3), keepdim=True)),
+    ("x -> max(dim=-1)", (3, 4), lambda x: torch.max(x, dim=3).values),
+    ("max(x, dim=[0, 2])", (4,), lambda x: x.amax((1, 3))),
+    ("x -> min(dim=1)", (3, 5), lambda x: torch.min(x, dim=2).values),
+    ("x -> prod(dim=2)", (3, 4), lambda x: x.prod(3)),
+    ("x -> logsumexp(dim=[1, 2])", (3,), lambda x: torch.logsumexp(x, (2, 3))),
+    ("x -> r: logsumexp(dim=0, keepdim=true)", (1, 4, 5), lambda x: torch.logsumexp(x, 1, keepdim=True)),
+]
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+@pytest.mark.parametrize("call, shape, reference", REDUCTIONS, ids=[c[0] for c in REDUCTIONS])
+def test_reductions_match_torch(tmp_path, call, shape, reference, fuse):
+    compiled = _compile(tmp_path, _net("x: [3, 4, 5]", f"output y = {call}"), fuse=fuse)
+    assert _output_type(compiled).shape == shape
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _grad_check(compiled.instantiate().double(), [x], reference)
+
+
+def test_a_reduction_inside_a_fused_chain(tmp_path):
+    """The elementwise ops around a reduction still fuse; the reduction runs in PyTorch between the kernels."""
+    compiled = _compile(tmp_path, _net("x: [6, 8];r: [6, 8]", "output y = (x + r) -> relu -> sum(dim=1) -> tanh"),
+                        fuse=True)
+    model = compiled.instantiate().double()
+    x, r = (torch.randn(2, 6, 8, dtype=torch.float64) for _ in range(2))
+    _grad_check(model, [x, r], lambda x, r: torch.tanh(torch.relu(x + r).sum(2)))
+    assert_kernels_ran(model, backward=True)
+
+
+def test_a_symbolic_axis_reduces_away(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [T, 6]", "output y = x -> mean(dim=0) -> linear(3);output z = sum(x, "
+                                                    "dim=1, keepdim=true)"))
+    assert _output_type(compiled, 0).shape == (3,)
+    assert _output_type(compiled, 1).shape == ("T", 1)
+    model = compiled.instantiate()
+    y, z = model(torch.randn(2, 7, 6))
+    assert y.shape == (2, 3) and z.shape == (2, 7, 1)
+
+
+def test_argmax_and_argmin_give_int64_indices(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [4, 5]", "output a = x -> argmax(dim=1);output b = argmin(x, dim=0, "
+                                                    "keepdim=true)"))
+    assert _output_type(compiled, 0).dtype == "int64" and _output_type(compiled, 0).shape == (4,)
+    assert _output_type(compiled, 1).shape == (1, 5)
+    x = torch.randn(3, 4, 5)
+    a, b = compiled.instantiate()(x)
+    assert a.dtype == torch.int64
+    torch.testing.assert_close(a, x.argmax(2))
+    torch.testing.assert_close(b, x.argmin(1, keepdim=True))
+
+
+def test_integer_sums_are_int64(tmp_path):
+    compiled = _compile(tmp_path, _net("t: [6] int32", "output s = t -> sum(dim=0);output m = t -> max(dim=0)"))
+    assert (_output_type(compiled, 0).dtype, _output_type(compiled, 1).dtype) == ("int64", "int32")
+    t = torch.randint(0, 9, (2, 6), dtype=torch.int32)
+    s, m = compiled.instantiate()(t)
+    assert s.dtype == torch.int64 and torch.equal(s, t.sum(1)) and torch.equal(m, t.amax(1))
+
+
+def test_labelled_reduction_is_a_module(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [3, 4]", "output y = x -> s: sum(dim=1, keepdim=true)"))
+    assert "self.s = Apply(torch.sum, dim=2, keepdim=True)" in compiled.source
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(compiled.instantiate()(x), x.sum(2, keepdim=True))
+
+
+def test_mean_min_and_max_keep_their_meaning_without_dim(tmp_path):
+    """`mean(a, b)` is still the merge and `max(a, b)` still compares numbers: only `dim=` makes a reduction."""
+    compiled = _compile(tmp_path, _net("a: [4];b: [4]", "n = max(2, 3) + min(5, 1);output y = mean(a, b) -> "
+                                                        "linear(n)"))
+    assert "(a + b) / 2" in compiled.source and "nn.Linear(4, 4)" in compiled.source
+
+
+@pytest.mark.parametrize("body, code, col, message", [
+    ("output y = x -> sum(dim=2)", "bad-argument", 29, "`sum`: axis 2 is out of range for a rank-2 tensor [4, T]"),
+    ("output y = mean(x, dim=-3)", "bad-argument", 28, "`mean`: axis -3 is out of range for a rank-2 tensor [4, T]"),
+    ("output y = x -> max(dim=[1, -1])", "bad-argument", 29, "`max`: axis -1 is given twice"),
+    ("output y = x -> prod(dim=[0, 1])", "bad-argument", 30, "`prod` reduces one axis, got 2"),
+    ("output y = x -> argmax(dim=[0, 1])", "bad-argument", 32, "`argmax` reduces one axis, got 2"),
+    ("output y = x -> sum(dim=1.5)", "bad-argument", 29,
+     "`sum`: `dim` must be an integer or a list of integers, got the number 1.5"),
+    ("output y = x -> sum", "missing-argument", 21, "`sum` needs the argument `dim`"),
+    ("output y = t -> mean(dim=0)", "type-mismatch", 21, "`mean` needs a floating-point input, got int64"),
+    ("output y = t -> logsumexp(dim=0)", "type-mismatch", 21, "`logsumexp` needs a floating-point input, got int64"),
+    ("output y = max(x, x)", "type-mismatch", 16, "`max` takes numbers"),
+])
+def test_reduction_errors(tmp_path, body, code, col, message):
+    err = _error(tmp_path, _net("x: [4, T];t: [5] int64", body))
+    assert (err.code, err.message, err.span.line, err.span.col) == (code, message, 4, col)
+
+
+def test_max_of_tensors_hints_at_dim(tmp_path):
+    err = _error(tmp_path, _net("x: [4]", "output y = max(x, x)"))
+    assert err.hint == "to reduce a tensor over an axis, give it: `max(x, dim=1)`"
+
+
+def test_a_missing_axis_is_a_cli_diagnostic(tmp_path):
+    run = _cli(tmp_path, _net("x: [8, 16]", "output y = x -> sum(dim=2)"))
+    assert run.returncode == 1
+    assert "net.dln:3:29: error[bad-argument]: `sum`: axis 2 is out of range for a rank-2 tensor [8, 16]" in run.stderr
+    assert "^" in run.stderr and "Traceback" not in run.stderr
