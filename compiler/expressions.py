@@ -150,10 +150,10 @@ class Evaluator:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             hint_save = frame.hint
             if isinstance(a, Tensor) and isinstance(b, Tensor):
-                op = {"+": "add", "-": "sub", "*": "mul", "/": "div"}.get(e.op)
+                op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}.get(e.op)
                 if op is None:
                     raise self.ctx.err("type-mismatch", f"`{e.op}` is not defined between tensors", e.span, frame,
-                                       hint="tensors combine with +, -, * and /")
+                                       hint="tensors combine with +, -, *, / and @")
                 return self.nodes.emit(op, [a, b], {}, e.span, frame)
             t, c = (a, b) if isinstance(a, Tensor) else (b, a)
             if not isinstance(c, num) or isinstance(c, bool):
@@ -176,7 +176,8 @@ class Evaluator:
                 return self.nodes.emit("scale", [t], {"factor": self.number(1.0 / c, e.span, frame)}, e.span, frame)
             raise self.ctx.err("type-mismatch", f"`{e.op}` between a tensor and a number is not supported", e.span,
                                frame)
-        if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool) \
+                and e.op in _ARITH:  # `@` multiplies tensors only
             try:
                 result = _ARITH[e.op](a, b)
             except ZeroDivisionError:

@@ -166,3 +166,81 @@ def test_a_missing_axis_is_a_cli_diagnostic(tmp_path):
     assert run.returncode == 1
     assert "net.dln:3:29: error[bad-argument]: `sum`: axis 2 is out of range for a rank-2 tensor [8, 16]" in run.stderr
     assert "^" in run.stderr and "Traceback" not in run.stderr
+
+
+# ---- matmul and pow --------------------------------------------------------------------------------------------
+
+# the operands' batch-less shapes, the spec's expression, the output shape
+MATMULS = [
+    ("[4, 3]", "[3, 5]", "a @ b", (4, 5)),
+    ("[2, 4, 3]", "[2, 3, 5]", "matmul(a, b)", (2, 4, 5)),
+    ("[2, 1, 4, 3]", "[1, 6, 3, 5]", "a @ b", (2, 6, 4, 5)),
+    ("[T, 3]", "[3, T]", "a @ b", ("T", "T")),
+]
+
+
+@pytest.mark.parametrize("sa, sb, expr, shape", MATMULS, ids=[f"{c[0]}@{c[1]}" for c in MATMULS])
+def test_matmul_matches_torch(tmp_path, sa, sb, expr, shape):
+    compiled = _compile(tmp_path, _net(f"a: {sa};b: {sb}", f"output y = {expr}"))
+    assert _output_type(compiled).shape == shape
+    gen = torch.Generator().manual_seed(2)
+    a, b = (torch.randn(3, *[5 if d == "T" else int(d) for d in s.strip("[]").split(", ")], dtype=torch.float64,
+                        generator=gen) for s in (sa, sb))
+    _grad_check(compiled.instantiate().double(), [a, b], torch.matmul)
+
+
+def test_attention_scores_by_matmul(tmp_path):
+    """softmax(q kᵀ / √d) v written with `@`, against torch's scaled_dot_product_attention."""
+    compiled = _compile(tmp_path, _net("q: [T, 8];k: [T, 8];v: [T, 8]",
+                                       "w = (q @ (k -> permute([1, 0]))) * 0.3535533905932738 -> softmax(dim=-1)"
+                                       ";output y = w @ v"))
+    q, k, v = (torch.randn(2, 7, 8, dtype=torch.float64) for _ in range(3))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(compiled.instantiate().double()(q, k, v), want)
+
+
+@pytest.mark.parametrize("sa, sb, message", [
+    ("[4, 3]", "[4, 3]", "`matmul`: the inner sizes differ: [4, 3] @ [4, 3] multiplies [..., N, K] by [..., K, M], "
+                         "but 3 != 4"),
+    ("[3]", "[3, 2]", "`matmul` multiplies matrices: each operand needs at least 2 batch-less axes, got [3] and "
+                      "[3, 2]"),
+    ("[2, 4, 3]", "[3, 5]", "`matmul` needs operands of equal rank, got [2, 4, 3] and [3, 5]"),
+    ("[2, 4, 3]", "[3, 3, 5]", "`matmul` needs matching shapes, got [2] and [3]"),
+])
+def test_matmul_shape_errors(tmp_path, sa, sb, message):
+    err = _error(tmp_path, _net(f"a: {sa};b: {sb}", "output y = a @ b"))
+    assert (err.code, err.message, err.span.line, err.span.col) == ("shape-mismatch", message, 4, 16)
+
+
+def test_matmul_needs_float_tensors_and_at_needs_tensors(tmp_path):
+    err = _error(tmp_path, _net("a: [2, 2] int64;b: [2, 2] int64", "output y = a @ b"))
+    assert (err.code, err.message) == ("type-mismatch", "`matmul` needs a floating-point input, got int64")
+    err = _error(tmp_path, _net("a: [2, 2]", "n = 2 @ 3;output y = a"))
+    assert (err.code, err.span.line, err.span.col) == ("type-mismatch", 3, 9)
+    err = _error(tmp_path, _net("a: [2, 2]", "output y = a @ 2"))
+    assert (err.code, err.message) == ("type-mismatch", "`@` between a tensor and a number is not supported")
+
+
+POWERS = [2.0, 3.0, -1.0, 0.0, 0.5, -1.5, 7.0, 6.0, 2.5]
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+@pytest.mark.parametrize("e", POWERS, ids=[str(e) for e in POWERS])
+def test_pow_matches_torch(tmp_path, e, fuse):
+    """(x + r) -> pow(e) -> scale(0.5), forward and backward, on negative values too for integer exponents."""
+    compiled = _compile(tmp_path, _net("x: [8];r: [8]", f"output y = (x + r) -> pow({e}) -> scale(0.5)"), fuse=fuse)
+    low = -2.0 if float(e).is_integer() else 0.1
+    x = torch.linspace(low, 2.5, 8, dtype=torch.float64).repeat(3, 1)
+    r = torch.zeros_like(x)
+    model = compiled.instantiate().double()
+    _grad_check(model, [x, r], lambda x, r: torch.pow(x + r, e) * 0.5)
+    if fuse:
+        assert_kernels_ran(model, backward=True)
+
+
+def test_labelled_pow_is_a_module(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [4]", "output y = x -> p: pow(3)"))
+    assert "self.p = Apply(torch.pow, exponent=3.0)" in compiled.source
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(compiled.instantiate()(x), x ** 3)

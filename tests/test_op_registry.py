@@ -51,6 +51,7 @@ network Sample {
     output r1 = sum(img, dim=0) + mean(img, dim=[0]) + max(img, dim=-3) + min(img, dim=[0], keepdim=false)
     output r2 = img -> prod(dim=0) -> logsumexp(dim=1, keepdim=true)
     output r3 = concat(seq -> argmax(dim=1), seq -> argmin(dim=0))
+    output r4 = (seq @ (seq -> permute([1, 0]))) -> pow(3.0)
 }
 """
 
