@@ -244,3 +244,83 @@ def test_labelled_pow_is_a_module(tmp_path):
     assert "self.p = Apply(torch.pow, exponent=3.0)" in compiled.source
     x = torch.randn(2, 4)
     torch.testing.assert_close(compiled.instantiate()(x), x ** 3)
+
+
+# ---- comparisons, logical ops, where, masked_fill -------------------------------------------------------------
+
+def test_comparisons_give_bool_tensors_as_torch(tmp_path):
+    body = ("output o1 = tokens != pad;output o2 = x > 0;output o3 = 0.5 <= x;output o4 = x == y;output o5 = x < y"
+            ";output o6 = x >= y")
+    compiled = _compile(tmp_path, "network T(pad: int = 0) {\n    input tokens: [T] int64\n    input x: [3, 4]\n"
+                                  "    input y: [1, 4]\n" + "".join(f"    {b}\n" for b in body.split(";")) + "}\n")
+    assert "o1 = tokens != 0" in compiled.source and "o3 = x >= 0.5" in compiled.source
+    assert [compiled.graph.types[v].dtype for _, v in compiled.graph.outputs] == ["bool"] * 6
+    tokens = torch.tensor([[3, 0, 5, 0], [0, 1, 1, 1]])
+    x, y = torch.randn(2, 3, 4), torch.randn(2, 1, 4)
+    x[0, 0, :2] = y[0, 0, :2]
+    got = compiled.instantiate()(tokens, x, y)
+    want = (tokens != 0, x > 0, x >= 0.5, x == y, x < y, x >= y)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.bool and torch.equal(g, w)
+
+
+def test_compile_time_comparisons_are_unchanged(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [4]", "n = if 3 > 2 and not (1 == 2) then 5 else 6;output y = x -> "
+                                                 "linear(n)"))
+    assert "nn.Linear(4, 5)" in compiled.source
+
+
+def test_logical_ops_on_bool_tensors(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [6];y: [6]", "output m = (x > 0) and not (y > 0) or x == y"))
+    x, y = torch.randn(2, 6), torch.randn(2, 6)
+    y[:, 0] = x[:, 0]
+    assert torch.equal(compiled.instantiate()(x, y), ((x > 0) & ~(y > 0)) | (x == y))
+
+
+@pytest.mark.parametrize("expr, reference", [
+    ("where(x > 0, x, y)", lambda x, y: torch.where(x > 0, x, y)),
+    ("where(x > 0, x, 0.0)", lambda x, y: torch.where(x > 0, x, 0.0)),
+    ("where(y < x, -1, y)", lambda x, y: torch.where(y < x, -1.0, y)),
+    ("where(x > y, 2.0, 3.0) * x", lambda x, y: torch.where(x > y, 2.0, 3.0) * x),
+    ("x -> masked_fill(x < y, -1e9)", lambda x, y: x.masked_fill(x < y, -1e9)),
+    ("masked_fill(x, y > 0.5, 0)", lambda x, y: x.masked_fill(y > 0.5, 0.0)),
+], ids=["tensors", "number-b", "number-a", "numbers", "masked_fill-pipe", "masked_fill-broadcast"])
+def test_where_and_masked_fill_match_torch(tmp_path, expr, reference):
+    compiled = _compile(tmp_path, _net("x: [3, 4];y: [1, 4]", f"output z = {expr}"))
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 3, 4, dtype=torch.float64, generator=gen), torch.randn(2, 1, 4, dtype=torch.float64,
+                                                                                  generator=gen)
+    _grad_check(compiled.instantiate().double(), [x, y], reference)
+
+
+def test_a_padding_mask_from_token_ids(tmp_path):
+    """BERT's padding mask: pad positions' scores become -1e9 before the softmax, so they get no weight."""
+    compiled = _compile(tmp_path, "network T(pad: int = 0) {\n    input tokens: [1, 5] int64\n    input s: [5, 5]\n"
+                                  "    output w = s -> masked_fill(tokens == pad, -1e9) -> softmax(dim=-1)\n}\n")
+    tokens = torch.tensor([[[7, 3, 9, 0, 0]]])
+    w = compiled.instantiate()(tokens, torch.randn(1, 5, 5))
+    assert torch.all(w[..., 3:] == 0) and torch.allclose(w.sum(-1), torch.ones(1, 5))
+
+
+@pytest.mark.parametrize("body, code, col, message", [
+    ("output y = masked_fill(x, tokens, 0)", "type-mismatch", 16, "`masked_fill` needs a bool mask, got int64"),
+    ("output y = masked_fill(x, m > 0, 0)", "shape-mismatch", 16, "`masked_fill`: the mask [4, 3] does not "
+                                                                  "broadcast to the tensor [4, 5]"),
+    ("output y = masked_fill(x, m1 > 0, 0)",
+     "shape-mismatch", 16, "`masked_fill`: the mask [8, 5] does not broadcast to the tensor [4, 5]"),
+    ("output y = where(x, x, 0)", "type-mismatch", 16, "`where` needs a bool condition, got float32"),
+    ("output y = where(x > 0, x)", "bad-argument", 16, "`where` takes 3 arguments (condition, a, b), got 2"),
+    ("output y = (x > 0) and x", "type-mismatch", 16, "`and` needs bool tensors, got float32"),
+    ("output y = x > \"a\"", "type-mismatch", 16, "cannot compare a tensor with the string 'a'"),
+    ("output y = sum(x, dim=0) > m", "shape-mismatch", 16, "`gt` needs tensors of equal rank, got [5] and "
+                                                                     "[4, 3]"),
+])
+def test_mask_errors(tmp_path, body, code, col, message):
+    err = _error(tmp_path, _net("x: [4, 5];m: [4, 3];m1: [8, 5];tokens: [4, 5] int64", body))
+    assert (err.code, err.message, err.span.line, err.span.col) == (code, message, 6, col)
+
+
+def test_a_bad_mask_is_a_cli_diagnostic(tmp_path):
+    run = _cli(tmp_path, _net("tokens: [8] int64;x: [8]", "output y = masked_fill(x, tokens, 0)"))
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "net.dln:4:16: error[type-mismatch]: `masked_fill` needs a bool mask, got int64" in run.stderr

@@ -11,10 +11,12 @@ Reductions have no kernel facet: a fused chain runs them in PyTorch between its 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A
+from dlc.compiler.ops.registry import OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import TensorType, is_float, shape_str
 
