@@ -1,4 +1,4 @@
-"""Reductions, matmul, pow, tensor comparisons, where, masked_fill and random samples (compiler/ops/reduce.py,
+"""Reductions, matmul, pow, abs, tensor comparisons, where, masked_fill and random samples (compiler/ops/reduce.py,
 compare.py, random.py, arith.py): each against torch's own function, forward and backward in float64, plain and
 fused; their shapes and dtypes as the compiler infers them; and their diagnostics, through the CLI too."""
 
@@ -324,3 +324,54 @@ def test_a_bad_mask_is_a_cli_diagnostic(tmp_path):
     run = _cli(tmp_path, _net("tokens: [8] int64;x: [8]", "output y = masked_fill(x, tokens, 0)"))
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "net.dln:4:16: error[type-mismatch]: `masked_fill` needs a bool mask, got int64" in run.stderr
+
+
+# ---- randomness ------------------------------------------------------------------------------------------------
+
+VAE_STEP = ("h = x -> linear(8) -> tanh;mu = h -> linear(4);logvar = h -> linear(4)"
+            ";output z = mu + randn_like(mu) * exp(logvar / 2);output m = mu;output lv = logvar")
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+def test_randn_like_draws_from_torch_generator_in_train_and_eval(tmp_path, fuse):
+    """Under one seed the reparameterised sample is mu + torch.randn_like(mu) * std, in eval mode as in training."""
+    compiled = _compile(tmp_path, _net("x: [6]", VAE_STEP), fuse=fuse)
+    model = compiled.instantiate()
+    x = torch.randn(5, 6)
+    for mode in (model.train, model.eval):
+        mode()
+        torch.manual_seed(7)
+        z, mu, logvar = model(x)
+        torch.manual_seed(7)
+        eps = torch.randn_like(mu)
+        torch.testing.assert_close(z, mu + eps * torch.exp(logvar / 2))
+        assert not torch.equal(model(x)[0], z)  # a fresh sample on the next call
+    if fuse:
+        assert_kernels_ran(model)
+
+
+def test_samples_have_the_right_statistics(tmp_path):
+    compiled = _compile(tmp_path, _net("x: [200, 50]", "output n = randn_like(x);output u = x -> r: rand_like"))
+    assert "self.r = Apply(torch.rand_like)" in compiled.source
+    torch.manual_seed(0)
+    n, u = compiled.instantiate().eval()(torch.zeros(10, 200, 50))
+    assert n.shape == u.shape == (10, 200, 50)
+    assert abs(n.mean().item()) < 0.01 and abs(n.std().item() - 1) < 0.01
+    assert u.min().item() >= 0 and u.max().item() < 1 and abs(u.mean().item() - 0.5) < 0.01
+
+
+def test_random_samples_need_float_tensors(tmp_path):
+    err = _error(tmp_path, _net("t: [4] int64", "output y = randn_like(t)"))
+    assert (err.code, err.message, err.span.line, err.span.col) == (
+        "type-mismatch", "`randn_like` samples floats shaped like a float tensor, got int64", 3, 16)
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["plain", "fused"])
+def test_abs_matches_torch(tmp_path, fuse):
+    """`abs` (which existed before) against torch.abs, forward and backward, 0 included (gradient 0 there)."""
+    compiled = _compile(tmp_path, _net("x: [7];r: [7]", "output y = (x + r) -> abs -> scale(0.5)"), fuse=fuse)
+    x = torch.tensor([-3.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 3.0], dtype=torch.float64).repeat(2, 1)
+    model = compiled.instantiate().double()
+    _grad_check(model, [x, torch.zeros_like(x)], lambda x, r: torch.abs(x + r) * 0.5)
+    if fuse:
+        assert_kernels_ran(model, backward=True)

@@ -54,6 +54,7 @@ network Sample {
     output r4 = (seq @ (seq -> permute([1, 0]))) -> pow(3.0)
     m1 = (v == w) or (v != 0) and not (v < w)
     m2 = (v <= 1) and (v > w) or (v >= 2)
+    output n1 = v -> randn_like -> rand_like
     output c1 = where(m1, v, 0.0) + where(m2, 1, w) + masked_fill(v, m1, -1)
 }
 """
