@@ -52,12 +52,16 @@ def _value(a, ins, outs) -> dict:
     return {"value": a["value"]}
 
 
+def _compare_label(symbol: str):
+    return lambda a: symbol if a["value"] is None else f"{symbol} {format_value(a['value'])}"
+
+
 for _name, _symbol in COMPARISONS.items():
     register(OpDef(
         _name, (A("value", "float", None),), _compare_rule(_name), inputs=("a", "b"), optional_inputs=frozenset({"b"}),
         torch=Torch(function=Form(_template(_symbol), _value)),
         family="merge", draw="merge",
-        label=(lambda s: lambda a: s if a["value"] is None else f"{s} {format_value(a['value'])}")(_symbol),
+        label=_compare_label(_symbol),
         doc=f"Elementwise `a {_symbol} b` (or `a {_symbol} value`), a bool tensor."))
 
 
