@@ -1,5 +1,5 @@
 """Merges and arithmetic: ``concat``, ``add``, ``sub``, ``div``, ``mul``, ``mean``, ``abs``, ``scale``, ``shift``,
-and the elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt`` and ``clamp``.
+the elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``clamp`` and ``pow``, and ``matmul``.
 
 The merges have no module form: they are expressions in ``forward`` (and ellipses in diagrams).
 """
