@@ -14,14 +14,17 @@ from typing import Any, Protocol
 
 from dlc.compiler.context import Context, Frame
 from dlc.compiler.nodes import Nodes
-from dlc.compiler.ops.registry import all_ops, get
+from dlc.compiler.ops.registry import all_ops, by_dim, get
 from dlc.compiler.types import TensorType
 from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
 from dlc.diagnostics import DlcError, Span, suggest
 from dlc.grammar import ast
 from dlc.grammar.build import NUMBER_HINT, number_problem
 
-BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
+BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len", "where")
+# a comparison's op by its operator, and the operator with its operands swapped (`0 < x` is `x > 0`)
+_COMPARE_OPS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+_SWAPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
           "%": operator.mod}
 
@@ -55,20 +58,37 @@ class Evaluator:
             return [self.eval(x, frame) for x in e.items]
         if isinstance(e, ast.Cond):
             test = self.eval(e.test, frame)
+            if isinstance(test, Tensor):
+                raise self.ctx.err("type-mismatch", f"`if` is decided at compile time and cannot compare a tensor: "
+                                   f"its condition is {describe(test)}", e.test.span, frame,
+                                   hint="`where(condition, a, b)` chooses elementwise; shape queries such as "
+                                        "`channels(x)` give numbers to compare")
             if not isinstance(test, bool):
                 raise self.ctx.err("type-mismatch",
                                    f"the condition of `if` must be true or false, got {describe(test)}",
                                    e.test.span, frame)
             return self.eval(e.then if test else e.orelse, frame)
         if isinstance(e, ast.BoolOp):
-            left = self._bool(e.left, frame)
+            left = self.eval(e.left, frame)
+            if isinstance(left, Tensor):  # bool tensors: elementwise, both sides evaluated
+                right = self.tensor(self.eval(e.right, frame), e.right.span, frame, f"the right side of `{e.op}`")
+                return self.nodes.emit(f"logical_{e.op}", [left, right], {}, e.span, frame)
+            if not isinstance(left, bool):
+                raise self.ctx.err("type-mismatch", f"expected true or false, got {describe(left)}", e.left.span,
+                                   frame)
             if e.op == "and" and not left:
                 return False
             if e.op == "or" and left:
                 return True
             return self._bool(e.right, frame)
         if isinstance(e, ast.Not):
-            return not self._bool(e.operand, frame)
+            v = self.eval(e.operand, frame)
+            if isinstance(v, Tensor):
+                return self.nodes.emit("logical_not", [v], {}, e.span, frame)
+            if not isinstance(v, bool):
+                raise self.ctx.err("type-mismatch", f"expected true or false, got {describe(v)}", e.operand.span,
+                                   frame)
+            return not v
         if isinstance(e, ast.Compare):
             return self._compare(e, frame)
         if isinstance(e, ast.Neg):
@@ -94,9 +114,11 @@ class Evaluator:
             raise self.ctx.err("type-mismatch", f"expected true or false, got {describe(v)}", e.span, frame)
         return v
 
-    def lookup(self, name: str, span: Span, frame: Frame, callee: bool = False) -> Any:
+    def lookup(self, name: str, span: Span, frame: Frame, callee: bool = False,
+               args: tuple[ast.Arg, ...] = ()) -> Any:
         """What ``name`` means in ``frame``: a value, a block or op as a layer, a builtin, or a Symbol (a bare
-        name, which an argument's kind may accept); ``callee``: the name is called or piped into."""
+        name, which an argument's kind may accept); ``callee``: the name is called or piped into, with ``args``
+        (a `dim=` among them makes `mean`, `max` and `min` the reductions)."""
         if name in frame.names:
             v = frame.names[name]
             # In call / stage position a plain compile-time value (e.g. a parameter `dropout: float`)
@@ -110,21 +132,26 @@ class Evaluator:
                 raise self.ctx.err("bad-reference", f"`{name}` is a network; only blocks can be used inside others",
                                    span, frame, hint=f"declare it as `block {name}(...)`")
             return Layer(None, d, {}, [], {}, [], span)
+        reduction = by_dim(name) if any(a.name == "dim" for a in args) else None
+        if reduction is not None:
+            return Layer(reduction, None, {}, [], {}, [], span)
+        if name in BUILTINS:  # before the ops: `where` is also the op it makes, from tensors and numbers
+            return ("builtin", name)
         op = get(name)
         if op is not None:
             return Layer(op, None, {}, [], {}, [], span)
-        if name in BUILTINS:
-            return ("builtin", name)
         return Symbol(name, span)
 
     def known_names(self, frame: Frame) -> list[str]:
         """Every name visible in ``frame``, for "did you mean" hints."""
         return list(frame.names) + list(self.ctx.program.defs) + list(all_ops()) + list(BUILTINS)
 
-    def _compare(self, e: ast.Compare, frame: Frame) -> bool:
+    def _compare(self, e: ast.Compare, frame: Frame) -> Any:
         a, b = self.eval(e.left, frame), self.eval(e.right, frame)
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            return self._compare_tensor(e, a, b, frame)
         for v, sub in ((a, e.left), (b, e.right)):
-            if isinstance(v, (Tensor, Layer, Instance, tuple)):
+            if isinstance(v, (Layer, Instance, tuple)):
                 raise self.ctx.err("type-mismatch", f"cannot compare {describe(v)} at compile time", sub.span, frame,
                                    hint="shape queries such as `channels(x)` give numbers to compare")
             if isinstance(v, Symbol):
@@ -136,6 +163,20 @@ class Evaluator:
             raise self.ctx.err("type-mismatch", f"cannot compare {describe(a)} with {describe(b)}", e.span,
                                frame) from None
 
+    def _compare_tensor(self, e: ast.Compare, a: Any, b: Any, frame: Frame) -> Tensor:
+        """`x > 0`, `tokens != pad`, `a == b`: a bool tensor (a number on the left swaps the operator)."""
+        op = e.op
+        if not isinstance(a, Tensor):
+            a, b, op = b, a, _SWAPPED[op]
+        if isinstance(b, Tensor):
+            return self.nodes.emit(_COMPARE_OPS[op], [a, b], {}, e.span, frame)
+        if isinstance(b, Symbol):
+            raise self.unknown_name(b, frame)
+        if isinstance(b, bool) or not isinstance(b, (int, float)):
+            raise self.ctx.err("type-mismatch", f"cannot compare a tensor with {describe(b)}", e.span, frame,
+                               hint="a tensor compares with a tensor or a number")
+        return self.nodes.emit(_COMPARE_OPS[op], [a], {"value": b}, e.span, frame)
+
     def _binop(self, e: ast.BinOp, frame: Frame) -> Any:
         a, b = self.eval(e.left, frame), self.eval(e.right, frame)
         for v, sub in ((a, e.left), (b, e.right)):
@@ -145,10 +186,10 @@ class Evaluator:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             hint_save = frame.hint
             if isinstance(a, Tensor) and isinstance(b, Tensor):
-                op = {"+": "add", "-": "sub", "*": "mul", "/": "div"}.get(e.op)
+                op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}.get(e.op)
                 if op is None:
                     raise self.ctx.err("type-mismatch", f"`{e.op}` is not defined between tensors", e.span, frame,
-                                       hint="tensors combine with +, -, * and /")
+                                       hint="tensors combine with +, -, *, / and @")
                 return self.nodes.emit(op, [a, b], {}, e.span, frame)
             t, c = (a, b) if isinstance(a, Tensor) else (b, a)
             if not isinstance(c, num) or isinstance(c, bool):
@@ -171,7 +212,8 @@ class Evaluator:
                 return self.nodes.emit("scale", [t], {"factor": self.number(1.0 / c, e.span, frame)}, e.span, frame)
             raise self.ctx.err("type-mismatch", f"`{e.op}` between a tensor and a number is not supported", e.span,
                                frame)
-        if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool) \
+                and e.op in _ARITH:  # `@` multiplies tensors only
             try:
                 result = _ARITH[e.op](a, b)
             except ZeroDivisionError:
@@ -223,8 +265,12 @@ class Evaluator:
             return t.type.shape[i]
         if name in ("min", "max"):
             if len(args) < 1 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-                raise self.ctx.err("type-mismatch", f"`{name}` takes numbers", e.span, frame)
+                hint = f"to reduce a tensor over an axis, give it: `{name}(x, dim=1)`" \
+                    if any(isinstance(a, Tensor) for a in args) else None
+                raise self.ctx.err("type-mismatch", f"`{name}` takes numbers", e.span, frame, hint=hint)
             return min(args) if name == "min" else max(args)
+        if name == "where":
+            return self._where(args, e, frame)
         if name in ("int", "float"):
             want(1)
             if not isinstance(args[0], (int, float)) or isinstance(args[0], bool):
@@ -234,6 +280,21 @@ class Evaluator:
         if not isinstance(args[0], list):
             raise self.ctx.err("type-mismatch", f"`len` takes a list, got {describe(args[0])}", e.span, frame)
         return len(args[0])
+
+    def _where(self, args: list[Any], e: ast.Call, frame: Frame) -> Tensor:
+        """`where(condition, a, b)`: the op `where` on the tensors, the numbers among `a` and `b` kept as its
+        arguments `input` and `other` (their places tell which is which)."""
+        if len(args) != 3:
+            raise self.ctx.err("bad-argument", f"`where` takes 3 arguments (condition, a, b), got {len(args)}",
+                               e.span, frame)
+        cond = self.tensor(args[0], e.args[0].span, frame, "the condition of `where`")
+        tensors, numbers = [cond], {}
+        for key, v, a in zip(("input", "other"), args[1:], e.args[1:]):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                numbers[key] = v
+            else:
+                tensors.append(self.tensor(v, a.span, frame, "each value of `where`"))
+        return self.nodes.emit("where", tensors, numbers, e.span, frame)
 
     def tensor(self, v: Any, span: Span, frame: Frame, what: str) -> Tensor:
         """``v`` if it is one tensor; else the diagnostic for ``what`` ("an argument") not being one."""

@@ -48,7 +48,7 @@ class Lowerer:
 
     def call(self, e: ast.Call, frame: Frame) -> Any:
         """The value of a call: a configured layer, or (given tensors) what applying it gives."""
-        f = self.ev.lookup(e.func.id, e.func.span, frame, callee=True) if isinstance(e.func, ast.Name) \
+        f = self.ev.lookup(e.func.id, e.func.span, frame, callee=True, args=e.args) if isinstance(e.func, ast.Name) \
             else self.ev.eval(e.func, frame)
         if isinstance(f, Symbol) and f.name in INITIALISERS:
             return self._initialiser(f.name, e, frame)
@@ -188,7 +188,7 @@ class Lowerer:
             raise self.ctx.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.span, frame,
                                hint="a pipeline stage is a layer, a block or a named instance")
         assert isinstance(core, ast.StageCall)
-        target = self.ev.lookup(core.name, core.name_span, frame, callee=True)
+        target = self.ev.lookup(core.name, core.name_span, frame, callee=True, args=core.args)
         if isinstance(target, Symbol):
             raise self.ctx.err("unknown-layer", f"unknown layer or block `{core.name}`", core.name_span, frame,
                                hint=suggest(core.name, self.ev.known_names(frame)))

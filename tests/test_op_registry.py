@@ -50,6 +50,14 @@ network Sample {
     output o8 = v -> glu
     param pk: [10]
     output o9 = (v -> prelu) + pk
+    output r1 = sum(img, dim=0) + mean(img, dim=[0]) + max(img, dim=-3) + min(img, dim=[0], keepdim=false)
+    output r2 = img -> prod(dim=0) -> logsumexp(dim=1, keepdim=true)
+    output r3 = concat(seq -> argmax(dim=1), seq -> argmin(dim=0))
+    output r4 = (seq @ (seq -> permute([1, 0]))) -> pow(3.0)
+    m1 = (v == w) or (v != 0) and not (v < w)
+    m2 = (v <= 1) and (v > w) or (v >= 2)
+    output n1 = v -> randn_like -> rand_like
+    output c1 = where(m1, v, 0.0) + where(m2, 1, w) + masked_fill(v, m1, -1)
 }
 """
 

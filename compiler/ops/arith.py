@@ -1,5 +1,5 @@
 """Merges and arithmetic: ``concat``, ``add``, ``sub``, ``div``, ``mul``, ``mean``, ``abs``, ``scale``, ``shift``,
-and the elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt`` and ``clamp``.
+the elementwise math functions ``exp``, ``log``, ``sqrt``, ``rsqrt``, ``clamp`` and ``pow``, and ``matmul``.
 
 The merges have no module form: they are expressions in ``forward`` (and ellipses in diagrams).
 """
@@ -186,3 +186,59 @@ register(OpDef(
     kernel=Elementwise(_clamp_kernel, _clamp_grad),
     family="arith", label=with_values("clamp"),
     doc="Elementwise clamp into [min, max]: `clamp(min=0, max=1)`; either bound may be left out."))
+
+
+def _matmul(attrs, ins):
+    a, b = tensor(ins[0]), tensor(ins[1])
+    if a.rank < 2 or b.rank < 2:
+        raise ShapeError(f"`matmul` multiplies matrices: each operand needs at least 2 batch-less axes, got "
+                         f"{shape_str(a.shape)} and {shape_str(b.shape)}",
+                         hint="shapes are batch-less and every tensor has a batch axis in front; `reshape` a vector "
+                              "[K] to [1, K] or [K, 1]")
+    if a.rank != b.rank:
+        raise ShapeError(f"`matmul` needs operands of equal rank, got {shape_str(a.shape)} and {shape_str(b.shape)}",
+                         hint="both carry the batch axis in front; `reshape` the smaller one (size-1 axes "
+                              "broadcast)")
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"`matmul`: the inner sizes differ: {shape_str(a.shape)} @ {shape_str(b.shape)} multiplies "
+                         f"[..., N, K] by [..., K, M], but {a.shape[-1]} != {b.shape[-2]}",
+                         hint="`permute` the second operand to transpose it")
+    for t in (a, b):
+        want_float(t, "matmul")
+    batch = broadcast(a.shape[:-2], b.shape[:-2], "matmul") if a.rank > 2 else ()
+    return (TensorType(batch + (a.shape[-2], b.shape[-1]), promote([a.dtype, b.dtype]), "fl"),)
+
+
+register(OpDef(
+    "matmul", (), _matmul, inputs=("a", "b"),
+    torch=Torch(function=Form("torch.matmul({x}, {*rest})")),
+    family="merge", draw="merge", label=lambda a: "matmul",
+    doc="Matrix product per sample (`a @ b`): [..., N, K] by [..., K, M] gives [..., N, M]; leading axes broadcast."))
+
+
+def _power(e: float, x: str) -> str:
+    """Triton text for ``x ** e`` with a constant ``e`` (Triton has no pow): small integer powers as products,
+    others as exp(e log|x|), the sign restored for odd integer powers; a fractional power of a negative number
+    is nan, as in PyTorch."""
+    if e == 0:
+        return "1.0"
+    if float(e).is_integer() and abs(e) <= 4:
+        product = " * ".join([x] * int(abs(e)))
+        return product if e > 0 else f"1.0 / ({product})"
+    magnitude = f"tl.exp({flt(e)} * tl.log(tl.abs({x})))"
+    if float(e).is_integer():
+        return f"tl.where({x} < 0, -{magnitude}, {magnitude})" if int(e) % 2 else magnitude
+    return f"tl.exp({flt(e)} * tl.log({x}))"
+
+
+def _exponent(a, ins, outs) -> dict:
+    return {"exponent": a["exponent"]}
+
+
+register(OpDef(
+    "pow", (A("exponent", "float"),), same_float("pow"),
+    torch=Torch(module=Form("Apply(torch.pow, exponent={exponent})", _exponent),
+                function=Form("torch.pow({x}, {exponent})", _exponent)),
+    kernel=Elementwise(lambda a, x: _power(a["exponent"], x[0]),
+                       lambda a, x, y, g: [f"{g} * {flt(a['exponent'])} * ({_power(a['exponent'] - 1, x[0])})"]),
+    family="arith", label=with_values("pow"), doc="Elementwise power with a constant exponent: `pow(x, 2.0)`."))

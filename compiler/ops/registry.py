@@ -110,6 +110,8 @@ class OpDef:
     ``in_place``: may overwrite its first input (the in-place pass sets ``Node.in_place``; its PyTorch
     forms have ``in_place`` templates);
     ``overwritable``: its backward does not read its output, so a later op may overwrite it.
+    ``spelled``: the name a spec calls the op by with a ``dim=`` argument, where that name means something else
+    without one (``mean(x, dim=1)`` is ``reduce_mean``, ``mean(a, b)`` the merge; see :func:`by_dim`).
     """
 
     name: str
@@ -133,6 +135,7 @@ class OpDef:
     fold_axis: int | None = None
     in_place: bool = False
     overwritable: bool = False
+    spelled: str | None = None
 
     @property
     def module(self) -> bool:
@@ -158,8 +161,8 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
-FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "arith", "recurrent",
-            "attention", "wrapper", "param")
+FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "arith", "reduce",
+            "compare", "random", "recurrent", "attention", "wrapper", "param")
 
 
 def register(op: OpDef) -> OpDef:
@@ -174,6 +177,15 @@ def get(name: str) -> OpDef | None:
     """The op a spec calls ``name``, if any (a declared op such as ``input`` is not called by name)."""
     op = registered().get(name)
     return op if op is not None and not op.declared else None
+
+
+def by_dim(name: str) -> OpDef | None:
+    """The op a call of ``name`` with a ``dim=`` argument means when it is not the op called ``name`` (the
+    reduction ``reduce_max`` for ``max(x, dim=1)``), if any."""
+    for op in registered().values():
+        if op.spelled == name:
+            return op
+    return None
 
 
 def op_of(name: str) -> OpDef:
