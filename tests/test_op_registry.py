@@ -48,6 +48,10 @@ network Sample {
     output o6 = e
     output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
     output o8 = v -> glu
+    h1, h2 = seq[1:, ..., ::2] -> transpose(0, 1) -> chunk(2)
+    s1, s2 = v -> split([4, 6])
+    output o9 = concat(s1, s2)
+    output o10 = h1 + h2
 }
 """
 

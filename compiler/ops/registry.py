@@ -158,7 +158,7 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
-FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "arith", "recurrent",
+FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "index", "arith", "recurrent",
             "attention", "wrapper")
 
 
