@@ -22,7 +22,7 @@ from dlc.compiler.kinds import ArgumentError, Kind, Site
 from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import symbolic_window, tensor, with_values
-from dlc.compiler.types import Dim, TensorType, shape_str
+from dlc.compiler.types import Dim, TensorType
 
 # A bound, normalised: a symbolic base (None for a plain number) plus a constant. `T+4` is ("T", 4), 3 is (None, 3).
 Bound = tuple[str | None, int]
