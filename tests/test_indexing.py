@@ -294,3 +294,22 @@ def test_bad_syntax_in_a_subscript(tmp_path, capsys):
     assert main(["compile", str(path)]) == 1
     err = capsys.readouterr().err
     assert "net.dln:5:18: error[syntax]: unexpected `]`" in err
+
+
+def test_labelled_split_and_transpose_are_modules(tmp_path):
+    compiled = _compile(tmp_path, """
+network N {
+    input x: [6, 4]
+    a, b = x -> s: split([2, 4], dim=0)
+    c, d = x -> k: chunk(2)
+    output y = (a -> t: transpose(0, 1)) + c[2:] + d[:4]
+}
+""")
+    source = compiled.source
+    assert "self.s = Apply(torch.split, split_size_or_sections=(2, 4), dim=1)" in source
+    assert "self.k = Apply(torch.chunk, chunks=2, dim=2)" in source
+    assert "self.t = Apply(torch.transpose, dim0=1, dim1=2)" in source
+    assert "a, b = self.s(x)" in source and "c, d = self.k(x)" in source
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    want = x[:, :2].transpose(1, 2) + x[:, 2:, :2] + x[:, :4, 2:]
+    torch.testing.assert_close(compiled.instantiate()(x), want)

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from dlc.compiler.kinds import ArgumentError, Kind, Site
-from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
+from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, assign, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import symbolic_window, tensor, with_values
 from dlc.compiler.types import Dim, TensorType
@@ -185,8 +185,8 @@ def _slice_text(e: Any) -> str:
 
 register(OpDef(
     "index", (A("entries", Subscripts()),), _index, inputs=("x",),
-    torch=Torch(function=Form(_template)),
-    family="shape", label=lambda a: "[" + ", ".join(_slice_text(e) for e in a["entries"]) + "]",
+    torch=Torch(function=Form(_template)),  # only an expression in `forward`, drawn as one: never labelled
+    family="shape", draw="merge", label=lambda a: "[" + ", ".join(_slice_text(e) for e in a["entries"]) + "]",
     doc="Indexing and slicing, written `x[0, 1:, ..., ::2]`; axis 0 is the first batch-less axis."))
 
 
@@ -244,16 +244,24 @@ def _chunk_args(a, ins, outs) -> dict:
     return {"chunks": a["chunks"], **_split_dim(a, ins, outs)}
 
 
+def _call_all(site: CallSite) -> list[Filled]:
+    """A labelled split or chunk: its module returns every piece."""
+    return [assign(site.outs, site.call())]
+
+
 register(OpDef(
     "split", (A("sizes", "int2", min=1), A("dim", "axis", None)), _split,
     outputs=lambda a: len(a["sizes"]) if isinstance(a["sizes"], list) else 2,
-    torch=Torch(function=Form("torch.split({x}, {split_size_or_sections}, dim={dim})", _split_args)),
+    torch=Torch(module=Form("Apply(torch.split, split_size_or_sections={split_size_or_sections}, dim={dim})",
+                            _split_args),
+                function=Form("torch.split({x}, {split_size_or_sections}, dim={dim})", _split_args), call=_call_all),
     family="shape", label=with_values("split"),
     doc="Split an axis into pieces of the given sizes (a list adding up to the size, or one size for equal pieces "
         "and a smaller last one); a tuple of tensors."))
 register(OpDef(
     "chunk", (A("chunks", "int", min=1), A("dim", "axis", None)), _chunk, outputs=lambda a: a["chunks"],
-    torch=Torch(function=Form("torch.chunk({x}, {chunks}, dim={dim})", _chunk_args)),
+    torch=Torch(module=Form("Apply(torch.chunk, chunks={chunks}, dim={dim})", _chunk_args),
+                function=Form("torch.chunk({x}, {chunks}, dim={dim})", _chunk_args), call=_call_all),
     family="shape", label=with_values("chunk"),
     doc="Split an axis into pieces of ceil(size / chunks) (the last smaller, possibly fewer pieces, as "
         "torch.chunk); a tuple."))
