@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_kernels_ran
-
-import dlc
-from dlc.cli import main
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes.verify import infer_shapes
 from dlc.compiler.serialize import from_dict, to_dict
+
+import dlc
+from dlc.cli import main
 
 SLICES = """
 network Slices {

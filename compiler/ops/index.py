@@ -97,7 +97,8 @@ def _expand(entries: Any, rank: int) -> list:
     axes = [i for i, e in enumerate(entries) if e[0] != "..."]
     used = len(axes)
     if used > rank:
-        raise ShapeError(f"{used} subscripts for a rank-{rank} tensor", attr=f"item{axes[rank]}", code="bad-index",
+        raise ShapeError(f"{used} subscript{'s' if used != 1 else ''} for a rank-{rank} tensor",
+                         attr=f"item{axes[rank]}", code="bad-index",
                          hint="shapes are batch-less: the batch axis is never indexed")
     whole = ("slice", None, None, None)
     out: list = []
