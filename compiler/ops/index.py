@@ -252,6 +252,7 @@ def _call_all(site: CallSite) -> list[Filled]:
 
 register(OpDef(
     "split", (A("sizes", "int2", min=1), A("dim", "axis", None)), _split,
+    # with one size the count depends on the axis (the shape rule gives the pieces); at least two is all attrs say
     outputs=lambda a: len(a["sizes"]) if isinstance(a["sizes"], list) else 2,
     torch=Torch(module=Form("Apply(torch.split, split_size_or_sections={split_size_or_sections}, dim={dim})",
                             _split_args),
