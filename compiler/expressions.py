@@ -100,6 +100,8 @@ class Evaluator:
             raise self.ctx.err("type-mismatch", f"cannot negate {describe(v)}", e.span, frame)
         if isinstance(e, ast.BinOp):
             return self._binop(e, frame)
+        if isinstance(e, ast.Subscript):
+            return self.subscript(e, frame)
         if isinstance(e, ast.Call):
             assert self.layers is not None
             return self.layers.call(e, frame)
@@ -224,6 +226,87 @@ class Evaluator:
             raise self.ctx.err("bad-repeat", "repeating a layer with `*` works only as a pipeline stage", e.span, frame,
                                hint="write `x -> layer * 3`")
         raise self.ctx.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span, frame)
+
+    def subscript(self, e: ast.Subscript, frame: Frame) -> Any:
+        """The value of ``v[...]``: an item or slice of a list or of several results, or an ``index`` node on a
+        tensor (its entries checked against the shape by the op's rule, each problem at its item)."""
+        v = self.eval(e.value, frame)
+        if isinstance(v, (list, tuple)):
+            return self._pick(v, e, frame)
+        t = self.tensor(v, e.value.span, frame, "an indexed value")
+        entries: list[tuple] = []
+        refs = [t]  # the indexed tensor, then tensors that lend a symbolic bound its size
+        spans = {f"item{i}": item.span for i, item in enumerate(e.items)}
+        for item in e.items:
+            if isinstance(item, ast.EllipsisItem):
+                if ("...",) in entries:
+                    raise self.ctx.err("bad-index", "a subscript may hold `...` only once", item.span, frame)
+                entries.append(("...",))
+            elif isinstance(item, ast.Slice):
+                step = None if item.step is None else self._subscript_int(item.step, frame, "a slice step")
+                if step is not None and step < 1:
+                    raise self.ctx.err("bad-index", f"a slice step must be positive, got {step}", item.step.span,
+                                       frame, hint="PyTorch tensors have no negative steps; `flip` is not an op yet")
+                entries.append(("slice", self._slice_bound(item.start, refs, frame),
+                                self._slice_bound(item.stop, refs, frame), step))
+            else:
+                entries.append(("index", self._subscript_int(item, frame, "an index")))
+        node = self.nodes.node("index", refs, {"entries": tuple(entries)}, None, e.span, frame.container, None,
+                               frame.hint, frame, attr_spans=spans)
+        return Tensor(node.outputs[0], node.types[0])
+
+    def _pick(self, v: list | tuple, e: ast.Subscript, frame: Frame) -> Any:
+        """``ks[1]``, ``ks[1:]`` of a compile-time list, or one of several results: ``(x -> chunk(2))[0]``."""
+        what = "list" if isinstance(v, list) else "tuple"
+        if len(e.items) != 1 or isinstance(e.items[0], ast.EllipsisItem):
+            raise self.ctx.err("bad-index", f"a {what} takes one index or slice", e.span, frame)
+        (item,) = e.items
+        if isinstance(item, ast.Slice):  # as Python slices a list (an empty slice of a list is an empty list)
+            bounds = [None if b is None else self._subscript_int(b, frame, "a slice bound")
+                      for b in (item.start, item.stop, item.step)]
+            if bounds[2] == 0:
+                raise self.ctx.err("bad-index", "a slice step cannot be zero", item.span, frame)
+            part = v[slice(*bounds)]
+            if isinstance(v, tuple) and not part:
+                raise self.ctx.err("bad-index", f"the slice of {len(v)} results is empty", item.span, frame)
+            return part[0] if isinstance(v, tuple) and len(part) == 1 else part
+        i = self._subscript_int(item, frame, "an index")
+        if not -len(v) <= i < len(v):
+            raise self.ctx.err("bad-index", f"index {i} is out of range for a {what} of {len(v)} item(s)", item.span,
+                               frame)
+        return v[i]
+
+    def _subscript_int(self, e: ast.Expr, frame: Frame, what: str, v: Any = None) -> int:
+        """The integer ``e`` (its value ``v`` if already evaluated) in a subscript, as ``what``."""
+        v = self.eval(e, frame) if v is None else v
+        if isinstance(v, Symbol) and not self._has_dim(v.name, frame):
+            raise self.unknown_name(v, frame)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.ctx.err("type-mismatch", f"{what} must be an integer, got {describe(v)}", e.span, frame,
+                               hint="symbolic dimensions can end a slice (`x[:T]`), not index or step")
+        return v
+
+    def _slice_bound(self, e: ast.Expr | None, refs: list[Tensor], frame: Frame) -> Any:
+        """A slice's start or stop: None, an integer, or a symbolic dimension read at run time from the first
+        tensor with an axis of that size, the indexed one (``refs[0]``) or one bound in ``frame``."""
+        if e is None:
+            return None
+        v = self.eval(e, frame)
+        if not isinstance(v, Symbol):
+            return self._subscript_int(e, frame, "a slice bound", v)
+        candidates = refs[:1] + [t for t in frame.names.values() if isinstance(t, Tensor)]
+        for t in candidates:
+            if isinstance(t.type, TensorType) and v.name in t.type.shape:
+                if t not in refs:
+                    refs.append(t)
+                return ("dim", v.name, refs.index(t), t.type.shape.index(v.name))
+        raise self.ctx.err("unknown-name", f"unknown name `{v.name}`", v.span, frame,
+                           hint="a slice bound is a number, or a symbolic dimension that a tensor here has as an axis")
+
+    def _has_dim(self, name: str, frame: Frame) -> bool:
+        """Whether a tensor bound in ``frame`` has an axis of the symbolic size ``name``."""
+        return any(isinstance(t, Tensor) and isinstance(t.type, TensorType) and name in t.type.shape
+                   for t in frame.names.values())
 
     def number(self, v: int | float, span: Span, frame: Frame | None) -> int | float:
         """``v``, if it is within the bounds every number has (see ``MAX_INT``); else error[bad-number]."""

@@ -61,6 +61,32 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """A slice in a subscript, ``start:stop:step``; a missing part is None."""
+
+    start: "Expr | None"
+    stop: "Expr | None"
+    step: "Expr | None"
+    span: Span
+
+
+@dataclass(frozen=True)
+class EllipsisItem:
+    """``...`` in a subscript: every axis not indexed otherwise."""
+
+    span: Span
+
+
+@dataclass(frozen=True)
+class Subscript:
+    """Indexing and slicing: ``x[0, 1:, ...]``; each item an expression (an index), a slice or ``...``."""
+
+    value: "Expr"
+    items: tuple["Expr | Slice | EllipsisItem", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class BinOp:
     op: str  # + - * / // %
     left: "Expr"
@@ -149,7 +175,7 @@ class Pipe:
     span: Span
 
 
-Expr = Union[Number, String, Bool, Name, ListExpr, Call, BinOp, Compare, BoolOp, Not, Neg, Cond, Pipe]
+Expr = Union[Number, String, Bool, Name, ListExpr, Call, Subscript, BinOp, Compare, BoolOp, Not, Neg, Cond, Pipe]
 
 
 # ---- statements and definitions -------------------------------------------------------

@@ -168,6 +168,21 @@ class _Builder(Transformer):
         return ast.Call(c[0], c[1], self._span(meta))
 
     @v_args(meta=True)
+    def subscript(self, meta: Meta, c: list) -> ast.Subscript:
+        return ast.Subscript(c[0], c[1], self._span(meta))
+
+    def subscripts(self, c: list) -> tuple:
+        return tuple(c)
+
+    @v_args(meta=True)
+    def ellipsis(self, meta: Meta, c: list) -> ast.EllipsisItem:
+        return ast.EllipsisItem(self._span(meta))
+
+    @v_args(meta=True)
+    def slice(self, meta: Meta, c: list) -> ast.Slice:
+        return ast.Slice(c[0], c[1], c[2], self._span(meta))
+
+    @v_args(meta=True)
     def number(self, meta: Meta, c: list) -> ast.Number:
         text = str(c[0])
         # an integer longer than MAX_INT is refused before int() reads it: Python refuses 4,301 digits and more

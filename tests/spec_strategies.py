@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from dlc.compiler.ops.registry import all_ops
 
 # Ops written through syntax of their own (`x * 2`, `x + 1`) or that the generator draws separately.
-_SKIP = {"scale", "shift"}
+_SKIP = {"scale", "shift", "index"}
 _WRAPPABLE = ["lstm(4)", "gru(3)", "rnn(2)", "linear(4)", "relu", "conv2d(2, k=1)"]
 
 

@@ -58,6 +58,10 @@ network Sample {
     m2 = (v <= 1) and (v > w) or (v >= 2)
     output n1 = v -> randn_like -> rand_like
     output c1 = where(m1, v, 0.0) + where(m2, 1, w) + masked_fill(v, m1, -1)
+    h1, h2 = seq[1:, ..., ::2] -> transpose(0, 1) -> chunk(2)
+    s1, s2 = v -> split([4, 6])
+    output o11 = concat(s1, s2)
+    output o12 = h1 + h2
 }
 """
 

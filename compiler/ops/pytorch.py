@@ -20,7 +20,7 @@ Hole syntax:
 - ``{=name}``: the same without the comma, for a call whose only argument is that keyword.
 
 Variable holes every renderer supplies: ``x`` (the first operand), ``xs`` (all operands), ``rest``
-(all but the first) and ``n`` (how many). Axes in the IR are batch-less; :func:`axis` adds the batch axis.
+(all but the first), ``x1``, ``x2``, ... (each one after the first) and ``n`` (how many). Axes in the IR are batch-less; :func:`axis` adds the batch axis.
 """
 
 from __future__ import annotations
@@ -310,7 +310,8 @@ class Form:
 def operands(args: list[str]) -> dict[str, Any]:
     """The variable holes of a functional form: ``x``, ``xs``, ``rest`` and ``n``."""
     xs = tuple(Var(a) for a in args)
-    return {"x": xs[0] if xs else Var(""), "xs": xs, "rest": xs[1:], "n": len(xs)}
+    each = {f"x{i}": v for i, v in enumerate(xs[1:], 1)}  # x1, x2, ...: one operand after the first
+    return {"x": xs[0] if xs else Var(""), "xs": xs, "rest": xs[1:], "n": len(xs), **each}
 
 
 @dataclass(frozen=True)
@@ -380,4 +381,4 @@ class Torch:
         if mod is not None:
             return self.call(CallSite(attrs, ins, args, mod, outs, ctx))
         assert self.function is not None, "no functional form"
-        return [assign(outs[:1], self.function.filled(attrs, ins, outs_t, in_place, **operands(args)))]
+        return [assign(outs, self.function.filled(attrs, ins, outs_t, in_place, **operands(args)))]
