@@ -48,6 +48,11 @@ network Sample {
     output o6 = e
     output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
     output o8 = v -> glu
+    output o9 = img -> pad([1, 1, 2, 0], mode=reflect) -> crop([10, 10]) -> pixel_unshuffle(2) -> pixel_shuffle(2)
+        -> gn: groupnorm(3) -> inn: instancenorm -> reshape([3, 2, 5, 10]) -> c3: conv3d(2, k=1)
+    output o10 = img -> crop(like=q) -> wn: weightnorm(conv2d(2, k=1)) -> reshape([2, 1, 7, 7])
+        -> ct3: conv_transpose3d(2, k=1)
+    output o11 = seq -> ct1: conv_transpose1d(2, k=2)
 }
 """
 
