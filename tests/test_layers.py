@@ -320,3 +320,53 @@ def test_shapes_are_inferred_with_symbolic_dims(tmp_path):
     g = _compile(tmp_path, text).graph
     y = g.types[g.outputs[0][1]]
     assert isinstance(y, TensorType) and y.shape == (2, "H*2+3", "W*2+1")
+
+
+# ---- DCGAN, against the PyTorch DCGAN tutorial's layout ------------------------------------------------------------
+
+
+def _tutorial_generator(nz: int = 100, ngf: int = 64, nc: int = 3) -> nn.Sequential:
+    """The `main` of the PyTorch DCGAN tutorial's Generator."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+
+
+def _tutorial_discriminator(ndf: int = 64, nc: int = 3) -> nn.Sequential:
+    """The `main` of the PyTorch DCGAN tutorial's Discriminator."""
+    return nn.Sequential(
+        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+
+@pytest.mark.parametrize("spec,twin,shape", [
+    ("dcgan_generator", _tutorial_generator, (100, 1, 1)),
+    ("dcgan_discriminator", _tutorial_discriminator, (3, 64, 64)),
+], ids=["generator", "discriminator"])
+def test_dcgan_loads_the_tutorial_weights_and_matches_it(spec, twin, shape):
+    compiled = dlc.compile(ROOT / "specs" / f"{spec}.dln")
+    model = compiled.instantiate()
+    main = _randomise(twin())
+    ref = nn.Module()
+    ref.main = main  # the tutorial's nets keep the layers in `self.main`
+    model.load_state_dict(ref.state_dict(), strict=True)
+    n_ref = sum(p.numel() for p in main.parameters())
+    assert sum(count_params(compiled.graph).values()) == n_ref
+    assert n_ref == (3_576_704 if spec == "dcgan_generator" else 2_765_568)  # the tutorial's printed counts
+    torch.manual_seed(0)
+    x = torch.randn(4, *shape)
+    for train in (True, False):  # batch statistics (running buffers updated alike), then eval
+        model.train(train)
+        main.train(train)
+        got, want = model(x), main(x)
+        assert got.shape == want.shape == (4, *compiled.graph.types[compiled.graph.outputs[0][1]].shape)
+        torch.testing.assert_close(got, want)
+    mine = model.state_dict()
+    for key, value in main.state_dict().items():  # the running statistics moved alike in training
+        torch.testing.assert_close(mine[f"main.{key}"], value, msg=key)
