@@ -260,6 +260,7 @@ BAD = [
     ("4, 10", "pad([-1, 0], mode=replicate)", "bad-argument", "cannot crop"),
     ("4, 10", "pad([1, 0], mode=reflect, value=1)", "bad-argument", "`value` is the fill of `mode=constant`"),
     ("4, 10", "pad([-5, -5])", "bad-argument", "leaves nothing"),
+    ("4, 10", "pad([-2147483648, 0])", "bad-argument", "a list of integers of at least -2147483647"),
     ("2, 4, 10", "pad([1, 1], mode=reflect)", "bad-argument", "pads the last 1 axes of a rank-2 input"),
     ("4, 10", "pad([1, 1, 1, 1, 1, 1], mode=circular)", "bad-argument", "pads the last 3 axes of a rank-4"),
     ("4, 10", "pad([1, 0], mode=mirror)", "bad-argument", "must be one of constant, reflect"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from dlc.compiler.kinds import MAX_ARG
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, Var, assign, axis as torch_axis
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import axis, known, numel, offset, out, scaled, tensor, want_rank, with_values
@@ -143,7 +144,7 @@ def _pad_module(a, ins, outs) -> dict:
 
 
 register(OpDef(
-    "pad", (A("pad", "ints"), A("mode", "enum", "constant", _PAD_MODES), A("value", "float", 0.0)), _pad,
+    "pad", (A("pad", "ints", min=-MAX_ARG), A("mode", "enum", "constant", _PAD_MODES), A("value", "float", 0.0)), _pad,
     torch=Torch(
         module=Form(lambda a: "{callee}({padding}, {value})" if a["mode"] == "constant" and a["value"] != 0.0
                     else "{callee}({padding})", _pad_module),
