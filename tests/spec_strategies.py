@@ -41,7 +41,7 @@ def _attr_value(draw, op, a) -> str:
     if kind == "ints":
         items = draw(st.lists(st.integers(-1, 6), min_size=1, max_size=4))
         return "[" + ", ".join(map(str, items)) + "]"
-    if kind in ("layer", "recurrent_layer", "step_layer"):
+    if kind in ("layer", "recurrent_layer", "step_layer", "weighted_layer"):
         return draw(st.sampled_from(_WRAPPABLE))
     if kind == "str":
         return '"x"'

@@ -62,6 +62,11 @@ network Sample {
     s1, s2 = v -> split([4, 6])
     output o11 = concat(s1, s2)
     output o12 = h1 + h2
+    output l1 = img -> pad([1, 1, 2, 0], mode=reflect) -> crop([10, 10]) -> pixel_unshuffle(2) -> pixel_shuffle(2)
+        -> gn: groupnorm(3) -> inn: instancenorm -> reshape([3, 2, 5, 10]) -> c3: conv3d(2, k=1)
+    output l2 = img -> crop(like=q) -> wn: weightnorm(conv2d(2, k=1)) -> reshape([2, 1, 7, 7])
+        -> ct3: conv_transpose3d(2, k=1)
+    output l3 = seq -> ct1: conv_transpose1d(2, k=2)
 }
 """
 

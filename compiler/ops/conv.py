@@ -1,4 +1,4 @@
-"""Convolutions: ``conv1d``, ``conv2d`` and ``conv_transpose2d``."""
+"""Convolutions: ``conv1d``, ``conv2d``, ``conv3d`` and the transposed ``conv_transpose1d/2d/3d``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from dlc.compiler.ops.kernel import Anchor
 from dlc.compiler.ops.pytorch import Form, Torch
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import conv_out, known, out, pair, symbolic_transpose, tensor, want_float, want_rank
+from dlc.compiler.types import shape_str
 
+_MEANING = {1: "[C, L]", 2: "[C, H, W]", 3: "[C, D, H, W]"}
 _ATTRS = (
     A("channels", "int", min=1), A("k", "int2", min=1), A("stride", "int2", 1, min=1), A("pad", "pad", 0, min=0),
     A("dilation", "int2", 1, min=1), A("groups", "int", 1, min=1), A("bias", "bool", True),
@@ -20,7 +22,10 @@ def _rule(name: str, nd: int, transpose: bool):
     def rule(attrs, ins):
         x = tensor(ins[0])
         want_float(x, name)
-        want_rank(x, (nd + 1,), name, f"[C, {', '.join('LHW'[-nd:] if nd > 1 else 'L')}]" if nd == 2 else "[C, L]")
+        want_rank(x, (nd + 1,), name, _MEANING[nd])
+        if nd == 3 and x.layout == "tcf":
+            raise ShapeError(f"`{name}` convolves [C, D, H, W], but {shape_str(x.shape)} has a time axis before its "
+                             "channels", hint="use `timedistributed(conv2d(...))` to convolve every time step")
         cin = known(x.shape[0], name, "number of input channels")
         g, cout = attrs["groups"], attrs["channels"]
         if cin % g or cout % g:
@@ -70,8 +75,8 @@ def _params(nd: int):
 def _label(name: str, nd: int):
     def label(a) -> str:
         k = str(a["k"]) if nd == 1 else "×".join(str(v) for v in a["k"]) if isinstance(a["k"], (list, tuple)) \
-            else f"{a['k']}×{a['k']}"
-        stride = f" /{format_value(a['stride'])}" if a["stride"] not in (1, [1, 1]) else ""
+            else "×".join([str(a["k"])] * nd)
+        stride = f" /{format_value(a['stride'])}" if a["stride"] not in (1, [1] * nd) else ""
         return f"{name} {k}{stride}, {a['channels']}"
     return label
 
@@ -99,15 +104,21 @@ def _conv(nd: int, transpose: bool = False) -> None:
     if transpose:
         attrs = attrs[:4] + (A("output_pad", "int2", 0, min=0),) + attrs[4:]
     cls = f"Conv{'Transpose' if transpose else ''}{nd}d"
+    # the fused runtime's anchor (conv_without_bias) and batchnorm folding run the 1-d and 2-d convolutions and
+    # the 2-d transposed one; the others are never fused or folded
+    runtime = nd in (1, 2) and (nd == 2 or not transpose)
     register(OpDef(
         name, attrs, _rule(name, nd, transpose), count_params=_params(nd), stateful=True,
         torch=_torch(cls, transpose, channels_last=nd == 2 and not transpose),
-        kernel=Anchor(), family="conv", label=_label(name, nd),
-        fold_axis=None if transpose else 0, overwritable=True,
+        kernel=Anchor() if runtime else None, family="conv", label=_label(name, nd),
+        fold_axis=0 if runtime and not transpose else None, overwritable=True,
         doc=f"{nd}-d {'transposed ' if transpose else ''}convolution: "
             f"`{name}(channels, k, stride=1, pad=0, dilation=1, groups=1, bias=true)`."))
 
 
 _conv(1)
 _conv(2)
+_conv(3)
+_conv(1, transpose=True)
 _conv(2, transpose=True)
+_conv(3, transpose=True)

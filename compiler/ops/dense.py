@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from dlc.compiler.kinds import Positive
 from dlc.compiler.ops.kernel import Anchor
 from dlc.compiler.ops.pytorch import Form, Torch
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import known, out, tensor, want_float
-from dlc.compiler.types import TensorType
+from dlc.compiler.types import TensorType, Type
 
 
 def _linear(attrs, ins):
@@ -40,15 +43,25 @@ def _embedding(attrs, ins):
     return (TensorType(x.shape + (attrs["dim"],), "float32", "fl"),)
 
 
+class _MaxNorm(Positive):
+    """An embedding's `max_norm`: none (the default), or a positive number."""
+
+    def check(self, v: Any, op: str, attr: str, attrs: dict[str, Any], inputs: list[Type]) -> str | None:
+        return None if v is None else super().check(v, op, attr, attrs, inputs)
+
+
 register(OpDef(
-    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "token_id", None, min=0)),
+    "embedding", (A("vocab", "int", min=1), A("dim", "int", min=1), A("padding_idx", "token_id", None, min=0),
+                  A("max_norm", _MaxNorm(), None), A("norm_type", "positive", 2.0)),
     _embedding,
     count_params=lambda a, ins: a["vocab"] * a["dim"],
     stateful=True,
-    torch=Torch(module=Form("nn.Embedding({num_embeddings}, {embedding_dim}{,padding_idx})",
+    torch=Torch(module=Form("nn.Embedding({num_embeddings}, {embedding_dim}{,padding_idx}{,max_norm}{,norm_type})",
                             lambda a, ins, outs: {"num_embeddings": a["vocab"], "embedding_dim": a["dim"],
-                                                  "padding_idx": a["padding_idx"]},
-                            {"padding_idx": None})),
+                                                  "padding_idx": a["padding_idx"], "max_norm": a["max_norm"],
+                                                  "norm_type": a["norm_type"]},
+                            {"padding_idx": None, "max_norm": None, "norm_type": 2.0})),
     family="embedding", label=lambda a: f"embedding {a['vocab']}×{a['dim']}",
-    doc="Lookup table: `embedding(vocab, dim)`; integer ids [T] -> [T, dim].",
+    doc="Lookup table: `embedding(vocab, dim, padding_idx=none, max_norm=none, norm_type=2.0)`; integer ids [T] "
+        "-> [T, dim]; rows looked up are renormalised in place to norm at most `max_norm`, as in PyTorch.",
 ))

@@ -1,4 +1,4 @@
-"""Normalisation: ``batchnorm`` and ``layernorm``."""
+"""Normalisation: ``batchnorm``, ``layernorm``, ``groupnorm`` and ``instancenorm``."""
 
 from __future__ import annotations
 
@@ -102,3 +102,57 @@ register(OpDef(
                weights=lambda a: a["affine"]),
     family="norm",
     doc="Layer normalisation over the last `dims` axes: `layernorm(dims=1, eps=1e-5)`."))
+
+
+def _channels_first(x, name: str) -> None:
+    """Refuse data whose channels are not on axis 0 (as batchnorm does): these layers normalise per channel."""
+    if x.layout == "tcf" or (x.rank == 2 and x.layout == "fl"):
+        raise ShapeError(f"`{name}` normalises channels-first data, but {shape_str(x.shape)} has its features "
+                         f"{'after a time axis' if x.layout == 'tcf' else 'last'}",
+                         hint="use `layernorm` on sequences, or `permute` the channels to the front")
+
+
+def _groupnorm(attrs, ins):
+    x = tensor(ins[0])
+    want_float(x, "groupnorm")
+    want_rank(x, (1, 2, 3, 4), "groupnorm", "[C], [C, L], [C, H, W] or [C, D, H, W]")
+    _channels_first(x, "groupnorm")
+    c, g = known(x.shape[0], "groupnorm", "number of channels"), attrs["groups"]
+    if c % g:
+        raise ShapeError(f"`groupnorm({g})`: the groups must divide the channels ({c})", attr="groups",
+                         code="bad-argument")
+    return (x,)
+
+
+register(OpDef(
+    "groupnorm", (A("groups", "int", min=1), A("eps", "epsilon", 1e-5), A("affine", "bool", True)), _groupnorm,
+    count_params=lambda a, ins: 2 * ins[0].shape[0] if a["affine"] else 0, stateful=True,
+    torch=Torch(module=Form("nn.GroupNorm({num_groups}, {num_channels}{,eps}{,affine})", lambda a, ins, outs: {
+        "num_groups": a["groups"], "num_channels": ins[0].shape[0], "eps": a["eps"], "affine": a["affine"]},
+        {"eps": 1e-5, "affine": True})),
+    family="norm", label=lambda a: f"groupnorm {a['groups']}",
+    doc="Group normalisation: the channels in `groups` groups, each normalised over its channels and positions: "
+        "`groupnorm(groups, eps=1e-5, affine=true)`."))
+
+
+def _instancenorm(attrs, ins):
+    x = tensor(ins[0])
+    want_float(x, "instancenorm")
+    want_rank(x, (2, 3, 4), "instancenorm", "[C, L], [C, H, W] or [C, D, H, W]")
+    _channels_first(x, "instancenorm")
+    known(x.shape[0], "instancenorm", "number of channels")
+    return (x,)
+
+
+register(OpDef(
+    "instancenorm", (A("eps", "epsilon", 1e-5), A("momentum", "fraction", 0.1), A("affine", "bool", False),
+                     A("track_running_stats", "bool", False)), _instancenorm,
+    count_params=lambda a, ins: 2 * ins[0].shape[0] if a["affine"] else 0, stateful=True,
+    torch=Torch(module=Form(
+        "{callee}({num_features}{,eps}{,momentum}{,affine}{,track_running_stats})", lambda a, ins, outs: {
+            "callee": Var(f"nn.InstanceNorm{ins[0].rank - 1}d"), "num_features": ins[0].shape[0], "eps": a["eps"],
+            "momentum": a["momentum"], "affine": a["affine"], "track_running_stats": a["track_running_stats"]},
+        {"eps": 1e-5, "momentum": 0.1, "affine": False, "track_running_stats": False})),
+    family="norm",
+    doc="Instance normalisation of each channel of each sample over its positions (`nn.InstanceNorm1d/2d/3d` by "
+        "rank): `instancenorm(eps=1e-5, momentum=0.1, affine=false, track_running_stats=false)`."))

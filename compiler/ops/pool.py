@@ -18,7 +18,7 @@ def _nd(ins) -> int:
 def _pool_rule(name: str):
     def rule(attrs, ins):
         x = tensor(ins[0])
-        want_rank(x, (2, 3), name, "[C, L] or [C, H, W]")
+        want_rank(x, (2, 3, 4), name, "[C, L], [C, H, W] or [C, D, H, W]")
         want_float(x, name)
         nd = x.rank - 1
         if attrs["k"] == "global":
@@ -76,7 +76,7 @@ def _pool(kind: str) -> None:
     attrs = (A("k", "pool_size", min=1), A("stride", "int2", None, min=1), A("pad", "int2", 0, min=0),
              A("ceil", "bool", False))
     register(OpDef(name, attrs, _pool_rule(name), torch=_pool_torch(kind), family="pool", label=_pool_label(name),
-                   doc=f"{kind.capitalize()} pooling over [C, L] or [C, H, W]: "
+                   doc=f"{kind.capitalize()} pooling over [C, L], [C, H, W] or [C, D, H, W]: "
                        f"`{name}(k, stride=k, pad=0, ceil=false)`; "
                        f"`{name}(global)` pools every spatial position."))
 
@@ -87,7 +87,7 @@ _pool("avg")
 
 def _adaptive(attrs, ins):
     x = tensor(ins[0])
-    want_rank(x, (2, 3), "adaptive_avgpool", "[C, L] or [C, H, W]")
+    want_rank(x, (2, 3, 4), "adaptive_avgpool", "[C, L], [C, H, W] or [C, D, H, W]")
     want_float(x, "adaptive_avgpool")
     return out(x, (x.shape[0], *pair(attrs["size"], x.rank - 1, "adaptive_avgpool", "size")), "cf")
 

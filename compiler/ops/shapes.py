@@ -106,6 +106,11 @@ def _offset(size: str, off: int) -> str:
     return size if off == 0 else f"{size}{off:+d}"
 
 
+def offset(size: str, off: int) -> str:
+    """``size + off`` for a symbolic size, as a formula (a trailing constant folds: ``T+4`` plus -4 is ``T``)."""
+    return _offset(size, off)
+
+
 def scaled(size: str, factor: float) -> str:
     """``size * factor`` for a symbolic size."""
     f = int(factor) if float(factor).is_integer() else factor

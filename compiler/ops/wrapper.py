@@ -1,7 +1,8 @@
-"""Wrappers: ``timedistributed`` applies a layer at every time step."""
+"""Wrappers: ``timedistributed`` applies a layer at every time step; ``weightnorm`` reparametrises a layer's weight."""
 
 from __future__ import annotations
 
+from dlc.compiler.kinds import ArgumentError, LayerArg, Site, wraps_layer
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, Var, assign
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
 from dlc.compiler.ops.shapes import tensor
@@ -49,3 +50,43 @@ register(OpDef(
     family="wrapper", wraps=True, label=lambda a: "timedistributed(" + _inner(a)[0].describe(_inner(a)[1]) + ")",
     doc="Applies a single-input layer at every time step of [T, ...]: `timedistributed(conv2d(16, k=3))` on "
         "[T, C, H, W]."))
+
+
+# ---- weight normalisation ------------------------------------------------------------------------------------
+
+
+class WeightedLayer(LayerArg):
+    """A layer with a `weight` whose first axis weight normalisation keeps a norm for: linear or a convolution."""
+
+    name = "weighted_layer"
+    example = "conv1d(64, k=3)"
+
+    def accept(self, op: OpDef, site: Site) -> None:
+        if op.family not in ("linear", "conv") or wraps_layer(op):
+            raise ArgumentError(f"`{site.op.name}` wraps `linear` or a convolution, not `{op.name}`")
+
+
+def _weightnorm(attrs, ins):
+    op, inner = _inner(attrs)
+    return op.infer(inner, ins)
+
+
+def _wn_params(a, ins):
+    # the weight becomes its direction (original1, the weight's size) and one norm per slice of its first axis
+    # (original0): out_features / out_channels, or a transposed convolution's in_channels
+    op, inner = _inner(a)
+    first = ins[0].shape[0] if op.attr("output_pad") is not None else inner.get("channels", inner.get("units"))
+    return op.count_params(inner, ins) + first
+
+
+def _wn_module(a, ins, outs) -> dict:
+    op, inner = _inner(a)
+    return {"layer": op.torch.constructor(inner, ins, outs)}
+
+
+register(OpDef(
+    "weightnorm", (A("layer", WeightedLayer()),), _weightnorm, count_params=_wn_params, stateful=True,
+    torch=Torch(module=Form("nn.utils.parametrizations.weight_norm({layer})", _wn_module)),
+    family="wrapper", wraps=True, label=lambda a: "weightnorm(" + _inner(a)[0].describe(_inner(a)[1]) + ")",
+    doc="Weight normalisation of a linear or convolution layer (its weight as a norm times a direction, "
+        "`nn.utils.parametrizations.weight_norm`): `weightnorm(conv1d(64, k=3))`."))
