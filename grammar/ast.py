@@ -168,6 +168,7 @@ class Output:
     targets: tuple[str, ...]
     value: Expr | None
     span: Span
+    training: bool = False  # `output aux = ... if training`: an output of training mode only
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ _TERMINALS = {
     "ADD_OP": "`+` or `-`",
     "MUL_OP": "`*`, `/`, `//` or `%`",
     "COMP_OP": "a comparison",
+    "VBAR": "`|`",
     "$END": "end of file",
 }
 # Tokens that can start a value (an expression), a statement, or continue an expression as an operator.
