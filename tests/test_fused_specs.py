@@ -25,10 +25,10 @@ from conftest import SPECS_DIR, assert_kernels_ran, assert_no_kernels, generated
 SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
 # Parameters that make the heavier specs small enough for the interpreter, and switch dropout off in training.
 SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}}
-NO_DROPOUT = {"mlp": {"dropout": 0.0}, "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}}
+NO_DROPOUT = {"mlp": {"dropout": 0.0}, "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0}}
 ATOL = 1e-4  # whole networks in float32: summation orders differ between fused and unfused
 ATOL64 = 1e-9  # the same in float64
-SLOW = {"resnet18", "resnet50", "googlenet", "densenet121", "siamese", "unet"}
+SLOW = {"resnet18", "resnet50", "googlenet", "densenet121", "siamese", "unet", "inception_v3"}
 
 
 def inputs(graph, batch: int = 2) -> list[torch.Tensor]:
