@@ -256,13 +256,13 @@ class InceptionV3(nn.Module):
         self.Mixed_6c = InceptionC(c7=160)  # inception_v3.dln:98
         self.Mixed_6d = InceptionC(c7=160)  # inception_v3.dln:99
         self.Mixed_6e = InceptionC(c7=192)  # inception_v3.dln:100
-        self.Mixed_7a = InceptionD()  # inception_v3.dln:101
-        self.Mixed_7b = InceptionE(x_channels=1280)  # inception_v3.dln:102
-        self.Mixed_7c = InceptionE(x_channels=2048)  # inception_v3.dln:103
-        self.avgpool = nn.AdaptiveAvgPool2d(1)  # inception_v3.dln:104
-        self.dropout = nn.Dropout(0.5)  # inception_v3.dln:104
-        self.fc = nn.Linear(2048, 1000)  # inception_v3.dln:105
-        self.AuxLogits = InceptionAux()  # inception_v3.dln:106
+        self.AuxLogits = InceptionAux()  # inception_v3.dln:101
+        self.Mixed_7a = InceptionD()  # inception_v3.dln:102
+        self.Mixed_7b = InceptionE(x_channels=1280)  # inception_v3.dln:103
+        self.Mixed_7c = InceptionE(x_channels=2048)  # inception_v3.dln:104
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # inception_v3.dln:105
+        self.dropout = nn.Dropout(0.5)  # inception_v3.dln:105
+        self.fc = nn.Linear(2048, 1000)  # inception_v3.dln:106
 
     def forward(self, x):
         grid17 = self.Conv2d_1a_3x3(x)  # inception_v3.dln:86
@@ -280,14 +280,14 @@ class InceptionV3(nn.Module):
         grid17 = self.Mixed_6c(grid17)  # inception_v3.dln:98
         grid17 = self.Mixed_6d(grid17)  # inception_v3.dln:99
         grid17 = self.Mixed_6e(grid17)  # inception_v3.dln:100
-        logits = self.Mixed_7a(grid17)  # inception_v3.dln:101
-        logits = self.Mixed_7b(logits)  # inception_v3.dln:102
-        logits = self.Mixed_7c(logits)  # inception_v3.dln:103
-        logits = self.avgpool(logits)  # inception_v3.dln:104
-        logits = self.dropout(logits)  # inception_v3.dln:104
-        logits = torch.flatten(logits, 1)  # inception_v3.dln:104
-        logits = self.fc(logits)  # inception_v3.dln:105
+        logits = self.Mixed_7a(grid17)  # inception_v3.dln:102
+        logits = self.Mixed_7b(logits)  # inception_v3.dln:103
+        logits = self.Mixed_7c(logits)  # inception_v3.dln:104
+        logits = self.avgpool(logits)  # inception_v3.dln:105
+        logits = self.dropout(logits)  # inception_v3.dln:105
+        logits = torch.flatten(logits, 1)  # inception_v3.dln:105
+        logits = self.fc(logits)  # inception_v3.dln:106
         if self.training:  # the outputs of training mode only
-            aux = self.AuxLogits(grid17)  # inception_v3.dln:106
-            return logits, aux
+            aux_logits = self.AuxLogits(grid17)  # inception_v3.dln:101
+            return logits, aux_logits
         return logits
