@@ -45,6 +45,14 @@ class ListExpr:
 
 
 @dataclass(frozen=True)
+class TupleExpr:
+    """Several values in parentheses, `(x, skip)`: the tensors a pipeline carries into a block's inputs."""
+
+    items: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Arg:
     """A call argument; ``name`` is set for keyword arguments."""
 
@@ -149,7 +157,7 @@ class Pipe:
     span: Span
 
 
-Expr = Union[Number, String, Bool, Name, ListExpr, Call, BinOp, Compare, BoolOp, Not, Neg, Cond, Pipe]
+Expr = Union[Number, String, Bool, Name, ListExpr, TupleExpr, Call, BinOp, Compare, BoolOp, Not, Neg, Cond, Pipe]
 
 
 # ---- statements and definitions -------------------------------------------------------

@@ -213,6 +213,10 @@ class _Builder(Transformer):
     def list(self, meta: Meta, c: list) -> ast.ListExpr:
         return ast.ListExpr(tuple(x for x in c if x is not None), self._span(meta))
 
+    @v_args(meta=True)
+    def tuple(self, meta: Meta, c: list) -> ast.TupleExpr:
+        return ast.TupleExpr(tuple(x for x in c if x is not None), self._span(meta))
+
     def args(self, c: list) -> tuple[ast.Arg, ...]:
         out = []
         for a in c:

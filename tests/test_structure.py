@@ -188,3 +188,53 @@ def test_inception_v3_training_matches_torchvision_with_aux(inception_pair) -> N
     torch.testing.assert_close(aux, want.aux_logits, atol=1e-4, rtol=1e-4)
     for a, b in zip(m.buffers(), tv.buffers()):  # the same batch statistics were folded into the running ones
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+# ---- repeats carrying several tensors ----------------------------------------------------------------------------
+
+WAVE = """
+block WaveLayer(c: int) {
+    input x
+    input skip
+    h = x -> filter: conv1d(c, k=3, pad=1) -> tanh
+    return x + (h -> res: conv1d(c, k=1)), skip + (h -> out: conv1d(c, k=1))
+}
+network Wave {
+    input x: [8, 16]
+    h = x -> conv1d(8, k=1)
+    res, skip = (h, h * 0) -> WaveLayer(8) * 3
+    output y = skip -> relu
+}
+"""
+
+
+def test_repeat_carries_residual_and_skip(tmp_path: Path) -> None:
+    compiled = dlc.compile(_write(tmp_path, WAVE))
+    assert "res, skip = self.wave_layer_1(res, skip)" in compiled.source
+    m = compiled.instantiate()
+    x = torch.randn(2, 8, 16)
+    with torch.no_grad():
+        h = m.conv1d_0(x)
+        res, skip = h, h * 0
+        for layer in (m.wave_layer_0, m.wave_layer_1, m.wave_layer_2):  # the same stack written with torch
+            g = torch.tanh(layer.filter(res))
+            res, skip = res + layer.res(g), skip + layer.out(g)
+        torch.testing.assert_close(m(x), torch.relu(skip))
+
+
+def test_repeat_whose_carried_value_changes_shape(tmp_path: Path) -> None:
+    _fails(tmp_path, "block Grow {\n    input x\n    input skip\n    return x, concat(skip, skip)\n}\n"
+                     "network N {\n    input x: [4, 6]\n    a, b = (x, x) -> Grow * 2\n    output y = b\n}\n",
+           "shape-mismatch", "8:29", "the repeat carries `skip` as [4, 6] float32 but a copy of `Grow` returns it "
+           "as [4, 12] float32")
+
+
+def test_repeat_whose_copy_returns_fewer_values(tmp_path: Path) -> None:
+    _fails(tmp_path, "block One {\n    input x\n    input y\n    return x + y\n}\n"
+                     "network N {\n    input x: [4]\n    output z = (x, x) -> One * 2\n}\n",
+           "shape-mismatch", "8:32", "a repeat carrying 2 tensors needs a stage returning 2, `One` returns 1")
+
+
+def test_labelled_repeat_cannot_carry(tmp_path: Path) -> None:
+    _fails(tmp_path, WAVE.replace("-> WaveLayer(8) * 3", "-> stack: WaveLayer(8) * 3"), "bad-group", "11:31",
+           "a labelled repeat cannot carry several tensors")
