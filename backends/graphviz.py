@@ -345,7 +345,8 @@ class Drawing:
         for name, v in g.outputs:
             src = self.rep[self.alias.get(self.producer[v].id, self.producer[v].id)]
             out = f'"out:{escape(name)}"'
-            self.lines.append(f'  {out} [label="{escape(f"output {name}")}\\n{escape(_shape(g.types[v]))}", '
+            what = f"output {name} (training only)" if name in g.training_outputs else f"output {name}"
+            self.lines.append(f'  {out} [label="{escape(what)}\\n{escape(_shape(g.types[v]))}", '
                               f'shape=house, fillcolor="#ffffff"];')
             self.lines.append(f"  {src} -> {out};")
         for a, b in self.shared_links:

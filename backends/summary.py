@@ -46,7 +46,8 @@ def summarize(g: Graph) -> str:
     lines = [title, rule, fmt(header), rule] + [fmt(r) for r in rows] + [rule]
     lines.append(f"total parameters: {total:,}")
     lines.append("inputs:  " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.inputs))
-    lines.append("outputs: " + ", ".join(f"{n} {batched_str(g.types[v])}" for n, v in g.outputs))
+    lines.append("outputs: " + ", ".join(f"{n} {batched_str(g.types[v])}" + (" (training only)" if n in
+                                         g.training_outputs else "") for n, v in g.outputs))
     if plan.groups:
         lines.append(f"fused:   {len(plan.groups)} groups run as kernels with --fuse "
                      f"(`dlc compile --fuse --explain-fusion` lists them)")

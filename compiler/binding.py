@@ -22,7 +22,55 @@ from dlc.grammar import ast
 from dlc.grammar.build import NUMBER_HINT, number_problem
 from dlc.grammar.parser import MAX_NESTING
 
-PARAM_TYPES = ("int", "float", "bool", "str", "list")
+# The parameter types a block or network declares (`k: int`); `list[T]` of any of them but `list`, and unions
+# `int | list[int]`, are built from these. `int2` is short for `int | list[int]`: a size per spatial axis.
+PARAM_TYPES = ("int", "float", "bool", "str", "list", "int2")
+
+
+def type_alternatives(text: str) -> list[str] | None:
+    """The alternatives of the parameter type ``text`` (as the parser normalises it: `int | list[int]`), or
+    None when one of them names no type."""
+    alts = text.split(" | ")
+    for t in alts:
+        inner = t
+        while inner.startswith("list[") and inner.endswith("]"):
+            inner = inner[len("list["):-1]
+        if inner not in PARAM_TYPES:
+            return None
+    return alts
+
+
+def _coerce_type(t: str, v: Any) -> tuple[bool, Any]:
+    """Whether ``v`` is a value of the single (non-union) type ``t``, and the value to keep (`3` -> `3.0` for a
+    float, a bare name -> its text for a str)."""
+    if t == "int":
+        return isinstance(v, int) and not isinstance(v, bool), v
+    if t == "float":
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return ok, float(v) if ok else v
+    if t == "bool":
+        return isinstance(v, bool), v
+    if t == "str":
+        if isinstance(v, Symbol):
+            v = v.name
+        elif isinstance(v, Layer) and not v.config and not v.has_tensors:
+            v = v.name
+        return isinstance(v, str), v
+    if t == "list":
+        return isinstance(v, list), v
+    if t == "int2":
+        ok, v = _coerce_type("int", v)
+        return (True, v) if ok else _coerce_type("list[int]", v) if isinstance(v, list) and v else (False, v)
+    assert t.startswith("list[")
+    if not isinstance(v, list):
+        return False, v
+    items = []
+    for x in v:
+        ok, x = _coerce_type(t[len("list["):-1], x)
+        if not ok:
+            return False, v
+        items.append(x)
+    return True, items
 
 
 class Binder:
@@ -45,9 +93,12 @@ class Binder:
                 if p.name in seen:
                     raise DlcError("duplicate-name", f"parameter `{p.name}` is declared twice", p.span)
                 seen.add(p.name)
-                if p.type not in PARAM_TYPES:
+                if type_alternatives(p.type) is None:
+                    odd = next((t for t in p.type.replace("[", " ").replace("]", " ").replace("|", " ").split()
+                                if t not in PARAM_TYPES), p.type)
                     raise DlcError("unknown-type", f"unknown parameter type `{p.type}`", p.span,
-                                   hint=suggest(p.type, PARAM_TYPES) or f"types are {', '.join(PARAM_TYPES)}")
+                                   hint=suggest(odd, PARAM_TYPES) or f"types are {', '.join(PARAM_TYPES)}, "
+                                   "`list[T]` of one of them and unions such as `int | list[int]`")
             inputs: set[str] = set()
             for s in d.body:
                 if isinstance(s, ast.Input):
@@ -210,26 +261,19 @@ class Binder:
     def _coerce_param(self, p: ast.Param, v: Any, span: Span, frame: Frame | None = None,
                       source: str = "argument") -> Any:
         ok = False
-        if p.type == "int":
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif p.type == "float":
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-            v = float(v) if ok else v
-        elif p.type == "bool":
-            ok = isinstance(v, bool)
-        elif p.type == "str":
-            if isinstance(v, Symbol):
-                v = v.name
-            elif isinstance(v, Layer) and not v.config and not v.has_tensors:
-                v = v.name
-            ok = isinstance(v, str)
-        elif p.type == "list":
-            ok = isinstance(v, list)
+        for t in type_alternatives(p.type) or ():
+            ok, value = _coerce_type(t, v)
+            if ok:
+                v = value
+                break
         if not ok:
             msg = f"parameter `{p.name}` is {p.type}, got {describe(v)}"
             chain = frame.container.chain if frame else ()
+            hint = None
+            if isinstance(v, list) and p.type == "int":  # `k=[1, 7]` for a kernel size
+                hint = f"to take an integer or a list of them, declare `{p.name}: int2`"
             raise DlcError("type-mismatch", msg if source == "argument" else f"{msg} (from --set/--params)", span,
-                           chain=chain if len(chain) > 1 else ())
+                           chain=chain if len(chain) > 1 else (), hint=hint)
         return v
 
     def resolve_attrs(self, layer: Layer, frame: Frame) -> dict[str, Any]:

@@ -62,6 +62,9 @@ class Elaborator:
         if not self.ctx.g.outputs:
             raise DlcError("no-output", f"network `{net.name}` has no `output`", net.name_span,
                            hint="add e.g. `output y = x -> linear(10)`")
+        if len(self.ctx.g.training_outputs) == len(self.ctx.g.outputs):
+            raise DlcError("no-output", f"network `{net.name}` has outputs in training mode only", net.name_span,
+                           hint="at least one output is computed in eval mode too: drop its `if training`")
         return self.ctx.g
 
     def block_body(self, frame: Frame, inputs: list[Tensor]) -> list[Tensor]:
@@ -205,6 +208,8 @@ class Elaborator:
                 frame.names[t] = tv
             self._output_names.add(t)
             g.outputs.append((t, tv.vid))
+            if stmt.training:
+                g.training_outputs.add(t)
 
 
 def _name_spans(names: tuple[str, ...], span: Span, skip: int = 0) -> list[Span]:

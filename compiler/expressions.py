@@ -56,6 +56,8 @@ class Evaluator:
             return self.lookup(e.id, e.span, frame)
         if isinstance(e, ast.ListExpr):
             return [self.eval(x, frame) for x in e.items]
+        if isinstance(e, ast.TupleExpr):  # `(x, skip) -> Layer * n`: tensors carried through a pipeline
+            return tuple(self.tensor(self.eval(x, frame), x.span, frame, "an item of a tuple") for x in e.items)
         if isinstance(e, ast.Cond):
             test = self.eval(e.test, frame)
             if isinstance(test, Tensor):

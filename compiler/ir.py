@@ -134,6 +134,8 @@ class Graph:
     types: dict[int, Type] = field(default_factory=dict)  # value id -> type
     inputs: list[tuple[str, int]] = field(default_factory=list)
     outputs: list[tuple[str, int]] = field(default_factory=list)
+    # The outputs computed and returned in training mode only (`output aux = ... if training`), by name.
+    training_outputs: set[str] = field(default_factory=set)
     # Each application of a block or labelled group (read it with call_of).
     calls: dict[CallKey, BlockCall] = field(default_factory=dict)
     # Where each block used by the network is defined (the span of its name).
@@ -195,7 +197,7 @@ def print_graph(g: Graph) -> str:
             line += f"  @{where}"
         line += f"  # {display(Path(node.span.file).name)}:{node.span.line}"
         lines.append(line)
-    outs = ", ".join(f"{name}=%{v}" for name, v in g.outputs)
+    outs = ", ".join(f"{name}=%{v}" + (" [training]" if name in g.training_outputs else "") for name, v in g.outputs)
     lines.append(f"  return {outs}")
     lines.append("}")
     return "\n".join(lines) + "\n"

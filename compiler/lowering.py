@@ -106,17 +106,10 @@ class Lowerer:
         return v
 
     def _stage(self, value: Any, span: Span, stage: ast.Stage, frame: Frame, container: Container) -> Any:
+        if self._carried(value) and not isinstance(stage.core, ast.StageGroup):
+            return self._carry(value, stage, frame, container)
         x = self.ev.tensor(value, span, frame, "the input of a pipeline stage")
-        count = 1
-        if stage.repeat is not None:
-            n = self.ev.eval(stage.repeat, frame)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise self.ctx.err("bad-repeat", f"repeat count must be a positive integer, got {describe(n)}",
-                                   stage.repeat.span, frame)
-            if n > MAX_REPEAT:
-                raise self.ctx.err("bad-repeat", f"repeat count {n} is too large (at most {MAX_REPEAT})",
-                                   stage.repeat.span, frame)
-            count = n
+        count = self._count(stage, frame)
         if stage.label is not None:
             check_identifier(stage.label, stage.label_span, "a layer name", module_attr=True)
             if stage.label in container.taken:
@@ -148,6 +141,56 @@ class Lowerer:
                 x = self._core(x, stage.core, frame, container, stage.label, label_span=stage.label_span)
         return x
 
+    @staticmethod
+    def _carried(value: Any) -> bool:
+        """Whether ``value`` is several tensors that a stage receives as its first inputs (`(x, skip) -> B`)."""
+        return isinstance(value, tuple) and len(value) > 1 and all(isinstance(t, Tensor) for t in value)
+
+    def _carry(self, value: tuple, stage: ast.Stage, frame: Frame, container: Container) -> Any:
+        """Apply ``stage`` to several tensors: they are its first inputs; repeated, each copy's results are the
+        next copy's inputs, so they must keep their number and types."""
+        if stage.label is not None and stage.repeat is not None:
+            raise self.ctx.err("bad-group", "a labelled repeat cannot carry several tensors", stage.label_span,
+                               frame, hint="labelled repeats become nn.Sequential: one tensor from copy to copy; "
+                                           "drop the label to unroll it")
+        count = self._count(stage, frame)
+        first, v = value, value
+        core = stage.core
+        for i in range(count):
+            self.ctx.step(stage.span, frame)
+            if i > 0:
+                self._check_carried(first, v, core, stage.repeat.span if stage.repeat else stage.span, frame)
+            v = self._core(v, core, frame, container, stage.label, label_span=stage.label_span)
+        return v
+
+    def _check_carried(self, first: tuple, now: Any, core: Any, span: Span, frame: Frame) -> None:
+        """The results of a repeated stage's copy must be the tensors it received, in number and types."""
+        target = self.ev.lookup(core.name, core.span, frame, callee=True)
+        names = self.binder.block_inputs(target.block) if isinstance(target, Layer) and target.block else ()
+        if not isinstance(now, tuple) or len(now) != len(first):
+            n = len(now) if isinstance(now, tuple) else 1
+            raise self.ctx.err("shape-mismatch", f"a repeat carrying {len(first)} tensors needs a stage returning "
+                               f"{len(first)}, `{core.name}` returns {n}", span, frame)
+        for i, (a, b) in enumerate(zip(first, now)):
+            if a.type != b.type:
+                what = f"`{names[i]}`" if i < len(names) else f"value {i + 1}"
+                raise self.ctx.err("shape-mismatch", f"the repeat carries {what} as {a.type} but a copy of "
+                                   f"`{core.name}` returns it as {b.type}", span, frame,
+                                   hint="each copy's results are the next copy's inputs: they must keep their shapes")
+
+    def _count(self, stage: ast.Stage, frame: Frame) -> int:
+        """How many times ``stage`` is applied: its repeat count, checked, else 1."""
+        if stage.repeat is None:
+            return 1
+        n = self.ev.eval(stage.repeat, frame)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise self.ctx.err("bad-repeat", f"repeat count must be a positive integer, got {describe(n)}",
+                               stage.repeat.span, frame)
+        if n > MAX_REPEAT:
+            raise self.ctx.err("bad-repeat", f"repeat count {n} is too large (at most {MAX_REPEAT})",
+                               stage.repeat.span, frame)
+        return n
+
     def _record_seq(self, seq: Container, x: Any, y: Any, hint: str | None) -> None:
         if not isinstance(y, Tensor):
             raise self.ctx.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
@@ -160,7 +203,7 @@ class Lowerer:
         path = parent.path_of(name)
         return parent.enter(Scope(name, path, "seq", None, (), self.ctx.use(path), span), "seq", path)
 
-    def _core(self, x: Tensor, core: Any, frame: Frame, container: Container, label: str | None,
+    def _core(self, x: Tensor | tuple, core: Any, frame: Frame, container: Container, label: str | None,
               label_span: Span | None = None) -> Any:
         if isinstance(core, ast.StageGroup):
             if label is not None and len(core.stages) == 1 and core.stages[0].label is None \
@@ -177,11 +220,11 @@ class Lowerer:
                     raise self.ctx.err("bad-name", f"instance `{target.name}` already has a name",
                                        label_span or core.span, frame,
                                        hint="a label names a new layer; shared instances keep their own name")
-                return self.apply_instance(target, [x], core.span, frame, container)
+                return self.apply_instance(target, _piped(x), core.span, frame, container)
             if isinstance(target, Layer):
                 self._check_label(target, label, label_span or core.span, frame)
                 layer = Layer(target.op, target.block, {}, [], {}, [], core.span)
-                return self.apply(layer, [x], core.span, frame, container, label)
+                return self.apply(layer, _piped(x), core.span, frame, container, label)
             if isinstance(target, Symbol):
                 raise self.ctx.err("unknown-layer", f"unknown layer or block `{core.name}`", core.span, frame,
                                    hint=suggest(core.name, self.ev.known_names(frame)))
@@ -200,7 +243,7 @@ class Lowerer:
                                frame)
         self._check_label(target, label, label_span or core.name_span, frame)
         layer = self.binder.bind_args(target, core.args, core.span, frame)
-        return self.apply(layer, [x], core.span, frame, container, label)
+        return self.apply(layer, _piped(x), core.span, frame, container, label)
 
     def _check_label(self, target: Layer, label: str | None, span: Span, frame: Frame) -> None:
         """A label names a module; a merge (`add`, `concat`, ...) has none, it is an expression in `forward`."""
@@ -341,6 +384,11 @@ class Lowerer:
         self.ctx.g.add_call(scope, BlockCall(tuple(t.vid for t in inputs), tuple(t.vid for t in result),
                                              tuple(names), frame.hint))
         return result[0] if len(result) == 1 else tuple(result)
+
+
+def _piped(x: Tensor | tuple) -> list[Tensor]:
+    """The tensors a stage receives first: one piped tensor, or the several a pipeline carries."""
+    return list(x) if isinstance(x, tuple) else [x]
 
 
 def _weight(v: Any) -> int:

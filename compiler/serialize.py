@@ -93,7 +93,8 @@ def to_dict(g: Graph) -> dict[str, Any]:
     t = _Tables()
     head = {"network": g.name, "file": g.file, "span": t.span(g.span), "params": dict(g.params),
             "inputs": [{"name": n, "value": v} for n, v in g.inputs],
-            "outputs": [{"name": n, "value": v} for n, v in g.outputs]}
+            "outputs": [{"name": n, "value": v, **({"training": True} if n in g.training_outputs else {})}
+                        for n, v in g.outputs]}
     nodes = [_node(n, t) for n in g.nodes]
     blocks = {name: t.span(span) for name, span in g.blocks.items()}
     return {
@@ -123,6 +124,7 @@ def from_dict(d: dict[str, Any]) -> Graph:
     g = Graph(d["network"], d["file"], span(d["span"]), dict(d["params"]))
     g.inputs = [(x["name"], x["value"]) for x in d["inputs"]]
     g.outputs = [(x["name"], x["value"]) for x in d["outputs"]]
+    g.training_outputs = {x["name"] for x in d["outputs"] if x.get("training")}
     for n in d["nodes"]:
         scope_chain = chains[n["scope"]] if n["scope"] is not None else ()
         fold = n.get("fold")

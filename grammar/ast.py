@@ -45,6 +45,14 @@ class ListExpr:
 
 
 @dataclass(frozen=True)
+class TupleExpr:
+    """Several values in parentheses, `(x, skip)`: the tensors a pipeline carries into a block's inputs."""
+
+    items: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Arg:
     """A call argument; ``name`` is set for keyword arguments."""
 
@@ -175,7 +183,8 @@ class Pipe:
     span: Span
 
 
-Expr = Union[Number, String, Bool, Name, ListExpr, Call, Subscript, BinOp, Compare, BoolOp, Not, Neg, Cond, Pipe]
+Expr = Union[Number, String, Bool, Name, ListExpr, TupleExpr, Call, Subscript, BinOp, Compare, BoolOp, Not, Neg,
+             Cond, Pipe]
 
 
 # ---- statements and definitions -------------------------------------------------------
@@ -194,6 +203,7 @@ class Output:
     targets: tuple[str, ...]
     value: Expr | None
     span: Span
+    training: bool = False  # `output aux = ... if training`: an output of training mode only
 
 
 @dataclass(frozen=True)

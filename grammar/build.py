@@ -50,6 +50,10 @@ _KEYWORDS = frozenset({"if", "then", "else", "and", "or", "not", "true", "false"
                        "block", "network", "import", "param"})
 
 
+# What `output_when` leaves for `output_stmt`: the output is computed in training mode only.
+_TRAINING = object()
+
+
 class _Builder(Transformer):
     def __init__(self, file: str) -> None:
         super().__init__()
@@ -95,7 +99,13 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def param(self, meta: Meta, children: list) -> ast.Param:
         default = children[2] if len(children) > 2 else None
-        return ast.Param(str(children[0]), str(children[1]), default, self._span(meta))
+        return ast.Param(str(children[0]), children[1], default, self._span(meta))
+
+    def param_type(self, children: list) -> str:
+        return " | ".join(children)
+
+    def type_atom(self, children: list) -> str:
+        return str(children[0]) if len(children) == 1 else f"{children[0]}[{children[1]}]"
 
     # -- statements
     @v_args(meta=True)
@@ -116,8 +126,19 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def output_stmt(self, meta: Meta, children: list) -> ast.Output:
+        training = bool(children) and children[-1] is _TRAINING
+        if training:
+            children = children[:-1]
         value = children[1] if len(children) > 1 else None
-        return ast.Output(children[0], value, self._span(meta))
+        return ast.Output(children[0], value, self._span(meta), training)
+
+    def output_when(self, children: list) -> object:
+        if str(children[0]) != "training":
+            raise DlcError("syntax", f"an output's condition is `if training`, not `if {children[0]}`",
+                           self._tok(children[0]),
+                           hint="only outputs of training mode are declared this way; for a compile-time choice "
+                                "write `output y = if cond then a else b`")
+        return _TRAINING
 
     @v_args(meta=True)
     def return_stmt(self, meta: Meta, children: list) -> ast.Return:
@@ -212,6 +233,10 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def list(self, meta: Meta, c: list) -> ast.ListExpr:
         return ast.ListExpr(tuple(x for x in c if x is not None), self._span(meta))
+
+    @v_args(meta=True)
+    def tuple(self, meta: Meta, c: list) -> ast.TupleExpr:
+        return ast.TupleExpr(tuple(x for x in c if x is not None), self._span(meta))
 
     def args(self, c: list) -> tuple[ast.Arg, ...]:
         out = []

@@ -39,6 +39,7 @@ _TERMINALS = {
     "MUL_OP": "`*`, `/`, `//` or `%`",
     "COMP_OP": "a comparison",
     "ELLIPSIS": "`...`",
+    "VBAR": "`|`",
     "$END": "end of file",
 }
 # Tokens that can start a value (an expression), a statement, or continue an expression as an operator.

@@ -101,7 +101,7 @@ def test_syntax_expected_list_names_tokens_not_grammar_terminals(tmp_path):
             output y = x -> linear(3) + x
         }
     """)
-    check(err, "syntax", "3:31", message="unexpected `+`; expected `*`, `->`, `}` or a statement")
+    check(err, "syntax", "3:31", message="unexpected `+`; expected `*`, `->`, `if`, `}` or a statement")
 
 
 def test_syntax_misspelt_keyword_gets_a_hint(tmp_path):

@@ -40,6 +40,7 @@ class Line:
     code: Code
     comment: str | None = None
     attr: str | None = None
+    indent: int = 0  # levels below the method body (the statements under `if self.training:`)
 
     def text(self) -> str:
         """The statement on one line (its block instances' calls must be known)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import heapq
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -214,8 +214,15 @@ class ModuleEmitter:
         return ChildCall(rec.iid)
 
     def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
-               doc: str) -> ClassDef:
+               doc: str, training: tuple[bool, ...] = ()) -> ClassDef:
+        """The class computing ``outputs`` from ``inputs`` with ``nodes``; where ``training`` marks some outputs
+        as training-only (the network's), the steps only they need run last, under ``if self.training:``."""
         steps = self._steps(nodes, depth)
+        order = list(range(len(steps)))  # the steps in the order forward runs them
+        n_eval = len(steps)
+        if any(training):
+            order, n_eval = self._training_last(steps, [v for v, t in zip(outputs, training) if not t])
+            steps = [steps[i] for i in order]
         last_use: dict[int, int] = {}
         for i, (child, step_nodes) in enumerate(steps):
             used = self._step_inputs(child, step_nodes)
@@ -225,18 +232,50 @@ class ModuleEmitter:
             last_use[v] = len(steps) + 1
         namer = Namer(last_use, self.globals)
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
-        init: list[Line] = []
+        inits: dict[int, list[Line]] = {}  # by the step's place in the spec: modules are declared in that order
         body: list[Line] = []
         declared: set[str] = set()
         for i, (child, step_nodes) in enumerate(steps):
+            if i == n_eval:
+                body.append(Line("if self.training:", "the outputs of training mode only"))
+            lines: list[Line] = []
+            init = inits[order[i]] = []
             if child is None:
                 (node,) = step_nodes
-                self._node(node, i, namer, init, body, declared)
+                self._node(node, i, namer, init, lines, declared)
             else:
-                self._call(child, step_nodes, depth, i, namer, init, body, declared)
+                self._call(child, step_nodes, depth, i, namer, init, lines, declared)
+            body.extend(replace(ln, indent=int(i >= n_eval)) for ln in lines)
+        init = [ln for i in sorted(inits) for ln in inits[i]]
         rets = [namer.names[v] for v in outputs]
+        if any(training):
+            if n_eval == len(steps):  # nothing is computed for training alone: an output is returned twice
+                body.append(Line("if self.training:", "the outputs of training mode only"))
+            body.append(Line(Filled("return {*values}", {"values": variables(rets)}), indent=1))
+            rets = [r for r, t in zip(rets, training) if not t]
         body.append(Line(Filled("return {*values}", {"values": variables(rets)})))
         return ClassDef("", doc, init, args, body, attrs=declared)
+
+    def _training_last(self, steps: list[tuple[Scope | None, list[Node]]],
+                       needed: list[int]) -> tuple[list[int], int]:
+        """The indices of ``steps`` with those that no eval-mode output (value ids ``needed``) depends on moved to
+        the end, in their order, and how many steps come first. Moving them is safe: no eval step reads what
+        they make."""
+        made = {}  # value id -> the step making it
+        for i, (child, step_nodes) in enumerate(steps):
+            outs = self.g.call_of(child).outputs if child is not None else step_nodes[0].outputs
+            for v in outs:
+                made[v] = i
+        keep: set[int] = set()
+        todo = [made[v] for v in needed if v in made]
+        while todo:
+            i = todo.pop()
+            if i not in keep:
+                keep.add(i)
+                child, step_nodes = steps[i]
+                todo.extend(made[v] for v in self._step_inputs(child, step_nodes) if v in made)
+        first = [i for i in range(len(steps)) if i in keep]
+        return first + [i for i in range(len(steps)) if i not in keep], len(first)
 
     def _step_inputs(self, child: Scope | None, nodes: list[Node]) -> list[int]:
         if child is None:
@@ -312,7 +351,8 @@ class ModuleEmitter:
 
     def network(self) -> ClassDef:
         g = self.g
-        cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "")
+        cls = self._class(g.nodes, 0, list(g.inputs), [v for _, v in g.outputs], "",
+                          tuple(n in g.training_outputs for n, _ in g.outputs))
         cls.name = g.name
         if self.channels_last:
             note = "optimize=inference: channels-last convolutions"
@@ -328,7 +368,7 @@ class ModuleEmitter:
 
 
 def _format_lines(lines: list[Line], indent: int) -> list[str]:
-    return [text for ln in lines for text in layout(indent, ln.text(), ln.comment)]
+    return [text for ln in lines for text in layout(indent + 4 * ln.indent, ln.text(), ln.comment)]
 
 
 # The imports a generated module may need, by the name it uses, in the order isort (ruff's I rules) keeps them:
@@ -383,7 +423,8 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
     for helper in helpers:
         used |= helper.uses
     inputs = [(n, batched_str(g.types[v])) for n, v in g.inputs]
-    outputs = [(n, batched_str(g.types[v])) for n, v in g.outputs]
+    outputs = [(n, batched_str(g.types[v]) + (" (training mode only)" if n in g.training_outputs else ""))
+               for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
     doc = textwrap.wrap(safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}."), 112,
                         break_long_words=False, break_on_hyphens=False)

@@ -87,7 +87,7 @@ class _Walk:
             return ln
         code = self.calls[ln.code.iid] if isinstance(ln.code, ChildCall) else ln.code
         new = self._value(code, _constructor(code, self.calls) if ln.attr else None, ln.attr)
-        return ln if new is ln.code else Line(new, ln.comment, ln.attr)
+        return ln if new is ln.code else Line(new, ln.comment, ln.attr, ln.indent)
 
     def _value(self, v: Any, top: Filled | None, attr: str | None, slot: str | None = None) -> Any:
         kind = type(v)  # exact types first: this runs for every value of every statement
