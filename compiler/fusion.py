@@ -187,6 +187,8 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         if node.scope and node.scope[-1].kind == "seq":
             continue  # a direct member of nn.Sequential: called as its own module
         kind = _fusion_kind(node)
+        if "keyword_inputs" in node.attrs:
+            continue  # attention with masks, a recurrent layer with lengths: the kernels have no such mode
         if kind == "recurrent":
             cell = op_of(node.attrs["layer"]["op"]) if op_of(node.op).wraps else op_of(node.op)
             if recurrent and isinstance(cell.kernel, Recurrent):  # dlc's gate kernels run this cell

@@ -220,6 +220,8 @@ class Lowerer:
                 if n in bound:
                     raise self.ctx.err("duplicate-argument", f"tensor input `{n}` of `{op.name}` given twice", span,
                                        frame)
+                if n in op.keyword_inputs:
+                    continue  # appended below
                 bound[n] = t
             missing = [n for n in names if n not in bound and n not in op.optional_inputs]
             if missing:
@@ -231,6 +233,10 @@ class Lowerer:
                 elif any(m in bound for m in names[names.index(n) + 1:]):
                     raise self.ctx.err("wrong-inputs", f"`{op.name}`: give `{n}` too when giving later inputs", span,
                                        frame)
+            keyword = tuple(n for n in op.keyword_inputs if n in layer.tensors)
+            if keyword:  # the shape rule and the PyTorch facet read which of them were given
+                inputs.extend(layer.tensors[n] for n in keyword)
+                attrs = {**attrs, "keyword_inputs": keyword}
         if instance is not None:
             name: str | None = instance.name
         else:
@@ -243,7 +249,7 @@ class Lowerer:
             raise self.ctx.err("bad-group", f"`{op.name}` cannot be part of a labelled group", span, frame,
                                hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
         node = self.nodes.node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame,
-                               attr_spans={k: sp for k, (_, sp) in layer.config.items()})
+                               attr_spans={**{k: sp for k, (_, sp) in layer.config.items()}, **layer.tensor_spans})
         outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
         if container.kind == "seq" and len(outs) != 1:
             raise self.ctx.err("bad-group", f"`{op.name}` with several outputs cannot be part of a labelled group",

@@ -110,6 +110,9 @@ class OpDef:
     ``in_place``: may overwrite its first input (the in-place pass sets ``Node.in_place``; its PyTorch
     forms have ``in_place`` templates);
     ``overwritable``: its backward does not read its output, so a later op may overwrite it.
+    ``keyword_inputs``: optional tensor inputs given by keyword only, any of them or none (attention's masks, a
+    recurrent layer's ``lengths``); those given follow the other inputs, in this order, and the node's attribute
+    ``keyword_inputs`` names them (absent when none is given).
     """
 
     name: str
@@ -118,6 +121,7 @@ class OpDef:
     count_params: Callable[[dict[str, Any], list[Type]], int] = _no_params
     inputs: tuple[str, ...] = ("x",)
     optional_inputs: frozenset[str] = frozenset()
+    keyword_inputs: tuple[str, ...] = ()  # optional tensor inputs given by keyword only (see below)
     variadic: bool = False  # takes any number (>= 2) of tensors positionally
     outputs: Callable[[dict[str, Any]], int] = _one_output
     stateful: bool = False
