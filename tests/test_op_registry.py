@@ -48,6 +48,7 @@ network Sample {
     output o6 = e
     output o7 = mean(w, v) + sub(w, v) * mul(w, v) / div(w, v)
     output o8 = v -> glu
+    output o9 = (tok -> positions -> pe: embedding(6, 8)) + seq -> positional_encoding
 }
 """
 

@@ -163,7 +163,7 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
 FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "arith", "recurrent",
-            "attention", "wrapper")
+            "attention", "wrapper", "position")
 
 
 def register(op: OpDef) -> OpDef:

@@ -1,4 +1,5 @@
-"""Keras-style recurrent layers: the bidirectional merge, and module forms for ``nn.Sequential``.
+"""Sequences: Keras-style recurrent layers (the bidirectional merge, module forms for ``nn.Sequential``) and
+positions (position ids, the sinusoidal position encoding).
 
 :func:`merge_directions` is the one definition of how a bidirectional layer's two directions become its
 output; the ``Sequence*`` modules and the fused recurrent runtime (backends/triton/runtime/recurrent.py)
@@ -63,3 +64,46 @@ class SequenceLSTM(SequenceOutput, nn.LSTM):
 
 class SequenceGRU(SequenceOutput, nn.GRU):
     pass
+
+
+def position_ids(x, dim=1):
+    """The positions 0..n-1 along axis `dim` of x as int64 ids, one row per batch element: [B, n]."""
+    return torch.arange(x.shape[dim], device=x.device).expand(x.shape[0], -1)
+
+
+def sinusoidal_encoding(x, base=10000.0):
+    """x [B, T, d] plus the sinusoidal position encoding of "Attention is all you need".
+
+    Feature 2i of position t is sin(t / base^(2i/d)) and feature 2i+1 is cos of the same angle, computed as the
+    PyTorch tutorial's PositionalEncoding does (in float32, then cast to x's dtype).
+    """
+    length, d = x.shape[-2], x.shape[-1]
+    position = torch.arange(length, device=x.device, dtype=torch.float32).unsqueeze(1)
+    log_base = float(torch.tensor(base, dtype=torch.float64).log())
+    angle = position * torch.exp(torch.arange(0, d, 2, device=x.device, dtype=torch.float32) * (-log_base / d))
+    pe = torch.zeros(length, d, device=x.device)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle[:, : d // 2])  # an odd d has one cosine fewer than sines
+    return x + pe.to(x.dtype)
+
+
+class PositionIds(nn.Module):
+    """position_ids as a module (for nn.Sequential)."""
+
+    def __init__(self, dim=1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return position_ids(x, self.dim)
+
+
+class PositionalEncoding(nn.Module):
+    """sinusoidal_encoding as a module (for nn.Sequential); it holds no parameters or buffers."""
+
+    def __init__(self, base=10000.0):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return sinusoidal_encoding(x, self.base)

@@ -1,0 +1,191 @@
+"""Sequences: attention masks, position ids and the sinusoidal encoding, sequence lengths of recurrent layers,
+`bidirectional(merge=none)` and the Transformer spec, each against torch.nn (or the formula written here)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import dlc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec(tmp_path: Path, text: str, name: str = "net.dln") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load(tmp_path: Path, text: str, **params) -> nn.Module:
+    torch.manual_seed(0)
+    return dlc.load(_spec(tmp_path, text), **params).eval()
+
+
+def _fails(tmp_path: Path, text: str, code: str, where: str, message: str) -> str:
+    """The CLI rejects the spec: exit 1, `net.dln:LINE:COL: error[code]` with the message, no traceback."""
+    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(_spec(tmp_path, text)), "-o",
+                        str(tmp_path / "out.py")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"net.dln:{where}: error[{code}]" in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
+    return r.stderr
+
+
+# ---- attention masks --------------------------------------------------------------------------------------
+
+TAGGER = """
+network Tagger(vocab: int = 30, d: int = 16, tags: int = 5) {
+    input tokens: [S] int64
+    input padding: [S] bool
+    e = tokens -> embed: embedding(vocab, d)
+    h = e -> attn: attention(heads=4, key_padding_mask=padding)
+    output scores = h -> out: linear(tags)
+}
+"""
+
+
+def test_appending_pad_tokens_does_not_change_the_real_tokens_scores(tmp_path):
+    model = _load(tmp_path, TAGGER)
+    tokens = torch.randint(1, 30, (3, 6))
+    lengths = torch.tensor([6, 4, 2])
+    padding = torch.arange(6)[None, :] >= lengths[:, None]
+    tokens = tokens.masked_fill(padding, 0)
+    with torch.no_grad():
+        short = model(tokens, padding)
+        longer = model(torch.cat([tokens, torch.zeros(3, 5, dtype=torch.long)], 1),
+                       torch.cat([padding, torch.ones(3, 5, dtype=torch.bool)], 1))
+        unmasked = model(torch.cat([tokens, torch.zeros(3, 5, dtype=torch.long)], 1),
+                         torch.zeros(3, 11, dtype=torch.bool))
+    real = ~padding
+    torch.testing.assert_close(longer[:, :6][real], short[real])
+    assert not torch.allclose(unmasked[:, :6][real], short[real], atol=1e-4)  # without the mask they would change
+
+
+def test_masked_attention_matches_multihead_attention(tmp_path):
+    model = _load(tmp_path, """
+network Masks {
+    input q: [T, 8]
+    input memory: [S, 8]
+    input padding: [S] bool
+    input allowed: [T, S] bool
+    input bias: [T, T]
+    a = q -> cross: attention(key=memory, value=memory, heads=2, key_padding_mask=padding, attn_mask=allowed)
+    output y = a -> self_attn: attention(heads=2, causal=true, attn_mask=bias)
+}
+""")
+    q, memory, bias = torch.randn(2, 5, 8), torch.randn(2, 7, 8), torch.randn(2, 5, 5)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[0, 5:] = True
+    allowed = torch.rand(2, 5, 7) > 0.7
+    allowed[..., 0] = False  # every query keeps a key
+    with torch.no_grad():
+        got = model(q, memory, padding, allowed, bias)
+        a, _ = model.cross(q, memory, memory, key_padding_mask=padding, attn_mask=allowed.repeat_interleave(2, 0))
+        causal = nn.Transformer.generate_square_subsequent_mask(5)  # -inf above the diagonal
+        want, _ = model.self_attn(a, a, a, attn_mask=bias.repeat_interleave(2, 0) + causal)
+    torch.testing.assert_close(got, want)
+
+
+def test_mask_of_the_wrong_dtype_is_an_error_at_the_argument(tmp_path):
+    _fails(tmp_path, """network Bad {
+    input x: [S, 16]
+    input ids: [S] int64
+    output y = x -> attention(heads=2, key_padding_mask=ids)
+}
+""", "type-mismatch", "4:57", "`key_padding_mask` must be a bool tensor (true = padding, ignored), got int64")
+
+
+def test_mask_of_the_wrong_length_is_an_error_at_the_argument(tmp_path):
+    _fails(tmp_path, """network Bad {
+    input q: [T, 16]
+    input memory: [S, 16]
+    input padding: [T] bool
+    input allowed: [T, T] bool
+    a = q -> attention(key=memory, value=memory, attn_mask=allowed)
+    output y = q -> attention(key=memory, value=memory, key_padding_mask=padding)
+}
+""", "shape-mismatch", "6:60", "`attn_mask` must be [T, S] (query length x key length), got [T, T]")
+    _fails(tmp_path, """network Bad {
+    input q: [T, 16]
+    input memory: [10, 16]
+    input padding: [12] bool
+    output y = q -> attention(key=memory, value=memory, key_padding_mask=padding)
+}
+""", "shape-mismatch", "5:74", "`key_padding_mask` must be [10] (one flag per key position), got [12]")
+
+
+def test_a_mask_is_a_tensor_input_only_by_keyword(tmp_path):
+    _fails(tmp_path, """network Bad {
+    input x: [S, 16]
+    output y = x -> attention(heads=2, key_padding_mask=true)
+}
+""", "unknown-argument", "3:40", "`attention` has no argument `key_padding_mask`")
+
+
+# ---- positions -----------------------------------------------------------------------------------------------
+
+def _tutorial_encoding(length: int, d: int) -> torch.Tensor:
+    """The PyTorch tutorial's PositionalEncoding table ("Language modeling with nn.Transformer"), [length, d]."""
+    position = torch.arange(length).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, d, 2) * (-math.log(10000.0) / d))
+    pe = torch.zeros(length, d)
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    return pe
+
+
+def test_positions_are_arange_over_a_symbolic_length_for_a_position_embedding(tmp_path):
+    model = _load(tmp_path, """
+network GPTEmbed(vocab: int = 50, d: int = 8) {
+    input tokens: [T] int64
+    ids = tokens -> positions
+    tok = tokens -> wte: embedding(vocab, d)
+    pos = ids -> wpe: embedding(32, d)
+    output h = tok + pos
+    output ids
+}
+""")
+    tokens = torch.randint(0, 50, (3, 11))
+    with torch.no_grad():
+        h, ids = model(tokens)
+    assert ids.dtype == torch.int64
+    assert torch.equal(ids, torch.arange(11).expand(3, 11))
+    torch.testing.assert_close(h, model.wte(tokens) + model.wpe(torch.arange(11))[None])
+
+
+@pytest.mark.parametrize("d", [16, 512])
+def test_positional_encoding_is_the_tutorials_formula(tmp_path, d):
+    model = _load(tmp_path, """
+network PE(d: int = 16) {
+    input x: [T, d]
+    output y = x -> positional_encoding
+    output z = x -> labelled: positional_encoding
+}
+""", d=d)
+    x = torch.randn(2, 40, d)
+    with torch.no_grad():
+        y, z = model(x)
+    torch.testing.assert_close(y, x + _tutorial_encoding(40, d)[None])
+    torch.testing.assert_close(z, y)
+    assert not list(model.state_dict())  # nothing stored: any length works
+
+
+def test_positional_encoding_needs_a_sequence(tmp_path):
+    _fails(tmp_path, """network Bad {
+    input x: [T, 4, 4]
+    output y = x -> positional_encoding
+}
+""", "shape-mismatch", "3:21", "`positional_encoding` expects a sequence [T, d] (batch not counted), got [T, 4, 4]")
+    _fails(tmp_path, """network Bad {
+    input x: [T, 4]
+    output y = x -> positions(dim=2)
+}
+""", "bad-argument", "3:35", "`positions`: axis 2 is out of range for a rank-2 tensor")
