@@ -189,3 +189,77 @@ def test_positional_encoding_needs_a_sequence(tmp_path):
     output y = x -> positions(dim=2)
 }
 """, "bad-argument", "3:35", "`positions`: axis 2 is out of range for a rank-2 tensor")
+
+
+# ---- the Transformer -----------------------------------------------------------------------------------------
+
+def test_transformer_spec_is_torch_nn_transformer(tmp_path):
+    compiled = dlc.compile(ROOT / "specs" / "transformer.dln")
+    assert "44,140,544" in compiled.source
+    torch.manual_seed(0)
+    ours = compiled.instantiate().eval()
+    # nn.Transformer() with its defaults; batch_first=True changes no parameter, only the axis order
+    ref = nn.Transformer(batch_first=True).eval()
+    assert sum(p.numel() for p in ref.parameters()) == 44_140_544
+    ours.load_state_dict(ref.state_dict(), strict=True)  # the same module names
+    src, tgt = torch.randn(2, 7, 512), torch.randn(2, 5, 512)
+    src_pad = torch.zeros(2, 7, dtype=torch.bool)
+    src_pad[1, 4:] = True
+    tgt_pad = torch.zeros(2, 5, dtype=torch.bool)
+    tgt_pad[1, 3:] = True
+    causal = nn.Transformer.generate_square_subsequent_mask(5)
+    none_s, none_t = torch.zeros_like(src_pad), torch.zeros_like(tgt_pad)
+    with torch.no_grad():
+        want = ref(src, tgt, tgt_mask=causal)
+        got = ours(src, tgt, none_s, none_t)
+        want_padded = ref(src, tgt, tgt_mask=causal, src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad,
+                          memory_key_padding_mask=src_pad)
+        got_padded = ours(src, tgt, src_pad, tgt_pad)
+    # torch's eval fast path (fused encoder layers, nested tensors for padding) rounds differently
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_padded, want_padded, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got_padded, got, atol=1e-3)  # the masks matter
+
+
+def test_a_labelled_repeat_passes_the_same_extra_inputs_to_every_block(tmp_path):
+    model = _load(tmp_path, """
+block Layer(d: int) {
+    input x
+    input memory
+    return x + (x -> attn: attention(key=memory, value=memory)) -> norm: layernorm
+}
+network Stack {
+    input x: [T, 8]
+    input memory: [S, 8]
+    output y = x -> layers: Layer(8, memory=memory) * 3
+}
+""")
+    assert type(model.layers).__name__ == "LayerStack" and isinstance(model.layers, nn.Sequential)
+    x, memory = torch.randn(2, 4, 8), torch.randn(2, 6, 8)
+    want = x
+    with torch.no_grad():
+        for layer in model.layers:
+            want = layer.norm(want + layer.attn(want, memory, memory)[0])
+        torch.testing.assert_close(model(x, memory), want)
+
+
+def test_a_labelled_group_with_extra_inputs_holds_blocks_receiving_the_same_ones(tmp_path):
+    block = """
+block Layer(d: int) {
+    input x
+    input memory
+    return x + (x -> attention(key=memory, value=memory))
+}
+"""
+    _fails(tmp_path, block + """network Bad {
+    input x: [T, 8]
+    input memory: [S, 8]
+    output y = x -> layers: (Layer(8, memory=memory) -> linear(8))
+}
+""", "bad-group", "10:57", "`linear` cannot join a labelled group of blocks that take extra inputs")
+    _fails(tmp_path, block + """network Bad {
+    input x: [T, 8]
+    input memory: [S, 8]
+    output y = x -> layers: (Layer(8, memory=memory) -> Layer(8, memory=x))
+}
+""", "bad-group", "10:57", "block `Layer` must receive the same extra inputs as the blocks before it")
