@@ -263,3 +263,110 @@ block Layer(d: int) {
     output y = x -> layers: (Layer(8, memory=memory) -> Layer(8, memory=x))
 }
 """, "bad-group", "10:57", "block `Layer` must receive the same extra inputs as the blocks before it")
+
+
+# ---- sequence lengths ------------------------------------------------------------------------------------------
+
+LENGTHS = """
+network Packed(cell: str = "lstm") {
+    input x: [T, 6]
+    input lengths: [] int64
+    seq, state = x -> rnn: lstm(8, layers=2, lengths=lengths, return_state=true)
+    last = x -> g: gru(5, lengths=lengths, return_sequences=false)
+    output seq
+    output last
+    output h = state
+}
+"""
+
+
+def _batch(lengths: list[int], features: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(len(lengths), max(lengths), features)
+    for b, n in enumerate(lengths):
+        x[b, n:] = 99.0  # garbage past each length: it must not matter
+    return x, torch.tensor(lengths)
+
+
+def test_lengths_run_each_sequence_as_if_alone(tmp_path):
+    compiled = dlc.compile(_spec(tmp_path, LENGTHS.replace("output h = state\n", "")))
+    assert "pack_padded_sequence" in compiled.source and "enforce_sorted=False" in compiled.source
+    torch.manual_seed(0)
+    model = compiled.instantiate().eval()
+    x, lengths = _batch([3, 7, 1, 5])
+    with torch.no_grad():
+        seq, last = model(x, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            alone, (h, c) = model.rnn(x[b:b + 1, :n])  # nn.LSTM on the unpadded sequence
+            torch.testing.assert_close(seq[b:b + 1, :n], alone)
+            assert torch.equal(seq[b, n:], torch.zeros_like(seq[b, n:]))  # zero past the length
+            g_alone, g_h = model.g(x[b:b + 1, :n])
+            torch.testing.assert_close(last[b], g_alone[0, -1])  # the last valid step, not the last padded one
+            torch.testing.assert_close(last[b], g_h[-1, 0])
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave"])
+@pytest.mark.parametrize("return_sequences", ["true", "false"])
+def test_bidirectional_lengths_keep_the_keras_merges_exact(tmp_path, merge, return_sequences):
+    model = _load(tmp_path, f"""
+network Bi {{
+    input x: [T, 6]
+    input lengths: [] int64
+    output y = x -> bi: bidirectional(lstm(4, return_sequences={return_sequences}), merge={merge}, lengths=lengths)
+}}
+""")
+    merges = {"concat": lambda f, b: torch.cat([f, b], -1), "sum": torch.add, "mul": torch.mul,
+              "ave": lambda f, b: (f + b) / 2}
+    x, lengths = _batch([2, 6, 4])
+    with torch.no_grad():
+        y = model(x, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            alone, _ = model.bi(x[b:b + 1, :n])  # the backward direction starts at the sequence's own end
+            fwd, bwd = alone[0, :, :4], alone[0, :, 4:]
+            if return_sequences == "true":
+                torch.testing.assert_close(y[b, :n], merges[merge](fwd, bwd))
+                assert torch.equal(y[b, n:], torch.zeros_like(y[b, n:]))
+            else:
+                torch.testing.assert_close(y[b], merges[merge](fwd[-1], bwd[0]))
+
+
+def test_lengths_with_an_initial_state_and_the_state_returned(tmp_path):
+    model = _load(tmp_path, """
+network Handover {
+    input src: [S, 6]
+    input src_lengths: [] int64
+    input tgt: [T, 6]
+    input tgt_lengths: [] int64
+    _, state = src -> enc: gru(8, lengths=src_lengths, return_state=true)
+    output y = tgt -> dec: gru(8, initial_state=state, lengths=tgt_lengths)
+}
+""")
+    src, src_lengths = _batch([4, 2])
+    tgt, tgt_lengths = _batch([1, 3])
+    with torch.no_grad():
+        y = model(src, src_lengths, tgt, tgt_lengths)
+        for b in range(2):
+            _, h = model.enc(src[b:b + 1, :src_lengths[b]])
+            alone, _ = model.dec(tgt[b:b + 1, :tgt_lengths[b]], h)
+            torch.testing.assert_close(y[b:b + 1, :tgt_lengths[b]], alone)
+
+
+def test_lengths_must_be_one_integer_per_sequence(tmp_path):
+    _fails(tmp_path, """network Bad {
+    input x: [T, 6]
+    input lengths: [T] int64
+    output y = x -> lstm(8, lengths=lengths)
+}
+""", "shape-mismatch", "4:37", "`lstm`: `lengths` must be one integer per sequence (int64 [], batch not counted), "
+       "got int64 [T]")
+    _fails(tmp_path, """network Bad {
+    input x: [T, 6]
+    input lengths: [] float32
+    output y = x -> bidirectional(gru(8), lengths=lengths)
+}
+""", "type-mismatch", "4:51", "`bidirectional`: `lengths` must be one integer per sequence")
+    _fails(tmp_path, """network Bad {
+    input x: [T, 6]
+    input lengths: [] int64
+    output y = x -> seq: (lstm(8, lengths=lengths) -> linear(4))
+}
+""", "bad-group", "4:27", "`lstm` with several inputs cannot be part of a labelled group")

@@ -12,18 +12,20 @@ from torch import nn
 # ---- embedded below ----
 
 
-def merge_directions(y, merge="concat", return_sequences=True):
+def merge_directions(y, merge="concat", return_sequences=True, lengths=None):
     """The output of a bidirectional layer, Keras style, from the PyTorch module's output y [B, T, 2H].
 
     The forward and backward directions are merged per time step by `merge` ("concat", "sum", "mul" or
     "ave"); without `return_sequences` the forward direction's last output is merged with the backward
-    direction's final output, which is the one at time step 0.
+    direction's final output, which is the one at time step 0. With `lengths` (a padded batch run packed) the
+    forward direction's last output is the one at each sequence's last valid step.
     """
     h = y.shape[-1] // 2
     if return_sequences:
         fwd, bwd = y[..., :h], y[..., h:]
     else:
-        fwd, bwd = y[:, -1, :h], y[:, 0, h:]
+        fwd = y[:, -1, :h] if lengths is None else last_steps(y, lengths)[:, :h]
+        bwd = y[:, 0, h:]
     if merge == "concat":
         return torch.cat([fwd, bwd], dim=-1)
     if merge == "sum":
@@ -33,6 +35,22 @@ def merge_directions(y, merge="concat", return_sequences=True):
     if merge == "ave":
         return (fwd + bwd) / 2
     raise ValueError(f"unknown merge mode {merge!r}")
+
+
+def run_packed(layer, x, *args):
+    """Run the recurrent module `layer` on a padded batch x [B, T, F] whose sequence b has lengths[b] valid steps
+    (the last of `args`, after an optional initial state), through a packed sequence: outputs past each length are
+    zero, and the final state is each sequence's last valid step (the backward direction starts there)."""
+    *state, lengths = args
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    y, final = layer(packed, *state)
+    y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+    return y, final
+
+
+def last_steps(y, lengths):
+    """Each sequence's output at its last valid step: y [B, T, H] -> [B, H]."""
+    return y[torch.arange(y.shape[0], device=y.device), lengths.to(y.device) - 1]
 
 
 class SequenceOutput:
