@@ -370,3 +370,40 @@ def test_lengths_must_be_one_integer_per_sequence(tmp_path):
     output y = x -> seq: (lstm(8, lengths=lengths) -> linear(4))
 }
 """, "bad-group", "4:27", "`lstm` with several inputs cannot be part of a labelled group")
+
+
+# ---- bidirectional(merge=none) ---------------------------------------------------------------------------------
+
+def test_merge_none_returns_both_directions(tmp_path):
+    model = _load(tmp_path, """
+network Both {
+    input x: [T, 6]
+    input lengths: [] int64
+    fwd, bwd = x -> bi: bidirectional(lstm(4), merge=none)
+    f, b, state = x -> last: bidirectional(gru(3, return_sequences=false, return_state=true), merge=none,
+                                          lengths=lengths)
+    output fwd
+    output bwd
+    output f
+    output b
+}
+""")
+    x, lengths = _batch([5, 2, 4])
+    with torch.no_grad():
+        fwd, bwd, f, b = model(x, lengths)
+        y, _ = model.bi(x)  # nn.LSTM(bidirectional=True): [forward, backward] on the last axis
+        torch.testing.assert_close(fwd, y[..., :4])
+        torch.testing.assert_close(bwd, y[..., 4:])
+        for i, n in enumerate(lengths.tolist()):
+            alone, _ = model.last(x[i:i + 1, :n])
+            torch.testing.assert_close(f[i], alone[0, -1, :3])  # the forward direction's last valid step
+            torch.testing.assert_close(b[i], alone[0, 0, 3:])   # the backward direction ends at step 0
+
+
+def test_merge_none_gives_two_results(tmp_path):
+    _fails(tmp_path, """network Bad {
+    input x: [T, 6]
+    y = x -> bidirectional(lstm(4), merge=none)
+    output z = y -> linear(2)
+}
+""", "tuple-mismatch", "4:21", "the input of a pipeline stage must be one tensor, got 2 values")

@@ -18,6 +18,7 @@ _ATTRS = (
 # The Keras merges of a bidirectional layer's two directions (the generated code calls the runtime's
 # merge_directions, backends/torch/runtime/recurrent.py, which defines them).
 MERGES = ("concat", "sum", "mul", "ave")
+UNMERGED = "none"  # merge=none: both directions as two outputs (Keras' merge_mode=None)
 
 
 def recurrent_params(cell: str, units: int, layers: int, features: int, directions: int, bias: bool) -> int:
@@ -62,7 +63,8 @@ def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, n
     if len(ins) > 1:
         state_matches(ins[1], state, name)
     y = TensorType((x.shape[0], width) if attrs["return_sequences"] else (width,), x.dtype, "fl")
-    return (y, state) if attrs["return_state"] else (y,)
+    ys = (y, y) if merge == UNMERGED else (y,)  # unmerged: the forward and the backward direction
+    return ys + (state,) if attrs["return_state"] else ys
 
 
 def _cell_values(a, ins, outs) -> dict:
@@ -118,9 +120,9 @@ def _cell(name: str, cls: str, attrs: tuple[A, ...], kernel: Recurrent | None) -
                                     "{,merge})", _cell_values, _DEFAULTS),
                     call=_rnn_call),
         kernel=kernel, family="recurrent", label=_label(name),
-        doc=f"`{name}(units, layers=1, return_sequences=true, return_state=false)` over [T, F]; `lengths=` (int64 []) "
-            "runs a padded batch packed; "
-            "`initial_state=` takes the state returned by another recurrent layer."))
+        doc=f"`{name}(units, layers=1, return_sequences=true, return_state=false)` over [T, F]; "
+            "`lengths=` (int64 []) runs a padded batch packed; `initial_state=` takes the state returned by another "
+            "recurrent layer."))
 
 
 _cell("rnn", "RNN", _ATTRS + (A("nonlinearity", "enum", "tanh", ("tanh", "relu")),), None)  # no gate kernel
@@ -156,22 +158,25 @@ def _bidirectional_call(site: CallSite) -> list[Filled]:
     call, lengths = _packed_call(site)
     if cell["return_sequences"] and merge == "concat":
         return [assign([outs[0], state], call)]
+    if merge == UNMERGED:
+        state = outs[2] if cell["return_state"] else "_"
     merged = Filled("merge_directions({seq}, {merge}{,return_sequences}{,lengths})",
                     {"seq": Var(seq), "merge": merge, "return_sequences": cell["return_sequences"],
                      "lengths": lengths if lengths is not None else OMIT},
                     {"return_sequences": True})
-    return [assign([seq, state], call), assign(outs[:1], merged)]
+    return [assign([seq, state], call), assign(outs[:2] if merge == UNMERGED else outs[:1], merged)]
 
 
 register(OpDef(
-    "bidirectional", (A("layer", "recurrent_layer"), A("merge", "enum", "concat", tuple(MERGES))), _bidirectional,
+    "bidirectional", (A("layer", "recurrent_layer"), A("merge", "enum", "concat", MERGES + (UNMERGED,))),
+    _bidirectional,
     count_params=lambda a, ins: recurrent_params(a["layer"]["op"], a["layer"]["units"], a["layer"]["layers"],
                                                  ins[0].shape[1], 2, a["layer"]["bias"]),
     inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}), keyword_inputs=("lengths",),
-    outputs=lambda a: 2 if a["layer"]["return_state"] else 1, stateful=True,
+    outputs=lambda a: (2 if a["merge"] == UNMERGED else 1) + (1 if a["layer"]["return_state"] else 0), stateful=True,
     torch=Torch(module=Form("{layer}", _both_ways(False)), sequential=Form("{layer}", _both_ways(True)),
                 call=_bidirectional_call),
     kernel=Recurrent(directions=2), family="recurrent", draw="directions", wraps=True,
     label=lambda a: _inner(a)[0].describe(_inner(a)[1]),
     doc="Runs a recurrent layer forwards and backwards and merges the two (Keras semantics): "
-        "`bidirectional(lstm(128), merge=concat|sum|mul|ave)`."))
+        "`bidirectional(lstm(128), merge=concat|sum|mul|ave|none)`; `none` returns both directions."))

@@ -16,16 +16,21 @@ def merge_directions(y, merge="concat", return_sequences=True, lengths=None):
     """The output of a bidirectional layer, Keras style, from the PyTorch module's output y [B, T, 2H].
 
     The forward and backward directions are merged per time step by `merge` ("concat", "sum", "mul" or
-    "ave"); without `return_sequences` the forward direction's last output is merged with the backward
-    direction's final output, which is the one at time step 0. With `lengths` (a padded batch run packed) the
-    forward direction's last output is the one at each sequence's last valid step.
+    "ave"; "none" returns both, as a pair); without `return_sequences` the forward direction's last output is
+    merged with the backward direction's final output, which is the one at time step 0. With `lengths` (a
+    padded batch run packed) the forward direction's last output is the one at each sequence's last valid step.
     """
     h = y.shape[-1] // 2
     if return_sequences:
         fwd, bwd = y[..., :h], y[..., h:]
     else:
-        fwd = y[:, -1, :h] if lengths is None else last_steps(y, lengths)[:, :h]
+        if lengths is None:
+            fwd = y[:, -1, :h]
+        else:  # each sequence's own last step
+            fwd = y[torch.arange(y.shape[0], device=y.device), lengths.to(y.device) - 1, :h]
         bwd = y[:, 0, h:]
+    if merge == "none":
+        return fwd, bwd
     if merge == "concat":
         return torch.cat([fwd, bwd], dim=-1)
     if merge == "sum":
