@@ -236,7 +236,8 @@ def test_every_integer_argument_declares_its_range():
         for a in op.attrs:
             if isinstance(a.kind, Integer) and a.kind.min is None:
                 unbounded.add(f"{op.name}.{a.name}")
-    assert unbounded == {"softmax.dim", "log_softmax.dim", "glu.dim", "flatten.start", "concat.dim", "reshape.shape"}
+    assert unbounded == {"softmax.dim", "log_softmax.dim", "glu.dim", "flatten.start", "concat.dim", "reshape.shape",
+                         "positions.dim"}
 
 
 def test_many_stacked_recurrent_layers_finish(tmp_path):
