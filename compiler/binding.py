@@ -175,6 +175,7 @@ class Binder:
             kw_spans[a.name] = a.span
             if isinstance(v, Tensor):
                 layer.tensors[a.name] = v
+                layer.tensor_spans[a.name] = a.value.span
             else:
                 layer.config[a.name] = (v, a.value.span)
         # match positional config now so errors point at the call
@@ -219,7 +220,7 @@ class Binder:
 
     def _input_names(self, layer: Layer) -> list[str]:
         if layer.op:
-            return list(layer.op.inputs)
+            return list(layer.op.inputs) + list(layer.op.keyword_inputs)
         return list(self.block_inputs(layer.block))  # type: ignore[arg-type]
 
     def block_inputs(self, block: ast.BlockDef) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurrent, Row
+from dlc.compiler.ops.recurrent import UNMERGED
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType, is_float
 
@@ -187,9 +188,12 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         if node.scope and node.scope[-1].kind == "seq":
             continue  # a direct member of nn.Sequential: called as its own module
         kind = _fusion_kind(node)
+        if "keyword_inputs" in node.attrs:
+            continue  # attention with masks, a recurrent layer with lengths: the kernels have no such mode
         if kind == "recurrent":
             cell = op_of(node.attrs["layer"]["op"]) if op_of(node.op).wraps else op_of(node.op)
-            if recurrent and isinstance(cell.kernel, Recurrent):  # dlc's gate kernels run this cell
+            # dlc's gate kernels run this cell, merging the directions into one output (merge=none gives two)
+            if recurrent and isinstance(cell.kernel, Recurrent) and node.attrs.get("merge") != UNMERGED:
                 groups.append(FusionGroup(len(groups), "recurrent", [node.id]))
                 taken.add(node.id)
             continue

@@ -195,7 +195,9 @@ class Lowerer:
         if not isinstance(y, Tensor):
             raise self.ctx.err("bad-group", "a labelled group must produce one tensor", seq.scope[-1].span, None)
         scope = seq.scope[-1]
-        self.ctx.g.add_call(scope, BlockCall((x.vid,), (y.vid,), ("x",), hint))  # type: ignore[union-attr]
+        side = seq.side or ()
+        self.ctx.g.add_call(scope, BlockCall((x.vid,) + side, (y.vid,),  # type: ignore[union-attr]
+                                             ("x",) + tuple(f"side{i}" for i in range(len(side))), hint))
 
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
         name = parent.name_for(label, label_span if label is not None else span, "seq")
@@ -280,6 +282,8 @@ class Lowerer:
                 if n in bound:
                     raise self.ctx.err("duplicate-argument", f"tensor input `{n}` of `{op.name}` given twice", span,
                                        frame)
+                if n in op.keyword_inputs:
+                    continue  # appended below
                 bound[n] = t
             missing = [n for n in names if n not in bound and n not in op.optional_inputs]
             if missing:
@@ -291,6 +295,10 @@ class Lowerer:
                 elif any(m in bound for m in names[names.index(n) + 1:]):
                     raise self.ctx.err("wrong-inputs", f"`{op.name}`: give `{n}` too when giving later inputs", span,
                                        frame)
+            keyword = tuple(n for n in op.keyword_inputs if n in layer.tensors)
+            if keyword:  # the shape rule and the PyTorch facet read which of them were given
+                inputs.extend(layer.tensors[n] for n in keyword)
+                attrs = {**attrs, "keyword_inputs": list(keyword)}
         if instance is not None:
             name: str | None = instance.name
         else:
@@ -298,12 +306,15 @@ class Lowerer:
         if container.kind == "seq" and len(inputs) != 1:
             raise self.ctx.err("bad-group", f"`{op.name}` with several inputs cannot be part of a labelled group",
                                span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        if container.side:
+            raise self.ctx.err("bad-group", f"`{op.name}` cannot join a labelled group of blocks that take extra "
+                               "inputs", span, frame, hint="each member receives the extra inputs: make it a block")
         if container.kind == "seq" and applies_per_step(op):
             # their torch modules return tuples or need several arguments, so nn.Sequential cannot chain them
             raise self.ctx.err("bad-group", f"`{op.name}` cannot be part of a labelled group", span, frame,
                                hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
         node = self.nodes.node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame,
-                               attr_spans={k: sp for k, (_, sp) in layer.config.items()})
+                               attr_spans={**{k: sp for k, (_, sp) in layer.config.items()}, **layer.tensor_spans})
         outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
         if container.kind == "seq" and len(outs) != 1:
             raise self.ctx.err("bad-group", f"`{op.name}` with several outputs cannot be part of a labelled group",
@@ -356,10 +367,19 @@ class Lowerer:
         if len(inputs) != len(names) or any(t is None for t in inputs):
             raise self.ctx.err("wrong-inputs", f"block `{block.name}` takes {len(names)} input(s) "
                                f"({', '.join(names)}), got {len([t for t in inputs if t is not None])}", span, frame)
-        if container.kind == "seq" and len(inputs) != 1:
-            raise self.ctx.err("bad-group",
-                               f"block `{block.name}` with several inputs cannot be part of a labelled group", span,
-                               frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        if container.kind == "seq":
+            # every block of the group receives the same extra inputs after the piped one (a LayerStack)
+            side = tuple(t.vid for t in inputs[1:])
+            if container.side is None and container.index > 0 and side:
+                raise self.ctx.err("bad-group", f"block `{block.name}` takes extra inputs, but the layers before it "
+                                   "in this labelled group do not", span, frame,
+                                   hint="every member of a labelled group receives the same inputs")
+            if container.side is not None and side != container.side:
+                raise self.ctx.err("bad-group", f"block `{block.name}` must receive the same extra inputs as the "
+                                   "blocks before it in this labelled group", span, frame,
+                                   hint="every member of a labelled group receives the same inputs")
+            if side:
+                container.side = side
         name = instance.name if instance is not None else container.name_for(label, span, snake(block.name))
         assert name is not None
         inner_frame = Frame(block, {}, Container((), "block", ()))

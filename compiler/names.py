@@ -88,6 +88,8 @@ IMPORTED = GENERATED_GLOBALS | {"os"}
 HELPER_NAMES = frozenset({
     "Abs", "AlwaysDropout", "Apply", "FoldingSequential", "Permute", "Reshape", "Scale", "SelfAttention", "SequenceGRU",
     "SequenceLSTM", "SequenceOutput", "SequenceRNN", "Shift", "folded_batchnorm", "merge_directions",
+    "PositionIds", "PositionalEncoding", "position_ids", "sinusoidal_encoding", "LayerStack",
+    "last_steps", "run_packed",
 })
 # The top-level names of the fused runtime (backends/triton/runtime/*.py, embedded in --fuse modules).
 RUNTIME_NAMES = frozenset({

@@ -27,6 +27,8 @@ class Container:
     taken: dict[str, Span] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     index: int = 0
+    # a labelled group whose blocks all receive these tensors besides the piped one (value ids), or None
+    side: tuple[int, ...] | None = None
 
     def claim(self, name: str, span: Span) -> None:
         """Take ``name`` (a label); taking one twice is error[duplicate-name]."""

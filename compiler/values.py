@@ -8,7 +8,7 @@ whose applications share one set of parameters).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dlc.compiler.types import StateType, TensorType, Type
@@ -58,6 +58,7 @@ class Layer:
     tensors: dict[str, Tensor]  # tensor inputs bound by keyword
     pos_tensors: list[Tensor]  # tensor inputs bound by position
     span: Span
+    tensor_spans: dict[str, Span] = field(default_factory=dict)  # where each keyword tensor was written
 
     @property
     def name(self) -> str:

@@ -251,7 +251,7 @@ def test_bad_merge_mode(tmp_path):
             output y = t -> embedding(10, 8) -> bidirectional(lstm(8), merge=avg)
         }
     """)
-    check(err, "bad-argument", "3:70", message="`merge` must be one of concat, sum, mul, ave; got `avg`",
+    check(err, "bad-argument", "3:70", message="`merge` must be one of concat, sum, mul, ave, none; got `avg`",
           hint="did you mean `ave`?")
 
 
@@ -367,7 +367,7 @@ def test_initial_state_mismatch(tmp_path):
             output y = s -> embedding(10, 8) -> lstm(32, initial_state=st)
         }
     """)
-    check(err, "shape-mismatch", "4:41", message="initial_state is state(lstm, layers=1, dirs=1, hidden=16)")
+    check(err, "shape-mismatch", "4:64", message="initial_state is state(lstm, layers=1, dirs=1, hidden=16)")
     assert "hidden=32" in err.message
 
 

@@ -114,7 +114,9 @@ def _random_inputs(compiled) -> list[torch.Tensor]:
         t = g.types[vid]
         shape = [BATCH] + [d if isinstance(d, int) else SYMBOLIC_SIZE for d in t.shape]
         dtype = getattr(torch, t.dtype)
-        if t.dtype in ("int64", "int32"):
+        if t.dtype in ("int64", "int32") and not t.shape:  # one integer per sequence: a length, 1..T
+            out.append(torch.randint(1, SYMBOLIC_SIZE + 1, shape, dtype=dtype))
+        elif t.dtype in ("int64", "int32"):
             out.append(torch.randint(0, 10, shape, dtype=dtype))
         elif t.dtype == "bool":
             out.append(torch.rand(shape) > 0.5)

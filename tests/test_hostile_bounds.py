@@ -240,7 +240,8 @@ def test_every_integer_argument_declares_its_range():
                          # reductions' axes (an int or a list), checked against the rank by the shape rule
                          "sum.dim", "reduce_mean.dim", "reduce_max.dim", "reduce_min.dim", "prod.dim",
                          "logsumexp.dim", "argmax.dim", "argmin.dim",
-                         "split.dim", "chunk.dim", "transpose.dim0", "transpose.dim1"}
+                         "split.dim", "chunk.dim", "transpose.dim0", "transpose.dim1",
+                         "positions.dim"}
 
 
 def test_many_stacked_recurrent_layers_finish(tmp_path):

@@ -181,6 +181,9 @@ class ModuleEmitter:
             return self._block_class(child, nodes, depth + 1)
         items: list[tuple[str, Code]] = []
         seq = "nn.Sequential"
+        if len(self.g.call_of(child).inputs) > 1:  # its blocks also receive the same extra inputs
+            seq = "LayerStack"
+            self.used.add(seq)
         folds: list[str] = []
         for sub, sub_nodes in self._steps(nodes, depth + 1):
             if sub is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dlc.compiler.ops.kernel import Recurrent
-from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign
+from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign, variables
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
 from dlc.compiler.ops.shapes import known, state_matches, tensor, want_float
 from dlc.compiler.types import StateType, TensorType, shape_str
@@ -18,6 +18,7 @@ _ATTRS = (
 # The Keras merges of a bidirectional layer's two directions (the generated code calls the runtime's
 # merge_directions, backends/torch/runtime/recurrent.py, which defines them).
 MERGES = ("concat", "sum", "mul", "ave")
+UNMERGED = "none"  # merge=none: both directions as two outputs (Keras' merge_mode=None)
 
 
 def recurrent_params(cell: str, units: int, layers: int, features: int, directions: int, bias: bool) -> int:
@@ -30,8 +31,23 @@ def recurrent_params(cell: str, units: int, layers: int, features: int, directio
     return total
 
 
+def _lengths(attrs, ins: list) -> tuple[list, object]:
+    """The inputs without ``lengths``, and the ``lengths`` input (None if not given)."""
+    if "lengths" in attrs.get("keyword_inputs", ()):
+        return list(ins[:-1]), ins[-1]
+    return list(ins), None
+
+
 def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, name: str):
     """The outputs of a recurrent layer over [T, F]: the sequence (or last step), and the state if returned."""
+    ins, lengths = _lengths(attrs, ins)
+    if lengths is not None:
+        lengths = tensor(lengths, "lengths")
+        if lengths.dtype not in ("int64", "int32") or lengths.rank != 0:
+            raise ShapeError(f"`{name}`: `lengths` must be one integer per sequence (int64 [], batch not counted), "
+                             f"got {lengths.dtype} {shape_str(lengths.shape)}", attr="lengths",
+                             code="type-mismatch" if lengths.dtype not in ("int64", "int32") else "shape-mismatch",
+                             hint="declare it as `input lengths: [] int64`")
     x = tensor(ins[0])
     want_float(x, name)
     if x.rank != 2:
@@ -47,7 +63,8 @@ def recurrent_shape(cell: str, attrs, ins, directions: int, merge: str | None, n
     if len(ins) > 1:
         state_matches(ins[1], state, name)
     y = TensorType((x.shape[0], width) if attrs["return_sequences"] else (width,), x.dtype, "fl")
-    return (y, state) if attrs["return_state"] else (y,)
+    ys = (y, y) if merge == UNMERGED else (y,)  # unmerged: the forward and the backward direction
+    return ys + (state,) if attrs["return_state"] else ys
 
 
 def _cell_values(a, ins, outs) -> dict:
@@ -61,13 +78,27 @@ _DEFAULTS = {"num_layers": 1, "bias": True, "dropout": 0.0, "nonlinearity": "tan
              "bidirectional": False, "return_sequences": True, "merge": None}
 
 
+def _packed_call(site: CallSite) -> tuple[Filled, Var | None]:
+    """The module's call, through packed sequences when ``lengths`` is given (runtime ``run_packed``), and the
+    lengths variable."""
+    args, lengths = _lengths(site.attrs, site.args)
+    if lengths is None:
+        return site.call(), None
+    call = Filled("run_packed({mod}, {*args})", {"mod": Var(site.mod), "args": variables(args + [lengths])})
+    return call, Var(lengths)
+
+
 def _rnn_call(site: CallSite) -> list[Filled]:
     a, outs = site.attrs, site.outs
     state = outs[1] if a["return_state"] else "_"
     seq = outs[0] if a["return_sequences"] else site.ctx.fresh("seq")
-    lines = [assign([seq, state], site.call())]
-    if not a["return_sequences"]:
+    call, lengths = _packed_call(site)
+    lines = [assign([seq, state], call)]
+    if not a["return_sequences"] and lengths is None:
         lines.append(assign(outs[:1], Filled("{seq}[:, -1]", {"seq": Var(seq)}), "the last time step"))
+    elif not a["return_sequences"]:
+        lines.append(assign(outs[:1], Filled("last_steps({seq}, {lengths})", {"seq": Var(seq), "lengths": lengths}),
+                            "each sequence's last valid step"))
     return lines
 
 
@@ -81,7 +112,7 @@ def _cell(name: str, cls: str, attrs: tuple[A, ...], kernel: Recurrent | None) -
     register(OpDef(
         name, attrs, lambda a, ins: recurrent_shape(name, a, ins, 1, None, name),
         count_params=lambda a, ins: recurrent_params(name, a["units"], a["layers"], ins[0].shape[1], 1, a["bias"]),
-        inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}),
+        inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}), keyword_inputs=("lengths",),
         outputs=lambda a: 2 if a["return_state"] else 1, stateful=True,
         torch=Torch(module=Form(f"nn.{cls}({{input_size}}, {{hidden_size}}{_KEYWORDS})", _cell_values, _DEFAULTS),
                     # inside nn.Sequential: the output only (helpers' SequenceOutput)
@@ -90,7 +121,8 @@ def _cell(name: str, cls: str, attrs: tuple[A, ...], kernel: Recurrent | None) -
                     call=_rnn_call),
         kernel=kernel, family="recurrent", label=_label(name),
         doc=f"`{name}(units, layers=1, return_sequences=true, return_state=false)` over [T, F]; "
-            "`initial_state=` takes the state returned by another recurrent layer."))
+            "`lengths=` (int64 []) runs a padded batch packed; `initial_state=` takes the state returned by another "
+            "recurrent layer."))
 
 
 _cell("rnn", "RNN", _ATTRS + (A("nonlinearity", "enum", "tanh", ("tanh", "relu")),), None)  # no gate kernel
@@ -104,7 +136,7 @@ def _inner(a) -> tuple[OpDef, dict]:
 
 
 def _bidirectional(attrs, ins):
-    inner = attrs["layer"]
+    inner = {**attrs["layer"], "keyword_inputs": attrs.get("keyword_inputs", ())}
     return recurrent_shape(inner["op"], inner, ins, 2, attrs["merge"], "bidirectional")
 
 
@@ -123,23 +155,28 @@ def _bidirectional_call(site: CallSite) -> list[Filled]:
     cell, merge, outs = site.attrs["layer"], site.attrs["merge"], site.outs
     state = outs[1] if cell["return_state"] else "_"
     seq = site.ctx.fresh("seq")  # taken even when unused, so later temporaries keep their names
+    call, lengths = _packed_call(site)
     if cell["return_sequences"] and merge == "concat":
-        return [assign([outs[0], state], site.call())]
-    merged = Filled("merge_directions({seq}, {merge}{,return_sequences})",
-                    {"seq": Var(seq), "merge": merge, "return_sequences": cell["return_sequences"]},
+        return [assign([outs[0], state], call)]
+    if merge == UNMERGED:
+        state = outs[2] if cell["return_state"] else "_"
+    merged = Filled("merge_directions({seq}, {merge}{,return_sequences}{,lengths})",
+                    {"seq": Var(seq), "merge": merge, "return_sequences": cell["return_sequences"],
+                     "lengths": lengths if lengths is not None else OMIT},
                     {"return_sequences": True})
-    return [assign([seq, state], site.call()), assign(outs[:1], merged)]
+    return [assign([seq, state], call), assign(outs[:2] if merge == UNMERGED else outs[:1], merged)]
 
 
 register(OpDef(
-    "bidirectional", (A("layer", "recurrent_layer"), A("merge", "enum", "concat", tuple(MERGES))), _bidirectional,
+    "bidirectional", (A("layer", "recurrent_layer"), A("merge", "enum", "concat", MERGES + (UNMERGED,))),
+    _bidirectional,
     count_params=lambda a, ins: recurrent_params(a["layer"]["op"], a["layer"]["units"], a["layer"]["layers"],
                                                  ins[0].shape[1], 2, a["layer"]["bias"]),
-    inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}),
-    outputs=lambda a: 2 if a["layer"]["return_state"] else 1, stateful=True,
+    inputs=("x", "initial_state"), optional_inputs=frozenset({"initial_state"}), keyword_inputs=("lengths",),
+    outputs=lambda a: (2 if a["merge"] == UNMERGED else 1) + (1 if a["layer"]["return_state"] else 0), stateful=True,
     torch=Torch(module=Form("{layer}", _both_ways(False)), sequential=Form("{layer}", _both_ways(True)),
                 call=_bidirectional_call),
     kernel=Recurrent(directions=2), family="recurrent", draw="directions", wraps=True,
     label=lambda a: _inner(a)[0].describe(_inner(a)[1]),
     doc="Runs a recurrent layer forwards and backwards and merges the two (Keras semantics): "
-        "`bidirectional(lstm(128), merge=concat|sum|mul|ave)`."))
+        "`bidirectional(lstm(128), merge=concat|sum|mul|ave|none)`; `none` returns both directions."))

@@ -112,6 +112,9 @@ class OpDef:
     ``overwritable``: its backward does not read its output, so a later op may overwrite it.
     ``spelled``: the name a spec calls the op by with a ``dim=`` argument, where that name means something else
     without one (``mean(x, dim=1)`` is ``reduce_mean``, ``mean(a, b)`` the merge; see :func:`by_dim`).
+    ``keyword_inputs``: optional tensor inputs given by keyword only, any of them or none (attention's masks, a
+    recurrent layer's ``lengths``); those given follow the other inputs, in this order, and the node's attribute
+    ``keyword_inputs`` names them (absent when none is given).
     """
 
     name: str
@@ -120,6 +123,7 @@ class OpDef:
     count_params: Callable[[dict[str, Any], list[Type]], int] = _no_params
     inputs: tuple[str, ...] = ("x",)
     optional_inputs: frozenset[str] = frozenset()
+    keyword_inputs: tuple[str, ...] = ()  # optional tensor inputs given by keyword only (see below)
     variadic: bool = False  # takes any number (>= 2) of tensors positionally
     outputs: Callable[[dict[str, Any]], int] = _one_output
     stateful: bool = False
@@ -162,7 +166,7 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
 FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "index", "arith",
-            "reduce", "compare", "random", "recurrent", "attention", "wrapper", "param")
+            "reduce", "compare", "random", "recurrent", "attention", "wrapper", "param", "position")
 
 
 def register(op: OpDef) -> OpDef:

@@ -98,3 +98,13 @@ class SelfAttention(nn.MultiheadAttention):
         if self.causal:
             mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
         return super().forward(x, x, x, need_weights=False, attn_mask=mask)[0]
+
+
+class LayerStack(nn.Sequential):
+    """nn.Sequential whose children all receive the same extra inputs after the chained one (a labelled repeat of
+    blocks taking a mask or a memory, as nn.TransformerEncoder's layers do); the state_dict is nn.Sequential's."""
+
+    def forward(self, x, *extra):
+        for layer in self:
+            x = layer(x, *extra)
+        return x
