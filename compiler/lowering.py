@@ -277,7 +277,9 @@ class Lowerer:
                 bound[n] = t
             if len(inputs) > len(names):
                 raise self.ctx.err("wrong-inputs", f"`{op.name}` takes {len(names)} tensor input(s), got "
-                                   f"{len(inputs)}", span, frame)
+                                   f"{len(inputs)}", span, frame,
+                                   hint="several results piped on become several inputs; to use one, unpack them "
+                                        "first: `a, b = ...`")
             for n, t in layer.tensors.items():
                 if n in bound:
                     raise self.ctx.err("duplicate-argument", f"tensor input `{n}` of `{op.name}` given twice", span,

@@ -406,4 +406,4 @@ def test_merge_none_gives_two_results(tmp_path):
     y = x -> bidirectional(lstm(4), merge=none)
     output z = y -> linear(2)
 }
-""", "tuple-mismatch", "4:21", "the input of a pipeline stage must be one tensor, got 2 values")
+""", "wrong-inputs", "4:21", "`linear` takes 1 tensor input(s), got 2")  # a tuple piped on spreads over inputs
