@@ -6,7 +6,8 @@ from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import Graph, format_value
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params
-from dlc.compiler.types import batched_str
+from dlc.compiler.ops.wrapper import folds_time
+from dlc.compiler.types import TensorType, batched_str
 
 
 def summarize(g: Graph) -> str:
@@ -15,6 +16,7 @@ def summarize(g: Graph) -> str:
     plan = fusion_plan(g)
     rows: list[tuple[str, str, str, str, str]] = []
     seen: set[str] = set()
+    batches = _batches(g)
     for node in g.nodes:
         path = node.module_path
         opdef = op_of(node.op)
@@ -23,7 +25,8 @@ def summarize(g: Graph) -> str:
             name = node.attrs["name"]  # a network input, by its declared name
         else:
             name = path or (node.scope_path + "." if node.scope_path else "") + f"({node.op})"
-        shapes = ", ".join(batched_str(t) for t in node.types)
+        batch = batches.get(node.outputs[0], "B") if node.outputs else "B"
+        shapes = ", ".join(batched_str(t).replace("[B", "[" + batch, 1) for t in node.types)
         if path is not None and path in seen:
             count = "shared"
         elif path is not None:
@@ -52,3 +55,21 @@ def summarize(g: Graph) -> str:
         lines.append(f"fused:   {len(plan.groups)} groups run as kernels with --fuse "
                      f"(`dlc compile --fuse --explain-fusion` lists them)")
     return "\n".join(lines) + "\n"
+
+
+def _batches(g: Graph) -> dict[int, str]:
+    """What the batch axis of each value holds where it is not just the batch: ``B*T`` between the ``fold_time``
+    and ``unfold_time`` of a ``timedistributed`` block or group, whose steps run as items of the batch."""
+    out: dict[int, str] = {}
+    for node in g.nodes:
+        if not node.inputs:
+            continue
+        fold = folds_time(node.op)
+        source = node.inputs[1] if fold < 0 else node.inputs[0]  # unfold_time: the batch of the tensor it follows
+        batch = out.get(source, "B")
+        t = g.types[node.inputs[0]]
+        if fold > 0 and isinstance(t, TensorType):
+            batch = f"{batch}*{t.shape[0]}"
+        if batch != "B":
+            out.update((v, batch) for v in node.outputs)
+    return out
