@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from dlc.compiler.binding import Binder
 from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.expressions import Evaluator
+from dlc.compiler.external import Externs
 from dlc.compiler.ir import BlockCall, Scope
 from dlc.compiler.kinds import applies_per_step
 from dlc.compiler.names import RESERVED_ATTRS, check_identifier
@@ -44,6 +45,7 @@ class Lowerer:
         self.binder = binder
         self.nodes = nodes
         self.bodies = bodies
+        self.externs = Externs(ctx, ev, binder, nodes)
         ev.layers = self
 
     def call(self, e: ast.Call, frame: Frame) -> Any:
@@ -294,7 +296,7 @@ class Lowerer:
             raise self.ctx.err("bad-group", "`timedistributed` cannot be part of a labelled group", span, frame,
                                hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
         x = self.ev.tensor(x, span, frame, "the input of `timedistributed`")
-        if isinstance(body, Layer):
+        if isinstance(body, Layer) and not isinstance(body.block, ast.ExternDef):
             inputs = self.binder.block_inputs(body.block)  # type: ignore[arg-type]
             if len(inputs) != 1:
                 raise self.ctx.err("bad-argument", f"`timedistributed` applies a block with one input to each time "
@@ -304,7 +306,8 @@ class Lowerer:
         name = container.name_for(label, label_span or span, "timedistributed")
         assert name is not None
         if isinstance(body, Layer):
-            y = self._apply_block(body, [steps], span, frame, container, None, None, name=name)
+            apply = self._apply_extern if isinstance(body.block, ast.ExternDef) else self._apply_block
+            y = apply(body, [steps], span, frame, container, None, None, name=name)
             if not isinstance(y, Tensor):
                 raise self.ctx.err("bad-argument", f"`timedistributed` applies a block with one result to each time "
                                    f"step; `{body.name}` returns {len(y)}", span, frame)
@@ -328,6 +331,8 @@ class Lowerer:
               label: str | None, instance: Instance | None = None) -> Any:
         """Apply ``layer`` to the tensors ``piped`` (and those bound in the call) in ``container``; ``label``
         names it, ``instance`` is the shared instance being applied. The result: a tensor or a tuple."""
+        if isinstance(layer.block, ast.ExternDef):
+            return self._apply_extern(layer, piped, span, frame, container, label, instance)
         if layer.block is not None:
             return self._apply_block(layer, piped, span, frame, container, label, instance)
         op = layer.op
@@ -397,6 +402,25 @@ class Lowerer:
                                hint="one set of weights needs inputs of one shape")
         inst.input_types = types
         return self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
+
+    def _apply_extern(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
+                      label: str | None, instance: Instance | None, name: str | None = None) -> Any:
+        """Apply an external layer (``extern``): one module named by ``name``, the instance's, the label or
+        after the extern (``swish_0``)."""
+        d = layer.block
+        assert d is not None
+        inputs = list(piped) + list(layer.pos_tensors)
+        if container.kind == "seq" and len(inputs) != 1:
+            raise self.ctx.err("bad-group", f"`{d.name}` with several inputs cannot be part of a labelled group",
+                               span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        if name is None:
+            name = instance.name if instance is not None else container.name_for(label, span, snake(d.name))
+        assert name is not None
+        result = self.externs.apply(layer, inputs, span, frame, container, name)
+        if container.kind == "seq" and isinstance(result, tuple):
+            raise self.ctx.err("bad-group", f"`{d.name}` with several outputs cannot be part of a labelled group",
+                               span, frame)
+        return result
 
     def _apply_block(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
                      label: str | None, instance: Instance | None, name: str | None = None) -> Any:
