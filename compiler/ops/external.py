@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlc.compiler.kinds import Kind, Site
-from dlc.compiler.ops.pytorch import Form, Torch
+from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, assign
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
 from dlc.compiler.types import TensorType, Type
 
@@ -60,10 +60,15 @@ def _fill(attrs: dict[str, Any], ins: list[Type], outs: list[Type]) -> dict[str,
     return dict(attrs["kwargs"])
 
 
+def _call(site: CallSite) -> list[Filled]:
+    # every result the shape rule declares: several unpack the tuple the module returns
+    return [assign(site.outs, site.call())]
+
+
 register(OpDef(
     "external", (A("path", "str"), A("kwargs", Given()), A("inputs", Given()), A("outputs", Given())), _infer,
     inputs=(), variadic=True, outputs=lambda a: len(a["outputs"]), stateful=True, internal=True,
-    torch=Torch(module=Form(_template, _fill), imports=lambda a: (module_of(a["path"]),)),
+    torch=Torch(module=Form(_template, _fill), call=_call, imports=lambda a: (module_of(a["path"]),)),
     family="external", label=lambda a: class_of(a["path"]),
     doc="An external PyTorch layer a spec declares with `extern` (see External layers): its class constructed "
         "with the call's arguments as keywords, its output shapes from the spec's rule."))
