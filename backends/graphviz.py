@@ -37,7 +37,7 @@ FAMILY_COLOURS = {
     "merge": "#d9d2e9", "shape": "#eeeeee", "recurrent": "#d0e0e3", "attention": "#b4dcd6",
     "embedding": "#fce5cd", "regularization": "#f3f3f3", "arith": "#e6def0", "wrapper": "#e0e0f0",
     "block": "#ffffff", "io": "#ffffff",
-    "param": "#e8f4e0",
+    "param": "#e8f4e0", "external": "#f6e3d3",
 }
 FUSION_FILL = "#fff4c2"
 # Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.

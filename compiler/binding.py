@@ -12,6 +12,7 @@ from typing import Any
 
 from dlc.compiler.context import Context, Frame
 from dlc.compiler.expressions import Evaluator
+from dlc.compiler.external import check_extern
 from dlc.compiler.kinds import ArgumentError, Site, refuse
 from dlc.compiler.names import check_identifier
 from dlc.compiler.ops.param import LAYER_PARAM_ARGS, names_parameters
@@ -99,6 +100,8 @@ class Binder:
                     raise DlcError("unknown-type", f"unknown parameter type `{p.type}`", p.span,
                                    hint=suggest(odd, PARAM_TYPES) or f"types are {', '.join(PARAM_TYPES)}, "
                                    "`list[T]` of one of them and unions such as `int | list[int]`")
+            if isinstance(d, ast.ExternDef):
+                check_extern(d)
             inputs: set[str] = set()
             for s in d.body:
                 if isinstance(s, ast.Input):

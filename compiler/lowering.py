@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from dlc.compiler.binding import Binder
 from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.expressions import Evaluator
+from dlc.compiler.external import Externs
 from dlc.compiler.ir import BlockCall, Scope
 from dlc.compiler.kinds import applies_per_step
 from dlc.compiler.names import RESERVED_ATTRS, check_identifier
@@ -44,6 +45,7 @@ class Lowerer:
         self.binder = binder
         self.nodes = nodes
         self.bodies = bodies
+        self.externs = Externs(ctx, ev, binder, nodes)
         ev.layers = self
 
     def call(self, e: ast.Call, frame: Frame) -> Any:
@@ -68,6 +70,10 @@ class Lowerer:
         if f.config or f.tensors or f.pos_tensors:
             raise self.ctx.err("not-callable", f"`{f.name}(...)` is already configured", e.span, frame,
                                hint="bind it to a name first: `l = layer(...)`, then `l(x)`")
+        body = self._step_body(f, e.args[:1], frame) if len(e.args) == 2 and e.args[1].name is None else None
+        if body is not None:  # `timedistributed(Block(8), x)`
+            x = self.ev.tensor(self.ev.eval(e.args[1].value, frame), e.args[1].span, frame, "an argument")
+            return self._time_distributed(x, body, e.span, frame, frame.container, self._assigned_name(e, f, frame))
         layer = self.binder.bind_args(f, e.args, e.span, frame)
         if layer.has_tensors:
             return self.apply(layer, [], e.span, frame, frame.container, self._assigned_name(e, layer, frame))
@@ -202,6 +208,10 @@ class Lowerer:
     def _open_seq(self, label: str | None, label_span: Span, span: Span, parent: Container) -> Container:
         name = parent.name_for(label, label_span if label is not None else span, "seq")
         assert name is not None
+        return self._enter_seq(name, span, parent)
+
+    def _enter_seq(self, name: str, span: Span, parent: Container) -> Container:
+        """The container of a new labelled group (an nn.Sequential) called ``name`` in ``parent``."""
         path = parent.path_of(name)
         return parent.enter(Scope(name, path, "seq", None, (), self.ctx.use(path), span), "seq", path)
 
@@ -244,8 +254,73 @@ class Lowerer:
             raise self.ctx.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.name_span,
                                frame)
         self._check_label(target, label, label_span or core.name_span, frame)
+        body = self._step_body(target, core.args, frame)
+        if body is not None:
+            return self._time_distributed(x, body, core.span, frame, container, label, label_span)
         layer = self.binder.bind_args(target, core.args, core.span, frame)
         return self.apply(layer, _piped(x), core.span, frame, container, label)
+
+    # ---- timedistributed over a block or a group ----------------------------------------------------------------
+
+    def _step_body(self, wrapper: Layer, args: tuple[ast.Arg, ...], frame: Frame) -> Layer | list[ast.Stage] | None:
+        """What a per-step wrapper (``timedistributed``) given ``args`` applies, when it is not one built-in layer:
+        a block (the block as a layer, its arguments bound) or a group (its stages). None otherwise: the wrapper
+        is an op with its layer as an argument. Only names are looked up here, so nothing is evaluated twice."""
+        if wrapper.op is None or not applies_per_step(wrapper.op) or len(args) != 1 \
+                or args[0].name not in (None, wrapper.op.attrs[0].name):
+            return None
+        e = args[0].value
+        if isinstance(e, ast.Pipe):
+            head = _as_stage(e.head)
+            return [head, *e.stages] if head is not None else None
+        stage = _as_stage(e)
+        if stage is None:
+            return None
+        core = stage.core
+        target = self.ev.lookup(core.name, core.span, frame, callee=True)
+        if not isinstance(target, Layer) or target.block is None:
+            return None
+        call_args = core.args if isinstance(core, ast.StageCall) else ()
+        block = self.binder.bind_args(target, call_args, core.span, frame)
+        if block.has_tensors:
+            raise self.ctx.err("bad-argument", f"`{wrapper.op.name}` applies the block `{block.name}` to each time "
+                               "step: give it compile-time arguments only", core.span, frame,
+                               hint=f"the steps are its input: `x -> {wrapper.op.name}({block.name}(...))`")
+        return block
+
+    def _time_distributed(self, x: Any, body: Layer | list[ast.Stage], span: Span, frame: Frame,
+                          container: Container, label: str | None, label_span: Span | None = None) -> Tensor:
+        """``timedistributed`` of a block or group on ``x`` ([T, ...]): the time axis folded into the batch, the
+        block (or the group, as an nn.Sequential) applied to every step at once, batch and time split again. The
+        module is named by ``label`` (else ``timedistributed_N``), so its state_dict names are the block's or the
+        group's under that name."""
+        if container.kind == "seq":
+            raise self.ctx.err("bad-group", "`timedistributed` cannot be part of a labelled group", span, frame,
+                               hint="labelled groups and repeats become nn.Sequential; apply it outside the group")
+        x = self.ev.tensor(x, span, frame, "the input of `timedistributed`")
+        if isinstance(body, Layer) and not isinstance(body.block, ast.ExternDef):
+            inputs = self.binder.block_inputs(body.block)  # type: ignore[arg-type]
+            if len(inputs) != 1:
+                raise self.ctx.err("bad-argument", f"`timedistributed` applies a block with one input to each time "
+                                   f"step; `{body.name}` takes {len(inputs)} ({', '.join(inputs)})", span, frame)
+        fold = self.nodes.node("fold_time", [x], {}, None, span, container, None, "steps", frame)
+        steps = Tensor(fold.outputs[0], fold.types[0])
+        name = container.name_for(label, label_span or span, "timedistributed")
+        assert name is not None
+        if isinstance(body, Layer):
+            apply = self._apply_extern if isinstance(body.block, ast.ExternDef) else self._apply_block
+            y = apply(body, [steps], span, frame, container, None, None, name=name)
+            if not isinstance(y, Tensor):
+                raise self.ctx.err("bad-argument", f"`timedistributed` applies a block with one result to each time "
+                                   f"step; `{body.name}` returns {len(y)}", span, frame)
+        else:
+            seq = self._enter_seq(name, span, container)
+            y = steps
+            for stage in body:
+                y = self._stage(y, stage.span, stage, frame, seq)
+            self._record_seq(seq, steps, y, frame.hint)
+        unfold = self.nodes.node("unfold_time", [y, x], {}, None, span, container, None, frame.hint, frame)
+        return Tensor(unfold.outputs[0], unfold.types[0])
 
     def _check_label(self, target: Layer, label: str | None, span: Span, frame: Frame) -> None:
         """A label names a module; a merge (`add`, `concat`, ...) has none, it is an expression in `forward`."""
@@ -258,6 +333,8 @@ class Lowerer:
               label: str | None, instance: Instance | None = None) -> Any:
         """Apply ``layer`` to the tensors ``piped`` (and those bound in the call) in ``container``; ``label``
         names it, ``instance`` is the shared instance being applied. The result: a tensor or a tuple."""
+        if isinstance(layer.block, ast.ExternDef):
+            return self._apply_extern(layer, piped, span, frame, container, label, instance)
         if layer.block is not None:
             return self._apply_block(layer, piped, span, frame, container, label, instance)
         op = layer.op
@@ -339,8 +416,27 @@ class Lowerer:
         inst.input_types = types
         return self.apply(inst.layer, tensors, span, frame, container, None, instance=inst)
 
+    def _apply_extern(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
+                      label: str | None, instance: Instance | None, name: str | None = None) -> Any:
+        """Apply an external layer (``extern``): one module named by ``name``, the instance's, the label or
+        after the extern (``swish_0``)."""
+        d = layer.block
+        assert d is not None
+        inputs = list(piped) + list(layer.pos_tensors)
+        if container.kind == "seq" and len(inputs) != 1:
+            raise self.ctx.err("bad-group", f"`{d.name}` with several inputs cannot be part of a labelled group",
+                               span, frame, hint="labelled groups and repeats become nn.Sequential: one input each")
+        if name is None:
+            name = instance.name if instance is not None else container.name_for(label, span, snake(d.name))
+        assert name is not None
+        result = self.externs.apply(layer, inputs, span, frame, container, name)
+        if container.kind == "seq" and isinstance(result, tuple):
+            raise self.ctx.err("bad-group", f"`{d.name}` with several outputs cannot be part of a labelled group",
+                               span, frame)
+        return result
+
     def _apply_block(self, layer: Layer, piped: list[Tensor], span: Span, frame: Frame, container: Container,
-                     label: str | None, instance: Instance | None) -> Any:
+                     label: str | None, instance: Instance | None, name: str | None = None) -> Any:
         block = layer.block
         assert block is not None
         # an instance builds its scope path and chain, as long as it is deep: it costs a step per level
@@ -382,7 +478,8 @@ class Lowerer:
                                    hint="every member of a labelled group receives the same inputs")
             if side:
                 container.side = side
-        name = instance.name if instance is not None else container.name_for(label, span, snake(block.name))
+        if name is None:  # a name chosen by the caller (timedistributed's), else the instance's or a new one
+            name = instance.name if instance is not None else container.name_for(label, span, snake(block.name))
         assert name is not None
         inner_frame = Frame(block, {}, Container((), "block", ()))
         args = self.binder.bind_block_params(layer, inner_frame, frame)
@@ -406,6 +503,16 @@ class Lowerer:
         self.ctx.g.add_call(scope, BlockCall(tuple(t.vid for t in inputs), tuple(t.vid for t in result),
                                              tuple(names), frame.hint))
         return result[0] if len(result) == 1 else tuple(result)
+
+
+def _as_stage(e: ast.Expr) -> ast.Stage | None:
+    """The expression ``e`` (``relu``, ``conv2d(8, k=3)``, ``Block(8)``) as the pipeline stage it spells, if it
+    spells one: the first layer of a group written as a pipeline, ``(conv2d(8, k=3) -> relu)``."""
+    if isinstance(e, ast.Name):
+        return ast.Stage(None, None, ast.StageName(e.id, e.span), None, e.span)
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+        return ast.Stage(None, None, ast.StageCall(e.func.id, e.func.span, e.args, e.span), None, e.span)
+    return None
 
 
 def _piped(x: Tensor | tuple) -> list[Tensor]:

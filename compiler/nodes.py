@@ -13,7 +13,7 @@ from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.ir import Node
 from dlc.compiler.naming import Container
 from dlc.compiler.ops.param import LAYER_PARAM_ARGS, check_param_args, weight_shape
-from dlc.compiler.ops.registry import REQUIRED, OpDef, ShapeError, get
+from dlc.compiler.ops.registry import REQUIRED, OpDef, ShapeError, get, op_of
 from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
 from dlc.compiler.values import Tensor
 from dlc.diagnostics import DlcError, Span
@@ -40,9 +40,8 @@ class Nodes:
         """Add a node of ``op``; its ``types`` are inferred unless given. ``name`` is its module attribute,
         ``hint`` the spec's name for its value, ``attr_spans`` where each argument was written."""
         g = self.ctx.g
-        opdef = get(op)
+        opdef = op_of(op)
         if types is None:
-            assert opdef is not None
             try:
                 _check_kinds(opdef, attrs, inputs)
                 if any(k in attrs for k in LAYER_PARAM_ARGS):
@@ -67,7 +66,7 @@ class Nodes:
             problem = size_problem(t)
             if problem is not None:
                 raise too_large(problem, span, container, name)
-        if opdef is not None and opdef.stateful and name is not None:
+        if opdef.stateful and name is not None:
             count = opdef.count_params(attrs, [t.type for t in inputs])
             if count > MAX_ELEMENTS:
                 raise too_large(f"`{op}` would have more than {MAX_ELEMENTS} parameters", span, container, name)

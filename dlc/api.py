@@ -54,6 +54,13 @@ class Compiled:
         """A new instance of the network's ``nn.Module`` (needs torch)."""
         return getattr(self.module(), self.graph.name)()
 
+    def summary(self) -> str:
+        """The table of ``dlc summary``: layers, output shapes, parameter counts. External layers are counted by
+        constructing their classes (this imports torch and their modules); "unknown" where that fails."""
+        from dlc.backends.summary import summarize
+
+        return summarize(self.graph, count_external=True)
+
     def diagram(self, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
                 rankdir: str = "TB") -> graphviz.Source:
         """The network's diagram (the options of ``dlc render``) as a ``graphviz.Source``: ``.render()``,

@@ -181,7 +181,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from dlc.backends.summary import summarize
 
-    _out(_compile(args, lambda g, _: summarize(g))[1])
+    _out(_compile(args, lambda g, _: summarize(g, count_external=True))[1])
     return 0
 
 

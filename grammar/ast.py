@@ -254,6 +254,31 @@ class BlockDef:
 
 
 @dataclass(frozen=True)
+class ExternEntry:
+    """One entry of an external layer's body: ``shape = [x[0], 8]`` or ``dtype = int64``."""
+
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class ExternDef:
+    """``extern NAME(params) = "dotted.path.Class" { entries }``: a PyTorch layer the spec declares and calls like
+    a block (its parameters are bound as a block's are; it has no body of statements)."""
+
+    name: str
+    params: tuple[Param, ...]
+    path: str
+    path_span: Span
+    entries: tuple[ExternEntry, ...]
+    span: Span
+    name_span: Span
+    body: tuple[Stmt, ...] = ()  # what a block's checks read: an external layer has no statements
+    is_network: bool = False
+
+
+@dataclass(frozen=True)
 class Import:
     path: str
     span: Span
@@ -263,4 +288,4 @@ class Import:
 class Module:
     file: str
     imports: tuple[Import, ...]
-    defs: tuple[BlockDef, ...]
+    defs: tuple[BlockDef | ExternDef, ...]

@@ -47,7 +47,7 @@ NUMBER_HINT = "integers must fit in 64 bits (at most 9223372036854775807), other
 
 
 _KEYWORDS = frozenset({"if", "then", "else", "and", "or", "not", "true", "false", "input", "output", "return",
-                       "block", "network", "import", "param"})
+                       "block", "network", "import", "param", "extern"})
 
 
 # What `output_when` leaves for `output_stmt`: the output is computed in training mode only.
@@ -70,7 +70,7 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def start(self, meta: Meta, items: list) -> ast.Module:
         imports = tuple(i for i in items if isinstance(i, ast.Import))
-        defs = tuple(i for i in items if isinstance(i, ast.BlockDef))
+        defs = tuple(i for i in items if isinstance(i, (ast.BlockDef, ast.ExternDef)))
         return ast.Module(self.file, imports, defs)
 
     @v_args(meta=True)
@@ -84,6 +84,24 @@ class _Builder(Transformer):
         if rest and isinstance(rest[0], tuple):
             params, rest = rest[0], rest[1:]
         return ast.BlockDef(str(name), params, tuple(rest), is_network, self._span(meta), self._tok(name))
+
+    @v_args(meta=True)
+    def extern_def(self, meta: Meta, children: list) -> ast.ExternDef:
+        name, rest = children[0], [c for c in children[1:] if c is not None]
+        params: tuple[ast.Param, ...] = ()
+        if rest and isinstance(rest[0], tuple):
+            params, rest = rest[0], rest[1:]
+        path_tok, entries = rest[0], tuple(rest[1]) if len(rest) > 1 else ()
+        span = self._tok(path_tok)
+        return ast.ExternDef(str(name), params, _unquote(path_tok, span), span, entries, self._span(meta),
+                             self._tok(name))
+
+    def extern_body(self, children: list) -> list:
+        return children
+
+    @v_args(meta=True)
+    def extern_entry(self, meta: Meta, children: list) -> ast.ExternEntry:
+        return ast.ExternEntry(str(children[0]), children[1], self._span(meta))
 
     @v_args(meta=True)
     def block_def(self, meta: Meta, children: list) -> ast.BlockDef:

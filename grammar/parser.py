@@ -47,7 +47,7 @@ _VALUE_START = {"LPAR", "MINUS", "LSQB", "NAME", "NUMBER", "STRING", "TRUE", "FA
 _STATEMENT_START = {"INPUT", "OUTPUT", "RETURN", "PARAM"}
 _OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "AND", "OR"}
 KEYWORDS = ("import", "block", "network", "input", "output", "return", "if", "then", "else", "and", "or", "not",
-            "true", "false", "param")
+            "true", "false", "param", "extern")
 # Expressions (and pipeline groups) nested deeper than this are rejected: nobody writes them, and
 # walking them would exhaust Python's recursion limit.
 MAX_NESTING = 100

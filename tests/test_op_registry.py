@@ -24,6 +24,7 @@ from dlc.compiler.ops.registry import op_of, registered
 ROOT = Path(__file__).resolve().parent.parent
 
 SAMPLE = """
+extern Swish = "torch.nn.SiLU"
 network Sample {
     input img: [3, 12, 12]
     input seq: [6, 8]
@@ -68,6 +69,8 @@ network Sample {
         -> ct3: conv_transpose3d(2, k=1)
     output l3 = seq -> ct1: conv_transpose1d(2, k=2)
     output p1 = (tok -> positions -> pe: embedding(6, 8)) + seq -> positional_encoding
+    output t1 = img -> timedistributed((relu -> abs))
+    output x1 = v -> sw: Swish()
 }
 """
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import heapq
+import sys
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -144,6 +146,13 @@ class ModuleEmitter:
         self.sharing = ClassSharing(self.instances, self.globals, g.blocks)
         # the module-level names the code uses (imports, helpers), recorded as each piece is written
         self.used: set[str] = {"nn"}
+        # the modules external layers come from (`import mypkg.layers`); their top-level names are the module's
+        self.modules: set[str] = set()
+        for node in g.nodes:
+            imports = op_of(node.op).torch.imports
+            for module in imports(node.attrs) if imports is not None else ():
+                self.modules.add(module)
+                self.globals.claim(module.split(".")[0])
 
     # ---- structure -----------------------------------------------------------------------------
 
@@ -389,13 +398,21 @@ _IMPORTS = {
 _MODULE_NAMES = frozenset(_IMPORTS) | frozenset(definitions())
 
 
-def _imports(used: set[str]) -> str:
-    """The import statements for the names ``used``, one blank line between the groups."""
+def _imports(used: set[str], modules: Iterable[str] = ()) -> str:
+    """The import statements for the names ``used`` and the ``modules`` of external layers, one blank line between
+    the groups, sorted as isort sorts them: `import x` before `from x import y`, each by module name."""
+    statements = {statement: group for name, (group, statement) in _IMPORTS.items() if name in used}
+    for module in modules:  # the standard library's group, or the third-party one, torch's
+        statements.setdefault(f"import {module}", 0 if module.split(".")[0] in sys.stdlib_module_names else 1)
     groups: dict[int, list[str]] = {}
-    for name, (group, statement) in _IMPORTS.items():
-        if name in used:
-            groups.setdefault(group, []).append(statement)
+    for statement in sorted(statements, key=_import_order):
+        groups.setdefault(statements[statement], []).append(statement)
     return "\n\n".join("\n".join(groups[g]) for g in sorted(groups))
+
+
+def _import_order(statement: str) -> tuple[bool, str]:
+    """isort's order within a group: `import x` first, then `from x import y`; by module name, ignoring case."""
+    return statement.startswith("from "), statement.split()[1].lower()
 
 
 def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused_recurrent: bool = False) -> str:
@@ -437,10 +454,10 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         version=__version__,
         source=safe_text(Path(g.file).name),
         network=g.name,
-        params=f"{total_params(g):,}",
+        params=f"{total_params(g):,}" + (" + external layers (not counted)" if em.modules else ""),
         inputs=inputs,
         outputs=outputs,
-        imports=_imports(used),
+        imports=_imports(used, em.modules),
         helpers=[h.text for h in helpers],
         kernels=kernels,
         classes=classes,

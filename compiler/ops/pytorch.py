@@ -352,6 +352,7 @@ class Torch:
     ``function``: the expression computing the output in ``forward`` without a module, and the PyTorch
     reference of the op's kernel facet. ``call``: the statements (each a :class:`Filled`) that call the
     module (default :func:`call_module`). ``channels_last``: runs faster with channels-last memory order.
+    ``imports``: the modules a node's code needs imported besides torch, by its attributes.
     """
 
     module: Form | None = None
@@ -359,6 +360,8 @@ class Torch:
     sequential: Form | None = None
     call: Callable[[CallSite], list[Filled]] = call_module
     channels_last: bool = False
+    # the modules the generated file imports for a node of this op (an external layer's: `import mypkg.layers`)
+    imports: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
 
     def constructor(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type],
                     in_sequential: bool = False, in_place: bool = False) -> Filled:

@@ -140,6 +140,7 @@ class OpDef:
     in_place: bool = False
     overwritable: bool = False
     spelled: str | None = None
+    internal: bool = False  # made by the compiler (timedistributed's time folds), never called by name
 
     @property
     def module(self) -> bool:
@@ -166,7 +167,7 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
 FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "index", "arith",
-            "reduce", "compare", "random", "recurrent", "attention", "wrapper", "param", "position")
+            "reduce", "compare", "random", "recurrent", "attention", "wrapper", "param", "position", "external")
 
 
 def register(op: OpDef) -> OpDef:
@@ -180,7 +181,7 @@ def register(op: OpDef) -> OpDef:
 def get(name: str) -> OpDef | None:
     """The op a spec calls ``name``, if any (a declared op such as ``input`` is not called by name)."""
     op = registered().get(name)
-    return op if op is not None and not op.declared else None
+    return op if op is not None and not op.declared and not op.internal else None
 
 
 def by_dim(name: str) -> OpDef | None:
@@ -199,7 +200,7 @@ def op_of(name: str) -> OpDef:
 
 def all_ops() -> dict[str, OpDef]:
     """The ops a spec can call by name, in catalog order."""
-    return {name: op for name, op in registered().items() if not op.declared}
+    return {name: op for name, op in registered().items() if not op.declared and not op.internal}
 
 
 def registered() -> dict[str, OpDef]:

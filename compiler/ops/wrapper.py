@@ -1,4 +1,10 @@
-"""Wrappers: ``timedistributed`` applies a layer at every time step; ``weightnorm`` reparametrises a layer's weight."""
+"""Wrappers: ``timedistributed`` applies a layer at every time step; ``weightnorm`` reparametrises a layer's weight.
+
+``timedistributed`` of one built-in layer is one node. Of a block or a group (``timedistributed(Block(8))``,
+``timedistributed((conv2d(8, k=3) -> relu))``) the lowering makes three: ``fold_time`` (the time axis merged into
+the batch), the block instance or ``nn.Sequential`` run on every step at once, and ``unfold_time`` (batch and time
+split again). Those two ops are internal: the compiler makes them, a spec never calls them by name.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +56,51 @@ register(OpDef(
     family="wrapper", wraps=True, label=lambda a: "timedistributed(" + _inner(a)[0].describe(_inner(a)[1]) + ")",
     doc="Applies a single-input layer at every time step of [T, ...]: `timedistributed(conv2d(16, k=3))` on "
         "[T, C, H, W]."))
+
+
+# ---- time folded into the batch (timedistributed over a block or group) ----------------------------------------
+
+
+def step_type(x: TensorType) -> TensorType:
+    """The type of one time step of ``x`` ([T, ...]): its other axes, channels first unless ``x`` is a sequence
+    of features-last steps (a step of rank 1 has its features last)."""
+    return TensorType(x.shape[1:], x.dtype, "fl" if x.layout == "fl" or x.rank < 3 else "cf")
+
+
+def _fold_time(attrs, ins):
+    x = tensor(ins[0])
+    if x.rank < 2:
+        raise ShapeError(f"`timedistributed` expects [T, ...] (a time axis, then a step), got {shape_str(x.shape)}",
+                         hint="shapes never include the batch dimension")
+    return (step_type(x),)
+
+
+def _unfold_time(attrs, ins):
+    y, x = tensor(ins[0]), tensor(ins[1])
+    # each step's channels sit on axis 1 of the result when the steps keep them first
+    return (TensorType((x.shape[0],) + y.shape, y.dtype, "tcf" if y.layout == "cf" and y.rank >= 1 else "fl"),)
+
+
+def folds_time(op: str) -> int:
+    """How ``op`` changes what the batch axis holds: 1 for ``fold_time`` (time joins the batch), -1 for
+    ``unfold_time`` (it leaves again), 0 for every other op."""
+    return _TIME_FOLDS.get(op, 0)
+
+
+_TIME_FOLDS = {"fold_time": 1, "unfold_time": -1}
+
+register(OpDef(
+    "fold_time", (), _fold_time, internal=True,
+    torch=Torch(function=Form("{x}.flatten(0, 1)")),
+    family="wrapper", label=lambda a: "time into batch",
+    doc="Internal (made by `timedistributed` of a block or group): [B, T, ...] as [B*T, ...]."))
+
+register(OpDef(
+    "unfold_time", (), _unfold_time, inputs=("x", "like"), internal=True,
+    torch=Torch(function=Form("{x}.unflatten(0, {x1}.shape[:2])")),
+    family="wrapper", label=lambda a: "batch into time",
+    doc="Internal (made by `timedistributed` of a block or group): [B*T, ...] as [B, T, ...], "
+        "B and T read from `like`."))
 
 
 # ---- weight normalisation ------------------------------------------------------------------------------------
