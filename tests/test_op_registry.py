@@ -67,6 +67,7 @@ network Sample {
     output l2 = img -> crop(like=q) -> wn: weightnorm(conv2d(2, k=1)) -> reshape([2, 1, 7, 7])
         -> ct3: conv_transpose3d(2, k=1)
     output l3 = seq -> ct1: conv_transpose1d(2, k=2)
+    output k1 = zeros_like(v) + (v -> ones_like) + full_like(v, 0.5)
 }
 """
 

@@ -162,7 +162,7 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
 FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "index", "arith",
-            "reduce", "compare", "random", "recurrent", "attention", "wrapper", "param")
+            "reduce", "compare", "random", "fill", "recurrent", "attention", "wrapper", "param")
 
 
 def register(op: OpDef) -> OpDef:
