@@ -90,11 +90,13 @@ def _tree(g: Graph) -> Cluster:
 
 
 def _repeat(c: Cluster) -> bool:
-    """A labelled group of two or more instances of one block with the same arguments (``Block(..) * N``)."""
+    """A labelled group of two or more instances of one block with the same arguments and the same ops
+    (``Block(..) * N``); the same arguments may still build other ops (a shortcut only where the input's
+    channels equal the output's), and rolling pairs the instances' nodes one to one."""
     kids = c.items
     return (c.scope is not None and c.scope.kind == "seq" and len(kids) >= 2 and all(isinstance(k, Cluster)
             and k.scope.kind == "block" and (k.scope.block, k.scope.args) == (kids[0].scope.block, kids[0].scope.args)
-            for k in kids))
+            and [n.op for n in k.nodes] == [n.op for n in kids[0].nodes] for k in kids))
 
 
 def _count(c: Cluster, depth: int | None, roll: bool) -> int:

@@ -117,7 +117,7 @@ class Lowerer:
         x = self.ev.tensor(value, span, frame, "the input of a pipeline stage")
         count = self._count(stage, frame)
         if stage.label is not None:
-            check_identifier(stage.label, stage.label_span, "a layer name", module_attr=True)
+            check_identifier(stage.label, stage.label_span, "a layer name", module_attr=True, label=True)
             if stage.label in container.taken:
                 container.claim(stage.label, stage.label_span)  # raises duplicate-name at the label
         if stage.label is not None and (stage.repeat is not None or isinstance(stage.core, ast.StageGroup)):
@@ -138,7 +138,9 @@ class Lowerer:
         for _ in range(count):
             self.ctx.step(stage.span, frame)
             x = self.ev.tensor(x, stage.span, frame, "the input of a repeated stage")
-            if container.kind == "seq" and isinstance(stage.core, ast.StageGroup) and len(stage.core.stages) > 1:
+            # inside a labelled group, parentheses make a nested Sequential, around one stage too (a stage of
+            # torchvision's EfficientNet holds one MBConv: `features.1.0`)
+            if container.kind == "seq" and isinstance(stage.core, ast.StageGroup):
                 inner = self._open_seq(stage.label, stage.label_span or stage.span, stage.span, container)
                 before = x
                 x = self._core(x, stage.core, frame, inner, None)

@@ -25,6 +25,9 @@ IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # .dln keywords that are not Python keywords (those are refused anyway); the lexer would read them as
 # names where no keyword fits, so `input true: [4]` would parse but `true` could never be referenced.
 DLN_KEYWORDS = frozenset({"true", "false", "then", "input", "output", "block", "network"})
+# Keywords that only begin a definition or a statement: a layer's label, never read back as a value, may be one
+# (torchvision's MBConv keeps its layers in a child called `block`).
+LABEL_KEYWORDS = frozenset({"input", "output", "block", "network"})
 
 # Attributes of an ``nn.Module`` instance (``dir(torch.nn.Module())`` without dunders, which `__` rejects),
 # with those of recent and older torch versions. A child module of the same name would be shadowed by the
@@ -119,11 +122,12 @@ MAX_NAME_LENGTH = 128
 
 
 def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = False,
-                     class_name: bool = False) -> None:
+                     class_name: bool = False, label: bool = False) -> None:
     """Names from a spec end up in generated Python: only plain ASCII identifiers pass.
 
     ``module_attr``: the name becomes a module attribute (a state_dict key), so it may not be one
-    the generated classes already have. ``class_name``: it may not be one of the module's imports.
+    the generated classes already have. ``class_name``: it may not be one of the module's imports. ``label``: a
+    layer's label, which may be one of :data:`LABEL_KEYWORDS`.
     """
     if len(name) > MAX_NAME_LENGTH:
         raise DlcError("bad-name", f"`{name[:40]}...` cannot be used as {what}: it is {len(name):,} characters long",
@@ -132,8 +136,9 @@ def check_identifier(name: str, span: Span, what: str, *, module_attr: bool = Fa
     if class_name and name in GENERATED_GLOBALS:
         raise DlcError("bad-name", f"`{name}` cannot be used as {what}: the generated module uses that name", span,
                        hint=f"pick another name, e.g. `{name}Net`")
-    if not IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__") or name in DLN_KEYWORDS:
-        if name in DLN_KEYWORDS:
+    reserved = name in DLN_KEYWORDS and not (label and name in LABEL_KEYWORDS)
+    if not IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__") or reserved:
+        if reserved:
             why = "it is a keyword of the language"
         elif keyword.iskeyword(name):
             why = "it is a Python keyword"

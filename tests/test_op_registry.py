@@ -71,6 +71,7 @@ network Sample {
     output p1 = (tok -> positions -> pe: embedding(6, 8)) + seq -> positional_encoding
     output t1 = img -> timedistributed((relu -> abs))
     output x1 = v -> sw: Swish()
+    output k1 = zeros_like(v) + (v -> ones_like) + full_like(v, 0.5)
 }
 """
 

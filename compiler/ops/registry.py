@@ -167,7 +167,7 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 # The op families, one module each, in the order their ops are listed (suggestions, docs, strategies).
 FAMILIES = ("io", "dense", "conv", "pool", "norm", "regularize", "activation", "shape", "index", "arith",
-            "reduce", "compare", "random", "recurrent", "attention", "wrapper", "param", "position", "external")
+            "reduce", "compare", "random", "fill", "recurrent", "attention", "wrapper", "param", "position", "external")
 
 
 def register(op: OpDef) -> OpDef:
