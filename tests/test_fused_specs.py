@@ -25,7 +25,8 @@ from conftest import SPECS_DIR, assert_kernels_ran, assert_no_kernels, generated
 SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
 # Parameters that make the heavier specs small enough for the interpreter, and switch dropout off in training.
 SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"size": 64},
-         "dcgan_generator": {"ngf": 8}, "dcgan_discriminator": {"ndf": 8}}
+         "dcgan_generator": {"ngf": 8}, "dcgan_discriminator": {"ndf": 8},
+         "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}}
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "mobilenet_v2": {"dropout": 0.0},
               "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0}}
 ATOL = 1e-4  # whole networks in float32: summation orders differ between fused and unfused
