@@ -15,6 +15,8 @@ configuration (32x32 images, hidden 32) checks outputs and gradients against
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +107,20 @@ def test_generated_forward_takes_the_class_token_by_indexing():
     assert "logits = z[:, 0]" in source
     assert "self.self_attention(h, h, h, need_weights=False)" in source
     assert '("encoder_layer_11", EncoderBlock())' in source
+
+
+def test_initialisation_is_torchvisions_where_the_spec_sets_it():
+    """class_token zeros, pos_embedding normal(std=0.02), conv_proj a truncated normal with std sqrt(1 / fan_in)
+    and a zero bias, as torchvision's VisionTransformer.__init__ does (the grouped mlp and head are PyTorch's)."""
+    source = dlc.compile(VIT).source
+    std = float(re.search(r"nn\.init\.trunc_normal_\(self\.conv_proj\.weight, std=([\d.e-]+)\)", source).group(1))
+    assert std == pytest.approx(math.sqrt(1 / (3 * 16 * 16)), rel=1e-12)
+    assert "nn.init.zeros_(self.conv_proj.bias)" in source
+    torch.manual_seed(0)
+    m = dlc.load(VIT, **SMALL)
+    assert not m.class_token.detach().any() and not m.conv_proj.bias.detach().any()
+    assert m.encoder.pos_embedding.std().item() == pytest.approx(0.02, rel=0.15)   # 17 * 32 samples
+    assert m.conv_proj.weight.std().item() == pytest.approx(math.sqrt(1 / (3 * 8 * 8)), rel=0.15)
 
 
 @pytest.mark.parametrize("patch_size", [16, 8])

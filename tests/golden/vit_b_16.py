@@ -16,37 +16,37 @@ from torch import nn
 
 
 class EncoderBlock(nn.Module):
-    """Block `EncoderBlock`, defined at vit_b_16.dln:13."""
+    """Block `EncoderBlock`, defined at vit_b_16.dln:16."""
 
     def __init__(self):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:15
-        self.self_attention = nn.MultiheadAttention(768, 12, batch_first=True)  # vit_b_16.dln:15
-        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:16
-        self.ln_2 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:18
+        self.ln_1 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:18
+        self.self_attention = nn.MultiheadAttention(768, 12, batch_first=True)  # vit_b_16.dln:18
+        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:19
+        self.ln_2 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:21
         self.mlp = nn.Sequential(
             nn.Linear(768, 3072), nn.GELU(), nn.Dropout(0.0), nn.Linear(3072, 768), nn.Dropout(0.0)
-        )  # vit_b_16.dln:19
+        )  # vit_b_16.dln:22
 
     def forward(self, x):
-        h = self.ln_1(x)  # vit_b_16.dln:15
-        h, _ = self.self_attention(h, h, h, need_weights=False)  # vit_b_16.dln:15
-        h = self.dropout(h)  # vit_b_16.dln:16
-        y = x + h  # vit_b_16.dln:17
-        ln_2 = self.ln_2(y)  # vit_b_16.dln:18
-        mlp = self.mlp(ln_2)  # vit_b_16.dln:19
-        y = y + mlp  # vit_b_16.dln:18
+        h = self.ln_1(x)  # vit_b_16.dln:18
+        h, _ = self.self_attention(h, h, h, need_weights=False)  # vit_b_16.dln:18
+        h = self.dropout(h)  # vit_b_16.dln:19
+        y = x + h  # vit_b_16.dln:20
+        ln_2 = self.ln_2(y)  # vit_b_16.dln:21
+        mlp = self.mlp(ln_2)  # vit_b_16.dln:22
+        y = y + mlp  # vit_b_16.dln:21
         return y
 
 
 class Encoder(nn.Module):
-    """Block `Encoder`, defined at vit_b_16.dln:24."""
+    """Block `Encoder`, defined at vit_b_16.dln:27."""
 
     def __init__(self):
         super().__init__()
-        self.pos_embedding = nn.Parameter(torch.empty(1, 197, 768))  # vit_b_16.dln:26
-        nn.init.normal_(self.pos_embedding, std=0.02)  # vit_b_16.dln:26
-        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:27
+        self.pos_embedding = nn.Parameter(torch.empty(1, 197, 768))  # vit_b_16.dln:29
+        nn.init.normal_(self.pos_embedding, std=0.02)  # vit_b_16.dln:29
+        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:30
         self.layers = nn.Sequential(
             OrderedDict(
                 [
@@ -64,15 +64,15 @@ class Encoder(nn.Module):
                     ("encoder_layer_11", EncoderBlock()),
                 ]
             )
-        )  # vit_b_16.dln:28
-        self.ln = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:41
+        )  # vit_b_16.dln:31
+        self.ln = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:44
 
     def forward(self, x):
-        pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:26
-        y = x + pos_embedding  # vit_b_16.dln:27
-        dropout = self.dropout(y)  # vit_b_16.dln:27
-        layers = self.layers(dropout)  # vit_b_16.dln:28
-        ln = self.ln(layers)  # vit_b_16.dln:41
+        pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:29
+        y = x + pos_embedding  # vit_b_16.dln:30
+        dropout = self.dropout(y)  # vit_b_16.dln:30
+        layers = self.layers(dropout)  # vit_b_16.dln:31
+        ln = self.ln(layers)  # vit_b_16.dln:44
         return ln
 
 
@@ -85,18 +85,20 @@ class VisionTransformer(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))  # vit_b_16.dln:48
-        self.conv_proj = nn.Conv2d(3, 768, kernel_size=16, stride=16)  # vit_b_16.dln:51
-        self.encoder = Encoder()  # vit_b_16.dln:54
-        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(768, 1000))]))  # vit_b_16.dln:55
+        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))  # vit_b_16.dln:51
+        self.conv_proj = nn.Conv2d(3, 768, kernel_size=16, stride=16)  # vit_b_16.dln:55
+        nn.init.trunc_normal_(self.conv_proj.weight, std=0.036084391824351615)  # vit_b_16.dln:55
+        nn.init.zeros_(self.conv_proj.bias)  # vit_b_16.dln:55
+        self.encoder = Encoder()  # vit_b_16.dln:60
+        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(768, 1000))]))  # vit_b_16.dln:61
 
     def forward(self, x):
-        class_token = self.class_token.expand(x.shape[0], -1, -1)  # vit_b_16.dln:48
-        patches = self.conv_proj(x)  # vit_b_16.dln:51
-        patches = patches.reshape(patches.shape[0], 768, 196)  # vit_b_16.dln:52
-        patches = patches.permute(0, 2, 1)  # vit_b_16.dln:52
-        z = torch.cat([class_token, patches], dim=1)  # vit_b_16.dln:53
-        z = self.encoder(z)  # vit_b_16.dln:54
-        logits = z[:, 0]  # vit_b_16.dln:55
-        logits = self.heads(logits)  # vit_b_16.dln:55
+        class_token = self.class_token.expand(x.shape[0], -1, -1)  # vit_b_16.dln:51
+        patches = self.conv_proj(x)  # vit_b_16.dln:55
+        patches = patches.reshape(patches.shape[0], 768, 196)  # vit_b_16.dln:58
+        patches = patches.permute(0, 2, 1)  # vit_b_16.dln:58
+        z = torch.cat([class_token, patches], dim=1)  # vit_b_16.dln:59
+        z = self.encoder(z)  # vit_b_16.dln:60
+        logits = z[:, 0]  # vit_b_16.dln:61
+        logits = self.heads(logits)  # vit_b_16.dln:61
         return logits
