@@ -253,8 +253,9 @@ class Evaluator:
                                 self._slice_bound(item.stop, refs, frame), step))
             else:
                 entries.append(("index", self._subscript_int(item, frame, "an index")))
-        node = self.nodes.node("index", refs, {"entries": tuple(entries)}, None, e.span, frame.container, None,
-                               frame.hint, frame, attr_spans=spans)
+        # lists, the plain data the IR's YAML form gives back, so that a graph survives a round trip unchanged
+        node = self.nodes.node("index", refs, {"entries": [list(e) for e in entries]}, None, e.span, frame.container,
+                               None, frame.hint, frame, attr_spans=spans)
         return Tensor(node.outputs[0], node.types[0])
 
     def _pick(self, v: list | tuple, e: ast.Subscript, frame: Frame) -> Any:
@@ -301,7 +302,7 @@ class Evaluator:
             if isinstance(t.type, TensorType) and v.name in t.type.shape:
                 if t not in refs:
                     refs.append(t)
-                return ("dim", v.name, refs.index(t), t.type.shape.index(v.name))
+                return ["dim", v.name, refs.index(t), t.type.shape.index(v.name)]
         raise self.ctx.err("unknown-name", f"unknown name `{v.name}`", v.span, frame,
                            hint="a slice bound is a number, or a symbolic dimension that a tensor here has as an axis")
 

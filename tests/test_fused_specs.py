@@ -27,7 +27,9 @@ SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
 SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"size": 64},
          "dcgan_generator": {"ngf": 8}, "dcgan_discriminator": {"ndf": 8},
          "transformer": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": 64},
-         "wavenet": {"channels": 8, "head_channels": 16, "stacks": 1}, "efficientnet_b0": {"size": 64}}
+         "wavenet": {"channels": 8, "head_channels": 16, "stacks": 1}, "efficientnet_b0": {"size": 64},
+         "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}}
+
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "mobilenet_v2": {"dropout": 0.0},
               "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0},
               "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0}}

@@ -1,14 +1,15 @@
 """Indexing and splitting: ``index`` (written ``x[0, 1:]``), ``split``, ``chunk`` and ``transpose``.
 
-``index`` holds its subscript as ``entries``, one per item the spec wrote, each a tuple:
+``index`` holds its subscript as ``entries``, one per item the spec wrote, each a list (plain data, as the IR's
+YAML form holds it, so that a graph loads back equal):
 
-- ``("index", i)``: an integer index, which drops the axis;
-- ``("slice", start, stop, step)``: ``start`` and ``stop`` are an int, None, or a symbolic dimension read at run
-  time from an input, ``("dim", name, input, axis)`` (``input`` 0 is the indexed tensor, 1... further inputs that
+- ``["index", i]``: an integer index, which drops the axis;
+- ``["slice", start, stop, step]``: ``start`` and ``stop`` are an int, None, or a symbolic dimension read at run
+  time from an input, ``["dim", name, input, axis]`` (``input`` 0 is the indexed tensor, 1... further inputs that
   only lend their sizes); ``step`` is an int or None;
-- ``("...",)``: every axis not indexed otherwise.
+- ``["..."]``: every axis not indexed otherwise.
 
-Entries may come back from the IR's YAML form as lists; the rules read them by position only. A symbolic size is
+The rules read entries by position only. A symbolic size is
 assumed large enough for the bounds (as a convolution's window is assumed to fit), and the result's size is a
 formula written as :mod:`~dlc.compiler.types` writes them (``T-1``, ``(T-1)//2+1``).
 """
