@@ -332,7 +332,7 @@ class ModuleEmitter:
             if isinstance(code, Filled):
                 code.text()  # written now, so a value it cannot write is reported at the node
             self._record(code)
-            body.append(Line(code, where if j == 0 else None))
+            body.append(Line(code, where if j == len(lines) - 1 else None))  # on the line giving the results
 
     @_at_node
     def folded_init(self, node: Node, declared: set[str]) -> list[Line]:

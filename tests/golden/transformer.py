@@ -83,10 +83,10 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(512)  # transformer.dln:28
 
     def forward(self, x, memory, padding, memory_padding):
-        causal_mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(
-            1
+        causal_mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
+        a, _ = self.self_attn(
+            x, x, x, key_padding_mask=padding, need_weights=False, attn_mask=causal_mask
         )  # transformer.dln:22
-        a, _ = self.self_attn(x, x, x, key_padding_mask=padding, need_weights=False, attn_mask=causal_mask)
         a = F.dropout(a, 0.1, training=self.training)  # transformer.dln:22
         h = x + a  # transformer.dln:23
         h = self.norm1(h)  # transformer.dln:23
