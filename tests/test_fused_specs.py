@@ -3,12 +3,15 @@
 For each spec, ``dlc.load(spec, fuse=True)`` and ``dlc.load(spec)`` get the same weights (batchnorm
 statistics randomised so that eval mode is not an identity) and small random inputs (batch 2; symbolic
 sizes 5; token ids below every vocabulary). Compared: outputs in eval mode, outputs in train mode, and
-the gradients of a loss with respect to every parameter. Dropout draws its mask from another random
-stream in the fused kernels, so train-mode comparisons set the specs' dropout parameters to 0
-(tests/test_kernels.py checks the fused dropout itself). Also: ``optimize="inference"`` (batchnorm
-folding, channels-last) against the plain module, fused or not. A fused module falls back to PyTorch ops
-where its kernels cannot run, so every fused comparison also checks, with the launch counts of the module's
-runtime, that each of its kernels ran (forward in eval mode, forward and backward in train mode).
+the gradients of a loss with respect to every parameter and every float input. Specs in ``RANDOM`` draw
+samples (``randn_like``) from torch's global generator, so each forward of them starts from one seed.
+Dropout draws its mask from another random stream in the fused kernels, so train-mode comparisons set the
+specs' dropout parameters to 0 (tests/test_kernels.py checks the fused dropout itself). Also:
+``optimize="inference"`` (batchnorm folding, channels-last) against the plain module, fused or not. A fused
+module falls back to PyTorch ops where its kernels cannot run, so every fused comparison also checks, with
+the launch counts of the module's runtime, that each of its kernels ran (forward in eval mode, forward and
+backward in train mode; a kernel that reads only inputs and random samples runs backward for the inputs'
+gradients).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"si
          "transformer": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": 64},
          "wavenet": {"channels": 8, "head_channels": 16, "stacks": 1}, "efficientnet_b0": {"size": 64},
          "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}}
-
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "mobilenet_v2": {"dropout": 0.0},
               "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0},
               "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0}}
@@ -39,6 +41,8 @@ ATOL64 = 1e-9  # the same in float64
 # DCGAN tutorial's `main`, torchvision's MobileNetV2 `features`): groups do not fuse yet, so their fused module must
 # equal the plain one with no kernel at all.
 NO_KERNELS = {"dcgan_generator", "dcgan_discriminator", "mobilenet_v2"}
+# Specs that draw from torch's generator in forward: both modules of a comparison must draw the same numbers.
+RANDOM = {"vae", "denoising_autoencoder"}
 SLOW = {"resnet18", "resnet50", "googlenet", "densenet121", "siamese", "unet", "inception_v3"}
 
 
@@ -89,27 +93,37 @@ def assert_outputs_close(ya, yb, atol: float = ATOL) -> None:
 
 
 def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: list[torch.Tensor],
-                           fused: bool) -> None:
-    """Equal outputs in eval mode (float32), then equal outputs and parameter gradients in train mode; with
+                           fused: bool, seed: int | None = None) -> None:
+    """Equal outputs in eval mode (float32), then equal outputs and parameter and input gradients in train mode; with
     ``fused``, every kernel of ``other`` ran in both (else it has none).
 
     Train mode runs in float64 (tolerance ``ATOL64``): through the batch statistics of a batch of 2,
     float32 rounding differences between fused and unfused reductions grow with depth to ~5e-4.
+    With ``seed``, torch's generator is reseeded before each forward, so random draws in both modules are equal.
     """
+    def run(model: torch.nn.Module, args: list[torch.Tensor]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return model(*args)
+
     plain.eval()
     other.eval()
     with torch.no_grad():
-        assert_outputs_close(plain(*xs), other(*xs))
+        assert_outputs_close(run(plain, xs), run(other, xs))
     if fused:
         assert_kernels_ran(other)
         generated_module(other).LAUNCHES.clear()
     plain.double().train()
     other.double().train()
-    xs = [x.double() if x.is_floating_point() else x for x in xs]
-    ya, yb = plain(*xs), other(*xs)
+    # separate leaves for the two modules; an input's gradient is what runs a kernel that reads inputs only
+    xa, xb = ([x.double().requires_grad_() if x.is_floating_point() else x for x in xs] for _ in range(2))
+    ya, yb = run(plain, xa), run(other, xb)
     assert_outputs_close(ya, yb, ATOL64)
     sum((y ** 2).mean() for y in outputs(ya)).backward()
     sum((y ** 2).mean() for y in outputs(yb)).backward()
+    for a, b in zip(xa, xb, strict=True):
+        if a.requires_grad:
+            assert (a.grad - b.grad).abs().max().item() <= ATOL64 * max(1.0, a.grad.abs().max().item())
     grads = dict(other.named_parameters())
     for pname, p in plain.named_parameters():
         if p.grad is None:
@@ -123,6 +137,11 @@ def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: l
         assert_no_kernels(other)
 
 
+def seed_of(name: str) -> int | None:
+    """The seed each forward of spec ``name`` starts from in a comparison, or None where it draws nothing."""
+    return 1 if name in RANDOM else None
+
+
 def params_of(name: str):
     return pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
 
@@ -131,7 +150,7 @@ def params_of(name: str):
 def test_fused_equals_unfused(name):
     torch.manual_seed(0)
     plain, fused, graph = pair(name, fuse=True)
-    compare_eval_and_train(plain, fused, inputs(graph), fused=name not in NO_KERNELS)
+    compare_eval_and_train(plain, fused, inputs(graph), fused=name not in NO_KERNELS, seed=seed_of(name))
     # training updated the batchnorm statistics the same way
     buffers = dict(fused.named_buffers())
     for bname, buf in plain.named_buffers():
@@ -148,7 +167,7 @@ def test_inference_rewrites_keep_outputs(name, fuse):
     torch.manual_seed(0)
     plain, fast, graph = pair(name, optimize="inference", fuse=fuse)
     # the rewritten module still trains: the same outputs and gradients in train mode
-    compare_eval_and_train(plain, fast, inputs(graph), fused=fuse)
+    compare_eval_and_train(plain, fast, inputs(graph), fused=fuse, seed=seed_of(name))
 
 
 def test_inference_rewrites_of_resnet18():
