@@ -200,3 +200,96 @@ def test_bad_ties_and_initialisers_get_a_positioned_diagnostic(tmp_path, name, t
     assert words in err.message
     stderr = _cli_error(tmp_path, text)
     assert f"net.dln:{where}: error[{code}]" in stderr and "^" in stderr
+
+
+# ---- symbolic arithmetic in compile-time sizes -----------------------------------------------------------------
+
+SLICES = """
+network Slices {
+    input x: [T, 8]
+    input y: [8, S]
+    a = x[:T-1] + x[1:T]                       # [T-1, 8]: neighbouring steps
+    b = x[T-3:]                                # [3, 8]: the last three
+    c = (y -> conv1d(8, k=3, pad=2))[..., 1:S+1]   # [8, S]: a centred crop of [8, S+2]
+    output o1 = a
+    output o2 = b
+    output o3 = c
+    output o4 = x[:T//2]
+}
+"""
+
+
+def test_slice_bounds_with_symbolic_arithmetic_match_torch_slicing(tmp_path):
+    code = _source(tmp_path, SLICES)
+    assert "x[:, : x.shape[1] - 1]" in code
+    assert "x[:, x.shape[1] - 3 :]" in code and "[..., 1 : y.shape[2] + 1]" in code
+    m = _load(tmp_path, SLICES)
+    conv = nn.Conv1d(8, 8, 3, padding=2)
+    conv.load_state_dict({k.split(".", 1)[1]: v for k, v in m.state_dict().items()})
+    for t in (4, 7):
+        x, y = torch.randn(2, t, 8), torch.randn(2, 8, t + 1)
+        o1, o2, o3, o4 = m(x, y)
+        assert torch.equal(o1, x[:, :-1] + x[:, 1:])
+        assert torch.equal(o2, x[:, -3:])
+        assert torch.allclose(o3, conv(y)[..., 1:-1], atol=1e-6)
+        assert torch.equal(o4, x[:, : t // 2])
+    summary = dlc.compile(_spec(tmp_path, SLICES)).summary()
+    assert "o1 [B, T-1, 8]" in summary and "o3 [B, 8, S]" in summary and "o4 [B, T//2, 8]" in summary
+
+
+def test_equal_formulas_compare_equal_across_ops(tmp_path):
+    # `T+2-2` folds to `T`, so the sum type-checks; conv1d(k=3) on T writes T-2, as the slice does
+    text = """
+network Fold {
+    input x: [8, T]
+    a = (x -> conv1d(8, k=3))                  # [8, T-2]
+    output y = a + x[..., :T+2-4]
+    output z = x[..., :T+2-2] + x
+}
+"""
+    m = _load(tmp_path, text)
+    y, z = m(torch.randn(1, 8, 6))
+    assert y.shape == (1, 8, 4) and z.shape == (1, 8, 6)
+
+
+def test_extern_shape_rules_compute_with_symbolic_sizes(tmp_path):
+    text = """
+extern Stretch(scale_factor: float) = "torch.nn.Upsample" { shape = [x[0], x[1] * 2] }
+network Ext {
+    input x: [4, T]
+    output y = (x -> conv1d(4, k=3))[..., :T-2] -> Stretch(2.0)
+}
+"""
+    comp = dlc.compile(_spec(tmp_path, text))
+    assert "y [B, 4, (T-2)*2]" in comp.summary()
+    m = _load(tmp_path, text)
+    assert m(torch.randn(2, 4, 9)).shape == (2, 4, 14)
+
+
+BAD_SIZES = [
+    ("stop-past-end", "network Bad {\n    input x: [T, 8]\n    output y = x[:T+1]\n}\n", "bad-index", "3:18",
+     "slice stop T+1 is past the end of an axis of size T"),
+    ("start-past-end", "network Bad {\n    input x: [T, 8]\n    output y = x[T:]\n}\n", "bad-index", "3:18",
+     "slice start T is past the end"),
+    ("two-symbols", "network Bad {\n    input x: [T, 8]\n    input y: [S, 8]\n    output z = x[:T-S]\n}\n",
+     "symbolic-dim", "4:19", "between the symbolic sizes `T` and `S`"),
+    ("negated", "network Bad {\n    input x: [T, 8]\n    output y = x[:2-T]\n}\n", "symbolic-dim", "3:19",
+     "`2 - T` is no size formula"),
+    ("true-division", "network Bad {\n    input x: [T, 8]\n    output y = x[:T/2]\n}\n", "symbolic-dim", "3:19",
+     "`T / 2` is no size formula"),
+    ("index", "network Bad {\n    input x: [T, 8]\n    output y = x[T-1]\n}\n", "type-mismatch", "3:18",
+     "an index must be an integer, got the symbolic size `T-1`"),
+    ("unknown", "network Bad {\n    input x: [T, 8]\n    output y = x[:U-1]\n}\n", "unknown-name", "3:19",
+     "unknown name `U`"),
+]
+
+
+@pytest.mark.parametrize("name,text,code,where,words", BAD_SIZES, ids=[b[0] for b in BAD_SIZES])
+def test_bad_size_formulas_get_a_positioned_diagnostic(tmp_path, name, text, code, where, words):
+    with pytest.raises(DlcError) as info:
+        dlc.compile(_spec(tmp_path, text))
+    err = info.value
+    assert (err.code, f"{err.span.line}:{err.span.col}") == (code, where)
+    assert words in err.message
+    stderr = _cli_error(tmp_path, text)
+    assert f"net.dln:{where}: error[{code}]" in stderr and "^" in stderr
