@@ -293,3 +293,68 @@ def test_bad_size_formulas_get_a_positioned_diagnostic(tmp_path, name, text, cod
     assert words in err.message
     stderr = _cli_error(tmp_path, text)
     assert f"net.dln:{where}: error[{code}]" in stderr and "^" in stderr
+
+
+# ---- label patterns: the copies of a repeat named by their number ----------------------------------------------
+
+NAMED = """
+block Layer(d: int) {
+    input x
+    return x + (x -> ln: layernorm -> fc: linear(d) -> gelu)
+}
+network Named(num_layers: int = 3) {
+    input x: [T, 16]
+    h = x -> layers: (encoder_layer_{i}: Layer(16) * num_layers)
+    g = h -> blk_{i}: (linear(16) -> relu) * 2
+    output y = g -> head_{i}: linear(16) * 2
+}
+"""
+
+
+class _LayerTwin(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln, self.fc = nn.LayerNorm(16), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + nn.functional.gelu(self.fc(self.ln(x)))
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_label_pattern_names_each_copy_and_matches_a_twin(tmp_path, n):
+    m = _load(tmp_path, NAMED, num_layers=n)
+    twin = nn.Module()
+    twin.layers = nn.Sequential(OrderedDict((f"encoder_layer_{i}", _LayerTwin()) for i in range(n)))
+    twin.blk_0 = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    twin.blk_1 = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    twin.head_0, twin.head_1 = nn.Linear(16, 16), nn.Linear(16, 16)
+    assert list(m.state_dict()) == list(twin.state_dict())
+    m.load_state_dict(twin.state_dict(), strict=True)
+    x = torch.randn(2, 5, 16)
+    want = twin.head_1(twin.head_0(twin.blk_1(twin.blk_0(twin.layers(x)))))
+    assert torch.allclose(m(x), want, atol=1e-6)
+
+
+def test_a_pattern_repeat_of_one_block_rolls_in_the_diagram(tmp_path):
+    from dlc.backends.graphviz import to_dot
+    dot = to_dot(dlc.compile(_spec(tmp_path, NAMED)).graph, roll=True)
+    assert "×3" in dot and "encoder_layer_0" in dot and "encoder_layer_2" not in dot
+
+
+BAD_PATTERNS = [
+    ("not-repeated", "network Bad {\n    input x: [8]\n    output y = x -> fc_{i}: linear(8)\n}\n", "bad-name",
+     "3:21", "numbers the copies of a repeat"),
+    ("duplicate", "network Bad {\n    input x: [8]\n    output y = x -> fc_{i}: linear(8) * 2 -> fc_1: relu\n}\n",
+     "duplicate-name", "3:46", "`fc_1` already names a layer"),
+]
+
+
+@pytest.mark.parametrize("name,text,code,where,words", BAD_PATTERNS, ids=[b[0] for b in BAD_PATTERNS])
+def test_bad_label_patterns_get_a_positioned_diagnostic(tmp_path, name, text, code, where, words):
+    with pytest.raises(DlcError) as info:
+        dlc.compile(_spec(tmp_path, text))
+    err = info.value
+    assert (err.code, f"{err.span.line}:{err.span.col}") == (code, where)
+    assert words in err.message
+    stderr = _cli_error(tmp_path, text)
+    assert f"net.dln:{where}: error[{code}]" in stderr
