@@ -16,7 +16,8 @@ from dlc.compiler.context import Context, Frame
 from dlc.compiler.nodes import Nodes
 from dlc.compiler.ops.registry import all_ops, by_dim, get
 from dlc.compiler.types import TensorType
-from dlc.compiler.values import Instance, Layer, Symbol, Tensor, describe
+from dlc.compiler.ops.shapes import floor_divided, offset, scaled
+from dlc.compiler.values import Instance, Layer, Symbol, SymSize, Tensor, describe
 from dlc.diagnostics import DlcError, Span, suggest
 from dlc.grammar import ast
 from dlc.grammar.build import NUMBER_HINT, number_problem
@@ -182,7 +183,9 @@ class Evaluator:
         return self.nodes.emit(_COMPARE_OPS[op], [a], {"value": b}, e.span, frame)
 
     def _binop(self, e: ast.BinOp, frame: Frame) -> Any:
-        a, b = self.eval(e.left, frame), self.eval(e.right, frame)
+        a, b = self._sized(self.eval(e.left, frame), frame), self._sized(self.eval(e.right, frame), frame)
+        if isinstance(a, SymSize) or isinstance(b, SymSize):
+            return self._size_arith(e, a, b, frame)
         for v, sub in ((a, e.left), (b, e.right)):
             if isinstance(v, Symbol):
                 raise self.unknown_name(v, frame)
@@ -228,6 +231,39 @@ class Evaluator:
             raise self.ctx.err("bad-repeat", "repeating a layer with `*` works only as a pipeline stage", e.span, frame,
                                hint="write `x -> layer * 3`")
         raise self.ctx.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span, frame)
+
+    def _sized(self, v: Any, frame: Frame) -> Any:
+        """``v``, or the symbolic size it names when it is a bare name that a tensor here has as an axis (`T`)."""
+        return SymSize(v.name) if isinstance(v, Symbol) and self._has_dim(v.name, frame) else v
+
+    def _size_arith(self, e: ast.BinOp, a: Any, b: Any, frame: Frame) -> SymSize:
+        """`T - 1`, `T + k`, `T * 2`, `T // 2`: a symbolic size and a number, as the formula the shape rules
+        write (constants folded, so `T + 2 - 2` is `T` and equal sizes compare equal as text)."""
+        def number(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+        if not all(number(v) or isinstance(v, SymSize) for v in (a, b)):
+            other = b if isinstance(a, SymSize) else a
+            raise self.ctx.err("type-mismatch", f"cannot apply `{e.op}` to {describe(a)} and {describe(b)}", e.span,
+                               frame, hint="a symbolic size combines with integers; a tensor's size is read in "
+                               "`forward`" if isinstance(other, Tensor) else "a symbolic size combines with integers")
+        if isinstance(a, SymSize) and isinstance(b, SymSize):
+            raise self.ctx.err("symbolic-dim", f"`{e.op}` between the symbolic sizes `{a.formula}` and `{b.formula}`: "
+                               "a size formula combines one symbolic size with numbers", e.span, frame)
+        size, k = (a, b) if isinstance(a, SymSize) else (b, a)
+        assert isinstance(size, SymSize) and isinstance(k, int)
+        f = size.formula
+        if e.op == "+":
+            return SymSize(offset(f, k))
+        if e.op == "-" and size is a:
+            return SymSize(offset(f, -k))
+        if e.op == "*" and k >= 1:
+            return SymSize(scaled(f, k))
+        if e.op == "//" and size is a and k >= 1:
+            return SymSize(floor_divided(f, k))
+        text = [v.formula if isinstance(v, SymSize) else str(v) for v in (a, b)]
+        raise self.ctx.err("symbolic-dim", f"`{text[0]} {e.op} {text[1]}` is no size formula: a symbolic "
+                           "size takes `+ k`, `- k`, `* k` and `// k` with an integer k (positive for `*` and `//`)",
+                           e.span, frame)
 
     def subscript(self, e: ast.Subscript, frame: Frame) -> Any:
         """The value of ``v[...]``: an item or slice of a list or of several results, or an ``index`` node on a
@@ -295,15 +331,20 @@ class Evaluator:
         if e is None:
             return None
         v = self.eval(e, frame)
-        if not isinstance(v, Symbol):
+        if isinstance(v, SymSize):  # `T - 1`: read T at run time, the formula applied to it
+            (name,) = v.names
+            formula = v.formula
+        elif isinstance(v, Symbol):
+            name = formula = v.name
+        else:
             return self._subscript_int(e, frame, "a slice bound", v)
         candidates = refs[:1] + [t for t in frame.names.values() if isinstance(t, Tensor)]
         for t in candidates:
-            if isinstance(t.type, TensorType) and v.name in t.type.shape:
+            if isinstance(t.type, TensorType) and name in t.type.shape:
                 if t not in refs:
                     refs.append(t)
-                return ["dim", v.name, refs.index(t), t.type.shape.index(v.name)]
-        raise self.ctx.err("unknown-name", f"unknown name `{v.name}`", v.span, frame,
+                return ["dim", formula, refs.index(t), t.type.shape.index(name)]
+        raise self.ctx.err("unknown-name", f"unknown name `{name}`", e.span, frame,
                            hint="a slice bound is a number, or a symbolic dimension that a tensor here has as an axis")
 
     def _has_dim(self, name: str, frame: Frame) -> bool:

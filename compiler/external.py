@@ -28,7 +28,7 @@ from dlc.compiler.names import MODULE_RESERVED
 from dlc.compiler.naming import Container
 from dlc.compiler.ops.external import class_of, module_of
 from dlc.compiler.ops.registry import op_of
-from dlc.compiler.values import Layer, Tensor, describe
+from dlc.compiler.values import Layer, SymSize, Tensor, describe
 from dlc.diagnostics import DlcError, Span, suggest
 from dlc.grammar import ast
 
@@ -117,8 +117,10 @@ class Externs:
         shapes = [list(t.type.shape) for t in inputs if hasattr(t.type, "shape")]
         if len(shapes) != len(inputs):
             raise self.ctx.err("type-mismatch", f"`{d.name}` takes tensors, not a recurrent state", span, frame)
-        inner.names["x"] = shapes[0]
-        inner.names["xs"] = shapes
+        # a symbolic size is a SymSize in the rule, so that `x[0] * 2` is a formula (and `x[0] + "a"` no string)
+        sized = [[SymSize(d) if isinstance(d, str) else d for d in s] for s in shapes]
+        inner.names["x"] = sized[0]
+        inner.names["xs"] = sized
         entries = {e.name: e for e in d.entries}
         rule = entries.get("shape")
         result = [shapes[0]] if rule is None else self._shapes(self.ev.eval(rule.value, inner), rule.value.span,
@@ -138,20 +140,20 @@ class Externs:
         output); each size a positive integer or a symbolic dimension of an input."""
         several = isinstance(v, list) and bool(v) and all(isinstance(s, list) for s in v)
         result = v if several else [v]
-        symbolic = {dim for s in shapes for dim in s if isinstance(dim, str)}
+        symbolic = {n for s in shapes for dim in s if isinstance(dim, str) for n in SymSize(dim).names}
         for s in result:
             if not isinstance(s, list):
                 raise self.ctx.err("bad-shape", f"the shape rule of `{d.name}` must give a list of sizes (or one "
                                    f"list per output), got {describe(v)}", span, frame,
                                    hint="e.g. `shape = [x[0], 8]`; `x` is the input's shape, batch not counted")
             for dim in s:
-                ok = dim in symbolic if isinstance(dim, str) else \
+                ok = dim.names <= symbolic if isinstance(dim, SymSize) else \
                     isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1
                 if not ok:
                     raise self.ctx.err("bad-shape", f"the shape rule of `{d.name}` gives the size {describe(dim)}; "
                                        "a size is a positive integer or a symbolic dimension of an input", span,
                                        frame, hint=f"the input's shape is [{', '.join(map(str, shapes[0]))}]")
-        return result
+        return [[dim.formula if isinstance(dim, SymSize) else dim for dim in s] for s in result]
 
 
 def external_params(g: Graph) -> dict[str, int | None]:

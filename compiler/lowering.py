@@ -27,6 +27,8 @@ from dlc.grammar import ast
 # One repeat (`x -> layer * n`) is at most this long; the work of a whole compile is bounded by the limits
 # MAX_STEPS and MAX_NODES (dlc.limits), which a big but sane network can reach and a user can raise.
 MAX_REPEAT = 10_000
+# In a label, the number of the copy of a repeat: `encoder_layer_{i}: Block(8) * n`.
+PATTERN = "{i}"
 
 
 class Bodies(Protocol):
@@ -116,6 +118,8 @@ class Lowerer:
             return self._carry(value, stage, frame, container)
         x = self.ev.tensor(value, span, frame, "the input of a pipeline stage")
         count = self._count(stage, frame)
+        if stage.label is not None and PATTERN in stage.label:
+            return self._named_copies(x, stage, count, frame, container)
         if stage.label is not None:
             check_identifier(stage.label, stage.label_span, "a layer name", module_attr=True, label=True)
             if stage.label in container.taken:
@@ -149,6 +153,36 @@ class Lowerer:
                 x = self._core(x, stage.core, frame, container, stage.label, label_span=stage.label_span)
         return x
 
+    def _named_copies(self, x: Tensor, stage: ast.Stage, count: int, frame: Frame, container: Container) -> Any:
+        """``encoder_layer_{i}: Block(8) * n``: the copies of a repeat as layers of ``container`` named by the
+        pattern (``encoder_layer_0``, ...), as torchvision names ViT's layers; a group's copies are Sequentials."""
+        if stage.repeat is None:
+            raise self.ctx.err("bad-name", f"`{{i}}` in the label `{stage.label}` numbers the copies of a repeat, "
+                               "but this stage is not repeated", stage.label_span, frame,
+                               hint=f"repeat it: `{stage.label}: layer * n`")
+        core = stage.core
+        v: Any = x
+        for i in range(count):
+            self.ctx.step(stage.span, frame)
+            label = self._copy_label(stage, i)
+            v = self.ev.tensor(v, stage.span, frame, "the input of a repeated stage")
+            if isinstance(core, ast.StageGroup) and len(core.stages) > 1:
+                inner = self._open_seq(label, stage.label_span or stage.span, stage.span, container)
+                before = v
+                v = self._core(v, core, frame, inner, None)
+                self._record_seq(inner, before, v, frame.hint)
+            else:
+                v = self._core(v, core, frame, container, label, label_span=stage.label_span)
+        return v
+
+    @staticmethod
+    def _copy_label(stage: ast.Stage, i: int) -> str:
+        """The label of copy ``i`` of a repeat labelled by a pattern, checked as a module name."""
+        assert stage.label is not None and stage.label_span is not None
+        label = stage.label.replace(PATTERN, str(i))
+        check_identifier(label, stage.label_span, "a layer name", module_attr=True, label=True)
+        return label
+
     @staticmethod
     def _carried(value: Any) -> bool:
         """Whether ``value`` is several tensors that a stage receives as its first inputs (`(x, skip) -> B`)."""
@@ -168,7 +202,8 @@ class Lowerer:
             self.ctx.step(stage.span, frame)
             if i > 0:
                 self._check_carried(first, v, core, stage.repeat.span if stage.repeat else stage.span, frame)
-            v = self._core(v, core, frame, container, stage.label, label_span=stage.label_span)
+            label = self._copy_label(stage, i) if stage.label is not None and PATTERN in stage.label else stage.label
+            v = self._core(v, core, frame, container, label, label_span=stage.label_span)
         return v
 
     def _check_carried(self, first: tuple, now: Any, core: Any, span: Span, frame: Frame) -> None:

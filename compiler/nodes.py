@@ -12,7 +12,7 @@ from typing import Any
 from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.ir import Node
 from dlc.compiler.naming import Container
-from dlc.compiler.ops.param import LAYER_PARAM_ARGS, check_param_args, weight_shape
+from dlc.compiler.ops.param import LAYER_PARAM_ARGS, check_param_args, step_layer, weight_shape
 from dlc.compiler.ops.registry import REQUIRED, OpDef, ShapeError, get, op_of
 from dlc.compiler.types import MAX_ELEMENTS, TensorType, Type, size_problem
 from dlc.compiler.values import Tensor
@@ -44,9 +44,15 @@ class Nodes:
         if types is None:
             try:
                 _check_kinds(opdef, attrs, inputs)
-                if any(k in attrs for k in LAYER_PARAM_ARGS):
-                    check_param_args(opdef, attrs, [t.type for t in inputs], self._tied(attrs.get("tie"), container),
-                                     container.kind == "seq")
+                layer_op, layer_attrs, layer_ins = step_layer(op, attrs, [t.type for t in inputs])
+                if any(k in layer_attrs for k in LAYER_PARAM_ARGS):
+                    tied = self._tied(layer_attrs.get("tie"), container)
+                    check_param_args(op_of(layer_op), layer_attrs, layer_ins, tied and tied[:2])
+                    if tied is not None:  # the IR keeps the module path of the tied layer, relative to its class
+                        if layer_attrs is attrs:
+                            attrs["tie"] = tied[2]
+                        else:
+                            attrs["layer"] = {**attrs["layer"], "tie": tied[2]}
                 types = tuple(opdef.infer(attrs, [t.type for t in inputs]))
             except ShapeError as exc:
                 # underline the argument the problem is about when the spec wrote it
@@ -79,14 +85,36 @@ class Nodes:
         g.nodes.append(node)
         return node
 
-    def _tied(self, name: str | None, container: Container) -> tuple[str, TensorType] | None:
-        """The op and weight of the layer ``name`` of ``container`` that ``tie=name`` shares, if there is one."""
+    def _tied(self, name: str | None, container: Container) -> tuple[str, TensorType, str] | None:
+        """The op and weight of the layer ``name`` that ``tie=name`` shares, if one comes before, and its module
+        path from the network or block instance that holds ``container``: the layer is of that body, directly or
+        inside its labelled groups (whose modules the body's ``__init__`` reaches), not inside a block instance."""
         if name is None:
             return None
-        for n in reversed(self.ctx.g.nodes):
-            if n.name == name and n.scope == container.scope:
-                return _weight_of(n, self.ctx.g.types) or (n.op, TensorType(()))
-        return None
+        cls = max((i + 1 for i, s in enumerate(container.scope) if s.kind == "block"), default=0)
+        found = []
+        for n in self.ctx.g.nodes:
+            if n.name == name and n.scope[:cls] == container.scope[:cls] and len(n.scope) >= cls \
+                    and all(s.kind == "seq" for s in n.scope[cls:]):
+                found.append(n)
+        paths = {".".join([s.name for s in n.scope[cls:]] + [name]) for n in found}
+        if len(paths) > 1:
+            raise ShapeError(f"`tie={name}`: several layers are called `{name}` ({', '.join(sorted(paths))})",
+                             attr="tie", code="bad-argument", hint="give the layer to share a name of its own")
+        if not found:
+            elsewhere = [n for n in self.ctx.g.nodes if n.name == name]
+            if elsewhere:
+                other = elsewhere[-1]
+                where = f"{other.scope[-1].path}.{name}" if other.scope else name
+                body = f"block `{container.scope[cls - 1].block}`" if cls else "the network"
+                raise ShapeError(f"`tie={name}`: the layer `{where}` is not one of {body}: `tie` shares the weight "
+                                 "of a layer of the same network or block, directly or inside its labelled groups",
+                                 attr="tie", code="unknown-name", hint="tie layers of one body, e.g. a block that "
+                                 "holds both the embedding and the head")
+            return None
+        n = found[-1]
+        op, weight = _weight_of(n, self.ctx.g.types) or (n.op, TensorType(()))
+        return op, weight, paths.pop()
 
 
 def _weight_of(node: Node, types: dict[int, Type]) -> tuple[str, TensorType] | None:

@@ -8,6 +8,7 @@ whose applications share one set of parameters).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,19 @@ class Tensor:
 class Symbol:
     name: str
     span: Span
+
+
+@dataclass(frozen=True)
+class SymSize:
+    """A size computed at compile time from a symbolic dimension, as the formula the types write (``T-1``,
+    ``T*2``): a slice bound, or a size in an external layer's shape rule."""
+
+    formula: str
+
+    @property
+    def names(self) -> set[str]:
+        """The symbolic dimensions the formula reads (``ceil`` is a function of ceil-mode pooling's formulas)."""
+        return {n for n in re.findall(r"[A-Za-z_]\w*", self.formula) if n != "ceil"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,8 @@ def describe(v: Any) -> str:
         return "a list"
     if isinstance(v, Symbol):
         return f"the name `{v.name}`"
+    if isinstance(v, SymSize):
+        return f"the symbolic size `{v.formula}`"
     if isinstance(v, Layer):
         return f"the layer `{v.name}`"
     if isinstance(v, Instance):

@@ -293,8 +293,6 @@ BAD = [
      "bad-argument", "3:59", "fan_in, fan_out"),
     ("uniform-bounds", "network N {\n    input x: [8]\n    output y = x -> linear(4, weight_init=uniform(1, 0))\n}\n",
      "bad-argument", "3:43", "`a` must be below `b`"),
-    ("in-group", "network N {\n    input x: [8]\n    output y = x -> g: (linear(4, weight_init=zeros) -> relu)\n}\n",
-     "bad-argument", "3:47", "labelled group"),
     ("wrapper",
      "network N {\n    input x: [T, 8]\n    output y = x -> timedistributed(linear(4), weight_init=zeros)\n}\n",
      "bad-argument", "3:60", "wraps a layer"),

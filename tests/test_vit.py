@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VIT = ROOT / "specs" / "vit_b_16.dln"
 ATOL = 1e-5
 ATOL64 = 1e-9
-# A small configuration in torchvision's argument names; the spec writes its 12 layers out, as torchvision names them.
+# A small configuration in torchvision's argument names (12 layers, the default of the spec's `num_layers`).
 SMALL = {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64, "num_classes": 10}
 
 
@@ -111,7 +111,8 @@ def test_generated_forward_takes_the_class_token_by_indexing():
 
 def test_initialisation_is_torchvisions_where_the_spec_sets_it():
     """class_token zeros, pos_embedding normal(std=0.02), conv_proj a truncated normal with std sqrt(1 / fan_in)
-    and a zero bias, as torchvision's VisionTransformer.__init__ does (the grouped mlp and head are PyTorch's)."""
+    and a zero bias, the MLPs xavier_uniform with normal(std=1e-6) biases and a zero head, as torchvision's
+    VisionTransformer.__init__ does."""
     source = dlc.compile(VIT).source
     std = float(re.search(r"nn\.init\.trunc_normal_\(self\.conv_proj\.weight, std=([\d.e-]+)\)", source).group(1))
     assert std == pytest.approx(math.sqrt(1 / (3 * 16 * 16)), rel=1e-12)
@@ -121,6 +122,26 @@ def test_initialisation_is_torchvisions_where_the_spec_sets_it():
     assert not m.class_token.detach().any() and not m.conv_proj.bias.detach().any()
     assert m.encoder.pos_embedding.std().item() == pytest.approx(0.02, rel=0.15)   # 17 * 32 samples
     assert m.conv_proj.weight.std().item() == pytest.approx(math.sqrt(1 / (3 * 8 * 8)), rel=0.15)
+    assert "nn.init.xavier_uniform_(self.mlp[0].weight)" in source and "nn.init.zeros_(self.heads.head.weight)" in source
+    assert not m.heads.head.weight.detach().any() and not m.heads.head.bias.detach().any()
+    mlp = m.encoder.layers.encoder_layer_0.mlp
+    assert mlp[0].bias.abs().max().item() < 1e-4 and mlp[3].bias.abs().max().item() < 1e-4
+    bound = math.sqrt(6 / (32 + 64))  # xavier_uniform of a [64, 32] weight
+    assert mlp[0].weight.abs().max().item() <= bound and mlp[0].weight.abs().max().item() > 0.9 * bound
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_num_layers_names_the_layers_as_torchvision_and_matches_it(layers):
+    tv = torchvision.models.VisionTransformer(num_layers=layers, **SMALL)
+    randomise_zero_init(tv)
+    m = dlc.load(VIT, num_layers=layers, **SMALL)
+    assert [n for n, _ in m.encoder.layers.named_children()] == [f"encoder_layer_{i}" for i in range(layers)]
+    m.load_state_dict(tv.state_dict(), strict=True)
+    m.eval()
+    tv.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert_close(m(x), tv(x), 1e-5, f"logits with {layers} layers")
 
 
 @pytest.mark.parametrize("patch_size", [16, 8])

@@ -334,6 +334,20 @@ class ModuleEmitter:
             self._record(code)
             body.append(Line(code, where if j == len(lines) - 1 else None))  # on the line giving the results
 
+    def _group_after(self, nodes: list[Node], depth: int, declared: set[str]) -> list[Line]:
+        """The initialisers and ties of the layers of a labelled group (made by its constructor, so they follow it),
+        each reached through the group: ``nn.init.zeros_(self.layers[0].bias)``. A block inside the group
+        initialises its own layers in its class."""
+        lines: list[Line] = []
+        for node in nodes:
+            if node.name is None or any(s.kind != "seq" for s in node.scope[depth:]):
+                continue
+            path = ".".join([s.name for s in node.scope[depth:]] + [node.name])
+            for code in after_constructor(node, [self.g.types[v] for v in node.inputs], declared, path):
+                self._record(code)
+                lines.append(Line(code, location(node.span.file, node.span.line)))
+        return lines
+
     @_at_node
     def folded_init(self, node: Node, declared: set[str]) -> list[Line]:
         """The batchnorm module folded into ``node`` (kept, so state_dicts load as before)."""
@@ -352,6 +366,8 @@ class ModuleEmitter:
         if child.name not in declared:
             declared.add(child.name)
             init.append(Line(self._child_init(child, nodes, depth), where, attr=child.name))
+            if child.kind == "seq":
+                init.extend(self._group_after(nodes, depth, declared))
         site = self.g.call_of(child)
         args = variables([namer.names[v] for v in site.inputs])
         hint = site.hint or (child.name if child.name.isidentifier() else None)

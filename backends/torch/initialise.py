@@ -4,6 +4,8 @@ A ``param`` with an initialiser, or a layer with ``weight_init=`` / ``bias_init=
 tensor (``nn.init.xavier_uniform_(self.fc.weight)``), right after the module is made, so a twin built the same
 way in PyTorch draws the same random numbers. ``tie=embed`` makes the layer's weight the other layer's
 (``self.head.weight = self.embed.weight``): the state_dict keeps both keys, ``parameters()`` yields it once.
+A layer inside a labelled group is reached through the group (``nn.init.zeros_(self.layers[0].bias)``, after the
+group's constructor), and so is a tied layer there (``self.head.weight = self.g.embed.weight``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from dlc.compiler.ir import Node
 from dlc.compiler.ops.initialisers import INITIALISERS, needs_fans
-from dlc.compiler.ops.param import parameter_tensors
+from dlc.compiler.ops.param import parameter_tensors, step_layer
 from dlc.compiler.ops.pytorch import Filled, Var
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import Type
@@ -34,10 +36,17 @@ def init_call(init: dict[str, Any], tensor: str) -> Filled:
     return Filled(f"{d.torch_name}({{tensor}}{holes})", values, defaults)
 
 
-def after_constructor(node: Node, ins: list[Type], declared: set[str]) -> list[Filled]:
-    """The statements that follow ``node``'s constructor; ``declared``: the class's attributes so far."""
+def module_path(path: str) -> str:
+    """``self.g[1].embed``: the module at the dotted ``path`` from ``self``, numbered children of an
+    nn.Sequential indexed (``g.1`` is no Python attribute)."""
+    return "self" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path.split("."))
+
+
+def after_constructor(node: Node, ins: list[Type], declared: set[str], path: str | None = None) -> list[Filled]:
+    """The statements that follow the constructor of ``node``'s module, at ``path`` from the class (its name unless
+    it is inside a labelled group); ``declared``: the class's attributes so far."""
     a = node.attrs
-    mod = f"self.{node.name}"
+    mod = module_path(path or str(node.name))
     if op_of(node.op).declared:  # a `param`: the tensor is the attribute
         init = a["init"]
         if init is None or init["init"] in ("zeros", "ones"):
@@ -54,8 +63,8 @@ def after_constructor(node: Node, ins: list[Type], declared: set[str]) -> list[F
         tensors = tensors or parameter_tensors(node.op, a, ins)
         assert tensors is not None, "checked when bound"
         lines += [init_call(init, f"{mod}.{t}") for t in tensors[which]]
-    tie = a.get("tie")
+    tie = step_layer(node.op, a, ins)[1].get("tie")  # timedistributed's module is its wrapped layer
     if tie is not None:
-        assert tie in declared, "tie names a layer made before"
-        lines.append(Filled("{mine}.weight = {theirs}.weight", {"mine": Var(mod), "theirs": Var(f"self.{tie}")}))
+        assert tie.split(".")[0] in declared, "tie names a layer made before"
+        lines.append(Filled("{mine}.weight = {theirs}.weight", {"mine": Var(mod), "theirs": Var(module_path(tie))}))
     return lines

@@ -4,9 +4,10 @@
 YAML form holds it, so that a graph loads back equal):
 
 - ``["index", i]``: an integer index, which drops the axis;
-- ``["slice", start, stop, step]``: ``start`` and ``stop`` are an int, None, or a symbolic dimension read at run
-  time from an input, ``["dim", name, input, axis]`` (``input`` 0 is the indexed tensor, 1... further inputs that
-  only lend their sizes); ``step`` is an int or None;
+- ``["slice", start, stop, step]``: ``start`` and ``stop`` are an int, None, or a size computed at run time from
+  a symbolic dimension, ``["dim", formula, input, axis]``: the formula (``T``, ``T-1``, ``T*2``) over the one
+  symbolic dimension ``name`` that is the size of axis ``axis`` of an input, read there (``input`` 0 is the
+  indexed tensor, 1... further inputs that only lend their sizes); ``step`` is an int or None;
 - ``["..."]``: every axis not indexed otherwise.
 
 The rules read entries by position only. A symbolic size is
@@ -51,8 +52,8 @@ def _split_size(size: Dim) -> Bound:
 
 def _bound(v: Any, size: Bound, ins: list) -> Bound:
     """A slice bound as a base and a constant; a negative number counts from the end of the axis."""
-    if isinstance(v, (list, tuple)):  # ("dim", name, input, axis): a symbolic size read from an input
-        return _split_size(ins[v[2]].shape[v[3]])
+    if isinstance(v, (list, tuple)):  # ("dim", formula, input, axis): a formula over a size read from an input
+        return _split_size(v[1])
     return (None, v) if v >= 0 else (size[0], size[1] + v)
 
 
@@ -79,6 +80,11 @@ def _slice_length(size: Dim, entry: Any, ins: list, item: int) -> Dim:
     hi = axis if stop is None else _bound(stop, axis, ins)
     if isinstance(size, int):
         _check_known(size, lo, hi, entry, item)
+    else:  # on the axis's own symbolic base, a bound past its end is out of range for every size
+        for which, b, past in (("start", lo, lo[1] >= axis[1]), ("stop", hi, hi[1] > axis[1])):
+            if b[0] == axis[0] and past:
+                raise ShapeError(f"slice {which} {entry[1 if which == 'start' else 2][1]} is past the end of an axis "
+                                 f"of size {size}", attr=f"item{item}", code="bad-index")
     if lo[0] == hi[0]:  # both on the same base: a known length
         span = hi[1] - lo[1]
         if span <= 0:
@@ -149,9 +155,14 @@ def _item_of(entries: Any, ax: int, rank: int) -> int:
 
 
 def _bound_text(v: Any) -> str:
-    """A bound in the template: its number, or the size of an input's axis for a symbolic one."""
+    """A bound in the template: its number, or for a symbolic one its formula over the size of an input's axis,
+    spaced as ruff formats it (``{x}.shape[1] - 1``)."""
     if isinstance(v, (list, tuple)):
-        return f"{{{'x' if v[2] == 0 else f'x{v[2]}'}}}.shape[{torch_axis(v[3])}]"
+        size = f"{{{'x' if v[2] == 0 else f'x{v[2]}'}}}.shape[{torch_axis(v[3])}]"
+        tokens = re.findall(r"\d+|\w+|//|\S", v[1])
+        code = "".join(size if t[0].isalpha() or t[0] == "_" else f" {t} " if t in ("+", "-", "*", "//") else t
+                       for t in tokens)
+        return code
     return "" if v is None else str(v)
 
 

@@ -92,8 +92,20 @@ register(OpDef(
 ))
 
 
+def step_layer(op: str, attrs: dict[str, Any], ins: list[Type]) -> tuple[str, dict[str, Any], list[Type]]:
+    """The layer whose tensors a module holds: for ``timedistributed(layer)`` (whose module is the wrapped layer
+    itself) the wrapped layer, its arguments and its input type at one time step; else ``op`` itself."""
+    inner = attrs.get("layer")
+    if not (isinstance(inner, dict) and op_of(op).family == "wrapper" and ins and isinstance(ins[0], TensorType)):
+        return op, attrs, ins
+    x = ins[0]
+    # the step's layout as timedistributed's shape rule gives it: only the wrapped op's family matters here
+    return inner["op"], {k: v for k, v in inner.items() if k != "op"}, [TensorType(x.shape[1:], x.dtype, "cf")]
+
+
 def weight_shape(op: str, attrs: dict[str, Any], ins: list[Type]) -> tuple[Dim, ...] | None:
     """The shape of the layer's ``weight`` as PyTorch makes it, where ``tie`` can share it; else None."""
+    op, attrs, ins = step_layer(op, attrs, ins)
     o = op_of(op)
     if o.wraps or o.family not in ("linear", "conv", "embedding"):
         return None
@@ -128,6 +140,7 @@ def names_parameters(op: OpDef) -> bool:
 def parameter_tensors(op: str, attrs: dict[str, Any], ins: list[Type]) -> tuple[list[str], list[str]] | None:
     """The module's weights and biases as PyTorch names them (``weight_hh_l0``, ``out_proj.weight``), which
     ``weight_init`` and ``bias_init`` initialise; None where dlc does not know them (a wrapper of any layer)."""
+    op, attrs, ins = step_layer(op, attrs, ins)
     o = op_of(op)
     if o.family == "recurrent":
         cell, directions = (attrs["layer"], 2) if o.wraps else (attrs, 1)
@@ -149,6 +162,7 @@ def parameter_tensors(op: str, attrs: dict[str, Any], ins: list[Type]) -> tuple[
 
 def tied_params(op: str, attrs: dict[str, Any], ins: list[Type]) -> int:
     """How many of the layer's parameters are another layer's (its weight, with ``tie``): counted there."""
+    op, attrs, ins = step_layer(op, attrs, ins)
     if attrs.get("tie") is None:
         return 0
     shape = weight_shape(op, attrs, ins)
@@ -160,16 +174,10 @@ def vector_weights(op: str) -> bool:
     return op_of(op).family == "norm" or op == "prelu"
 
 
-def check_param_args(op: OpDef, attrs: dict[str, Any], ins: list[Type], tied: tuple[str, TensorType] | None,
-                     in_group: bool) -> None:
+def check_param_args(op: OpDef, attrs: dict[str, Any], ins: list[Type], tied: tuple[str, TensorType] | None) -> None:
     """What ``weight_init``, ``bias_init`` and ``tie`` need of the layer they are given to (raised as a shape rule's
     error at the argument): tensors to reach, weights with fans for a fan-based initialiser, and for ``tie`` the
     layer ``tied`` (its op and weight shape, None if no layer of that name precedes) with the same weight shape."""
-    given = [k for k in LAYER_PARAM_ARGS if attrs.get(k) is not None]
-    if given and in_group:
-        raise ShapeError(f"`{given[0]}` cannot be given to a layer inside a labelled group or repeat (an "
-                         "nn.Sequential)", attr=given[0], code="bad-argument",
-                         hint="apply the layer outside the group, e.g. `h = x -> fc: linear(64, ...)`")
     tensors = parameter_tensors(op.name, attrs, ins)
     assert tensors is not None, "checked when bound"
     for key, names in (("weight_init", tensors[0]), ("bias_init", tensors[1])):

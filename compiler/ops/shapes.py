@@ -117,6 +117,11 @@ def scaled(size: str, factor: float) -> str:
     return size if f == 1 else f"{_term(size)}*{f}"
 
 
+def floor_divided(size: str, k: int) -> str:
+    """``size // k`` for a symbolic size."""
+    return size if k == 1 else f"{_term(size)}//{k}"
+
+
 def symbolic_window(size: str, k: int, s: int, p: int, d: int, ceil: bool = False) -> str:
     """The output length of a window over a symbolic size, as a formula.
 

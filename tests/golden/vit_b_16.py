@@ -16,37 +16,41 @@ from torch import nn
 
 
 class EncoderBlock(nn.Module):
-    """Block `EncoderBlock`, defined at vit_b_16.dln:16."""
+    """Block `EncoderBlock`, defined at vit_b_16.dln:15."""
 
     def __init__(self):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:18
-        self.self_attention = nn.MultiheadAttention(768, 12, batch_first=True)  # vit_b_16.dln:18
-        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:19
-        self.ln_2 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:21
+        self.ln_1 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:17
+        self.self_attention = nn.MultiheadAttention(768, 12, batch_first=True)  # vit_b_16.dln:17
+        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:18
+        self.ln_2 = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:20
         self.mlp = nn.Sequential(
             nn.Linear(768, 3072), nn.GELU(), nn.Dropout(0.0), nn.Linear(3072, 768), nn.Dropout(0.0)
-        )  # vit_b_16.dln:22
+        )  # vit_b_16.dln:21
+        nn.init.xavier_uniform_(self.mlp[0].weight)  # vit_b_16.dln:21
+        nn.init.normal_(self.mlp[0].bias, std=1e-06)  # vit_b_16.dln:21
+        nn.init.xavier_uniform_(self.mlp[3].weight)  # vit_b_16.dln:23
+        nn.init.normal_(self.mlp[3].bias, std=1e-06)  # vit_b_16.dln:23
 
     def forward(self, x):
-        h = self.ln_1(x)  # vit_b_16.dln:18
-        h, _ = self.self_attention(h, h, h, need_weights=False)  # vit_b_16.dln:18
-        h = self.dropout(h)  # vit_b_16.dln:19
-        y = x + h  # vit_b_16.dln:20
-        ln_2 = self.ln_2(y)  # vit_b_16.dln:21
-        mlp = self.mlp(ln_2)  # vit_b_16.dln:22
-        y = y + mlp  # vit_b_16.dln:21
+        h = self.ln_1(x)  # vit_b_16.dln:17
+        h, _ = self.self_attention(h, h, h, need_weights=False)  # vit_b_16.dln:17
+        h = self.dropout(h)  # vit_b_16.dln:18
+        y = x + h  # vit_b_16.dln:19
+        ln_2 = self.ln_2(y)  # vit_b_16.dln:20
+        mlp = self.mlp(ln_2)  # vit_b_16.dln:21
+        y = y + mlp  # vit_b_16.dln:20
         return y
 
 
 class Encoder(nn.Module):
-    """Block `Encoder`, defined at vit_b_16.dln:27."""
+    """Block `Encoder`, defined at vit_b_16.dln:29."""
 
     def __init__(self):
         super().__init__()
-        self.pos_embedding = nn.Parameter(torch.empty(1, 197, 768))  # vit_b_16.dln:29
-        nn.init.normal_(self.pos_embedding, std=0.02)  # vit_b_16.dln:29
-        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:30
+        self.pos_embedding = nn.Parameter(torch.empty(1, 197, 768))  # vit_b_16.dln:31
+        nn.init.normal_(self.pos_embedding, std=0.02)  # vit_b_16.dln:31
+        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:32
         self.layers = nn.Sequential(
             OrderedDict(
                 [
@@ -64,41 +68,43 @@ class Encoder(nn.Module):
                     ("encoder_layer_11", EncoderBlock()),
                 ]
             )
-        )  # vit_b_16.dln:31
-        self.ln = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:44
+        )  # vit_b_16.dln:33
+        self.ln = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:34
 
     def forward(self, x):
-        pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:29
-        y = x + pos_embedding  # vit_b_16.dln:30
-        dropout = self.dropout(y)  # vit_b_16.dln:30
-        layers = self.layers(dropout)  # vit_b_16.dln:31
-        ln = self.ln(layers)  # vit_b_16.dln:44
+        pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:31
+        y = x + pos_embedding  # vit_b_16.dln:32
+        dropout = self.dropout(y)  # vit_b_16.dln:32
+        layers = self.layers(dropout)  # vit_b_16.dln:33
+        ln = self.ln(layers)  # vit_b_16.dln:34
         return ln
 
 
 class VisionTransformer(nn.Module):
-    """Network `VisionTransformer` from vit_b_16.dln (image_size=224, patch_size=16, num_heads=12, hidden_dim=768,
-    mlp_dim=3072, dropout=0.0, attention_dropout=0.0, num_classes=1000).
+    """Network `VisionTransformer` from vit_b_16.dln (image_size=224, patch_size=16, num_layers=12, num_heads=12,
+    hidden_dim=768, mlp_dim=3072, dropout=0.0, attention_dropout=0.0, num_classes=1000).
     """
 
     output_names = ("logits",)
 
     def __init__(self):
         super().__init__()
-        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))  # vit_b_16.dln:51
-        self.conv_proj = nn.Conv2d(3, 768, kernel_size=16, stride=16)  # vit_b_16.dln:55
-        nn.init.trunc_normal_(self.conv_proj.weight, std=0.036084391824351615)  # vit_b_16.dln:55
-        nn.init.zeros_(self.conv_proj.bias)  # vit_b_16.dln:55
-        self.encoder = Encoder()  # vit_b_16.dln:60
-        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(768, 1000))]))  # vit_b_16.dln:61
+        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))  # vit_b_16.dln:42
+        self.conv_proj = nn.Conv2d(3, 768, kernel_size=16, stride=16)  # vit_b_16.dln:46
+        nn.init.trunc_normal_(self.conv_proj.weight, std=0.036084391824351615)  # vit_b_16.dln:46
+        nn.init.zeros_(self.conv_proj.bias)  # vit_b_16.dln:46
+        self.encoder = Encoder()  # vit_b_16.dln:51
+        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(768, 1000))]))  # vit_b_16.dln:53
+        nn.init.zeros_(self.heads.head.weight)  # vit_b_16.dln:53
+        nn.init.zeros_(self.heads.head.bias)  # vit_b_16.dln:53
 
     def forward(self, x):
-        class_token = self.class_token.expand(x.shape[0], -1, -1)  # vit_b_16.dln:51
-        patches = self.conv_proj(x)  # vit_b_16.dln:55
-        patches = patches.reshape(patches.shape[0], 768, 196)  # vit_b_16.dln:58
-        patches = patches.permute(0, 2, 1)  # vit_b_16.dln:58
-        z = torch.cat([class_token, patches], dim=1)  # vit_b_16.dln:59
-        z = self.encoder(z)  # vit_b_16.dln:60
-        logits = z[:, 0]  # vit_b_16.dln:61
-        logits = self.heads(logits)  # vit_b_16.dln:61
+        class_token = self.class_token.expand(x.shape[0], -1, -1)  # vit_b_16.dln:42
+        patches = self.conv_proj(x)  # vit_b_16.dln:46
+        patches = patches.reshape(patches.shape[0], 768, 196)  # vit_b_16.dln:49
+        patches = patches.permute(0, 2, 1)  # vit_b_16.dln:49
+        z = torch.cat([class_token, patches], dim=1)  # vit_b_16.dln:50
+        z = self.encoder(z)  # vit_b_16.dln:51
+        logits = z[:, 0]  # vit_b_16.dln:53
+        logits = self.heads(logits)  # vit_b_16.dln:53
         return logits
