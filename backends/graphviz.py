@@ -26,7 +26,7 @@ from typing import Iterator
 from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import Graph, Node, Scope, format_value
 from dlc.compiler.ops.registry import op_of
-from dlc.compiler.passes import count_params
+from dlc.compiler.passes import count_params, tied_to
 from dlc.compiler.types import TensorType
 from dlc.diagnostics import display
 from dlc.files import create_new, replacing, write_output
@@ -37,7 +37,8 @@ FAMILY_COLOURS = {
     "merge": "#d9d2e9", "shape": "#eeeeee", "recurrent": "#d0e0e3", "attention": "#b4dcd6",
     "embedding": "#fce5cd", "regularization": "#f3f3f3", "arith": "#e6def0", "wrapper": "#e0e0f0",
     "block": "#ffffff", "io": "#ffffff",
-    "param": "#e8f4e0", "external": "#f6e3d3",
+    "param": "#e8f4e0", "external": "#f6e3d3", "index": "#eeeeee", "reduce": "#e6def0", "compare": "#ead1dc",
+    "random": "#fdf3e7", "fill": "#f3f3f3", "position": "#fce5cd",
 }
 FUSION_FILL = "#fff4c2"
 # Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.
@@ -147,6 +148,7 @@ class Drawing:
         self.families: set[str] = set()
         self.seen_paths: dict[str, str] = {}  # module path -> the DOT node of its first use
         self.shared_links: list[tuple[str, str]] = []
+        self.tied_links: list[tuple[str, str]] = []  # (module path of the tied layer, node sharing its weight)
         self.first_use: dict[str, str] = {}  # shared block instance path -> its first drawn node
         plan = fusion_plan(g) if fusion else None
         self.group_of = plan.group_of if plan else {}
@@ -170,11 +172,12 @@ class Drawing:
 
     def _params_text(self, node: Node) -> str:
         path = node.module_path
+        tied = f"\nweight tied to {tied_to(node)}" if tied_to(node) is not None else ""
         if path is None or not self.params.get(path):
-            return ""
+            return tied
         if path in self.seen_paths:
             return "\nshared"
-        return f"\n{self.params[path]:,} params"
+        return f"\n{self.params[path]:,} params" + tied
 
     # ---- statements ---------------------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class Drawing:
         label = title + self._params_text(node)
         self.lines.append(f'{indent}{nid} [label="{escape(label)}", fillcolor="{colour}"];')
         self._note_shared(node, nid)
+        if tied_to(node) is not None:
+            self.tied_links.append((tied_to(node), nid))
 
     def _note_shared(self, node: Node, nid: str) -> None:
         path = node.module_path
@@ -354,6 +359,10 @@ class Drawing:
         for a, b in self.shared_links:
             self.lines.append(f'  {a} -> {b} [style=dashed, arrowhead=none, constraint=false, color="#999999", '
                               f'label="shared"];')
+        for path, b in self.tied_links:
+            if path in self.seen_paths:  # not drawn when collapsed into its block: the label says it anyway
+                self.lines.append(f'  {self.seen_paths[path]} -> {b} [style=dashed, arrowhead=none, '
+                                  f'constraint=false, color="#999999", label="tied weight"];')
         self._legend()
         self.lines.append("}")
         return "\n".join(self.lines) + "\n"

@@ -6,7 +6,7 @@ from dlc.compiler.external import external_params
 from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import Graph, format_value
 from dlc.compiler.ops.registry import op_of
-from dlc.compiler.passes import count_params
+from dlc.compiler.passes import count_params, tied_to
 from dlc.compiler.ops.wrapper import folds_time
 from dlc.compiler.types import TensorType, batched_str
 
@@ -43,6 +43,8 @@ def summarize(g: Graph, count_external: bool = False) -> str:
             seen.add(path)
             n = params.get(path, 0)
             count = f"{n:,}" if n is not None else "unknown"
+            if tied_to(node) is not None:  # its weight is counted with the layer it shares it with
+                count += f" (weight tied to {tied_to(node)})"
         else:
             count = "0"
         grp = plan.group_of.get(node.id)

@@ -210,6 +210,13 @@ def test_tied_weights_are_counted_once_in_summary_and_diagram(tmp_path):
     compiled = dlc.compile(_spec(tmp_path, TIED))
     assert f"total parameters: {30 * 8 + 8 * 8 + 8:,}" in summarize(compiled.graph)
     assert f"Parameters: {30 * 8 + 8 * 8 + 8:,}" in compiled.source
+    head = next(line for line in summarize(compiled.graph).splitlines() if line.startswith("head "))
+    assert head.endswith("0 (weight tied to embed)")
+    dot = to_dot(compiled.graph)
+    assert "head: linear 30\\nweight tied to embed" in dot
+    embed = next(line.split()[0] for line in dot.splitlines() if "embed: embedding" in line)
+    head_id = next(line.split()[0] for line in dot.splitlines() if "head: linear" in line)
+    assert f'{embed} -> {head_id} [style=dashed' in dot and 'label="tied weight"' in dot
 
 
 def test_tied_model_matches_a_torch_twin_and_loads_its_state_dict_strictly(tmp_path):

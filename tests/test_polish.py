@@ -161,6 +161,7 @@ def test_tie_reaches_layers_inside_groups_and_timedistributed(tmp_path):
     summary = dlc.compile(_spec(tmp_path, TIED)).summary()
     total = sum(p.numel() for p in twin.parameters())
     assert f"{total:,}" in summary
+    assert "(weight tied to enc.embed)" in summary  # a path from the network through the labelled group
 
 
 BAD_TIES = [

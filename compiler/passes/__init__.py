@@ -13,8 +13,8 @@ from __future__ import annotations
 from dlc.compiler.passes.fold_batchnorm import fold_batchnorm
 from dlc.compiler.passes.in_place import compute_in_place
 from dlc.compiler.passes.manager import OPTIMIZATIONS, PIPELINES, Pass, PassManager, PassRun, pipeline
-from dlc.compiler.passes.params import count_params, total_params
+from dlc.compiler.passes.params import count_params, tied_to, total_params
 from dlc.compiler.passes.verify import VerifyError, infer_shapes, verify
 
 __all__ = ["OPTIMIZATIONS", "PIPELINES", "Pass", "PassManager", "PassRun", "VerifyError", "compute_in_place",
-           "count_params", "fold_batchnorm", "infer_shapes", "pipeline", "total_params", "verify"]
+           "count_params", "fold_batchnorm", "infer_shapes", "pipeline", "tied_to", "total_params", "verify"]

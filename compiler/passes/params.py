@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dlc.compiler.ir import Graph
+from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.param import tied_params
 from dlc.compiler.ops.registry import op_of
 
@@ -23,3 +23,17 @@ def count_params(g: Graph) -> dict[str, int]:
 def total_params(g: Graph) -> int:
     """Trainable parameters of the whole network."""
     return sum(count_params(g).values())
+
+
+def tied_to(node: Node) -> str | None:
+    """The module path of the layer whose weight ``node``'s layer shares (``tie=``), if it shares one.
+
+    The IR keeps the tied layer's path relative to the body (network or block instance) the layer is written in:
+    that body is the innermost block scope, labelled groups included in the path."""
+    tie = node.attrs.get("tie")
+    if tie is None and op_of(node.op).wraps:
+        tie = node.attrs["layer"].get("tie")
+    if tie is None:
+        return None
+    body = next((s.path for s in reversed(node.scope) if s.kind == "block"), "")
+    return f"{body}.{tie}" if body else tie
