@@ -331,7 +331,9 @@ class LayerArg(Kind):
 
     def coerce(self, v: Any, site: Site) -> Any:
         if isinstance(v, Layer) and v.block is not None:
-            raise ArgumentError(f"`{site.op.name}` wraps a built-in layer, not the block `{v.name}`")
+            raise ArgumentError(f"`{site.op.name}` wraps a built-in layer, not the block `{v.name}`",
+                                hint=f"apply it to a block where it is used (`x -> {site.op.name}({v.name}(...))`), "
+                                     f"or share one: `s = {v.name}(...)` then `x -> {site.op.name}(s)`")
         if not isinstance(v, Layer) or v.op is None or v.has_tensors:
             raise refuse(f"a layer such as `{self.example}`", v, site)
         self.accept(v.op, site)

@@ -299,9 +299,11 @@ class Lowerer:
 
     # ---- timedistributed over a block or a group ----------------------------------------------------------------
 
-    def _step_body(self, wrapper: Layer, args: tuple[ast.Arg, ...], frame: Frame) -> Layer | list[ast.Stage] | None:
+    def _step_body(self, wrapper: Layer, args: tuple[ast.Arg, ...],
+                   frame: Frame) -> Layer | Instance | list[ast.Stage] | None:
         """What a per-step wrapper (``timedistributed``) given ``args`` applies, when it is not one built-in layer:
-        a block (the block as a layer, its arguments bound) or a group (its stages). None otherwise: the wrapper
+        a block (the block as a layer, its arguments bound), a shared instance or a group (its stages). None
+        otherwise: the wrapper
         is an op with its layer as an argument. Only names are looked up here, so nothing is evaluated twice."""
         if wrapper.op is None or not applies_per_step(wrapper.op) or len(args) != 1 \
                 or args[0].name not in (None, wrapper.op.attrs[0].name):
@@ -315,6 +317,8 @@ class Lowerer:
             return None
         core = stage.core
         target = self.ev.lookup(core.name, core.span, frame, callee=True)
+        if isinstance(target, Instance) and isinstance(core, ast.StageName):
+            return target  # a shared instance: the same module at every step, and wherever else it is applied
         if not isinstance(target, Layer) or target.block is None:
             return None
         call_args = core.args if isinstance(core, ast.StageCall) else ()
@@ -325,7 +329,7 @@ class Lowerer:
                                hint=f"the steps are its input: `x -> {wrapper.op.name}({block.name}(...))`")
         return block
 
-    def _time_distributed(self, x: Any, body: Layer | list[ast.Stage], span: Span, frame: Frame,
+    def _time_distributed(self, x: Any, body: Layer | Instance | list[ast.Stage], span: Span, frame: Frame,
                           container: Container, label: str | None, label_span: Span | None = None) -> Tensor:
         """``timedistributed`` of a block or group on ``x`` ([T, ...]): the time axis folded into the batch, the
         block (or the group, as an nn.Sequential) applied to every step at once, batch and time split again. The
@@ -340,8 +344,18 @@ class Lowerer:
             if len(inputs) != 1:
                 raise self.ctx.err("bad-argument", f"`timedistributed` applies a block with one input to each time "
                                    f"step; `{body.name}` takes {len(inputs)} ({', '.join(inputs)})", span, frame)
+        if isinstance(body, Instance) and label is not None:
+            raise self.ctx.err("bad-name", f"`{body.name}` is a shared instance: it already has a name, so "
+                               f"`timedistributed({body.name})` cannot be labelled", label_span or span, frame)
         fold = self.nodes.node("fold_time", [x], {}, None, span, container, None, "steps", frame)
         steps = Tensor(fold.outputs[0], fold.types[0])
+        if isinstance(body, Instance):
+            y = self.apply_instance(body, [steps], span, frame, container)
+            if not isinstance(y, Tensor):
+                raise self.ctx.err("bad-argument", f"`timedistributed` applies a layer with one result to each time "
+                                   f"step; `{body.name}` gives {len(y)}", span, frame)
+            unfold = self.nodes.node("unfold_time", [y, x], {}, None, span, container, None, frame.hint, frame)
+            return Tensor(unfold.outputs[0], unfold.types[0])
         name = container.name_for(label, label_span or span, "timedistributed")
         assert name is not None
         if isinstance(body, Layer):

@@ -195,7 +195,56 @@ network N {
     output y = x -> timedistributed((linear(8) -> lstm(4, return_state=true)))
 }
 """, "bad-group", "4:51", ["`lstm` with several outputs"]),
+    ("""
+block Step(c: int) {
+    input x
+    return x -> linear(c)
+}
+network N {
+    input x: [4, 8]
+    s = timedistributed(Step(8))
+    output y = x -> s
+}
+""", "bad-argument", "8:25", ["wraps a built-in layer, not the block `Step`", "`x -> timedistributed(s)`"]),
+    ("""
+network N {
+    input x: [4, 8]
+    p = linear(8)
+    output y = x -> td: timedistributed(p)
+}
+""", "bad-name", "5:21", ["shared instance", "cannot be labelled"]),
 ])
 def test_bad_uses_are_positioned_diagnostics(tmp_path: Path, text: str, code: str, where: str,
                                              parts: list[str]) -> None:
     _fails(tmp_path, text, code, where, *parts)
+
+
+SHARED = """
+block Step(c: int) {
+    input x
+    return x -> conv: conv2d(c, k=3, pad=1) -> relu
+}
+network Shared {
+    input clip: [5, 3, 8, 8]
+    input still: [3, 8, 8]
+    s = Step(4)
+    p = linear(2)
+    frames = clip -> timedistributed(s)               # the instance at every time step
+    output y = frames -> flatten(start=1) -> timedistributed(p)
+    output z = still -> s -> flatten -> p             # the same modules once more
+}
+"""
+
+
+def test_a_shared_instance_at_every_step_and_elsewhere_is_one_module(tmp_path: Path) -> None:
+    """`timedistributed(s)` applies the shared instance `s` to the folded steps: one module, applied per step and
+    directly, with the same weights (so with the same results for the same image)."""
+    m = dlc.load(_write(tmp_path, SHARED))
+    assert sorted(k for k in m.state_dict()) == ["p.bias", "p.weight", "s.conv.bias", "s.conv.weight"]
+    clip, still = torch.randn(2, 5, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    clip[:, 3] = still
+    y, z = m(clip, still)
+    assert y.shape == (2, 5, 2) and z.shape == (2, 2)
+    step = torch.nn.Sequential(m.s, torch.nn.Flatten(), m.p)
+    torch.testing.assert_close(y, _loop(step, clip))
+    torch.testing.assert_close(y[:, 3], z)
