@@ -447,3 +447,12 @@ def test_bert_pad_id_of_the_wrong_type_is_a_diagnostic():
     assert (f"bert.dln:{at}: error[type-mismatch]: parameter `pad_token_id` is int, got the number 0.5 "
             "(from --set/--params)") in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_network_docstring_of_112_columns_wraps_within_120():
+    """GPT's docstring text is 112 columns: with its indent and quotes on one line it would be 122, so it is wrapped
+    onto two lines (a fix in backends/torch/emit.py found by this spec)."""
+    source = dlc.compile(GPT).source
+    assert ('    """Network `GPT` from gpt.dln (vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,\n'
+            '    dropout=0.1).\n    """\n') in source
+    assert max(len(line) for line in source.splitlines()) <= 120
