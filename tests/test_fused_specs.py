@@ -31,10 +31,15 @@ SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"si
          "dcgan_generator": {"ngf": 8}, "dcgan_discriminator": {"ndf": 8},
          "transformer": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": 64},
          "wavenet": {"channels": 8, "head_channels": 16, "stacks": 1}, "efficientnet_b0": {"size": 64},
-         "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}}
+         "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64},
+         "gpt": {"vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 4},
+         # pad_token_id 49: the token ids drawn (below the smallest vocabulary, 2 segment types) are never padding
+         "bert": {"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "intermediate_size": 64, "max_position_embeddings": 16, "pad_token_id": 49}}
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "mobilenet_v2": {"dropout": 0.0},
               "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0},
-              "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0}}
+              "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0}, "gpt": {"dropout": 0.0},
+              "bert": {"dropout": 0.0}}
 ATOL = 1e-4  # whole networks in float32: summation orders differ between fused and unfused
 ATOL64 = 1e-9  # the same in float64
 # Specs whose every fusable layer sits in a labelled group (an nn.Sequential, kept for its state_dict names: the

@@ -462,8 +462,10 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
     outputs = [(n, batched_str(g.types[v]) + (" (training mode only)" if n in g.training_outputs else ""))
                for n, v in g.outputs]
     params = f" ({', '.join(f'{k}={v!r}' for k, v in g.params.items())})" if g.params else ""
-    doc = textwrap.wrap(safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}."), 112,
-                        break_long_words=False, break_on_hyphens=False)
+    text = safe_text(f"Network `{g.name}` from {Path(g.file).name}{params}.")
+    doc = textwrap.wrap(text, 112, break_long_words=False, break_on_hyphens=False)
+    if len(doc) == 1 and len(doc[0]) > 110:  # one line with its quotes and indent would pass 120 columns
+        doc = textwrap.wrap(text, 110, break_long_words=False, break_on_hyphens=False)
     # at most 120 columns: continuation lines indented like the docstring, closing quotes on their own line
     classes[-1]["doc"] = doc[0] if len(doc) == 1 else "\n    ".join(doc + [""])
     return template.render(
