@@ -20,8 +20,8 @@ import dlc  # noqa: E402
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "googlenet": {"dropout": 0.0, "dropout_aux": 0.0},
-              "mobilenet_v2": {"dropout": 0.0}, "inception_v3": {"dropout": 0.0}, "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0},
-              "gpt": {"dropout": 0.0}, "bert": {"dropout": 0.0}}
+              "mobilenet_v2": {"dropout": 0.0}, "inception_v3": {"dropout": 0.0}, "transformer": {"p": 0.0},
+              "efficientnet_b0": {"dropout": 0.0}, "gpt": {"dropout": 0.0}, "bert": {"dropout": 0.0}}
 # Specs that draw samples (randn_like) from torch's generator: each forward starts from one seed, so both draw alike.
 RANDOM = {"vae", "denoising_autoencoder"}
 TOL = {torch.float32: 1e-3, torch.bfloat16: 5e-2}  # relative to the output's largest magnitude
