@@ -207,27 +207,34 @@ def test_googlenet_parameter_count(googlenet_pair):
 
 
 def test_googlenet_eval_matches_torchvision(googlenet_pair):
-    """Logits equal torchvision's eval logits; aux1/aux2 equal torchvision's aux1/aux2 modules applied
-    to inception4a / inception4d outputs (captured with hooks). Max abs diff <= 1e-5 each."""
+    """In eval mode both compute the logits only (the side classifiers are outputs of training mode): equal to
+    max abs diff <= 1e-5."""
     m, tv = googlenet_pair
     m.eval(), tv.eval()
-    acts = {}
-    hooks = [getattr(tv, name).register_forward_hook(lambda mod, i, o, name=name: acts.__setitem__(name, o))
-             for name in ("inception4a", "inception4d")]
     x = torch.randn(2, 3, 224, 224)
-    try:
-        with torch.no_grad():
-            got = m(x)
-            logits = tv(x)
-            aux1, aux2 = tv.aux1(acts["inception4a"]), tv.aux2(acts["inception4d"])
-    finally:
-        for h in hooks:
-            h.remove()
-    assert isinstance(got, tuple) and len(got) == 3      # (logits, aux1, aux2) in `output` order
-    assert all(t.shape == (2, 1000) for t in got)
-    assert_close(got[0], logits, what="googlenet logits")
-    assert_close(got[1], aux1, what="googlenet aux1")
-    assert_close(got[2], aux2, what="googlenet aux2")
+    with torch.no_grad():
+        got, want = m(x), tv(x)
+    assert isinstance(got, torch.Tensor) and got.shape == (2, 1000)
+    assert_close(got, want, what="googlenet logits")
+
+
+def test_googlenet_training_outputs_match_torchvision(googlenet_pair):
+    """In training mode (batch statistics, dropout off) the module returns (logits, aux1, aux2) in `output` order;
+    torchvision returns GoogLeNetOutputs(logits, aux_logits2, aux_logits1). Equal to 1e-4 each, at 96x96 (the
+    side classifiers pool to 4x4 whatever the size)."""
+    _, tv = googlenet_pair
+    tv = copy.deepcopy(tv)
+    tv.dropout.p = 0.0
+    tv.aux1.dropout.p = tv.aux2.dropout.p = 0.0
+    m = dlc.load(spec("googlenet"), dropout=0.0, dropout_aux=0.0)
+    m.load_state_dict(tv.state_dict(), strict=True)
+    m.train(), tv.train()
+    x = torch.randn(4, 3, 96, 96)
+    got, want = m(x), tv(x)
+    assert isinstance(got, tuple) and len(got) == 3
+    assert_close(got[0], want.logits, atol=1e-4, what="googlenet logits (training)")
+    assert_close(got[1], want.aux_logits1, atol=1e-4, what="googlenet aux1")
+    assert_close(got[2], want.aux_logits2, atol=1e-4, what="googlenet aux2")
     assert max_diff(got[1], got[2]) > 1e-3              # the two side classifiers really differ
 
 

@@ -7,8 +7,8 @@ Inputs:
     x: [B, 3, 224, 224]
 Outputs:
     logits: [B, 1000]
-    aux1: [B, 1000]
-    aux2: [B, 1000]
+    aux1: [B, 1000] (training mode only)
+    aux2: [B, 1000] (training mode only)
 """
 
 import torch
@@ -114,55 +114,57 @@ class GoogLeNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = BasicConv2d()  # googlenet.dln:11
-        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:12
-        self.conv2 = BasicConv2d_2(c=64, x_channels=64)  # googlenet.dln:13
-        self.conv3 = BasicConv2d_3(c=192, x_channels=64)  # googlenet.dln:14
-        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:15
-        self.inception3a = Inception(c1=64, c3r=96, c3=128, c5r=16, c5=32, pp=32, x_channels=192)  # googlenet.dln:16
-        self.inception3b = Inception(c1=128, c3r=128, c3=192, c5r=32, c5=96, pp=64, x_channels=256)  # googlenet.dln:17
-        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:18
-        self.inception4a = Inception(c1=192, c3r=96, c3=208, c5r=16, c5=48, pp=64, x_channels=480)  # googlenet.dln:19
-        self.aux1 = InceptionAux(x_channels=512)  # googlenet.dln:20
-        self.inception4b = Inception(c1=160, c3r=112, c3=224, c5r=24, c5=64, pp=64, x_channels=512)  # googlenet.dln:21
-        self.inception4c = Inception(c1=128, c3r=128, c3=256, c5r=24, c5=64, pp=64, x_channels=512)  # googlenet.dln:22
-        self.inception4d = Inception(c1=112, c3r=144, c3=288, c5r=32, c5=64, pp=64, x_channels=512)  # googlenet.dln:23
-        self.aux2 = InceptionAux(x_channels=528)  # googlenet.dln:24
+        self.conv1 = BasicConv2d()  # googlenet.dln:12
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:13
+        self.conv2 = BasicConv2d_2(c=64, x_channels=64)  # googlenet.dln:14
+        self.conv3 = BasicConv2d_3(c=192, x_channels=64)  # googlenet.dln:15
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:16
+        self.inception3a = Inception(c1=64, c3r=96, c3=128, c5r=16, c5=32, pp=32, x_channels=192)  # googlenet.dln:17
+        self.inception3b = Inception(c1=128, c3r=128, c3=192, c5r=32, c5=96, pp=64, x_channels=256)  # googlenet.dln:18
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:19
+        self.inception4a = Inception(c1=192, c3r=96, c3=208, c5r=16, c5=48, pp=64, x_channels=480)  # googlenet.dln:20
+        self.aux1 = InceptionAux(x_channels=512)  # googlenet.dln:21
+        self.inception4b = Inception(c1=160, c3r=112, c3=224, c5r=24, c5=64, pp=64, x_channels=512)  # googlenet.dln:22
+        self.inception4c = Inception(c1=128, c3r=128, c3=256, c5r=24, c5=64, pp=64, x_channels=512)  # googlenet.dln:23
+        self.inception4d = Inception(c1=112, c3r=144, c3=288, c5r=32, c5=64, pp=64, x_channels=512)  # googlenet.dln:24
+        self.aux2 = InceptionAux(x_channels=528)  # googlenet.dln:25
         self.inception4e = Inception(
             c1=256, c3r=160, c3=320, c5r=32, c5=128, pp=128, x_channels=528
-        )  # googlenet.dln:25
-        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # googlenet.dln:26
+        )  # googlenet.dln:26
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # googlenet.dln:27
         self.inception5a = Inception(
             c1=256, c3r=160, c3=320, c5r=32, c5=128, pp=128, x_channels=832
-        )  # googlenet.dln:27
+        )  # googlenet.dln:28
         self.inception5b = Inception(
             c1=384, c3r=192, c3=384, c5r=48, c5=128, pp=128, x_channels=832
-        )  # googlenet.dln:28
-        self.avgpool = nn.AdaptiveAvgPool2d(1)  # googlenet.dln:29
-        self.dropout = nn.Dropout(0.2)  # googlenet.dln:29
-        self.fc = nn.Linear(1024, 1000)  # googlenet.dln:29
+        )  # googlenet.dln:29
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # googlenet.dln:30
+        self.dropout = nn.Dropout(0.2)  # googlenet.dln:30
+        self.fc = nn.Linear(1024, 1000)  # googlenet.dln:30
 
     def forward(self, x):
-        s = self.conv1(x)  # googlenet.dln:11
-        s = self.maxpool1(s)  # googlenet.dln:12
-        s = self.conv2(s)  # googlenet.dln:13
-        s = self.conv3(s)  # googlenet.dln:14
-        s = self.maxpool2(s)  # googlenet.dln:15
-        s = self.inception3a(s)  # googlenet.dln:16
-        s = self.inception3b(s)  # googlenet.dln:17
-        s = self.maxpool3(s)  # googlenet.dln:18
-        s = self.inception4a(s)  # googlenet.dln:19
-        side1 = self.aux1(s)  # googlenet.dln:20
-        t = self.inception4b(s)  # googlenet.dln:21
-        t = self.inception4c(t)  # googlenet.dln:22
-        t = self.inception4d(t)  # googlenet.dln:23
-        side2 = self.aux2(t)  # googlenet.dln:24
-        u = self.inception4e(t)  # googlenet.dln:25
-        u = self.maxpool4(u)  # googlenet.dln:26
-        u = self.inception5a(u)  # googlenet.dln:27
-        u = self.inception5b(u)  # googlenet.dln:28
-        logits = self.avgpool(u)  # googlenet.dln:29
-        logits = torch.flatten(logits, 1)  # googlenet.dln:29
-        logits = self.dropout(logits)  # googlenet.dln:29
-        logits = self.fc(logits)  # googlenet.dln:29
-        return logits, side1, side2
+        s = self.conv1(x)  # googlenet.dln:12
+        s = self.maxpool1(s)  # googlenet.dln:13
+        s = self.conv2(s)  # googlenet.dln:14
+        s = self.conv3(s)  # googlenet.dln:15
+        s = self.maxpool2(s)  # googlenet.dln:16
+        s = self.inception3a(s)  # googlenet.dln:17
+        s = self.inception3b(s)  # googlenet.dln:18
+        s = self.maxpool3(s)  # googlenet.dln:19
+        s = self.inception4a(s)  # googlenet.dln:20
+        t = self.inception4b(s)  # googlenet.dln:22
+        t = self.inception4c(t)  # googlenet.dln:23
+        t = self.inception4d(t)  # googlenet.dln:24
+        u = self.inception4e(t)  # googlenet.dln:26
+        u = self.maxpool4(u)  # googlenet.dln:27
+        u = self.inception5a(u)  # googlenet.dln:28
+        u = self.inception5b(u)  # googlenet.dln:29
+        logits = self.avgpool(u)  # googlenet.dln:30
+        logits = torch.flatten(logits, 1)  # googlenet.dln:30
+        logits = self.dropout(logits)  # googlenet.dln:30
+        logits = self.fc(logits)  # googlenet.dln:30
+        if self.training:  # the outputs of training mode only
+            side1 = self.aux1(s)  # googlenet.dln:21
+            side2 = self.aux2(t)  # googlenet.dln:25
+            return logits, side1, side2
+        return logits
