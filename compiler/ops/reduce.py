@@ -6,7 +6,9 @@ so their reductions are the ops ``reduce_mean``, ``reduce_max`` and ``reduce_min
 and ``min``: a call of that name with a ``dim=`` argument means the reduction. ``max`` and ``min`` give the values
 only (``torch.amax`` / ``torch.amin``); ``argmax`` and ``argmin`` give the indices, as int64.
 
-Reductions have no kernel facet: a fused chain runs them in PyTorch between its kernels.
+``sum``, ``mean``, ``max``, ``min`` and ``logsumexp`` over the trailing axes (``dim=-1``) have reducing row kernel
+facets: they join the elementwise chain that computes their input (``x -> exp -> sum(dim=-1)`` is one kernel).
+Over other axes, and ``prod``, ``argmax`` and ``argmin`` everywhere, they run in PyTorch between fused kernels.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dlc.compiler.ops.kernel import Row
 from dlc.compiler.ops.pytorch import Form, Torch
 from dlc.compiler.ops.registry import Attr as A
 from dlc.compiler.ops.registry import OpDef, ShapeError, register
@@ -96,23 +99,64 @@ def _label(name: str):
     return label
 
 
+def _trailing(attrs: dict[str, Any], rank: int) -> int | None:
+    """How many trailing axes of a rank-``rank`` input ``dim`` names (a row kernel reduces those), or None when
+    it names others."""
+    dims = attrs["dim"] if isinstance(attrs["dim"], list) else [attrs["dim"]]
+    axes = sorted(d % rank for d in dims)
+    return len(axes) if axes == list(range(rank - len(axes), rank)) else None
+
+
+def _row(forward: Callable[[str, str], list[str]], backward: Callable[[str, str, str, str], list[str]]) -> Row:
+    """A reducing row kernel: ``forward(x, y)`` reduces the row ``x`` (its valid columns: ``mask``) to the scalar
+    ``y``; ``backward(x, y, g, gx)`` spreads the scalar gradient ``g`` over the row as ``gx``."""
+    return Row(axes=_trailing, forward=lambda a, x, y: forward(x[0], y),
+               backward=lambda a, x, y, g, gx: backward(x[0], y, g, gx), reduces=True)
+
+
+def _extreme(which: str, empty: str) -> Row:
+    """``tl.max`` or ``tl.min`` of a row; the gradient is shared evenly among the elements that equal the result,
+    as ``torch.amax`` / ``torch.amin`` share it."""
+    return _row(lambda x, y: [f"{y} = tl.{which}(tl.where(mask, {x}, {empty}), 0)"],
+                lambda x, y, g, gx: [f"row_hit = tl.where(mask & ({x} == {y}), 1.0, 0.0)",
+                                     f"{gx} = row_hit * ({g} / tl.sum(row_hit, 0))"])
+
+
+SUM_ROW = _row(lambda x, y: [f"{y} = tl.sum(tl.where(mask, {x}, 0.0), 0)"],
+               lambda x, y, g, gx: [f"{gx} = tl.where(mask, {g}, 0.0)"])
+MEAN_ROW = _row(lambda x, y: [f"{y} = tl.sum(tl.where(mask, {x}, 0.0), 0) / n_cols"],
+                lambda x, y, g, gx: [f"{gx} = tl.where(mask, {g} / n_cols, 0.0)"])
+# torch.logsumexp's shift: the row's maximum, or 0 where that is infinite (a row of -inf gives -inf, not nan)
+LOGSUMEXP_ROW = _row(lambda x, y: [f"row_max = tl.max(tl.where(mask, {x}, -float(\"inf\")), 0)",
+                                   "row_shift = tl.where(tl.abs(row_max) == float(\"inf\"), 0.0, row_max)",
+                                   f"{y} = tl.log(tl.sum(tl.where(mask, tl.exp({x} - row_shift), 0.0), 0)) "
+                                   "+ row_shift"],
+                     lambda x, y, g, gx: [f"{gx} = tl.where(mask, {g} * tl.exp({x} - {y}), 0.0)"])
+
+
 def _reduce(name: str, spelled: str | None, function: str, what: str, single: bool = False, floats: bool = False,
-            dtype: Callable[[str], str] = _same) -> None:
+            dtype: Callable[[str], str] = _same, kernel: Row | None = None) -> None:
     """Register a reduction ``torch.<function>(x, dim=..., keepdim=...)``, as a module ``Apply``; ``single``: over
-    one axis only, ``floats``: of float tensors only, ``dtype``: the result's dtype from the input's."""
+    one axis only, ``floats``: of float tensors only, ``dtype``: the result's dtype from the input's, ``kernel``:
+    its reducing row kernel."""
     register(OpDef(
         name, (A("dim", "int2"), A("keepdim", "bool", False)), _reduction(spelled or name, single, floats, dtype),
         torch=Torch(module=Form(f"Apply(torch.{function}, {{=dim}}{{,keepdim}})", _dim, {"keepdim": False}),
                     function=Form(f"torch.{function}({{x}}, {{=dim}}{{,keepdim}})", _dim, {"keepdim": False})),
-        family="arith", label=_label(spelled or name), spelled=spelled, doc=what))
+        kernel=kernel, family="arith", label=_label(spelled or name), spelled=spelled, doc=what))
 
 
-_reduce("sum", None, "sum", "Sum over the axes `dim` (an int or a list): `sum(dim=1)`.", dtype=_widened)
-_reduce("reduce_mean", "mean", "mean", "Mean over the axes `dim`, written `mean(x, dim=1)`.", floats=True)
-_reduce("reduce_max", "max", "amax", "Largest value over the axes `dim`, written `max(x, dim=1)` (values only).")
-_reduce("reduce_min", "min", "amin", "Smallest value over the axes `dim`, written `min(x, dim=1)` (values only).")
+_reduce("sum", None, "sum", "Sum over the axes `dim` (an int or a list): `sum(dim=1)`.", dtype=_widened,
+        kernel=SUM_ROW)
+_reduce("reduce_mean", "mean", "mean", "Mean over the axes `dim`, written `mean(x, dim=1)`.", floats=True,
+        kernel=MEAN_ROW)
+_reduce("reduce_max", "max", "amax", "Largest value over the axes `dim`, written `max(x, dim=1)` (values only).",
+        kernel=_extreme("max", '-float("inf")'))
+_reduce("reduce_min", "min", "amin", "Smallest value over the axes `dim`, written `min(x, dim=1)` (values only).",
+        kernel=_extreme("min", 'float("inf")'))
 _reduce("prod", None, "prod", "Product over one axis `dim`: `prod(dim=1)`.", single=True, dtype=_widened)
-_reduce("logsumexp", None, "logsumexp", "log(sum(exp(x))) over the axes `dim`, computed stably.", floats=True)
+_reduce("logsumexp", None, "logsumexp", "log(sum(exp(x))) over the axes `dim`, computed stably.", floats=True,
+        kernel=LOGSUMEXP_ROW)
 _reduce("argmax", None, "argmax", "Index (int64) of the largest value along one axis `dim`.", single=True,
         dtype=_index)
 _reduce("argmin", None, "argmin", "Index (int64) of the smallest value along one axis `dim`.", single=True,

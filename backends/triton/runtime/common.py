@@ -418,7 +418,7 @@ class _Row(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, on, n_cols, dtype, *inputs):
         rows, ins = _rows(inputs, kernel.full, n_cols)
-        out = torch.empty(inputs[0].shape, dtype=dtype, device=inputs[0].device)
+        out = torch.empty(kernel.out_shape(inputs[0].shape), dtype=dtype, device=inputs[0].device)
         seed = dropout_seed(on)
         block = triton.next_power_of_2(n_cols)
         launch(kernel.forward, (rows,))(out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
@@ -464,14 +464,23 @@ ROW_LIMIT = 16384
 
 class RowKernel(ElementwiseKernel):
     """A generated row kernel: softmax, log_softmax or layernorm over the last ``dims`` axes, with the
-    elementwise ops before it (residual add...) and after it in the same kernel.
+    elementwise ops before it (residual add...) and after it in the same kernel; or a reduction of
+    those axes (``reduce``: "keepdim" keeps them with size 1, "drop" drops them) with the ops before it.
 
     ``full[i]`` inputs have the row tensor's shape; the others are the layernorm's weight and bias.
     """
 
-    def __init__(self, forward, backward, reference, full, params=None, dropout=False, dims=1):
+    def __init__(self, forward, backward, reference, full, params=None, dropout=False, dims=1, reduce=None):
         super().__init__(forward, backward, reference, full, params, dropout)
         self.dims = dims
+        self.reduce = reduce
+
+    def out_shape(self, shape):
+        """The output's shape for rows of ``shape``."""
+        if self.reduce is None:
+            return shape
+        kept = shape[: len(shape) - self.dims]
+        return torch.Size(kept + (1,) * self.dims) if self.reduce == "keepdim" else kept
 
     def __call__(self, *inputs, training=False):
         on = 1 if (self.dropout and training) else 0
