@@ -136,6 +136,17 @@ def _row_ok(g: Graph, node: Node) -> bool:
     return axes is not None and all(isinstance(d, int) for d in t.shape[-axes:])
 
 
+def _row_shapes(g: Graph, row: Node) -> tuple[tuple, tuple]:
+    """The shapes a row kernel's inputs may have: the rows' own, and one value per row (the row axes of size 1, as
+    ``mean(dim=-1, keepdim=true)`` gives)."""
+    t = g.types[row.inputs[0]]
+    kernel = op_of(row.op).kernel
+    assert isinstance(t, TensorType) and isinstance(kernel, Row)
+    axes = kernel.axes(row.attrs, t.rank)
+    assert axes is not None
+    return t.shape, t.shape[:t.rank - axes] + (1,) * axes
+
+
 def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
                 v: int, returned: set[int]) -> str | None:
     """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
@@ -163,8 +174,9 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
         if u.inputs.count(v) != 1:
             return None  # the chain value used twice by one op (x * x): keep it simple, end the group
         if head_kind == "row" or has_row:
-            # row kernels load extra inputs row by row: they must have the row tensor's full shape
-            if any(g.types[i].shape != tv.shape for i in u.inputs if i != v):
+            # row kernels load extra inputs row by row: the row tensor's full shape, or one value per row
+            row = next(n for n in group if _fusion_kind(n) == "row")
+            if any(g.types[i].shape not in _row_shapes(g, row) for i in u.inputs if i != v):
                 return None
         if head_kind == "anchor" and _matmul(group[0]):
             if _stats(u):
@@ -176,8 +188,8 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
                     return None
         return "ew"
     if kind == "row" and head_kind == "elementwise" and not has_row and _row_ok(g, u):
-        # a row op absorbs its elementwise producers when they work on whole rows
-        if any(g.types[i].shape != g.types[u.inputs[0]].shape for n in group for i in n.inputs):
+        # a row op absorbs its elementwise producers when they work on whole rows (or one value per row)
+        if any(g.types[i].shape not in _row_shapes(g, u) for n in group for i in n.inputs):
             return None
         if any(_stats(n) or _mask(n) for n in group):
             return None

@@ -99,22 +99,27 @@ def _ref_row(row: Step) -> list[str]:
     return [f"{row.out} = {op_of(row.op).torch.expression(dict(row.attrs), [row.args[0]], **weights)}"]
 
 
-def _grad_stores(bools: tuple[bool, ...], grads: dict[str, str]) -> list[str]:
+def _grad_stores(bools: tuple[bool, ...], grads: dict[str, str], per_row: tuple[bool, ...] = ()) -> list[str]:
     """Store the gradient of each input that needs one (bit i of NEED); bool inputs never do. An input only a
-    comparison reads gets zeros."""
+    comparison reads gets zeros; one with one value per row (``per_row``) the sum of its gradient over the row."""
     lines = ["# the gradient of every input autograd asks for"]
     for i, is_bool in enumerate(bools):
-        if not is_bool:
-            grad = grads.get(f"x{i}", f"tl.zeros_like(x{i})")
-            lines += [f"if NEED & {1 << i}:", f"    tl.store(g{i}_ptr + offs, {grad}, mask=mask)"]
+        if is_bool:
+            continue
+        grad = grads.get(f"x{i}", f"tl.zeros_like(x{i})")
+        if per_row and per_row[i]:
+            store = f"tl.store(g{i}_ptr + tl.program_id(0), tl.sum(tl.where(mask, {grad}, 0.0), 0))"
+        else:
+            store = f"tl.store(g{i}_ptr + offs, {grad}, mask=mask)"
+        lines += [f"if NEED & {1 << i}:", f"    {store}"]
     return lines
 
 
-def _load(i: int, where: str, is_bool: bool, mask: str = "mask") -> str:
-    """Load kernel input ``i``: floats in the compute dtype, bools as int1."""
-    if is_bool:
-        return f"x{i} = tl.load(x{i}_ptr + {where}, mask={mask}, other=0) != 0"
-    return f"x{i} = tl.load(x{i}_ptr + {where}, mask={mask}, other=0.0).to(COMPUTE)"
+def _load(i: int, where: str, is_bool: bool, masked: bool = True) -> str:
+    """Load kernel input ``i``: floats in the compute dtype, bools as int1; ``masked=False``: one value, always
+    there (a row's)."""
+    mask = (", mask=mask, other=0" if is_bool else ", mask=mask, other=0.0") if masked else ""
+    return f"x{i} = tl.load(x{i}_ptr + {where}{mask})" + (" != 0" if is_bool else ".to(COMPUTE)")
 
 
 def _live(lines: list[str]) -> list[str]:
@@ -261,7 +266,10 @@ class Source:
         def loads() -> list[str]:
             lines = ["cols = tl.arange(0, BLOCK)", "mask = cols < n_cols", "offs = tl.program_id(0) * n_cols + cols"]
             for i in range(s.n_inputs):
-                lines.append(_load(i, "cols" if f"x{i}" in params else "offs", s.bools[i]))
+                if s.per_row[i]:
+                    lines.append(_load(i, "tl.program_id(0)", s.bools[i], masked=False))
+                else:
+                    lines.append(_load(i, "cols" if f"x{i}" in params else "offs", s.bools[i]))
             return lines
 
         reduced = _row(s.row).reduces  # one value per row: stored at the row's index, its gradient loaded there
@@ -281,7 +289,7 @@ class Source:
             bwd_body.append("g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)")
         bwd_body += _bwd_lines(s.post, grads)
         bwd_body += _row_bwd(s.row, grads)
-        bwd_body += _bwd_lines(s.pre, grads) + _grad_stores(s.bools, grads)
+        bwd_body += _bwd_lines(s.pre, grads) + _grad_stores(s.bools, grads, s.per_row)
         bwd = "@jit\n" + _signature(f"{s.name}_backward", ["grad_ptr"] + [f"g{i}_ptr" for i in range(s.n_inputs)],
                                     s.n_inputs, tail + ["NEED: tl.constexpr"]) + "\n" + "\n".join(_indent(bwd_body))
         return fwd + "\n\n\n" + bwd
@@ -305,6 +313,8 @@ class Source:
         args = [f"{s.name}_forward", f"{s.name}_backward", f"{s.name}_reference", flags("full", s.full)]
         if any(s.params):
             args.append(flags("params", s.params))
+        if any(s.per_row):
+            args.append(flags("per_row", s.per_row))
         if s.dropout:
             args.append("dropout=True")
         cls = {"linear": "LinearKernel", "row": "RowKernel", "elementwise": "ElementwiseKernel"}[s.kind]

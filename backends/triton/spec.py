@@ -71,6 +71,7 @@ class KernelSpec:
     full: tuple[bool, ...]  # per kernel input: has the output's shape (a reduction's input's)
     params: tuple[bool, ...]  # per kernel input: made from parameters (does not set the result's dtype)
     bools: tuple[bool, ...]  # per kernel input: a bool tensor (loaded as int1, gets no gradient)
+    per_row: tuple[bool, ...]  # per input of a row kernel: one value per row (its row axes have size 1)
     pre: tuple[Step, ...]  # the chain (elementwise), the prologue (row), the epilogue (linear)
     row: Step | None = None
     post: tuple[Step, ...] = ()
@@ -82,8 +83,8 @@ class KernelSpec:
 
     def key(self) -> tuple:
         """Equal for kernels with the same code."""
-        return (self.kind, self.rank, self.full, self.params, self.bools, self.pre, self.row, self.post, self.dropout,
-                self.keepdim)
+        return (self.kind, self.rank, self.full, self.params, self.bools, self.per_row, self.pre, self.row, self.post,
+                self.dropout, self.keepdim)
 
     @property
     def n_inputs(self) -> int:
@@ -109,8 +110,18 @@ def _note(g: Graph, n: Node) -> str:
     return f"{who}{n.op} ({safe_text(Path(n.span.file).name)}:{n.span.line})"
 
 
+_SCALAR = (int, float, str, bool, type(None))
+
+
 def _attrs(n: Node) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in n.attrs.items() if isinstance(v, (int, float, str, bool, type(None)))))
+    """The node's plain attributes, hashable: lists of scalars (a reduction's ``dim=[1, 2]``) as tuples."""
+    out = []
+    for k, v in n.attrs.items():
+        if isinstance(v, list) and all(isinstance(e, _SCALAR) for e in v):
+            out.append((k, tuple(v)))
+        elif isinstance(v, _SCALAR):
+            out.append((k, v))
+    return tuple(sorted(out))
 
 
 def elementwise_kernel(op: str) -> Elementwise:
@@ -136,9 +147,18 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         keepdim = g.types[reducer.inputs[0]].rank == out_t.rank
         out_t = g.types[reducer.inputs[0]]
     assert isinstance(out_t, TensorType)
+    row_node = next((n for n in nodes if isinstance(op_of(n.op).kernel, Row)), None)
+    per_row_shape = None  # the shape of an input with one value per row
+    if row_node is not None:
+        row_kernel = op_of(row_node.op).kernel
+        assert isinstance(row_kernel, Row)
+        axes = row_kernel.axes(row_node.attrs, out_t.rank)
+        assert axes is not None  # the planner groups a row op only over axes it runs on
+        per_row_shape = out_t.shape[:out_t.rank - axes] + (1,) * axes
     full: list[bool] = []
     params: list[bool] = []
     bools: list[bool] = []
+    per_row: list[bool] = []
     call: list[CallArg] = []
     names: dict[int, str] = {}  # IR value -> kernel variable
 
@@ -148,6 +168,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         params.append(not isinstance(arg, ValueArg))
         t = g.types[arg.value] if isinstance(arg, ValueArg) else None
         bools.append(isinstance(t, TensorType) and t.dtype == "bool")
+        per_row.append(isinstance(t, TensorType) and not is_full and t.shape == per_row_shape)
         return f"x{len(full) - 1}"
 
     def second_input() -> str:
@@ -155,6 +176,7 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         full.append(False)
         params.append(True)
         bools.append(False)
+        per_row.append(False)
         return f"x{len(full) - 1}"
 
     def value(v: int) -> str:
@@ -231,5 +253,5 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         out = fresh()
         target.append(Step(n.op, attrs, args, out, _note(g, n)))
         names[n.outputs[0]] = out
-    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(bools), tuple(steps), row, tuple(post),
-                      call, dropout, keepdim)
+    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(bools), tuple(per_row), tuple(steps),
+                      row, tuple(post), call, dropout, keepdim)

@@ -37,9 +37,15 @@ def _index(dtype: str) -> str:
     return "int64"
 
 
+def _dims(attrs: dict[str, Any]) -> list[int]:
+    """The axes ``dim`` names, as written: one int, or a list (a tuple in a kernel's step)."""
+    dim = attrs["dim"]
+    return list(dim) if isinstance(dim, (list, tuple)) else [dim]
+
+
 def _axes(attrs: dict[str, Any], x: TensorType, name: str, single: bool) -> list[int]:
     """The batch-less axes ``dim`` names, each from 0 up (``single``: the op takes one axis only)."""
-    dims = attrs["dim"] if isinstance(attrs["dim"], list) else [attrs["dim"]]
+    dims = _dims(attrs)
     if single and len(dims) != 1:
         raise ShapeError(f"`{name}` reduces one axis, got {len(dims)}", attr="dim", code="bad-argument",
                          hint="reduce the axes one after the other")
@@ -86,14 +92,14 @@ def _reduction(name: str, single: bool, floats: bool, dtype: Callable[[str], str
 def _dim(a, ins, outs) -> dict:
     """``dim`` with the batch axis counted: one int, or a tuple for several axes."""
     rank = ins[0].rank if ins else None
-    dims = a["dim"] if isinstance(a["dim"], list) else [a["dim"]]
+    dims = _dims(a)
     torch_dims = tuple((d % rank) + 1 if rank else (d + 1 if d >= 0 else d) for d in dims)
     return {"dim": torch_dims[0] if len(torch_dims) == 1 else torch_dims, "keepdim": a["keepdim"]}
 
 
 def _label(name: str):
     def label(attrs) -> str:
-        dims = attrs["dim"] if isinstance(attrs["dim"], list) else [attrs["dim"]]
+        dims = _dims(attrs)
         keep = ", keepdim" if attrs["keepdim"] else ""
         return f"{name} dim={','.join(map(str, dims))}{keep}"
     return label
@@ -102,7 +108,7 @@ def _label(name: str):
 def _trailing(attrs: dict[str, Any], rank: int) -> int | None:
     """How many trailing axes of a rank-``rank`` input ``dim`` names (a row kernel reduces those), or None when
     it names others."""
-    dims = attrs["dim"] if isinstance(attrs["dim"], list) else [attrs["dim"]]
+    dims = _dims(attrs)
     axes = sorted(d % rank for d in dims)
     return len(axes) if axes == list(range(rank - len(axes), rank)) else None
 
