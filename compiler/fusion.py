@@ -19,8 +19,8 @@ A group is a chain: each member after the first takes the previous member's outp
 output has no other user, so no intermediate value is needed outside its group and nothing fuses
 across a permutation or a reshape. One exception, for selections: an op with a bool operand (``where``,
 ``masked_fill``, the logical ops) also takes in the elementwise ops computing its other operands when it is
-their only user (``where(x > 0, x, 0.1 * x)`` is one kernel). Groups never cross a block boundary (each block is one class
-in the generated code) and never include layers inside labelled groups or repeats, which are
+their only user (``where(x > 0, x, 0.1 * x)`` is one kernel). Groups never cross a block boundary (each
+block is one class in the generated code) and never include layers inside labelled groups or repeats, which are
 emitted as ``nn.Sequential``. A batchnorm may only open an elementwise chain or an anchor's
 epilogue, because in training mode its batch statistics need its input materialised.
 """

@@ -135,8 +135,8 @@ MEAN_ROW = _row(lambda x, y: [f"{y} = tl.sum(tl.where(mask, {x}, 0.0), 0) / n_co
 # torch.logsumexp's shift: the row's maximum, or 0 where that is infinite (a row of -inf gives -inf, not nan)
 LOGSUMEXP_ROW = _row(lambda x, y: [f"row_max = tl.max(tl.where(mask, {x}, -float(\"inf\")), 0)",
                                    "row_shift = tl.where(tl.abs(row_max) == float(\"inf\"), 0.0, row_max)",
-                                   f"{y} = tl.log(tl.sum(tl.where(mask, tl.exp({x} - row_shift), 0.0), 0)) "
-                                   "+ row_shift"],
+                                   (f"{y} = tl.log(tl.sum(tl.where(mask, tl.exp({x} - row_shift), 0.0), 0)) "
+                                    "+ row_shift")],
                      lambda x, y, g, gx: [f"{gx} = tl.where(mask, {g} * tl.exp({x} - {y}), 0.0)"])
 
 
