@@ -206,6 +206,24 @@ def test_logsumexp_of_rows_of_minus_infinity(tmp_path):
     assert_kernels_ran(fused)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's NumPy says so when it meets NaN
+def test_max_and_min_of_a_row_with_nan_are_nan_as_in_torch(tmp_path):
+    plain, fused, _ = _pair(tmp_path, "network N {\n    input x: [4, 13]\n    input y: [4, 13]\n"
+                                      "    output a = (x + y) -> max(dim=-1)\n"
+                                      "    output b = (x + y) -> min(dim=-1)\n}\n")
+    x, y = torch.randn(2, 4, 13), torch.randn(2, 4, 13)
+    x[0, 1, 3] = float("nan")
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = fused(xa, y), plain(xb, y)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, equal_nan=True)
+        assert g[0, 1].isnan() and not g[0, 0].isnan()
+    sum(t.sum() for t in got).backward()
+    sum(t.sum() for t in want).backward()
+    torch.testing.assert_close(xa.grad, xb.grad, equal_nan=True)  # NaN over that row, as torch.amax's backward
+    assert_kernels_ran(fused, backward=True)
+
+
 def test_other_axes_and_lone_reductions_stay_in_pytorch(tmp_path):
     plain, fused, graph = _pair(tmp_path, "network O {\n    input x: [4, 13]\n"
                                           "    output a = x -> exp -> sum(dim=0)\n"

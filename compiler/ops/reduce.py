@@ -121,9 +121,12 @@ def _row(forward: Callable[[str, str], list[str]], backward: Callable[[str, str,
 
 
 def _extreme(which: str, empty: str) -> Row:
-    """``tl.max`` or ``tl.min`` of a row; the gradient is shared evenly among the elements that equal the result,
-    as ``torch.amax`` / ``torch.amin`` share it."""
-    return _row(lambda x, y: [f"{y} = tl.{which}(tl.where(mask, {x}, {empty}), 0)"],
+    """``tl.max`` or ``tl.min`` of a row, NaN where the row has one (as ``torch.amax`` / ``torch.amin``; Triton's
+    reductions leave that unspecified); the gradient is shared evenly among the elements that equal the result, as
+    torch shares it."""
+    return _row(lambda x, y: [f"row_nan = tl.max(tl.where(mask & ({x} != {x}), 1, 0), 0)",
+                              f"row_{which} = tl.{which}(tl.where(mask, {x}, {empty}), 0)",
+                              f"{y} = tl.where(row_nan > 0, float(\"nan\"), row_{which})"],
                 lambda x, y, g, gx: [f"row_hit = tl.where(mask & ({x} == {y}), 1.0, 0.0)",
                                      f"{gx} = row_hit * ({g} / tl.sum(row_hit, 0))"])
 
