@@ -299,6 +299,7 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         if kind != "elementwise" and not all(_float_tensor(t) for t in node.types):
             continue
         members = [node]
+        starts = [0]  # where each chain member's extension (the member and the side branches it took in) begins
         has_row = kind == "row"
         while len(members) < MAX_GROUP_OPS:
             v = members[-1].outputs[0]
@@ -309,11 +310,13 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             if how is None:
                 break
             has_row = has_row or how == "row"
+            starts.append(len(members))
             if how == "ew" and kind != "anchor" and _has_bool(g, nxt[0]):
                 members += _side_branches(g, members, nxt[0], users, producers, returned, taken, has_row)
             members.append(nxt[0])
         while members and _bool_tensor(g.types[members[-1].outputs[0]]):
-            members.pop()  # bool results stay inside kernels: a chain that ends in them ends before them
+            # bool results stay inside kernels: a chain that ends in them ends before them (and their side branches)
+            del members[starts.pop():]
         if not members:
             continue
         if kind == "elementwise" and has_row:

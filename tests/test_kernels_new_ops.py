@@ -149,6 +149,15 @@ def test_bool_results_end_a_group_before_them(tmp_path):
     assert_no_kernels(fused)
 
 
+def test_a_chain_ending_in_bool_leaves_its_side_branches_too(tmp_path):
+    # `x * 2 > r` was taken in by the `and`; when the bool result ends the chain, the whole `and` goes, `x * 2` too
+    plain, fused, graph = _pair(tmp_path, "network S {\n    input x: [4, 13]\n    input r: [4, 13]\n"
+                                          "    output b = x > 0 and x * 2 > r\n}\n")
+    assert _groups(graph) == []
+    x, r = torch.randn(2, 4, 13), torch.randn(2, 4, 13)
+    assert torch.equal(fused(x, r), plain(x, r)) and fused(x, r).dtype == torch.bool
+
+
 def test_integer_comparisons_stay_in_pytorch(tmp_path):
     # float32 would round large integers: `tokens != 0` on int64 ids is not fused, the float chain after it is
     plain, fused, graph = _pair(tmp_path, "network I {\n    input tokens: [13] int64\n    input x: [13]\n"
