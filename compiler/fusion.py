@@ -7,16 +7,20 @@ of a graph by the fusion kind of their op, derived from its kernel facet (:mod:`
 
 - an **anchor** (``linear``, convolutions) absorbs the elementwise chain after it as its epilogue;
 - an **elementwise** chain (bias, batchnorm, activations, residual add, sub/mul/abs, scaling,
-  dropout) becomes one kernel;
+  dropout, comparisons, ``where``, ``masked_fill``) becomes one kernel; bool values live inside it
+  (never stored: a chain ending in bool results ends before them);
 - a **row** op (``softmax``, ``log_softmax``, ``layernorm``) absorbs the elementwise producers
-  before it and the consumers after it, which work on the same rows;
+  before it and the consumers after it, which work on the same rows; a reducing row op (``sum``,
+  ``mean``, ``max``, ``min``, ``logsumexp`` over trailing axes) absorbs its producers and ends the group;
 - **recurrent** layers and **attention** are groups of one node with kernels of their own;
 - an op without a kernel facet (pooling, reshapes, permutations, concatenation, embeddings) is opaque.
 
 A group is a chain: each member after the first takes the previous member's output, and that
 output has no other user, so no intermediate value is needed outside its group and nothing fuses
-across a permutation or a reshape. Groups never cross a block boundary (each block is one class
-in the generated code) and never include layers inside labelled groups or repeats, which are
+across a permutation or a reshape. One exception, for selections: an op with a bool operand (``where``,
+``masked_fill``, the logical ops) also takes in the elementwise ops computing its other operands when it is
+their only user (``where(x > 0, x, 0.1 * x)`` is one kernel). Groups never cross a block boundary (each
+block is one class in the generated code) and never include layers inside labelled groups or repeats, which are
 emitted as ``nn.Sequential``. A batchnorm may only open an elementwise chain or an anchor's
 epilogue, because in training mode its batch statistics need its input materialised.
 """
@@ -28,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlc.compiler.ir import Graph, Node
-from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurrent, Row
+from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurrent, Row, reduces
 from dlc.compiler.ops.recurrent import UNMERGED
 from dlc.compiler.ops.registry import op_of
+from dlc.compiler.ops.shapes import promote
 from dlc.compiler.types import TensorType, is_float
 
 
@@ -56,7 +61,7 @@ class FusionPlan:
     group_of: dict[int, FusionGroup]  # node id -> its group
 
 
-_ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+_ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "bool": 1}
 
 
 def _fusion_kind(node: Node) -> str:
@@ -90,6 +95,35 @@ def _float_tensor(t) -> bool:
     return isinstance(t, TensorType) and is_float(t.dtype)
 
 
+def _bool_tensor(t) -> bool:
+    return isinstance(t, TensorType) and t.dtype == "bool"
+
+
+def _kernel_value(t) -> bool:
+    """A value an elementwise kernel computes with: float, or bool (int1; integer tensors stay in PyTorch, where
+    float32 would round them)."""
+    return _float_tensor(t) or _bool_tensor(t)
+
+
+def _reduces(node: Node) -> bool:
+    return reduces(op_of(node.op).kernel)
+
+
+def _dtype_follows(g: Graph, node: Node) -> bool:
+    """An elementwise op whose result a kernel can type: a bool, or the promotion of its non-bool tensor operands,
+    as the runtime computes it (``where(c, 1.0, 0.0)`` has none: PyTorch makes it the default dtype)."""
+    out = g.types[node.outputs[0]]
+    assert isinstance(out, TensorType)
+    if out.dtype == "bool":
+        return True
+    values = [t.dtype for t in (g.types[i] for i in node.inputs) if isinstance(t, TensorType) and t.dtype != "bool"]
+    return bool(values) and promote(values) == out.dtype
+
+
+def _has_bool(g: Graph, node: Node) -> bool:
+    return any(_bool_tensor(g.types[v]) for v in list(node.inputs) + list(node.outputs))
+
+
 def _row_ok(g: Graph, node: Node) -> bool:
     """Row kernels work on the trailing axes their op names (softmax: the last; layernorm: the last ``dims``),
     of known size."""
@@ -102,6 +136,17 @@ def _row_ok(g: Graph, node: Node) -> bool:
     return axes is not None and all(isinstance(d, int) for d in t.shape[-axes:])
 
 
+def _row_shapes(g: Graph, row: Node) -> tuple[tuple, tuple]:
+    """The shapes a row kernel's inputs may have: the rows' own, and one value per row (the row axes of size 1, as
+    ``mean(dim=-1, keepdim=true)`` gives)."""
+    t = g.types[row.inputs[0]]
+    kernel = op_of(row.op).kernel
+    assert isinstance(t, TensorType) and isinstance(kernel, Row)
+    axes = kernel.axes(row.attrs, t.rank)
+    assert axes is not None
+    return t.shape, t.shape[:t.rank - axes] + (1,) * axes
+
+
 def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
                 v: int, returned: set[int]) -> str | None:
     """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
@@ -109,7 +154,9 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
         return None  # v is needed outside the group (read elsewhere, returned by its block or the network)
     if u.scope != group[0].scope:
         return None
-    if not all(_float_tensor(t) for t in u.types) or len(u.outputs) != 1:
+    if any(_reduces(n) for n in group):
+        return None  # after a reduction the values are per row, not per element: the kernel ends there
+    if not all(_kernel_value(t) for t in u.types) or len(u.outputs) != 1:
         return None
     tv = g.types[v]
     kind = _fusion_kind(u)
@@ -120,13 +167,16 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
             return None  # one kernel has one on/off switch for its dropouts
         if u.types[0].shape != tv.shape:
             return None  # the chain value must not be broadcast up to a larger shape
-        if not all(_float_tensor(g.types[i]) for i in u.inputs):
+        if not all(_kernel_value(g.types[i]) for i in u.inputs):
+            return None
+        if _has_bool(g, u) and not _dtype_follows(g, u):
             return None
         if u.inputs.count(v) != 1:
             return None  # the chain value used twice by one op (x * x): keep it simple, end the group
         if head_kind == "row" or has_row:
-            # row kernels load extra inputs row by row: they must have the row tensor's full shape
-            if any(g.types[i].shape != tv.shape for i in u.inputs if i != v):
+            # row kernels load extra inputs row by row: the row tensor's full shape, or one value per row
+            row = next(n for n in group if _fusion_kind(n) == "row")
+            if any(g.types[i].shape not in _row_shapes(g, row) for i in u.inputs if i != v):
                 return None
         if head_kind == "anchor" and _matmul(group[0]):
             if _stats(u):
@@ -138,13 +188,50 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
                     return None
         return "ew"
     if kind == "row" and head_kind == "elementwise" and not has_row and _row_ok(g, u):
-        # a row op absorbs its elementwise producers when they work on whole rows
-        if any(g.types[i].shape != g.types[u.inputs[0]].shape for n in group for i in n.inputs):
+        # a row op absorbs its elementwise producers when they work on whole rows (or one value per row)
+        if any(g.types[i].shape not in _row_shapes(g, u) for n in group for i in n.inputs):
             return None
         if any(_stats(n) or _mask(n) for n in group):
             return None
         return "row"
     return None
+
+
+def _side_branches(g: Graph, group: list[Node], u: Node, users: dict[int, list[Node]], producers: dict[int, Node],
+                   returned: set[int], taken: set[int], has_row: bool) -> list[Node]:
+    """The elementwise ops computing ``u``'s operands other than the chain's value, and theirs in turn, that can
+    join ``u``'s group before it (in an order that computes each before its use): those only ``u`` (or such an
+    op) reads, of ``u``'s full shape, of the group's scope and not yet in a group. ``u`` is a selection (an op
+    with a bool operand), whose operands are typically computed side by side: ``where(x > 0, x, 0.1 * x)``."""
+    shape = g.types[u.outputs[0]].shape
+    budget = MAX_GROUP_OPS - len(group) - 1
+    inside = {n.id for n in group}
+    pulled: list[Node] = []
+
+    def joins(p: Node | None, reader: Node) -> bool:
+        if p is None or p.id in taken or p.id in inside or len(p.outputs) != 1 or p.scope != group[0].scope:
+            return False
+        out = p.outputs[0]
+        if [n.id for n in users.get(out, [])] != [reader.id] or out in returned or g.types[out].shape != shape:
+            return False
+        if _fusion_kind(p) != "elementwise" or _stats(p) or _mask(p) or "keyword_inputs" in p.attrs:
+            return False
+        if not all(_kernel_value(g.types[i]) for i in p.inputs) or not _kernel_value(g.types[out]):
+            return False
+        if has_row and any(g.types[i].shape != shape for i in p.inputs):
+            return False  # a row kernel loads its extra inputs row by row, at full size
+        return not _has_bool(g, p) or _dtype_follows(g, p)
+
+    def pull(reader: Node) -> None:
+        for i in reader.inputs:
+            p = producers.get(i)
+            if len(pulled) < budget and joins(p, reader):
+                inside.add(p.id)
+                pull(p)  # its own operands first
+                pulled.append(p)
+
+    pull(u)
+    return pulled
 
 
 def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
@@ -179,6 +266,7 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     """Partition ``g``'s nodes into fusion groups; ``recurrent=False`` leaves LSTM/GRU layers to nn.LSTM / nn.GRU
     (cuDNN). Read the plan through :func:`fusion_plan`, which computes it once."""
     users = g.users()
+    producers = g.producer()
     returned = {v for call in g.calls.values() for v in call.outputs} | {v for _, v in g.outputs}
     groups: list[FusionGroup] = []
     taken: set[int] = set()
@@ -201,13 +289,17 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             groups.append(FusionGroup(len(groups), "attention", [node.id]))
             taken.add(node.id)
             continue
-        if kind not in ("anchor", "elementwise", "row") or not all(_float_tensor(t) for t in node.types):
+        if kind not in ("anchor", "elementwise", "row") or not all(_kernel_value(t) for t in node.types):
             continue
         if kind == "row" and not _row_ok(g, node):
             continue
-        if kind == "elementwise" and not all(_float_tensor(g.types[i]) for i in node.inputs):
+        if kind == "elementwise" and not (all(_kernel_value(g.types[i]) for i in node.inputs)
+                                          and (not _has_bool(g, node) or _dtype_follows(g, node))):
+            continue
+        if kind != "elementwise" and not all(_float_tensor(t) for t in node.types):
             continue
         members = [node]
+        starts = [0]  # where each chain member's extension (the member and the side branches it took in) begins
         has_row = kind == "row"
         while len(members) < MAX_GROUP_OPS:
             v = members[-1].outputs[0]
@@ -218,11 +310,19 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             if how is None:
                 break
             has_row = has_row or how == "row"
+            starts.append(len(members))
+            if how == "ew" and kind != "anchor" and _has_bool(g, nxt[0]):
+                members += _side_branches(g, members, nxt[0], users, producers, returned, taken, has_row)
             members.append(nxt[0])
+        while members and _bool_tensor(g.types[members[-1].outputs[0]]):
+            # bool results stay inside kernels: a chain that ends in them ends before them (and their side branches)
+            del members[starts.pop():]
+        if not members:
+            continue
         if kind == "elementwise" and has_row:
             kind = "row"
-        if len(members) == 1 and kind != "row":
-            continue  # a lone layer runs as PyTorch would run it: no kernel of ours is faster
+        if len(members) == 1 and (kind != "row" or _reduces(node)):
+            continue  # a lone layer (or reduction) runs as PyTorch would run it: no kernel of ours is faster
         if (kind == "anchor" and not _matmul(node) and len(members) == 2 and not node.attrs.get("bias")
                 and not _stats(members[1])):
             continue  # a convolution and one op after it: the kernel would be that op alone

@@ -46,8 +46,8 @@ def _bwd_lines(steps: tuple[Step, ...], grads: dict[str, str]) -> list[str]:
         if kernel.mask is not None:
             args.append(f"keep{attrs['stream']}")
         for arg, expr in zip(args, kernel.grads(attrs, args, s.out, g)):
-            if arg.startswith("keep"):
-                continue
+            if arg.startswith("keep") or expr is None:
+                continue  # a dropout's mask, a bool operand, a comparison's operands: no gradient
             name = f"g{arg}"
             if arg in grads:
                 lines.append(f"{name} = {name} + {expr}")
@@ -99,12 +99,27 @@ def _ref_row(row: Step) -> list[str]:
     return [f"{row.out} = {op_of(row.op).torch.expression(dict(row.attrs), [row.args[0]], **weights)}"]
 
 
-def _grad_stores(k: int, grads: dict[str, str]) -> list[str]:
-    """Store the gradient of each input that needs one (bit i of NEED)."""
+def _grad_stores(bools: tuple[bool, ...], grads: dict[str, str], per_row: tuple[bool, ...] = ()) -> list[str]:
+    """Store the gradient of each input that needs one (bit i of NEED); bool inputs never do. An input only a
+    comparison reads gets zeros; one with one value per row (``per_row``) the sum of its gradient over the row."""
     lines = ["# the gradient of every input autograd asks for"]
-    for i in range(k):
-        lines += [f"if NEED & {1 << i}:", f"    tl.store(g{i}_ptr + offs, {grads.get(f'x{i}', '0.0 * x0')}, mask=mask)"]
+    for i, is_bool in enumerate(bools):
+        if is_bool:
+            continue
+        grad = grads.get(f"x{i}", f"tl.zeros_like(x{i})")
+        if per_row and per_row[i]:
+            store = f"tl.store(g{i}_ptr + tl.program_id(0), tl.sum(tl.where(mask, {grad}, 0.0), 0))"
+        else:
+            store = f"tl.store(g{i}_ptr + offs, {grad}, mask=mask)"
+        lines += [f"if NEED & {1 << i}:", f"    {store}"]
     return lines
+
+
+def _load(i: int, where: str, is_bool: bool, masked: bool = True) -> str:
+    """Load kernel input ``i``: floats in the compute dtype, bools as int1; ``masked=False``: one value, always
+    there (a row's)."""
+    mask = (", mask=mask, other=0" if is_bool else ", mask=mask, other=0.0") if masked else ""
+    return f"x{i} = tl.load(x{i}_ptr + {where}{mask})" + (" != 0" if is_bool else ".to(COMPUTE)")
 
 
 def _live(lines: list[str]) -> list[str]:
@@ -181,7 +196,7 @@ class Source:
                     lines += [f"i{d} = rest % s{d}", f"rest = rest // s{d}"]
         for i, is_full in enumerate(s.full):
             where = "offs" if is_full else " + ".join(f"i{d} * st{i}_{d}" for d in range(rank))
-            lines.append(f"x{i} = tl.load(x{i}_ptr + {where}, mask=mask, other=0.0).to(COMPUTE)")
+            lines.append(_load(i, where, s.bools[i]))
         return lines
 
     def _ew_tail(self, rank: int) -> list[str]:
@@ -203,7 +218,7 @@ class Source:
                           s.n_inputs, self._ew_tail(rank) + ["NEED: tl.constexpr"])]
         body = self._ew_prologue(rank) + _fwd_lines(steps, "offs")
         body.append("g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)")
-        body += _bwd_lines(steps, grads) + _grad_stores(s.n_inputs, grads)
+        body += _bwd_lines(steps, grads) + _grad_stores(s.bools, grads)
         bwd += _indent(body)
         if s.kind == "linear":  # its forward is the matmul kernel; its epilogue's backward is elementwise
             return "@jit\n" + "\n".join(bwd)
@@ -237,8 +252,7 @@ class Source:
             "x0 = acc",
         ]
         for i in range(1, k):
-            body.append(f"x{i} = tl.load(x{i}_ptr + rm[:, None] * st{i}_0 + rn[None, :] * st{i}_1, mask=mask, "
-                        f"other=0.0).to(COMPUTE)")
+            body.append(_load(i, f"rm[:, None] * st{i}_0 + rn[None, :] * st{i}_1", s.bools[i]))
         body += _fwd_lines(s.pre, "offs")
         body.append(f"tl.store(out_ptr + offs, {s.pre[-1].out}.to(out_ptr.dtype.element_ty), mask=mask)")
         return "@jit\n" + head + "\n" + "\n".join(_indent(body))
@@ -252,21 +266,30 @@ class Source:
         def loads() -> list[str]:
             lines = ["cols = tl.arange(0, BLOCK)", "mask = cols < n_cols", "offs = tl.program_id(0) * n_cols + cols"]
             for i in range(s.n_inputs):
-                where = "cols" if f"x{i}" in params else "offs"
-                lines.append(f"x{i} = tl.load(x{i}_ptr + {where}, mask=mask, other=0.0).to(COMPUTE)")
+                if s.per_row[i]:
+                    lines.append(_load(i, "tl.program_id(0)", s.bools[i], masked=False))
+                else:
+                    lines.append(_load(i, "cols" if f"x{i}" in params else "offs", s.bools[i]))
             return lines
 
+        reduced = _row(s.row).reduces  # one value per row: stored at the row's index, its gradient loaded there
         fwd_body = loads() + _fwd_lines(s.pre, "offs") + _row_fwd(s.row) + _fwd_lines(s.post, "offs")
         out = (s.post[-1] if s.post else s.row).out
-        fwd_body.append(f"tl.store(out_ptr + offs, {out}.to(out_ptr.dtype.element_ty), mask=mask)")
+        if reduced:
+            fwd_body.append(f"tl.store(out_ptr + tl.program_id(0), {out}.to(out_ptr.dtype.element_ty))")
+        else:
+            fwd_body.append(f"tl.store(out_ptr + offs, {out}.to(out_ptr.dtype.element_ty), mask=mask)")
         fwd = "@jit\n" + _signature(f"{s.name}_forward", ["out_ptr"], s.n_inputs, tail) + "\n" + "\n".join(
             _indent(fwd_body))
         grads = {out: "g_out"}
         bwd_body = loads() + _fwd_lines(s.pre, "offs") + _row_fwd(s.row) + _fwd_lines(s.post, "offs")
-        bwd_body.append("g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)")
+        if reduced:
+            bwd_body.append("g_out = tl.load(grad_ptr + tl.program_id(0)).to(COMPUTE)")
+        else:
+            bwd_body.append("g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)")
         bwd_body += _bwd_lines(s.post, grads)
         bwd_body += _row_bwd(s.row, grads)
-        bwd_body += _bwd_lines(s.pre, grads) + _grad_stores(s.n_inputs, grads)
+        bwd_body += _bwd_lines(s.pre, grads) + _grad_stores(s.bools, grads, s.per_row)
         bwd = "@jit\n" + _signature(f"{s.name}_backward", ["grad_ptr"] + [f"g{i}_ptr" for i in range(s.n_inputs)],
                                     s.n_inputs, tail + ["NEED: tl.constexpr"]) + "\n" + "\n".join(_indent(bwd_body))
         return fwd + "\n\n\n" + bwd
@@ -290,10 +313,14 @@ class Source:
         args = [f"{s.name}_forward", f"{s.name}_backward", f"{s.name}_reference", flags("full", s.full)]
         if any(s.params):
             args.append(flags("params", s.params))
+        if any(s.per_row):
+            args.append(flags("per_row", s.per_row))
         if s.dropout:
             args.append("dropout=True")
         cls = {"linear": "LinearKernel", "row": "RowKernel", "elementwise": "ElementwiseKernel"}[s.kind]
         axes = _row(s.row).axes(dict(s.row.attrs), s.rank - 1) if s.row is not None else 1
         if axes != 1:
             args.append(f"dims={axes}")
+        if s.keepdim is not None:
+            args.append(f'reduce="{"keepdim" if s.keepdim else "drop"}"')
         return wrap_call(f"{s.name} = {cls}(", args)

@@ -13,7 +13,7 @@ from typing import Any
 from dlc.backends.triton.ops import AFFINE, BIAS, INTERNAL
 from dlc.compiler.fusion import FusionGroup
 from dlc.compiler.ir import Graph, Node
-from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Row
+from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Row, reduces
 from dlc.compiler.ops.pytorch import safe_text
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
@@ -67,20 +67,24 @@ CallArg = ValueArg | BiasArg | AffineArg | RowWeightsArg
 @dataclass
 class KernelSpec:
     kind: str  # elementwise | linear | row
-    rank: int  # rank of the output with the batch axis
-    full: tuple[bool, ...]  # per kernel input: has the output's shape
+    rank: int  # rank of the output with the batch axis (of a reduction's input, for a reducing row kernel)
+    full: tuple[bool, ...]  # per kernel input: has the output's shape (a reduction's input's)
     params: tuple[bool, ...]  # per kernel input: made from parameters (does not set the result's dtype)
+    bools: tuple[bool, ...]  # per kernel input: a bool tensor (loaded as int1, gets no gradient)
+    per_row: tuple[bool, ...]  # per input of a row kernel: one value per row (its row axes have size 1)
     pre: tuple[Step, ...]  # the chain (elementwise), the prologue (row), the epilogue (linear)
     row: Step | None = None
     post: tuple[Step, ...] = ()
     call: list[CallArg] = field(default_factory=list)
     dropout: str | None = None  # None | "train" | "always"
+    keepdim: bool | None = None  # a reducing row kernel: whether its output keeps the reduced axes (size 1)
     name: str = ""
     uses: dict[str, None] = field(default_factory=dict)  # one line per group that runs it (an ordered set)
 
     def key(self) -> tuple:
         """Equal for kernels with the same code."""
-        return (self.kind, self.rank, self.full, self.params, self.pre, self.row, self.post, self.dropout)
+        return (self.kind, self.rank, self.full, self.params, self.bools, self.per_row, self.pre, self.row, self.post,
+                self.dropout, self.keepdim)
 
     @property
     def n_inputs(self) -> int:
@@ -106,8 +110,18 @@ def _note(g: Graph, n: Node) -> str:
     return f"{who}{n.op} ({safe_text(Path(n.span.file).name)}:{n.span.line})"
 
 
+_SCALAR = (int, float, str, bool, type(None))
+
+
 def _attrs(n: Node) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in n.attrs.items() if isinstance(v, (int, float, str, bool, type(None)))))
+    """The node's plain attributes, hashable: lists of scalars (a reduction's ``dim=[1, 2]``) as tuples."""
+    out = []
+    for k, v in n.attrs.items():
+        if isinstance(v, list) and all(isinstance(e, _SCALAR) for e in v):
+            out.append((k, tuple(v)))
+        elif isinstance(v, _SCALAR):
+            out.append((k, v))
+    return tuple(sorted(out))
 
 
 def elementwise_kernel(op: str) -> Elementwise:
@@ -127,9 +141,24 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
     """The kernel a fusion group of kind anchor, elementwise or row runs."""
     nodes = [g.nodes[i] for i in grp.nodes]
     out_t = g.types[nodes[-1].outputs[0]]
+    reducer = next((n for n in nodes if reduces(op_of(n.op).kernel)), None)
+    keepdim = None
+    if reducer is not None:  # the kernel's full inputs have the shape of the rows it reduces
+        keepdim = g.types[reducer.inputs[0]].rank == out_t.rank
+        out_t = g.types[reducer.inputs[0]]
     assert isinstance(out_t, TensorType)
+    row_node = next((n for n in nodes if isinstance(op_of(n.op).kernel, Row)), None)
+    per_row_shape = None  # the shape of an input with one value per row
+    if row_node is not None:
+        row_kernel = op_of(row_node.op).kernel
+        assert isinstance(row_kernel, Row)
+        axes = row_kernel.axes(row_node.attrs, out_t.rank)
+        assert axes is not None  # the planner groups a row op only over axes it runs on
+        per_row_shape = out_t.shape[:out_t.rank - axes] + (1,) * axes
     full: list[bool] = []
     params: list[bool] = []
+    bools: list[bool] = []
+    per_row: list[bool] = []
     call: list[CallArg] = []
     names: dict[int, str] = {}  # IR value -> kernel variable
 
@@ -137,12 +166,17 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         call.append(arg)
         full.append(is_full)
         params.append(not isinstance(arg, ValueArg))
+        t = g.types[arg.value] if isinstance(arg, ValueArg) else None
+        bools.append(isinstance(t, TensorType) and t.dtype == "bool")
+        per_row.append(isinstance(t, TensorType) and not is_full and t.shape == per_row_shape)
         return f"x{len(full) - 1}"
 
     def second_input() -> str:
         """The other half of a two-input argument (batchnorm shift, layernorm bias)."""
         full.append(False)
         params.append(True)
+        bools.append(False)
+        per_row.append(False)
         return f"x{len(full) - 1}"
 
     def value(v: int) -> str:
@@ -219,5 +253,5 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         out = fresh()
         target.append(Step(n.op, attrs, args, out, _note(g, n)))
         names[n.outputs[0]] = out
-    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(steps), row, tuple(post), call,
-                      dropout)
+    return KernelSpec(kind, out_t.rank + 1, tuple(full), tuple(params), tuple(bools), tuple(per_row), tuple(steps),
+                      row, tuple(post), call, dropout, keepdim)

@@ -2,13 +2,17 @@
 ``logical_or``, ``logical_not``, ``where`` and ``masked_fill``.
 
 A spec writes comparisons with operators (``tokens != pad``, ``x > 0``, ``a == b``): between two tensors, or a
-tensor and a number (kept in ``value``). ``and``, ``or`` and ``not`` on bool tensors are the logical ops. None of
-them has a kernel facet: their bool results and masks stay in PyTorch, between fused kernels.
+tensor and a number (kept in ``value``). ``and``, ``or`` and ``not`` on bool tensors are the logical ops.
+
+Their kernel facets are elementwise on Triton's int1: a comparison passes no gradient to either side (its
+result is bool), ``where`` and ``masked_fill`` pass it to the operand they selected, and a bool operand gets
+none.
 """
 
 from __future__ import annotations
 
 from dlc.compiler.ir import format_value
+from dlc.compiler.ops.kernel import Elementwise, flt
 from dlc.compiler.ops.pytorch import Form, Torch
 from dlc.compiler.ops.registry import Attr as A
 from dlc.compiler.ops.registry import OpDef, ShapeError, register
@@ -56,10 +60,16 @@ def _compare_label(symbol: str):
     return lambda a: symbol if a["value"] is None else f"{symbol} {format_value(a['value'])}"
 
 
+def _compare_kernel(symbol: str) -> Elementwise:
+    """``a <symbol> b`` (or ``a <symbol> value``) in a kernel; no gradient flows through a bool result."""
+    return Elementwise(lambda a, x: f"{x[0]} {symbol} {x[1] if len(x) > 1 else flt(a['value'])}",
+                       lambda a, x, y, g: [None] * len(x))
+
+
 for _name, _symbol in COMPARISONS.items():
     register(OpDef(
         _name, (A("value", "float", None),), _compare_rule(_name), inputs=("a", "b"), optional_inputs=frozenset({"b"}),
-        torch=Torch(function=Form(_template(_symbol), _value)),
+        torch=Torch(function=Form(_template(_symbol), _value)), kernel=_compare_kernel(_symbol),
         family="merge", draw="merge",
         label=_compare_label(_symbol),
         doc=f"Elementwise `a {_symbol} b` (or `a {_symbol} value`), a bool tensor."))
@@ -76,15 +86,22 @@ def _logical(name: str):
     return rule
 
 
+def _no_grads(a, x: list[str], y: str, g: str) -> list[str | None]:
+    return [None] * len(x)
+
+
 register(OpDef(
     "logical_and", (), _logical("and"), inputs=("a", "b"), torch=Torch(function=Form("{x} & {*rest}")),
+    kernel=Elementwise(lambda a, x: f"{x[0]} & {x[1]}", _no_grads),
     family="merge", draw="merge", label=lambda a: "and", doc="`a and b` between bool tensors."))
 register(OpDef(
     "logical_or", (), _logical("or"), inputs=("a", "b"), torch=Torch(function=Form("{x} | {*rest}")),
+    kernel=Elementwise(lambda a, x: f"{x[0]} | {x[1]}", _no_grads),
     family="merge", draw="merge", label=lambda a: "or", doc="`a or b` between bool tensors."))
 register(OpDef(
     "logical_not", (), _logical("not"), torch=Torch(module=Form("Apply(torch.logical_not)"),
                                                      function=Form("torch.logical_not({x})")),
+    kernel=Elementwise(lambda a, x: f"{x[0]} == 0", _no_grads),
     family="arith", label=lambda a: "not", doc="`not a` of a bool tensor."))
 
 
@@ -116,10 +133,27 @@ def _where_fill(a, ins, outs) -> dict:
     return {"input": a["input"], "other": a["other"]}
 
 
+def _where_kernel(a, x: list[str]) -> str:
+    """The tensors after the condition take the places the numbers leave, as in the PyTorch template."""
+    tensors = iter(x[1:])
+    picked = [next(tensors) if a[k] is None else flt(a[k]) for k in ("input", "other")]
+    return f"tl.where({x[0]}, {picked[0]}, {picked[1]})"
+
+
+def _where_grads(a, x: list[str], y: str, g: str) -> list[str | None]:
+    """The gradient goes to the operand each element took: ``a`` where the condition holds, ``b`` elsewhere."""
+    grads: list[str | None] = [None]
+    if a["input"] is None:
+        grads.append(f"tl.where({x[0]}, {g}, 0.0)")
+    if a["other"] is None:
+        grads.append(f"tl.where({x[0]}, 0.0, {g})")
+    return grads
+
+
 register(OpDef(
     "where", (A("input", "float", None), A("other", "float", None)), _where,
     inputs=("condition", "a", "b"), optional_inputs=frozenset(("a", "b")),
-    torch=Torch(function=Form(_where_template, _where_fill)),
+    torch=Torch(function=Form(_where_template, _where_fill)), kernel=Elementwise(_where_kernel, _where_grads),
     family="merge", draw="merge", label=lambda a: "where",
     doc="`where(condition, a, b)`: `a` where the bool condition holds, else `b` (tensors or numbers)."))
 
@@ -138,5 +172,7 @@ def _masked_fill(attrs, ins):
 register(OpDef(
     "masked_fill", (A("value", "float"),), _masked_fill, inputs=("x", "mask"),
     torch=Torch(function=Form("{x}.masked_fill({*rest}, {value})", _value)),
+    kernel=Elementwise(lambda a, x: f"tl.where({x[1]}, {flt(a['value'])}, {x[0]})",
+                       lambda a, x, y, g: [f"tl.where({x[1]}, 0.0, {g})", None]),
     family="merge", draw="merge", label=lambda a: f"masked_fill {format_value(a['value'])}",
     doc="`masked_fill(x, mask, value)`: `value` where the bool mask holds, else x."))

@@ -35,11 +35,12 @@ class Mask:
 class Elementwise:
     """One line per op in an elementwise chain: ``expr(attrs, args)`` computes the result and
     ``grads(attrs, args, out, g)`` the gradient of each operand (values are recomputed in the backward
-    kernel, not stored)."""
+    kernel, not stored), None for an operand no gradient flows to: a bool operand, and both operands of a
+    comparison. Bool values are Triton's int1 in a kernel (a bool input is loaded as ``!= 0``)."""
 
     kind: ClassVar[str] = "elementwise"
     expr: Callable[[Attrs, list[str]], str]
-    grads: Callable[[Attrs, list[str], str, str], list[str]]
+    grads: Callable[[Attrs, list[str], str, str], list[str | None]]
     mask: Mask | None = None
 
 
@@ -64,6 +65,10 @@ class Row:
     g, gx)`` gives the lines computing the input's gradient ``gx`` from ``g`` (it may reuse the forward's
     named temporaries) and, for ops with ``weights``, ``g<arg>`` for each of ``args[1:]``.
     ``weights(attrs)``: the op takes its module's ``weight`` and ``bias`` as two per-column operands.
+
+    ``reduces``: the op reduces each row to one value (``sum``, ``mean``, ``max``... over trailing axes):
+    ``forward`` computes the scalar ``out`` and ``backward`` receives the scalar ``g``. Nothing after a
+    reduction joins its kernel, and a lone reduction stays in PyTorch (the kernel would be that op alone).
     """
 
     kind: ClassVar[str] = "row"
@@ -71,6 +76,7 @@ class Row:
     forward: Callable[[Attrs, list[str], str], list[str]]
     backward: Callable[[Attrs, list[str], str, str, str], list[str]]
     weights: Callable[[Attrs], bool] = lambda attrs: False
+    reduces: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,3 +109,8 @@ class Attention:
 
 
 Kernel = Elementwise | ChannelAffine | Row | Anchor | Recurrent | Attention
+
+
+def reduces(kernel: Kernel | None) -> bool:
+    """A row kernel that reduces its rows (see :class:`Row`)."""
+    return isinstance(kernel, Row) and kernel.reduces

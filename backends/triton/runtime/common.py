@@ -406,19 +406,21 @@ class LinearKernel(ElementwiseKernel):
 
 
 # ---- section: row ----
-def _rows(inputs, full, n_cols):
-    """A row kernel's inputs: full ones as dense [rows, n_cols], the layernorm's parameters as [n_cols]."""
+def _rows(inputs, kernel, n_cols):
+    """A row kernel's inputs: full ones as dense [rows, n_cols], those with one value per row as [rows], the
+    layernorm's parameters as [n_cols]."""
     rows = inputs[0].numel() // n_cols
     return rows, [
-        t.contiguous().reshape(rows, n_cols) if f else t.reshape(n_cols) for t, f in zip(inputs, full, strict=True)
+        t.contiguous().reshape(rows, n_cols) if f else t.contiguous().reshape(rows) if r else t.reshape(n_cols)
+        for t, f, r in zip(inputs, kernel.full, kernel.per_row, strict=True)
     ]
 
 
 class _Row(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, on, n_cols, dtype, *inputs):
-        rows, ins = _rows(inputs, kernel.full, n_cols)
-        out = torch.empty(inputs[0].shape, dtype=dtype, device=inputs[0].device)
+        rows, ins = _rows(inputs, kernel, n_cols)
+        out = torch.empty(kernel.out_shape(inputs[0].shape), dtype=dtype, device=inputs[0].device)
         seed = dropout_seed(on)
         block = triton.next_power_of_2(n_cols)
         launch(kernel.forward, (rows,))(out, *ins, seed, on, n_cols, BLOCK=block, COMPUTE=_compute_dtype(dtype))
@@ -430,11 +432,13 @@ class _Row(torch.autograd.Function):
     def backward(ctx, grad):
         inputs = ctx.saved_tensors
         kernel, n_cols = ctx.kernel, ctx.n_cols
-        rows, ins = _rows(inputs, kernel.full, n_cols)
+        rows, ins = _rows(inputs, kernel, n_cols)
         needs = ctx.needs_input_grad[4:]
         grads = [
-            torch.empty((rows, n_cols), dtype=_compute_torch_dtype(ctx.dtype), device=grad.device) if need else None
-            for need in needs
+            torch.empty((rows,) if r else (rows, n_cols), dtype=_compute_torch_dtype(ctx.dtype), device=grad.device)
+            if need
+            else None
+            for need, r in zip(needs, kernel.per_row, strict=True)
         ]
         g = grad.contiguous()
         block = triton.next_power_of_2(n_cols)
@@ -450,11 +454,11 @@ class _Row(torch.autograd.Function):
             NEED=_need_mask(needs),
         )
         result = []
-        for gi, t, full in zip(grads, inputs, kernel.full, strict=True):
+        for gi, t, full, r in zip(grads, inputs, kernel.full, kernel.per_row, strict=True):
             if gi is None:
                 result.append(None)
             else:
-                result.append((gi if full else gi.sum(0)).reshape(t.shape).to(t.dtype))
+                result.append((gi if full or r else gi.sum(0)).reshape(t.shape).to(t.dtype))
         return (None, None, None, None, *result)
 
 
@@ -464,14 +468,27 @@ ROW_LIMIT = 16384
 
 class RowKernel(ElementwiseKernel):
     """A generated row kernel: softmax, log_softmax or layernorm over the last ``dims`` axes, with the
-    elementwise ops before it (residual add...) and after it in the same kernel.
+    elementwise ops before it (residual add...) and after it in the same kernel; or a reduction of
+    those axes (``reduce``: "keepdim" keeps them with size 1, "drop" drops them) with the ops before it.
 
-    ``full[i]`` inputs have the row tensor's shape; the others are the layernorm's weight and bias.
+    ``full[i]`` inputs have the row tensor's shape, ``per_row[i]`` ones one value per row (the row axes of
+    size 1); the others are the layernorm's weight and bias.
     """
 
-    def __init__(self, forward, backward, reference, full, params=None, dropout=False, dims=1):
+    def __init__(
+        self, forward, backward, reference, full, params=None, dropout=False, dims=1, reduce=None, per_row=None
+    ):
         super().__init__(forward, backward, reference, full, params, dropout)
         self.dims = dims
+        self.reduce = reduce
+        self.per_row = tuple(per_row) if per_row is not None else (False,) * len(self.full)
+
+    def out_shape(self, shape):
+        """The output's shape for rows of ``shape``."""
+        if self.reduce is None:
+            return shape
+        kept = shape[: len(shape) - self.dims]
+        return torch.Size(kept + (1,) * self.dims) if self.reduce == "keepdim" else kept
 
     def __call__(self, *inputs, training=False):
         on = 1 if (self.dropout and training) else 0
