@@ -47,8 +47,8 @@ class Block(nn.Module):
 
     def forward(self, x):
         a = self.ln_1(x)  # gpt.dln:22
-        causal_mask = torch.ones(a.shape[1], a.shape[1], dtype=torch.bool, device=a.device).triu(1)  # gpt.dln:22
-        a, _ = self.attn(a, a, a, need_weights=False, attn_mask=causal_mask)
+        causal_mask = torch.ones(a.shape[1], a.shape[1], dtype=torch.bool, device=a.device).triu(1)
+        a, _ = self.attn(a, a, a, need_weights=False, attn_mask=causal_mask)  # gpt.dln:22
         a = F.dropout(a, 0.1, training=self.training)  # gpt.dln:22
         y = x + a  # gpt.dln:23
         ln_2 = self.ln_2(y)  # gpt.dln:24
