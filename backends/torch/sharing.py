@@ -2,18 +2,26 @@
 
 Classes are compared as structure, never as text: the templates of their statements (each a
 :class:`~dlc.compiler.ops.pytorch.Filled` from an op's facet or the emitter) and their hole values, with every
-number abstracted to a mark (:class:`_Walk`). Instances of one block with the same structure share a class; a
-number that varies between them becomes a constructor argument (a number in ``forward`` is kept as an attribute,
+value abstracted to a mark (:class:`_Walk`). A value is a number or a list of numbers (a kernel size ``3`` or
+``(1, 7)``), and a keyword the form leaves out at a default that is a value counts as that value (``stride=2``
+written, ``stride`` left out at 1). Instances of one block with the same structure share a class; a value that
+varies between them becomes a constructor argument (a value in ``forward`` is kept as an attribute,
 ``self.scale = scale``), named, in this order of preference:
 
-0. after the block parameter written the same in every instance (``c``; an int never stands for a float);
-1. after an input size equal in every instance (``x_channels``, ``x_size2``);
-2. after the constructor hole it fills (``conv_out_channels``: attribute ``conv``, hole ``out_channels``), when
+0. after the block parameter written the same in every instance (``c``, ``k`` for ``k: int2``; an int never
+   stands for a float);
+1. after a number the block body binds to a name, the same in every instance (``hidden = channels(x) * t``);
+2. after an input size equal in every instance (``x_channels``, ``x_size2``);
+3. after the constructor hole it fills (``conv_out_channels``: attribute ``conv``, hole ``out_channels``), when
    it is a whole argument of the constructor an attribute is assigned;
-3. ``arg1``, ``arg2``, ... otherwise.
+4. ``arg1``, ``arg2``, ... otherwise.
+
+Lists of one length that no parameter or binding holds whole keep their fixed items: the items that vary are the
+arguments (``F.pad(x, (self.dilation, 0))``). An argument filling only keywords with one default, left out in
+some instance, gets that default in the signature (``stride=1``), and a call leaves it out where it has it.
 
 A block's instances are given classes after those of the blocks they use, so a class compares its children's
-constructor calls (:class:`~dlc.backends.torch.classes.ChildCall`, resolved here) with their arguments as numbers.
+constructor calls (:class:`~dlc.backends.torch.classes.ChildCall`, resolved here) with their arguments as values.
 Each statement is walked a bounded number of times: the cost is linear in the size of the generated code.
 """
 
