@@ -59,6 +59,8 @@ class BlockCall:
     outputs: tuple[int, ...]
     input_names: tuple[str, ...]
     hint: str | None
+    # the numbers a block's body binds to names (`hidden = channels(x) * t`): generated code is named after them
+    bound: tuple[tuple[str, Any], ...] = ()
 
 
 # A block call's key: the instance's module path and which application of it (a shared instance has several).

@@ -552,7 +552,7 @@ class Lowerer:
                                hint="labelled groups and repeats become nn.Sequential: one result each")
         self.ctx.g.blocks.setdefault(block.name, block.name_span)
         self.ctx.g.add_call(scope, BlockCall(tuple(t.vid for t in inputs), tuple(t.vid for t in result),
-                                             tuple(names), frame.hint))
+                                             tuple(names), frame.hint, _bound_numbers(inner_frame, args)))
         return result[0] if len(result) == 1 else tuple(result)
 
 
@@ -569,6 +569,15 @@ def _as_stage(e: ast.Expr) -> ast.Stage | None:
 def _piped(x: Tensor | tuple) -> list[Tensor]:
     """The tensors a stage receives first: one piped tensor, or the several a pipeline carries."""
     return list(x) if isinstance(x, tuple) else [x]
+
+
+def _bound_numbers(frame: Frame, params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The numbers (and lists of numbers) a block body bound to names of its own, in the order it bound them."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return tuple((n, v) for n, v in frame.names.items() if n not in params
+                 and (number(v) or (isinstance(v, list) and bool(v) and all(number(x) for x in v))))
 
 
 def _weight(v: Any) -> int:

@@ -104,7 +104,8 @@ def to_dict(g: Graph) -> dict[str, Any]:
         "nodes": nodes,
         "blocks": blocks,
         "calls": {_call_key(path, call): {"inputs": list(c.inputs), "outputs": list(c.outputs),
-                                          "names": list(c.input_names), "hint": c.hint}
+                                          "names": list(c.input_names), "hint": c.hint,
+                                          **({"bound": [list(b) for b in c.bound]} if c.bound else {})}
                   for (path, call), c in g.calls.items()},
     }
 
@@ -135,7 +136,8 @@ def from_dict(d: dict[str, Any]) -> Graph:
         g.nodes.append(node)
         for v, t in zip(node.outputs, node.types):
             g.types[v] = t
-    g.calls = {_call_of_key(k): BlockCall(tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"])
+    g.calls = {_call_of_key(k): BlockCall(tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"],
+                                          tuple((n, v) for n, v in c.get("bound", ())))
                for k, c in d["calls"].items()}
     g.blocks = {name: span(s) for name, s in d["blocks"].items()}
     return g

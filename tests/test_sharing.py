@@ -52,15 +52,16 @@ network N {
 
 
 def test_instances_differing_in_structure_do_not_share(tmp_path):
-    # stride 1 is the default, left out of the constructor: `stride=2` is one more keyword, not another number
+    # `bias=False` is written in some instances and left out (at its default) in others: a boolean is no number,
+    # so the code differs in more than numbers
     spec = _spec(tmp_path, """
-block C(s: int) {
+block C(b: bool) {
     input x
-    return x -> conv: conv2d(4, k=3, stride=s, pad=1)
+    return x -> conv: conv2d(4, k=3, pad=1, bias=b)
 }
 network N {
     input x: [4, 8, 8]
-    output y = x -> a: C(1) -> b: C(2) -> c: C(1)
+    output y = x -> a: C(true) -> b: C(false) -> c: C(true)
 }""")
     src = dlc.compile(spec).source
     classes = _classes(src)
@@ -68,9 +69,139 @@ network N {
     assert _init_params(classes["C"]) == [] and _init_params(classes["C_2"]) == []
     assert "self.a = C()" in src and "self.b = C_2()" in src and "self.c = C()" in src
     m = dlc.load(spec)
+    assert m.a.conv.bias is not None and m.b.conv.bias is None
     x = torch.randn(2, 4, 8, 8)
-    want = m.c.conv(m.b.conv(m.a.conv(x)))
-    assert m.b.conv.stride == (2, 2) and m.a.conv.stride == (1, 1)
+    torch.testing.assert_close(m(x), m.c.conv(m.b.conv(m.a.conv(x))))
+
+
+def _defaults(cls: ast.ClassDef) -> dict[str, object]:
+    init = next(f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+    params = [a.arg for a in init.args.args[1:]]
+    return {p: ast.literal_eval(d) for p, d in zip(params[len(params) - len(init.args.defaults):], init.args.defaults)}
+
+
+def test_instances_differing_in_a_keyword_left_out_at_its_default_share_a_class(tmp_path):
+    # stride 1 is nn.Conv2d's default, left out of the constructor; stride 2 is written: one class whose
+    # `stride=stride` is written, with the default 1 as the argument's (a call leaves it out where it has it)
+    spec = _spec(tmp_path, """
+block C(c: int, s: int = 1) {
+    input x
+    return x -> conv: conv2d(c, k=3, stride=s, pad=1)
+}
+network N {
+    input x: [4, 8, 8]
+    output y = x -> a: C(4) -> b: C(6, s=2) -> c: C(6)
+}""")
+    src = dlc.compile(spec).source
+    classes = _classes(src)
+    assert [c for c in classes if c.startswith("C")] == ["C"]
+    assert _init_params(classes["C"]) == ["c", "x_channels", "s"] and _defaults(classes["C"]) == {"s": 1}
+    assert "nn.Conv2d(x_channels, c, kernel_size=3, stride=s, padding=1)" in src
+    assert "self.a = C(c=4, x_channels=4)" in src
+    assert "self.b = C(c=6, x_channels=4, s=2)" in src and "self.c = C(c=6, x_channels=6)" in src
+    m = dlc.load(spec)
+    assert m.b.conv.stride == (2, 2) and m.c.conv.stride == (1, 1)
+    x = torch.randn(2, 4, 8, 8)
+    want = x
+    for conv, stride in ((m.a.conv, 1), (m.b.conv, 2), (m.c.conv, 1)):
+        want = F.conv2d(want, conv.weight, conv.bias, stride=stride, padding=1)
+    torch.testing.assert_close(m(x), want)
+
+
+def test_a_keyword_every_instance_leaves_out_stays_out(tmp_path):
+    # every instance has stride 1: nothing to share, the keyword is not written (simple networks stay simple)
+    spec = _spec(tmp_path, """
+block C(c: int, s: int = 1) {
+    input x
+    return x -> conv: conv2d(c, k=3, stride=s, pad=1)
+}
+network N {
+    input x: [4, 8, 8]
+    output y = x -> a: C(4) -> b: C(6)
+}""")
+    src = dlc.compile(spec).source
+    assert "stride" not in src
+    assert _init_params(_classes(src)["C"]) == ["c"]
+    assert "nn.Conv2d(4, c, kernel_size=3, padding=1)" in src
+
+
+def test_a_keyword_left_out_is_a_number_in_the_only_argument(tmp_path):
+    # the first argument has no default: a call names at least one argument
+    spec = _spec(tmp_path, """
+block D(d: int) {
+    input x
+    return x -> pad([d, 0]) -> conv: conv1d(4, k=2, dilation=d)
+}
+network N {
+    input x: [4, T]
+    output y = x -> a: D(1) -> b: D(2) -> c: D(4)
+}""")
+    src = dlc.compile(spec).source
+    classes = _classes(src)
+    assert [c for c in classes if c.startswith("D")] == ["D"] and _defaults(classes["D"]) == {}
+    # the padding list is no parameter's value: its varying item is the argument
+    assert "F.pad(x, (self.d, 0))" in src and "dilation=d)" in src
+    assert "self.a = D(d=1)" in src and "self.b = D(d=2)" in src and "self.c = D(d=4)" in src
+    m = dlc.load(spec)
+    x = torch.randn(2, 4, 20)
+    want = x
+    for conv, d in ((m.a.conv, 1), (m.b.conv, 2), (m.c.conv, 4)):
+        want = F.conv1d(F.pad(want, (d, 0)), conv.weight, conv.bias, dilation=d)
+    torch.testing.assert_close(m(x), want)
+
+
+def test_a_list_parameter_is_passed_whole(tmp_path):
+    # k and pad are `int2`: an int in some instances, a pair in others; the class takes them as they are
+    spec = _spec(tmp_path, """
+block B(c: int, k: int2, pad: int2 = 0) {
+    input x
+    return x -> conv: conv2d(c, k=k, pad=pad, bias=false) -> relu
+}
+network N {
+    input x: [3, 9, 9]
+    output y = x -> a: B(4, k=1) -> b: B(6, k=[1, 3], pad=[0, 1]) -> c: B(8, k=[3, 1], pad=[1, 0])
+}""")
+    src = dlc.compile(spec).source
+    classes = _classes(src)
+    assert [c for c in classes if c.startswith("B")] == ["B"]
+    assert _init_params(classes["B"]) == ["c", "k", "x_channels", "pad"] and _defaults(classes["B"]) == {"pad": 0}
+    assert "nn.Conv2d(x_channels, c, kernel_size=k, padding=pad, bias=False)" in src
+    assert "self.a = B(c=4, k=1, x_channels=3)" in src
+    assert "self.b = B(c=6, k=(1, 3), x_channels=4, pad=(0, 1))" in src
+    assert "self.c = B(c=8, k=(3, 1), x_channels=6, pad=(1, 0))" in src
+    m = dlc.load(spec)
+    assert m.b.conv.kernel_size == (1, 3) and m.c.conv.padding == (1, 0)
+    x = torch.randn(2, 3, 9, 9)
+    want = x
+    for conv, pad in ((m.a.conv, 0), (m.b.conv, (0, 1)), (m.c.conv, (1, 0))):
+        want = torch.relu(F.conv2d(want, conv.weight, padding=pad))
+    torch.testing.assert_close(m(x), want)
+
+
+def test_a_number_bound_in_the_block_is_named_after_its_binding(tmp_path):
+    # `hidden` is computed from the input and a parameter: no parameter holds it, its binding names it
+    spec = _spec(tmp_path, """
+block E(c: int, t: int) {
+    input x
+    hidden = channels(x) * t
+    return x -> up: conv2d(hidden, k=1) -> relu -> down: conv2d(c, k=1)
+}
+network N {
+    input x: [4, 5, 5]
+    output y = x -> a: E(4, 2) -> b: E(8, 3)
+}""")
+    src = dlc.compile(spec).source
+    classes = _classes(src)
+    assert [c for c in classes if c.startswith("E")] == ["E"]
+    assert _init_params(classes["E"]) == ["c", "hidden"]
+    assert "nn.Conv2d(4, hidden, kernel_size=1)" in src and "nn.Conv2d(hidden, c, kernel_size=1)" in src
+    assert "self.a = E(c=4, hidden=8)" in src and "self.b = E(c=8, hidden=12)" in src
+    m = dlc.load(spec)
+    assert m.b.up.out_channels == 12
+    x = torch.randn(2, 4, 5, 5)
+    want = x
+    for e in (m.a, m.b):
+        want = e.down(torch.relu(e.up(want)))
     torch.testing.assert_close(m(x), want)
 
 

@@ -55,7 +55,9 @@ network N {
 
 def test_int2_and_list_parameters_compile_and_run(tmp_path: Path) -> None:
     compiled = dlc.compile(_write(tmp_path, TYPED))
-    assert "kernel_size=(1, 3), padding=(0, 1)" in compiled.source
+    # one class: the int2 parameters are its arguments (tests/test_sharing.py)
+    assert "kernel_size=k, padding=pad" in compiled.source
+    assert "Conv(c=4, k=(1, 3), x_channels=3, pad=(0, 1))" in compiled.source
     m = compiled.instantiate()
     assert m.a.conv.weight.shape == (4, 3, 1, 3)
     assert m.b.conv.weight.shape == (4, 4, 3, 3)

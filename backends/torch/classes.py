@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dlc.compiler.ir import Node, Scope
 from dlc.compiler.ops.pytorch import Filled, safe_text
@@ -72,6 +73,7 @@ class Instance:
     input_types: list
     input_names: list[str]
     span: Span
+    bound: tuple[tuple[str, Any], ...] = ()  # the numbers its body binds to names (`hidden = channels(x) * t`)
 
 
 def location(span_file: str, line: int) -> str:

@@ -221,7 +221,7 @@ class ModuleEmitter:
         site = self.g.call_of(scope)
         cls = self._class(nodes, depth, list(zip(site.input_names, site.inputs)), list(site.outputs), "")
         rec = Instance(len(self.instances), scope, cls, [self.g.types[v] for v in site.inputs], list(site.input_names),
-                        nodes[0].span if nodes else scope.span)
+                        nodes[0].span if nodes else scope.span, site.bound)
         self.instances.append(rec)
         return ChildCall(rec.iid)
 

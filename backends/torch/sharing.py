@@ -2,18 +2,26 @@
 
 Classes are compared as structure, never as text: the templates of their statements (each a
 :class:`~dlc.compiler.ops.pytorch.Filled` from an op's facet or the emitter) and their hole values, with every
-number abstracted to a mark (:class:`_Walk`). Instances of one block with the same structure share a class; a
-number that varies between them becomes a constructor argument (a number in ``forward`` is kept as an attribute,
+value abstracted to a mark (:class:`_Walk`). A value is a number or a list of numbers (a kernel size ``3`` or
+``(1, 7)``), and a keyword the form leaves out at a default that is a value counts as that value (``stride=2``
+written, ``stride`` left out at 1). Instances of one block with the same structure share a class; a value that
+varies between them becomes a constructor argument (a value in ``forward`` is kept as an attribute,
 ``self.scale = scale``), named, in this order of preference:
 
-0. after the block parameter written the same in every instance (``c``; an int never stands for a float);
-1. after an input size equal in every instance (``x_channels``, ``x_size2``);
-2. after the constructor hole it fills (``conv_out_channels``: attribute ``conv``, hole ``out_channels``), when
+0. after the block parameter written the same in every instance (``c``, ``k`` for ``k: int2``; an int never
+   stands for a float);
+1. after a number the block body binds to a name, the same in every instance (``hidden = channels(x) * t``);
+2. after an input size equal in every instance (``x_channels``, ``x_size2``);
+3. after the constructor hole it fills (``conv_out_channels``: attribute ``conv``, hole ``out_channels``), when
    it is a whole argument of the constructor an attribute is assigned;
-3. ``arg1``, ``arg2``, ... otherwise.
+4. ``arg1``, ``arg2``, ... otherwise.
+
+Lists of one length that no parameter or binding holds whole keep their fixed items: the items that vary are the
+arguments (``F.pad(x, (self.dilation, 0))``). An argument filling only keywords with one default, left out in
+some instance, gets that default in the signature (``stride=1``), and a call leaves it out where it has it.
 
 A block's instances are given classes after those of the blocks they use, so a class compares its children's
-constructor calls (:class:`~dlc.backends.torch.classes.ChildCall`, resolved here) with their arguments as numbers.
+constructor calls (:class:`~dlc.backends.torch.classes.ChildCall`, resolved here) with their arguments as values.
 Each statement is walked a bounded number of times: the cost is linear in the size of the generated code.
 """
 
@@ -26,11 +34,12 @@ from typing import Any
 from dlc.backends.torch.classes import ChildCall, ClassDef, Instance, Line, location
 from dlc.backends.torch.namespace import Namespace
 from dlc.compiler.names import RESERVED_ATTRS
-from dlc.compiler.ops.pytorch import Filled, Var, holes
+from dlc.compiler.ops.pytorch import OMIT, Filled, Var, holes, lit
 from dlc.compiler.types import TensorType
 from dlc.diagnostics import Span
 
-Number = int | float
+# a number, or a list or tuple of numbers (see _is_value)
+Value = int | float | list | tuple
 
 
 class _Token:
@@ -50,13 +59,27 @@ _NUMBER, _CALL, _CODE, _ITEMS, _VALUE, _OMITTED = (_Token(n) for n in ("NUMBER",
                                                                        "OMITTED"))
 
 
+_NO_DEFAULT: Any = object()  # a number filling no keyword hole with a default
+
+
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_value(v: object) -> bool:
+    """A number, or a non-empty list or tuple of numbers (a kernel size ``(1, 7)``): one value, one argument."""
+    return _is_number(v) or (isinstance(v, (list, tuple)) and bool(v) and all(_is_number(x) for x in v))
+
+
 def _written(v: object) -> str | None:
-    """A number as the generated code writes it (``2`` and ``2.0`` differ: an argument holds one of them)."""
-    return repr(v) if _is_number(v) else None
+    """A value as the generated code writes it (``2`` and ``2.0`` differ: an argument holds one of them; a list is
+    written as a tuple)."""
+    if _is_number(v):
+        return repr(v)
+    if _is_value(v):
+        items = [repr(x) for x in v]  # type: ignore[union-attr]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return None
 
 
 class _Walk:
@@ -66,16 +89,17 @@ class _Walk:
     mark), and rebuilds each statement with block instance calls resolved (from ``calls``) and each number
     replaced by what ``replace(position, number, in_forward)`` returns; an unchanged value stays the same object.
     It collects the numbers in order, each with the name of the constructor hole it fills (see the module
-    docstring, rank 2), or None.
+    docstring, rank 2), or None, and with the default of the keyword hole it fills (:data:`_NO_DEFAULT` if none).
     """
 
     def __init__(self, calls: Mapping[int, Filled],
-                 replace: Callable[[int, Number, bool], object] | None = None) -> None:
+                 replace: Callable[[int, Value, bool], object] | None = None) -> None:
         self.calls = calls
         self.replace = replace
         self.key: list[Hashable] = []
-        self.numbers: list[Number] = []
+        self.numbers: list[Value] = []
         self.slots: list[str | None] = []
+        self.defaults: list[Any] = []
         self._forward = False
 
     def line(self, ln: Line, forward: bool) -> Line:
@@ -89,7 +113,9 @@ class _Walk:
         new = self._value(code, _constructor(code, self.calls) if ln.attr else None, ln.attr)
         return ln if new is ln.code else Line(new, ln.comment, ln.attr, ln.indent)
 
-    def _value(self, v: Any, top: Filled | None, attr: str | None, slot: str | None = None) -> Any:
+    def _value(self, v: Any, top: Filled | None, attr: str | None, slot: str | None = None,
+               whole: bool = True, default: Any = None) -> Any:
+        """``v`` rebuilt; ``whole``: a list of numbers is one value (not so for the items a ``*`` hole spreads)."""
         kind = type(v)  # exact types first: this runs for every value of every statement
         if kind is ChildCall:
             v = self.calls[v.iid]
@@ -99,11 +125,12 @@ class _Walk:
         if kind is Var:
             self.key += (_CODE, v)
             return v
-        if kind is int or kind is float or _is_number(v):
+        if kind is int or kind is float or _is_number(v) or (whole and _is_value(v)):
             self.key.append(_NUMBER)
             pos = len(self.numbers)
             self.numbers.append(v)
             self.slots.append(slot)
+            self.defaults.append(default if _is_value(default) else _NO_DEFAULT)
             return v if self.replace is None else self.replace(pos, v, self._forward)
         if isinstance(v, (list, tuple)):
             self.key += (_ITEMS, len(v))
@@ -121,13 +148,17 @@ class _Walk:
         self.key += (_CALL, v.template)
         changed: dict[str, Any] = {}
         for hole in holes(v.template):
-            if hole.mark in (",", "=") and v.omitted(hole.name):
+            old = v.values[hole.name]
+            # a keyword left out at a default that is a number is that number: where instances differ in it, it is
+            # an argument and the keyword is written (`stride=stride`); where they agree, it stays left out
+            if hole.mark in (",", "=") and v.omitted(hole.name) and (old is OMIT or not _is_value(old)):
                 self.key.append(_OMITTED)
                 continue
             # a whole argument of the constructor call is named after its hole
             slot = f"{attr}_{hole.name}" if v is top and hole.mark != "*" else None
-            old = v.values[hole.name]
-            new = self._value(old, top, attr, slot)
+            keyword = hole.mark in (",", "=")
+            new = self._value(old, top, attr, slot, whole=hole.mark != "*",
+                              default=v.defaults.get(hole.name) if keyword else None)
             if new is not old:
                 changed[hole.name] = new
         # unchanged, it stays the same object (its text already written, see Filled.text)
@@ -153,8 +184,9 @@ class _Shape:
     """A block instance's class as structure: the key instances sharing a class agree on, and its numbers."""
 
     key: Hashable
-    numbers: list[Number]
+    numbers: list[Value]
     slots: list[str | None]
+    defaults: list[Any]
 
 
 def _shape(cls: ClassDef, calls: Mapping[int, Filled]) -> _Shape:
@@ -164,7 +196,7 @@ def _shape(cls: ClassDef, calls: Mapping[int, Filled]) -> _Shape:
     walk.key += (_ITEMS, len(cls.args), *cls.args)
     for ln in cls.body:
         walk.line(ln, True)
-    return _Shape(tuple(walk.key), walk.numbers, walk.slots)
+    return _Shape(tuple(walk.key), walk.numbers, walk.slots, walk.defaults)
 
 
 def child_calls(cls: ClassDef) -> Iterator[int]:
@@ -186,24 +218,36 @@ def resolve(cls: ClassDef, calls: Mapping[int, Filled]) -> None:
     cls.init = [walk.line(ln, False) for ln in cls.init]
 
 
-def _arg_name(column: tuple[str, ...], recs: list[Instance], slot: str | None) -> tuple[int, str]:
-    """The name a varying number (written ``column[i]`` in instance ``i``) asks for, with its rank (see the module
+def _arg_name(column: tuple[str | None, ...], recs: list[Instance], slot: str | None) -> tuple[int, str]:
+    """The name a varying value (written ``column[i]`` in instance ``i``) asks for, with its rank (see the module
     docstring; lower ranks are served first)."""
-    for pname, _ in recs[0].scope.args:
-        if all(_written(dict(r.scope.args).get(pname)) == v for r, v in zip(recs, column, strict=True)):
-            return 0, pname
+    for rank, named in ((0, lambda r: r.scope.args), (1, lambda r: r.bound)):
+        for pname, _ in named(recs[0]):
+            if all(_written(dict(named(r)).get(pname)) == v for r, v in zip(recs, column, strict=True)):
+                return rank, pname
     for i, (iname, t) in enumerate(zip(recs[0].input_names, recs[0].input_types, strict=True)):
         if not isinstance(t, TensorType):
             continue
         for axis, _ in enumerate(t.shape):
             if all(isinstance(r.input_types[i], TensorType) and len(r.input_types[i].shape) > axis
                    and _written(r.input_types[i].shape[axis]) == v for r, v in zip(recs, column, strict=True)):
-                return 1, f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
-    return (2, slot) if slot else (3, "")
+                return 2, f"{iname}_channels" if axis == t.feature_axis else f"{iname}_size{axis}"
+    return (3, slot) if slot else (4, "")
 
 
-def _parametrise(cls: ClassDef, names: dict[int, str], calls: Mapping[int, Filled]) -> None:
-    """Replace the numbers at the positions in ``names`` by those constructor arguments (kept as attributes for
+def _itemwise(values: list[Value], column: tuple[str | None, ...], recs: list[Instance]) -> bool:
+    """Whether a varying value is lists of one length that no block parameter or binding holds whole: their
+    varying items are arguments then (``F.pad(x, (self.dilation, 0))``), not the whole list."""
+    lists = all(isinstance(v, (list, tuple)) and len(v) == len(values[0]) for v in values)  # type: ignore[arg-type]
+    return lists and _arg_name(column, recs, None)[0] > 1
+
+
+# Where a varying value is: its position among a class's numbers, and the item of a list (None: the whole value).
+Place = tuple[int, int | None]
+
+
+def _parametrise(cls: ClassDef, names: Mapping[Place, str], calls: Mapping[int, Filled]) -> None:
+    """Replace the values at the places in ``names`` by those constructor arguments (kept as attributes for
     ``forward``).
 
     The attribute that keeps an argument is named after it unless the class already has that attribute:
@@ -213,21 +257,37 @@ def _parametrise(cls: ClassDef, names: dict[int, str], calls: Mapping[int, Fille
     for name in cls.attrs:
         attrs.claim(name)
     kept: dict[str, str] = {}  # argument -> attribute
+    items: dict[int, dict[int, str]] = {}  # position -> the arguments of its list's items
+    for (pos, item), arg in names.items():
+        if item is not None:
+            items.setdefault(pos, {})[item] = arg
 
-    def argument(pos: int, number: Number, in_forward: bool) -> object:
-        arg = names.get(pos)
-        if arg is None:
-            return number
+    def var(arg: str, in_forward: bool) -> Var:
         if not in_forward:
             return Var(arg)
         if arg not in kept:
             kept[arg] = attrs.fresh(arg)
         return Var(f"self.{kept[arg]}")
 
+    def argument(pos: int, value: Value, in_forward: bool) -> object:
+        whole = names.get((pos, None))
+        if whole is not None:
+            return var(whole, in_forward)
+        if pos not in items:
+            return value
+        assert isinstance(value, (list, tuple))
+        return type(value)(var(items[pos][i], in_forward) if i in items[pos] else x for i, x in enumerate(value))
+
     walk = _Walk(calls, argument)
     cls.init = [walk.line(ln, False) for ln in cls.init]
     cls.body = [walk.line(ln, True) for ln in cls.body]
     cls.init = [Line(arg, attr=attr) for arg, attr in kept.items()] + cls.init
+
+
+def _at(numbers: list[Value], place: Place) -> Value:
+    """The value at ``place``."""
+    pos, item = place
+    return numbers[pos] if item is None else numbers[pos][item]  # type: ignore[index]
 
 
 class ClassSharing:
@@ -283,7 +343,7 @@ class ClassSharing:
         for rec in recursive:
             shape = _shape(rec.cls, self.calls)
             block = rec.scope.block or "Block"
-            same = (block, shape.key, tuple(repr(n) for n in shape.numbers))
+            same = (block, shape.key, tuple(_written(n) for n in shape.numbers))
             if same in identical:
                 self.calls[rec.iid] = identical[same]
             else:
@@ -303,37 +363,61 @@ class ClassSharing:
         first, shape = members[0]
         recs = [rec for rec, _ in members]
         name = self._class_name(block)
-        # one constructor argument per distinct varying column: numbers share an argument only when they are
+        # one constructor argument per distinct varying column: values share an argument only when they are
         # written the same in every instance (so `2` and `2.0` never do); a column is hashed once (it has one
-        # entry per instance), then known by its index
-        columns = zip(*(tuple(repr(n) for n in s.numbers) for _, s in members), strict=True)
-        found: dict[tuple[str, ...], list[int]] = {}
-        for pos, column in enumerate(columns):
-            if len(set(column)) > 1:
-                found.setdefault(column, []).append(pos)
-        varying = list(found.items())  # (column, its positions), by first position
-        wanted = [_arg_name(column, recs, shape.slots[ps[0]]) for column, ps in varying]
+        # entry per instance), then known by its places
+        found: dict[tuple[str | None, ...], list[Place]] = {}
+        for pos in range(len(shape.numbers)):
+            values = [s.numbers[pos] for _, s in members]
+            column = tuple(_written(v) for v in values)
+            if len(set(column)) == 1:
+                continue
+            if not _itemwise(values, column, recs):
+                found.setdefault(column, []).append((pos, None))
+                continue
+            for i in range(len(values[0])):  # type: ignore[arg-type]
+                items = tuple(_written(v[i]) for v in values)  # type: ignore[index]
+                if len(set(items)) > 1:
+                    found.setdefault(items, []).append((pos, i))
+        varying = list(found.items())  # (column, its places), by first place
+        wanted = [_arg_name(column, recs, shape.slots[ps[0][0]] if ps[0][1] is None else None)
+                  for column, ps in varying]
         # arguments are locals of __init__: they must not shadow the classes and imports it uses
         args = Namespace(parent=self.module)
         names = [""] * len(varying)
         unnamed = 0
         for i in sorted(range(len(varying)), key=lambda i: (wanted[i][0], varying[i][1][0])):
             rank, base = wanted[i]
-            if rank == 3:
+            if rank == 4:
                 unnamed += 1
                 base = f"arg{unnamed}"
             names[i] = args.fresh(base)
+        # an argument filling only keywords with one default, left out in some instance, gets that default, and a
+        # call leaves it out where it has it; arguments with defaults come last, and the first argument has none
+        # (a call names one)
+        defaults: dict[int, Any] = {}
+        for i, (column, ps) in enumerate(varying):
+            found_defaults = {_written(shape.defaults[pos]) for pos, item in ps if item is None}
+            if all(item is None for _, item in ps) and len(found_defaults) == 1 and found_defaults <= set(column):
+                defaults[i] = shape.defaults[ps[0][0]]
         declared = [p for p, _ in first.scope.args]
-        order = sorted(range(len(varying)), key=lambda i: (0, declared.index(wanted[i][1])) if wanted[i][0] == 0
-                       else (1, varying[i][1][0]))
+        bound = [b for b, _ in first.bound]
+        order = sorted(range(len(varying)), key=lambda i: (
+            i in defaults, *((0, declared.index(wanted[i][1])) if wanted[i][0] == 0
+                             else (1, bound.index(wanted[i][1])) if wanted[i][0] == 1 else (2, varying[i][1][0]))))
+        if order and order[0] in defaults:
+            del defaults[order[0]]
         cls = first.cls
         cls.name = name
-        cls.params = [names[i] for i in order]
+        cls.params = [f"{names[i]}={lit(defaults[i])}" if i in defaults else names[i] for i in order]
         where = self.blocks.get(first.scope.block or "", first.span)
         cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
-        _parametrise(cls, {pos: names[i] for i, (_, ps) in enumerate(varying) for pos in ps}, self.calls)
-        template = f"{name}({', '.join(f'{{={names[i]}}}' for i in order)})"
+        _parametrise(cls, {place: names[i] for i, (_, ps) in enumerate(varying) for place in ps}, self.calls)
+        template = f"{name}({{={names[order[0]]}}}{''.join(f'{{,{names[i]}}}' for i in order[1:])})" if order \
+            else f"{name}()"
+        call_defaults = {names[i]: d for i, d in defaults.items()}
         for rec, s in members:
-            # a call's argument is the instance's number at the column's first position
-            self.calls[rec.iid] = Filled(template, {names[i]: s.numbers[varying[i][1][0]] for i in order})
+            # a call's argument is the instance's value at the column's first place
+            values = {names[i]: _at(s.numbers, varying[i][1][0]) for i in order}
+            self.calls[rec.iid] = Filled(template, values, call_defaults)
         self.classes.append(cls)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dlc.compiler.ir import BlockCall, FoldedNorm, Graph, Node
+from dataclasses import replace
+
+from dlc.compiler.ir import FoldedNorm, Graph, Node
 from dlc.compiler.ops.registry import op_of
 
 
@@ -68,6 +70,6 @@ def fold_batchnorm(g: Graph) -> bool:
         del g.types[v]
     g.outputs = [(name, sub(v)) for name, v in g.outputs]
     # a block call or labelled group may receive the batchnorm's output as well as return it
-    g.calls = {k: BlockCall(tuple(sub(v) for v in c.inputs), tuple(sub(v) for v in c.outputs), c.input_names, c.hint)
+    g.calls = {k: replace(c, inputs=tuple(sub(v) for v in c.inputs), outputs=tuple(sub(v) for v in c.outputs))
                for k, c in g.calls.items()}
     return True

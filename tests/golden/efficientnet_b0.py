@@ -53,17 +53,17 @@ class MBConv(nn.Module):
 class MBConv_2(nn.Module):
     """Block `MBConv`, defined at efficientnet_b0.dln:21."""
 
-    def __init__(self, c, k, pad, x_channels, arg1, arg2):
+    def __init__(self, c, k, pad, hidden, squeeze, x_channels, stride=1):
         super().__init__()
         self.block = nn.Sequential(
-            nn.Sequential(nn.Conv2d(x_channels, arg1, kernel_size=1, bias=False), nn.BatchNorm2d(arg1), nn.SiLU()),
+            nn.Sequential(nn.Conv2d(x_channels, hidden, kernel_size=1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()),
             nn.Sequential(
-                nn.Conv2d(arg1, arg1, kernel_size=k, stride=2, padding=pad, groups=arg1, bias=False),
-                nn.BatchNorm2d(arg1),
+                nn.Conv2d(hidden, hidden, kernel_size=k, stride=stride, padding=pad, groups=hidden, bias=False),
+                nn.BatchNorm2d(hidden),
                 nn.SiLU(),
             ),
-            SqueezeExcitation(squeeze=arg2, x_channels=arg1),
-            nn.Sequential(nn.Conv2d(arg1, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
+            SqueezeExcitation(squeeze=squeeze, x_channels=hidden),
+            nn.Sequential(nn.Conv2d(hidden, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
         )  # efficientnet_b0.dln:30
 
     def forward(self, x):
@@ -74,43 +74,22 @@ class MBConv_2(nn.Module):
 class MBConv_3(nn.Module):
     """Block `MBConv`, defined at efficientnet_b0.dln:21."""
 
-    def __init__(self, c, k, pad, arg1, arg2):
+    def __init__(self, c, k, pad, hidden, squeeze):
         super().__init__()
         self.block = nn.Sequential(
-            nn.Sequential(nn.Conv2d(c, arg1, kernel_size=1, bias=False), nn.BatchNorm2d(arg1), nn.SiLU()),
+            nn.Sequential(nn.Conv2d(c, hidden, kernel_size=1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()),
             nn.Sequential(
-                nn.Conv2d(arg1, arg1, kernel_size=k, padding=pad, groups=arg1, bias=False),
-                nn.BatchNorm2d(arg1),
+                nn.Conv2d(hidden, hidden, kernel_size=k, padding=pad, groups=hidden, bias=False),
+                nn.BatchNorm2d(hidden),
                 nn.SiLU(),
             ),
-            SqueezeExcitation(squeeze=arg2, x_channels=arg1),
-            nn.Sequential(nn.Conv2d(arg1, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
+            SqueezeExcitation(squeeze=squeeze, x_channels=hidden),
+            nn.Sequential(nn.Conv2d(hidden, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
         )  # efficientnet_b0.dln:30
 
     def forward(self, x):
         y = self.block(x)  # efficientnet_b0.dln:30
         y = x + y  # efficientnet_b0.dln:35
-        return y
-
-
-class MBConv_4(nn.Module):
-    """Block `MBConv`, defined at efficientnet_b0.dln:21."""
-
-    def __init__(self, c, k, pad, x_channels, arg1, arg2):
-        super().__init__()
-        self.block = nn.Sequential(
-            nn.Sequential(nn.Conv2d(x_channels, arg1, kernel_size=1, bias=False), nn.BatchNorm2d(arg1), nn.SiLU()),
-            nn.Sequential(
-                nn.Conv2d(arg1, arg1, kernel_size=k, padding=pad, groups=arg1, bias=False),
-                nn.BatchNorm2d(arg1),
-                nn.SiLU(),
-            ),
-            SqueezeExcitation(squeeze=arg2, x_channels=arg1),
-            nn.Sequential(nn.Conv2d(arg1, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
-        )  # efficientnet_b0.dln:30
-
-    def forward(self, x):
-        y = self.block(x)  # efficientnet_b0.dln:30
         return y
 
 
@@ -127,29 +106,30 @@ class EfficientNetB0(nn.Module):
             ),
             nn.Sequential(MBConv()),
             nn.Sequential(
-                MBConv_2(c=24, k=3, pad=1, x_channels=16, arg1=96, arg2=4), MBConv_3(c=24, k=3, pad=1, arg1=144, arg2=6)
+                MBConv_2(c=24, k=3, pad=1, hidden=96, squeeze=4, x_channels=16, stride=2),
+                MBConv_3(c=24, k=3, pad=1, hidden=144, squeeze=6),
             ),
             nn.Sequential(
-                MBConv_2(c=40, k=5, pad=2, x_channels=24, arg1=144, arg2=6),
-                MBConv_3(c=40, k=5, pad=2, arg1=240, arg2=10),
+                MBConv_2(c=40, k=5, pad=2, hidden=144, squeeze=6, x_channels=24, stride=2),
+                MBConv_3(c=40, k=5, pad=2, hidden=240, squeeze=10),
             ),
             nn.Sequential(
-                MBConv_2(c=80, k=3, pad=1, x_channels=40, arg1=240, arg2=10),
-                MBConv_3(c=80, k=3, pad=1, arg1=480, arg2=20),
-                MBConv_3(c=80, k=3, pad=1, arg1=480, arg2=20),
+                MBConv_2(c=80, k=3, pad=1, hidden=240, squeeze=10, x_channels=40, stride=2),
+                MBConv_3(c=80, k=3, pad=1, hidden=480, squeeze=20),
+                MBConv_3(c=80, k=3, pad=1, hidden=480, squeeze=20),
             ),
             nn.Sequential(
-                MBConv_4(c=112, k=5, pad=2, x_channels=80, arg1=480, arg2=20),
-                MBConv_3(c=112, k=5, pad=2, arg1=672, arg2=28),
-                MBConv_3(c=112, k=5, pad=2, arg1=672, arg2=28),
+                MBConv_2(c=112, k=5, pad=2, hidden=480, squeeze=20, x_channels=80),
+                MBConv_3(c=112, k=5, pad=2, hidden=672, squeeze=28),
+                MBConv_3(c=112, k=5, pad=2, hidden=672, squeeze=28),
             ),
             nn.Sequential(
-                MBConv_2(c=192, k=5, pad=2, x_channels=112, arg1=672, arg2=28),
-                MBConv_3(c=192, k=5, pad=2, arg1=1152, arg2=48),
-                MBConv_3(c=192, k=5, pad=2, arg1=1152, arg2=48),
-                MBConv_3(c=192, k=5, pad=2, arg1=1152, arg2=48),
+                MBConv_2(c=192, k=5, pad=2, hidden=672, squeeze=28, x_channels=112, stride=2),
+                MBConv_3(c=192, k=5, pad=2, hidden=1152, squeeze=48),
+                MBConv_3(c=192, k=5, pad=2, hidden=1152, squeeze=48),
+                MBConv_3(c=192, k=5, pad=2, hidden=1152, squeeze=48),
             ),
-            nn.Sequential(MBConv_4(c=320, k=3, pad=1, x_channels=192, arg1=1152, arg2=48)),
+            nn.Sequential(MBConv_2(c=320, k=3, pad=1, hidden=1152, squeeze=48, x_channels=192)),
             nn.Sequential(nn.Conv2d(320, 1280, kernel_size=1, bias=False), nn.BatchNorm2d(1280), nn.SiLU()),
         )  # efficientnet_b0.dln:42
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))  # efficientnet_b0.dln:53

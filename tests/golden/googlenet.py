@@ -19,39 +19,9 @@ from torch import nn
 class BasicConv2d(nn.Module):
     """Block `BasicConv2d`, defined at inception.dln:6."""
 
-    def __init__(self):
+    def __init__(self, c, k, x_channels, stride=1, pad=0):
         super().__init__()
-        self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)  # inception.dln:8
-        self.bn = nn.BatchNorm2d(64, eps=0.001)  # inception.dln:8
-
-    def forward(self, x):
-        conv = self.conv(x)  # inception.dln:8
-        bn = self.bn(conv)  # inception.dln:8
-        y = F.relu(bn)  # inception.dln:8
-        return y
-
-
-class BasicConv2d_2(nn.Module):
-    """Block `BasicConv2d`, defined at inception.dln:6."""
-
-    def __init__(self, c, x_channels):
-        super().__init__()
-        self.conv = nn.Conv2d(x_channels, c, kernel_size=1, bias=False)  # inception.dln:8
-        self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception.dln:8
-
-    def forward(self, x):
-        conv = self.conv(x)  # inception.dln:8
-        bn = self.bn(conv)  # inception.dln:8
-        y = F.relu(bn)  # inception.dln:8
-        return y
-
-
-class BasicConv2d_3(nn.Module):
-    """Block `BasicConv2d`, defined at inception.dln:6."""
-
-    def __init__(self, c, x_channels):
-        super().__init__()
-        self.conv = nn.Conv2d(x_channels, c, kernel_size=3, padding=1, bias=False)  # inception.dln:8
+        self.conv = nn.Conv2d(x_channels, c, kernel_size=k, stride=stride, padding=pad, bias=False)  # inception.dln:8
         self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception.dln:8
 
     def forward(self, x):
@@ -66,15 +36,15 @@ class Inception(nn.Module):
 
     def __init__(self, c1, c3r, c3, c5r, c5, pp, x_channels):
         super().__init__()
-        self.branch1 = BasicConv2d_2(c=c1, x_channels=x_channels)  # inception.dln:16
+        self.branch1 = BasicConv2d(c=c1, k=1, x_channels=x_channels)  # inception.dln:16
         self.branch2 = nn.Sequential(
-            BasicConv2d_2(c=c3r, x_channels=x_channels), BasicConv2d_3(c=c3, x_channels=c3r)
+            BasicConv2d(c=c3r, k=1, x_channels=x_channels), BasicConv2d(c=c3, k=3, x_channels=c3r, pad=1)
         )  # inception.dln:17
         self.branch3 = nn.Sequential(
-            BasicConv2d_2(c=c5r, x_channels=x_channels), BasicConv2d_3(c=c5, x_channels=c5r)
+            BasicConv2d(c=c5r, k=1, x_channels=x_channels), BasicConv2d(c=c5, k=3, x_channels=c5r, pad=1)
         )  # inception.dln:18
         self.branch4 = nn.Sequential(
-            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), BasicConv2d_2(c=pp, x_channels=x_channels)
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), BasicConv2d(c=pp, k=1, x_channels=x_channels)
         )  # inception.dln:19
 
     def forward(self, x):
@@ -91,7 +61,7 @@ class InceptionAux(nn.Module):
 
     def __init__(self, x_channels):
         super().__init__()
-        self.conv = BasicConv2d_2(c=128, x_channels=x_channels)  # inception.dln:26
+        self.conv = BasicConv2d(c=128, k=1, x_channels=x_channels)  # inception.dln:26
         self.fc1 = nn.Linear(2048, 1024)  # inception.dln:27
         self.dropout = nn.Dropout(0.7)  # inception.dln:27
         self.fc2 = nn.Linear(1024, 1000)  # inception.dln:27
@@ -114,10 +84,10 @@ class GoogLeNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = BasicConv2d()  # googlenet.dln:12
+        self.conv1 = BasicConv2d(c=64, k=7, x_channels=3, stride=2, pad=3)  # googlenet.dln:12
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:13
-        self.conv2 = BasicConv2d_2(c=64, x_channels=64)  # googlenet.dln:14
-        self.conv3 = BasicConv2d_3(c=192, x_channels=64)  # googlenet.dln:15
+        self.conv2 = BasicConv2d(c=64, k=1, x_channels=64)  # googlenet.dln:14
+        self.conv3 = BasicConv2d(c=192, k=3, x_channels=64, pad=1)  # googlenet.dln:15
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # googlenet.dln:16
         self.inception3a = Inception(c1=64, c3r=96, c3=128, c5r=16, c5=32, pp=32, x_channels=192)  # googlenet.dln:17
         self.inception3b = Inception(c1=128, c3r=128, c3=192, c5r=32, c5=96, pp=64, x_channels=256)  # googlenet.dln:18

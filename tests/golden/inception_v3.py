@@ -18,55 +18,10 @@ from torch import nn
 class BasicConv2d(nn.Module):
     """Block `BasicConv2d`, defined at inception_v3.dln:9."""
 
-    def __init__(self, c, x_channels):
-        super().__init__()
-        self.conv = nn.Conv2d(x_channels, c, kernel_size=3, stride=2, bias=False)  # inception_v3.dln:11
-        self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception_v3.dln:11
-
-    def forward(self, x):
-        conv = self.conv(x)  # inception_v3.dln:11
-        bn = self.bn(conv)  # inception_v3.dln:11
-        y = F.relu(bn)  # inception_v3.dln:11
-        return y
-
-
-class BasicConv2d_2(nn.Module):
-    """Block `BasicConv2d`, defined at inception_v3.dln:9."""
-
-    def __init__(self, c, k, x_channels):
-        super().__init__()
-        self.conv = nn.Conv2d(x_channels, c, kernel_size=k, bias=False)  # inception_v3.dln:11
-        self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception_v3.dln:11
-
-    def forward(self, x):
-        conv = self.conv(x)  # inception_v3.dln:11
-        bn = self.bn(conv)  # inception_v3.dln:11
-        y = F.relu(bn)  # inception_v3.dln:11
-        return y
-
-
-class BasicConv2d_3(nn.Module):
-    """Block `BasicConv2d`, defined at inception_v3.dln:9."""
-
-    def __init__(self, c, k, pad, x_channels):
-        super().__init__()
-        self.conv = nn.Conv2d(x_channels, c, kernel_size=k, padding=pad, bias=False)  # inception_v3.dln:11
-        self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception_v3.dln:11
-
-    def forward(self, x):
-        conv = self.conv(x)  # inception_v3.dln:11
-        bn = self.bn(conv)  # inception_v3.dln:11
-        y = F.relu(bn)  # inception_v3.dln:11
-        return y
-
-
-class BasicConv2d_4(nn.Module):
-    """Block `BasicConv2d`, defined at inception_v3.dln:9."""
-
-    def __init__(self, c, x_channels, arg1, arg2, arg3, arg4):
+    def __init__(self, c, k, x_channels, stride=1, pad=0):
         super().__init__()
         self.conv = nn.Conv2d(
-            x_channels, c, kernel_size=(arg1, arg2), padding=(arg3, arg4), bias=False
+            x_channels, c, kernel_size=k, stride=stride, padding=pad, bias=False
         )  # inception_v3.dln:11
         self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception_v3.dln:11
 
@@ -82,13 +37,13 @@ class InceptionA(nn.Module):
 
     def __init__(self, pool_features, x_channels):
         super().__init__()
-        self.branch1x1 = BasicConv2d_2(c=64, k=1, x_channels=x_channels)  # inception_v3.dln:18
-        self.branch5x5_1 = BasicConv2d_2(c=48, k=1, x_channels=x_channels)  # inception_v3.dln:19
-        self.branch5x5_2 = BasicConv2d_3(c=64, k=5, pad=2, x_channels=48)  # inception_v3.dln:19
-        self.branch3x3dbl_1 = BasicConv2d_2(c=64, k=1, x_channels=x_channels)  # inception_v3.dln:20
-        self.branch3x3dbl_2 = BasicConv2d_3(c=96, k=3, pad=1, x_channels=64)  # inception_v3.dln:20
-        self.branch3x3dbl_3 = BasicConv2d_3(c=96, k=3, pad=1, x_channels=96)  # inception_v3.dln:21
-        self.branch_pool = BasicConv2d_2(c=pool_features, k=1, x_channels=x_channels)  # inception_v3.dln:22
+        self.branch1x1 = BasicConv2d(c=64, k=1, x_channels=x_channels)  # inception_v3.dln:18
+        self.branch5x5_1 = BasicConv2d(c=48, k=1, x_channels=x_channels)  # inception_v3.dln:19
+        self.branch5x5_2 = BasicConv2d(c=64, k=5, x_channels=48, pad=2)  # inception_v3.dln:19
+        self.branch3x3dbl_1 = BasicConv2d(c=64, k=1, x_channels=x_channels)  # inception_v3.dln:20
+        self.branch3x3dbl_2 = BasicConv2d(c=96, k=3, x_channels=64, pad=1)  # inception_v3.dln:20
+        self.branch3x3dbl_3 = BasicConv2d(c=96, k=3, x_channels=96, pad=1)  # inception_v3.dln:21
+        self.branch_pool = BasicConv2d(c=pool_features, k=1, x_channels=x_channels)  # inception_v3.dln:22
 
     def forward(self, x):
         branch1x1 = self.branch1x1(x)  # inception_v3.dln:18
@@ -108,10 +63,10 @@ class InceptionB(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.branch3x3 = BasicConv2d(c=384, x_channels=288)  # inception_v3.dln:30
-        self.branch3x3dbl_1 = BasicConv2d_2(c=64, k=1, x_channels=288)  # inception_v3.dln:31
-        self.branch3x3dbl_2 = BasicConv2d_3(c=96, k=3, pad=1, x_channels=64)  # inception_v3.dln:31
-        self.branch3x3dbl_3 = BasicConv2d(c=96, x_channels=96)  # inception_v3.dln:32
+        self.branch3x3 = BasicConv2d(c=384, k=3, x_channels=288, stride=2)  # inception_v3.dln:30
+        self.branch3x3dbl_1 = BasicConv2d(c=64, k=1, x_channels=288)  # inception_v3.dln:31
+        self.branch3x3dbl_2 = BasicConv2d(c=96, k=3, x_channels=64, pad=1)  # inception_v3.dln:31
+        self.branch3x3dbl_3 = BasicConv2d(c=96, k=3, x_channels=96, stride=2)  # inception_v3.dln:32
 
     def forward(self, x):
         branch3x3 = self.branch3x3(x)  # inception_v3.dln:30
@@ -128,16 +83,16 @@ class InceptionC(nn.Module):
 
     def __init__(self, c7):
         super().__init__()
-        self.branch1x1 = BasicConv2d_2(c=192, k=1, x_channels=768)  # inception_v3.dln:41
-        self.branch7x7_1 = BasicConv2d_2(c=c7, k=1, x_channels=768)  # inception_v3.dln:42
-        self.branch7x7_2 = BasicConv2d_4(c=c7, x_channels=c7, arg1=1, arg2=7, arg3=0, arg4=3)  # inception_v3.dln:42
-        self.branch7x7_3 = BasicConv2d_4(c=192, x_channels=c7, arg1=7, arg2=1, arg3=3, arg4=0)  # inception_v3.dln:43
-        self.branch7x7dbl_1 = BasicConv2d_2(c=c7, k=1, x_channels=768)  # inception_v3.dln:44
-        self.branch7x7dbl_2 = BasicConv2d_4(c=c7, x_channels=c7, arg1=7, arg2=1, arg3=3, arg4=0)  # inception_v3.dln:44
-        self.branch7x7dbl_3 = BasicConv2d_4(c=c7, x_channels=c7, arg1=1, arg2=7, arg3=0, arg4=3)  # inception_v3.dln:45
-        self.branch7x7dbl_4 = BasicConv2d_4(c=c7, x_channels=c7, arg1=7, arg2=1, arg3=3, arg4=0)  # inception_v3.dln:46
-        self.branch7x7dbl_5 = BasicConv2d_4(c=192, x_channels=c7, arg1=1, arg2=7, arg3=0, arg4=3)  # inception_v3.dln:47
-        self.branch_pool = BasicConv2d_2(c=192, k=1, x_channels=768)  # inception_v3.dln:48
+        self.branch1x1 = BasicConv2d(c=192, k=1, x_channels=768)  # inception_v3.dln:41
+        self.branch7x7_1 = BasicConv2d(c=c7, k=1, x_channels=768)  # inception_v3.dln:42
+        self.branch7x7_2 = BasicConv2d(c=c7, k=(1, 7), x_channels=c7, pad=(0, 3))  # inception_v3.dln:42
+        self.branch7x7_3 = BasicConv2d(c=192, k=(7, 1), x_channels=c7, pad=(3, 0))  # inception_v3.dln:43
+        self.branch7x7dbl_1 = BasicConv2d(c=c7, k=1, x_channels=768)  # inception_v3.dln:44
+        self.branch7x7dbl_2 = BasicConv2d(c=c7, k=(7, 1), x_channels=c7, pad=(3, 0))  # inception_v3.dln:44
+        self.branch7x7dbl_3 = BasicConv2d(c=c7, k=(1, 7), x_channels=c7, pad=(0, 3))  # inception_v3.dln:45
+        self.branch7x7dbl_4 = BasicConv2d(c=c7, k=(7, 1), x_channels=c7, pad=(3, 0))  # inception_v3.dln:46
+        self.branch7x7dbl_5 = BasicConv2d(c=192, k=(1, 7), x_channels=c7, pad=(0, 3))  # inception_v3.dln:47
+        self.branch_pool = BasicConv2d(c=192, k=1, x_channels=768)  # inception_v3.dln:48
 
     def forward(self, x):
         branch1x1 = self.branch1x1(x)  # inception_v3.dln:41
@@ -160,12 +115,12 @@ class InceptionD(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.branch3x3_1 = BasicConv2d_2(c=192, k=1, x_channels=768)  # inception_v3.dln:56
-        self.branch3x3_2 = BasicConv2d(c=320, x_channels=192)  # inception_v3.dln:56
-        self.branch7x7x3_1 = BasicConv2d_2(c=192, k=1, x_channels=768)  # inception_v3.dln:57
-        self.branch7x7x3_2 = BasicConv2d_4(c=192, x_channels=192, arg1=1, arg2=7, arg3=0, arg4=3)  # inception_v3.dln:57
-        self.branch7x7x3_3 = BasicConv2d_4(c=192, x_channels=192, arg1=7, arg2=1, arg3=3, arg4=0)  # inception_v3.dln:58
-        self.branch7x7x3_4 = BasicConv2d(c=192, x_channels=192)  # inception_v3.dln:59
+        self.branch3x3_1 = BasicConv2d(c=192, k=1, x_channels=768)  # inception_v3.dln:56
+        self.branch3x3_2 = BasicConv2d(c=320, k=3, x_channels=192, stride=2)  # inception_v3.dln:56
+        self.branch7x7x3_1 = BasicConv2d(c=192, k=1, x_channels=768)  # inception_v3.dln:57
+        self.branch7x7x3_2 = BasicConv2d(c=192, k=(1, 7), x_channels=192, pad=(0, 3))  # inception_v3.dln:57
+        self.branch7x7x3_3 = BasicConv2d(c=192, k=(7, 1), x_channels=192, pad=(3, 0))  # inception_v3.dln:58
+        self.branch7x7x3_4 = BasicConv2d(c=192, k=3, x_channels=192, stride=2)  # inception_v3.dln:59
 
     def forward(self, x):
         branch3x3_1 = self.branch3x3_1(x)  # inception_v3.dln:56
@@ -184,19 +139,15 @@ class InceptionE(nn.Module):
 
     def __init__(self, x_channels):
         super().__init__()
-        self.branch1x1 = BasicConv2d_2(c=320, k=1, x_channels=x_channels)  # inception_v3.dln:67
-        self.branch3x3_1 = BasicConv2d_2(c=384, k=1, x_channels=x_channels)  # inception_v3.dln:68
-        self.branch3x3_2a = BasicConv2d_4(c=384, x_channels=384, arg1=1, arg2=3, arg3=0, arg4=1)  # inception_v3.dln:69
-        self.branch3x3_2b = BasicConv2d_4(c=384, x_channels=384, arg1=3, arg2=1, arg3=1, arg4=0)  # inception_v3.dln:70
-        self.branch3x3dbl_1 = BasicConv2d_2(c=448, k=1, x_channels=x_channels)  # inception_v3.dln:71
-        self.branch3x3dbl_2 = BasicConv2d_3(c=384, k=3, pad=1, x_channels=448)  # inception_v3.dln:71
-        self.branch3x3dbl_3a = BasicConv2d_4(
-            c=384, x_channels=384, arg1=1, arg2=3, arg3=0, arg4=1
-        )  # inception_v3.dln:72
-        self.branch3x3dbl_3b = BasicConv2d_4(
-            c=384, x_channels=384, arg1=3, arg2=1, arg3=1, arg4=0
-        )  # inception_v3.dln:73
-        self.branch_pool = BasicConv2d_2(c=192, k=1, x_channels=x_channels)  # inception_v3.dln:74
+        self.branch1x1 = BasicConv2d(c=320, k=1, x_channels=x_channels)  # inception_v3.dln:67
+        self.branch3x3_1 = BasicConv2d(c=384, k=1, x_channels=x_channels)  # inception_v3.dln:68
+        self.branch3x3_2a = BasicConv2d(c=384, k=(1, 3), x_channels=384, pad=(0, 1))  # inception_v3.dln:69
+        self.branch3x3_2b = BasicConv2d(c=384, k=(3, 1), x_channels=384, pad=(1, 0))  # inception_v3.dln:70
+        self.branch3x3dbl_1 = BasicConv2d(c=448, k=1, x_channels=x_channels)  # inception_v3.dln:71
+        self.branch3x3dbl_2 = BasicConv2d(c=384, k=3, x_channels=448, pad=1)  # inception_v3.dln:71
+        self.branch3x3dbl_3a = BasicConv2d(c=384, k=(1, 3), x_channels=384, pad=(0, 1))  # inception_v3.dln:72
+        self.branch3x3dbl_3b = BasicConv2d(c=384, k=(3, 1), x_channels=384, pad=(1, 0))  # inception_v3.dln:73
+        self.branch_pool = BasicConv2d(c=192, k=1, x_channels=x_channels)  # inception_v3.dln:74
 
     def forward(self, x):
         one = self.branch1x1(x)  # inception_v3.dln:67
@@ -220,8 +171,8 @@ class InceptionAux(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv0 = BasicConv2d_2(c=128, k=1, x_channels=768)  # inception_v3.dln:80
-        self.conv1 = BasicConv2d_2(c=768, k=5, x_channels=128)  # inception_v3.dln:80
+        self.conv0 = BasicConv2d(c=128, k=1, x_channels=768)  # inception_v3.dln:80
+        self.conv1 = BasicConv2d(c=768, k=5, x_channels=128)  # inception_v3.dln:80
         self.fc = nn.Linear(768, 1000)  # inception_v3.dln:81
 
     def forward(self, x):
@@ -241,12 +192,12 @@ class InceptionV3(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.Conv2d_1a_3x3 = BasicConv2d(c=32, x_channels=3)  # inception_v3.dln:86
-        self.Conv2d_2a_3x3 = BasicConv2d_2(c=32, k=3, x_channels=32)  # inception_v3.dln:87
-        self.Conv2d_2b_3x3 = BasicConv2d_3(c=64, k=3, pad=1, x_channels=32)  # inception_v3.dln:88
+        self.Conv2d_1a_3x3 = BasicConv2d(c=32, k=3, x_channels=3, stride=2)  # inception_v3.dln:86
+        self.Conv2d_2a_3x3 = BasicConv2d(c=32, k=3, x_channels=32)  # inception_v3.dln:87
+        self.Conv2d_2b_3x3 = BasicConv2d(c=64, k=3, x_channels=32, pad=1)  # inception_v3.dln:88
         self.maxpool1 = nn.MaxPool2d(3, stride=2)  # inception_v3.dln:89
-        self.Conv2d_3b_1x1 = BasicConv2d_2(c=80, k=1, x_channels=64)  # inception_v3.dln:90
-        self.Conv2d_4a_3x3 = BasicConv2d_2(c=192, k=3, x_channels=80)  # inception_v3.dln:91
+        self.Conv2d_3b_1x1 = BasicConv2d(c=80, k=1, x_channels=64)  # inception_v3.dln:90
+        self.Conv2d_4a_3x3 = BasicConv2d(c=192, k=3, x_channels=80)  # inception_v3.dln:91
         self.maxpool2 = nn.MaxPool2d(3, stride=2)  # inception_v3.dln:92
         self.Mixed_5b = InceptionA(pool_features=32, x_channels=192)  # inception_v3.dln:93
         self.Mixed_5c = InceptionA(pool_features=64, x_channels=256)  # inception_v3.dln:94

@@ -35,16 +35,16 @@ class InvertedResidual(nn.Module):
 class InvertedResidual_2(nn.Module):
     """Block `InvertedResidual`, defined at mobilenet_v2.dln:9."""
 
-    def __init__(self, c, x_channels, arg1):
+    def __init__(self, c, hidden, x_channels, stride=1):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Sequential(nn.Conv2d(x_channels, arg1, kernel_size=1, bias=False), nn.BatchNorm2d(arg1), nn.ReLU6()),
+            nn.Sequential(nn.Conv2d(x_channels, hidden, kernel_size=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()),
             nn.Sequential(
-                nn.Conv2d(arg1, arg1, kernel_size=3, stride=2, padding=1, groups=arg1, bias=False),
-                nn.BatchNorm2d(arg1),
+                nn.Conv2d(hidden, hidden, kernel_size=3, stride=stride, padding=1, groups=hidden, bias=False),
+                nn.BatchNorm2d(hidden),
                 nn.ReLU6(),
             ),
-            nn.Conv2d(arg1, c, kernel_size=1, bias=False),
+            nn.Conv2d(hidden, c, kernel_size=1, bias=False),
             nn.BatchNorm2d(c),
         )  # mobilenet_v2.dln:15
 
@@ -56,43 +56,22 @@ class InvertedResidual_2(nn.Module):
 class InvertedResidual_3(nn.Module):
     """Block `InvertedResidual`, defined at mobilenet_v2.dln:9."""
 
-    def __init__(self, c, arg1):
+    def __init__(self, c, hidden):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Sequential(nn.Conv2d(c, arg1, kernel_size=1, bias=False), nn.BatchNorm2d(arg1), nn.ReLU6()),
+            nn.Sequential(nn.Conv2d(c, hidden, kernel_size=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()),
             nn.Sequential(
-                nn.Conv2d(arg1, arg1, kernel_size=3, padding=1, groups=arg1, bias=False),
-                nn.BatchNorm2d(arg1),
+                nn.Conv2d(hidden, hidden, kernel_size=3, padding=1, groups=hidden, bias=False),
+                nn.BatchNorm2d(hidden),
                 nn.ReLU6(),
             ),
-            nn.Conv2d(arg1, c, kernel_size=1, bias=False),
+            nn.Conv2d(hidden, c, kernel_size=1, bias=False),
             nn.BatchNorm2d(c),
         )  # mobilenet_v2.dln:15
 
     def forward(self, x):
         y = self.conv(x)  # mobilenet_v2.dln:15
         y = x + y  # mobilenet_v2.dln:18
-        return y
-
-
-class InvertedResidual_4(nn.Module):
-    """Block `InvertedResidual`, defined at mobilenet_v2.dln:9."""
-
-    def __init__(self, c, x_channels, arg1):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Sequential(nn.Conv2d(x_channels, arg1, kernel_size=1, bias=False), nn.BatchNorm2d(arg1), nn.ReLU6()),
-            nn.Sequential(
-                nn.Conv2d(arg1, arg1, kernel_size=3, padding=1, groups=arg1, bias=False),
-                nn.BatchNorm2d(arg1),
-                nn.ReLU6(),
-            ),
-            nn.Conv2d(arg1, c, kernel_size=1, bias=False),
-            nn.BatchNorm2d(c),
-        )  # mobilenet_v2.dln:15
-
-    def forward(self, x):
-        y = self.conv(x)  # mobilenet_v2.dln:15
         return y
 
 
@@ -108,22 +87,22 @@ class MobileNetV2(nn.Module):
                 nn.Conv2d(3, 32, kernel_size=3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()
             ),
             InvertedResidual(),
-            InvertedResidual_2(c=24, x_channels=16, arg1=96),
-            InvertedResidual_3(c=24, arg1=144),
-            InvertedResidual_2(c=32, x_channels=24, arg1=144),
-            InvertedResidual_3(c=32, arg1=192),
-            InvertedResidual_3(c=32, arg1=192),
-            InvertedResidual_2(c=64, x_channels=32, arg1=192),
-            InvertedResidual_3(c=64, arg1=384),
-            InvertedResidual_3(c=64, arg1=384),
-            InvertedResidual_3(c=64, arg1=384),
-            InvertedResidual_4(c=96, x_channels=64, arg1=384),
-            InvertedResidual_3(c=96, arg1=576),
-            InvertedResidual_3(c=96, arg1=576),
-            InvertedResidual_2(c=160, x_channels=96, arg1=576),
-            InvertedResidual_3(c=160, arg1=960),
-            InvertedResidual_3(c=160, arg1=960),
-            InvertedResidual_4(c=320, x_channels=160, arg1=960),
+            InvertedResidual_2(c=24, hidden=96, x_channels=16, stride=2),
+            InvertedResidual_3(c=24, hidden=144),
+            InvertedResidual_2(c=32, hidden=144, x_channels=24, stride=2),
+            InvertedResidual_3(c=32, hidden=192),
+            InvertedResidual_3(c=32, hidden=192),
+            InvertedResidual_2(c=64, hidden=192, x_channels=32, stride=2),
+            InvertedResidual_3(c=64, hidden=384),
+            InvertedResidual_3(c=64, hidden=384),
+            InvertedResidual_3(c=64, hidden=384),
+            InvertedResidual_2(c=96, hidden=384, x_channels=64),
+            InvertedResidual_3(c=96, hidden=576),
+            InvertedResidual_3(c=96, hidden=576),
+            InvertedResidual_2(c=160, hidden=576, x_channels=96, stride=2),
+            InvertedResidual_3(c=160, hidden=960),
+            InvertedResidual_3(c=160, hidden=960),
+            InvertedResidual_2(c=320, hidden=960, x_channels=160),
             nn.Sequential(nn.Conv2d(320, 1280, kernel_size=1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()),
         )  # mobilenet_v2.dln:25
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))  # mobilenet_v2.dln:36

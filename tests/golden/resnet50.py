@@ -17,16 +17,17 @@ from torch import nn
 class Bottleneck(nn.Module):
     """Block `Bottleneck`, defined at bottleneck.dln:5."""
 
-    def __init__(self):
+    def __init__(self, width, x_channels, conv3_out_channels, stride=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(64, 64, kernel_size=1, bias=False)  # bottleneck.dln:7
-        self.bn1 = nn.BatchNorm2d(64)  # bottleneck.dln:7
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)  # bottleneck.dln:8
-        self.bn2 = nn.BatchNorm2d(64)  # bottleneck.dln:8
-        self.conv3 = nn.Conv2d(64, 256, kernel_size=1, bias=False)  # bottleneck.dln:9
-        self.bn3 = nn.BatchNorm2d(256)  # bottleneck.dln:9
+        self.conv1 = nn.Conv2d(x_channels, width, kernel_size=1, bias=False)  # bottleneck.dln:7
+        self.bn1 = nn.BatchNorm2d(width)  # bottleneck.dln:7
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False)  # bottleneck.dln:8
+        self.bn2 = nn.BatchNorm2d(width)  # bottleneck.dln:8
+        self.conv3 = nn.Conv2d(width, conv3_out_channels, kernel_size=1, bias=False)  # bottleneck.dln:9
+        self.bn3 = nn.BatchNorm2d(conv3_out_channels)  # bottleneck.dln:9
         self.downsample = nn.Sequential(
-            nn.Conv2d(64, 256, kernel_size=1, bias=False), nn.BatchNorm2d(256)
+            nn.Conv2d(x_channels, conv3_out_channels, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm2d(conv3_out_channels),
         )  # bottleneck.dln:11
 
     def forward(self, x):
@@ -70,37 +71,6 @@ class Bottleneck_2(nn.Module):
         return y
 
 
-class Bottleneck_3(nn.Module):
-    """Block `Bottleneck`, defined at bottleneck.dln:5."""
-
-    def __init__(self, width, x_channels, conv3_out_channels):
-        super().__init__()
-        self.conv1 = nn.Conv2d(x_channels, width, kernel_size=1, bias=False)  # bottleneck.dln:7
-        self.bn1 = nn.BatchNorm2d(width)  # bottleneck.dln:7
-        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=2, padding=1, bias=False)  # bottleneck.dln:8
-        self.bn2 = nn.BatchNorm2d(width)  # bottleneck.dln:8
-        self.conv3 = nn.Conv2d(width, conv3_out_channels, kernel_size=1, bias=False)  # bottleneck.dln:9
-        self.bn3 = nn.BatchNorm2d(conv3_out_channels)  # bottleneck.dln:9
-        self.downsample = nn.Sequential(
-            nn.Conv2d(x_channels, conv3_out_channels, kernel_size=1, stride=2, bias=False),
-            nn.BatchNorm2d(conv3_out_channels),
-        )  # bottleneck.dln:11
-
-    def forward(self, x):
-        out = self.conv1(x)  # bottleneck.dln:7
-        out = self.bn1(out)  # bottleneck.dln:7
-        out = F.relu(out)  # bottleneck.dln:7
-        out = self.conv2(out)  # bottleneck.dln:8
-        out = self.bn2(out)  # bottleneck.dln:8
-        out = F.relu(out)  # bottleneck.dln:8
-        out = self.conv3(out)  # bottleneck.dln:9
-        out = self.bn3(out)  # bottleneck.dln:9
-        skip = self.downsample(x)  # bottleneck.dln:11
-        y = out + skip  # bottleneck.dln:13
-        y = F.relu(y)  # bottleneck.dln:13
-        return y
-
-
 class ResNet50(nn.Module):
     """Network `ResNet50` from resnet50.dln (classes=1000)."""
 
@@ -112,16 +82,18 @@ class ResNet50(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)  # resnet50.dln:8
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # resnet50.dln:9
         self.layer1 = nn.Sequential(
-            Bottleneck(), Bottleneck_2(width=64, x_channels=256), Bottleneck_2(width=64, x_channels=256)
+            Bottleneck(width=64, x_channels=64, conv3_out_channels=256),
+            Bottleneck_2(width=64, x_channels=256),
+            Bottleneck_2(width=64, x_channels=256),
         )  # resnet50.dln:10
         self.layer2 = nn.Sequential(
-            Bottleneck_3(width=128, x_channels=256, conv3_out_channels=512),
+            Bottleneck(width=128, x_channels=256, conv3_out_channels=512, stride=2),
             Bottleneck_2(width=128, x_channels=512),
             Bottleneck_2(width=128, x_channels=512),
             Bottleneck_2(width=128, x_channels=512),
         )  # resnet50.dln:11
         self.layer3 = nn.Sequential(
-            Bottleneck_3(width=256, x_channels=512, conv3_out_channels=1024),
+            Bottleneck(width=256, x_channels=512, conv3_out_channels=1024, stride=2),
             Bottleneck_2(width=256, x_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
             Bottleneck_2(width=256, x_channels=1024),
@@ -129,7 +101,7 @@ class ResNet50(nn.Module):
             Bottleneck_2(width=256, x_channels=1024),
         )  # resnet50.dln:12
         self.layer4 = nn.Sequential(
-            Bottleneck_3(width=512, x_channels=1024, conv3_out_channels=2048),
+            Bottleneck(width=512, x_channels=1024, conv3_out_channels=2048, stride=2),
             Bottleneck_2(width=512, x_channels=2048),
             Bottleneck_2(width=512, x_channels=2048),
         )  # resnet50.dln:13

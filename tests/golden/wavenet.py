@@ -17,29 +17,6 @@ from torch import nn
 class ResidualLayer(nn.Module):
     """Block `ResidualLayer`, defined at wavenet.dln:13."""
 
-    def __init__(self):
-        super().__init__()
-        self.dilated = nn.Conv1d(32, 64, kernel_size=2)  # wavenet.dln:16
-        self.residual = nn.Conv1d(32, 32, kernel_size=1)  # wavenet.dln:19
-        self.skip_out = nn.Conv1d(32, 32, kernel_size=1)  # wavenet.dln:19
-
-    def forward(self, x, skip):
-        h = F.pad(x, (1, 0))  # wavenet.dln:16
-        h = self.dilated(h)  # wavenet.dln:16
-        filter_, gate = torch.chunk(h, 2, dim=1)  # wavenet.dln:17
-        z = torch.tanh(filter_)  # wavenet.dln:18
-        z_1 = torch.sigmoid(gate)  # wavenet.dln:18
-        z = z * z_1  # wavenet.dln:18
-        residual = self.residual(z)  # wavenet.dln:19
-        y = x + residual  # wavenet.dln:19
-        skip_out = self.skip_out(z)  # wavenet.dln:19
-        y_1 = skip + skip_out  # wavenet.dln:19
-        return y, y_1
-
-
-class ResidualLayer_2(nn.Module):
-    """Block `ResidualLayer`, defined at wavenet.dln:13."""
-
     def __init__(self, dilation):
         super().__init__()
         self.dilation = dilation
@@ -66,16 +43,16 @@ class DilationStack(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.residual_layer_0 = ResidualLayer()  # wavenet.dln:26
-        self.residual_layer_1 = ResidualLayer_2(dilation=2)  # wavenet.dln:26
-        self.residual_layer_2 = ResidualLayer_2(dilation=4)  # wavenet.dln:27
-        self.residual_layer_3 = ResidualLayer_2(dilation=8)  # wavenet.dln:27
-        self.residual_layer_4 = ResidualLayer_2(dilation=16)  # wavenet.dln:28
-        self.residual_layer_5 = ResidualLayer_2(dilation=32)  # wavenet.dln:28
-        self.residual_layer_6 = ResidualLayer_2(dilation=64)  # wavenet.dln:29
-        self.residual_layer_7 = ResidualLayer_2(dilation=128)  # wavenet.dln:29
-        self.residual_layer_8 = ResidualLayer_2(dilation=256)  # wavenet.dln:30
-        self.residual_layer_9 = ResidualLayer_2(dilation=512)  # wavenet.dln:30
+        self.residual_layer_0 = ResidualLayer(dilation=1)  # wavenet.dln:26
+        self.residual_layer_1 = ResidualLayer(dilation=2)  # wavenet.dln:26
+        self.residual_layer_2 = ResidualLayer(dilation=4)  # wavenet.dln:27
+        self.residual_layer_3 = ResidualLayer(dilation=8)  # wavenet.dln:27
+        self.residual_layer_4 = ResidualLayer(dilation=16)  # wavenet.dln:28
+        self.residual_layer_5 = ResidualLayer(dilation=32)  # wavenet.dln:28
+        self.residual_layer_6 = ResidualLayer(dilation=64)  # wavenet.dln:29
+        self.residual_layer_7 = ResidualLayer(dilation=128)  # wavenet.dln:29
+        self.residual_layer_8 = ResidualLayer(dilation=256)  # wavenet.dln:30
+        self.residual_layer_9 = ResidualLayer(dilation=512)  # wavenet.dln:30
 
     def forward(self, x, skip):
         res, out = self.residual_layer_0(x, skip)  # wavenet.dln:26
