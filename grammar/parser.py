@@ -40,6 +40,7 @@ _TERMINALS = {
     "COMP_OP": "a comparison",
     "ELLIPSIS": "`...`",
     "VBAR": "`|`",
+    "LABEL_PATTERN": "a label pattern (`name_{i}`)",
     "$END": "end of file",
 }
 # Tokens that can start a value (an expression), a statement, or continue an expression as an operator.
@@ -284,6 +285,8 @@ def _keyword_hint(exc: UnexpectedInput, text: str, acceptable: set[str]) -> str 
 
 def _expected(terms: set[str]) -> str:
     terms = set(terms)
+    if "NAME" in terms:
+        terms.discard("LABEL_PATTERN")  # a label pattern (`layer_{i}`) is a name too: "a name" says it
     groups = []
     if len(terms & _VALUE_START) >= 4:
         groups.append("a value")
