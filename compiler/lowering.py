@@ -446,9 +446,11 @@ class Lowerer:
         node = self.nodes.node(op.name, inputs, attrs, None, span, container, name, frame.hint, frame,
                                attr_spans={**{k: sp for k, (_, sp) in layer.config.items()}, **layer.tensor_spans})
         outs = [Tensor(v, t) for v, t in zip(node.outputs, node.types)]
-        if container.kind == "seq" and len(outs) != 1:
-            raise self.ctx.err("bad-group", f"`{op.name}` with several outputs cannot be part of a labelled group",
-                               span, frame)
+        if container.kind == "seq" and (len(outs) != 1 or op.torch.tuple_result):
+            # (a module giving a tuple of one piece, `chunk(1)`, would pass the tuple on too)
+            raise self.ctx.err("bad-group", f"`{op.name}` gives a tuple of outputs, so it cannot be part of a labelled "
+                               "group", span, frame, hint="labelled groups and repeats become nn.Sequential: one "
+                               "tensor from each member to the next")
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def apply_instance(self, inst: Instance, tensors: list[Tensor], span: Span, frame: Frame,

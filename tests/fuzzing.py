@@ -344,7 +344,9 @@ def _random_inputs(g: Any, sizes: dict[str, int]) -> list:
     for _, vid in g.inputs:
         t = g.types[vid]
         shape = [BATCH] + [dim_value(d, sizes) for d in t.shape]
-        if t.dtype in ("int64", "int32"):
+        if t.dtype in ("int64", "int32") and not t.shape:  # one integer per sequence: a length, which is >= 1
+            out.append(torch.ones(shape, dtype=getattr(torch, t.dtype)))
+        elif t.dtype in ("int64", "int32"):
             out.append(torch.zeros(shape, dtype=getattr(torch, t.dtype)))
         elif t.dtype == "bool":
             out.append(torch.rand(shape) > 0.5)
@@ -357,9 +359,10 @@ def _check_outputs(g: Any, result: Any, sizes: dict[str, int]) -> str | None:
     from dlc.compiler.types import TensorType
 
     results = result if isinstance(result, tuple) else (result,)
-    if len(results) != len(g.outputs):
-        return f"{len(results)} results for {len(g.outputs)} outputs"
-    for (name, vid), got in zip(g.outputs, results, strict=True):
+    outputs = [(name, vid) for name, vid in g.outputs if name not in g.training_outputs]  # the model runs in eval
+    if len(results) != len(outputs):
+        return f"{len(results)} results for {len(outputs)} outputs (in eval mode)"
+    for (name, vid), got in zip(outputs, results, strict=True):
         want = g.types[vid]
         if not isinstance(want, TensorType):
             continue

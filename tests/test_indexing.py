@@ -314,3 +314,33 @@ network N {
     x = torch.randn(2, 6, 4, dtype=torch.float64)
     want = x[:, :2].transpose(1, 2) + x[:, 2:, :2] + x[:, :4, 2:]
     torch.testing.assert_close(compiled.instantiate()(x), want)
+
+
+ONE_PIECE = """network One {
+    input x: [16]
+    shared = chunk(1)
+    a = shared(x) + shared(x)                   # a shared module giving a tuple of one piece
+    b = x -> chunk(1)                           # the function form
+    c = x -> s: split(16)                       # a labelled module
+    output y = a + b + c
+}
+"""
+
+
+def test_a_split_or_chunk_into_one_piece_is_one_tensor(tmp_path):
+    """torch.chunk / torch.split return a tuple even for one piece: the generated code unpacks it (found by the
+    spec fuzzer, where `shared1(x) + shared1(x)` added two tuples)."""
+    compiled = _compile(tmp_path, ONE_PIECE)
+    assert "(a,) = self.shared(x)" in compiled.source and "(b,) = torch.chunk(x, 1, dim=1)" in compiled.source
+    x = torch.randn(2, 16)
+    y = dlc.load(tmp_path / "net.dln")(x)
+    assert isinstance(y, torch.Tensor)
+    torch.testing.assert_close(y, 4 * x)
+
+
+def test_a_split_or_chunk_cannot_be_a_member_of_a_labelled_group(tmp_path, capsys):
+    path = tmp_path / "net.dln"
+    path.write_text("network Bad {\n    input x: [16]\n    output y = x -> g: (chunk(1) -> relu)\n}\n", encoding="utf-8")
+    assert main(["compile", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "net.dln:3:25: error[bad-group]: `chunk` gives a tuple of outputs" in err, err

@@ -194,7 +194,7 @@ network N {
     input x: [4, 6, 8]
     output y = x -> timedistributed((linear(8) -> lstm(4, return_state=true)))
 }
-""", "bad-group", "4:51", ["`lstm` with several outputs"]),
+""", "bad-group", "4:51", ["`lstm` gives a tuple of outputs"]),
     ("""
 block Step(c: int) {
     input x

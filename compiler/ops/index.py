@@ -258,8 +258,8 @@ def _chunk_args(a, ins, outs) -> dict:
 
 
 def _call_all(site: CallSite) -> list[Filled]:
-    """A labelled split or chunk: its module returns every piece."""
-    return [assign(site.outs, site.call())]
+    """A labelled split or chunk: its module returns every piece, as a tuple even when there is one."""
+    return [assign(site.outs, site.call(), unpack=True)]
 
 
 register(OpDef(
@@ -268,14 +268,16 @@ register(OpDef(
     outputs=lambda a: len(a["sizes"]) if isinstance(a["sizes"], list) else 2,
     torch=Torch(module=Form("Apply(torch.split, split_size_or_sections={split_size_or_sections}, dim={dim})",
                             _split_args),
-                function=Form("torch.split({x}, {split_size_or_sections}, dim={dim})", _split_args), call=_call_all),
+                function=Form("torch.split({x}, {split_size_or_sections}, dim={dim})", _split_args), call=_call_all,
+                tuple_result=True),
     family="shape", label=with_values("split"),
     doc="Split an axis into pieces of the given sizes (a list adding up to the size, or one size for equal pieces "
         "and a smaller last one); a tuple of tensors."))
 register(OpDef(
     "chunk", (A("chunks", "int", min=1), A("dim", "axis", None)), _chunk, outputs=lambda a: a["chunks"],
     torch=Torch(module=Form("Apply(torch.chunk, chunks={chunks}, dim={dim})", _chunk_args),
-                function=Form("torch.chunk({x}, {chunks}, dim={dim})", _chunk_args), call=_call_all),
+                function=Form("torch.chunk({x}, {chunks}, dim={dim})", _chunk_args), call=_call_all,
+                tuple_result=True),
     family="shape", label=with_values("chunk"),
     doc="Split an axis into pieces of ceil(size / chunks) (the last smaller, possibly fewer pieces, as "
         "torch.chunk); a tuple."))

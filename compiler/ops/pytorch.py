@@ -268,10 +268,12 @@ def variables(names: Sequence[str]) -> tuple[Var, ...]:
     return tuple(Var(n) for n in names)
 
 
-def assign(targets: Sequence[str], value: Any, comment: str | None = None) -> Filled:
-    """The statement ``targets = value`` (several targets unpack a tuple), with a fixed trailing comment."""
+def assign(targets: Sequence[str], value: Any, comment: str | None = None, unpack: bool = False) -> Filled:
+    """The statement ``targets = value`` (several targets unpack a tuple), with a fixed trailing comment; with
+    ``unpack``, one target unpacks a tuple of one too (``(y,) = torch.chunk(x, 1)``)."""
     tail = f"  # {comment}" if comment else ""
-    return Filled("{*targets} = {value}" + tail, {"targets": variables(targets), "value": value})
+    lhs = "({*targets},)" if unpack and len(targets) == 1 else "{*targets}"
+    return Filled(lhs + " = {value}" + tail, {"targets": variables(targets), "value": value})
 
 
 Fill = Callable[[dict[str, Any], list[Type], list[Type]], dict[str, Any]]
@@ -362,6 +364,8 @@ class Torch:
     channels_last: bool = False
     # the modules the generated file imports for a node of this op (an external layer's: `import mypkg.layers`)
     imports: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
+    # the functional form gives a tuple of results however many there are (torch.split, torch.chunk)
+    tuple_result: bool = False
 
     def constructor(self, attrs: dict[str, Any], ins: list[Type], outs: list[Type],
                     in_sequential: bool = False, in_place: bool = False) -> Filled:
@@ -384,4 +388,5 @@ class Torch:
         if mod is not None:
             return self.call(CallSite(attrs, ins, args, mod, outs, ctx))
         assert self.function is not None, "no functional form"
-        return [assign(outs, self.function.filled(attrs, ins, outs_t, in_place, **operands(args)))]
+        return [assign(outs, self.function.filled(attrs, ins, outs_t, in_place, **operands(args)),
+                       unpack=self.tuple_result)]
