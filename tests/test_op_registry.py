@@ -33,7 +33,7 @@ network Sample {
     a = img -> c: conv2d(4, k=3, pad=1) -> bn: batchnorm -> relu -> relu6 -> hardtanh
         -> hardswish -> hardsigmoid -> softplus -> softsign -> leaky_relu(0.2) -> elu -> selu
     b = a -> gelu -> silu -> mish -> tanh -> sigmoid -> abs -> scale(2.0) -> shift(1.0) -> dropout(0.1)
-        -> exp -> log -> sqrt -> rsqrt -> clamp(min=0.5)
+        -> stochastic_depth(0.1) -> exp -> log -> sqrt -> rsqrt -> clamp(min=0.5)
     p = b -> maxpool(2) -> avgpool(global) -> flatten -> reshape([2, 2]) -> permute([1, 0]) -> flatten
     q = img -> adaptive_avgpool(3) -> upsample(2) -> ct: conv_transpose2d(2, k=2)
     r = seq -> c1: conv1d(4, k=3)
