@@ -79,6 +79,16 @@ def _mask(node: Node) -> bool:
     return isinstance(kernel, Elementwise) and kernel.mask is not None
 
 
+def _weight_shape(g: Graph, node: Node) -> tuple[int, ...] | None:
+    """The shape of an elementwise op's module weight as its kernel reads it (prelu's slopes), if it takes one."""
+    kernel = op_of(node.op).kernel
+    if not isinstance(kernel, Elementwise) or kernel.weight is None:
+        return None
+    t = g.types[node.inputs[0]]
+    assert isinstance(t, TensorType)
+    return kernel.weight(node.attrs, t)
+
+
 def _always(node: Node) -> bool:
     kernel = op_of(node.op).kernel
     assert isinstance(kernel, Elementwise) and kernel.mask is not None
@@ -174,6 +184,8 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
         if u.inputs.count(v) != 1:
             return None  # the chain value used twice by one op (x * x): keep it simple, end the group
         if head_kind == "row" or has_row:
+            if _weight_shape(g, u) is not None:
+                return None  # a weight broadcast per channel is neither a row nor one value per row
             # row kernels load extra inputs row by row: the row tensor's full shape, or one value per row
             row = next(n for n in group if _fusion_kind(n) == "row")
             if any(g.types[i].shape not in _row_shapes(g, row) for i in u.inputs if i != v):
@@ -186,12 +198,14 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
             for i in u.inputs:
                 if i != v and g.types[i].shape not in (tv.shape, (units,)):
                     return None
+            if _weight_shape(g, u) not in (None, (1,), (units,)):
+                return None  # a weight per channel of another axis than the units'
         return "ew"
     if kind == "row" and head_kind == "elementwise" and not has_row and _row_ok(g, u):
         # a row op absorbs its elementwise producers when they work on whole rows (or one value per row)
         if any(g.types[i].shape not in _row_shapes(g, u) for n in group for i in n.inputs):
             return None
-        if any(_stats(n) or _mask(n) for n in group):
+        if any(_stats(n) or _mask(n) or _weight_shape(g, n) is not None for n in group):
             return None
         return "row"
     return None
@@ -218,7 +232,7 @@ def _side_branches(g: Graph, group: list[Node], u: Node, users: dict[int, list[N
             return False
         if not all(_kernel_value(g.types[i]) for i in p.inputs) or not _kernel_value(g.types[out]):
             return False
-        if has_row and any(g.types[i].shape != shape for i in p.inputs):
+        if has_row and (any(g.types[i].shape != shape for i in p.inputs) or _weight_shape(g, p) is not None):
             return False  # a row kernel loads its extra inputs row by row, at full size
         return not _has_bool(g, p) or _dtype_follows(g, p)
 

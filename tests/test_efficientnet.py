@@ -1,7 +1,7 @@
 """specs/efficientnet_b0.dln against torchvision.models.efficientnet_b0(weights=None): same parameter count, the
 spec's state_dict loads into torchvision's model strictly, equal outputs in eval mode, and in training mode (batch
-statistics) with torchvision's stochastic depth switched off, which the spec leaves out. Also the two language
-rules the spec needs: a layer labelled `block` (torchvision's MBConv.block), and parentheses around one stage
+statistics) with stochastic depth on in both: under one seed they drop the same rows. Also the two language rules
+the spec needs: a layer labelled `block` (torchvision's MBConv.block), and parentheses around one stage
 inside a labelled group making a one-child Sequential (torchvision's `features.1.0`)."""
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ def pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     model = dlc.load(SPEC)
     ref = torchvision.models.efficientnet_b0(weights=None)
     ref.load_state_dict(model.state_dict(), strict=True)
-    for m in ref.modules():
-        if isinstance(m, torchvision.ops.StochasticDepth):
-            m.p = 0.0  # the spec has no stochastic depth (the identity in eval mode anyway)
     for m in model.modules():  # statistics away from their initial 0 and 1, so eval mode is tested too
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -51,17 +48,36 @@ def test_eval_outputs_match_torchvision(pair):
         torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def test_stochastic_depth_probabilities_are_torchvisions(pair):
+    """Each MBConv with a shortcut has torchvision's `stochastic_depth` module, p = 0.2 * block index / 16."""
+    model, ref = pair
+    got = {name: (m.p, m.mode) for name, m in model.named_modules() if type(m).__name__ == "StochasticDepth"}
+    want = {name: (m.p, m.mode) for name, m in ref.named_modules()
+            if isinstance(m, torchvision.ops.StochasticDepth) and ref.get_submodule(name[: -len(".stochastic_depth")])
+            .use_res_connect}
+    assert len(got) == 9 and got == want
+
+
 def test_training_outputs_and_gradients_match_torchvision(pair):
-    """Batch statistics in training mode (dropout off in both, stochastic depth off in torchvision)."""
+    """Batch statistics and stochastic depth in training mode, drawing the same rows under one seed (classifier
+    dropout off in both: stochastic depth is what is tested here), and not the identity (a batch of 8: some rows
+    dropped)."""
     model, ref = pair
     model = dlc.load(SPEC, dropout=0.0, size=96)
     model.load_state_dict(pair[0].state_dict())
     ref.classifier[0].p = 0.0
     model.train()
     ref.train()
-    x = torch.randn(3, 3, 96, 96)
-    got, want = model(x), ref(x)
+    x = torch.randn(8, 3, 96, 96)
+    torch.manual_seed(5)
+    got = model(x)
+    torch.manual_seed(5)
+    want = ref(x)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # stochastic depth did something: the same network without it gives other outputs
+    plain = dlc.load(SPEC, dropout=0.0, size=96, stochastic_depth_prob=0.0)
+    plain.load_state_dict(pair[0].state_dict())
+    assert (plain.train()(x) - got).abs().max().item() > 1e-2
     g = torch.randn_like(want)
     (got * g).sum().backward()
     (want * g).sum().backward()

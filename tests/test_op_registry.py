@@ -33,7 +33,7 @@ network Sample {
     a = img -> c: conv2d(4, k=3, pad=1) -> bn: batchnorm -> relu -> relu6 -> hardtanh
         -> hardswish -> hardsigmoid -> softplus -> softsign -> leaky_relu(0.2) -> elu -> selu
     b = a -> gelu -> silu -> mish -> tanh -> sigmoid -> abs -> scale(2.0) -> shift(1.0) -> dropout(0.1)
-        -> exp -> log -> sqrt -> rsqrt -> clamp(min=0.5)
+        -> stochastic_depth(0.1) -> exp -> log -> sqrt -> rsqrt -> clamp(min=0.5)
     p = b -> maxpool(2) -> avgpool(global) -> flatten -> reshape([2, 2]) -> permute([1, 0]) -> flatten
     q = img -> adaptive_avgpool(3) -> upsample(2) -> ct: conv_transpose2d(2, k=2)
     r = seq -> c1: conv1d(4, k=3)
@@ -142,15 +142,17 @@ def test_every_kernel_facet_is_consistent_with_its_fusion_kind(sample):
         seen.add(type(kernel))
         args = [f"x{i}" for i in range(len(node.inputs))]
         if isinstance(kernel, Elementwise):
-            operands = args + (["keep"] if kernel.mask is not None else [])
+            weight = ["w"] if kernel.weight is not None else []  # a module's weight (prelu's slopes) comes last
+            operands = args + weight + (["keep"] if kernel.mask is not None else [])
             _python(kernel.expr(node.attrs, operands))
             grads = kernel.grads(node.attrs, operands, "y", "g")
-            assert len(grads) == len(args), f"{node.op}: one derivative per operand (none for the mask)"
+            assert len(grads) == len(args + weight), f"{node.op}: one derivative per operand (none for the mask)"
             for grad in grads:
                 if grad is not None:  # None: no gradient flows to that operand (a bool, a comparison's operands)
                     _python(grad)
             # the PyTorch reference is the functional form, filled without shapes
-            _python(op.torch.expression(node.attrs, args, training=Var("training")))
+            given = {"weight": Var("w")} if weight else {}
+            _python(op.torch.expression(node.attrs, args, training=Var("training"), **given))
         elif isinstance(kernel, Row):
             rank = sample.types[node.inputs[0]].rank
             # a reduction runs as a row kernel over trailing axes only (elsewhere in PyTorch)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from dlc.backends.torch.classes import Line, folded_call, location, result_hints
 from dlc.backends.triton.codegen import Source
-from dlc.backends.triton.spec import AffineArg, BiasArg, KernelSpec, RowWeightsArg, ValueArg, kernel_for
+from dlc.backends.triton.spec import AffineArg, BiasArg, KernelSpec, RowWeightsArg, ValueArg, WeightArg, kernel_for
 from dlc.backends.triton.runtime import runtime_section
 from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
 from dlc.compiler.ir import Graph, Node
@@ -174,6 +174,10 @@ class FusedEmitter:
             elif isinstance(arg, RowWeightsArg):
                 ln = self.g.nodes[arg.node]
                 args += [f"self.{ln.name}.weight", f"self.{ln.name}.bias"]
+            elif isinstance(arg, WeightArg):
+                layer = self.g.nodes[arg.node]
+                view = "" if len(arg.shape) == 1 else f".view({', '.join(map(str, arg.shape))})"
+                args.append(f"self.{layer.name}.weight{view}")
         if spec.dropout == "train":
             args.append("training=self.training")
         elif spec.dropout == "always":

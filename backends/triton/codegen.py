@@ -62,6 +62,9 @@ def _reference(s: Step) -> str:
     dropout switched by the reference's ``training`` argument)."""
     if s.op in INTERNAL:
         return INTERNAL[s.op].reference(list(s.args))
+    if elementwise_kernel(s.op).weight is not None:  # the module's weight is the last operand
+        return op_of(s.op).torch.expression(dict(s.attrs), list(s.args[:-1]), training=Var("training"),
+                                            weight=Var(s.args[-1]))
     return op_of(s.op).torch.expression(dict(s.attrs), list(s.args), training=Var("training"))
 
 

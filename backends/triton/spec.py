@@ -60,8 +60,17 @@ class RowWeightsArg:
     node: int
 
 
+@dataclass(frozen=True)
+class WeightArg:
+    """An elementwise op's (node ``node``, a prelu) module weight, viewed to ``shape`` (batch-less) to broadcast
+    over its input (see :class:`~dlc.compiler.ops.kernel.Elementwise`)."""
+
+    node: int
+    shape: tuple[int, ...]
+
+
 # How the generated forward passes one kernel input (or two: an affine map's and a row op's second input).
-CallArg = ValueArg | BiasArg | AffineArg | RowWeightsArg
+CallArg = ValueArg | BiasArg | AffineArg | RowWeightsArg | WeightArg
 
 
 @dataclass
@@ -247,6 +256,10 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
         args = tuple(names[i] if i in names else value(i) for i in n.inputs)
         attrs = _attrs(n)
         assert isinstance(kernel, Elementwise), n.op
+        if kernel.weight is not None:
+            x_t = g.types[n.inputs[0]]
+            assert isinstance(x_t, TensorType)
+            args += (new_input(WeightArg(n.id, kernel.weight(n.attrs, x_t)), False),)
         if kernel.mask is not None:
             dropout = "always" if kernel.mask.always(n.attrs) else "train"
             attrs += (("stream", sum(_masked(s.op) for s in steps + post)),)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+from dlc.compiler.types import TensorType
+
 Attrs = dict[str, Any]
 
 
@@ -36,12 +38,18 @@ class Elementwise:
     """One line per op in an elementwise chain: ``expr(attrs, args)`` computes the result and
     ``grads(attrs, args, out, g)`` the gradient of each operand (values are recomputed in the backward
     kernel, not stored), None for an operand no gradient flows to: a bool operand, and both operands of a
-    comparison. Bool values are Triton's int1 in a kernel (a bool input is loaded as ``!= 0``)."""
+    comparison. Bool values are Triton's int1 in a kernel (a bool input is loaded as ``!= 0``).
+
+    ``weight(attrs, input type)``: the op takes its module's ``weight`` (prelu's slopes) as its last operand,
+    viewed to this batch-less shape to broadcast over its input (``(C, 1, 1)`` per channel of ``[C, H, W]``,
+    ``(1,)`` for one value); its gradient is summed over the axes it was broadcast along. The reference (the
+    functional form) is given it as ``weight``."""
 
     kind: ClassVar[str] = "elementwise"
     expr: Callable[[Attrs, list[str]], str]
     grads: Callable[[Attrs, list[str], str, str], list[str | None]]
     mask: Mask | None = None
+    weight: Callable[[Attrs, TensorType], tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)

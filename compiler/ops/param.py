@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from dlc.compiler.ops.initialisers import describe_init, needs_fans
+from dlc.compiler.ops.kernel import Elementwise
 from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign
 from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
 from dlc.compiler.ops.shapes import pair, same_float, tensor
@@ -78,6 +79,13 @@ def _prelu_call(site: CallSite) -> list[Filled]:
     return [assign(site.outs[:1], moved)]
 
 
+def _slopes_shape(a: dict[str, Any], x: TensorType) -> tuple[int, ...]:
+    """prelu's slopes as a kernel operand: one for all, or one per channel (the feature axis) with size-1 axes
+    after it, so they broadcast over ``x`` (batch-less)."""
+    n = a["num_parameters"]
+    return (1,) if n == 1 else (n,) + (1,) * (x.rank - 1 - x.feature_axis)
+
+
 register(OpDef(
     "prelu", (A("num_parameters", "int", 1, min=1), A("init", "float", 0.25)), _prelu,
     count_params=lambda a, ins: a["num_parameters"], stateful=True,
@@ -85,7 +93,16 @@ register(OpDef(
                             "nn.PReLU({=init})",
                             lambda a, ins, outs: {"num_parameters": a["num_parameters"], "init": a["init"]},
                             {"num_parameters": 1, "init": 0.25}),
-                call=_prelu_call),
+                call=_prelu_call,
+                # the kernel's reference: the caller gives the slopes shaped as the kernel reads them (the module's
+                # own forward is nn.PReLU); without them, the initial slope
+                function=Form("torch.where({x} > 0, {x}, {weight} * {x})",
+                              lambda a, ins, outs: {"weight": float(a["init"])})),
+    # the slopes are the last operand: d/dx is 1 or the slope, d/dslope is 0 or x
+    kernel=Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, {x[1]} * {x[0]})",
+                       lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, {g} * {x[1]})",
+                                           f"tl.where({x[0]} > 0, 0.0, {g} * {x[0]})"],
+                       weight=_slopes_shape),
     family="activation", label=lambda a: "prelu" + (f" {a['num_parameters']}" if a["num_parameters"] > 1 else ""),
     doc="Activation with learnable slopes: x if x > 0 else a * x; `prelu()` one slope, `prelu(channels)` one per "
         "channel (the feature axis), `init=0.25`.",

@@ -1,4 +1,4 @@
-"""Regularisation: ``dropout``."""
+"""Regularisation: ``dropout``, ``stochastic_depth``."""
 
 from __future__ import annotations
 
@@ -21,3 +21,18 @@ register(OpDef(
                        mask=Mask(p=lambda a: float(a["p"]), always=lambda a: a["always"])),
     family="regularization", label=lambda a: f"dropout {a['p']}" + (" (always)" if a["always"] else ""),
     doc="Dropout; `always=true` keeps it on at inference (Monte-Carlo dropout)."))
+
+
+# torchvision.ops.stochastic_depth, drawing from torch's generator as torchvision does (so no kernel: a fused one
+# would draw other numbers); the runtime's `stochastic_depth` and `StochasticDepth` are its two forms.
+register(OpDef(
+    "stochastic_depth", (A("p", "fraction"), A("mode", "enum", "row", ("row", "batch"))),
+    same_float("stochastic_depth"),
+    torch=Torch(
+        module=Form("StochasticDepth({p}, {mode})", lambda a, ins, outs: {"p": a["p"], "mode": a["mode"]}),
+        function=Form("stochastic_depth({x}, {p}, {mode}, training=self.training)",
+                      lambda a, ins, outs: {"p": a["p"], "mode": a["mode"]})),
+    family="regularization",
+    label=lambda a: f"stochastic depth {a['p']}" + (" (batch)" if a["mode"] == "batch" else ""),
+    doc="Stochastic depth (torchvision's): in training, drops each sample (`mode=row`) or the whole batch "
+        "(`mode=batch`) with probability `p`, scaling what is kept by 1 / (1 - p)."))

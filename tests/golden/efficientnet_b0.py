@@ -14,6 +14,35 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def stochastic_depth(x, p, mode, training):
+    """Stochastic depth (torchvision.ops.stochastic_depth): in training, zeroes each sample (`mode="row"`) or the
+    whole batch (`"batch"`) with probability `p` and scales what is kept by 1 / (1 - p). It draws its noise as
+    torchvision does (`bernoulli_` on a tensor of that shape), so one seed gives the same numbers."""
+    if not training or p == 0.0:
+        return x
+    survival = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.ndim - 1) if mode == "row" else [1] * x.ndim
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+    if survival > 0.0:
+        noise.div_(survival)
+    return x * noise
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth: `stochastic_depth` as a module, with its `p` and `mode`."""
+
+    def __init__(self, p, mode):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x):
+        return stochastic_depth(x, self.p, self.mode, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, mode={self.mode}"
+
+
 class SqueezeExcitation(nn.Module):
     """Block `SqueezeExcitation`, defined at efficientnet_b0.dln:11."""
 
@@ -33,7 +62,7 @@ class SqueezeExcitation(nn.Module):
 
 
 class MBConv(nn.Module):
-    """Block `MBConv`, defined at efficientnet_b0.dln:21."""
+    """Block `MBConv`, defined at efficientnet_b0.dln:22."""
 
     def __init__(self):
         super().__init__()
@@ -43,15 +72,15 @@ class MBConv(nn.Module):
             ),
             SqueezeExcitation(squeeze=8, x_channels=32),
             nn.Sequential(nn.Conv2d(32, 16, kernel_size=1, bias=False), nn.BatchNorm2d(16)),
-        )  # efficientnet_b0.dln:26
+        )  # efficientnet_b0.dln:27
 
     def forward(self, x):
-        y = self.block(x)  # efficientnet_b0.dln:26
+        y = self.block(x)  # efficientnet_b0.dln:27
         return y
 
 
 class MBConv_2(nn.Module):
-    """Block `MBConv`, defined at efficientnet_b0.dln:21."""
+    """Block `MBConv`, defined at efficientnet_b0.dln:22."""
 
     def __init__(self, c, k, pad, hidden, squeeze, x_channels, stride=1):
         super().__init__()
@@ -64,17 +93,17 @@ class MBConv_2(nn.Module):
             ),
             SqueezeExcitation(squeeze=squeeze, x_channels=hidden),
             nn.Sequential(nn.Conv2d(hidden, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
-        )  # efficientnet_b0.dln:30
+        )  # efficientnet_b0.dln:31
 
     def forward(self, x):
-        y = self.block(x)  # efficientnet_b0.dln:30
+        y = self.block(x)  # efficientnet_b0.dln:31
         return y
 
 
 class MBConv_3(nn.Module):
-    """Block `MBConv`, defined at efficientnet_b0.dln:21."""
+    """Block `MBConv`, defined at efficientnet_b0.dln:22."""
 
-    def __init__(self, c, k, pad, hidden, squeeze):
+    def __init__(self, c, k, pad, sd_prob, hidden, squeeze):
         super().__init__()
         self.block = nn.Sequential(
             nn.Sequential(nn.Conv2d(c, hidden, kernel_size=1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()),
@@ -85,16 +114,20 @@ class MBConv_3(nn.Module):
             ),
             SqueezeExcitation(squeeze=squeeze, x_channels=hidden),
             nn.Sequential(nn.Conv2d(hidden, c, kernel_size=1, bias=False), nn.BatchNorm2d(c)),
-        )  # efficientnet_b0.dln:30
+        )  # efficientnet_b0.dln:31
+        self.stochastic_depth = StochasticDepth(sd_prob, "row")  # efficientnet_b0.dln:36
 
     def forward(self, x):
-        y = self.block(x)  # efficientnet_b0.dln:30
-        y = x + y  # efficientnet_b0.dln:35
+        y = self.block(x)  # efficientnet_b0.dln:31
+        stochastic_depth_ = self.stochastic_depth(y)  # efficientnet_b0.dln:36
+        y = stochastic_depth_ + x  # efficientnet_b0.dln:36
         return y
 
 
 class EfficientNetB0(nn.Module):
-    """Network `EfficientNetB0` from efficientnet_b0.dln (classes=1000, dropout=0.2, size=224)."""
+    """Network `EfficientNetB0` from efficientnet_b0.dln (classes=1000, dropout=0.2, size=224,
+    stochastic_depth_prob=0.2).
+    """
 
     output_names = ("logits",)
 
@@ -107,36 +140,36 @@ class EfficientNetB0(nn.Module):
             nn.Sequential(MBConv()),
             nn.Sequential(
                 MBConv_2(c=24, k=3, pad=1, hidden=96, squeeze=4, x_channels=16, stride=2),
-                MBConv_3(c=24, k=3, pad=1, hidden=144, squeeze=6),
+                MBConv_3(c=24, k=3, pad=1, sd_prob=0.025, hidden=144, squeeze=6),
             ),
             nn.Sequential(
                 MBConv_2(c=40, k=5, pad=2, hidden=144, squeeze=6, x_channels=24, stride=2),
-                MBConv_3(c=40, k=5, pad=2, hidden=240, squeeze=10),
+                MBConv_3(c=40, k=5, pad=2, sd_prob=0.05, hidden=240, squeeze=10),
             ),
             nn.Sequential(
                 MBConv_2(c=80, k=3, pad=1, hidden=240, squeeze=10, x_channels=40, stride=2),
-                MBConv_3(c=80, k=3, pad=1, hidden=480, squeeze=20),
-                MBConv_3(c=80, k=3, pad=1, hidden=480, squeeze=20),
+                MBConv_3(c=80, k=3, pad=1, sd_prob=0.07500000000000001, hidden=480, squeeze=20),
+                MBConv_3(c=80, k=3, pad=1, sd_prob=0.08750000000000001, hidden=480, squeeze=20),
             ),
             nn.Sequential(
                 MBConv_2(c=112, k=5, pad=2, hidden=480, squeeze=20, x_channels=80),
-                MBConv_3(c=112, k=5, pad=2, hidden=672, squeeze=28),
-                MBConv_3(c=112, k=5, pad=2, hidden=672, squeeze=28),
+                MBConv_3(c=112, k=5, pad=2, sd_prob=0.1125, hidden=672, squeeze=28),
+                MBConv_3(c=112, k=5, pad=2, sd_prob=0.125, hidden=672, squeeze=28),
             ),
             nn.Sequential(
                 MBConv_2(c=192, k=5, pad=2, hidden=672, squeeze=28, x_channels=112, stride=2),
-                MBConv_3(c=192, k=5, pad=2, hidden=1152, squeeze=48),
-                MBConv_3(c=192, k=5, pad=2, hidden=1152, squeeze=48),
-                MBConv_3(c=192, k=5, pad=2, hidden=1152, squeeze=48),
+                MBConv_3(c=192, k=5, pad=2, sd_prob=0.15000000000000002, hidden=1152, squeeze=48),
+                MBConv_3(c=192, k=5, pad=2, sd_prob=0.1625, hidden=1152, squeeze=48),
+                MBConv_3(c=192, k=5, pad=2, sd_prob=0.17500000000000002, hidden=1152, squeeze=48),
             ),
             nn.Sequential(MBConv_2(c=320, k=3, pad=1, hidden=1152, squeeze=48, x_channels=192)),
             nn.Sequential(nn.Conv2d(320, 1280, kernel_size=1, bias=False), nn.BatchNorm2d(1280), nn.SiLU()),
-        )  # efficientnet_b0.dln:42
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))  # efficientnet_b0.dln:53
+        )  # efficientnet_b0.dln:46
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))  # efficientnet_b0.dln:60
 
     def forward(self, x):
-        f = self.features(x)  # efficientnet_b0.dln:42
-        logits = F.adaptive_avg_pool2d(f, 1)  # efficientnet_b0.dln:53
-        logits = torch.flatten(logits, 1)  # efficientnet_b0.dln:53
-        logits = self.classifier(logits)  # efficientnet_b0.dln:53
+        f = self.features(x)  # efficientnet_b0.dln:46
+        logits = F.adaptive_avg_pool2d(f, 1)  # efficientnet_b0.dln:60
+        logits = torch.flatten(logits, 1)  # efficientnet_b0.dln:60
+        logits = self.classifier(logits)  # efficientnet_b0.dln:60
         return logits

@@ -108,3 +108,32 @@ class LayerStack(nn.Sequential):
         for layer in self:
             x = layer(x, *extra)
         return x
+
+
+def stochastic_depth(x, p, mode, training):
+    """Stochastic depth (torchvision.ops.stochastic_depth): in training, zeroes each sample (`mode="row"`) or the
+    whole batch (`"batch"`) with probability `p` and scales what is kept by 1 / (1 - p). It draws its noise as
+    torchvision does (`bernoulli_` on a tensor of that shape), so one seed gives the same numbers."""
+    if not training or p == 0.0:
+        return x
+    survival = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.ndim - 1) if mode == "row" else [1] * x.ndim
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+    if survival > 0.0:
+        noise.div_(survival)
+    return x * noise
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth: `stochastic_depth` as a module, with its `p` and `mode`."""
+
+    def __init__(self, p, mode):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x):
+        return stochastic_depth(x, self.p, self.mode, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, mode={self.mode}"
