@@ -169,8 +169,12 @@ def external_params(g: Graph) -> dict[str, int | None]:
 
 
 def _count(path: str, kwargs: dict[str, Any]) -> int | None:
+    from torch import nn
+
     try:
         cls = getattr(importlib.import_module(module_of(path)), class_of(path))
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            return None  # only an nn.Module class is ever constructed, as the generated module's external_layer does
         module = cls(**kwargs)
         return sum(p.numel() for p in module.parameters())
     except Exception:  # the user's code, whatever it raises: the count is unknown, which the summary says

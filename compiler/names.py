@@ -92,7 +92,7 @@ HELPER_NAMES = frozenset({
     "Abs", "AlwaysDropout", "Apply", "FoldingSequential", "Permute", "Reshape", "Scale", "SelfAttention", "SequenceGRU",
     "SequenceLSTM", "SequenceOutput", "SequenceRNN", "Shift", "folded_batchnorm", "merge_directions",
     "PositionIds", "PositionalEncoding", "position_ids", "sinusoidal_encoding", "LayerStack",
-    "last_steps", "run_packed", "StochasticDepth", "stochastic_depth",
+    "last_steps", "run_packed", "StochasticDepth", "stochastic_depth", "external_layer",
 })
 # The top-level names of the fused runtime (backends/triton/runtime/*.py, embedded in --fuse modules).
 RUNTIME_NAMES = frozenset({

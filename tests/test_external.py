@@ -62,8 +62,8 @@ def test_torch_layers_by_path_match_the_classes(tmp_path: Path) -> None:
     compiled = dlc.compile(_write(tmp_path, TORCH_LAYERS))
     src = compiled.source
     assert "import torch.nn\n" in src
-    assert "self.act = torch.nn.SiLU()" in src
-    assert "self.bl = torch.nn.Bilinear(in1_features=16, in2_features=12, out_features=8, bias=True)" in src
+    assert "self.act = external_layer(torch.nn.SiLU)" in src
+    assert "torch.nn.Bilinear, in1_features=16, in2_features=12, out_features=8, bias=True" in src
     assert "Parameters: 0 + external layers (not counted)" in src
     model = compiled.instantiate()
     assert isinstance(model.act, torch.nn.SiLU) and isinstance(model.bl, torch.nn.Bilinear)
@@ -120,7 +120,7 @@ def on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_module_of_the_user_is_imported_and_called(tmp_path: Path, on_path: Path) -> None:
     compiled = dlc.compile(_write(tmp_path, POOLED))
     assert "import mylayers.pooling\n" in compiled.source
-    assert "self.p = mylayers.pooling.PoolTime(features=6, power=1.0)" in compiled.source
+    assert "self.p = external_layer(mylayers.pooling.PoolTime, features=6, power=1.0)" in compiled.source
     model = compiled.instantiate()
     assert "p.scale" in model.state_dict()
     x = torch.randn(2, 5, 6)
@@ -243,3 +243,24 @@ network N {
     assert compiled.graph.types[compiled.graph.outputs[0][1]].shape == (3, 4)
     x = torch.randn(2, 3, 8)
     torch.testing.assert_close(compiled.instantiate()(x), x[..., :4] - x[..., 4:])
+
+
+def test_an_extern_naming_a_function_is_never_called(tmp_path: Path) -> None:
+    """An extern names a callable by path; only an nn.Module class is ever constructed. Naming
+    `subprocess.call` with a command of the spec's choosing runs nothing: loading the module raises TypeError
+    (the generated `external_layer` checks the class) and `dlc summary` counts "unknown" without calling it."""
+    marker = tmp_path / "pwned"
+    path = _write(tmp_path, f"""
+extern Run(args: list[str]) = "subprocess.call" {{ shape = [x[0]] }}
+network Bad {{
+    input x: [4]
+    output y = x -> Run(["touch", "{marker}"])
+}}
+""")
+    source = dlc.compile(path).source
+    assert "external_layer(" in source and "subprocess.call," in source
+    r = _dlc("summary", str(path))
+    assert r.returncode == 0 and "unknown (external layers: run_0)" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(TypeError, match="an extern layer must be an nn.Module class"):
+        dlc.load(path)
+    assert not marker.exists()

@@ -53,7 +53,9 @@ def _infer(attrs: dict[str, Any], ins: list[Type]) -> tuple[Type, ...]:
 def _template(attrs: dict[str, Any]) -> str:
     # the path is dotted identifiers and the keywords are identifiers (both checked where the spec declares
     # them), so they are safe as template text; each value goes through a hole named after its keyword
-    return attrs["path"] + "(" + ", ".join(f"{k}={{{k}}}" for k, _ in attrs["kwargs"]) + ")"
+    # `external_layer` (runtime) constructs the class only if it is an nn.Module class: a spec cannot make the
+    # generated module call a function it names (`subprocess.call(args=..., shell=True)`)
+    return "external_layer(" + ", ".join([attrs["path"]] + [f"{k}={{{k}}}" for k, _ in attrs["kwargs"]]) + ")"
 
 
 def _fill(attrs: dict[str, Any], ins: list[Type], outs: list[Type]) -> dict[str, Any]:

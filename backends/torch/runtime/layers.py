@@ -137,3 +137,12 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self):
         return f"p={self.p}, mode={self.mode}"
+
+
+def external_layer(cls, /, **kwargs):
+    """The layer of a spec's `extern`: the class it names, constructed with the spec's arguments, if it is an
+    nn.Module class. A spec names the callable, so this check keeps it from calling anything else (a function such
+    as `subprocess.call` with arguments of its choosing)."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"an extern layer must be an nn.Module class, not {cls!r}")
+    return cls(**kwargs)
