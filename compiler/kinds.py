@@ -150,6 +150,18 @@ class Float(Kind):
         return float(v)
 
 
+class Number(Float):
+    """A number kept as given: an integer stays an integer (exact to 64 bits, for integer tensors), a float must
+    fit a float32."""
+
+    name = "number"
+
+    def coerce(self, v: Any, site: Site) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v  # every integer a spec can write fits 64 bits (MAX_INT)
+        return super().coerce(v, site)
+
+
 class Probability(Float):
     """A probability of dropping something: from 0 up to, not including, 1."""
 
@@ -398,7 +410,7 @@ def applies_per_step(op: OpDef) -> bool:
 
 
 _SIMPLE: dict[str, Callable[[], Kind]] = {
-    k.name: k for k in (Bool, Str, Float, Probability, Fraction, Positive, Epsilon, LayerArg, RecurrentLayer,
+    k.name: k for k in (Bool, Str, Float, Number, Probability, Fraction, Positive, Epsilon, LayerArg, RecurrentLayer,
                         StepLayer, Initialiser)
 }
 _INTEGER: dict[str, Callable[..., Integer]] = {

@@ -16,9 +16,9 @@ A case fails (a *finding*) when:
 - it hangs: the compile stages take longer than ``--hang`` seconds;
 - it is a *wrong acceptance*: the check accepts it, but the generated module fails to import, to
   construct, or to run a forward pass on random inputs of the declared shapes (batch 2, symbolic sizes 8,
-  integer inputs 0, sequence lengths 1), or returns outputs of other shapes than the compiler inferred. Symbolic sizes are 8, or
-  32 or 224 where 8 leaves an inferred dimension below 1. Networks too large to build here (by parameters or
-  activation size) are counted as ``ok-not-run``.
+  integer inputs 0, sequence lengths 1), or returns outputs of other shapes than the compiler inferred.
+  Symbolic sizes are 8, or 32 or 224 where 8 leaves an inferred dimension below 1. Networks too large to
+  build here (by parameters or activation size) are counted as ``ok-not-run``.
 
 Cases run in a worker process, so that a hang can be stopped and a crash of the interpreter is seen; the
 worker is restarted after either. Findings are written to ``--out`` (one folder each, with the files, the

@@ -111,7 +111,8 @@ def test_syntax_misspelt_keyword_gets_a_hint(tmp_path):
             output y = x
         }
     """)
-    check(err, "syntax", "1:1", message="expected `block`, `extern`, `import`, `network`", hint="did you mean `network`?")
+    check(err, "syntax", "1:1", message="expected `block`, `extern`, `import`, `network`",
+          hint="did you mean `network`?")
     err = error(tmp_path, """
         network N {
             inptu x: [4]

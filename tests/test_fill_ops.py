@@ -110,7 +110,7 @@ def test_module_forms_in_a_labelled_group(tmp_path):
     ("input t: [4] int64\n    output y = full_like(t, 0.5)",
      "`full_like` fills an int64 tensor, which cannot hold 0.5", 29),
     ("input m: [4] bool\n    output y = m -> full_like(2)",
-     "`full_like` fills a bool tensor with 0 or 1, got 2.0", 31),
+     "`full_like` fills a bool tensor with 0 or 1, got 2", 31),
 ])
 def test_a_value_the_dtype_cannot_hold_is_refused(tmp_path, body, message, col):
     text = "network N {\n    " + body + "\n}\n"
@@ -129,3 +129,18 @@ def test_full_like_needs_its_value(tmp_path):
     with pytest.raises(DlcError) as info:
         _compile(tmp_path, "network N {\n    input x: [4]\n    output y = full_like(x)\n}\n")
     assert (info.value.code, info.value.span.line) == ("missing-argument", 3)
+
+
+def test_full_like_keeps_a_large_integer_exact(tmp_path):
+    """An integer value stays an integer (a float of 2**63 - 1 would round up and overflow int64); int32 tensors
+    refuse what they cannot hold (found by the spec fuzzer)."""
+    path = tmp_path / "net.dln"
+    path.write_text("network Ids {\n    input tokens: [T] int64\n"
+                    "    output ids = full_like(tokens, 9223372036854775807)\n}\n", encoding="utf-8")
+    assert "torch.full_like(tokens, 9223372036854775807)" in dlc.compile(path).source
+    y = dlc.load(path)(torch.zeros(2, 3, dtype=torch.int64))
+    assert y.dtype == torch.int64 and (y == 2**63 - 1).all()
+    path.write_text("network Ids {\n    input tokens: [T] int32\n    output ids = full_like(tokens, 2147483648)\n}\n",
+                    encoding="utf-8")
+    with pytest.raises(DlcError, match="cannot hold 2147483648"):
+        dlc.compile(path)

@@ -340,7 +340,8 @@ def test_a_split_or_chunk_into_one_piece_is_one_tensor(tmp_path):
 
 def test_a_split_or_chunk_cannot_be_a_member_of_a_labelled_group(tmp_path, capsys):
     path = tmp_path / "net.dln"
-    path.write_text("network Bad {\n    input x: [16]\n    output y = x -> g: (chunk(1) -> relu)\n}\n", encoding="utf-8")
+    path.write_text("network Bad {\n    input x: [16]\n    output y = x -> g: (chunk(1) -> relu)\n}\n",
+                    encoding="utf-8")
     assert main(["compile", str(path)]) == 1
     err = capsys.readouterr().err
     assert "net.dln:3:25: error[bad-group]: `chunk` gives a tuple of outputs" in err, err

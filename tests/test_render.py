@@ -49,8 +49,9 @@ def test_structure_of_every_spec(name):
     for n in g.nodes:
         for s in n.scope:
             if s.kind == "block":
-                assert any(lb.startswith(f"{s.name if not s.name.isdigit() else '.'.join(s.path.split('.')[-2:])}: {s.block}(")
-                           for lb in labels), s.path
+                # a numbered child (a repeat's copy) is drawn by its last two path parts: `layer1.0`
+                shown = s.name if not s.name.isdigit() else ".".join(s.path.split(".")[-2:])
+                assert any(lb.startswith(f"{shown}: {s.block}(") for lb in labels), s.path
     # every edge carries the shape of its tensor
     shapes = {"[" + ", ".join(str(d) for d in t.shape) + "]" for t in g.types.values() if hasattr(t, "shape")}
     assert edge_labels(dot) and all(lb in shapes or lb.startswith("state(") for lb in edge_labels(dot))

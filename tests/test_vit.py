@@ -122,7 +122,8 @@ def test_initialisation_is_torchvisions_where_the_spec_sets_it():
     assert not m.class_token.detach().any() and not m.conv_proj.bias.detach().any()
     assert m.encoder.pos_embedding.std().item() == pytest.approx(0.02, rel=0.15)   # 17 * 32 samples
     assert m.conv_proj.weight.std().item() == pytest.approx(math.sqrt(1 / (3 * 8 * 8)), rel=0.15)
-    assert "nn.init.xavier_uniform_(self.mlp[0].weight)" in source and "nn.init.zeros_(self.heads.head.weight)" in source
+    assert "nn.init.xavier_uniform_(self.mlp[0].weight)" in source
+    assert "nn.init.zeros_(self.heads.head.weight)" in source
     assert not m.heads.head.weight.detach().any() and not m.heads.head.bias.detach().any()
     mlp = m.encoder.layers.encoder_layer_0.mlp
     assert mlp[0].bias.abs().max().item() < 1e-4 and mlp[3].bias.abs().max().item() < 1e-4

@@ -35,21 +35,24 @@ def _full_like(attrs: dict[str, Any], ins: list[Type]) -> tuple[TensorType]:
     if x.dtype == "bool" and v not in (0.0, 1.0):
         raise ShapeError(f"`full_like` fills a bool tensor with 0 or 1, got {format_value(v)}", attr="value",
                          code="type-mismatch", hint="the result has the input's dtype")
-    if not is_float(x.dtype) and not v.is_integer():
+    if not is_float(x.dtype) and isinstance(v, float) and not v.is_integer():
         raise ShapeError(f"`full_like` fills an {x.dtype} tensor, which cannot hold {format_value(v)}",
                          attr="value", code="type-mismatch",
                          hint="the result has the input's dtype: give an integer, or a float tensor")
+    if x.dtype == "int32" and not -2**31 <= v < 2**31:
+        raise ShapeError(f"`full_like` fills an int32 tensor, which cannot hold {format_value(v)}", attr="value",
+                         code="bad-argument")
     return (x,)
 
 
 def _fill_value(a: dict[str, Any], ins: list[Type], outs: list[Type]) -> dict[str, Any]:
     """The value as the tensor's dtype writes it: ``3`` for an integer tensor, ``3.0`` for a float one."""
     v = a["value"]
-    return {"fill_value": v if is_float(tensor(ins[0]).dtype) else int(v)}
+    return {"fill_value": float(v) if is_float(tensor(ins[0]).dtype) else int(v)}
 
 
 register(OpDef(
-    "full_like", (A("value", "float"),), _full_like,
+    "full_like", (A("value", "number"),), _full_like,
     torch=Torch(module=Form("Apply(torch.full_like, fill_value={fill_value})", _fill_value),
                 function=Form("torch.full_like({x}, {fill_value})", _fill_value)),
     family="arith", label=lambda a: f"full_like {format_value(a['value'])}",

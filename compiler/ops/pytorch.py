@@ -20,7 +20,8 @@ Hole syntax:
 - ``{=name}``: the same without the comma, for a call whose only argument is that keyword.
 
 Variable holes every renderer supplies: ``x`` (the first operand), ``xs`` (all operands), ``rest``
-(all but the first), ``x1``, ``x2``, ... (each one after the first) and ``n`` (how many). Axes in the IR are batch-less; :func:`axis` adds the batch axis.
+(all but the first), ``x1``, ``x2``, ... (each one after the first) and ``n`` (how many). Axes in the IR are
+batch-less; :func:`axis` adds the batch axis.
 """
 
 from __future__ import annotations
