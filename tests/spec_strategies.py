@@ -26,6 +26,8 @@ def _attr_value(draw, op, a) -> str:
         return str(draw(st.sampled_from([1, 1, 2, 3, 4, 8, 16, 0])))
     if kind in ("float", "probability", "fraction", "positive", "epsilon"):
         return draw(st.sampled_from(["0.0", "0.1", "0.5", "1.0", "2.0", "1e-5"]))
+    if kind == "number":
+        return draw(st.sampled_from(["0", "1", "3", "0.5", "2.0", "-1"]))
     if kind == "bool":
         return draw(st.sampled_from(["true", "false"]))
     if kind == "enum":
