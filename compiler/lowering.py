@@ -20,8 +20,9 @@ from dlc.compiler.names import RESERVED_ATTRS, check_identifier
 from dlc.compiler.naming import Container, snake
 from dlc.compiler.nodes import Nodes
 from dlc.compiler.ops.initialisers import INITIALISERS, InitError, make_init
+from dlc.compiler.ops.registry import known_as
 from dlc.compiler.values import Init, Instance, Layer, Symbol, Tensor, describe
-from dlc.diagnostics import Span, suggest
+from dlc.diagnostics import DlcError, Span, suggest
 from dlc.grammar import ast
 
 # One repeat (`x -> layer * n`) is at most this long; the work of a whole compile is bounded by the limits
@@ -57,8 +58,7 @@ class Lowerer:
         if isinstance(f, Symbol) and f.name in INITIALISERS:
             return self._initialiser(f.name, e, frame)
         if isinstance(f, Symbol):
-            raise self.ctx.err("unknown-layer", f"unknown layer or block `{f.name}`", f.span, frame,
-                               hint=suggest(f.name, self.ev.known_names(frame)))
+            raise self._unknown_layer(f.name, f.span, frame)
         if isinstance(f, tuple) and f and f[0] == "builtin":
             return self.ev.builtin(f[1], e, frame)
         if isinstance(f, Instance):
@@ -275,15 +275,13 @@ class Lowerer:
                 layer = Layer(target.op, target.block, {}, [], {}, [], core.span)
                 return self.apply(layer, _piped(x), core.span, frame, container, label)
             if isinstance(target, Symbol):
-                raise self.ctx.err("unknown-layer", f"unknown layer or block `{core.name}`", core.span, frame,
-                                   hint=suggest(core.name, self.ev.known_names(frame)))
+                raise self._unknown_layer(core.name, core.span, frame)
             raise self.ctx.err("not-a-layer", f"`{core.name}` is {describe(target)}, not a layer", core.span, frame,
                                hint="a pipeline stage is a layer, a block or a named instance")
         assert isinstance(core, ast.StageCall)
         target = self.ev.lookup(core.name, core.name_span, frame, callee=True, args=core.args)
         if isinstance(target, Symbol):
-            raise self.ctx.err("unknown-layer", f"unknown layer or block `{core.name}`", core.name_span, frame,
-                               hint=suggest(core.name, self.ev.known_names(frame)))
+            raise self._unknown_layer(core.name, core.name_span, frame)
         if isinstance(target, Instance):
             raise self.ctx.err("not-callable", f"instance `{core.name}` is already configured", core.span, frame,
                                hint=f"use `-> {core.name}` to apply it")
@@ -372,6 +370,14 @@ class Lowerer:
             self._record_seq(seq, steps, y, frame.hint)
         unfold = self.nodes.node("unfold_time", [y, x], {}, None, span, container, None, frame.hint, frame)
         return Tensor(unfold.outputs[0], unfold.types[0])
+
+    def _unknown_layer(self, name: str, span: Span, frame: Frame) -> DlcError:
+        """error[unknown-layer] for ``name``: the hint names the op PyTorch or Keras would call so (`arange` is
+        `positions`), else the closest known name."""
+        op = known_as(name)
+        hint = (f"`{name}` is `{op.name}` here: {op.doc[0].lower() + op.doc[1:]}" if op is not None
+                else suggest(name, self.ev.known_names(frame)))
+        return self.ctx.err("unknown-layer", f"unknown layer or block `{name}`", span, frame, hint=hint)
 
     def _check_label(self, target: Layer, label: str | None, span: Span, frame: Frame) -> None:
         """A label names a module; a merge (`add`, `concat`, ...) has none, it is an expression in `forward`."""

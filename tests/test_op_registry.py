@@ -19,7 +19,8 @@ import dlc
 from dlc.backends.graphviz import FAMILY_COLOURS
 from dlc.compiler.ops.kernel import Anchor, Attention, ChannelAffine, Elementwise, Recurrent, Row
 from dlc.compiler.ops.pytorch import Ctx, Filled, Var, code_names
-from dlc.compiler.ops.registry import op_of, registered
+from dlc.compiler.ops.registry import all_ops, op_of, registered
+from dlc.diagnostics import DlcError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -242,3 +243,17 @@ def test_statements_say_which_names_they_read():
     assert stmt.names() == {"y", "torch", "merge_directions", "seq", "nn", "w", "dim"}
     assert code_names("self.training") == {"self"}
     assert code_names('F.relu(x, "nn") + 1e-5') == {"F", "x"}
+
+
+def test_names_from_pytorch_and_keras_point_at_the_op(tmp_path):
+    """`aka` names (what PyTorch or Keras call an op) are no op's own name, belong to one op each, and the
+    diagnostic for one names the op: `arange` is `positions`, `max_pool2d` is `maxpool`, `cat` is `concat`."""
+    ops = all_ops()
+    akas = [name for op in ops.values() for name in op.aka]
+    assert akas and len(akas) == len(set(akas)) and not set(akas) & set(ops)
+    for name, op in (("arange", "positions"), ("max_pool2d", "maxpool"), ("cat", "concat"), ("dense", "linear")):
+        path = tmp_path / f"{name}.dln"
+        path.write_text(f"network N {{\n    input t: [3, 8, 8]\n    output y = t -> {name}\n}}\n", encoding="utf-8")
+        with pytest.raises(DlcError) as e:
+            dlc.compile(path)
+        assert e.value.code == "unknown-layer" and e.value.hint.startswith(f"`{name}` is `{op}` here: "), e.value.hint

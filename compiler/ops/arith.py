@@ -47,7 +47,7 @@ def _concat_axis(a, ins, outs) -> dict:
 register(OpDef(
     "concat", (A("dim", "axis", None, keyword_only=True),), _concat, variadic=True,
     torch=Torch(function=Form("torch.cat([{*xs}], dim={dim})", _concat_axis)),
-    family="merge", draw="merge", label=lambda a: "concat",
+    family="merge", draw="merge", label=lambda a: "concat", aka=("cat", "concatenate"),
     doc="Concatenate tensors along the feature axis (channels for [C, H, W], last for [T, F]) or along `dim`."))
 
 

@@ -29,7 +29,7 @@ register(OpDef(
                             lambda a, ins, outs: {"in_features": ins[0].shape[-1], "out_features": a["units"],
                                                   "bias": a["bias"]},
                             {"bias": True})),
-    kernel=Anchor(matmul=True), family="linear", label=lambda a: f"linear {a['units']}",
+    kernel=Anchor(matmul=True), family="linear", label=lambda a: f"linear {a['units']}", aka=("dense",),
     fold_axis=-1, overwritable=True,
     doc="Fully connected layer on the last axis: `linear(units, bias=true)`.",
 ))

@@ -42,7 +42,7 @@ register(OpDef(
     count_params=lambda a, ins: 2 * ins[0].shape[0] if a["affine"] else 0, stateful=True,
     torch=Torch(module=Form("{callee}({num_features}{,eps}{,momentum}{,affine})", _batchnorm_module,
                             {"eps": 1e-5, "momentum": 0.1, "affine": True})),
-    kernel=ChannelAffine(), family="norm", folds=True, overwritable=True,
+    kernel=ChannelAffine(), family="norm", folds=True, overwritable=True, aka=("batch_norm",),
     doc="Batch normalisation over the channel axis: `batchnorm(eps=1e-5, momentum=0.1)`."))
 
 
@@ -100,7 +100,7 @@ register(OpDef(
             "start": -a["dims"], "weight": Var("None"), "bias": Var("None"), "eps": float(a["eps"])})),
     kernel=Row(axes=lambda a, rank: a["dims"], forward=_row_forward, backward=_row_backward,
                weights=lambda a: a["affine"]),
-    family="norm",
+    family="norm", aka=("layer_norm",),
     doc="Layer normalisation over the last `dims` axes: `layernorm(dims=1, eps=1e-5)`."))
 
 
@@ -130,7 +130,7 @@ register(OpDef(
     torch=Torch(module=Form("nn.GroupNorm({num_groups}, {num_channels}{,eps}{,affine})", lambda a, ins, outs: {
         "num_groups": a["groups"], "num_channels": ins[0].shape[0], "eps": a["eps"], "affine": a["affine"]},
         {"eps": 1e-5, "affine": True})),
-    family="norm", label=lambda a: f"groupnorm {a['groups']}",
+    family="norm", label=lambda a: f"groupnorm {a['groups']}", aka=("group_norm",),
     doc="Group normalisation: the channels in `groups` groups, each normalised over its channels and positions: "
         "`groupnorm(groups, eps=1e-5, affine=true)`."))
 
@@ -153,6 +153,6 @@ register(OpDef(
             "callee": Var(f"nn.InstanceNorm{ins[0].rank - 1}d"), "num_features": ins[0].shape[0], "eps": a["eps"],
             "momentum": a["momentum"], "affine": a["affine"], "track_running_stats": a["track_running_stats"]},
         {"eps": 1e-5, "momentum": 0.1, "affine": False, "track_running_stats": False})),
-    family="norm",
+    family="norm", aka=("instance_norm",),
     doc="Instance normalisation of each channel of each sample over its positions (`nn.InstanceNorm1d/2d/3d` by "
         "rank): `instancenorm(eps=1e-5, momentum=0.1, affine=false, track_running_stats=false)`."))

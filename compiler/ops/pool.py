@@ -76,6 +76,7 @@ def _pool(kind: str) -> None:
     attrs = (A("k", "pool_size", min=1), A("stride", "int2", None, min=1), A("pad", "int2", 0, min=0),
              A("ceil", "bool", False))
     register(OpDef(name, attrs, _pool_rule(name), torch=_pool_torch(kind), family="pool", label=_pool_label(name),
+                   aka=tuple(f"{kind}{sep}pool{d}d" for sep in ("", "_") for d in (1, 2, 3)),
                    doc=f"{kind.capitalize()} pooling over [C, L], [C, H, W] or [C, D, H, W]: "
                        f"`{name}(k, stride=k, pad=0, ceil=false)`; "
                        f"`{name}(global)` pools every spatial position."))
@@ -136,5 +137,5 @@ register(OpDef(
                     {"align_corners": None}),
         function=Form("F.interpolate({x}, scale_factor={scale_factor}, mode={mode}{,align_corners})", _resample,
                       {"align_corners": None})),
-    family="pool", label=with_values("upsample"),
+    family="pool", label=with_values("upsample"), aka=("interpolate", "upsampling2d"),
     doc="Upsampling of [C, L] or [C, H, W] by `scale`: `upsample(2, mode=bilinear)`."))

@@ -28,7 +28,7 @@ def _dim(a, ins, outs) -> dict:
 register(OpDef(
     "positions", (A("dim", "int", 0),), _positions,
     torch=Torch(module=Form("PositionIds({dim})", _dim), function=Form("position_ids({x}, {dim})", _dim)),
-    family="shape", label=lambda a: "positions" if a["dim"] == 0 else f"positions(dim={a['dim']})",
+    family="shape", label=lambda a: "positions" if a["dim"] == 0 else f"positions(dim={a['dim']})", aka=("arange",),
     doc="Position ids 0..n-1 along axis `dim` (default 0) of the input: [T, ...] -> int64 [T] (`arange`)."))
 
 

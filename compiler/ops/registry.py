@@ -110,6 +110,7 @@ class OpDef:
     ``in_place``: may overwrite its first input (the in-place pass sets ``Node.in_place``; its PyTorch
     forms have ``in_place`` templates);
     ``overwritable``: its backward does not read its output, so a later op may overwrite it.
+    ``aka``: names PyTorch or Keras give the op (``cat`` for ``concat``), named in the hint of an unknown name.
     ``spelled``: the name a spec calls the op by with a ``dim=`` argument, where that name means something else
     without one (``mean(x, dim=1)`` is ``reduce_mean``, ``mean(a, b)`` the merge; see :func:`by_dim`).
     ``keyword_inputs``: optional tensor inputs given by keyword only, any of them or none (attention's masks, a
@@ -140,6 +141,7 @@ class OpDef:
     in_place: bool = False
     overwritable: bool = False
     spelled: str | None = None
+    aka: tuple[str, ...] = ()  # what PyTorch or Keras call it, for the hint when a spec uses such a name
     internal: bool = False  # made by the compiler (timedistributed's time folds), never called by name
 
     @property
@@ -189,6 +191,14 @@ def by_dim(name: str) -> OpDef | None:
     reduction ``reduce_max`` for ``max(x, dim=1)``), if any."""
     for op in registered().values():
         if op.spelled == name:
+            return op
+    return None
+
+
+def known_as(name: str) -> OpDef | None:
+    """The op a spec calls something else, which ``name`` is in PyTorch or Keras (``arange``: ``positions``)."""
+    for op in all_ops().values():
+        if name in op.aka:
             return op
     return None
 
