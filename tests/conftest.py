@@ -1,9 +1,10 @@
-"""Shared pytest configuration: the ``--update-golden`` option, paths used by several test files, and the check
-that a fused module's Triton kernels really ran (not its PyTorch fallback)."""
+"""Shared pytest configuration: the ``--update-golden`` option, paths used by several test files, the check that a
+fused module's Triton kernels really ran (not its PyTorch fallback), and spec files rejected as a user sees it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import types
 from typing import Any
@@ -90,3 +91,26 @@ def assert_no_kernels(model: Any) -> None:
 
 # tests/golden/*.py are generated networks, not tests: never collect them (a spec named *_test.dln would be).
 collect_ignore_glob = ["golden/*"]
+
+
+def write_spec(tmp_path: Path, text: str, name: str = "net.dln") -> Path:
+    """``text`` as the spec file ``tmp_path/name``."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli_rejects(tmp_path: Path, text: str, code: str, where: str, *parts: str) -> str:
+    """``dlc compile`` of the spec ``text`` (as net.dln) fails as a user sees it: exit 1, ``net.dln:LINE:COL:
+    error[code]`` at ``where``, each of ``parts`` in what it prints, no traceback and no output file. Returns
+    stderr."""
+    path = write_spec(tmp_path, text)
+    out = tmp_path / "out.py"
+    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), "-o", str(out)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"net.dln:{where}: error[{code}]" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+    for part in parts:
+        assert part in r.stderr, r.stderr
+    return r.stderr

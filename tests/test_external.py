@@ -17,30 +17,12 @@ import pytest
 import torch
 
 import dlc
-
-
-def _write(tmp_path: Path, text: str, name: str = "net.dln") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+from conftest import cli_rejects, write_spec
 
 
 def _dlc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dlc", *args], capture_output=True, text=True, timeout=120,
                           env=env)
-
-
-def _fails(tmp_path: Path, text: str, code: str, where: str, *parts: str) -> str:
-    """Compiling ``text`` with the CLI exits 1 with ``error[code]`` at ``where`` (`line:col`) and writes nothing."""
-    path = _write(tmp_path, text)
-    out = tmp_path / "out.py"
-    r = _dlc("compile", str(path), "-o", str(out))
-    assert r.returncode == 1, r.stderr
-    assert f"net.dln:{where}: error[{code}]" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr and not out.exists()
-    for p in parts:
-        assert p in r.stderr, r.stderr
-    return r.stderr
 
 
 TORCH_LAYERS = """
@@ -59,7 +41,7 @@ network Pair {
 
 
 def test_torch_layers_by_path_match_the_classes(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, TORCH_LAYERS))
+    compiled = dlc.compile(write_spec(tmp_path, TORCH_LAYERS))
     src = compiled.source
     assert "import torch.nn\n" in src
     assert "self.act = external_layer(torch.nn.SiLU)" in src
@@ -118,7 +100,7 @@ def on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_module_of_the_user_is_imported_and_called(tmp_path: Path, on_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, POOLED))
+    compiled = dlc.compile(write_spec(tmp_path, POOLED))
     assert "import mylayers.pooling\n" in compiled.source
     assert "self.p = external_layer(mylayers.pooling.PoolTime, features=6, power=1.0)" in compiled.source
     model = compiled.instantiate()
@@ -136,7 +118,7 @@ def test_a_module_of_the_user_is_imported_and_called(tmp_path: Path, on_path: Pa
 
 
 def test_compile_never_imports_torch_and_a_missing_module_fails_at_load(tmp_path: Path) -> None:
-    path = _write(tmp_path, POOLED.replace("mylayers.pooling", "nowhere_to_be_found.layers"))
+    path = write_spec(tmp_path, POOLED.replace("mylayers.pooling", "nowhere_to_be_found.layers"))
     code = ("import sys, dlc.cli\n"
             f"rc = dlc.cli.main(['compile', {str(path)!r}, '-o', {str(tmp_path / 'out.py')!r}])\n"
             "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n")
@@ -157,7 +139,7 @@ network N {
     output y = a -> td: timedistributed(Proj(8, 3))
 }
 """
-    model = dlc.load(_write(tmp_path, text))
+    model = dlc.load(write_spec(tmp_path, text))
     assert isinstance(model.g[1], torch.nn.SiLU) and isinstance(model.td, torch.nn.Linear)
     x = torch.randn(2, 4, 8)
     torch.testing.assert_close(model(x), model.td(model.g(x)))
@@ -168,7 +150,7 @@ network N {
                                   "torch.nn.SiLU\\nimport os"])
 def test_a_path_that_is_not_dotted_identifiers_is_refused(tmp_path: Path, path: str) -> None:
     text = f'extern S = "{path}"\nnetwork N {{\n    input a: [4]\n    output y = a -> S()\n}}\n'
-    _fails(tmp_path, text, "bad-extern", "1:12", "not a class path")
+    cli_rejects(tmp_path, text, "bad-extern", "1:12", "not a class path")
 
 
 @pytest.mark.parametrize("text, code, where, parts", [
@@ -224,7 +206,7 @@ network N {
 ])
 def test_bad_declarations_and_calls_are_positioned_diagnostics(tmp_path: Path, text: str, code: str, where: str,
                                                                parts: list[str]) -> None:
-    _fails(tmp_path, text, code, where, *parts)
+    cli_rejects(tmp_path, text, code, where, *parts)
 
 
 def test_several_outputs_from_the_rule(tmp_path: Path, on_path: Path) -> None:
@@ -239,7 +221,7 @@ network N {
     output y = lo - hi
 }
 """
-    compiled = dlc.compile(_write(tmp_path, text))
+    compiled = dlc.compile(write_spec(tmp_path, text))
     assert compiled.graph.types[compiled.graph.outputs[0][1]].shape == (3, 4)
     x = torch.randn(2, 3, 8)
     torch.testing.assert_close(compiled.instantiate()(x), x[..., :4] - x[..., 4:])
@@ -250,7 +232,7 @@ def test_an_extern_naming_a_function_is_never_called(tmp_path: Path) -> None:
     `subprocess.call` with a command of the spec's choosing runs nothing: loading the module raises TypeError
     (the generated `external_layer` checks the class) and `dlc summary` counts "unknown" without calling it."""
     marker = tmp_path / "pwned"
-    path = _write(tmp_path, f"""
+    path = write_spec(tmp_path, f"""
 extern Run(args: list[str]) = "subprocess.call" {{ shape = [x[0]] }}
 network Bad {{
     input x: [4]

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,30 +11,14 @@ import torch
 from torch import nn
 
 import dlc
+from conftest import cli_rejects, write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _spec(tmp_path: Path, text: str, name: str = "net.dln") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def _load(tmp_path: Path, text: str, **params) -> nn.Module:
     torch.manual_seed(0)
-    return dlc.load(_spec(tmp_path, text), **params).eval()
-
-
-def _fails(tmp_path: Path, text: str, code: str, where: str, message: str) -> str:
-    """The CLI rejects the spec: exit 1, `net.dln:LINE:COL: error[code]` with the message, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(_spec(tmp_path, text)), "-o",
-                        str(tmp_path / "out.py")], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr
-    assert f"net.dln:{where}: error[{code}]" in r.stderr, r.stderr
-    assert message in r.stderr, r.stderr
-    return r.stderr
+    return dlc.load(write_spec(tmp_path, text), **params).eval()
 
 
 # ---- attention masks --------------------------------------------------------------------------------------
@@ -95,7 +77,7 @@ network Masks {
 
 
 def test_mask_of_the_wrong_dtype_is_an_error_at_the_argument(tmp_path):
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [S, 16]
     input ids: [S] int64
     output y = x -> attention(heads=2, key_padding_mask=ids)
@@ -104,7 +86,7 @@ def test_mask_of_the_wrong_dtype_is_an_error_at_the_argument(tmp_path):
 
 
 def test_mask_of_the_wrong_length_is_an_error_at_the_argument(tmp_path):
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input q: [T, 16]
     input memory: [S, 16]
     input padding: [T] bool
@@ -113,7 +95,7 @@ def test_mask_of_the_wrong_length_is_an_error_at_the_argument(tmp_path):
     output y = q -> attention(key=memory, value=memory, key_padding_mask=padding)
 }
 """, "shape-mismatch", "6:60", "`attn_mask` must be [T, S] (query length x key length), got [T, T]")
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input q: [T, 16]
     input memory: [10, 16]
     input padding: [12] bool
@@ -123,7 +105,7 @@ def test_mask_of_the_wrong_length_is_an_error_at_the_argument(tmp_path):
 
 
 def test_a_mask_is_a_tensor_input_only_by_keyword(tmp_path):
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [S, 16]
     output y = x -> attention(heads=2, key_padding_mask=true)
 }
@@ -179,12 +161,12 @@ network PE(d: int = 16) {
 
 
 def test_positional_encoding_needs_a_sequence(tmp_path):
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [T, 4, 4]
     output y = x -> positional_encoding
 }
 """, "shape-mismatch", "3:21", "`positional_encoding` expects a sequence [T, d] (batch not counted), got [T, 4, 4]")
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [T, 4]
     output y = x -> positions(dim=2)
 }
@@ -251,13 +233,13 @@ block Layer(d: int) {
     return x + (x -> attention(key=memory, value=memory))
 }
 """
-    _fails(tmp_path, block + """network Bad {
+    cli_rejects(tmp_path, block + """network Bad {
     input x: [T, 8]
     input memory: [S, 8]
     output y = x -> layers: (Layer(8, memory=memory) -> linear(8))
 }
 """, "bad-group", "10:57", "`linear` cannot join a labelled group of blocks that take extra inputs")
-    _fails(tmp_path, block + """network Bad {
+    cli_rejects(tmp_path, block + """network Bad {
     input x: [T, 8]
     input memory: [S, 8]
     output y = x -> layers: (Layer(8, memory=memory) -> Layer(8, memory=x))
@@ -288,7 +270,7 @@ def _batch(lengths: list[int], features: int = 6) -> tuple[torch.Tensor, torch.T
 
 
 def test_lengths_run_each_sequence_as_if_alone(tmp_path):
-    compiled = dlc.compile(_spec(tmp_path, LENGTHS.replace("output h = state\n", "")))
+    compiled = dlc.compile(write_spec(tmp_path, LENGTHS.replace("output h = state\n", "")))
     assert "pack_padded_sequence" in compiled.source and "enforce_sorted=False" in compiled.source
     torch.manual_seed(0)
     model = compiled.instantiate().eval()
@@ -351,20 +333,20 @@ network Handover {
 
 
 def test_lengths_must_be_one_integer_per_sequence(tmp_path):
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [T, 6]
     input lengths: [T] int64
     output y = x -> lstm(8, lengths=lengths)
 }
 """, "shape-mismatch", "4:37", "`lstm`: `lengths` must be one integer per sequence (int64 [], batch not counted), "
        "got int64 [T]")
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [T, 6]
     input lengths: [] float32
     output y = x -> bidirectional(gru(8), lengths=lengths)
 }
 """, "type-mismatch", "4:51", "`bidirectional`: `lengths` must be one integer per sequence")
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [T, 6]
     input lengths: [] int64
     output y = x -> seq: (lstm(8, lengths=lengths) -> linear(4))
@@ -401,7 +383,7 @@ network Both {
 
 
 def test_merge_none_gives_two_results(tmp_path):
-    _fails(tmp_path, """network Bad {
+    cli_rejects(tmp_path, """network Bad {
     input x: [T, 6]
     y = x -> bidirectional(lstm(4), merge=none)
     output z = y -> linear(2)

@@ -16,27 +16,7 @@ import torch
 import torchvision
 
 import dlc
-from conftest import SPECS_DIR
-
-
-def _write(tmp_path: Path, text: str, name: str = "net.dln") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _fails(tmp_path: Path, text: str, code: str, where: str, *parts: str) -> str:
-    """Compiling ``text`` with the CLI exits 1 with ``error[code]`` at ``where`` (`line:col`); the message holds
-    each of ``parts``. Returns stderr."""
-    path = _write(tmp_path, text)
-    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path)], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 1, r.stderr
-    assert f"net.dln:{where}: error[{code}]" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
-    for p in parts:
-        assert p in r.stderr, r.stderr
-    return r.stderr
+from conftest import SPECS_DIR, cli_rejects, write_spec
 
 
 # ---- block parameter types ---------------------------------------------------------------------------------------
@@ -54,7 +34,7 @@ network N {
 
 
 def test_int2_and_list_parameters_compile_and_run(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, TYPED))
+    compiled = dlc.compile(write_spec(tmp_path, TYPED))
     # one class: the int2 parameters are its arguments (tests/test_sharing.py)
     assert "kernel_size=k, padding=pad" in compiled.source
     assert "Conv(c=4, k=(1, 3), x_channels=3, pad=(0, 1))" in compiled.source
@@ -76,27 +56,27 @@ def test_parameter_types_accept_and_refuse(tmp_path: Path, ptype: str, arg: str,
     text = f"block B(v: {ptype}) {{\n    input x\n    return x\n}}\nnetwork N {{\n    input x: [4]\n" \
            f"    output y = x -> B(v={arg})\n}}\n"
     if ok:
-        dlc.compile(_write(tmp_path, text))
+        dlc.compile(write_spec(tmp_path, text))
     else:
-        _fails(tmp_path, text, "type-mismatch", "7:25", f"parameter `v` is {ptype}, got")
+        cli_rejects(tmp_path, text, "type-mismatch", "7:25", f"parameter `v` is {ptype}, got")
 
 
 def test_int_parameter_given_a_pair_hints_int2(tmp_path: Path) -> None:
-    err = _fails(tmp_path, "block B(k: int) {\n    input x\n    return x -> conv2d(4, k=k)\n}\n"
+    err = cli_rejects(tmp_path, "block B(k: int) {\n    input x\n    return x -> conv2d(4, k=k)\n}\n"
                  "network N {\n    input x: [3, 8, 8]\n    output y = x -> B(k=[1, 7])\n}\n",
                  "type-mismatch", "7:25", "parameter `k` is int, got a list")
     assert "declare `k: int2`" in err
 
 
 def test_unknown_parameter_type(tmp_path: Path) -> None:
-    err = _fails(tmp_path, "block B(k: list[nt]) {\n    input x\n    return x\n}\n"
+    err = cli_rejects(tmp_path, "block B(k: list[nt]) {\n    input x\n    return x\n}\n"
                  "network N {\n    input x: [4]\n    output y = x -> B(k=[1])\n}\n",
                  "unknown-type", "1:9", "unknown parameter type `list[nt]`")
     assert "did you mean `int`?" in err
 
 
 def test_network_parameter_of_list_type_from_set(tmp_path: Path) -> None:
-    path = _write(tmp_path, "network N(sizes: list[int] = [2, 4]) {\n    input x: [8]\n"
+    path = write_spec(tmp_path, "network N(sizes: list[int] = [2, 4]) {\n    input x: [8]\n"
                             "    output y = x -> reshape(sizes)\n}\n")
     assert dlc.load(path, sizes=[4, 2])(torch.randn(3, 8)).shape == (3, 4, 2)
     with pytest.raises(dlc.diagnostics.DlcError) as e:
@@ -118,7 +98,7 @@ network Aux {
 
 
 def test_training_output_is_computed_and_returned_in_training_only(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, AUX))
+    compiled = dlc.compile(write_spec(tmp_path, AUX))
     assert "        if self.training:  # the outputs of training mode only\n" \
            "            side = self.aux_head(h)" in compiled.source
     assert "aux: [B, 5] (training mode only)" in compiled.source
@@ -134,7 +114,7 @@ def test_training_output_is_computed_and_returned_in_training_only(tmp_path: Pat
 
 
 def test_training_output_in_the_ir_and_summary(tmp_path: Path) -> None:
-    path = _write(tmp_path, AUX)
+    path = write_spec(tmp_path, AUX)
     ir = subprocess.run([sys.executable, "-m", "dlc", "ir", str(path)], capture_output=True, text=True, timeout=120)
     assert ir.returncode == 0 and "- {name: aux, value: 9, training: true}" in ir.stdout, ir.stdout
     s = subprocess.run([sys.executable, "-m", "dlc", "summary", str(path)], capture_output=True, text=True,
@@ -143,12 +123,12 @@ def test_training_output_in_the_ir_and_summary(tmp_path: Path) -> None:
 
 
 def test_output_condition_other_than_training(tmp_path: Path) -> None:
-    _fails(tmp_path, "network N {\n    input x: [4]\n    output y = x -> relu if eval\n}\n",
+    cli_rejects(tmp_path, "network N {\n    input x: [4]\n    output y = x -> relu if eval\n}\n",
            "syntax", "3:29", "an output's condition is `if training`, not `if eval`")
 
 
 def test_every_output_training_only(tmp_path: Path) -> None:
-    _fails(tmp_path, "network N {\n    input x: [4]\n    output y = x -> relu if training\n}\n",
+    cli_rejects(tmp_path, "network N {\n    input x: [4]\n    output y = x -> relu if training\n}\n",
            "no-output", "1:9", "has outputs in training mode only")
 
 
@@ -211,7 +191,7 @@ network Wave {
 
 
 def test_repeat_carries_residual_and_skip(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, WAVE))
+    compiled = dlc.compile(write_spec(tmp_path, WAVE))
     assert "res, skip = self.wave_layer_1(res, skip)" in compiled.source
     m = compiled.instantiate()
     x = torch.randn(2, 8, 16)
@@ -225,18 +205,18 @@ def test_repeat_carries_residual_and_skip(tmp_path: Path) -> None:
 
 
 def test_repeat_whose_carried_value_changes_shape(tmp_path: Path) -> None:
-    _fails(tmp_path, "block Grow {\n    input x\n    input skip\n    return x, concat(skip, skip)\n}\n"
+    cli_rejects(tmp_path, "block Grow {\n    input x\n    input skip\n    return x, concat(skip, skip)\n}\n"
                      "network N {\n    input x: [4, 6]\n    a, b = (x, x) -> Grow * 2\n    output y = b\n}\n",
            "shape-mismatch", "8:29", "the repeat carries `skip` as [4, 6] float32 but a copy of `Grow` returns it "
            "as [4, 12] float32")
 
 
 def test_repeat_whose_copy_returns_fewer_values(tmp_path: Path) -> None:
-    _fails(tmp_path, "block One {\n    input x\n    input y\n    return x + y\n}\n"
+    cli_rejects(tmp_path, "block One {\n    input x\n    input y\n    return x + y\n}\n"
                      "network N {\n    input x: [4]\n    output z = (x, x) -> One * 2\n}\n",
            "shape-mismatch", "8:32", "a repeat carrying 2 tensors needs a stage returning 2, `One` returns 1")
 
 
 def test_labelled_repeat_cannot_carry(tmp_path: Path) -> None:
-    _fails(tmp_path, WAVE.replace("-> WaveLayer(8) * 3", "-> stack: WaveLayer(8) * 3"), "bad-group", "11:31",
+    cli_rejects(tmp_path, WAVE.replace("-> WaveLayer(8) * 3", "-> stack: WaveLayer(8) * 3"), "bad-group", "11:31",
            "a labelled repeat cannot carry several tensors")

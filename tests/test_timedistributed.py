@@ -16,26 +16,7 @@ import pytest
 import torch
 
 import dlc
-
-
-def _write(tmp_path: Path, text: str, name: str = "net.dln") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _fails(tmp_path: Path, text: str, code: str, where: str, *parts: str) -> str:
-    """Compiling ``text`` with the CLI exits 1 with ``error[code]`` at ``where`` (`line:col`); the message holds
-    each of ``parts``. Returns stderr."""
-    path = _write(tmp_path, text)
-    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path)], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 1, r.stderr
-    assert f"net.dln:{where}: error[{code}]" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
-    for p in parts:
-        assert p in r.stderr, r.stderr
-    return r.stderr
+from conftest import cli_rejects, write_spec
 
 
 def _loop(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +51,7 @@ network Video {
 
 
 def test_a_block_at_every_step_matches_a_loop_over_time(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, BLOCK))
+    compiled = dlc.compile(write_spec(tmp_path, BLOCK))
     assert "steps = frames.flatten(0, 1)" in compiled.source
     assert "y = y.unflatten(0, frames.shape[:2])" in compiled.source
     model = compiled.instantiate()
@@ -93,7 +74,7 @@ network Video {
 
 
 def test_a_group_is_an_nn_sequential_named_like_one(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, GROUP))
+    compiled = dlc.compile(write_spec(tmp_path, GROUP))
     model = compiled.instantiate()
     assert isinstance(model.td, torch.nn.Sequential)
     assert sorted(model.state_dict()) == ["td.0.bias", "td.0.weight"]
@@ -120,7 +101,7 @@ network Words {
 
 
 def test_unlabelled_and_call_forms_and_sequence_steps(tmp_path: Path) -> None:
-    compiled = dlc.compile(_write(tmp_path, SEQUENCES))
+    compiled = dlc.compile(write_spec(tmp_path, SEQUENCES))
     model = compiled.instantiate()
     keys = set(model.state_dict())
     assert {"timedistributed_0.fc1.weight", "timedistributed_0.fc2.bias", "b.0.weight_ih_l0", "b.1.weight",
@@ -135,7 +116,7 @@ def test_unlabelled_and_call_forms_and_sequence_steps(tmp_path: Path) -> None:
 
 
 def test_the_summary_and_the_diagram_show_the_steps(tmp_path: Path) -> None:
-    path = _write(tmp_path, BLOCK)
+    path = write_spec(tmp_path, BLOCK)
     r = subprocess.run([sys.executable, "-m", "dlc", "summary", str(path)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
@@ -216,7 +197,7 @@ network N {
 ])
 def test_bad_uses_are_positioned_diagnostics(tmp_path: Path, text: str, code: str, where: str,
                                              parts: list[str]) -> None:
-    _fails(tmp_path, text, code, where, *parts)
+    cli_rejects(tmp_path, text, code, where, *parts)
 
 
 SHARED = """
@@ -239,7 +220,7 @@ network Shared {
 def test_a_shared_instance_at_every_step_and_elsewhere_is_one_module(tmp_path: Path) -> None:
     """`timedistributed(s)` applies the shared instance `s` to the folded steps: one module, applied per step and
     directly, with the same weights (so with the same results for the same image)."""
-    m = dlc.load(_write(tmp_path, SHARED))
+    m = dlc.load(write_spec(tmp_path, SHARED))
     assert sorted(k for k in m.state_dict()) == ["p.bias", "p.weight", "s.conv.bias", "s.conv.weight"]
     clip, still = torch.randn(2, 5, 3, 8, 8), torch.randn(2, 3, 8, 8)
     clip[:, 3] = still
