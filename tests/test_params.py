@@ -335,3 +335,26 @@ def test_cli_reports_a_bad_param_with_exit_1_and_a_caret(tmp_path):
     assert r.returncode == 1
     assert "net.dln:3:15: error[bad-shape]: a parameter needs known sizes" in r.stderr
     assert "^" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("layer,shape,message", [
+    ("prelu(bias_init=zeros)", "[3, 8, 8]", "`prelu` has no bias here to initialise"),
+    ("embedding(10, 4, bias_init=zeros)", "[T] int64", "`embedding` has no bias here to initialise"),
+    ("linear(4, bias=false, bias_init=zeros)", "[8]", "`linear` has no bias here to initialise"),
+    ("prelu(3, weight_init=xavier_uniform)", "[3, 8, 8]", "computes fans"),
+    ("batchnorm(weight_init=kaiming_normal)", "[3, 8, 8]", "computes fans"),
+    ("layernorm(weight_init=xavier_normal)", "[8]", "computes fans"),
+])
+def test_what_a_layer_has_to_initialise_follows_its_definition(tmp_path, layer, shape, message):
+    """Biases come from a layer's `bias` argument or a norm's affine shift; vector weights (norm scales, prelu
+    slopes) have no fans."""
+    with pytest.raises(DlcError, match=message):
+        dlc.compile(_spec(tmp_path, f"network N {{\n    input x: {shape}\n    output y = x -> {layer}\n}}\n"))
+
+
+def test_norm_biases_and_prelu_slopes_take_plain_initialisers(tmp_path):
+    code = dlc.compile(_spec(tmp_path, "network N {\n    input x: [3, 8, 8]\n"
+                                       "    output y = x -> bn: batchnorm(bias_init=constant(0.5), weight_init=ones)"
+                                       " -> act: prelu(3, weight_init=constant(0.1))\n}\n")).source
+    assert "nn.init.constant_(self.bn.bias, 0.5)" in code and "nn.init.ones_(self.bn.weight)" in code
+    assert "nn.init.constant_(self.act.weight, 0.1)" in code

@@ -174,7 +174,9 @@ def parameter_tensors(op: str, attrs: dict[str, Any], ins: list[Type]) -> tuple[
         return weights + ["out_proj.weight"], ["in_proj_bias", "out_proj.bias"] if attrs["bias"] else []
     if not attrs.get("affine", True):
         return [], []
-    return ["weight"], ["bias"] if attrs.get("bias", True) and o.family != "embedding" and op != "prelu" else []
+    # a bias where the op says so: by its `bias` argument, or a norm's affine shift (embedding and prelu have none)
+    biased = attrs["bias"] if o.attr("bias") is not None else o.attr("affine") is not None
+    return ["weight"], ["bias"] if biased else []
 
 
 def tied_params(op: str, attrs: dict[str, Any], ins: list[Type]) -> int:
@@ -186,9 +188,10 @@ def tied_params(op: str, attrs: dict[str, Any], ins: list[Type]) -> int:
     return math.prod(d for d in shape if isinstance(d, int)) if shape else 0
 
 
-def vector_weights(op: str) -> bool:
-    """Whether the layer's weights are vectors (norm scales, prelu slopes), which have no fans."""
-    return op_of(op).family == "norm" or op == "prelu"
+def vector_weights(op: str, attrs: dict[str, Any], ins: list[Type]) -> bool:
+    """Whether the layer's weights are vectors (norm scales, prelu slopes), which have no fans: it has no weight
+    matrix of a linear, convolution or embedding (:func:`weight_shape`), nor a recurrent layer's or attention's."""
+    return weight_shape(op, attrs, ins) is None and op_of(op).family not in ("recurrent", "attention")
 
 
 def check_param_args(op: OpDef, attrs: dict[str, Any], ins: list[Type], tied: tuple[str, TensorType] | None) -> None:
@@ -203,7 +206,7 @@ def check_param_args(op: OpDef, attrs: dict[str, Any], ins: list[Type], tied: tu
             continue
         if not names:
             raise ShapeError(f"`{op.name}` has no {key[:-5]} here to initialise", attr=key, code="bad-argument")
-        if needs_fans(init) and (key == "bias_init" or vector_weights(op.name)):
+        if needs_fans(init) and (key == "bias_init" or vector_weights(op.name, attrs, ins)):
             raise ShapeError(f"`{describe_init(init)}` computes fans, which the {key[:-5]} of `{op.name}` (a "
                              "vector) does not have", attr=key, code="bad-argument",
                              hint="use e.g. `zeros`, `constant(0.1)` or `normal(std=0.02)`")
