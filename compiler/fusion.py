@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from dlc.compiler.fusion_reasons import Refusal, crosses, explain_chains, in_sequential, label, shared_value, where
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurrent, Row, reduces
 from dlc.compiler.ops.recurrent import UNMERGED
@@ -59,6 +59,8 @@ class FusionGroup:
 class FusionPlan:
     groups: list[FusionGroup]
     group_of: dict[int, FusionGroup]  # node id -> its group
+    refused: dict[tuple[int, int], Refusal] = field(default_factory=dict)  # (producer, consumer) kept apart, why
+    skipped: dict[int, Refusal] = field(default_factory=dict)  # nodes that open no group, why
 
 
 _ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "bool": 1}
@@ -158,57 +160,80 @@ def _row_shapes(g: Graph, row: Node) -> tuple[tuple, tuple]:
 
 
 def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: Node, users: dict[int, list[Node]],
-                v: int, returned: set[int]) -> str | None:
-    """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"`` or None."""
-    if len(users.get(v, [])) != 1 or v in returned:
-        return None  # v is needed outside the group (read elsewhere, returned by its block or the network)
+                v: int, returned: set[int]) -> str | Refusal:
+    """How ``u`` joins a group whose last output is ``v``: ``"ew"``, ``"row"``, or why it does not."""
+    if len(users.get(v, [])) != 1:
+        return shared_value(group, users[v])  # v is needed outside the group
+    if v in returned:
+        return Refusal("returned", f"the output of {label(group[-1])} is returned by its block or the network")
     if u.scope != group[0].scope:
-        return None
+        return crosses(group[0], u)
     if any(_reduces(n) for n in group):
-        return None  # after a reduction the values are per row, not per element: the kernel ends there
+        # after a reduction the values are per row, not per element: the kernel ends there
+        return Refusal("reduced", "nothing after a reduction joins its kernel (one value per row)")
     if not all(_kernel_value(t) for t in u.types) or len(u.outputs) != 1:
-        return None
+        return Refusal("dtype", f"{label(u)} gives an integer tensor (or several results), which kernels never do")
     tv = g.types[v]
     kind = _fusion_kind(u)
     if kind == "elementwise":
         if _stats(u) and not (head_kind == "anchor" and len(group) == 1):
-            return None  # its batch statistics need its input materialised: only right after an anchor
+            # its batch statistics need its input materialised: only right after an anchor
+            return Refusal("statistics", f"{label(u)} computes batch statistics of its input, so it opens a chain "
+                           "or follows a convolution directly")
         if _mask(u) and any(_mask(n) and _always(n) != _always(u) for n in group):
-            return None  # one kernel has one on/off switch for its dropouts
+            return Refusal("dropout", "dropouts with different always= never share a kernel (one on/off switch)")
         if u.types[0].shape != tv.shape:
-            return None  # the chain value must not be broadcast up to a larger shape
+            # the chain value must not be broadcast up to a larger shape
+            return Refusal("broadcast", f"{label(u)} broadcasts the chain's value up to a larger shape")
         if not all(_kernel_value(g.types[i]) for i in u.inputs):
-            return None
+            return Refusal("dtype", f"{label(u)} reads an integer tensor, which kernels never load")
         if _has_bool(g, u) and not _dtype_follows(g, u):
-            return None
+            return Refusal("dtype", f"no tensor operand of {label(u)} determines its result's dtype")
         if u.inputs.count(v) != 1:
-            return None  # the chain value used twice by one op (x * x): keep it simple, end the group
+            # the chain value used twice by one op (x * x): keep it simple, end the group
+            return Refusal("shared", f"{label(u)} reads the chain's value twice")
         if head_kind == "row" or has_row:
             if _weight_shape(g, u) is not None:
-                return None  # a weight broadcast per channel is neither a row nor one value per row
+                # a weight broadcast per channel is neither a row nor one value per row
+                return Refusal("row-input", f"the per-channel weight of {label(u)} does not broadcast over a row")
             # row kernels load extra inputs row by row: the row tensor's full shape, or one value per row
             row = next(n for n in group if _fusion_kind(n) == "row")
             if any(g.types[i].shape not in _row_shapes(g, row) for i in u.inputs if i != v):
-                return None
+                return Refusal("row-input", f"{label(u)} reads an input that is neither a whole row nor one value "
+                               "per row")
         if head_kind == "anchor" and _matmul(group[0]):
             if _stats(u):
-                return None  # the matmul result is never materialised for batch statistics
+                # the matmul result is never materialised for batch statistics
+                return Refusal("statistics", f"{label(u)} needs the matmul's result materialised for its "
+                               "batch statistics")
             # the matmul epilogue sees [rows, units] tiles: extra inputs are full or per-unit vectors
             units = tv.shape[-1]
             for i in u.inputs:
                 if i != v and g.types[i].shape not in (tv.shape, (units,)):
-                    return None
+                    return Refusal("epilogue-input", f"{label(u)} reads an input that is neither the matmul's "
+                                   "shape nor one value per unit")
             if _weight_shape(g, u) not in (None, (1,), (units,)):
-                return None  # a weight per channel of another axis than the units'
+                # a weight per channel of another axis than the units'
+                return Refusal("epilogue-input", f"the slopes of {label(u)} are per channel of another axis "
+                               "than the linear layer's units")
         return "ew"
     if kind == "row" and head_kind == "elementwise" and not has_row and _row_ok(g, u):
         # a row op absorbs its elementwise producers when they work on whole rows (or one value per row)
         if any(g.types[i].shape not in _row_shapes(g, u) for n in group for i in n.inputs):
-            return None
-        if any(_stats(n) or _mask(n) or _weight_shape(g, n) is not None for n in group):
-            return None
+            return Refusal("row-input", f"an op before {label(u)} reads an input that is neither a whole row nor "
+                           "one value per row")
+        bad = [n for n in group if _stats(n) or _mask(n) or _weight_shape(g, n) is not None]
+        if bad:
+            return Refusal("row-input", f"{label(bad[0])} before the row op {label(u)} is a batchnorm, dropout or "
+                           "prelu, which row kernels do not run")
         return "row"
-    return None
+    if kind == "row" and not _row_ok(g, u):
+        return Refusal("row-axes", f"the rows of {label(u)} are not trailing axes of known size")
+    if kind == "row" and head_kind == "anchor":
+        return Refusal("row-epilogue", f"the row op {label(u)} does not join the epilogue of {label(group[0])}")
+    if kind == "row":
+        return Refusal("one-row", f"{label(u)} would be a second row op in one kernel")
+    return Refusal("opens", f"{label(u)} opens a kernel of its own (kernels take epilogues, not prologues)")
 
 
 def _side_branches(g: Graph, group: list[Node], u: Node, users: dict[int, list[Node]], producers: dict[int, Node],
@@ -284,13 +309,17 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     returned = {v for call in g.calls.values() for v in call.outputs} | {v for _, v in g.outputs}
     groups: list[FusionGroup] = []
     taken: set[int] = set()
+    refused: dict[tuple[int, int], Refusal] = {}
+    skipped: dict[int, Refusal] = {}
     for node in g.nodes:
         if node.id in taken:
             continue
         if node.scope and node.scope[-1].kind == "seq":
+            skipped[node.id] = in_sequential(node)
             continue  # a direct member of nn.Sequential: called as its own module
         kind = _fusion_kind(node)
         if "keyword_inputs" in node.attrs:
+            skipped[node.id] = Refusal("keywords", f"{label(node)} takes keyword tensor inputs (masks, lengths)")
             continue  # attention with masks, a recurrent layer with lengths: the kernels have no such mode
         if kind == "recurrent":
             cell = op_of(node.attrs["layer"]["op"]) if op_of(node.op).wraps else op_of(node.op)
@@ -303,14 +332,21 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             groups.append(FusionGroup(len(groups), "attention", [node.id]))
             taken.add(node.id)
             continue
-        if kind not in ("anchor", "elementwise", "row") or not all(_kernel_value(t) for t in node.types):
+        if kind not in ("anchor", "elementwise", "row"):
+            continue
+        if not all(_kernel_value(t) for t in node.types):
+            skipped[node.id] = Refusal("dtype", f"{label(node)} gives an integer tensor, which kernels never do")
             continue
         if kind == "row" and not _row_ok(g, node):
+            skipped[node.id] = Refusal("row-axes", f"the rows of {label(node)} are not trailing axes of known size")
             continue
         if kind == "elementwise" and not (all(_kernel_value(g.types[i]) for i in node.inputs)
                                           and (not _has_bool(g, node) or _dtype_follows(g, node))):
+            skipped[node.id] = Refusal("dtype", f"{label(node)} reads an integer tensor, or none of its tensor "
+                                       "operands determines its result's dtype")
             continue
         if kind != "elementwise" and not all(_float_tensor(t) for t in node.types):
+            skipped[node.id] = Refusal("dtype", f"{label(node)} works on a bool tensor")
             continue
         members = [node]
         starts = [0]  # where each chain member's extension (the member and the side branches it took in) begins
@@ -318,19 +354,30 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         while len(members) < MAX_GROUP_OPS:
             v = members[-1].outputs[0]
             nxt = users.get(v, [])
-            if len(nxt) != 1 or nxt[0].id in taken:
+            if not nxt:
                 break
             how = _can_extend(g, members, kind, has_row, nxt[0], users, v, returned)
-            if how is None:
+            if isinstance(how, str) and nxt[0].id in taken:
+                owner = next(grp.id for grp in groups if nxt[0].id in grp.nodes)
+                how = Refusal("taken", f"{label(nxt[0])} already runs in kernel #{owner}, which follows the chain of "
+                              "another of its operands")
+            if isinstance(how, Refusal):
+                refused.update(((members[-1].id, n.id), how) for n in nxt)
                 break
             has_row = has_row or how == "row"
             starts.append(len(members))
             if how == "ew" and kind != "anchor" and _has_bool(g, nxt[0]):
                 members += _side_branches(g, members, nxt[0], users, producers, returned, taken, has_row)
             members.append(nxt[0])
+        else:
+            why = Refusal("long", f"the kernel has {MAX_GROUP_OPS} ops already: a longer chain is cut")
+            refused.update(((members[-1].id, n.id), why) for n in users.get(members[-1].outputs[0], []))
         while members and _bool_tensor(g.types[members[-1].outputs[0]]):
             # bool results stay inside kernels: a chain that ends in them ends before them (and their side branches)
-            del members[starts.pop():]
+            tail = starts.pop()
+            skipped.update((n.id, Refusal("bool", f"{label(n)} gives a bool tensor, which kernels never store"))
+                           for n in members[tail:])
+            del members[tail:]
         if not members:
             continue
         if kind == "elementwise" and has_row:
@@ -339,6 +386,9 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
             continue  # a lone layer (or reduction) runs as PyTorch would run it: no kernel of ours is faster
         if (kind == "anchor" and not _matmul(node) and len(members) == 2 and not node.attrs.get("bias")
                 and not _stats(members[1])):
+            folded = " (its batchnorm folded into its weights)" if node.fold else ""
+            refused[(node.id, members[1].id)] = Refusal("lone-epilogue", f"{label(node)} has no bias{folded}: a "
+                                                        "kernel after it would run one op alone, left to PyTorch")
             continue  # a convolution and one op after it: the kernel would be that op alone
         ids = [n.id for n in members]
         produced = {n.outputs[0] for n in members}
@@ -351,7 +401,7 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         groups.append(FusionGroup(len(groups), kind, ids, saved, formula, inputs))
         taken.update(ids)
     group_of = {nid: grp for grp in groups for nid in grp.nodes}
-    return FusionPlan(groups, group_of)
+    return FusionPlan(groups, group_of, refused, skipped)
 
 
 def fusion_plan(g: Graph, recurrent: bool = False) -> FusionPlan:
@@ -385,7 +435,8 @@ def _formula(terms: list[str]) -> str:
 
 
 def explain(g: Graph, recurrent: bool = False) -> str:
-    """``dlc compile --explain-fusion``: every group with its ops, spec lines and the traffic it saves.
+    """``dlc compile --explain-fusion``: every group with its ops, spec lines and the traffic it saves, then every
+    unfused chain with the reason the plan kept it apart (:mod:`dlc.compiler.fusion_reasons`).
 
     The bytes are those the forward pass does not write and read back, per sample.
     """
@@ -395,9 +446,6 @@ def explain(g: Graph, recurrent: bool = False) -> str:
     symbolic = False
     for grp in plan.groups:
         first = g.nodes[grp.nodes[0]]
-        where = first.scope_path or g.name
-        spec_lines = sorted({g.nodes[i].span.line for i in grp.nodes})
-        span = str(spec_lines[0]) if len(spec_lines) == 1 else f"{spec_lines[0]}-{spec_lines[-1]}"
         if grp.kind in ("recurrent", "attention"):
             saved = {"recurrent": "gate math of each step in one kernel",
                      "attention": "scaled_dot_product_attention"}[grp.kind]
@@ -407,8 +455,10 @@ def explain(g: Graph, recurrent: bool = False) -> str:
         else:
             saved = f"saves {grp.saved_formula} bytes per sample"
             symbolic = True
-        file = Path(first.span.file).name
-        lines.append(f"  #{grp.id:<3} {grp.kind:<11} {where}: {describe_group(g, grp)}  ({file}:{span}; {saved})")
+        scope = first.scope_path or g.name
+        lines.append(f"  #{grp.id:<3} {grp.kind:<11} {scope}: {describe_group(g, grp)}"
+                     f"  ({where(g, grp.nodes)}; {saved})")
     more = " (plus the groups with symbolic sizes)" if symbolic else ""
     lines.append(f"memory traffic saved in the forward pass: {_human(total)} per sample{more}")
+    lines += explain_chains(g, plan)
     return "\n".join(lines) + "\n"
