@@ -257,6 +257,9 @@ class Drawing:
         total = sum(self.params.get(p, 0) for p in paths if p not in self.seen_paths)
         io = " → ".join(", ".join(_shape(self.g.types[v]) for v in values) for values in (site.inputs, site.outputs))
         label = self._cluster_label(c) + f"\n{io}" + (f"\n{total:,} params" if total else "")
+        kernels = {self.group_of[n.id].id for n in c.nodes if n.id in self.group_of}
+        if kernels:  # its fusion groups are inside the box: say how many
+            label += f"\n{len(kernels)} fused kernel" + ("s" if len(kernels) > 1 else "")
         shared = s.call > 0
         for p in paths:
             self.seen_paths.setdefault(p, nid)
@@ -306,7 +309,7 @@ class Drawing:
         for item in items:
             if isinstance(item, Cluster):
                 self._cluster(item, indent)
-            elif item.id in self.group_of and len(groups[self.group_of[item.id].id]) > 1:
+            elif item.id in self.group_of:
                 gid = self.group_of[item.id].id
                 if gid in done:
                     continue

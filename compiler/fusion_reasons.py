@@ -51,8 +51,9 @@ def label(n: Node) -> str:
 
 def shared_value(group: list[Node], readers: list[Node]) -> Refusal:
     """The group's last value has other readers than the next op: they need it materialised."""
-    names = ", ".join(label(n) for n in readers)
-    return Refusal("shared", f"the output of {label(group[-1])} is read by {len(readers)} ops ({names})")
+    distinct = list({n.id: n for n in readers}.values())  # x * x reads x twice, as one op
+    names = ", ".join(label(n) for n in distinct)
+    return Refusal("shared", f"the output of {label(group[-1])} is read by {len(distinct)} ops ({names})")
 
 
 def crosses(first: Node, u: Node) -> Refusal:
