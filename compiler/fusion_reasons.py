@@ -10,7 +10,7 @@ it opens its group (kernels take in an epilogue, never a prologue), so the op be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ class UnfusedChain:
 
     nodes: list[int]
     reason: Refusal | None  # None would be a link the plan refused without saying why: a bug (tests check)
+    readers: list[int] = field(default_factory=list)  # more consumers of nodes[0], kept out for the same reason
 
 
 def label(n: Node) -> str:
@@ -112,7 +113,23 @@ def unfused_chains(g: Graph, plan: FusionPlan) -> list[UnfusedChain]:
             nodes.append(links[nxt][1])
             nxt = successor(nxt)
         chains.append(UnfusedChain(nodes, links[k][2]))
-    return chains
+    return _fan_out(chains)
+
+
+def _fan_out(chains: list[UnfusedChain]) -> list[UnfusedChain]:
+    """One chain for the links from one producer to several consumers refused for one reason (a value read by
+    five ops is one finding, not five)."""
+    out: list[UnfusedChain] = []
+    first: dict[tuple[int, Refusal | None], UnfusedChain] = {}
+    for chain in chains:
+        key = (chain.nodes[0], chain.reason)
+        if len(chain.nodes) == 2 and key in first:
+            first[key].readers.append(chain.nodes[1])
+            continue
+        if len(chain.nodes) == 2:
+            first[key] = chain
+        out.append(chain)
+    return out
 
 
 def rule(reason: Refusal | None) -> str | None:
@@ -133,7 +150,10 @@ def explain_chains(g: Graph, plan: FusionPlan) -> list[str]:
     lines = [f"{g.name}: {len(chains)} unfused chains (fusible ops linked producer -> consumer, not in one kernel)"]
     for chain in chains:
         ops = " -> ".join(label(g.nodes[i]) for i in chain.nodes)
+        if chain.readers:
+            ops = f"{label(g.nodes[chain.nodes[0]])} -> " + " | ".join(label(g.nodes[i]) for i in chain.nodes[1:2]
+                                                                        + chain.readers)
         why = chain.reason.text if chain.reason is not None else "no reason recorded (a bug in dlc)"
-        lines.append(f"  {ops}  ({where(g, chain.nodes)}): {why}")
+        lines.append(f"  {ops}  ({where(g, chain.nodes + chain.readers)}): {why}")
     lines.append(f"{g.name}: {len(plan.groups)} chains fused, {len(chains)} unfused chains")
     return lines

@@ -142,7 +142,17 @@ def test_each_rule_names_its_chain_and_reason(tmp_path, capsys, rule):
     assert found[0][1] == rule and phrase in found[0][2]
     assert main(["compile", str(path), "--fuse", "--explain-fusion", "-o", str(tmp_path / "net.py")]) == 0
     err = capsys.readouterr().err
-    assert f"  {' -> '.join(ops)}  (net.dln:" in err and phrase in err
+    line = next(line for line in err.splitlines() if line.startswith(f"  {' -> '.join(ops)} "))
+    assert "(net.dln:" in line and phrase in line
+
+
+def test_a_value_read_by_several_ops_is_one_chain_with_every_reader(tmp_path, capsys):
+    path = write_spec(tmp_path, CASES["shared"][0])
+    assert main(["compile", str(path), "--fuse", "--explain-fusion", "-o", str(tmp_path / "net.py")]) == 0
+    err = capsys.readouterr().err
+    assert ("  (relu) -> (sigmoid) | (mul)  (net.dln:4-6): the output of (relu) is read by 2 ops ((sigmoid), (mul))"
+            in err)
+    assert "Shared: 1 chains fused, 1 unfused chains" in err
 
 
 def test_a_chain_longer_than_one_kernel_is_cut_and_says_so(tmp_path):
