@@ -240,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--fused-recurrent", action="store_true",
                    help="with --fuse: LSTM/GRU layers run dlc's gate kernels instead of nn.LSTM/cuDNN")
     c.add_argument("--explain-fusion", action="store_true",
-                   help="list the fusion groups, their ops and the bytes they save (on stderr)")
+                   help="list the fusion groups (ops, spec lines, bytes saved) and the unfused chains of "
+                        "fusible ops with the reason for each (on stderr)")
     c.add_argument("--optimize", choices=["inference"],
                    help="inference rewrites: batchnorm folded into the conv/linear before it, channels-last")
     c.set_defaults(func=cmd_compile)
