@@ -23,6 +23,9 @@ their only user (``where(x > 0, x, 0.1 * x)`` is one kernel). Groups never cross
 block is one class in the generated code) and never include layers inside labelled groups or repeats, which are
 emitted as ``nn.Sequential``. A batchnorm may only open an elementwise chain or an anchor's
 epilogue, because in training mode its batch statistics need its input materialised.
+
+Each of these decisions that keeps an op out of a group is a :class:`~dlc.compiler.fusion_reasons.Refusal`, kept in
+the plan (``refused``, ``skipped``) so that ``--explain-fusion`` says why each chain stays unfused.
 """
 
 from __future__ import annotations
