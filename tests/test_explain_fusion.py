@@ -204,3 +204,19 @@ def test_summary_and_diagram_show_every_group(spec):
         assert FUSION_FILL in dot or "fused kernel" in dot
     else:
         assert "groups run as kernels" not in text and FUSION_FILL not in full
+
+
+def _fusion_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fusion_table", SPECS_DIR.parent / "scripts" / "fusion_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fusion_table_counts_each_launch_of_one_forward():
+    table = _fusion_table()
+    groups, launches, ops = table.measure(SPECS_DIR / "mlp.dln", None)
+    assert (groups, launches) == (2, 2) and ops > 0  # each group's kernel once per eval forward
+    assert table.measure(SPECS_DIR / "mlp.dln", None, fuse=False)[1] == 0  # the plain module launches nothing
