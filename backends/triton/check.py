@@ -36,7 +36,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterable
 
-from dlc.backends.triton.codegen import Source
 from dlc.backends.triton.spec import AffineArg, KernelSpec, RowWeightsArg, ValueArg, kernel_for
 from dlc.compiler.fusion import FusionGroup
 from dlc.compiler.ir import Graph
@@ -71,7 +70,7 @@ class Job:
     params: tuple[tuple[str, str], ...]  # parameter -> Triton type (or ACT / COMPUTE); "constexpr" for constexprs
     constexprs: tuple[tuple[str, Any], ...]  # those the spec fixes; the worker adds block sizes and dtypes
     n_cols: int = 0  # a row kernel's row length (its BLOCK is the next power of two)
-    same_as: str = ""  # the kernel's text with a neutral name: equal for the same kernel in another spec
+    same_as: tuple = ()  # the KernelSpec's key: equal for the same kernel code in another spec
 
     def key(self) -> tuple:
         """Equal for compiles with the same result, across specs."""
@@ -247,20 +246,19 @@ def fused_kernels(g: Graph, channels_last: bool = False) -> tuple[list[KernelSpe
     return specs, uses
 
 
-def jobs(g: Graph, module: str, dtypes: Iterable[str] = DTYPES, capabilities: Iterable[int] = CAPABILITIES,
-         channels_last: bool = False) -> tuple[list[Job], dict[str, Use]]:
-    """The compiles that check every kernel of ``g``, whose generated module is the file ``module``."""
+def jobs(g: Graph, module: str, channels_last: bool = False) -> tuple[list[Job], dict[str, Use]]:
+    """The compiles that check every kernel of ``g``, whose generated module is the file ``module``: forward and
+    backward, each of DTYPES and CAPABILITIES, each row length of a row kernel."""
     specs, uses = fused_kernels(g, channels_last)
     out: list[Job] = []
     for spec in specs:
-        same_as = Source(dataclasses.replace(spec, name="kernel", uses={})).text()
         use = uses.get(spec.name)
         for direction, (params, constexprs) in signatures(g, spec).items():
             for n_cols in sorted(use.n_cols) if use and use.n_cols else [0]:
-                for dtype in dtypes:
-                    for cc in capabilities:
+                for dtype in DTYPES:
+                    for cc in CAPABILITIES:
                         out.append(Job(module, spec.name, spec.kind, direction, dtype, cc, tuple(params),
-                                       tuple(constexprs.items()), n_cols, same_as))
+                                       tuple(constexprs.items()), n_cols, spec.key()))
     return out, uses
 
 
@@ -388,9 +386,10 @@ def table(results: list[Result], uses: dict[str, Use]) -> str:
         rows.append((j.kernel, j.kind, {"forward": "fwd", "backward": "bwd"}[j.direction], _SHORT[j.dtype], f"sm_{j.cc}") + cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    note = (f"# programs: grid size at the spec's inputs at batch {BATCH} (symbolic sizes {SYMBOLIC}); "
-            "spills: bytes of spill stores and loads; smem: bytes of shared memory")
-    return "\n".join([note] + lines) + "\n"
+    notes = [f"# Triton kernels on the real compiler (CUDA targets, no GPU); programs: the grid of a launch at "
+             f"batch {BATCH}", f"# (symbolic sizes {SYMBOLIC}); regs: registers per thread; spills: bytes of spill "
+             "stores and loads; smem: bytes of shared memory"]
+    return "\n".join(notes + lines) + "\n"
 
 
 def check_kernels(g: Graph, channels_last: bool = False, workers: int | None = None) -> str:
