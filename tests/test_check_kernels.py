@@ -22,7 +22,8 @@ from dlc.backends.torch.emit import emit_module
 from dlc.backends.triton import check
 from dlc.cli import main
 from dlc.pipeline import build_graph
-from tests.conftest import write_spec
+
+from conftest import write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.dln"))
@@ -89,7 +90,7 @@ def test_check_kernels_prints_the_table_without_importing_torch_or_triton(tmp_pa
     """)
     out = tmp_path / "small.py"
     r = subprocess.run([sys.executable, "-c", script, str(path), str(out)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600)
+                       timeout=600, check=False)
     assert r.returncode == 0, r.stderr
     status, _, table = r.stdout.partition("\n")
     assert status == "0 []", r.stdout  # exit 0; the compiles ran in worker processes

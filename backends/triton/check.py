@@ -30,11 +30,12 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from dlc.backends.triton.spec import AffineArg, KernelSpec, RowWeightsArg, ValueArg, kernel_for
 from dlc.compiler.fusion import FusionGroup
@@ -42,6 +43,7 @@ from dlc.compiler.ir import Graph
 from dlc.compiler.ops.kernel import Row
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import Dim, TensorType
+
 from dlc.diagnostics import DlcError, Span
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -383,12 +385,13 @@ def table(results: list[Result], uses: dict[str, Use]) -> str:
         else:
             cells = (str(r.regs), str(r.spills), str(r.shared), str(r.warps), "x".join(map(str, r.block)),
                      _programs(j, r, uses.get(j.kernel)))
-        rows.append((j.kernel, j.kind, {"forward": "fwd", "backward": "bwd"}[j.direction], _SHORT[j.dtype], f"sm_{j.cc}") + cells)
+        direction = {"forward": "fwd", "backward": "bwd"}[j.direction]
+        rows.append((j.kernel, j.kind, direction, _SHORT[j.dtype], f"sm_{j.cc}") + cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    notes = [f"# Triton kernels on the real compiler (CUDA targets, no GPU); programs: the grid of a launch at "
-             f"batch {BATCH}", f"# (symbolic sizes {SYMBOLIC}); regs: registers per thread; spills: bytes of spill "
-             "stores and loads; smem: bytes of shared memory"]
+    notes = ["# Triton kernels on the real compiler (CUDA targets, no GPU). regs: registers per thread; spills:",
+             "# bytes of spill stores and loads; smem: bytes of shared memory; programs: the grid of one launch at",
+             f"# batch {BATCH} (symbolic sizes {SYMBOLIC})"]
     return "\n".join(notes + lines) + "\n"
 
 
