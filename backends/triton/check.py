@@ -43,7 +43,6 @@ from dlc.compiler.ir import Graph
 from dlc.compiler.ops.kernel import Row
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import Dim, TensorType
-
 from dlc.diagnostics import DlcError, Span
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -174,7 +173,8 @@ def _input_types(g: Graph, spec: KernelSpec) -> list[str]:
     return types
 
 
-def _ew_tail(spec: KernelSpec, rank: int, full: tuple[bool, ...]) -> list[tuple[str, str]]:
+def _ew_tail(rank: int, full: tuple[bool, ...]) -> list[tuple[str, str]]:
+    """An elementwise kernel's parameters after its pointers: sizes and the broadcast inputs' strides."""
     strides = [f"st{i}_{d}" for i in range(len(full)) if not full[i] for d in range(rank)]
     return ([("seed", "i32"), ("on", "i32"), ("n", "i32")] + [(f"s{d}", "i32") for d in range(rank)]
             + [(s, "i32") for s in strides] + [("BLOCK", "constexpr"), ("COMPUTE", "constexpr")])
@@ -203,19 +203,18 @@ def signatures(g: Graph, spec: KernelSpec) -> dict[str, tuple[list[tuple[str, st
         return {"forward": (fwd, {}), "backward": (bwd, {"NEED": _need(types)})}
     if spec.kind == "linear":
         # the forward is the matmul: input 0 is its accumulator, so inputs 1.. only (with [m, n] strides)
-        tail = ([("seed", "i32"), ("on", "i32")] + [(p, "i32") for p in ("M", "N", "K", "st_am", "st_ak", "st_wn",
-                                                                          "st_wk")]
-                + [(f"st{i}_{d}", "i32") for i in range(1, len(types)) for d in range(2)]
+        sizes = ("seed", "on", "M", "N", "K", "st_am", "st_ak", "st_wn", "st_wk")
+        tail = ([(p, "i32") for p in sizes] + [(f"st{i}_{d}", "i32") for i in range(1, len(types)) for d in range(2)]
                 + [(c, "constexpr") for c in ("STORE_Z", "BM", "BN", "BK", "COMPUTE", "DOT", "PRECISION")])
         fwd = [("out_ptr", ACT), ("z_ptr", COMPUTE), ("a_ptr", ACT), ("w_ptr", ACT)] + ins[1:] + tail
         # the backward is the epilogue's elementwise backward over [m, n], reading the product z
         types = [COMPUTE] + types[1:]
         bwd_ins = [("x0_ptr", COMPUTE)] + ins[1:]
-        bwd = ([("grad_ptr", ACT)] + _grads(types) + bwd_ins + _ew_tail(spec, 2, spec.full)
+        bwd = ([("grad_ptr", ACT)] + _grads(types) + bwd_ins + _ew_tail(2, spec.full)
                + [("NEED", "constexpr")])
         # STORE_Z: the training forward, a superset of the inference one (one store more)
         return {"forward": (fwd, {"STORE_Z": True}), "backward": (bwd, {"NEED": _need(types)})}
-    tail = _ew_tail(spec, spec.rank, spec.full)
+    tail = _ew_tail(spec.rank, spec.full)
     fwd = [("out_ptr", ACT)] + ins + tail
     bwd = [("grad_ptr", ACT)] + _grads(types) + ins + tail + [("NEED", "constexpr")]
     return {"forward": (fwd, {}), "backward": (bwd, {"NEED": _need(types)})}
@@ -237,9 +236,7 @@ def fused_kernels(g: Graph, channels_last: bool = False) -> tuple[list[KernelSpe
     for grp in em.fused.plan.groups:
         if grp.kind not in ("anchor", "elementwise", "row"):
             continue
-        spec = by_key.get(kernel_for(g, grp).key())
-        if spec is None:  # a group of a shared class instance the module runs through another's code
-            continue
+        spec = by_key[kernel_for(g, grp).key()]  # every kernel group runs one of the module's kernels
         use = uses.setdefault(spec.name, Use(g.nodes[grp.last].span))
         programs, n_cols = _launch(g, grp, spec)
         use.programs.append(programs)
