@@ -113,6 +113,15 @@ def test_check_kernels_needs_fuse(tmp_path, capsys):
     assert "--check-kernels compiles the kernels --fuse generates: add --fuse" in capsys.readouterr().err
 
 
+def test_a_network_without_kernels_and_the_recurrent_gate_kernels_are_said(tmp_path, capsys):
+    path = write_spec(tmp_path, "network R {\n    input x: [T, 8]\n    output y = x -> lstm(16)\n}\n")
+    assert main(["compile", "--fuse", "--fused-recurrent", "--check-kernels", str(path), "-o",
+                 str(tmp_path / "r.py")]) == 0
+    err = capsys.readouterr().err
+    assert "no kernels: no chain of this network fuses" in err
+    assert "note: the recurrent gate kernels of --fused-recurrent are not among these (not checked yet)" in err
+
+
 def test_check_kernels_without_triton_says_so(tmp_path, capsys, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else find_spec(name, *a))

@@ -223,11 +223,13 @@ def signatures(g: Graph, spec: KernelSpec) -> dict[str, tuple[list[tuple[str, st
 # ---- the kernels of a spec --------------------------------------------------------------------------------
 
 
-def fused_kernels(g: Graph, channels_last: bool = False) -> tuple[list[KernelSpec], dict[str, Use]]:
-    """The kernels ``dlc compile --fuse`` writes for ``g`` (named as in the module), and their launches."""
+def fused_kernels(g: Graph, channels_last: bool = False,
+                  fused_recurrent: bool = False) -> tuple[list[KernelSpec], dict[str, Use]]:
+    """The kernels ``dlc compile --fuse`` writes for ``g`` (named as in the module), and their launches. The
+    fixed gate kernels of ``fused_recurrent`` are not among them."""
     from dlc.backends.torch.emit import ModuleEmitter
 
-    em = ModuleEmitter(g, True, channels_last)
+    em = ModuleEmitter(g, True, channels_last, fused_recurrent)
     em.network()
     assert em.fused is not None
     specs = list(em.fused.kernels.values())
@@ -245,10 +247,11 @@ def fused_kernels(g: Graph, channels_last: bool = False) -> tuple[list[KernelSpe
     return specs, uses
 
 
-def jobs(g: Graph, module: str, channels_last: bool = False) -> tuple[list[Job], dict[str, Use]]:
+def jobs(g: Graph, module: str, channels_last: bool = False,
+         fused_recurrent: bool = False) -> tuple[list[Job], dict[str, Use]]:
     """The compiles that check every kernel of ``g``, whose generated module is the file ``module``: forward and
     backward, each of DTYPES and CAPABILITIES, each row length of a row kernel."""
-    specs, uses = fused_kernels(g, channels_last)
+    specs, uses = fused_kernels(g, channels_last, fused_recurrent)
     out: list[Job] = []
     for spec in specs:
         use = uses.get(spec.name)
@@ -392,15 +395,17 @@ def table(results: list[Result], uses: dict[str, Use]) -> str:
     return "\n".join(notes + lines) + "\n"
 
 
-def check_kernels(g: Graph, channels_last: bool = False, workers: int | None = None) -> str:
-    """Compile every kernel ``dlc compile --fuse`` writes for ``g``, and the table of what they use. Raises
-    DlcError (at the first group the kernel runs) when one does not compile, NoTriton without triton."""
+def check_kernels(g: Graph, channels_last: bool = False, fused_recurrent: bool = False,
+                  workers: int | None = None) -> str:
+    """Compile every generated kernel of ``dlc compile --fuse`` for ``g``, and the table of what they use.
+    Raises DlcError (at the first group the kernel runs) when one does not compile, NoTriton without triton."""
     from dlc.backends.torch.emit import emit_module
 
     with tempfile.TemporaryDirectory(prefix="dlc-check-kernels-") as tmp:
         path = Path(tmp) / "module.py"
-        path.write_text(emit_module(g, fuse=True, channels_last=channels_last), encoding="utf-8")
-        all_jobs, uses = jobs(g, str(path), channels_last=channels_last)
+        path.write_text(emit_module(g, fuse=True, channels_last=channels_last, fused_recurrent=fused_recurrent),
+                        encoding="utf-8")
+        all_jobs, uses = jobs(g, str(path), channels_last, fused_recurrent)
         if not all_jobs:
             return "no kernels: no chain of this network fuses\n"
         results = run(all_jobs, workers, str(Path(tmp) / "cache"))
