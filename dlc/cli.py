@@ -147,12 +147,9 @@ def _check_kernels(g: Graph, options: Options) -> str:
     from dlc.backends.triton.check import NoTriton, check_kernels
 
     try:
-        table = check_kernels(g, channels_last=options.optimize == "inference", fused_recurrent=options.fused_recurrent)
+        return check_kernels(g, channels_last=options.optimize == "inference", fused_recurrent=options.fused_recurrent)
     except NoTriton as exc:
         raise ToolError(str(exc)) from None
-    if options.fused_recurrent:
-        table += "note: the recurrent gate kernels of --fused-recurrent are not among these (not checked yet)\n"
-    return table
 
 
 def _write(output: str | None, text: str) -> None:

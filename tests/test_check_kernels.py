@@ -3,8 +3,8 @@
 The signatures the check compiles with must be those the generated kernels declare, for every spec (no triton
 needed). The command prints a table and stays free of torch and triton in its own process; a kernel that does
 not compile is a diagnostic at the layer that runs it. The slow test compiles every distinct kernel of every
-spec, forward and backward, for CUDA targets without a GPU, and asserts that elementwise and row kernels never
-spill at the shipped block sizes.
+spec, forward and backward (the recurrent gate kernels of --fused-recurrent too), for CUDA targets without a GPU,
+and asserts that elementwise, row and recurrent kernels never spill at the shipped block sizes.
 """
 
 from __future__ import annotations
@@ -113,13 +113,28 @@ def test_check_kernels_needs_fuse(tmp_path, capsys):
     assert "--check-kernels compiles the kernels --fuse generates: add --fuse" in capsys.readouterr().err
 
 
-def test_a_network_without_kernels_and_the_recurrent_gate_kernels_are_said(tmp_path, capsys):
+def test_a_network_without_kernels_says_so(tmp_path, capsys):
     path = write_spec(tmp_path, "network R {\n    input x: [T, 8]\n    output y = x -> lstm(16)\n}\n")
-    assert main(["compile", "--fuse", "--fused-recurrent", "--check-kernels", str(path), "-o",
-                 str(tmp_path / "r.py")]) == 0
-    err = capsys.readouterr().err
-    assert "no kernels: no chain of this network fuses" in err
-    assert "note: the recurrent gate kernels of --fused-recurrent are not among these (not checked yet)" in err
+    assert main(["compile", "--fuse", "--check-kernels", str(path), "-o", str(tmp_path / "r.py")]) == 0
+    assert "no kernels: no chain of this network fuses" in capsys.readouterr().err
+
+
+def test_recurrent_gate_kernels_are_checked_with_the_parameters_the_runtime_declares(tmp_path):
+    """With --fused-recurrent the LSTM and GRU step kernels join: each way a step writes its output (a merged
+    bidirectional layer's skipping and merging directions too)."""
+    own = write_spec(tmp_path, "network G {\n    input x: [T, 8]\n"
+                               "    output y = x -> bidirectional(gru(16), merge=sum) -> lstm(8)\n}\n")
+    seen = set()
+    for spec in SPECS + [own]:
+        g = build_graph(spec)
+        functions = _functions(emit_module(g, fuse=True, fused_recurrent=True))
+        jobs, uses = check.recurrent_jobs(g, "module.py")
+        for job in jobs:
+            name = f"{job.kernel}_{'fwd' if job.direction == 'forward' else 'bwd'}_kernel"
+            assert [p for p, _ in job.params] == functions[name], (spec.name, name)
+            seen.add((job.kernel, dict(job.constexprs)["MERGE"]))
+            assert uses[job.kernel].programs
+    assert seen == {("_rnn_lstm", "own"), ("_rnn_gru", "own"), ("_rnn_gru", "skip"), ("_rnn_gru", "sum")}
 
 
 def test_check_kernels_without_triton_says_so(tmp_path, capsys, monkeypatch):
@@ -168,6 +183,10 @@ def test_every_kernel_of_every_spec_compiles_for_cuda_without_spills(tmp_path):
             module = tmp_path / f"m{i}_{optimize}.py"
             module.write_text(emit_module(g, fuse=True, channels_last=optimize == "inference"), encoding="utf-8")
             jobs += check.jobs(g, str(module), channels_last=optimize == "inference")[0]
+        g = build_graph(spec)
+        module = tmp_path / f"m{i}_recurrent.py"
+        module.write_text(emit_module(g, fuse=True, fused_recurrent=True), encoding="utf-8")
+        jobs += check.recurrent_jobs(g, str(module))[0]
     # 408 distinct compiles took 7m38s on the shared 2-core machine (2m33s of CPU): CI compiles sm_90 in every
     # dtype and sm_80 in float32 (272); `dlc compile --fuse --check-kernels` does all of them
     jobs = [j for j in jobs if j.cc == 90 or j.dtype == "float32"]
@@ -175,7 +194,7 @@ def test_every_kernel_of_every_spec_compiles_for_cuda_without_spills(tmp_path):
     failed = [(r.job.kernel, r.job.direction, r.job.dtype, r.job.cc, r.error) for r in results if r.error]
     assert not failed, failed[:3]
     spilled = [(r.job.kernel, r.job.direction, r.job.dtype, r.job.cc, r.spills) for r in results
-               if r.job.kind in ("elementwise", "row") and r.spills]
+               if r.job.kind in ("elementwise", "row", "recurrent") and r.spills]
     assert not spilled, spilled
     compiled = {(r.job.key()[0], r.job.direction) for r in results if not r.skipped}
     assert {d for _, d in compiled} == {"forward", "backward"} and len(compiled) == 2 * len({k for k, _ in compiled})

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from dlc.backends.triton.spec import AffineArg, KernelSpec, RowWeightsArg, ValueArg, kernel_for
-from dlc.compiler.fusion import FusionGroup
+from dlc.compiler.fusion import FusionGroup, fusion_plan
 from dlc.compiler.ir import Graph
-from dlc.compiler.ops.kernel import Row
+from dlc.compiler.ops.kernel import Recurrent, Row
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import Dim, TensorType
 from dlc.diagnostics import DlcError, Span
@@ -64,19 +64,19 @@ class Job:
 
     module: str
     kernel: str  # the kernel object's name in the module (fused_...)
-    kind: str  # elementwise | linear | row
+    kind: str  # elementwise | linear | row | recurrent
     direction: str  # forward | backward
     dtype: str
     cc: int
     params: tuple[tuple[str, str], ...]  # parameter -> Triton type (or ACT / COMPUTE); "constexpr" for constexprs
     constexprs: tuple[tuple[str, Any], ...]  # those the spec fixes; the worker adds block sizes and dtypes
-    n_cols: int = 0  # a row kernel's row length (its BLOCK is the next power of two)
-    same_as: tuple = ()  # the KernelSpec's key: equal for the same kernel code in another spec
+    n_cols: int = 0  # a row kernel's row length, a recurrent layer's units (blocks follow from their power of two)
+    same_as: tuple = ()  # the KernelSpec's key (the cell): equal for the same kernel code in another spec
 
     def key(self) -> tuple:
         """Equal for compiles with the same result, across specs."""
-        block = 0 if self.kind != "row" else 1 << max(self.n_cols - 1, 0).bit_length()
-        return (self.same_as, self.direction, self.dtype, self.cc, block)
+        block = 1 << max(self.n_cols - 1, 0).bit_length() if self.n_cols else 0
+        return (self.same_as, self.direction, self.dtype, self.cc, self.constexprs, block)
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,8 @@ def signatures(g: Graph, spec: KernelSpec) -> dict[str, tuple[list[tuple[str, st
 
 def fused_kernels(g: Graph, channels_last: bool = False,
                   fused_recurrent: bool = False) -> tuple[list[KernelSpec], dict[str, Use]]:
-    """The kernels ``dlc compile --fuse`` writes for ``g`` (named as in the module), and their launches. The
-    fixed gate kernels of ``fused_recurrent`` are not among them."""
+    """The kernels ``dlc compile --fuse`` writes for ``g`` (named as in the module), and their launches (the
+    fixed gate kernels of ``fused_recurrent`` are :func:`recurrent_jobs`')."""
     from dlc.backends.torch.emit import ModuleEmitter
 
     em = ModuleEmitter(g, True, channels_last, fused_recurrent)
@@ -264,6 +264,46 @@ def jobs(g: Graph, module: str, channels_last: bool = False,
     return out, uses
 
 
+def recurrent_jobs(g: Graph, module: str) -> tuple[list[Job], dict[str, Use]]:
+    """The compiles of the gate kernels (runtime/recurrent.py) that ``fused_recurrent`` runs for ``g``'s LSTM and
+    GRU layers: each step kernel, forward and backward, in each way it writes the layer's output (MERGE: its own
+    direction; for a bidirectional layer merged by sum, mul or ave also the skipping and the merging direction),
+    with the pointer types ``_RnnLayerFn`` passes (the cell state, gates and their gradient in the compute dtype)."""
+    out: list[Job] = []
+    uses: dict[str, Use] = {}
+    for grp in fusion_plan(g, recurrent=True).groups:
+        if grp.kind != "recurrent":
+            continue
+        node = g.nodes[grp.nodes[0]]
+        kernel = op_of(node.op).kernel
+        assert isinstance(kernel, Recurrent)
+        cell = node.attrs["layer"] if op_of(node.op).wraps else dict(node.attrs, op=node.op)
+        if cell["op"] not in ("lstm", "gru"):
+            continue  # the runtime runs other cells as their nn module
+        modes = ["own"]
+        if kernel.directions == 2 and cell["return_sequences"] and node.attrs["merge"] in ("sum", "mul", "ave"):
+            modes += ["skip", node.attrs["merge"]]
+        name = f"_rnn_{cell['op']}"
+        use = uses.setdefault(name, Use(node.span))
+        use.programs.append((BATCH, cell["units"]))
+        lstm = cell["op"] == "lstm"
+        fwd = ["xp_ptr", "sxb", "hp_ptr"] + (["c_prev_ptr", "c_ptr"] if lstm else ["h_prev_ptr"]) + [
+            "gate_ptr", "h_ptr", "out_ptr", "sob", "oth_ptr"]
+        bwd = ["dout_ptr", "sdb", "oth_ptr", "dh_ptr"] + (
+            ["dc_ptr", "gate_ptr", "c_prev_ptr", "c_ptr", "dg_ptr"] if lstm
+            else ["gate_ptr", "h_prev_ptr", "dx_ptr", "dhp_ptr", "dhz_ptr"])
+        for direction, params in (("forward", fwd), ("backward", bwd)):
+            typed = [(p, COMPUTE if p in ("c_prev_ptr", "c_ptr", "gate_ptr", "dc_ptr") else ACT
+                      if p.endswith("_ptr") else "i32") for p in params]
+            typed += [("B", "i32"), ("H", "i32")] + [(c, "constexpr") for c in ("MERGE", "CDT", "BLOCK_B", "BLOCK_H")]
+            for mode in modes:
+                for dtype in DTYPES:
+                    for cc in CAPABILITIES:
+                        out.append(Job(module, name, "recurrent", direction, dtype, cc, tuple(typed),
+                                       (("MERGE", mode),), cell["units"], (name,)))
+    return out, uses
+
+
 # ---- the worker ---------------------------------------------------------------------------------------------
 
 
@@ -296,8 +336,11 @@ def compile_one(job: Job) -> Result:
     from triton.backends.compiler import GPUTarget
 
     mod = _module(job.module)
-    kernel = getattr(mod, job.kernel)
-    fn = kernel.forward if job.direction == "forward" else kernel.backward
+    if job.kind == "recurrent":
+        fn = getattr(mod, f"{job.kernel}_{'fwd' if job.direction == 'forward' else 'bwd'}_kernel")
+    else:
+        kernel = getattr(mod, job.kernel)
+        fn = kernel.forward if job.direction == "forward" else kernel.backward
     if job.kind == "row" and job.n_cols > mod.ROW_LIMIT:
         return Result(job, skipped=f"rows of {job.n_cols} run the PyTorch reference (ROW_LIMIT)")
     dtype = getattr(torch, job.dtype)
@@ -306,10 +349,18 @@ def compile_one(job: Job) -> Result:
     if names != [p for p, _ in job.params]:  # codegen and signatures() disagree: a bug here, said plainly
         return Result(job, error=f"parameters {names} differ from the expected {[p for p, _ in job.params]}")
     constexprs: dict[str, Any] = dict(job.constexprs)
-    constexprs["COMPUTE"] = mod._compute_dtype(dtype)
-    if job.kind == "row":
+    block: tuple[int, ...]
+    if job.kind != "recurrent":
+        constexprs["COMPUTE"] = mod._compute_dtype(dtype)
+    if job.kind == "recurrent":  # as _RnnLayerFn and _rnn_grid choose them
+        constexprs["MERGE"] = {"own": mod._RNN_OWN, "skip": mod._RNN_SKIP, **mod._RNN_MERGES}[constexprs["MERGE"]]
+        constexprs["CDT"] = mod._compute_dtype(dtype)
+        block = (min(mod._RNN_BLOCK_B, triton.next_power_of_2(BATCH)),
+                 min(mod._RNN_BLOCK_H, triton.next_power_of_2(job.n_cols)))
+        constexprs.update(zip(("BLOCK_B", "BLOCK_H"), block))
+    elif job.kind == "row":
         constexprs["BLOCK"] = triton.next_power_of_2(job.n_cols)
-        block: tuple[int, ...] = (constexprs["BLOCK"],)
+        block = (constexprs["BLOCK"],)
     elif job.kind == "linear" and job.direction == "forward":
         block = tuple(mod.LINEAR_TILES)
         constexprs.update(zip(("BM", "BN", "BK"), block))
@@ -364,7 +415,7 @@ def _programs(job: Job, result: Result, use: Use | None) -> str:
         return "-"
     counts = []
     for sizes in use.programs:
-        if job.kind == "linear" and job.direction == "forward":
+        if job.kind == "recurrent" or (job.kind == "linear" and job.direction == "forward"):
             counts.append(math.ceil(sizes[0] / result.block[0]) * math.ceil(sizes[1] / result.block[1]))
         elif job.kind == "row":
             counts.append(sizes[0])
@@ -391,7 +442,7 @@ def table(results: list[Result], uses: dict[str, Use]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     notes = ["# Triton kernels on the real compiler (CUDA targets, no GPU). regs: registers per thread; spills:",
              "# bytes of spill stores and loads; smem: bytes of shared memory; programs: the grid of one launch at",
-             f"# batch {BATCH} (symbolic sizes {SYMBOLIC})"]
+             f"# batch {BATCH} (symbolic sizes {SYMBOLIC}; a recurrent kernel launches once per time step)"]
     return "\n".join(notes + lines) + "\n"
 
 
@@ -406,6 +457,10 @@ def check_kernels(g: Graph, channels_last: bool = False, fused_recurrent: bool =
         path.write_text(emit_module(g, fuse=True, channels_last=channels_last, fused_recurrent=fused_recurrent),
                         encoding="utf-8")
         all_jobs, uses = jobs(g, str(path), channels_last, fused_recurrent)
+        if fused_recurrent:
+            gates, gate_uses = recurrent_jobs(g, str(path))
+            all_jobs += gates
+            uses.update(gate_uses)
         if not all_jobs:
             return "no kernels: no chain of this network fuses\n"
         results = run(all_jobs, workers, str(Path(tmp) / "cache"))
