@@ -12,7 +12,9 @@ The signatures follow from each kernel's :class:`~dlc.backends.triton.spec.Kerne
 (``runtime/common.py``) passes: activations, parameters and outputs in the checked dtype (a module cast with
 ``.to(dtype)``), bool inputs as ``*i1``, gradient buffers and a linear kernel's pre-epilogue product in the
 compute dtype (``_compute_torch_dtype``), every integer an ``i32``. The block sizes are the shipped ones, read
-from the generated module (``ELEMENTWISE_BLOCK``, ``LINEAR_TILES``), a row kernel's from its row length.
+from the generated module (``ELEMENTWISE_BLOCK``, ``LINEAR_TILES``), a row kernel's from its row length. With
+``fused_recurrent`` the fixed LSTM and GRU step kernels of ``runtime/recurrent.py`` are compiled the same way
+(:func:`recurrent_jobs`).
 
 Compiles run in a pool of spawned processes: triton is never imported here (``dlc compile`` without this option
 imports neither torch nor triton), and a worker starts without ``TRITON_INTERPRET``, which must be off before
@@ -264,6 +266,14 @@ def jobs(g: Graph, module: str, channels_last: bool = False,
     return out, uses
 
 
+def _gate_type(param: str) -> str:
+    """A step kernel's parameter type: the cell state, the gates and the cell state's gradient are kept in the
+    compute dtype (``acc`` in ``_RnnLayerFn``), the other tensors are in the layer's dtype; the rest are sizes."""
+    if not param.endswith("_ptr"):
+        return "i32"
+    return COMPUTE if param in ("c_prev_ptr", "c_ptr", "gate_ptr", "dc_ptr") else ACT
+
+
 def recurrent_jobs(g: Graph, module: str) -> tuple[list[Job], dict[str, Use]]:
     """The compiles of the gate kernels (runtime/recurrent.py) that ``fused_recurrent`` runs for ``g``'s LSTM and
     GRU layers: each step kernel, forward and backward, in each way it writes the layer's output (MERGE: its own
@@ -293,8 +303,7 @@ def recurrent_jobs(g: Graph, module: str) -> tuple[list[Job], dict[str, Use]]:
             ["dc_ptr", "gate_ptr", "c_prev_ptr", "c_ptr", "dg_ptr"] if lstm
             else ["gate_ptr", "h_prev_ptr", "dx_ptr", "dhp_ptr", "dhz_ptr"])
         for direction, params in (("forward", fwd), ("backward", bwd)):
-            typed = [(p, COMPUTE if p in ("c_prev_ptr", "c_ptr", "gate_ptr", "dc_ptr") else ACT
-                      if p.endswith("_ptr") else "i32") for p in params]
+            typed = [(p, _gate_type(p)) for p in params]
             typed += [("B", "i32"), ("H", "i32")] + [(c, "constexpr") for c in ("MERGE", "CDT", "BLOCK_B", "BLOCK_H")]
             for mode in modes:
                 for dtype in DTYPES:
@@ -432,7 +441,7 @@ def table(results: list[Result], uses: dict[str, Use]) -> str:
     for r in results:
         j = r.job
         if r.skipped or r.error:
-            cells = ("-",) * 5 + ("-", r.skipped or "FAILED")
+            cells = ("-",) * 5 + (r.skipped or "FAILED",)
         else:
             cells = (str(r.regs), str(r.spills), str(r.shared), str(r.warps), "x".join(map(str, r.block)),
                      _programs(j, r, uses.get(j.kernel)))
