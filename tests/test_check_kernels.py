@@ -119,9 +119,9 @@ def test_a_network_without_kernels_says_so(tmp_path, capsys):
     assert "no kernels: no chain of this network fuses" in capsys.readouterr().err
 
 
-def test_recurrent_gate_kernels_are_checked_with_the_parameters_the_runtime_declares(tmp_path):
+def test_recurrent_step_kernels_are_checked_in_each_merge_mode(tmp_path):
     """With --fused-recurrent the LSTM and GRU step kernels join: each way a step writes its output (a merged
-    bidirectional layer's skipping and merging directions too)."""
+    bidirectional layer's skipping and merging directions too), typed as the runtime passes its buffers."""
     own = write_spec(tmp_path, "network G {\n    input x: [T, 8]\n"
                                "    output y = x -> bidirectional(gru(16), merge=sum) -> lstm(8)\n}\n")
     seen = set()
@@ -130,11 +130,17 @@ def test_recurrent_gate_kernels_are_checked_with_the_parameters_the_runtime_decl
         functions = _functions(emit_module(g, fuse=True, fused_recurrent=True))
         jobs, uses = check.recurrent_jobs(g, "module.py")
         for job in jobs:
-            name = f"{job.kernel}_{'fwd' if job.direction == 'forward' else 'bwd'}_kernel"
-            assert [p for p, _ in job.params] == functions[name], (spec.name, name)
+            params = functions[f"{job.kernel}_{'fwd' if job.direction == 'forward' else 'bwd'}_kernel"]
+            types = dict(check.gate_signature(params))
+            assert types["B"] == types["H"] == "i32" and types["MERGE"] == "constexpr"
             seen.add((job.kernel, dict(job.constexprs)["MERGE"]))
             assert uses[job.kernel].programs
     assert seen == {("_rnn_lstm", "own"), ("_rnn_gru", "own"), ("_rnn_gru", "skip"), ("_rnn_gru", "sum")}
+    lstm = dict(check.gate_signature(_functions(emit_module(build_graph(own), fuse=True, fused_recurrent=True))[
+        "_rnn_lstm_fwd_kernel"]))
+    # the cell state and the gates are kept in float32 whatever the layer's dtype; h and the output are not
+    assert (lstm["c_prev_ptr"], lstm["c_ptr"], lstm["gate_ptr"]) == (check.COMPUTE,) * 3
+    assert (lstm["xp_ptr"], lstm["h_ptr"], lstm["out_ptr"]) == (check.ACT,) * 3
 
 
 def test_check_kernels_without_triton_says_so(tmp_path, capsys, monkeypatch):

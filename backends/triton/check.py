@@ -266,19 +266,20 @@ def jobs(g: Graph, module: str, channels_last: bool = False,
     return out, uses
 
 
-def _gate_type(param: str) -> str:
-    """A step kernel's parameter type: the cell state, the gates and the cell state's gradient are kept in the
-    compute dtype (``acc`` in ``_RnnLayerFn``), the other tensors are in the layer's dtype; the rest are sizes."""
-    if not param.endswith("_ptr"):
-        return "i32"
-    return COMPUTE if param in ("c_prev_ptr", "c_ptr", "gate_ptr", "dc_ptr") else ACT
+def gate_signature(params: list[str]) -> list[tuple[str, str]]:
+    """A step kernel's parameters typed as ``_RnnLayerFn`` passes them: the cell state, the gates and the cell
+    state's gradient in the compute dtype (its ``acc``), the other tensors in the layer's dtype, sizes as i32,
+    and the constexprs (MERGE, CDT, BLOCK_B, BLOCK_H)."""
+    constexprs = ("MERGE", "CDT", "BLOCK_B", "BLOCK_H")
+    return [(p, "constexpr" if p in constexprs else "i32" if not p.endswith("_ptr")
+             else COMPUTE if p in ("c_prev_ptr", "c_ptr", "gate_ptr", "dc_ptr") else ACT) for p in params]
 
 
 def recurrent_jobs(g: Graph, module: str) -> tuple[list[Job], dict[str, Use]]:
-    """The compiles of the gate kernels (runtime/recurrent.py) that ``fused_recurrent`` runs for ``g``'s LSTM and
-    GRU layers: each step kernel, forward and backward, in each way it writes the layer's output (MERGE: its own
-    direction; for a bidirectional layer merged by sum, mul or ave also the skipping and the merging direction),
-    with the pointer types ``_RnnLayerFn`` passes (the cell state, gates and their gradient in the compute dtype)."""
+    """The compiles of the step kernels (runtime/recurrent.py, ``_rnn_<cell>_fwd_kernel`` and ``_bwd_kernel``)
+    that ``fused_recurrent`` runs for ``g``'s recurrent layers, forward and backward, in each way a step writes the
+    layer's output (MERGE: its own direction; for a bidirectional layer merged by sum, mul or ave also the skipping
+    and the merging direction). Their parameters are typed in the worker (:func:`gate_signature`)."""
     out: list[Job] = []
     uses: dict[str, Use] = {}
     for grp in fusion_plan(g, recurrent=True).groups:
@@ -288,28 +289,18 @@ def recurrent_jobs(g: Graph, module: str) -> tuple[list[Job], dict[str, Use]]:
         kernel = op_of(node.op).kernel
         assert isinstance(kernel, Recurrent)
         cell = node.attrs["layer"] if op_of(node.op).wraps else dict(node.attrs, op=node.op)
-        if cell["op"] not in ("lstm", "gru"):
-            continue  # the runtime runs other cells as their nn module
         modes = ["own"]
         if kernel.directions == 2 and cell["return_sequences"] and node.attrs["merge"] in ("sum", "mul", "ave"):
             modes += ["skip", node.attrs["merge"]]
         name = f"_rnn_{cell['op']}"
         use = uses.setdefault(name, Use(node.span))
         use.programs.append((BATCH, cell["units"]))
-        lstm = cell["op"] == "lstm"
-        fwd = ["xp_ptr", "sxb", "hp_ptr"] + (["c_prev_ptr", "c_ptr"] if lstm else ["h_prev_ptr"]) + [
-            "gate_ptr", "h_ptr", "out_ptr", "sob", "oth_ptr"]
-        bwd = ["dout_ptr", "sdb", "oth_ptr", "dh_ptr"] + (
-            ["dc_ptr", "gate_ptr", "c_prev_ptr", "c_ptr", "dg_ptr"] if lstm
-            else ["gate_ptr", "h_prev_ptr", "dx_ptr", "dhp_ptr", "dhz_ptr"])
-        for direction, params in (("forward", fwd), ("backward", bwd)):
-            typed = [(p, _gate_type(p)) for p in params]
-            typed += [("B", "i32"), ("H", "i32")] + [(c, "constexpr") for c in ("MERGE", "CDT", "BLOCK_B", "BLOCK_H")]
+        for direction in ("forward", "backward"):
             for mode in modes:
                 for dtype in DTYPES:
                     for cc in CAPABILITIES:
-                        out.append(Job(module, name, "recurrent", direction, dtype, cc, tuple(typed),
-                                       (("MERGE", mode),), cell["units"], (name,)))
+                        out.append(Job(module, name, "recurrent", direction, dtype, cc, (), (("MERGE", mode),),
+                                       cell["units"], (name,)))
     return out, uses
 
 
@@ -355,6 +346,8 @@ def compile_one(job: Job) -> Result:
     dtype = getattr(torch, job.dtype)
     compute = _SHORT[str(mod._compute_torch_dtype(dtype)).removeprefix("torch.")]
     names = [p.name for p in fn.params]
+    if job.kind == "recurrent":
+        job = dataclasses.replace(job, params=tuple(gate_signature(names)))
     if names != [p for p, _ in job.params]:  # codegen and signatures() disagree: a bug here, said plainly
         return Result(job, error=f"parameters {names} differ from the expected {[p for p, _ in job.params]}")
     constexprs: dict[str, Any] = dict(job.constexprs)
