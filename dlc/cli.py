@@ -126,15 +126,30 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from dlc.compiler.fusion import explain
     from dlc.pipeline import torch_source
 
+    if args.check_kernels and not args.fuse:
+        raise UsageError("--check-kernels compiles the kernels --fuse generates: add --fuse")
+
     def backend(g: Graph, options: Options) -> str:
         if args.explain_fusion:
             _err(explain(g, recurrent=args.fused_recurrent))
             if not args.fuse:
                 _report("note: without --fuse the module runs none of these as kernels")
+        if args.check_kernels:
+            _err(_check_kernels(g, options))
         return torch_source(g, options)
 
     _write(args.output, _compile(args, backend)[1])
     return 0
+
+
+def _check_kernels(g: Graph, options: Options) -> str:
+    """The table of ``--check-kernels`` (a kernel that does not compile is a DlcError, exit 1)."""
+    from dlc.backends.triton.check import NoTriton, check_kernels
+
+    try:
+        return check_kernels(g, channels_last=options.optimize == "inference", fused_recurrent=options.fused_recurrent)
+    except NoTriton as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _write(output: str | None, text: str) -> None:
@@ -242,6 +257,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--explain-fusion", action="store_true",
                    help="list the fusion groups (ops, spec lines, bytes saved) and the unfused chains of "
                         "fusible ops with the reason for each (on stderr)")
+    c.add_argument("--check-kernels", action="store_true",
+                   help="with --fuse: compile every kernel, forward and backward, for fp32/fp16/bf16 and CUDA "
+                        "capability 8.0 and 9.0 with the Triton compiler (no GPU needed) and print registers, "
+                        "spills, shared memory and programs per launch at batch 32 (on stderr); exit 1 if one "
+                        "fails")
     c.add_argument("--optimize", choices=["inference"],
                    help="inference rewrites: batchnorm folded into the conv/linear before it, channels-last")
     c.set_defaults(func=cmd_compile)

@@ -3,7 +3,9 @@ exception (no tracebacks for users, whatever they type).
 
 A few valid specs are mutated systematically: characters deleted, tokens duplicated, numbers swapped for names
 and names for numbers, identifiers replaced by keywords, unicode and quotes, whitespace varied, and the file
-truncated. The mutants are sampled deterministically so the whole file runs in a few seconds.
+truncated. The mutants are sampled deterministically so the whole file runs in a few seconds. Mutants that
+compile also go through the inference rewrites and the fused backend (``dlc.compile`` / ``dlc.load`` with
+``optimize="inference"`` and/or ``fuse=True``), where likewise nothing but a DlcError may come out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import dlc
 from dlc.pipeline import build_graph
 from dlc.diagnostics import DlcError, render
 
@@ -249,3 +252,38 @@ def test_bad_overrides(tmp_path, overrides):
 ])
 def test_odd_specs(tmp_path, text):
     check_compiles_or_diagnoses(tmp_path / "net.dln", text, {}, repr(text))
+
+
+# ---- the optimize and fuse paths ----------------------------------------------------------------------------------
+
+# (optimize, fuse) beyond the plain compile the tests above check
+BACKEND_PATHS = [("inference", False), (None, True), ("inference", True)]
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_mutants_through_optimize_and_fuse_raise_only_dlc_errors(tmp_path, name):
+    """Every mutant that compiles plainly, compiled with the inference rewrites and/or fused; every tenth one
+    also loaded (the generated module imported and the network constructed) on each path."""
+    (tmp_path / "blocks.dln").write_text(BLOCKS, encoding="utf-8")
+    path = tmp_path / f"{name}.dln"
+    rng = random.Random(f"dlc-backend-{name}")
+    compiled = 0
+    for i, (what, text) in enumerate(mutants(SPECS[name], rng, per_family=12)):
+        try:
+            build_graph(path, text=text)
+        except DlcError:
+            continue  # the tests above check these diagnostics
+        path.write_text(text, encoding="utf-8")
+        for optimize, fuse in BACKEND_PATHS:
+            try:
+                if i % 10 == 0:
+                    dlc.load(path, optimize=optimize, fuse=fuse)
+                else:
+                    dlc.compile(path, optimize=optimize, fuse=fuse)
+            except DlcError as err:
+                assert err.span is not None and Path(err.span.file).name in (path.name, "blocks.dln"), render(err)
+            except Exception as exc:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"{name}: {what} (optimize={optimize}, fuse={fuse}): {type(exc).__name__}: {exc}\n"
+                            f"--- spec ---\n{text}")
+        compiled += 1
+    assert compiled >= 10  # enough mutants get past the front end to exercise the backends

@@ -241,3 +241,73 @@ def test_a_copy_of_a_graph_computes_its_own_plan(plans):
     other = copy.deepcopy(g)
     assert fusion_plan(other) is not plan and fusion_plan(other) == plan
     assert fusion_plan(g) is plan and len(plans) == 2
+
+
+# ---- optimize="inference" where a folded conv -> batchnorm feeds a block (was KeyError: 1) ------------------------
+
+FOLD_VARIATIONS = {
+    "issue": """block Act { input x
+    return relu(x) }
+network FoldIntoBlock { input x: [3, 8, 8]
+    output y = x -> conv2d(4, k=3) -> batchnorm -> Act }
+""",
+    "two_inputs": """block Add2 {
+    input a
+    input b
+    return relu(a + b)
+}
+network TwoInputs {
+    input x: [3, 8, 8]
+    a = x -> c1: conv2d(4, k=3) -> b1: batchnorm
+    b = x -> c2: conv2d(4, k=3) -> b2: batchnorm
+    output y = a -> Add2(b=b)
+}
+""",
+    "labelled_group": """block Act {
+    input x
+    return relu(x)
+}
+network InGroup {
+    input x: [3, 8, 8]
+    output y = x -> features: (conv2d(4, k=3) -> batchnorm -> Act -> conv2d(4, k=1) -> batchnorm) -> Act
+}
+""",
+    "shared_instance": """block Act {
+    input x
+    return x -> conv2d(4, k=1) -> relu
+}
+network Shared {
+    input x: [3, 8, 8]
+    act = Act
+    a = x -> c1: conv2d(4, k=3) -> b1: batchnorm -> act
+    b = x -> c2: conv2d(4, k=3) -> b2: batchnorm
+    output y = act(b) + a
+}
+""",
+}
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("case", sorted(FOLD_VARIATIONS))
+def test_folded_batchnorm_into_a_block_loads_and_matches_the_plain_module(tmp_path, case, fuse):
+    import torch
+
+    import dlc
+
+    path = tmp_path / f"{case}.dln"
+    path.write_text(FOLD_VARIATIONS[case], encoding="utf-8")
+    torch.manual_seed(0)
+    plain = dlc.load(path).eval()
+    for m in plain.modules():  # statistics that make folding matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    folded = dlc.load(path, optimize="inference", fuse=fuse)
+    folded.load_state_dict(plain.state_dict())
+    folded.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), plain(x), rtol=1e-4, atol=1e-5)
+    out = tmp_path / "out.py"
+    assert main(["compile", str(path), "--optimize", "inference", *(["--fuse"] if fuse else []), "-o", str(out)]) == 0
+    assert "folded_batchnorm" in out.read_text(encoding="utf-8")
