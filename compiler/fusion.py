@@ -20,9 +20,9 @@ output has no other user, so no intermediate value is needed outside its group a
 across a permutation or a reshape. One exception, for selections: an op with a bool operand (``where``,
 ``masked_fill``, the logical ops) also takes in the elementwise ops computing its other operands when it is
 their only user (``where(x > 0, x, 0.1 * x)`` is one kernel). Groups never cross a block boundary (each
-block is one class in the generated code) and never include layers inside labelled groups or repeats, which are
-emitted as ``nn.Sequential``. A batchnorm may only open an elementwise chain or an anchor's
-epilogue, because in training mode its batch statistics need its input materialised.
+block is one class in the generated code) nor the boundary of a labelled group or repeat (an ``nn.Sequential``
+whose forward the fused module generates, like a block's). A batchnorm may only open an elementwise chain or an
+anchor's epilogue, because in training mode its batch statistics need its input materialised.
 """
 
 from __future__ import annotations
@@ -287,8 +287,6 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     for node in g.nodes:
         if node.id in taken:
             continue
-        if node.scope and node.scope[-1].kind == "seq":
-            continue  # a direct member of nn.Sequential: called as its own module
         kind = _fusion_kind(node)
         if "keyword_inputs" in node.attrs:
             continue  # attention with masks, a recurrent layer with lengths: the kernels have no such mode

@@ -411,7 +411,8 @@ class ClassSharing:
         cls.name = name
         cls.params = [f"{names[i]}={lit(defaults[i])}" if i in defaults else names[i] for i in order]
         where = self.blocks.get(first.scope.block or "", first.span)
-        cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
+        if cls.base == "nn.Module":  # a labelled group's class (an nn.Sequential) has its own
+            cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
         _parametrise(cls, {place: names[i] for i, (_, ps) in enumerate(varying) for place in ps}, self.calls)
         template = f"{name}({{={names[order[0]]}}}{''.join(f'{{,{names[i]}}}' for i in order[1:])})" if order \
             else f"{name}()"
