@@ -336,8 +336,8 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         if len(members) == 1 and (kind != "row" or _reduces(node)):
             continue  # a lone layer (or reduction) runs as PyTorch would run it: no kernel of ours is faster
         if (kind == "anchor" and not _matmul(node) and len(members) == 2 and not node.attrs.get("bias")
-                and not _stats(members[1])):
-            continue  # a convolution and one op after it: the kernel would be that op alone
+                and node.fold is None and not _stats(members[1])):
+            continue  # a convolution and one op after it: the kernel would be that op alone (a folded one has a bias)
         ids = [n.id for n in members]
         produced = {n.outputs[0] for n in members}
         inputs: list[int] = []

@@ -96,8 +96,8 @@ def result_hints(hint: str | None, n: int) -> list[str]:
     return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
 
 
-def folded_call(node: Node, x: str) -> str:
-    """The call running ``node`` with the batchnorm folded into it (``folded_batchnorm``, a runtime helper the
-    caller records as used) on ``x``."""
+def folded_call(node: Node, x: str, helper: str = "folded_batchnorm") -> str:
+    """The call running ``node`` with the batchnorm folded into it (``helper``, a runtime function the caller
+    records as used: ``folded_batchnorm``, or ``folded_without_bias`` for a fused epilogue) on ``x``."""
     assert node.fold is not None and node.name is not None
-    return f"folded_batchnorm({module_path(node.name)}, {module_path(node.fold.name)}, {x})"
+    return f"{helper}({module_path(node.name)}, {module_path(node.fold.name)}, {x})"

@@ -56,9 +56,10 @@ class Namer:
     None shadows a name of the module's namespace ``module`` (builtins, imports, helpers, kernels).
     """
 
-    def __init__(self, last_use: dict[int, int], module: Namespace) -> None:
+    def __init__(self, last_use: dict[int, int], module: Namespace, only: str | None = None) -> None:
         self.last_use = last_use
         self.module = module
+        self.only = only  # the one base name every value gets (a labelled group's forward: x = self[0](x))
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
@@ -77,7 +78,7 @@ class Namer:
 
     def bind(self, vid: int, hint: str, step: int) -> str:
         """The first free name of ``base``, ``base_1``, ``base_2``, ... for value ``vid``, bound at ``step``."""
-        base = self.module.preferred(hint if hint.isidentifier() else "x")
+        base = self.module.preferred(self.only or (hint if hint.isidentifier() else "x"))
         name = self._first_free(base, step)
         self.bound[name] = vid
         self.names[vid] = name
@@ -239,7 +240,7 @@ class ModuleEmitter:
         cls.init = [Line(build)]
         cls.base = "nn.Sequential"
         where = location(child.span.file, child.span.line)
-        cls.doc = f"Labelled group `{safe_text(child.name)}` ({where}): nn.Sequential's children, fused forward."
+        cls.doc = f"Group `{safe_text(child.name)}` ({where}): nn.Sequential's children, with a fused forward."
         name = "".join(part[:1].upper() + part[1:] for part in child.name.split("_")) if child.name.isidentifier() \
             else "Group"
         if name in self.g.blocks or not name.isidentifier():
@@ -284,7 +285,9 @@ class ModuleEmitter:
                 last_use[v] = i
         for v in outputs:
             last_use[v] = len(steps) + 1
-        namer = Namer(last_use, self.globals)
+        # a labelled group's values are named as nn.Sequential's forward names them, so identical groups share a
+        # class whatever the spec calls their results
+        namer = Namer(last_use, self.globals, "x" if declared is not None else None)
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
         inits: dict[int, list[Line]] = {}  # by the step's place in the spec: modules are declared in that order
         body: list[Line] = []

@@ -135,6 +135,7 @@ class FusedEmitter:
         lines: list[tuple[str, Node]] = []
         head = nodes[0]
         anchor_var = None
+        bias_var = ""  # a folded layer's bias (its batchnorm's shift), which the kernel adds
         args: list[str] = []
         anchor = op_of(head.op).kernel
         matmul = isinstance(anchor, Anchor) and anchor.matmul
@@ -145,14 +146,17 @@ class FusedEmitter:
             x = namer.names[head.inputs[0]]
             in_kernel = any(isinstance(a, BiasArg) for a in local.call)
             if head.fold is not None:
-                used.add("folded_batchnorm")
-                call = folded_call(head, x)
+                # the folded shift is the kernel's bias input (see kernel_for)
+                used.add("folded_without_bias")
+                bias_var = namer.temp("bias", step)
+                call = folded_call(head, x, "folded_without_bias")
             elif in_kernel:
                 self.sections.add("conv")
                 call = f"conv_without_bias({module_path(head.name)}, {x})"
             else:
                 call = f"{module_path(head.name)}({x})"
-            lines.append((f"{anchor_var} = {call}", head))
+            target = f"{anchor_var}, {bias_var}" if bias_var else anchor_var
+            lines.append((f"{target} = {call}", head))
         elif grp.kind == "anchor":
             args += [namer.names[head.inputs[0]], f"{module_path(head.name)}.weight"]
         for arg in local.call:
@@ -166,7 +170,8 @@ class FusedEmitter:
                 t = self.g.types[head.outputs[0]]
                 assert isinstance(t, TensorType)
                 view = "" if matmul else ".view(-1" + ", 1" * (t.rank - 1) + ")"  # per channel, axis 0
-                args.append(f"{module_path(head.name)}.bias{view}")
+                bias = bias_var if head.fold is not None else f"{module_path(head.name)}.bias"
+                args.append(f"{bias}{view}")
             elif isinstance(arg, AffineArg):
                 self.sections.add("batchnorm")
                 bn = self.g.nodes[arg.node]

@@ -17,7 +17,7 @@ from torch import nn
 
 
 class Downsample(nn.Sequential):
-    """Labelled group `downsample` (resnet.dln:9): nn.Sequential's children, fused forward."""
+    """Group `downsample` (resnet.dln:9): nn.Sequential's children, with a fused forward."""
 
     def __init__(self, out_channels, x_channels):
         super().__init__(
@@ -25,9 +25,9 @@ class Downsample(nn.Sequential):
         )
 
     def forward(self, x):
-        skip = self[0](x)  # resnet.dln:9
-        skip = fused_bn(skip, *batchnorm_affine(self[1], skip))  # resnet.dln:9: conv2d -> batchnorm
-        return skip
+        x = self[0](x)  # resnet.dln:9
+        x = fused_bn(x, *batchnorm_affine(self[1], x))  # resnet.dln:9: conv2d -> batchnorm
+        return x
 
 
 class BasicBlock(nn.Module):

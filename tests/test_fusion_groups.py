@@ -1,0 +1,198 @@
+"""Fusion inside labelled groups and repeats (docs/fusion.md, "Fusion groups").
+
+A labelled group keeps torchvision's or a tutorial's state_dict names (``features.0.weight``, ``main.3.weight``);
+with ``fuse=True`` a group whose members fuse becomes a generated ``nn.Sequential`` subclass with the same
+children and a forward calling the group's kernels. Checked here: specs/vgg16.dln and specs/alexnet.dln load
+torchvision's state_dicts strictly and compute what torchvision computes; the fused modules of the specs written
+in such layouts take the Triton path (launches counted by the module's runtime, kernels under TRITON_INTERPRET=1)
+and equal the plain ones; the unfused modules keep plain ``nn.Sequential``; identical groups share one class.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import dlc
+from dlc.backends.torch.fused import KERNEL_GROUPS
+from dlc.compiler.fusion import fusion_plan
+from dlc.compiler.ops.kernel import ChannelAffine
+from dlc.compiler.ops.registry import op_of
+from conftest import ROOT, SPECS_DIR, assert_kernels_ran, generated_module, write_spec
+from test_fused_specs import NO_DROPOUT, SMALL, randomise_batchnorm
+
+
+@pytest.mark.parametrize("name, size", [("vgg16", 32), ("alexnet", 64)])
+def test_torchvision_state_dict_loads_and_outputs_match(name, size):
+    """The spec's module takes torchvision's state_dict (random weights) with strict=True and gives its outputs."""
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)(weights=None).eval()
+    model = dlc.load(SPECS_DIR / f"{name}.dln", size=size).eval()
+    assert type(model.features) is nn.Sequential  # unfused: plain nn.Sequential, as before
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-4)
+    # and the fused module loads the same state_dict into its generated group classes
+    fused = dlc.load(SPECS_DIR / f"{name}.dln", size=size, fuse=True).eval()
+    assert isinstance(fused.features, nn.Sequential) and type(fused.features) is not nn.Sequential
+    assert type(fused.features[0]) is nn.Conv2d
+    fused.load_state_dict(reference.state_dict(), strict=True)
+    assert list(fused.state_dict()) == list(reference.state_dict())
+
+
+# The specs written in a labelled-group layout (torchvision's, the DCGAN tutorial's), and the U-Net, whose fused
+# forward took the Triton path 0 times before groups fused.
+LAYOUT_SPECS = ["vgg16", "alexnet", "dcgan_generator", "dcgan_discriminator", "mobilenet_v2", "unet"]
+
+
+def _small(name: str) -> dict:
+    return {**SMALL.get(name, {}), **NO_DROPOUT.get(name, {})}
+
+
+def _input(graph) -> torch.Tensor:
+    """A batch of 2 for the network's one input."""
+    (_, v), = graph.inputs
+    return torch.randn(2, *graph.types[v].shape)
+
+
+@pytest.mark.parametrize("name", LAYOUT_SPECS)
+def test_fused_groups_launch_kernels_every_forward(name):
+    """Kernel launches per forward, counted by the module's runtime: more than zero, every kernel of the module
+    among them, the same count in every forward; and the outputs are the plain module's."""
+    path = SPECS_DIR / f"{name}.dln"
+    torch.manual_seed(0)
+    plain = dlc.load(path, **_small(name))
+    randomise_batchnorm(plain)
+    fused = dlc.load(path, **_small(name), fuse=True)
+    fused.load_state_dict(plain.state_dict())
+    plain.eval()
+    fused.eval()
+    graph = dlc.compile(path, **_small(name)).graph
+    x = _input(graph)
+    ns = generated_module(fused)
+    counts = []
+    for _ in range(2):
+        ns.LAUNCHES.clear()
+        with torch.no_grad():
+            y = fused(x)
+        counts.append(sum(ns.LAUNCHES.values()))
+    assert_kernels_ran(fused)
+    # one launch per kernel group (a convolution's epilogue, a linear layer with its epilogue) and forward
+    plan = fusion_plan(graph)
+    assert counts == [len([grp for grp in plan.groups if grp.kind in KERNEL_GROUPS])] * 2
+    assert counts[0] > 0
+    with torch.no_grad():
+        torch.testing.assert_close(y, plain(x), atol=1e-4, rtol=1e-4)
+
+
+def test_identical_groups_share_one_generated_class():
+    """ResNet-18's three `downsample` groups (conv -> batchnorm) are one class whose channels are arguments; the
+    unfused module keeps nn.Sequential."""
+    source = dlc.compile(SPECS_DIR / "resnet18.dln", fuse=True).source
+    assert source.count("class Downsample(nn.Sequential):") == 1
+    # BasicBlock_2 (layer2.0, layer3.0, layer4.0) builds it with its own channels
+    assert source.count("self.downsample = Downsample(") == 1
+    assert "self.downsample = Downsample(out_channels=c, x_channels=x_channels)  # resnet.dln:9" in source
+    for layer in (2, 3, 4):
+        assert f"#   layer{layer}.0.downsample: 0 conv2d -> 1 batchnorm\n" in source
+    assert "x = fused_bn(x, *batchnorm_affine(self[1], x))  # resnet.dln:9: conv2d -> batchnorm" in source
+    plain = dlc.compile(SPECS_DIR / "resnet18.dln").source
+    assert "class Downsample" not in plain and "self.downsample = nn.Sequential(" in plain
+
+
+def test_group_class_named_apart_from_a_block(tmp_path):
+    """A group whose class name would be a block's gets another (`FeaturesGroup`); named children stay named."""
+    path = write_spec(tmp_path, """
+block Features {
+    input x
+    return x -> conv2d(4, k=3, pad=1) -> relu
+}
+network Net {
+    input x: [3, 8, 8]
+    y = x -> Features
+    output z = y -> features: (conv: conv2d(4, k=3, pad=1) -> bn: batchnorm -> relu) -> flatten -> linear(2)
+}
+""")
+    compiled = dlc.compile(path, fuse=True)
+    assert "class FeaturesGroup(nn.Sequential):" in compiled.source
+    assert "class Features(nn.Module):" in compiled.source
+    assert "x = fused_bn_relu(x, *batchnorm_affine(self.bn, x))" in compiled.source
+    torch.manual_seed(0)
+    plain = dlc.load(path)
+    randomise_batchnorm(plain)
+    fused = dlc.load(path, fuse=True)
+    fused.load_state_dict(plain.state_dict(), strict=True)
+    assert type(fused.features.conv) is nn.Conv2d
+    x = torch.randn(2, 3, 8, 8)
+    plain.eval()
+    fused.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), plain(x))
+    assert_kernels_ran(fused)
+
+
+@pytest.mark.parametrize("name", ["dcgan_discriminator", "mobilenet_v2"])
+def test_fused_inference_rewrites_inside_groups(name):
+    """fuse=True with optimize="inference": batchnorms folded inside generated group classes, outputs equal to the
+    plain module in eval mode; the unfused rewrite keeps FoldingSequential."""
+    path = SPECS_DIR / f"{name}.dln"
+    torch.manual_seed(0)
+    plain = dlc.load(path, **_small(name))
+    randomise_batchnorm(plain)
+    plain.eval()
+    x = _input(dlc.compile(path, **_small(name)).graph)
+    with torch.no_grad():
+        expected = plain(x)
+    for fuse in (False, True):
+        other = dlc.load(path, **_small(name), fuse=fuse, optimize="inference")
+        other.load_state_dict(plain.state_dict(), strict=True)
+        other.eval()
+        if fuse:
+            generated_module(other).LAUNCHES.clear()
+        with torch.no_grad():
+            torch.testing.assert_close(other(x), expected, atol=1e-4, rtol=1e-4)
+        if fuse:
+            assert_kernels_ran(other)
+    source = dlc.compile(path, **_small(name), optimize="inference").source
+    assert "FoldingSequential(" in source
+
+
+def test_explain_fusion_lists_groups_inside_labelled_groups(tmp_path):
+    """`dlc compile --fuse --explain-fusion` on VGG-16: the convolutions of `features` and the linear layers of
+    `classifier` with their epilogues."""
+    out = tmp_path / "vgg16.py"
+    r = subprocess.run([sys.executable, "-m", "dlc", "compile", str(SPECS_DIR / "vgg16.dln"), "--fuse",
+                        "--explain-fusion", "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("VGG16: 15 fusion groups\n")
+    assert "#0   anchor      features: 0 conv2d -> 1 relu  (vgg16.dln:11;" in r.stderr
+    assert "#13  anchor      classifier: 0 linear -> 1 relu -> 2 dropout  (vgg16.dln:21;" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "inception_v3", "googlenet", "densenet121"])
+def test_folded_layers_keep_their_epilogues(name):
+    """optimize="inference" folds each batchnorm into its convolution; the folded convolution keeps its epilogue
+    (the folded shift as its bias, residual add, activation) as a group. The only groups lost are those that were
+    a convolution and its batchnorm alone (folded, nothing is left for a kernel to do)."""
+    path = SPECS_DIR / f"{name}.dln"
+    graph = dlc.compile(path).graph
+    before = fusion_plan(graph).groups
+    after = fusion_plan(dlc.compile(path, optimize="inference").graph).groups
+    only_norm = [grp for grp in before if grp.kind == "anchor" and len(grp.nodes) == 2
+                 and isinstance(op_of(graph.nodes[grp.nodes[1]].op).kernel, ChannelAffine)]
+    assert len(after) == len(before) - len(only_norm) > 0
+
+
+def test_folded_epilogue_adds_the_folded_shift_in_the_kernel():
+    """A folded convolution runs without its bias; the kernel adds the folded shift and the activation."""
+    source = dlc.compile(SPECS_DIR / "dcgan_discriminator.dln", fuse=True, optimize="inference").source
+    assert "x, bias = folded_without_bias(self[2], self[3], x)  # dcgan_discriminator.dln:11" in source
+    assert "x = fused_bias_leaky_relu(x, bias.view(-1, 1, 1))  # dcgan_discriminator.dln:11: conv2d -> leaky_relu" \
+        in source
