@@ -205,7 +205,7 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
         # a row op absorbs its elementwise producers when they work on whole rows (or one value per row)
         if any(g.types[i].shape not in _row_shapes(g, u) for n in group for i in n.inputs):
             return None
-        if any(_stats(n) or _mask(n) or _weight_shape(g, n) is not None for n in group):
+        if any(_stats(n) or _weight_shape(g, n) is not None for n in group):
             return None
         return "row"
     return None

@@ -19,7 +19,7 @@ from torch import nn
 
 import dlc
 from dlc.backends.torch.fused import KERNEL_GROUPS
-from dlc.compiler.fusion import fusion_plan
+from dlc.compiler.fusion import describe_group, fusion_plan
 from dlc.compiler.ops.kernel import ChannelAffine
 from dlc.compiler.ops.registry import op_of
 from conftest import ROOT, SPECS_DIR, assert_kernels_ran, generated_module, write_spec
@@ -196,3 +196,59 @@ def test_folded_epilogue_adds_the_folded_shift_in_the_kernel():
     assert "x, bias = folded_without_bias(self[2], self[3], x)  # dcgan_discriminator.dln:11" in source
     assert "x = fused_bias_leaky_relu(x, bias.view(-1, 1, 1))  # dcgan_discriminator.dln:11: conv2d -> leaky_relu" \
         in source
+
+
+def _groups(name: str) -> set[tuple[str, str]]:
+    """(kind, ops) of every fusion group of a spec, as --explain-fusion describes them."""
+    graph = dlc.compile(SPECS_DIR / f"{name}.dln", **SMALL.get(name, {})).graph
+    return {(grp.kind, describe_group(graph, grp)) for grp in fusion_plan(graph).groups}
+
+
+@pytest.mark.parametrize("name, expected", [
+    # post-norm: the attention's dropout, the residual add and the layernorm are one row kernel
+    ("transformer", {("row", "dropout -> add -> norm1 layernorm"), ("anchor", "linear1 linear -> relu -> dropout"),
+                     ("anchor", "linear2 linear -> dropout -> add")}),
+    ("bert", {("row", "dropout dropout -> add -> LayerNorm layernorm"),
+              ("anchor", "dense linear -> intermediate_act_fn gelu"),
+              ("anchor", "dense linear -> dropout dropout -> add")}),
+    # pre-norm: the residual sum is read again by the next residual add, so it is stored and the layernorm reads it
+    ("gpt", {("elementwise", "dropout -> add"), ("anchor", "c_fc linear -> gelu"),
+             ("anchor", "c_proj linear -> dropout")}),
+    ("vit_b_16", {("elementwise", "dropout dropout -> add"), ("anchor", "0 linear -> 1 gelu -> 2 dropout"),
+                  ("anchor", "3 linear -> 4 dropout")}),
+])
+def test_transformer_epilogues(name, expected):
+    """Attention blocks fuse their residual add with the layernorm after it (post-norm), and the feed-forward
+    linear layers take their activation and dropout (and residual add) as epilogue, in blocks and in labelled
+    groups (ViT's `mlp` is an nn.Sequential)."""
+    assert expected <= _groups(name)
+
+
+def test_dropout_before_a_row_op_trains():
+    """A dropout inside a row kernel (dropout -> add -> layernorm): in train mode it drops and rescales (the output
+    differs from eval mode's, the same under the same seed, and gradients reach every input); in eval mode it is
+    the identity."""
+    path = SPECS_DIR / "transformer.dln"
+    params = {**SMALL["transformer"], "p": 0.5}
+    torch.manual_seed(0)
+    plain = dlc.load(path, **params)
+    fused = dlc.load(path, **params, fuse=True)
+    fused.load_state_dict(plain.state_dict())
+    graph = dlc.compile(path, **params).graph
+    xs = [torch.randn(2, *[d if isinstance(d, int) else 5 for d in graph.types[v].shape]) for _, v in graph.inputs]
+    plain.eval()
+    fused.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(*xs), plain(*xs), atol=1e-4, rtol=1e-4)
+    fused.train()
+    generated_module(fused).LAUNCHES.clear()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(fused(*[x.clone().requires_grad_() for x in xs]))
+    torch.testing.assert_close(runs[0], runs[1])
+    with torch.no_grad():
+        assert not torch.allclose(runs[0], fused.eval()(*xs), atol=1e-3)
+    runs[0].sum().backward()
+    assert_kernels_ran(fused, backward=True)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters() if p.requires_grad)
