@@ -10,6 +10,7 @@ and equal the plain ones; the unfused modules keep plain ``nn.Sequential``; iden
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -252,3 +253,24 @@ def test_dropout_before_a_row_op_trains():
     runs[0].sum().backward()
     assert_kernels_ran(fused, backward=True)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters() if p.requires_grad)
+
+
+def test_folded_without_bias_leaves_the_folded_shift_to_the_kernel():
+    """The runtime helper of a folded layer's epilogue: the layer with folded weights and no bias, plus the folded
+    bias, add up to bn(layer(x)) in eval mode; in training mode it is bn(layer(x)) and a bias of zeros."""
+    from dlc.backends.torch.runtime import folding
+
+    torch.manual_seed(0)
+    for layer, bn, x in ((nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), torch.randn(2, 3, 6, 6)),
+                         (nn.Linear(5, 4, bias=False), nn.BatchNorm1d(4), torch.randn(3, 5))):
+        randomise_batchnorm(bn)
+        bn.eval()
+        y, bias = folding.folded_without_bias(layer, bn, x)
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        torch.testing.assert_close(y + bias.view(shape), bn(layer(x)))
+        bn.train()
+        twin = copy.deepcopy(bn)
+        y, bias = folding.folded_without_bias(layer, bn, x)
+        assert torch.equal(bias, torch.zeros(4))
+        torch.testing.assert_close(y, twin(layer(x)))  # batch statistics, running ones updated alike
+        torch.testing.assert_close(bn.running_var, twin.running_var)
