@@ -317,3 +317,27 @@ def test_repeats_nested_groups_and_blocks_inside_groups(tmp_path):
     grads = dict(fused.named_parameters())
     for name, p in plain.named_parameters():
         torch.testing.assert_close(grads[name].grad, p.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["inception_v3", "resnet50"])
+def test_fused_and_optimised_equals_plain_eval(name):
+    """fuse=True with optimize="inference" (folded batchnorms whose shift the epilogue kernels add, channels-last)
+    computes the plain module's eval outputs, and every kernel ran."""
+    path = SPECS_DIR / f"{name}.dln"
+    torch.manual_seed(0)
+    plain = dlc.load(path, **_small(name))
+    randomise_batchnorm(plain)
+    plain.eval()
+    fast = dlc.load(path, **_small(name), fuse=True, optimize="inference")
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    fast.eval()
+    graph = dlc.compile(path, **_small(name)).graph
+    x = torch.randn(1, *graph.types[graph.inputs[0][1]].shape)
+    generated_module(fast).LAUNCHES.clear()
+    with torch.no_grad():
+        expected, got = plain(x), fast(x)
+    for a, b in zip(expected if isinstance(expected, tuple) else (expected,),
+                    got if isinstance(got, tuple) else (got,), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    assert_kernels_ran(fast)
