@@ -2,8 +2,10 @@
 
 One ``nn.Module`` class per block (block instances that compile to the same code
 share a class), the network class named after the network, labelled groups and
-repeats as ``nn.Sequential``, module attributes named as in the spec, and a
-``# file.dln:LINE`` comment on every layer. The file imports only torch.
+repeats as ``nn.Sequential`` (with ``--fuse``, a group with fused members as a
+generated ``nn.Sequential`` subclass with the same children and a forward calling
+its kernels), module attributes named as in the spec, and a ``# file.dln:LINE``
+comment on every layer. The file imports only torch.
 """
 
 from __future__ import annotations
