@@ -11,6 +11,7 @@ and equal the plain ones; the unfused modules keep plain ``nn.Sequential``; iden
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -341,3 +342,28 @@ def test_fused_and_optimised_equals_plain_eval(name):
                     got if isinstance(got, tuple) else (got,), strict=True):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     assert_kernels_ran(fast)
+
+
+DROPOUT_ROW = """network R {
+    input x: [4, 16]
+    input y: [4, 16]
+    s = (x -> dropout(0.1)) + y
+    output z = s -> layernorm
+}
+"""
+
+
+def test_dropout_row_kernel_compiles_for_a_cuda_target(tmp_path):
+    """The row kernel with a dropout before its row op (dropout -> add -> layernorm), forward and backward, through
+    the real Triton compiler for sm_90 (no GPU needed; a process without the interpreter)."""
+    from test_kernels_new_ops import COMPILE_ALL
+
+    path = write_spec(tmp_path, DROPOUT_ROW)
+    graph = dlc.compile(path).graph
+    assert [(grp.kind, describe_group(graph, grp)) for grp in fusion_plan(graph).groups] == [
+        ("row", "dropout -> add -> layernorm_0 layernorm")]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", COMPILE_ALL, str(path)], env=env, capture_output=True, text=True,
+                       cwd=ROOT / "tests", timeout=600, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["fused_dropout_add_layernorm_forward", "fused_dropout_add_layernorm_backward"]
