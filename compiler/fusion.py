@@ -20,9 +20,9 @@ output has no other user, so no intermediate value is needed outside its group a
 across a permutation or a reshape. One exception, for selections: an op with a bool operand (``where``,
 ``masked_fill``, the logical ops) also takes in the elementwise ops computing its other operands when it is
 their only user (``where(x > 0, x, 0.1 * x)`` is one kernel). Groups never cross a block boundary (each
-block is one class in the generated code) and never include layers inside labelled groups or repeats, which are
-emitted as ``nn.Sequential``. A batchnorm may only open an elementwise chain or an anchor's
-epilogue, because in training mode its batch statistics need its input materialised.
+block is one class in the generated code) nor the boundary of a labelled group or repeat (an ``nn.Sequential``
+whose forward the fused module generates, like a block's). A batchnorm may only open an elementwise chain or an
+anchor's epilogue, because in training mode its batch statistics need its input materialised.
 
 Each of these decisions that keeps an op out of a group is a :class:`~dlc.compiler.fusion_reasons.Refusal`, kept in
 the plan (``refused``, ``skipped``) so that ``--explain-fusion`` says why each chain stays unfused.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from dlc.compiler.fusion_reasons import Refusal, crosses, explain_chains, in_sequential, label, shared_value, where
+from dlc.compiler.fusion_reasons import Refusal, crosses, explain_chains, label, shared_value, where
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurrent, Row, reduces
 from dlc.compiler.ops.recurrent import UNMERGED
@@ -168,7 +168,9 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
     if len(users.get(v, [])) != 1:
         return shared_value(group, users[v])  # v is needed outside the group
     if v in returned:
-        return Refusal("returned", f"the output of {label(group[-1])} is returned by its block or the network")
+        owner = group[-1].scope_path or "the network"
+        return Refusal("returned", f"the output of {label(group[-1])} is returned by {owner} (its block, labelled "
+                       "group or network)")
     if u.scope != group[0].scope:
         return crosses(group[0], u)
     if any(_reduces(n) for n in group):
@@ -225,10 +227,10 @@ def _can_extend(g: Graph, group: list[Node], head_kind: str, has_row: bool, u: N
         if any(g.types[i].shape not in _row_shapes(g, u) for n in group for i in n.inputs):
             return Refusal("row-input", f"an op before {label(u)} reads an input that is neither a whole row nor "
                            "one value per row")
-        bad = [n for n in group if _stats(n) or _mask(n) or _weight_shape(g, n) is not None]
+        bad = [n for n in group if _stats(n) or _weight_shape(g, n) is not None]
         if bad:
-            return Refusal("row-input", f"{label(bad[0])} before the row op {label(u)} is a batchnorm, dropout or "
-                           "prelu, which row kernels do not run")
+            return Refusal("row-input", f"{label(bad[0])} before the row op {label(u)} is a batchnorm or prelu"
+                           ", which row kernels do not run")
         return "row"
     if kind == "row" and not _row_ok(g, u):
         return Refusal("row-axes", f"the rows of {label(u)} are not trailing axes of known size")
@@ -317,9 +319,6 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
     for node in g.nodes:
         if node.id in taken:
             continue
-        if node.scope and node.scope[-1].kind == "seq":
-            skipped[node.id] = in_sequential(node)
-            continue  # a direct member of nn.Sequential: called as its own module
         kind = _fusion_kind(node)
         if "keyword_inputs" in node.attrs:
             skipped[node.id] = Refusal("keywords", f"{label(node)} takes keyword tensor inputs (masks, lengths)")
@@ -388,11 +387,10 @@ def group_fusions(g: Graph, recurrent: bool = False) -> FusionPlan:
         if len(members) == 1 and (kind != "row" or _reduces(node)):
             continue  # a lone layer (or reduction) runs as PyTorch would run it: no kernel of ours is faster
         if (kind == "anchor" and not _matmul(node) and len(members) == 2 and not node.attrs.get("bias")
-                and not _stats(members[1])):
-            folded = " (its batchnorm folded into its weights)" if node.fold else ""
-            refused[(node.id, members[1].id)] = Refusal("lone-epilogue", f"{label(node)} has no bias{folded}: a "
+                and node.fold is None and not _stats(members[1])):
+            refused[(node.id, members[1].id)] = Refusal("lone-epilogue", f"{label(node)} has no bias: a "
                                                         "kernel after it would run one op alone, left to PyTorch")
-            continue  # a convolution and one op after it: the kernel would be that op alone
+            continue  # a convolution and one op after it: the kernel would be that op alone (a folded one has a bias)
         ids = [n.id for n in members]
         produced = {n.outputs[0] for n in members}
         inputs: list[int] = []

@@ -58,18 +58,10 @@ def shared_value(group: list[Node], readers: list[Node]) -> Refusal:
 
 
 def crosses(first: Node, u: Node) -> Refusal:
-    """``u`` is in another block instance (or labelled group) than the group's first op."""
-    for n in (u, first):
-        if n.scope and n.scope[-1].kind == "seq":
-            return in_sequential(n)
+    """``u`` is in another block instance or labelled group than the group's first op."""
     here, there = first.scope_path or "the network", u.scope_path or "the network"
-    return Refusal("scope", f"crosses the boundary between {here} and {there} (each block is its own forward)")
-
-
-def in_sequential(n: Node) -> Refusal:
-    """``n`` is a direct member of a labelled group or repeat, emitted as ``nn.Sequential``."""
-    return Refusal("sequential", f"{label(n)} is inside the labelled group or repeat {n.scope_path} "
-                   "(an nn.Sequential: not fused yet)")
+    return Refusal("scope", f"crosses the boundary between {here} and {there} (each block and labelled group is "
+                   "its own forward)")
 
 
 def unfused_chains(g: Graph, plan: FusionPlan) -> list[UnfusedChain]:

@@ -93,6 +93,7 @@ HELPER_NAMES = frozenset({
     "SequenceLSTM", "SequenceOutput", "SequenceRNN", "Shift", "folded_batchnorm", "merge_directions",
     "PositionIds", "PositionalEncoding", "position_ids", "sinusoidal_encoding", "LayerStack",
     "last_steps", "run_packed", "StochasticDepth", "stochastic_depth", "external_layer",
+    "folded_without_bias", "folded_parameters", "apply_layer",
 })
 # The top-level names of the fused runtime (backends/triton/runtime/*.py, embedded in --fuse modules).
 RUNTIME_NAMES = frozenset({

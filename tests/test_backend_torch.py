@@ -232,7 +232,8 @@ def test_folded_batchnorm_equals_the_layer_then_its_batchnorm_in_eval_mode():
 def test_a_generated_module_embeds_what_it_uses_with_what_that_uses():
     assert [d.name for d in closure(["SequenceLSTM", "torch"])] == ["merge_directions", "SequenceOutput",
                                                                    "SequenceLSTM"]
-    assert [d.name for d in closure(["FoldingSequential"])] == ["folded_batchnorm", "FoldingSequential"]
+    assert [d.name for d in closure(["FoldingSequential"])] == ["folded_batchnorm", "folded_parameters", "apply_layer",
+                                                                "FoldingSequential"]
     assert closure(["nn", "F", "x"]) == []
     assert set(definitions()) == {n for m in (layers, rnn_runtime, folding) for n in vars(m)
                                   if not n.startswith("_") and getattr(vars(m)[n], "__module__", "") == m.__name__}

@@ -29,6 +29,7 @@ SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
 # Parameters that make the heavier specs small enough for the interpreter, and switch dropout off in training.
 SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"size": 64},
          "dcgan_generator": {"ngf": 8}, "dcgan_discriminator": {"ndf": 8},
+         "vgg16": {"size": 32, "hidden": 64, "classes": 10}, "alexnet": {"size": 64, "hidden": 64, "classes": 10},
          "transformer": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": 64},
          "wavenet": {"channels": 8, "head_channels": 16, "stacks": 1}, "efficientnet_b0": {"size": 64},
          "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64},
@@ -39,13 +40,9 @@ SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"si
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "mobilenet_v2": {"dropout": 0.0},
               "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0},
               "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0}, "gpt": {"dropout": 0.0},
-              "bert": {"dropout": 0.0}}
+              "bert": {"dropout": 0.0}, "vgg16": {"dropout": 0.0}, "alexnet": {"dropout": 0.0}}
 ATOL = 1e-4  # whole networks in float32: summation orders differ between fused and unfused
 ATOL64 = 1e-9  # the same in float64
-# Specs whose every fusable layer sits in a labelled group (an nn.Sequential, kept for its state_dict names: the
-# DCGAN tutorial's `main`, torchvision's MobileNetV2 `features`): groups do not fuse yet, so their fused module must
-# equal the plain one with no kernel at all.
-NO_KERNELS = {"dcgan_generator", "dcgan_discriminator", "mobilenet_v2"}
 # Specs that draw from torch's generator in forward: both modules of a comparison must draw the same numbers.
 RANDOM = {"vae", "denoising_autoencoder", "efficientnet_b0"}  # efficientnet_b0: stochastic depth in training
 SLOW = {"resnet18", "resnet50", "googlenet", "densenet121", "siamese", "unet", "inception_v3"}
@@ -157,7 +154,7 @@ def params_of(name: str):
 def test_fused_equals_unfused(name):
     torch.manual_seed(0)
     plain, fused, graph = pair(name, fuse=True)
-    compare_eval_and_train(plain, fused, inputs(graph), fused=name not in NO_KERNELS, seed=seed_of(name),
+    compare_eval_and_train(plain, fused, inputs(graph), fused=True, seed=seed_of(name),
                            training_only=bool(graph.training_outputs))
     # training updated the batchnorm statistics the same way
     buffers = dict(fused.named_buffers())

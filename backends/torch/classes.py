@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlc.backends.torch.initialise import module_path
 from dlc.compiler.ir import Node, Scope
 from dlc.compiler.ops.pytorch import Filled, safe_text
 from dlc.diagnostics import Span
@@ -52,7 +53,12 @@ class Line:
 
 @dataclass
 class ClassDef:
-    """One generated ``nn.Module`` class: ``__init__`` statements, ``forward`` arguments and statements."""
+    """One generated ``nn.Module`` class: ``__init__`` statements, ``forward`` arguments and statements.
+
+    A labelled group with fused members is an ``nn.Sequential`` subclass (``base``) whose ``__init__`` is one
+    ``super().__init__(...)`` statement building the children, so their names and the state_dict stay
+    nn.Sequential's.
+    """
 
     name: str
     doc: str
@@ -61,6 +67,7 @@ class ClassDef:
     body: list[Line]
     params: list[str] = field(default_factory=list)  # constructor arguments
     attrs: set[str] = field(default_factory=set)  # the module attributes __init__ assigns (spec names)
+    base: str = "nn.Module"
 
 
 @dataclass
@@ -89,8 +96,8 @@ def result_hints(hint: str | None, n: int) -> list[str]:
     return [parts[0]] + [f"{parts[0]}_{i}" for i in range(1, n)]
 
 
-def folded_call(node: Node, x: str) -> str:
-    """The call running ``node`` with the batchnorm folded into it (``folded_batchnorm``, a runtime helper the
-    caller records as used) on ``x``."""
-    assert node.fold is not None
-    return f"folded_batchnorm(self.{node.name}, self.{node.fold.name}, {x})"
+def folded_call(node: Node, x: str, helper: str = "folded_batchnorm") -> str:
+    """The call running ``node`` with the batchnorm folded into it (``helper``, a runtime function the caller
+    records as used: ``folded_batchnorm``, or ``folded_without_bias`` for a fused epilogue) on ``x``."""
+    assert node.fold is not None and node.name is not None
+    return f"{helper}({module_path(node.name)}, {module_path(node.fold.name)}, {x})"

@@ -2,8 +2,10 @@
 
 One ``nn.Module`` class per block (block instances that compile to the same code
 share a class), the network class named after the network, labelled groups and
-repeats as ``nn.Sequential``, module attributes named as in the spec, and a
-``# file.dln:LINE`` comment on every layer. The file imports only torch.
+repeats as ``nn.Sequential`` (with ``--fuse``, a group with fused members as a
+generated ``nn.Sequential`` subclass with the same children and a forward calling
+its kernels), module attributes named as in the spec, and a ``# file.dln:LINE``
+comment on every layer. The file imports only torch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dlc import __version__
 from dlc.backends.torch.classes import (ChildCall, ClassDef, Code, Instance, Line, folded_call, location,
                                         result_hints)
 from dlc.backends.torch.fused import FusedEmitter
-from dlc.backends.torch.initialise import after_constructor
+from dlc.backends.torch.initialise import after_constructor, module_path
 from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.runtime import closure, definitions, names_read
@@ -33,7 +35,7 @@ from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED
 from dlc.compiler.ops.pytorch import OMIT, Ctx, Filled, Var, assign, lit, safe_text, variables
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import total_params
-from dlc.compiler.types import batched_str
+from dlc.compiler.types import TensorType, batched_str
 from dlc.diagnostics import DlcError
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -56,9 +58,10 @@ class Namer:
     None shadows a name of the module's namespace ``module`` (builtins, imports, helpers, kernels).
     """
 
-    def __init__(self, last_use: dict[int, int], module: Namespace) -> None:
+    def __init__(self, last_use: dict[int, int], module: Namespace, only: str | None = None) -> None:
         self.last_use = last_use
         self.module = module
+        self.only = only  # the one base name every value gets (a labelled group's forward: x = self[0](x))
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
@@ -77,7 +80,7 @@ class Namer:
 
     def bind(self, vid: int, hint: str, step: int) -> str:
         """The first free name of ``base``, ``base_1``, ``base_2``, ... for value ``vid``, bound at ``step``."""
-        base = self.module.preferred(hint if hint.isidentifier() else "x")
+        base = self.module.preferred(self.only or (hint if hint.isidentifier() else "x"))
         name = self._first_free(base, step)
         self.bound[name] = vid
         self.names[vid] = name
@@ -188,6 +191,14 @@ class ModuleEmitter:
         """The constructor call of a child block or group."""
         if child.kind == "block":
             return self._block_class(child, nodes, depth + 1)
+        if self.fused is not None and any(self.fused.plan.group_of.get(n.id) is not None
+                                          for n in nodes if len(n.scope) == depth + 1):
+            return self._sequential_class(child, nodes, depth)
+        return self._sequential(child, nodes, depth)
+
+    def _sequential(self, child: Scope, nodes: list[Node], depth: int, base: str | None = None) -> Filled:
+        """The ``nn.Sequential`` (or ``LayerStack``, ``FoldingSequential``) call building a labelled group's
+        children; with ``base``, that call's class is ``base`` and folds are left to its forward."""
         items: list[tuple[str, Code]] = []
         seq = "nn.Sequential"
         if len(self.g.call_of(child).inputs) > 1:  # its blocks also receive the same extra inputs
@@ -202,17 +213,50 @@ class ModuleEmitter:
                     assert node.fold is not None
                     items.append((node.fold.name, line.code))
                     folds.append(node.name or "")
-                    seq = "FoldingSequential"
-                    self.used.add(seq)
+                    if base is None:
+                        seq = "FoldingSequential"
+                        self.used.add(seq)
             else:
                 items.append((sub.name, self._child_init(sub, sub_nodes, depth + 1)))
-        fold = tuple(folds) if folds else OMIT
+        fold = tuple(folds) if folds and base is None else OMIT
+        seq = base or seq
         if all(name == str(i) for i, (name, _) in enumerate(items)):
             return Filled(seq + "({*items}{,fold})", {"items": tuple(expr for _, expr in items), "fold": fold})
         # the spec names some children: keep its names (nn.Sequential takes an OrderedDict)
         self.used.add("OrderedDict")
         pairs = tuple(Filled("({name}, {module})", {"name": name, "module": expr}) for name, expr in items)
         return Filled(seq + "(OrderedDict([{*pairs}]){,fold})", {"pairs": pairs, "fold": fold})
+
+    def _sequential_class(self, child: Scope, nodes: list[Node], depth: int) -> ChildCall:
+        """A labelled group with fused members: an ``nn.Sequential`` subclass whose ``__init__`` builds the same
+        children as the plain group (names, order and state_dict unchanged) and whose ``forward``, generated
+        like a block's, calls the group's kernels. Groups with the same structure share the class."""
+        site = self.g.call_of(child)
+        build = self._sequential(child, nodes, depth, base="super().__init__")
+        # every child is built by the constructor call above: forward only calls them (or their kernels)
+        names = {n.name for n in nodes if len(n.scope) == depth + 1 and n.name is not None}
+        names |= {n.fold.name for n in nodes if len(n.scope) == depth + 1 and n.fold is not None}
+        names |= {n.scope[depth + 1].name for n in nodes if len(n.scope) > depth + 1}
+        cls = self._class(nodes, depth + 1, list(zip(site.input_names, site.inputs)), list(site.outputs), "",
+                          declared=names)
+        cls.init = [Line(build)]
+        cls.base = "nn.Sequential"
+        where = location(child.span.file, child.span.line)
+        cls.doc = f"Group `{safe_text(child.name)}` ({where}): nn.Sequential's children, with a fused forward."
+        name = "".join(part[:1].upper() + part[1:] for part in child.name.split("_")) if child.name.isidentifier() \
+            else "Group"
+        if name in self.g.blocks or not name.isidentifier():
+            name += "Group"
+        # a number varying between instances that is the group's output channels is named so (`Downsample(x_channels,
+        # out_channels)`), as a block's parameter would name it
+        out = self.g.types[site.outputs[0]]
+        bound: tuple[tuple[str, Any], ...] = ()
+        if isinstance(out, TensorType) and out.feature_axis is not None and out.rank > 0:
+            bound = (("out_channels", out.shape[out.feature_axis]),)
+        rec = Instance(len(self.instances), replace(child, block=name), cls, [self.g.types[v] for v in site.inputs],
+                       list(site.input_names), child.span, bound)
+        self.instances.append(rec)
+        return ChildCall(rec.iid)
 
     # ---- classes -------------------------------------------------------------------------------
 
@@ -226,9 +270,10 @@ class ModuleEmitter:
         return ChildCall(rec.iid)
 
     def _class(self, nodes: list[Node], depth: int, inputs: list[tuple[str, int]], outputs: list[int],
-               doc: str, training: tuple[bool, ...] = ()) -> ClassDef:
+               doc: str, training: tuple[bool, ...] = (), declared: set[str] | None = None) -> ClassDef:
         """The class computing ``outputs`` from ``inputs`` with ``nodes``; where ``training`` marks some outputs
-        as training-only (the network's), the steps only they need run last, under ``if self.training:``."""
+        as training-only (the network's), the steps only they need run last, under ``if self.training:``.
+        ``declared``: children made elsewhere (a labelled group's, by its constructor call), called as they are."""
         steps = self._steps(nodes, depth)
         order = list(range(len(steps)))  # the steps in the order forward runs them
         n_eval = len(steps)
@@ -242,11 +287,14 @@ class ModuleEmitter:
                 last_use[v] = i
         for v in outputs:
             last_use[v] = len(steps) + 1
-        namer = Namer(last_use, self.globals)
+        # a labelled group's values are named as nn.Sequential's forward names them, so identical groups share a
+        # class whatever the spec calls their results
+        namer = Namer(last_use, self.globals, "x" if declared is not None else None)
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
         inits: dict[int, list[Line]] = {}  # by the step's place in the spec: modules are declared in that order
         body: list[Line] = []
-        declared: set[str] = set()
+        sequential = declared is not None
+        declared = set() if declared is None else set(declared)
         for i, (child, step_nodes) in enumerate(steps):
             if i == n_eval:
                 body.append(Line("if self.training:", "the outputs of training mode only"))
@@ -254,7 +302,7 @@ class ModuleEmitter:
             init = inits[order[i]] = []
             if child is None:
                 (node,) = step_nodes
-                self._node(node, i, namer, init, lines, declared)
+                self._node(node, i, namer, init, lines, declared, sequential)
             else:
                 self._call(child, step_nodes, depth, i, namer, init, lines, declared)
             body.extend(replace(ln, indent=int(i >= n_eval)) for ln in lines)
@@ -298,11 +346,13 @@ class ModuleEmitter:
 
     @_at_node
     def _node(self, node: Node, step: int, namer: Namer, init: list[Line], body: list[Line],
-              declared: set[str]) -> None:
+              declared: set[str], sequential: bool = False) -> None:
+        """``node``'s module (into ``init``) and its statements (into ``body``); ``sequential``: a member of a
+        labelled group, whose module (built by the group) is called as nn.Sequential would call it."""
         where = location(node.span.file, node.span.line)
         mod = None
         if node.name is not None:
-            mod = f"self.{node.name}"
+            mod = module_path(node.name)
             if node.name not in declared:
                 declared.add(node.name)
                 init.append(Line(self._module_init(node), where, attr=node.name))
@@ -326,6 +376,9 @@ class ModuleEmitter:
         elif node.fold is not None:
             self.used.add("folded_batchnorm")
             lines = [assign(outs[:1], Var(folded_call(node, args[0])))]
+        elif sequential:
+            assert mod is not None
+            lines = [assign(outs, Filled("{mod}({*args})", {"mod": Var(mod), "args": variables(args)}))]
         else:
             lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)
         for j, code in enumerate(lines):
@@ -372,7 +425,7 @@ class ModuleEmitter:
         args = variables([namer.names[v] for v in site.inputs])
         hint = site.hint or (child.name if child.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(site.outputs, result_hints(hint, len(site.outputs)))]
-        body.append(Line(assign(outs, Filled("{mod}({*args})", {"mod": Var(f"self.{child.name}"), "args": args})),
+        body.append(Line(assign(outs, Filled("{mod}({*args})", {"mod": Var(module_path(child.name)), "args": args})),
                          where))
 
     # ---- entry ---------------------------------------------------------------------------------
@@ -447,6 +500,7 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
     for cls in em.sharing.classes + [net]:
         classes.append({
             "name": cls.name,
+            "base": cls.base,
             "doc": cls.doc,
             "init_def": signature(4, "__init__", ["self"] + cls.params),
             "init": _format_lines(cls.init, 8),

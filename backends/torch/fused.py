@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlc.backends.torch.classes import Line, folded_call, location, result_hints
+from dlc.backends.torch.initialise import module_path
 from dlc.backends.triton.codegen import Source
 from dlc.backends.triton.spec import AffineArg, BiasArg, KernelSpec, RowWeightsArg, ValueArg, WeightArg, kernel_for
 from dlc.backends.triton.runtime import runtime_section
@@ -134,6 +135,7 @@ class FusedEmitter:
         lines: list[tuple[str, Node]] = []
         head = nodes[0]
         anchor_var = None
+        bias_var = ""  # a folded layer's bias (its batchnorm's shift), which the kernel adds
         args: list[str] = []
         anchor = op_of(head.op).kernel
         matmul = isinstance(anchor, Anchor) and anchor.matmul
@@ -144,16 +146,19 @@ class FusedEmitter:
             x = namer.names[head.inputs[0]]
             in_kernel = any(isinstance(a, BiasArg) for a in local.call)
             if head.fold is not None:
-                used.add("folded_batchnorm")
-                call = folded_call(head, x)
+                # the folded shift is the kernel's bias input (see kernel_for)
+                used.add("folded_without_bias")
+                bias_var = namer.temp("bias", step)
+                call = folded_call(head, x, "folded_without_bias")
             elif in_kernel:
                 self.sections.add("conv")
-                call = f"conv_without_bias(self.{head.name}, {x})"
+                call = f"conv_without_bias({module_path(head.name)}, {x})"
             else:
-                call = f"self.{head.name}({x})"
-            lines.append((f"{anchor_var} = {call}", head))
+                call = f"{module_path(head.name)}({x})"
+            target = f"{anchor_var}, {bias_var}" if bias_var else anchor_var
+            lines.append((f"{target} = {call}", head))
         elif grp.kind == "anchor":
-            args += [namer.names[head.inputs[0]], f"self.{head.name}.weight"]
+            args += [namer.names[head.inputs[0]], f"{module_path(head.name)}.weight"]
         for arg in local.call:
             if isinstance(arg, ValueArg):
                 if grp.kind == "anchor" and arg.value == head.outputs[0]:
@@ -165,19 +170,20 @@ class FusedEmitter:
                 t = self.g.types[head.outputs[0]]
                 assert isinstance(t, TensorType)
                 view = "" if matmul else ".view(-1" + ", 1" * (t.rank - 1) + ")"  # per channel, axis 0
-                args.append(f"self.{head.name}.bias{view}")
+                bias = bias_var if head.fold is not None else f"{module_path(head.name)}.bias"
+                args.append(f"{bias}{view}")
             elif isinstance(arg, AffineArg):
                 self.sections.add("batchnorm")
                 bn = self.g.nodes[arg.node]
                 src = anchor_var if (anchor_var and arg.value == head.outputs[0]) else namer.names[arg.value]
-                args.append(f"*batchnorm_affine(self.{bn.name}, {src})")
+                args.append(f"*batchnorm_affine({module_path(bn.name)}, {src})")
             elif isinstance(arg, RowWeightsArg):
                 ln = self.g.nodes[arg.node]
-                args += [f"self.{ln.name}.weight", f"self.{ln.name}.bias"]
+                args += [f"{module_path(ln.name)}.weight", f"{module_path(ln.name)}.bias"]
             elif isinstance(arg, WeightArg):
                 layer = self.g.nodes[arg.node]
                 view = "" if len(arg.shape) == 1 else f".view({', '.join(map(str, arg.shape))})"
-                args.append(f"self.{layer.name}.weight{view}")
+                args.append(f"{module_path(layer.name)}.weight{view}")
         if spec.dropout == "train":
             args.append("training=self.training")
         elif spec.dropout == "always":
@@ -188,7 +194,7 @@ class FusedEmitter:
             if j == len(lines) - 1:
                 spec_lines = sorted({n.span.line for n in nodes})
                 span = f"{spec_lines[0]}" if len(spec_lines) == 1 else f"{spec_lines[0]}-{spec_lines[-1]}"
-                chain = [n.name or n.op for n in nodes]
+                chain = [n.name if n.name and not n.name.isdigit() else n.op for n in nodes]
                 if len(chain) > 5:
                     chain = chain[:2] + ["..."] + chain[-2:]
                 comment = f"{safe_text(Path(last.span.file).name)}:{span}: {' -> '.join(chain)}"

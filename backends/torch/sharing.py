@@ -110,10 +110,10 @@ class _Walk:
             self.key += (_CODE, str(ln.code))
             return ln
         code = self.calls[ln.code.iid] if isinstance(ln.code, ChildCall) else ln.code
-        new = self._value(code, _constructor(code, self.calls) if ln.attr else None, ln.attr)
+        new = self._value(code, _constructor(code, self.calls) if ln.attr else _children(code), ln.attr)
         return ln if new is ln.code else Line(new, ln.comment, ln.attr, ln.indent)
 
-    def _value(self, v: Any, top: Filled | None, attr: str | None, slot: str | None = None,
+    def _value(self, v: Any, top: Filled | tuple | None, attr: str | None, slot: str | None = None,
                whole: bool = True, default: Any = None) -> Any:
         """``v`` rebuilt; ``whole``: a list of numbers is one value (not so for the items a ``*`` hole spreads)."""
         kind = type(v)  # exact types first: this runs for every value of every statement
@@ -144,7 +144,7 @@ class _Walk:
         self.key += (_VALUE, v)  # strings, booleans, None
         return v
 
-    def _filled(self, v: Filled, top: Filled | None, attr: str | None) -> Filled:
+    def _filled(self, v: Filled, top: Filled | tuple | None, attr: str | None) -> Filled:
         self.key += (_CALL, v.template)
         changed: dict[str, Any] = {}
         for hole in holes(v.template):
@@ -155,7 +155,9 @@ class _Walk:
                 self.key.append(_OMITTED)
                 continue
             # a whole argument of the constructor call is named after its hole
-            slot = f"{attr}_{hole.name}" if v is top and hole.mark != "*" else None
+            # (a labelled group's children: after the hole alone, `kernel_size`)
+            whole_arg = v is top or (isinstance(top, tuple) and any(v is t for t in top))
+            slot = (f"{attr}_{hole.name}" if attr else hole.name) if whole_arg and hole.mark != "*" else None
             keyword = hole.mark in (",", "=")
             new = self._value(old, top, attr, slot, whole=hole.mark != "*",
                               default=v.defaults.get(hole.name) if keyword else None)
@@ -163,6 +165,16 @@ class _Walk:
                 changed[hole.name] = new
         # unchanged, it stays the same object (its text already written, see Filled.text)
         return replace(v, values={**v.values, **changed}) if changed else v
+
+
+def _children(code: Filled) -> tuple | None:
+    """The children's constructor calls in a labelled group class's ``super().__init__(...)`` (emit.py's
+    ``_sequential_class``), whose holes name the class's arguments; None for any other statement."""
+    if not code.template.startswith("super().__init__("):
+        return None
+    if "items" in code.values:
+        return tuple(code.values["items"])
+    return tuple(pair.values["module"] for pair in code.values["pairs"])
 
 
 def _constructor(code: Filled, calls: Mapping[int, Filled]) -> Filled:
@@ -411,7 +423,8 @@ class ClassSharing:
         cls.name = name
         cls.params = [f"{names[i]}={lit(defaults[i])}" if i in defaults else names[i] for i in order]
         where = self.blocks.get(first.scope.block or "", first.span)
-        cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
+        if cls.base == "nn.Module":  # a labelled group's class (an nn.Sequential) has its own
+            cls.doc = f"Block `{block}`, defined at {location(where.file, where.line)}."
         _parametrise(cls, {place: names[i] for i, (_, ps) in enumerate(varying) for place in ps}, self.calls)
         template = f"{name}({{={names[order[0]]}}}{''.join(f'{{,{names[i]}}}' for i in order[1:])})" if order \
             else f"{name}()"

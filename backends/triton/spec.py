@@ -220,10 +220,9 @@ def kernel_for(g: Graph, grp: FusionGroup) -> KernelSpec:
             cur = value(head.outputs[0])  # the convolution's result, materialised without its bias
         names[head.outputs[0]] = cur
         # a bias right before a batchnorm stays in the convolution: the batch statistics include it
-        if head.fold is not None:
-            pass  # the folded layer's bias is the batchnorm's shift: it runs inside the folded layer
-        elif head.attrs.get("bias") and not (not anchor.matmul and len(nodes) > 1
-                                             and isinstance(op_of(nodes[1].op).kernel, ChannelAffine)):
+        # a folded layer always has a bias, the batchnorm's shift: the kernel adds it, as a layer's own bias
+        if head.fold is not None or (head.attrs.get("bias") and not (
+                not anchor.matmul and len(nodes) > 1 and isinstance(op_of(nodes[1].op).kernel, ChannelAffine))):
             b = new_input(BiasArg(head.id), False)
             out = fresh()
             steps.append(Step(BIAS, (), (cur, b), out, _note(g, head)))

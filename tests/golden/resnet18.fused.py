@@ -16,6 +16,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class Downsample(nn.Sequential):
+    """Group `downsample` (resnet.dln:9): nn.Sequential's children, with a fused forward."""
+
+    def __init__(self, out_channels, x_channels):
+        super().__init__(
+            nn.Conv2d(x_channels, out_channels, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(out_channels)
+        )
+
+    def forward(self, x):
+        x = self[0](x)  # resnet.dln:9
+        x = fused_bn(x, *batchnorm_affine(self[1], x))  # resnet.dln:9: conv2d -> batchnorm
+        return x
+
+
 class BasicBlock(nn.Module):
     """Block `BasicBlock`, defined at resnet.dln:4."""
 
@@ -43,9 +57,7 @@ class BasicBlock_2(nn.Module):
         self.bn1 = nn.BatchNorm2d(c)  # resnet.dln:6
         self.conv2 = nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False)  # resnet.dln:7
         self.bn2 = nn.BatchNorm2d(c)  # resnet.dln:7
-        self.downsample = nn.Sequential(
-            nn.Conv2d(x_channels, c, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(c)
-        )  # resnet.dln:9
+        self.downsample = Downsample(out_channels=c, x_channels=x_channels)  # resnet.dln:9
 
     def forward(self, x):
         out = self.conv1(x)  # resnet.dln:6
@@ -354,4 +366,118 @@ fused_bn_add_relu = ElementwiseKernel(
     fused_bn_add_relu_reference,
     full=(True, False, False, True),
     params=(False, True, True, False),
+)
+
+
+# Kernel `fused_bn`: affine
+# Runs these groups:
+#   layer2.0.downsample: 0 conv2d -> 1 batchnorm
+#   layer3.0.downsample: 0 conv2d -> 1 batchnorm
+#   layer4.0.downsample: 0 conv2d -> 1 batchnorm
+@jit
+def fused_bn_forward(
+    out_ptr,
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    seed,
+    on,
+    n,
+    s0,
+    s1,
+    s2,
+    s3,
+    st1_0,
+    st1_1,
+    st1_2,
+    st1_3,
+    st2_0,
+    st2_1,
+    st2_2,
+    st2_3,
+    BLOCK: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    rest = offs
+    i3 = rest % s3
+    rest = rest // s3
+    i2 = rest % s2
+    rest = rest // s2
+    i1 = rest % s1
+    rest = rest // s1
+    i0 = rest
+    x0 = tl.load(x0_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
+    x1 = tl.load(x1_ptr + i0 * st1_0 + i1 * st1_1 + i2 * st1_2 + i3 * st1_3, mask=mask, other=0.0).to(COMPUTE)
+    x2 = tl.load(x2_ptr + i0 * st2_0 + i1 * st2_1 + i2 * st2_2 + i3 * st2_3, mask=mask, other=0.0).to(COMPUTE)
+    v0 = x0 * x1 + x2  # 1 batchnorm (resnet.dln:9)
+    tl.store(out_ptr + offs, v0.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@jit
+def fused_bn_backward(
+    grad_ptr,
+    g0_ptr,
+    g1_ptr,
+    g2_ptr,
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    seed,
+    on,
+    n,
+    s0,
+    s1,
+    s2,
+    s3,
+    st1_0,
+    st1_1,
+    st1_2,
+    st1_3,
+    st2_0,
+    st2_1,
+    st2_2,
+    st2_3,
+    BLOCK: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    NEED: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    rest = offs
+    i3 = rest % s3
+    rest = rest // s3
+    i2 = rest % s2
+    rest = rest // s2
+    i1 = rest % s1
+    rest = rest // s1
+    i0 = rest
+    x0 = tl.load(x0_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
+    x1 = tl.load(x1_ptr + i0 * st1_0 + i1 * st1_1 + i2 * st1_2 + i3 * st1_3, mask=mask, other=0.0).to(COMPUTE)
+    g_out = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
+    gx0 = g_out * x1
+    gx1 = g_out * x0
+    gx2 = g_out
+    # the gradient of every input autograd asks for
+    if NEED & 1:
+        tl.store(g0_ptr + offs, gx0, mask=mask)
+    if NEED & 2:
+        tl.store(g1_ptr + offs, gx1, mask=mask)
+    if NEED & 4:
+        tl.store(g2_ptr + offs, gx2, mask=mask)
+
+
+def fused_bn_reference(x0, x1, x2, training=False):
+    """The same computation in PyTorch ops (CPU, or no triton)."""
+    v0 = x0 * x1 + x2
+    return v0
+
+
+fused_bn = ElementwiseKernel(
+    fused_bn_forward,
+    fused_bn_backward,
+    fused_bn_reference,
+    full=(True, False, False),
+    params=(False, True, True),
 )

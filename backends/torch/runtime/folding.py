@@ -8,13 +8,29 @@ from torch import nn
 
 
 def folded_batchnorm(layer, bn, x):
-    """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights.
-
-    The folded weights are kept on `layer` until any tensor they come from changes (loading a
-    state_dict, an optimizer step and `.to()` all do) or autograd needs them.
-    """
+    """`bn(layer(x))`, in eval mode as one convolution (or matmul) with the batchnorm folded into its weights."""
     if bn.training:
         return bn(layer(x))
+    weight, bias = folded_parameters(layer, bn)
+    return apply_layer(layer, x, weight, bias)
+
+
+def folded_without_bias(layer, bn, x):
+    """`folded_batchnorm(layer, bn, x)` without the folded bias, and that bias: a fused epilogue adds it together
+    with the ops after it. In training mode `bn(layer(x))` and a bias of zeros."""
+    if bn.training:
+        y = bn(layer(x))
+        return y, y.new_zeros(bn.num_features)
+    weight, bias = folded_parameters(layer, bn)
+    return apply_layer(layer, x, weight, None), bias
+
+
+def folded_parameters(layer, bn):
+    """The weight and bias of `layer` with the eval-mode batchnorm `bn` after it folded in.
+
+    They are kept on `layer` until any tensor they come from changes (loading a state_dict, an
+    optimizer step and `.to()` all do) or autograd needs them.
+    """
     sources = [
         t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None
     ]
@@ -37,6 +53,11 @@ def folded_batchnorm(layer, bn, x):
             weight = weight.contiguous(memory_format=torch.channels_last)
         if key is not None and not torch.is_grad_enabled():
             layer._folded = (key, weight, bias)
+    return weight, bias
+
+
+def apply_layer(layer, x, weight, bias):
+    """The linear layer or convolution `layer` on `x` with these parameters instead of its own."""
     if isinstance(layer, nn.Linear):
         return F.linear(x, weight, bias)
     conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
