@@ -40,13 +40,18 @@ demo: setup
 gallery: setup
 	$(PY) scripts/gallery.py
 
+# pytest-xdist workers: one per core (`make test JOBS=0` runs in one process). Idle workers steal queued tests, so
+# the few long tests (whole networks under the Triton interpreter) do not leave a core waiting.
+JOBS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist worksteal
+
 # The whole suite (what CI runs).
 test: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # Everything but the tests marked slow.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(BUILD) .pytest_cache

@@ -13,6 +13,11 @@ from typing import Any
 os.environ.setdefault("TRITON_INTERPRET", "1")
 # The pass manager verifies the IR after every pass (and names the pass that broke it), in the CLI's subprocesses too.
 os.environ.setdefault("DLC_VERIFY_PASSES", "1")
+# Under pytest-xdist (`make test` runs one worker per core) each worker computes with one thread: torch's own
+# threads would otherwise compete with the other workers for the same cores. Set before torch is imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 from pathlib import Path  # noqa: E402
 

@@ -8,7 +8,9 @@ a spec says (names, strings, its file name) can end up as code in the generated 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
+import io
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import dlc
+from dlc import cli as dlc_cli
 from dlc.pipeline import build_graph
 from dlc.compiler.ir import print_graph
 from dlc.compiler.passes import total_params
@@ -51,6 +54,19 @@ def run_dlc(*args, script: bool = False, cwd: Path | None = None, env: dict[str,
     full_env.update(env or {})
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd or ROOT,
                           env=full_env, timeout=timeout)
+
+
+def run_dlc_here(*args, monkeypatch: pytest.MonkeyPatch) -> subprocess.CompletedProcess:
+    """``dlc.cli.main`` on ``args`` in this interpreter (without ``DLC_DEBUG``), as :func:`run_dlc` reports it.
+
+    For tests about what a command computes, not about the process: a fresh interpreter costs about half a second,
+    and the tests above and tests/test_hostile_*.py run the real process."""
+    monkeypatch.delenv("DLC_DEBUG", raising=False)
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = dlc_cli.main(argv)
+    return subprocess.CompletedProcess(["dlc", *argv], code, out.getvalue(), err.getvalue())
 
 
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -150,11 +166,11 @@ def test_help_lists_commands():
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
-def test_compile_to_file_imports_and_matches_summary(spec, tmp_path):
+def test_compile_to_file_imports_and_matches_summary(spec, tmp_path, monkeypatch):
     """Every spec: the written file imports on its own, instantiates, and its parameter count is the one
     ``dlc summary`` and ``dlc check`` report."""
     out = tmp_path / "gen" / f"{spec.stem}_net.py"  # the folder does not exist yet
-    r = ok(run_dlc("compile", spec, "-o", out))
+    r = ok(run_dlc_here("compile", spec, "-o", out, monkeypatch=monkeypatch))
     assert r.stdout == ""
     assert out.is_file() and out.stat().st_size > 0
     source = out.read_text(encoding="utf-8")
@@ -165,7 +181,7 @@ def test_compile_to_file_imports_and_matches_summary(spec, tmp_path):
     expected = n_params(model)
     assert expected == total_params(g)
 
-    summary = ok(run_dlc("summary", spec)).stdout
+    summary = ok(run_dlc_here("summary", spec, monkeypatch=monkeypatch)).stdout
     assert summary_total(summary) == expected
     assert summary.splitlines()[0].startswith(g.name)
 

@@ -2,9 +2,10 @@
 
 For each spec, ``dlc.load(spec, fuse=True)`` and ``dlc.load(spec)`` get the same weights (batchnorm
 statistics randomised so that eval mode is not an identity) and small random inputs (batch 2; symbolic
-sizes 5; token ids below every vocabulary). Compared: outputs in eval mode, outputs in train mode, and
-the gradients of a loss with respect to every parameter and every float input. Specs in ``RANDOM`` draw
-samples (``randn_like``) from torch's global generator, so each forward of them starts from one seed.
+sizes 5; token ids below every vocabulary; images smaller than the specs' own where they allow it, see
+``IMAGE_SIZE``). Compared: outputs in eval mode, outputs in train mode, and the gradients of a loss with
+respect to every parameter and every float input. Specs in ``RANDOM`` draw samples (``randn_like``) from
+torch's global generator, so each forward of them starts from one seed.
 Dropout draws its mask from another random stream in the fused kernels, so train-mode comparisons set the
 specs' dropout parameters to 0 (tests/test_kernels.py checks the fused dropout itself). Also:
 ``optimize="inference"`` (batchnorm folding, channels-last) against the plain module, fused or not. A fused
@@ -32,11 +33,16 @@ SMALL = {"densenet121": {"size": 64}, "unet": {"size": 32}, "mobilenet_v2": {"si
          "vgg16": {"size": 32, "hidden": 64, "classes": 10}, "alexnet": {"size": 64, "hidden": 64, "classes": 10},
          "transformer": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": 64},
          "wavenet": {"channels": 8, "head_channels": 16, "stacks": 1}, "efficientnet_b0": {"size": 64},
-         "vit_b_16": {"image_size": 32, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64},
+         "vit_b_16": {"image_size": 16, "patch_size": 8, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64},
          "gpt": {"vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 4},
          # pad_token_id 49: the token ids drawn (below the smallest vocabulary, 2 segment types) are never padding
          "bert": {"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "intermediate_size": 64, "max_position_embeddings": 16, "pad_token_id": 49}}
+# Specs that declare a fixed image size and end in adaptive pooling: a smaller image runs the same layers and kernels
+# (the interpreter's time grows with the pixels). Inception v3's auxiliary classifier, in training mode only, needs
+# its full 299x299 (a 17x17 grid for its 5x5 pooling and 5x5 conv); in eval, 75x75 is its smallest input.
+IMAGE_SIZE = {"resnet18": 64, "resnet50": 64, "googlenet": 64}
+EVAL_IMAGE_SIZE = {"inception_v3": 75}
 NO_DROPOUT = {"mlp": {"dropout": 0.0}, "mobilenet_v2": {"dropout": 0.0},
               "googlenet": {"dropout": 0.0, "dropout_aux": 0.0}, "inception_v3": {"dropout": 0.0},
               "transformer": {"p": 0.0}, "efficientnet_b0": {"dropout": 0.0}, "gpt": {"dropout": 0.0},
@@ -48,12 +54,15 @@ RANDOM = {"vae", "denoising_autoencoder", "efficientnet_b0"}  # efficientnet_b0:
 SLOW = {"resnet18", "resnet50", "googlenet", "densenet121", "siamese", "unet", "inception_v3"}
 
 
-def inputs(graph, batch: int = 2) -> list[torch.Tensor]:
+def inputs(graph, batch: int = 2, image: int | None = None) -> list[torch.Tensor]:
+    """Random inputs of the graph's input types: symbolic sizes 5; with ``image``, [C, H, W] images H = W = image."""
     out = []
     vocab = min([n.attrs["vocab"] for n in graph.nodes if n.op == "embedding"], default=100)
     for _, v in graph.inputs:
         t = graph.types[v]
         shape = [batch] + [d if isinstance(d, int) else 5 for d in t.shape]
+        if image is not None and len(shape) == 4:
+            shape[2:] = [image, image]
         if t.dtype == "bool":  # padding masks: nothing masked (a fully masked row is NaN in both)
             out.append(torch.zeros(shape, dtype=torch.bool))
         else:
@@ -95,7 +104,8 @@ def assert_outputs_close(ya, yb, atol: float = ATOL) -> None:
 
 
 def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: list[torch.Tensor],
-                           fused: bool, seed: int | None = None, training_only: bool = False) -> None:
+                           fused: bool, seed: int | None = None, training_only: bool = False,
+                           train_xs: list[torch.Tensor] | None = None) -> None:
     """Equal outputs in eval mode (float32), then equal outputs and parameter and input gradients in train mode; with
     ``fused``, every kernel of ``other`` ran in both (else it has none). With ``training_only`` (the network has
     outputs of training mode only), some kernels serve only those, so all must have run in train mode alone.
@@ -103,6 +113,7 @@ def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: l
     Train mode runs in float64 (tolerance ``ATOL64``): through the batch statistics of a batch of 2,
     float32 rounding differences between fused and unfused reductions grow with depth to ~5e-4.
     With ``seed``, torch's generator is reseeded before each forward, so random draws in both modules are equal.
+    ``train_xs`` (default ``xs``) are the inputs of the train-mode comparison.
     """
     def run(model: torch.nn.Module, args: list[torch.Tensor]):
         if seed is not None:
@@ -120,7 +131,8 @@ def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: l
     plain.double().train()
     other.double().train()
     # separate leaves for the two modules; an input's gradient is what runs a kernel that reads inputs only
-    xa, xb = ([x.double().requires_grad_() if x.is_floating_point() else x for x in xs] for _ in range(2))
+    xa, xb = ([x.double().requires_grad_() if x.is_floating_point() else x for x in train_xs or xs]
+              for _ in range(2))
     ya, yb = run(plain, xa), run(other, xb)
     assert_outputs_close(ya, yb, ATOL64)
     sum((y ** 2).mean() for y in outputs(ya)).backward()
@@ -141,6 +153,13 @@ def compare_eval_and_train(plain: torch.nn.Module, other: torch.nn.Module, xs: l
         assert_no_kernels(other)
 
 
+def spec_inputs(name: str, graph) -> dict:
+    """The inputs of spec ``name`` in eval mode (``xs``) and in train mode (``train_xs``)."""
+    image = IMAGE_SIZE.get(name)
+    xs = inputs(graph, image=EVAL_IMAGE_SIZE.get(name, image))
+    return {"xs": xs, "train_xs": inputs(graph, image=image) if name in EVAL_IMAGE_SIZE else None}
+
+
 def seed_of(name: str) -> int | None:
     """The seed each forward of spec ``name`` starts from in a comparison, or None where it draws nothing."""
     return 1 if name in RANDOM else None
@@ -154,8 +173,8 @@ def params_of(name: str):
 def test_fused_equals_unfused(name):
     torch.manual_seed(0)
     plain, fused, graph = pair(name, fuse=True)
-    compare_eval_and_train(plain, fused, inputs(graph), fused=True, seed=seed_of(name),
-                           training_only=bool(graph.training_outputs))
+    compare_eval_and_train(plain, fused, fused=True, seed=seed_of(name),
+                           training_only=bool(graph.training_outputs), **spec_inputs(name, graph))
     # training updated the batchnorm statistics the same way
     buffers = dict(fused.named_buffers())
     for bname, buf in plain.named_buffers():
@@ -172,8 +191,8 @@ def test_inference_rewrites_keep_outputs(name, fuse):
     torch.manual_seed(0)
     plain, fast, graph = pair(name, optimize="inference", fuse=fuse)
     # the rewritten module still trains: the same outputs and gradients in train mode
-    compare_eval_and_train(plain, fast, inputs(graph), fused=fuse, seed=seed_of(name),
-                           training_only=bool(graph.training_outputs))
+    compare_eval_and_train(plain, fast, fused=fuse, seed=seed_of(name),
+                           training_only=bool(graph.training_outputs), **spec_inputs(name, graph))
 
 
 def test_inference_rewrites_of_resnet18():
