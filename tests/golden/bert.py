@@ -50,9 +50,9 @@ class Embeddings(nn.Module):
         types = self.token_type_embeddings(segments)  # bert.dln:18
         y = words + types  # bert.dln:19
         y = y + pos  # bert.dln:19
-        LayerNorm = self.LayerNorm(y)  # bert.dln:19
-        dropout = self.dropout(LayerNorm)  # bert.dln:19
-        return dropout
+        y = self.LayerNorm(y)  # bert.dln:19
+        y = self.dropout(y)  # bert.dln:19
+        return y
 
 
 class AddNorm(nn.Module):
@@ -64,10 +64,10 @@ class AddNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(768, eps=1e-12)  # bert.dln:27
 
     def forward(self, h, residual):
-        dropout = self.dropout(h)  # bert.dln:27
-        y = dropout + residual  # bert.dln:27
-        LayerNorm = self.LayerNorm(y)  # bert.dln:27
-        return LayerNorm
+        h = self.dropout(h)  # bert.dln:27
+        y = h + residual  # bert.dln:27
+        y = self.LayerNorm(y)  # bert.dln:27
+        return y
 
 
 class Attention(nn.Module):
@@ -94,11 +94,11 @@ class Output(nn.Module):
         self.LayerNorm = nn.LayerNorm(768, eps=1e-12)  # bert.dln:35
 
     def forward(self, h, residual):
-        dense = self.dense(h)  # bert.dln:34
-        dropout = self.dropout(dense)  # bert.dln:34
-        y = dropout + residual  # bert.dln:34
-        LayerNorm = self.LayerNorm(y)  # bert.dln:35
-        return LayerNorm
+        h = self.dense(h)  # bert.dln:34
+        h = self.dropout(h)  # bert.dln:34
+        y = h + residual  # bert.dln:34
+        y = self.LayerNorm(y)  # bert.dln:35
+        return y
 
 
 class Layer(nn.Module):

@@ -49,8 +49,8 @@ class EncoderLayer(nn.Module):
         f = self.linear2(f)  # transformer.dln:13
         f = F.dropout(f, 0.1, training=self.training)  # transformer.dln:13
         y = h + f  # transformer.dln:14
-        norm2 = self.norm2(y)  # transformer.dln:14
-        return norm2
+        y = self.norm2(y)  # transformer.dln:14
+        return y
 
 
 class Encoder(nn.Module):
@@ -65,8 +65,8 @@ class Encoder(nn.Module):
 
     def forward(self, x, padding):
         layers = self.layers(x, padding)  # transformer.dln:34
-        norm = self.norm(layers)  # transformer.dln:34
-        return norm
+        layers = self.norm(layers)  # transformer.dln:34
+        return layers
 
 
 class DecoderLayer(nn.Module):
@@ -102,8 +102,8 @@ class DecoderLayer(nn.Module):
         f = self.linear2(f)  # transformer.dln:27
         f = F.dropout(f, 0.1, training=self.training)  # transformer.dln:27
         y = h2 + f  # transformer.dln:28
-        norm3 = self.norm3(y)  # transformer.dln:28
-        return norm3
+        y = self.norm3(y)  # transformer.dln:28
+        return y
 
 
 class Decoder(nn.Module):
@@ -118,8 +118,8 @@ class Decoder(nn.Module):
 
     def forward(self, x, memory, padding, memory_padding):
         layers = self.layers(x, memory, padding, memory_padding)  # transformer.dln:42
-        norm = self.norm(layers)  # transformer.dln:44
-        return norm
+        layers = self.norm(layers)  # transformer.dln:44
+        return layers
 
 
 class Transformer(nn.Module):

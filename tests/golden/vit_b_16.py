@@ -38,8 +38,8 @@ class EncoderBlock(nn.Module):
         h = self.dropout(h)  # vit_b_16.dln:18
         y = x + h  # vit_b_16.dln:19
         ln_2 = self.ln_2(y)  # vit_b_16.dln:20
-        mlp = self.mlp(ln_2)  # vit_b_16.dln:21
-        y = y + mlp  # vit_b_16.dln:20
+        ln_2 = self.mlp(ln_2)  # vit_b_16.dln:21
+        y = y + ln_2  # vit_b_16.dln:20
         return y
 
 
@@ -74,10 +74,10 @@ class Encoder(nn.Module):
     def forward(self, x):
         pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:31
         y = x + pos_embedding  # vit_b_16.dln:32
-        dropout = self.dropout(y)  # vit_b_16.dln:32
-        layers = self.layers(dropout)  # vit_b_16.dln:33
-        ln = self.ln(layers)  # vit_b_16.dln:34
-        return ln
+        y = self.dropout(y)  # vit_b_16.dln:32
+        y = self.layers(y)  # vit_b_16.dln:33
+        y = self.ln(y)  # vit_b_16.dln:34
+        return y
 
 
 class VisionTransformer(nn.Module):
