@@ -1,0 +1,71 @@
+"""The PyTorch models a spec is benchmarked against on the CPU: torchvision's own models and torch.nn.Transformer.
+
+Each spec's state_dict loads into its reference with ``strict=True`` (DenseNet after renaming torchvision's
+``denselayerN`` to dlc's ``N-1``), so both compute with the same weights and their outputs can be compared.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class CausalTransformer(nn.Module):
+    """``nn.Transformer(batch_first=True)`` called as specs/transformer.dln is: (src, tgt, src padding, tgt
+    padding), the decoder's self-attention causal, the source padding also masking the memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Transformer(batch_first=True)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor,
+                tgt_pad: torch.Tensor) -> torch.Tensor:
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device, dtype=tgt.dtype)
+        return self.inner(src, tgt, tgt_mask=causal, tgt_is_causal=True, src_key_padding_mask=src_pad,
+                          tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+
+
+def _torchvision(name: str, **kwargs: object) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision  # only the CPU comparison needs it
+        return getattr(torchvision.models, name)(weights=None, **kwargs)
+    return build
+
+
+def _densenet_names(name: str) -> str:
+    """dlc's ``features.denseblock1.0.conv1`` is torchvision's ``features.denseblock1.denselayer1.conv1``."""
+    return re.sub(r"(\.denseblock\d+)\.(\d+)(?=\.)", lambda m: f"{m.group(1)}.denselayer{int(m.group(2)) + 1}", name)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How to build the reference model and name the spec's state_dict keys as it does."""
+
+    what: str                                  # for the tables' legend
+    build: Callable[[], nn.Module]
+    rename: Callable[[str], str] = lambda name: name
+
+
+REFERENCES: dict[str, Reference] = {
+    "resnet50": Reference("torchvision.models.resnet50", _torchvision("resnet50")),
+    "densenet121": Reference("torchvision.models.densenet121", _torchvision("densenet121"), _densenet_names),
+    "googlenet": Reference("torchvision.models.googlenet(aux_logits=True, transform_input=False)",
+                           _torchvision("googlenet", aux_logits=True, init_weights=False, transform_input=False)),
+    "mobilenet_v2": Reference("torchvision.models.mobilenet_v2", _torchvision("mobilenet_v2")),
+    "transformer": Reference("torch.nn.Transformer(batch_first=True), causal decoder", CausalTransformer,
+                             lambda name: f"inner.{name}"),
+}
+
+
+def reference_like(stem: str, model: nn.Module) -> nn.Module | None:
+    """The reference model of spec ``stem`` holding ``model``'s weights (None for a spec without one)."""
+    ref = REFERENCES.get(stem)
+    if ref is None:
+        return None
+    target = ref.build()
+    target.load_state_dict({ref.rename(k): v for k, v in model.state_dict().items()}, strict=True)
+    return target
