@@ -455,17 +455,32 @@ def gpu_median_ms(step: Step, runs: int) -> float:
     return do_bench(step, warmup=max(25.0, 5 * estimate), rep=runs * estimate, return_mode="median")
 
 
-def interleaved_medians(steps: dict[str, Step], runs: int, warmup: int = 2) -> dict[str, float]:
-    """Median ms per step, the steps called in turn each run (in a rotating order), on the CPU."""
+def minor_faults() -> int:
+    """This process's minor page faults so far (0 where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def interleaved_medians(steps: dict[str, Step], runs: int,
+                        warmup: int = 2) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms and median minor page faults per call of each step, the steps called in turn each run (in a
+    rotating order), on the CPU."""
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    faults: dict[str, list[int]] = {name: [] for name in steps}
     names = list(steps)
     for i in range(runs):
         for name in names[i % len(names):] + names[:i % len(names)]:
+            before = minor_faults()
             times[name].append(timed_ms(steps[name], "cpu"))
-    return {name: statistics.median(t) for name, t in times.items()}
+            faults[name].append(minor_faults() - before)
+    return ({name: statistics.median(t) for name, t in times.items()},
+            {name: statistics.median(f) for name, f in faults.items()})
 
 
 def max_abs_diff(got: Any, want: Any) -> float:
@@ -822,10 +837,11 @@ def run_cpu_rewrites(cfg: Config) -> Report:
         "Variants: " + "; ".join(f"{v} = {doc[v]}" for v in cfg.variants) + f". fp32, eval mode, `torch.no_grad()`, "
         f"{torch.get_num_threads()} thread(s); median ms of {cfg.runs} runs after warm-up, the variants called in "
         "turn each run; ratios are the baseline's median / the variant's (above 1: the variant is faster); max abs "
-        "diff compares outputs with the dlc eager module's on equal weights (batchnorm statistics randomised). "
+        "diff compares outputs with the dlc eager module's on equal weights (batchnorm statistics randomised); "
+        "minor faults / call is the median of the process's `ru_minflt` deltas over a call. "
         "Specs without a reference use the dlc eager module as the baseline and compile it.")
     report.sections.append(md_table(["spec", "batch", "variant", "median ms", "vs reference", "vs compile",
-                                     "max abs diff"], rows))
+                                     "minor faults / call", "max abs diff"], rows))
     cold = [v for v in ("optimized", "compile") if v in cfg.variants]
     if cold and cfg.cold:
         report.sections.append(cold_table(cfg, cold, report.notes))
@@ -849,10 +865,10 @@ def cpu_rows(path: Path, specs: list[InputSpec], batch: int, cfg: Config, notes:
         except Exception as exc:  # torch.compile may lack a working C++ toolchain here
             notes.append(f"{path.stem} b{batch} `{name}` failed, not timed: {first_line(exc)}")
             del steps[name]
-    medians = interleaved_medians(steps, cfg.runs)
+    medians, faults = interleaved_medians(steps, cfg.runs)
     base = medians.get("reference", medians["eager"])
     return [[path.stem, str(batch), name, fmt_ms(ms), fmt_ratio(base, ms), fmt_ratio(medians.get("compile"), ms),
-             fmt_diff(diffs[name])] for name, ms in medians.items()]
+             f"{faults[name]:,.0f}", fmt_diff(diffs[name])] for name, ms in medians.items()]
 
 
 # ---- recording -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The PyTorch models a spec is benchmarked against on the CPU: torchvision's own models and torch.nn.Transformer.
+"""The PyTorch models a spec is benchmarked against on the CPU: torchvision's own models, torch.nn.Transformer
+and a hand-written U-Net.
 
 Each spec's state_dict loads into its reference with ``strict=True`` (DenseNet after renaming torchvision's
 ``denselayerN`` to dlc's ``N-1``), so both compute with the same weights and their outputs can be compared.
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -27,6 +29,56 @@ class CausalTransformer(nn.Module):
         causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device, dtype=tgt.dtype)
         return self.inner(src, tgt, tgt_mask=causal, tgt_is_causal=True, src_key_padding_mask=src_pad,
                           tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+
+
+class UNetDoubleConv(nn.Module):
+    """(3x3 conv -> batchnorm -> relu) twice, as a U-Net port writes it by hand."""
+
+    def __init__(self, cin: int, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(x)))
+
+
+class UNetUp(nn.Module):
+    """2x transposed convolution, concatenation with the encoder's features, DoubleConv."""
+
+    def __init__(self, cin: int, c: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, c, 2, stride=2)
+        self.conv = UNetDoubleConv(2 * c, c)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """A hand-written twin of specs/unet.dln at its defaults (1 channel in, 2 classes, base 16), with the same
+    state_dict names: what generated code should cost."""
+
+    def __init__(self, cin: int = 1, classes: int = 2, base: int = 16) -> None:
+        super().__init__()
+        self.enc1 = UNetDoubleConv(cin, base)
+        self.enc2 = UNetDoubleConv(base, 2 * base)
+        self.enc3 = UNetDoubleConv(2 * base, 4 * base)
+        self.bottleneck = UNetDoubleConv(4 * base, 8 * base)
+        self.dec3 = UNetUp(8 * base, 4 * base)
+        self.dec2 = UNetUp(4 * base, 2 * base)
+        self.dec1 = UNetUp(2 * base, base)
+        self.head = nn.Conv2d(base, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        b = self.bottleneck(F.max_pool2d(e3, 2))
+        return self.head(self.dec1(self.dec2(self.dec3(b, e3), e2), e1))
 
 
 def _torchvision(name: str, **kwargs: object) -> Callable[[], nn.Module]:
@@ -58,6 +110,7 @@ REFERENCES: dict[str, Reference] = {
     "mobilenet_v2": Reference("torchvision.models.mobilenet_v2", _torchvision("mobilenet_v2")),
     "transformer": Reference("torch.nn.Transformer(batch_first=True), causal decoder", CausalTransformer,
                              lambda name: f"inner.{name}"),
+    "unet": Reference("a hand-written nn.Module twin (benchmarks/references.py)", UNet),
 }
 
 
