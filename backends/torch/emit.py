@@ -56,9 +56,10 @@ class Namer:
     None shadows a name of the module's namespace ``module`` (builtins, imports, helpers, kernels).
     """
 
-    def __init__(self, last_use: dict[int, int], module: Namespace) -> None:
+    def __init__(self, last_use: dict[int, int], module: Namespace, returned: frozenset[int] = frozenset()) -> None:
         self.last_use = last_use
         self.module = module
+        self.returned = returned  # the values forward returns
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
@@ -107,12 +108,16 @@ class Namer:
     def passed_on(self, inputs: Sequence[int], outputs: Sequence[int], step: int) -> str | None:
         """The name of the first of ``inputs`` when ``step`` reads it for the last time and makes one result.
 
-        That result takes the name over (``x = self.conv1(x)``, as one writes by hand) unless the spec names it:
-        a name bound to a dead tensor keeps it allocated to the end of ``forward``, and a chain of layers named
-        after their labels (``conv1 = self.conv1(x)``, ``bn1 = self.bn1(conv1)``) held every intermediate of a
-        block at once: more memory, and on the CPU more page faults per call than the hand-written module.
+        That result takes the name over (``x = self.conv1(x)``, ``out = out + skip``, as one writes by hand) unless
+        the spec names it: a name bound to a dead tensor keeps it allocated to the end of ``forward``, and a chain
+        of layers named after their labels (``conv1 = self.conv1(x)``, ``bn1 = self.bn1(conv1)``) held every
+        intermediate of a block at once: more memory, and on the CPU more page faults per call than the
+        hand-written module. A result of several inputs that is only returned keeps its own name (``y =
+        torch.cat([branch1, branch2], dim=1)``): its inputs die at the return anyway.
         """
-        if len(inputs) != 1 or len(outputs) != 1 or self.last_use.get(inputs[0]) != step:
+        if not inputs or len(outputs) != 1 or self.last_use.get(inputs[0]) != step:
+            return None
+        if len(inputs) > 1 and outputs[0] in self.returned:
             return None
         return self.names.get(inputs[0])
 
@@ -254,7 +259,7 @@ class ModuleEmitter:
                 last_use[v] = i
         for v in outputs:
             last_use[v] = len(steps) + 1
-        namer = Namer(last_use, self.globals)
+        namer = Namer(last_use, self.globals, frozenset(outputs))
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
         inits: dict[int, list[Line]] = {}  # by the step's place in the spec: modules are declared in that order
         body: list[Line] = []

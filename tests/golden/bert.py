@@ -48,11 +48,11 @@ class Embeddings(nn.Module):
         pos = position_ids(tokens, 1)  # bert.dln:17
         pos = self.position_embeddings(pos)  # bert.dln:17
         types = self.token_type_embeddings(segments)  # bert.dln:18
-        y = words + types  # bert.dln:19
-        y = y + pos  # bert.dln:19
-        y = self.LayerNorm(y)  # bert.dln:19
-        y = self.dropout(y)  # bert.dln:19
-        return y
+        words = words + types  # bert.dln:19
+        words = words + pos  # bert.dln:19
+        words = self.LayerNorm(words)  # bert.dln:19
+        words = self.dropout(words)  # bert.dln:19
+        return words
 
 
 class AddNorm(nn.Module):
@@ -65,9 +65,9 @@ class AddNorm(nn.Module):
 
     def forward(self, h, residual):
         h = self.dropout(h)  # bert.dln:27
-        y = h + residual  # bert.dln:27
-        y = self.LayerNorm(y)  # bert.dln:27
-        return y
+        h = h + residual  # bert.dln:27
+        h = self.LayerNorm(h)  # bert.dln:27
+        return h
 
 
 class Attention(nn.Module):
@@ -96,9 +96,9 @@ class Output(nn.Module):
     def forward(self, h, residual):
         h = self.dense(h)  # bert.dln:34
         h = self.dropout(h)  # bert.dln:34
-        y = h + residual  # bert.dln:34
-        y = self.LayerNorm(y)  # bert.dln:35
-        return y
+        h = h + residual  # bert.dln:34
+        h = self.LayerNorm(h)  # bert.dln:35
+        return h
 
 
 class Layer(nn.Module):

@@ -44,9 +44,9 @@ class Up(nn.Module):
 
     def forward(self, x, skip):
         up = self.up(x)  # unet.dln:20
-        y = torch.cat([up, skip], dim=1)  # unet.dln:21
-        y = self.conv(y)  # unet.dln:21
-        return y
+        up = torch.cat([up, skip], dim=1)  # unet.dln:21
+        up = self.conv(up)  # unet.dln:21
+        return up
 
 
 class UNet(nn.Module):

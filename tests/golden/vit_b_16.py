@@ -73,11 +73,11 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:31
-        y = x + pos_embedding  # vit_b_16.dln:32
-        y = self.dropout(y)  # vit_b_16.dln:32
-        y = self.layers(y)  # vit_b_16.dln:33
-        y = self.ln(y)  # vit_b_16.dln:34
-        return y
+        x = x + pos_embedding  # vit_b_16.dln:32
+        x = self.dropout(x)  # vit_b_16.dln:32
+        x = self.layers(x)  # vit_b_16.dln:33
+        x = self.ln(x)  # vit_b_16.dln:34
+        return x
 
 
 class VisionTransformer(nn.Module):
