@@ -911,12 +911,13 @@ def git_revision() -> str:
     return rev + ("+changes" if dirty else "")
 
 
-def record(file: Path, body: str, cfg: Config, argv: Sequence[str]) -> None:
-    """Append one dated section with the machine, versions, command line and results to ``file``."""
+def record(file: Path, body: str, cfg: Config, argv: Sequence[str], revision: str) -> None:
+    """Append one dated section with the machine, versions, commit (``revision``, taken when the run started),
+    command line and results to ``file``."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = "CPU rewrites" if cfg.cpu_rewrites else "GPU run (--gpu)" if cfg.gpu else "per-spec"
     header = (f"## {now}: {title}, {device_description(cfg.device)}\n\n"
-              f"- versions: {versions()}\n- commit: {git_revision()}\n"
+              f"- versions: {versions()}\n- commit: {revision}\n"
               f"- command: `python benchmarks/bench.py {shlex.join(argv)}`".rstrip() + "\n")
     file.parent.mkdir(parents=True, exist_ok=True)
     prefix = "" if file.exists() else "# Benchmarks\n"
@@ -932,6 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cold_child:
         return cold_child(args)
+    revision = git_revision()  # the code measured, before anything is edited while a long run goes on
     try:
         cfg = resolve(args)
         if cfg.threads:
@@ -943,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = report.markdown()
     print(body, end="")
     if args.record:
-        record(args.record, body, cfg, argv)
+        record(args.record, body, cfg, argv, revision)
         print(f"recorded in {args.record}", file=sys.stderr)
     return 0
 
