@@ -4,7 +4,8 @@ Run by tests/test_gpu.py in a fresh process without TRITON_INTERPRET (the rest o
 interpreter, which must be chosen before triton is imported). Usable on its own:
 ``python tests/gpu_check.py [spec ...]``. Exits 1 and prints each difference above tolerance (the fused
 module in eval and train mode, and fused with ``optimize="inference"`` in eval mode, each against the
-plain module), and each kernel that never launched (the fused module would have computed the same values with its PyTorch fallback).
+plain module), and each kernel that never launched (the fused module would have computed the same values
+with its PyTorch fallback).
 """
 
 from __future__ import annotations
