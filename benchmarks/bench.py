@@ -867,8 +867,11 @@ def cpu_rows(path: Path, specs: list[InputSpec], batch: int, cfg: Config, notes:
             del steps[name]
     medians, faults = interleaved_medians(steps, cfg.runs)
     base = medians.get("reference", medians["eager"])
-    return [[path.stem, str(batch), name, fmt_ms(ms), fmt_ratio(base, ms), fmt_ratio(medians.get("compile"), ms),
+    rows = [[path.stem, str(batch), name, fmt_ms(ms), fmt_ratio(base, ms), fmt_ratio(medians.get("compile"), ms),
              f"{faults[name]:,.0f}", fmt_diff(diffs[name])] for name, ms in medians.items()]
+    for row in rows:  # progress of a long run, on stderr; the table comes at the end
+        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
+    return rows
 
 
 # ---- recording -------------------------------------------------------------------------------
