@@ -26,7 +26,8 @@ class CausalTransformer(nn.Module):
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_pad: torch.Tensor,
                 tgt_pad: torch.Tensor) -> torch.Tensor:
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device, dtype=tgt.dtype)
+        # bool like the padding masks (true = masked): torch warns about, and converts, a float mask mixed with them
+        causal = torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool, device=tgt.device).triu(1)
         return self.inner(src, tgt, tgt_mask=causal, tgt_is_causal=True, src_key_padding_mask=src_pad,
                           tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
 
