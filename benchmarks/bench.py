@@ -108,6 +108,7 @@ class Config:
     gpu: bool = False                # the unattended --gpu plan: budget, bandwidth, no cold start
     budget: float | None = None      # seconds of wall time for the whole run
     cold: bool = True
+    cold_only: bool = False
     bandwidth_elements: int = BANDWIDTH_ELEMENTS
 
 
@@ -138,6 +139,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                              "them is dropped and listed in the notes")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 for --cpu-rewrites)")
     p.add_argument("--no-cold", action="store_true", help="leave out the cold-start / time-to-first-output table")
+    p.add_argument("--cold-only", action="store_true", help="--cpu-rewrites: only the time-to-first-output table")
     p.add_argument("--cold-child", choices=("fused", "optimized", "compile"), help=argparse.SUPPRESS)
     p.add_argument("--cold-target", choices=("dlc", "reference"), default="dlc", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -182,6 +184,8 @@ def resolve(args: argparse.Namespace) -> Config:
         raise BenchError("--cpu-rewrites measures on the CPU; leave out --device cuda")
     dtypes = check_choices(split_list(args.dtypes, ["fp32"] if cpu_rewrites else DTYPES), list(DTYPES), "dtype")
     modes = check_choices(split_list(args.modes, ["infer"] if cpu_rewrites else MODES), MODES, "mode")
+    if args.cold_only and (args.no_cold or not cpu_rewrites):
+        raise BenchError("--cold-only goes with --cpu-rewrites, without --no-cold")
     if cpu_rewrites and (dtypes != ["fp32"] or modes != ["infer"]):
         raise BenchError("--cpu-rewrites measures fp32 inference only (optimize='inference' is for eval mode)")
     allowed = CPU_VARIANTS if cpu_rewrites else GPU_VARIANTS
@@ -201,6 +205,7 @@ def resolve(args: argparse.Namespace) -> Config:
         threads=args.threads or (1 if cpu_rewrites else None),
         budget=args.budget,
         cold=not args.no_cold,
+        cold_only=args.cold_only,
     )
 
 
@@ -826,22 +831,23 @@ def run_cpu_rewrites(cfg: Config) -> Report:
     interleaved; then the time to first output of optimize='inference' and of torch.compile."""
     report = Report()
     rows: list[list[str]] = []
-    for path in cfg.specs:
+    for path in [] if cfg.cold_only else cfg.specs:
         specs = input_specs(path)
         for batch in cfg.batches:
             rows += cpu_rows(path, specs, batch, cfg, report.notes)
             release_memory("cpu")
-    compiled = COMPILE_OF_REFERENCE if "reference" in cfg.variants else VARIANT_DOC["compile"]
-    doc = {**VARIANT_DOC, "compile": compiled}
-    report.sections.append(
-        "Variants: " + "; ".join(f"{v} = {doc[v]}" for v in cfg.variants) + f". fp32, eval mode, `torch.no_grad()`, "
-        f"{torch.get_num_threads()} thread(s); median ms of {cfg.runs} runs after warm-up, the variants called in "
-        "turn each run; ratios are the baseline's median / the variant's (above 1: the variant is faster); max abs "
-        "diff compares outputs with the dlc eager module's on equal weights (batchnorm statistics randomised); "
-        "minor faults / call is the median of the process's `ru_minflt` deltas over a call. "
-        "Specs without a reference use the dlc eager module as the baseline and compile it.")
-    report.sections.append(md_table(["spec", "batch", "variant", "median ms", "vs reference", "vs compile",
-                                     "minor faults / call", "max abs diff"], rows))
+    if rows:
+        compiled = COMPILE_OF_REFERENCE if "reference" in cfg.variants else VARIANT_DOC["compile"]
+        doc = {**VARIANT_DOC, "compile": compiled}
+        report.sections.append(
+            "Variants: " + "; ".join(f"{v} = {doc[v]}" for v in cfg.variants) + ". fp32, eval mode, "
+            f"`torch.no_grad()`, {torch.get_num_threads()} thread(s); median ms of {cfg.runs} runs after warm-up, "
+            "the variants called in turn each run; ratios are the baseline's median / the variant's (above 1: the "
+            "variant is faster); max abs diff compares outputs with the dlc eager module's on equal weights "
+            "(batchnorm statistics randomised); minor faults / call is the median of the process's `ru_minflt` "
+            "deltas over a call. Specs without a reference use the dlc eager module as the baseline and compile it.")
+        report.sections.append(md_table(["spec", "batch", "variant", "median ms", "vs reference", "vs compile",
+                                         "minor faults / call", "max abs diff"], rows))
     cold = [v for v in ("optimized", "compile") if v in cfg.variants]
     if cold and cfg.cold:
         report.sections.append(cold_table(cfg, cold, report.notes))

@@ -118,6 +118,7 @@ def test_gpu_without_cuda_says_to_use_the_dry_run(capsys):
     (["--gpu", "--dry-run", "--budget", "0"], "--budget must be positive"),
     (["--cpu-rewrites", "--threads", "-1"], "--threads must be positive"),
     (["--gpu", "--dry-run", "--variants", "optimized"], "unknown variant 'optimized'"),
+    (["--cpu-rewrites", "--cold-only", "--no-cold"], "--cold-only goes with --cpu-rewrites, without --no-cold"),
 ])
 def test_bad_options_are_one_line_errors(argv, message, capsys):
     assert bench.main(argv) == 1
