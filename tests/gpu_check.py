@@ -2,8 +2,10 @@
 
 Run by tests/test_gpu.py in a fresh process without TRITON_INTERPRET (the rest of the suite runs the
 interpreter, which must be chosen before triton is imported). Usable on its own:
-``python tests/gpu_check.py [spec ...]``. Exits 1 and prints each difference above tolerance, and each kernel
-that never launched (the fused module would have computed the same values with its PyTorch fallback).
+``python tests/gpu_check.py [spec ...]``. Exits 1 and prints each difference above tolerance (the fused
+module in eval and train mode, and fused with ``optimize="inference"`` in eval mode, each against the
+plain module), and each kernel that never launched (the fused module would have computed the same values
+with its PyTorch fallback).
 """
 
 from __future__ import annotations
@@ -84,6 +86,25 @@ def check(name: str) -> list[str]:
             missing = kernels_not_run(fused)
             if missing:
                 errors.append(f"{name} {dtype} {mode}: kernels that never launched: {', '.join(missing)}")
+        errors += check_optimized(name, path, params, plain, xs, dtype, run)
+    return errors
+
+
+def check_optimized(name, path, params, plain, xs, dtype, run) -> list[str]:
+    """``fuse=True, optimize="inference"`` in eval mode (batchnorm folded, channels-last) against the plain module."""
+    try:
+        opt = dlc.load(path, fuse=True, optimize="inference", **params).cuda()
+        opt.load_state_dict(plain.state_dict())
+        opt = opt.to(dtype).eval()
+        with torch.no_grad():
+            pairs = list(zip(run(plain.eval(), xs), run(opt, xs), strict=True))
+    except Exception as exc:  # a failure to build or run is a finding like a difference
+        return [f"{name} {dtype} fuse+optimize: {type(exc).__name__}: {exc}"]
+    errors = []
+    for ya, yb in pairs:
+        err = (ya.float() - yb.float()).abs().max().item() / max(1.0, ya.float().abs().max().item())
+        if not err <= TOL[dtype]:
+            errors.append(f"{name} {dtype} fuse+optimize eval: relative difference {err:.2e}")
     return errors
 
 

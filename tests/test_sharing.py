@@ -225,7 +225,7 @@ network N {
     body = ast.get_source_segment(src, cls["R"])
     for arg in ("c", "s", "arg1", "arg2"):
         assert f"self.{arg} = {arg}" in body
-    assert "* self.s" in body and "* self.arg1" in body and ".reshape(y.shape[0], self.c, self.arg2)" in body
+    assert "* self.s" in body and "* self.arg1" in body and ".reshape(x.shape[0], self.c, self.arg2)" in body
     assert "R(c=2, s=0.5, arg1=1.0, arg2=4)" in src and "R(c=4, s=1.5, arg1=3.0, arg2=2)" in src
     x = torch.randn(3, 8)
     torch.testing.assert_close(dlc.load(spec)(x), torch.cat([x * 0.5 * 1.0, x * 1.5 * 3.0], dim=1))

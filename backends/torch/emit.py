@@ -14,7 +14,7 @@ import functools
 import heapq
 import sys
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -58,10 +58,12 @@ class Namer:
     None shadows a name of the module's namespace ``module`` (builtins, imports, helpers, kernels).
     """
 
-    def __init__(self, last_use: dict[int, int], module: Namespace, only: str | None = None) -> None:
+    def __init__(self, last_use: dict[int, int], module: Namespace, only: str | None = None,
+                 returned: frozenset[int] = frozenset()) -> None:
         self.last_use = last_use
         self.module = module
         self.only = only  # the one base name every value gets (a labelled group's forward: x = self[0](x))
+        self.returned = returned  # the values forward returns
         self.bound: dict[str, int] = {}  # name -> value id (or -1 for a temporary)
         self.names: dict[int, str] = {}
         self.temp_until: dict[str, int] = {}
@@ -106,6 +108,22 @@ class Namer:
             # a reserved name stays reserved: dropped
         heapq.heappush(s.busy, (step, k))  # its new value's last use is not known here: checked when popped
         return name
+
+    def passed_on(self, inputs: Sequence[int], outputs: Sequence[int], step: int) -> str | None:
+        """The name of the first of ``inputs`` when ``step`` reads it for the last time and makes one result.
+
+        That result takes the name over (``x = self.conv1(x)``, ``out = out + skip``, as one writes by hand) unless
+        the spec names it: a name bound to a dead tensor keeps it allocated to the end of ``forward``, and a chain
+        of layers named after their labels (``conv1 = self.conv1(x)``, ``bn1 = self.bn1(conv1)``) held every
+        intermediate of a block at once: more memory, and on the CPU more page faults per call than the
+        hand-written module. A result of several inputs that is only returned keeps its own name (``y =
+        torch.cat([branch1, branch2], dim=1)``): its inputs die at the return anyway.
+        """
+        if not inputs or len(outputs) != 1 or self.last_use.get(inputs[0]) != step:
+            return None
+        if len(inputs) > 1 and outputs[0] in self.returned:
+            return None
+        return self.names.get(inputs[0])
 
     def temp(self, hint: str, step: int) -> str:
         base = self.module.preferred(hint)
@@ -289,7 +307,7 @@ class ModuleEmitter:
             last_use[v] = len(steps) + 1
         # a labelled group's values are named as nn.Sequential's forward names them, so identical groups share a
         # class whatever the spec calls their results
-        namer = Namer(last_use, self.globals, "x" if declared is not None else None)
+        namer = Namer(last_use, self.globals, "x" if declared is not None else None, frozenset(outputs))
         args = [namer.bind(vid, name, -1) for name, vid in inputs]
         inits: dict[int, list[Line]] = {}  # by the step's place in the spec: modules are declared in that order
         body: list[Line] = []
@@ -368,7 +386,8 @@ class ModuleEmitter:
                 return
         ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
-        hint = node.hint or (node.name if node.name and node.name.isidentifier() else None)
+        hint = node.hint or namer.passed_on(node.inputs, node.outputs, step) or (
+            node.name if node.name and node.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(node.outputs, result_hints(hint, len(node.outputs)))]
         ctx = Ctx(lambda base: namer.temp(base, step))
         if self.fused is not None and self.fused.own_forward(node):
@@ -423,7 +442,8 @@ class ModuleEmitter:
                 init.extend(self._group_after(nodes, depth, declared))
         site = self.g.call_of(child)
         args = variables([namer.names[v] for v in site.inputs])
-        hint = site.hint or (child.name if child.name.isidentifier() else None)
+        hint = site.hint or namer.passed_on(site.inputs, site.outputs, step) or (
+            child.name if child.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(site.outputs, result_hints(hint, len(site.outputs)))]
         body.append(Line(assign(outs, Filled("{mod}({*args})", {"mod": Var(module_path(child.name)), "args": args})),
                          where))

@@ -23,11 +23,11 @@ class Down(nn.Module):
         self.bn = nn.BatchNorm2d(c)  # autoencoder.dln:9
 
     def forward(self, x):
-        conv = self.conv(x)  # autoencoder.dln:9
-        bn = self.bn(conv)  # autoencoder.dln:9
-        y = F.relu(bn)  # autoencoder.dln:9
-        y = F.max_pool2d(y, 2)  # autoencoder.dln:9
-        return y
+        x = self.conv(x)  # autoencoder.dln:9
+        x = self.bn(x)  # autoencoder.dln:9
+        x = F.relu(x)  # autoencoder.dln:9
+        x = F.max_pool2d(x, 2)  # autoencoder.dln:9
+        return x
 
 
 class Up(nn.Module):
@@ -39,10 +39,10 @@ class Up(nn.Module):
         self.bn = nn.BatchNorm2d(16)  # autoencoder.dln:15
 
     def forward(self, x):
-        deconv = self.deconv(x)  # autoencoder.dln:15
-        bn = self.bn(deconv)  # autoencoder.dln:15
-        y = F.relu(bn)  # autoencoder.dln:15
-        return y
+        x = self.deconv(x)  # autoencoder.dln:15
+        x = self.bn(x)  # autoencoder.dln:15
+        x = F.relu(x)  # autoencoder.dln:15
+        return x
 
 
 class AutoEncoder(nn.Module):

@@ -48,11 +48,11 @@ class Embeddings(nn.Module):
         pos = position_ids(tokens, 1)  # bert.dln:17
         pos = self.position_embeddings(pos)  # bert.dln:17
         types = self.token_type_embeddings(segments)  # bert.dln:18
-        y = words + types  # bert.dln:19
-        y = y + pos  # bert.dln:19
-        LayerNorm = self.LayerNorm(y)  # bert.dln:19
-        dropout = self.dropout(LayerNorm)  # bert.dln:19
-        return dropout
+        words = words + types  # bert.dln:19
+        words = words + pos  # bert.dln:19
+        words = self.LayerNorm(words)  # bert.dln:19
+        words = self.dropout(words)  # bert.dln:19
+        return words
 
 
 class AddNorm(nn.Module):
@@ -64,10 +64,10 @@ class AddNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(768, eps=1e-12)  # bert.dln:27
 
     def forward(self, h, residual):
-        dropout = self.dropout(h)  # bert.dln:27
-        y = dropout + residual  # bert.dln:27
-        LayerNorm = self.LayerNorm(y)  # bert.dln:27
-        return LayerNorm
+        h = self.dropout(h)  # bert.dln:27
+        h = h + residual  # bert.dln:27
+        h = self.LayerNorm(h)  # bert.dln:27
+        return h
 
 
 class Attention(nn.Module):
@@ -94,11 +94,11 @@ class Output(nn.Module):
         self.LayerNorm = nn.LayerNorm(768, eps=1e-12)  # bert.dln:35
 
     def forward(self, h, residual):
-        dense = self.dense(h)  # bert.dln:34
-        dropout = self.dropout(dense)  # bert.dln:34
-        y = dropout + residual  # bert.dln:34
-        LayerNorm = self.LayerNorm(y)  # bert.dln:35
-        return LayerNorm
+        h = self.dense(h)  # bert.dln:34
+        h = self.dropout(h)  # bert.dln:34
+        h = h + residual  # bert.dln:34
+        h = self.LayerNorm(h)  # bert.dln:35
+        return h
 
 
 class Layer(nn.Module):

@@ -50,11 +50,11 @@ class Transition(nn.Module):
         self.pool = nn.AvgPool2d(2, stride=2)  # densenet.dln:20
 
     def forward(self, x):
-        norm = self.norm(x)  # densenet.dln:18
-        relu = self.relu(norm)  # densenet.dln:18
-        conv = self.conv(relu)  # densenet.dln:19
-        pool = self.pool(conv)  # densenet.dln:20
-        return pool
+        x = self.norm(x)  # densenet.dln:18
+        x = self.relu(x)  # densenet.dln:18
+        x = self.conv(x)  # densenet.dln:19
+        x = self.pool(x)  # densenet.dln:20
+        return x
 
 
 class DenseNet121(nn.Module):

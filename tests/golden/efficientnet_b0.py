@@ -119,8 +119,8 @@ class MBConv_3(nn.Module):
 
     def forward(self, x):
         y = self.block(x)  # efficientnet_b0.dln:31
-        stochastic_depth_ = self.stochastic_depth(y)  # efficientnet_b0.dln:36
-        y = stochastic_depth_ + x  # efficientnet_b0.dln:36
+        y = self.stochastic_depth(y)  # efficientnet_b0.dln:36
+        y = y + x  # efficientnet_b0.dln:36
         return y
 
 

@@ -25,10 +25,10 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception.dln:8
 
     def forward(self, x):
-        conv = self.conv(x)  # inception.dln:8
-        bn = self.bn(conv)  # inception.dln:8
-        y = F.relu(bn)  # inception.dln:8
-        return y
+        x = self.conv(x)  # inception.dln:8
+        x = self.bn(x)  # inception.dln:8
+        x = F.relu(x)  # inception.dln:8
+        return x
 
 
 class Inception(nn.Module):
@@ -51,8 +51,8 @@ class Inception(nn.Module):
         branch1 = self.branch1(x)  # inception.dln:16
         branch2 = self.branch2(x)  # inception.dln:17
         branch3 = self.branch3(x)  # inception.dln:18
-        branch4 = self.branch4(x)  # inception.dln:19
-        y = torch.cat([branch1, branch2, branch3, branch4], dim=1)  # inception.dln:15
+        x = self.branch4(x)  # inception.dln:19
+        y = torch.cat([branch1, branch2, branch3, x], dim=1)  # inception.dln:15
         return y
 
 
@@ -67,14 +67,14 @@ class InceptionAux(nn.Module):
         self.fc2 = nn.Linear(1024, 1000)  # inception.dln:27
 
     def forward(self, x):
-        y = F.adaptive_avg_pool2d(x, 4)  # inception.dln:26
-        conv = self.conv(y)  # inception.dln:26
-        y = torch.flatten(conv, 1)  # inception.dln:26
-        fc1 = self.fc1(y)  # inception.dln:27
-        y = F.relu(fc1)  # inception.dln:27
-        dropout = self.dropout(y)  # inception.dln:27
-        fc2 = self.fc2(dropout)  # inception.dln:27
-        return fc2
+        x = F.adaptive_avg_pool2d(x, 4)  # inception.dln:26
+        x = self.conv(x)  # inception.dln:26
+        x = torch.flatten(x, 1)  # inception.dln:26
+        x = self.fc1(x)  # inception.dln:27
+        x = F.relu(x)  # inception.dln:27
+        x = self.dropout(x)  # inception.dln:27
+        x = self.fc2(x)  # inception.dln:27
+        return x
 
 
 class GoogLeNet(nn.Module):

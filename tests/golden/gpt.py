@@ -28,11 +28,11 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(3072, 768)  # gpt.dln:15
 
     def forward(self, x):
-        c_fc = self.c_fc(x)  # gpt.dln:15
-        y = F.gelu(c_fc, approximate="tanh")  # gpt.dln:15
-        c_proj = self.c_proj(y)  # gpt.dln:15
-        y = F.dropout(c_proj, 0.1, training=self.training)  # gpt.dln:15
-        return y
+        x = self.c_fc(x)  # gpt.dln:15
+        x = F.gelu(x, approximate="tanh")  # gpt.dln:15
+        x = self.c_proj(x)  # gpt.dln:15
+        x = F.dropout(x, 0.1, training=self.training)  # gpt.dln:15
+        return x
 
 
 class Block(nn.Module):
@@ -52,8 +52,8 @@ class Block(nn.Module):
         a = F.dropout(a, 0.1, training=self.training)  # gpt.dln:22
         y = x + a  # gpt.dln:23
         ln_2 = self.ln_2(y)  # gpt.dln:24
-        mlp = self.mlp(ln_2)  # gpt.dln:24
-        y = y + mlp  # gpt.dln:24
+        ln_2 = self.mlp(ln_2)  # gpt.dln:24
+        y = y + ln_2  # gpt.dln:24
         return y
 
 

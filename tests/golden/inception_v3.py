@@ -26,10 +26,10 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(c, eps=0.001)  # inception_v3.dln:11
 
     def forward(self, x):
-        conv = self.conv(x)  # inception_v3.dln:11
-        bn = self.bn(conv)  # inception_v3.dln:11
-        y = F.relu(bn)  # inception_v3.dln:11
-        return y
+        x = self.conv(x)  # inception_v3.dln:11
+        x = self.bn(x)  # inception_v3.dln:11
+        x = F.relu(x)  # inception_v3.dln:11
+        return x
 
 
 class InceptionA(nn.Module):
@@ -48,13 +48,13 @@ class InceptionA(nn.Module):
     def forward(self, x):
         branch1x1 = self.branch1x1(x)  # inception_v3.dln:18
         branch5x5_1 = self.branch5x5_1(x)  # inception_v3.dln:19
-        branch5x5_2 = self.branch5x5_2(branch5x5_1)  # inception_v3.dln:19
+        branch5x5_1 = self.branch5x5_2(branch5x5_1)  # inception_v3.dln:19
         branch3x3dbl_1 = self.branch3x3dbl_1(x)  # inception_v3.dln:20
-        branch3x3dbl_2 = self.branch3x3dbl_2(branch3x3dbl_1)  # inception_v3.dln:20
-        branch3x3dbl_3 = self.branch3x3dbl_3(branch3x3dbl_2)  # inception_v3.dln:21
-        y = F.avg_pool2d(x, 3, stride=1, padding=1)  # inception_v3.dln:22
-        branch_pool = self.branch_pool(y)  # inception_v3.dln:22
-        y = torch.cat([branch1x1, branch5x5_2, branch3x3dbl_3, branch_pool], dim=1)  # inception_v3.dln:17
+        branch3x3dbl_1 = self.branch3x3dbl_2(branch3x3dbl_1)  # inception_v3.dln:20
+        branch3x3dbl_1 = self.branch3x3dbl_3(branch3x3dbl_1)  # inception_v3.dln:21
+        x = F.avg_pool2d(x, 3, stride=1, padding=1)  # inception_v3.dln:22
+        x = self.branch_pool(x)  # inception_v3.dln:22
+        y = torch.cat([branch1x1, branch5x5_1, branch3x3dbl_1, x], dim=1)  # inception_v3.dln:17
         return y
 
 
@@ -71,10 +71,10 @@ class InceptionB(nn.Module):
     def forward(self, x):
         branch3x3 = self.branch3x3(x)  # inception_v3.dln:30
         branch3x3dbl_1 = self.branch3x3dbl_1(x)  # inception_v3.dln:31
-        branch3x3dbl_2 = self.branch3x3dbl_2(branch3x3dbl_1)  # inception_v3.dln:31
-        branch3x3dbl_3 = self.branch3x3dbl_3(branch3x3dbl_2)  # inception_v3.dln:32
-        y = F.max_pool2d(x, 3, stride=2)  # inception_v3.dln:33
-        y = torch.cat([branch3x3, branch3x3dbl_3, y], dim=1)  # inception_v3.dln:29
+        branch3x3dbl_1 = self.branch3x3dbl_2(branch3x3dbl_1)  # inception_v3.dln:31
+        branch3x3dbl_1 = self.branch3x3dbl_3(branch3x3dbl_1)  # inception_v3.dln:32
+        x = F.max_pool2d(x, 3, stride=2)  # inception_v3.dln:33
+        y = torch.cat([branch3x3, branch3x3dbl_1, x], dim=1)  # inception_v3.dln:29
         return y
 
 
@@ -97,16 +97,16 @@ class InceptionC(nn.Module):
     def forward(self, x):
         branch1x1 = self.branch1x1(x)  # inception_v3.dln:41
         branch7x7_1 = self.branch7x7_1(x)  # inception_v3.dln:42
-        branch7x7_2 = self.branch7x7_2(branch7x7_1)  # inception_v3.dln:42
-        branch7x7_3 = self.branch7x7_3(branch7x7_2)  # inception_v3.dln:43
+        branch7x7_1 = self.branch7x7_2(branch7x7_1)  # inception_v3.dln:42
+        branch7x7_1 = self.branch7x7_3(branch7x7_1)  # inception_v3.dln:43
         branch7x7dbl_1 = self.branch7x7dbl_1(x)  # inception_v3.dln:44
-        branch7x7dbl_2 = self.branch7x7dbl_2(branch7x7dbl_1)  # inception_v3.dln:44
-        branch7x7dbl_3 = self.branch7x7dbl_3(branch7x7dbl_2)  # inception_v3.dln:45
-        branch7x7dbl_4 = self.branch7x7dbl_4(branch7x7dbl_3)  # inception_v3.dln:46
-        branch7x7dbl_5 = self.branch7x7dbl_5(branch7x7dbl_4)  # inception_v3.dln:47
-        y = F.avg_pool2d(x, 3, stride=1, padding=1)  # inception_v3.dln:48
-        branch_pool = self.branch_pool(y)  # inception_v3.dln:48
-        y = torch.cat([branch1x1, branch7x7_3, branch7x7dbl_5, branch_pool], dim=1)  # inception_v3.dln:40
+        branch7x7dbl_1 = self.branch7x7dbl_2(branch7x7dbl_1)  # inception_v3.dln:44
+        branch7x7dbl_1 = self.branch7x7dbl_3(branch7x7dbl_1)  # inception_v3.dln:45
+        branch7x7dbl_1 = self.branch7x7dbl_4(branch7x7dbl_1)  # inception_v3.dln:46
+        branch7x7dbl_1 = self.branch7x7dbl_5(branch7x7dbl_1)  # inception_v3.dln:47
+        x = F.avg_pool2d(x, 3, stride=1, padding=1)  # inception_v3.dln:48
+        x = self.branch_pool(x)  # inception_v3.dln:48
+        y = torch.cat([branch1x1, branch7x7_1, branch7x7dbl_1, x], dim=1)  # inception_v3.dln:40
         return y
 
 
@@ -124,13 +124,13 @@ class InceptionD(nn.Module):
 
     def forward(self, x):
         branch3x3_1 = self.branch3x3_1(x)  # inception_v3.dln:56
-        branch3x3_2 = self.branch3x3_2(branch3x3_1)  # inception_v3.dln:56
+        branch3x3_1 = self.branch3x3_2(branch3x3_1)  # inception_v3.dln:56
         branch7x7x3_1 = self.branch7x7x3_1(x)  # inception_v3.dln:57
-        branch7x7x3_2 = self.branch7x7x3_2(branch7x7x3_1)  # inception_v3.dln:57
-        branch7x7x3_3 = self.branch7x7x3_3(branch7x7x3_2)  # inception_v3.dln:58
-        branch7x7x3_4 = self.branch7x7x3_4(branch7x7x3_3)  # inception_v3.dln:59
-        y = F.max_pool2d(x, 3, stride=2)  # inception_v3.dln:60
-        y = torch.cat([branch3x3_2, branch7x7x3_4, y], dim=1)  # inception_v3.dln:55
+        branch7x7x3_1 = self.branch7x7x3_2(branch7x7x3_1)  # inception_v3.dln:57
+        branch7x7x3_1 = self.branch7x7x3_3(branch7x7x3_1)  # inception_v3.dln:58
+        branch7x7x3_1 = self.branch7x7x3_4(branch7x7x3_1)  # inception_v3.dln:59
+        x = F.max_pool2d(x, 3, stride=2)  # inception_v3.dln:60
+        y = torch.cat([branch3x3_1, branch7x7x3_1, x], dim=1)  # inception_v3.dln:55
         return y
 
 
@@ -160,9 +160,9 @@ class InceptionE(nn.Module):
         wide_dbl = self.branch3x3dbl_3a(b)  # inception_v3.dln:72
         wide_dbl_1 = self.branch3x3dbl_3b(b)  # inception_v3.dln:73
         wide_dbl = torch.cat([wide_dbl, wide_dbl_1], dim=1)  # inception_v3.dln:72
-        y = F.avg_pool2d(x, 3, stride=1, padding=1)  # inception_v3.dln:74
-        branch_pool = self.branch_pool(y)  # inception_v3.dln:74
-        y = torch.cat([one, wide, wide_dbl, branch_pool], dim=1)  # inception_v3.dln:74
+        x = F.avg_pool2d(x, 3, stride=1, padding=1)  # inception_v3.dln:74
+        x = self.branch_pool(x)  # inception_v3.dln:74
+        y = torch.cat([one, wide, wide_dbl, x], dim=1)  # inception_v3.dln:74
         return y
 
 
@@ -176,13 +176,13 @@ class InceptionAux(nn.Module):
         self.fc = nn.Linear(768, 1000)  # inception_v3.dln:81
 
     def forward(self, x):
-        y = F.avg_pool2d(x, 5, stride=3)  # inception_v3.dln:80
-        conv0 = self.conv0(y)  # inception_v3.dln:80
-        conv1 = self.conv1(conv0)  # inception_v3.dln:80
-        y = F.adaptive_avg_pool2d(conv1, 1)  # inception_v3.dln:81
-        y = torch.flatten(y, 1)  # inception_v3.dln:81
-        fc = self.fc(y)  # inception_v3.dln:81
-        return fc
+        x = F.avg_pool2d(x, 5, stride=3)  # inception_v3.dln:80
+        x = self.conv0(x)  # inception_v3.dln:80
+        x = self.conv1(x)  # inception_v3.dln:80
+        x = F.adaptive_avg_pool2d(x, 1)  # inception_v3.dln:81
+        x = torch.flatten(x, 1)  # inception_v3.dln:81
+        x = self.fc(x)  # inception_v3.dln:81
+        return x
 
 
 class InceptionV3(nn.Module):

@@ -96,9 +96,9 @@ class BasicBlock(nn.Module):
         out = folded_batchnorm(self.conv1, self.bn1, x)  # resnet.dln:6
         out = F.relu(out, inplace=True)  # resnet.dln:6
         out = folded_batchnorm(self.conv2, self.bn2, out)  # resnet.dln:7
-        y = out.add_(x)  # resnet.dln:11
-        y = F.relu(y, inplace=True)  # resnet.dln:11
-        return y
+        out = out.add_(x)  # resnet.dln:11
+        out = F.relu(out, inplace=True)  # resnet.dln:11
+        return out
 
 
 class BasicBlock_2(nn.Module):
@@ -119,9 +119,9 @@ class BasicBlock_2(nn.Module):
         out = F.relu(out, inplace=True)  # resnet.dln:6
         out = folded_batchnorm(self.conv2, self.bn2, out)  # resnet.dln:7
         skip = self.downsample(x)  # resnet.dln:9
-        y = out.add_(skip)  # resnet.dln:11
-        y = F.relu(y, inplace=True)  # resnet.dln:11
-        return y
+        out = out.add_(skip)  # resnet.dln:11
+        out = F.relu(out, inplace=True)  # resnet.dln:11
+        return out
 
 
 class ResNet18(nn.Module):

@@ -30,9 +30,9 @@ class BasicBlock(nn.Module):
         out = F.relu(out)  # resnet.dln:6
         out = self.conv2(out)  # resnet.dln:7
         out = self.bn2(out)  # resnet.dln:7
-        y = out + x  # resnet.dln:11
-        y = F.relu(y)  # resnet.dln:11
-        return y
+        out = out + x  # resnet.dln:11
+        out = F.relu(out)  # resnet.dln:11
+        return out
 
 
 class BasicBlock_2(nn.Module):
@@ -55,9 +55,9 @@ class BasicBlock_2(nn.Module):
         out = self.conv2(out)  # resnet.dln:7
         out = self.bn2(out)  # resnet.dln:7
         skip = self.downsample(x)  # resnet.dln:9
-        y = out + skip  # resnet.dln:11
-        y = F.relu(y)  # resnet.dln:11
-        return y
+        out = out + skip  # resnet.dln:11
+        out = F.relu(out)  # resnet.dln:11
+        return out
 
 
 class ResNet18(nn.Module):

@@ -40,9 +40,9 @@ class Bottleneck(nn.Module):
         out = self.conv3(out)  # bottleneck.dln:9
         out = self.bn3(out)  # bottleneck.dln:9
         skip = self.downsample(x)  # bottleneck.dln:11
-        y = out + skip  # bottleneck.dln:13
-        y = F.relu(y)  # bottleneck.dln:13
-        return y
+        out = out + skip  # bottleneck.dln:13
+        out = F.relu(out)  # bottleneck.dln:13
+        return out
 
 
 class Bottleneck_2(nn.Module):
@@ -66,9 +66,9 @@ class Bottleneck_2(nn.Module):
         out = F.relu(out)  # bottleneck.dln:8
         out = self.conv3(out)  # bottleneck.dln:9
         out = self.bn3(out)  # bottleneck.dln:9
-        y = out + x  # bottleneck.dln:13
-        y = F.relu(y)  # bottleneck.dln:13
-        return y
+        out = out + x  # bottleneck.dln:13
+        out = F.relu(out)  # bottleneck.dln:13
+        return out
 
 
 class ResNet50(nn.Module):

@@ -27,21 +27,21 @@ class Tower(nn.Module):
         self.fc = nn.Linear(9216, 128)  # siamese.dln:13
 
     def forward(self, x):
-        conv1 = self.conv1(x)  # siamese.dln:9
-        y = F.relu(conv1)  # siamese.dln:9
-        y = F.max_pool2d(y, 2)  # siamese.dln:9
-        conv2 = self.conv2(y)  # siamese.dln:10
-        y = F.relu(conv2)  # siamese.dln:10
-        y = F.max_pool2d(y, 2)  # siamese.dln:10
-        conv3 = self.conv3(y)  # siamese.dln:11
-        y = F.relu(conv3)  # siamese.dln:11
-        y = F.max_pool2d(y, 2)  # siamese.dln:11
-        conv4 = self.conv4(y)  # siamese.dln:12
-        y = F.relu(conv4)  # siamese.dln:12
-        y = torch.flatten(y, 1)  # siamese.dln:13
-        fc = self.fc(y)  # siamese.dln:13
-        y = torch.sigmoid(fc)  # siamese.dln:13
-        return y
+        x = self.conv1(x)  # siamese.dln:9
+        x = F.relu(x)  # siamese.dln:9
+        x = F.max_pool2d(x, 2)  # siamese.dln:9
+        x = self.conv2(x)  # siamese.dln:10
+        x = F.relu(x)  # siamese.dln:10
+        x = F.max_pool2d(x, 2)  # siamese.dln:10
+        x = self.conv3(x)  # siamese.dln:11
+        x = F.relu(x)  # siamese.dln:11
+        x = F.max_pool2d(x, 2)  # siamese.dln:11
+        x = self.conv4(x)  # siamese.dln:12
+        x = F.relu(x)  # siamese.dln:12
+        x = torch.flatten(x, 1)  # siamese.dln:13
+        x = self.fc(x)  # siamese.dln:13
+        x = torch.sigmoid(x)  # siamese.dln:13
+        return x
 
 
 class Siamese(nn.Module):

@@ -48,9 +48,9 @@ class EncoderLayer(nn.Module):
         f = F.dropout(f, 0.1, training=self.training)  # transformer.dln:13
         f = self.linear2(f)  # transformer.dln:13
         f = F.dropout(f, 0.1, training=self.training)  # transformer.dln:13
-        y = h + f  # transformer.dln:14
-        norm2 = self.norm2(y)  # transformer.dln:14
-        return norm2
+        h = h + f  # transformer.dln:14
+        h = self.norm2(h)  # transformer.dln:14
+        return h
 
 
 class Encoder(nn.Module):
@@ -64,9 +64,9 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(512)  # transformer.dln:34
 
     def forward(self, x, padding):
-        layers = self.layers(x, padding)  # transformer.dln:34
-        norm = self.norm(layers)  # transformer.dln:34
-        return norm
+        x = self.layers(x, padding)  # transformer.dln:34
+        x = self.norm(x)  # transformer.dln:34
+        return x
 
 
 class DecoderLayer(nn.Module):
@@ -101,9 +101,9 @@ class DecoderLayer(nn.Module):
         f = F.dropout(f, 0.1, training=self.training)  # transformer.dln:27
         f = self.linear2(f)  # transformer.dln:27
         f = F.dropout(f, 0.1, training=self.training)  # transformer.dln:27
-        y = h2 + f  # transformer.dln:28
-        norm3 = self.norm3(y)  # transformer.dln:28
-        return norm3
+        h2 = h2 + f  # transformer.dln:28
+        h2 = self.norm3(h2)  # transformer.dln:28
+        return h2
 
 
 class Decoder(nn.Module):
@@ -117,9 +117,9 @@ class Decoder(nn.Module):
         self.norm = nn.LayerNorm(512)  # transformer.dln:44
 
     def forward(self, x, memory, padding, memory_padding):
-        layers = self.layers(x, memory, padding, memory_padding)  # transformer.dln:42
-        norm = self.norm(layers)  # transformer.dln:44
-        return norm
+        x = self.layers(x, memory, padding, memory_padding)  # transformer.dln:42
+        x = self.norm(x)  # transformer.dln:44
+        return x
 
 
 class Transformer(nn.Module):

@@ -25,13 +25,13 @@ class DoubleConv(nn.Module):
         self.bn2 = nn.BatchNorm2d(c)  # unet.dln:12
 
     def forward(self, x):
-        conv1 = self.conv1(x)  # unet.dln:11
-        bn1 = self.bn1(conv1)  # unet.dln:11
-        y = F.relu(bn1)  # unet.dln:11
-        conv2 = self.conv2(y)  # unet.dln:12
-        bn2 = self.bn2(conv2)  # unet.dln:12
-        y = F.relu(bn2)  # unet.dln:12
-        return y
+        x = self.conv1(x)  # unet.dln:11
+        x = self.bn1(x)  # unet.dln:11
+        x = F.relu(x)  # unet.dln:11
+        x = self.conv2(x)  # unet.dln:12
+        x = self.bn2(x)  # unet.dln:12
+        x = F.relu(x)  # unet.dln:12
+        return x
 
 
 class Up(nn.Module):
@@ -44,9 +44,9 @@ class Up(nn.Module):
 
     def forward(self, x, skip):
         up = self.up(x)  # unet.dln:20
-        y = torch.cat([up, skip], dim=1)  # unet.dln:21
-        conv = self.conv(y)  # unet.dln:21
-        return conv
+        up = torch.cat([up, skip], dim=1)  # unet.dln:21
+        up = self.conv(up)  # unet.dln:21
+        return up
 
 
 class UNet(nn.Module):

@@ -38,8 +38,8 @@ class EncoderBlock(nn.Module):
         h = self.dropout(h)  # vit_b_16.dln:18
         y = x + h  # vit_b_16.dln:19
         ln_2 = self.ln_2(y)  # vit_b_16.dln:20
-        mlp = self.mlp(ln_2)  # vit_b_16.dln:21
-        y = y + mlp  # vit_b_16.dln:20
+        ln_2 = self.mlp(ln_2)  # vit_b_16.dln:21
+        y = y + ln_2  # vit_b_16.dln:20
         return y
 
 
@@ -73,11 +73,11 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:31
-        y = x + pos_embedding  # vit_b_16.dln:32
-        dropout = self.dropout(y)  # vit_b_16.dln:32
-        layers = self.layers(dropout)  # vit_b_16.dln:33
-        ln = self.ln(layers)  # vit_b_16.dln:34
-        return ln
+        x = x + pos_embedding  # vit_b_16.dln:32
+        x = self.dropout(x)  # vit_b_16.dln:32
+        x = self.layers(x)  # vit_b_16.dln:33
+        x = self.ln(x)  # vit_b_16.dln:34
+        return x
 
 
 class VisionTransformer(nn.Module):

@@ -33,8 +33,8 @@ class ResidualLayer(nn.Module):
         z = z * z_1  # wavenet.dln:18
         residual = self.residual(z)  # wavenet.dln:19
         y = x + residual  # wavenet.dln:19
-        skip_out = self.skip_out(z)  # wavenet.dln:19
-        y_1 = skip + skip_out  # wavenet.dln:19
+        z = self.skip_out(z)  # wavenet.dln:19
+        y_1 = skip + z  # wavenet.dln:19
         return y, y_1
 
 
