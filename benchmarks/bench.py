@@ -61,9 +61,9 @@ GPU_VARIANTS = ("eager", "fused", "compile")
 CPU_VARIANTS = ("reference", "eager", "optimized", "compile")
 CPU_SPECS = ("resnet50", "densenet121", "googlenet", "mobilenet_v2", "transformer")
 # --gpu: the specs in the order they are measured, so that a budget running out drops the least telling ones
-GPU_SPECS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "googlenet", "inception_v3", "unet",
+GPU_SPECS = ("resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0", "densenet121", "googlenet", "inception_v3", "unet",
              "vit_b_16", "transformer", "gpt", "bert", "resnet18", "dcgan_generator", "dcgan_discriminator",
-             "wavenet", "vae", "autoencoder", "denoising_autoencoder", "siamese", "lenet5", "mlp",
+             "wavenet", "alexnet", "vae", "autoencoder", "denoising_autoencoder", "siamese", "lenet5", "mlp",
              "bilstm_tagger", "seq2seq")
 GPU_BUDGET_S = 480.0          # --gpu must finish unattended in under 8 minutes
 BANDWIDTH_ELEMENTS = 1 << 26  # 256 MiB per fp32 tensor: far beyond any cache
