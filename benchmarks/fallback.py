@@ -19,14 +19,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 if os.environ.get("TRITON_INTERPRET") == "1":  # the interpreter would run the kernels: not the fallback
     sys.exit("fallback.py: unset TRITON_INTERPRET (it makes fused modules run their kernels on the CPU)")
 
-import torch  # noqa: E402
+import torch
 
-import dlc  # noqa: E402
+import dlc
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ("resnet18", "resnet50", "densenet121", "googlenet", "mobilenet_v2")

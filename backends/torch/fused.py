@@ -20,7 +20,7 @@ from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
 from dlc.compiler.ops.kernel import Anchor, Recurrent
-from dlc.compiler.ops.pytorch import Ctx, Var, assign, check_finite, safe_text
+from dlc.compiler.ops.pytorch import Ctx, Filled, Var, assign, check_finite, safe_text
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
@@ -197,6 +197,7 @@ class FusedEmitter:
         kernel.append((f"{out} = {spec.name}({', '.join(args)})", last))
         if shared is not None:
             body.append(shared)
+        assert first, "a kernel group reads no tensor"
         body.append(Line(f"if use_triton({first}):"))
         for j, (code, node) in enumerate(kernel):
             comment = location(node.span.file, node.span.line)
@@ -220,6 +221,7 @@ class FusedEmitter:
         nothing still to be read is there, so a chain reads ``y = self.bn1(y)``, ``y = F.relu(y)``."""
         names = dict(known)
         lines: list[Line] = []
+        codes: list[Filled]
         ctx = Ctx(lambda base: namer.temp(base, step))
         for i, node in enumerate(nodes):
             args = [names.get(v) or namer.names[v] for v in node.inputs]
@@ -233,7 +235,7 @@ class FusedEmitter:
             mod = f"self.{node.name}" if node.name is not None else None
             if node.fold is not None:
                 used.add("folded_batchnorm")
-                codes: list = [assign([target], Var(folded_call(node, args[0])))]
+                codes = [assign([target], Var(folded_call(node, args[0])))]
             else:
                 ins = [self.g.types[v] for v in node.inputs]
                 codes = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, [target], ctx,
