@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dlc
 
@@ -118,3 +119,46 @@ def test_inductor_compiles_a_fused_optimised_module() -> None:
     expected = run(model, xs)
     torch._dynamo.reset()
     assert_close(run(torch.compile(model, fullgraph=True), xs), expected)
+
+
+class AtenLog(TorchDispatchMode):
+    """Records the ATen ops that run under it, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def aten_ops(model: torch.nn.Module, xs: tuple[torch.Tensor, ...], train: bool) -> list[str]:
+    """The ATen ops of one forward in eval mode without gradients, or of a training step's forward and backward."""
+    log = AtenLog()
+    model.train(train)
+    with torch.set_grad_enabled(train), log:
+        loss = sum(y.float().square().mean() for y in outputs(model(*xs)))
+        if train:
+            loss.backward()
+    return log.ops
+
+
+# Specs with attention are not here: a fused module runs `attention` through scaled_dot_product_attention, on a CPU
+# too (a PyTorch op, not a kernel that needs a fallback).
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("densenet121", marks=pytest.mark.slow),
+                                  pytest.param("googlenet", marks=pytest.mark.slow), "mobilenet_v2", "mlp", "unet"])
+def test_fallback_runs_the_plain_modules_ops(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no kernel can run (a CPU without the interpreter), a fused module runs exactly the ATen ops of the
+    plain module, in eval mode and in a training step: so it costs what the plain module costs
+    (benchmarks/fallback.py measures it; docs/benchmarks.md)."""
+    plain, xs = model_and_inputs(name, "plain")
+    fused, _ = model_and_inputs(name, "fused")
+    fused.load_state_dict(plain.state_dict())
+    monkeypatch.setattr(generated_module(fused), "TRITON_INTERPRET", False)  # as on a CPU without the interpreter
+    if name in ("resnet18", "googlenet"):  # their convolutions and pools take 64x64 images as well as 224x224
+        xs = (torch.randn(2, 3, 64, 64),)
+    for train in (False, True):
+        expected = aten_ops(plain, xs, train)
+        assert aten_ops(fused, xs, train) == expected
+    assert_no_kernels(fused)
