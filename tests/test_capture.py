@@ -31,8 +31,10 @@ VARIANTS = {"plain": {}, "fused": {"fuse": True}, "inference": {"optimize": "inf
 ATOL = 1e-4  # float32 networks: a captured graph may order sums differently (ONNX Runtime's kernels do)
 # Every case runs in the full suite. Without the slow ones: the module with most generated code (fused and
 # optimised) of each light spec and of resnet18 through export and ONNX, every module of the light specs through
-# dynamo; the heavy specs of tests/test_fused_specs.py (whole CNNs at 224x224) and the other variants' exports are slow.
+# dynamo; the heavy specs of tests/test_fused_specs.py (whole CNNs at 224x224), the heaviest exports and the other
+# variants' exports are slow.
 EVERYDAY = "fused-inference"
+HEAVY_EXPORT = {"efficientnet_b0", "mobilenet_v2", "vit_b_16"}  # 40-50 s each through export and ONNX: slow
 
 
 def cases(export: bool) -> list:
@@ -40,7 +42,7 @@ def cases(export: bool) -> list:
     def slow(name: str, variant: str) -> bool:
         if name == "resnet18" and variant == EVERYDAY:
             return False
-        return name in SLOW or (export and variant != EVERYDAY)
+        return name in SLOW or (export and (variant != EVERYDAY or name in HEAVY_EXPORT))
     return [pytest.param(name, variant, marks=[pytest.mark.slow] if slow(name, variant) else [])
             for name in SPECS for variant in VARIANTS]
 
