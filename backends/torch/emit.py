@@ -323,7 +323,7 @@ class ModuleEmitter:
                 self._node(node, i, namer, init, lines, declared, sequential)
             else:
                 self._call(child, step_nodes, depth, i, namer, init, lines, declared)
-            body.extend(replace(ln, indent=int(i >= n_eval)) for ln in lines)
+            body.extend(replace(ln, indent=ln.indent + int(i >= n_eval)) for ln in lines)
         init = [ln for i in sorted(inits) for ln in inits[i]]
         rets = [namer.names[v] for v in outputs]
         if any(training):

@@ -21,13 +21,12 @@ from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
 from dlc.compiler.ops.kernel import Anchor, Recurrent
-from dlc.compiler.ops.pytorch import check_finite, safe_text
+from dlc.compiler.ops.pytorch import Ctx, Filled, Var, assign, check_finite, safe_text
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
 if TYPE_CHECKING:
     from dlc.backends.torch.emit import Namer
-    from dlc.compiler.ops.pytorch import Ctx
 
 KERNEL_GROUPS = ("anchor", "elementwise", "row")
 
@@ -72,7 +71,7 @@ class FusedEmitter:
 
     # ---- recurrent layers and attention -------------------------------------------------------------
 
-    def forward(self, node: Node, args: list[str], mod: str | None, outs: list[str], ctx: "Ctx") -> list[str]:
+    def forward(self, node: Node, args: list[str], mod: str | None, outs: list[str], ctx: Ctx) -> list[str]:
         grp = self.plan.group_of[node.id]
         if grp.kind == "attention":
             self.sections.add("attention")
@@ -122,7 +121,12 @@ class FusedEmitter:
 
     def emit_group(self, last: Node, step: int, namer: "Namer", body: list[Line], used: set[str]) -> None:
         """The call of ``last``'s group kernel (and of its anchor, when that runs in PyTorch) into ``body``;
-        module-level names the lines read go into ``used``."""
+        module-level names the lines read go into ``used``.
+
+        The call sits under ``if use_triton(...)``; its ``else`` runs the group's layers as the unfused module
+        does (``self.bn1(y)``, ``F.relu(y)``), so a module without a usable kernel (on a CPU, or while
+        torch.compile or torch.export traces it) costs and captures what the plain module does.
+        """
         grp = self.kernel_group(last)
         assert grp is not None
         nodes = [self.g.nodes[i] for i in grp.nodes]
@@ -132,19 +136,21 @@ class FusedEmitter:
         spec = self._register(grp, local)
         hint = last.hint or (last.name if last.name and last.name.isidentifier() else None)
         out = namer.bind(last.outputs[0], result_hints(hint, 1)[0], step)
-        lines: list[tuple[str, Node]] = []
+        kernel: list[tuple[str, Node]] = []  # the kernel path's lines
         head = nodes[0]
         anchor_var = None
+        first = ""  # the tensor whose device decides whether the kernel can run: its first tensor argument
+        shared: Line | None = None  # the anchor's line when both paths run it alike
         bias_var = ""  # a folded layer's bias (its batchnorm's shift), which the kernel adds
         args: list[str] = []
         anchor = op_of(head.op).kernel
         matmul = isinstance(anchor, Anchor) and anchor.matmul
         materialised = not matmul or head.fold is not None  # the anchor runs in PyTorch
+        in_kernel = any(isinstance(a, BiasArg) for a in local.call)  # the conv's bias is added by the kernel
         if grp.kind == "anchor" and materialised:
             later = {namer.names[v] for n in nodes[1:] for v in n.inputs if v in namer.names}
             anchor_var = out if out not in later else namer.temp("conv", step)
             x = namer.names[head.inputs[0]]
-            in_kernel = any(isinstance(a, BiasArg) for a in local.call)
             if head.fold is not None:
                 # the folded shift is the kernel's bias input (see kernel_for)
                 used.add("folded_without_bias")
@@ -155,10 +161,15 @@ class FusedEmitter:
                 call = f"conv_without_bias({module_path(head.name)}, {x})"
             else:
                 call = f"{module_path(head.name)}({x})"
-            target = f"{anchor_var}, {bias_var}" if bias_var else anchor_var
-            lines.append((f"{target} = {call}", head))
+            if in_kernel:
+                target = f"{anchor_var}, {bias_var}" if bias_var else anchor_var
+                kernel.append((f"{target} = {call}", head))
+            else:
+                shared = Line(f"{anchor_var} = {call}", location(head.span.file, head.span.line))
+            first = x if in_kernel else anchor_var
         elif grp.kind == "anchor":
-            args += [namer.names[head.inputs[0]], f"{module_path(head.name)}.weight"]
+            first = namer.names[head.inputs[0]]
+            args += [first, f"{module_path(head.name)}.weight"]
         for arg in local.call:
             if isinstance(arg, ValueArg):
                 if grp.kind == "anchor" and arg.value == head.outputs[0]:
@@ -166,6 +177,7 @@ class FusedEmitter:
                         args.append(anchor_var)
                     continue
                 args.append(namer.names[arg.value])
+                first = first or args[-1]
             elif isinstance(arg, BiasArg):
                 t = self.g.types[head.outputs[0]]
                 assert isinstance(t, TensorType)
@@ -188,17 +200,57 @@ class FusedEmitter:
             args.append("training=self.training")
         elif spec.dropout == "always":
             args.append("training=True")
-        lines.append((f"{out} = {spec.name}({', '.join(args)})", last))
-        for j, (code, node) in enumerate(lines):
+        kernel.append((f"{out} = {spec.name}({', '.join(args)})", last))
+        if shared is not None:
+            body.append(shared)
+        assert first, "a kernel group reads no tensor"
+        body.append(Line(f"if use_triton({first}):"))
+        for j, (code, node) in enumerate(kernel):
             comment = location(node.span.file, node.span.line)
-            if j == len(lines) - 1:
+            if j == len(kernel) - 1:
                 spec_lines = sorted({n.span.line for n in nodes})
                 span = f"{spec_lines[0]}" if len(spec_lines) == 1 else f"{spec_lines[0]}-{spec_lines[-1]}"
                 chain = [n.name if n.name and not n.name.isdigit() else n.op for n in nodes]
                 if len(chain) > 5:
                     chain = chain[:2] + ["..."] + chain[-2:]
                 comment = f"{safe_text(Path(last.span.file).name)}:{span}: {' -> '.join(chain)}"
-            body.append(Line(code, comment))
+            body.append(Line(code, comment, indent=1))
+        body.append(Line("else:", "the unfused ops: on a CPU, or traced by torch.compile / torch.export"))
+        plain = nodes[1:] if shared is not None else nodes
+        known = {head.outputs[0]: anchor_var} if shared is not None else {}
+        body += self._plain(plain, known, out, step, namer, used)
+
+    def _plain(self, nodes: list[Node], known: dict[int, str], out: str, step: int, namer: "Namer",
+               used: set[str]) -> list[Line]:
+        """The unfused module's statements for ``nodes`` (a group's members, in order), the last one's result in
+        ``out``; ``known`` names values made before them. An intermediate result is written to ``out`` too where
+        nothing still to be read is there, so a chain reads ``y = self.bn1(y)``, ``y = F.relu(y)``."""
+        names = dict(known)
+        lines: list[Line] = []
+        codes: list[Filled]
+        ctx = Ctx(lambda base: namer.temp(base, step))
+        for i, node in enumerate(nodes):
+            args = [names.get(v) or namer.names[v] for v in node.inputs]
+            if i == len(nodes) - 1:
+                target = out
+            else:
+                # the names later members read (values made inside the group from here on have none yet)
+                pending = {names.get(v) or namer.names.get(v) for n in nodes[i + 1 :] for v in n.inputs}
+                target = out if out not in pending else namer.temp(node.hint or node.op, step)
+            names[node.outputs[0]] = target
+            mod = module_path(node.name) if node.name is not None else None
+            if node.fold is not None:
+                used.add("folded_batchnorm")
+                codes = [assign([target], Var(folded_call(node, args[0])))]
+            else:
+                ins = [self.g.types[v] for v in node.inputs]
+                codes = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, [target], ctx,
+                                                     node.in_place)
+            for j, code in enumerate(codes):
+                used.update(code.names())
+                where = location(node.span.file, node.span.line) if j == len(codes) - 1 else None
+                lines.append(Line(code, where, indent=1))
+        return lines
 
     # ---- the kernel section -----------------------------------------------------------------------------
 
@@ -207,8 +259,8 @@ class FusedEmitter:
         parts = [
             "# ---- Fused kernels (dlc compile --fuse) " + "-" * 78,
             "# Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on",
-            "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every",
-            "# call computes the same function with the PyTorch ops of its `_reference`.",
+            "# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, without triton, and while",
+            "# torch.compile or torch.export traces the module, it runs the unfused layers' ops instead.",
             "",
             runtime_section("common", self.sections),
         ]

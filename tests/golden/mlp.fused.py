@@ -29,20 +29,30 @@ class MLP(nn.Module):
 
     def forward(self, x):
         h = torch.flatten(x, 1)  # mlp.dln:7
-        h = fused_linear_relu_dropout(
-            h, self.fc1.weight, self.fc1.bias, training=self.training
-        )  # mlp.dln:8: fc1 -> relu -> dropout
-        h = fused_linear_relu_dropout(
-            h, self.fc2.weight, self.fc2.bias, training=self.training
-        )  # mlp.dln:9: fc2 -> relu -> dropout
+        if use_triton(h):
+            h = fused_linear_relu_dropout(
+                h, self.fc1.weight, self.fc1.bias, training=self.training
+            )  # mlp.dln:8: fc1 -> relu -> dropout
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            h = self.fc1(h)  # mlp.dln:8
+            h = F.relu(h)  # mlp.dln:8
+            h = F.dropout(h, 0.2, training=self.training)  # mlp.dln:8
+        if use_triton(h):
+            h = fused_linear_relu_dropout(
+                h, self.fc2.weight, self.fc2.bias, training=self.training
+            )  # mlp.dln:9: fc2 -> relu -> dropout
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            h = self.fc2(h)  # mlp.dln:9
+            h = F.relu(h)  # mlp.dln:9
+            h = F.dropout(h, 0.2, training=self.training)  # mlp.dln:9
         logits = self.out(h)  # mlp.dln:10
         return logits
 
 
 # ---- Fused kernels (dlc compile --fuse) ------------------------------------------------------------------------------
 # Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on
-# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every
-# call computes the same function with the PyTorch ops of its `_reference`.
+# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, without triton, and while
+# torch.compile or torch.export traces the module, it runs the unfused layers' ops instead.
 
 # ---- runtime: dlc.backends.triton.runtime.common [core, linear] ----
 # (embedded text: checked against the runtime module by tests/test_golden.py, not kept here)

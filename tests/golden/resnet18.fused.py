@@ -26,7 +26,10 @@ class Downsample(nn.Sequential):
 
     def forward(self, x):
         x = self[0](x)  # resnet.dln:9
-        x = fused_bn(x, *batchnorm_affine(self[1], x))  # resnet.dln:9: conv2d -> batchnorm
+        if use_triton(x):
+            x = fused_bn(x, *batchnorm_affine(self[1], x))  # resnet.dln:9: conv2d -> batchnorm
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            x = self[1](x)  # resnet.dln:9
         return x
 
 
@@ -42,9 +45,18 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         out = self.conv1(x)  # resnet.dln:6
-        out = fused_bn_relu(out, *batchnorm_affine(self.bn1, out))  # resnet.dln:6: conv1 -> bn1 -> relu
+        if use_triton(out):
+            out = fused_bn_relu(out, *batchnorm_affine(self.bn1, out))  # resnet.dln:6: conv1 -> bn1 -> relu
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            out = self.bn1(out)  # resnet.dln:6
+            out = F.relu(out)  # resnet.dln:6
         y = self.conv2(out)  # resnet.dln:7
-        y = fused_bn_add_relu(y, *batchnorm_affine(self.bn2, y), x)  # resnet.dln:7-11: conv2 -> bn2 -> add -> relu
+        if use_triton(y):
+            y = fused_bn_add_relu(y, *batchnorm_affine(self.bn2, y), x)  # resnet.dln:7-11: conv2 -> bn2 -> add -> relu
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            y = self.bn2(y)  # resnet.dln:7
+            y = y + x  # resnet.dln:11
+            y = F.relu(y)  # resnet.dln:11
         return y
 
 
@@ -61,10 +73,21 @@ class BasicBlock_2(nn.Module):
 
     def forward(self, x):
         out = self.conv1(x)  # resnet.dln:6
-        out = fused_bn_relu(out, *batchnorm_affine(self.bn1, out))  # resnet.dln:6: conv1 -> bn1 -> relu
+        if use_triton(out):
+            out = fused_bn_relu(out, *batchnorm_affine(self.bn1, out))  # resnet.dln:6: conv1 -> bn1 -> relu
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            out = self.bn1(out)  # resnet.dln:6
+            out = F.relu(out)  # resnet.dln:6
         skip = self.downsample(x)  # resnet.dln:9
         y = self.conv2(out)  # resnet.dln:7
-        y = fused_bn_add_relu(y, *batchnorm_affine(self.bn2, y), skip)  # resnet.dln:7-11: conv2 -> bn2 -> add -> relu
+        if use_triton(y):
+            y = fused_bn_add_relu(
+                y, *batchnorm_affine(self.bn2, y), skip
+            )  # resnet.dln:7-11: conv2 -> bn2 -> add -> relu
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            y = self.bn2(y)  # resnet.dln:7
+            y = y + skip  # resnet.dln:11
+            y = F.relu(y)  # resnet.dln:11
         return y
 
 
@@ -87,7 +110,11 @@ class ResNet18(nn.Module):
 
     def forward(self, x):
         y = self.conv1(x)  # resnet18.dln:8
-        y = fused_bn_relu(y, *batchnorm_affine(self.bn1, y))  # resnet18.dln:8: conv1 -> bn1 -> relu
+        if use_triton(y):
+            y = fused_bn_relu(y, *batchnorm_affine(self.bn1, y))  # resnet18.dln:8: conv1 -> bn1 -> relu
+        else:  # the unfused ops: on a CPU, or traced by torch.compile / torch.export
+            y = self.bn1(y)  # resnet18.dln:8
+            y = F.relu(y)  # resnet18.dln:8
         y = self.maxpool(y)  # resnet18.dln:9
         y = self.layer1(y)  # resnet18.dln:10
         y = self.layer2(y)  # resnet18.dln:11
@@ -101,8 +128,8 @@ class ResNet18(nn.Module):
 
 # ---- Fused kernels (dlc compile --fuse) ------------------------------------------------------------------------------
 # Each kernel below was generated from the fusion groups listed above it. On CUDA tensors (and on
-# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, or without triton, every
-# call computes the same function with the PyTorch ops of its `_reference`.
+# CPU tensors under TRITON_INTERPRET=1) the module runs them; elsewhere, without triton, and while
+# torch.compile or torch.export traces the module, it runs the unfused layers' ops instead.
 
 # ---- runtime: dlc.backends.triton.runtime.common [core, batchnorm] ----
 # (embedded text: checked against the runtime module by tests/test_golden.py, not kept here)

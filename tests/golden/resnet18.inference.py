@@ -31,9 +31,10 @@ def folded_parameters(layer, bn):
     sources = [
         t for t in (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None
     ]
-    # versions identify the tensors' values (not tracked for inference-mode tensors: no caching then)
+    # versions identify the tensors' values (not tracked for inference-mode tensors: no caching then). While
+    # torch.compile or torch.export traces, tensors are fake (no data pointer) and the fold is part of the graph.
     key = None
-    if not any(t.is_inference() for t in sources):
+    if not torch.compiler.is_compiling() and not any(t.is_inference() for t in sources):
         key = (bn.eps,) + tuple((t.data_ptr(), t._version) for t in sources)
     cached = getattr(layer, "_folded", None)
     if key is not None and cached is not None and cached[0] == key and not torch.is_grad_enabled():

@@ -40,8 +40,12 @@ ELEMENTWISE_BLOCK = 65536 if TRITON_INTERPRET else 1024
 
 
 def use_triton(*tensors):
-    """True when the fused kernels can run on these tensors."""
-    if triton is None:
+    """True when the fused kernels can run on these tensors.
+
+    Never while torch.compile or torch.export traces the module: they capture the plain layers' ops in its
+    place (and compile their own kernels), as they cannot trace a Triton launch on fake tensors.
+    """
+    if triton is None or torch.compiler.is_compiling():
         return False
     return all(t.is_cuda or TRITON_INTERPRET for t in tensors if t is not None)
 
@@ -112,8 +116,9 @@ def dropout_seed(on):
 
 
 def version_key(*tensors):
-    """Identifies the current values of tensors, for caches; None where versions are not tracked."""
-    if any(t.is_inference() for t in tensors):
+    """Identifies the current values of tensors, for caches; None where versions are not tracked, or while
+    torch.compile or torch.export traces (fake tensors have no data pointer: the trace computes afresh)."""
+    if torch.compiler.is_compiling() or any(t.is_inference() for t in tensors):
         return None
     return tuple((t.data_ptr(), t._version) for t in tensors)
 

@@ -1,0 +1,166 @@
+"""Every module dlc makes can be captured: plain, fused (``fuse=True``), optimised (``optimize="inference"``) and
+both, for every spec in specs/.
+
+For each, in eval mode: ``torch.export.export`` gives a program whose outputs equal the eager module's, that
+program exports to ONNX (``onnx.checker`` accepts it; onnxruntime's outputs equal the eager module's), and
+``torch.compile(fullgraph=True)`` captures the module as one graph (dynamo with the eager backend: capture is what
+used to fail, on the caches' ``is_inference()`` / ``data_ptr()`` and on the Triton launches; one small spec also
+goes through inductor). The tests run with ``TRITON_INTERPRET=1`` (conftest.py), so a fused module would launch its
+kernels on these CPU tensors: while traced it must take the unfused layers' ops instead (``use_triton``).
+
+Heavy specs run at the small sizes of tests/test_fused_specs.py and are marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import dlc
+
+from conftest import SPECS_DIR, assert_no_kernels, generated_module
+from test_fused_specs import RANDOM, SLOW, SMALL, inputs, outputs, randomise_batchnorm
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the test extras (pip install -e '.[test]')")
+ort = pytest.importorskip("onnxruntime", reason="ONNX outputs are checked with onnxruntime (the test extras)")
+
+SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
+VARIANTS = {"plain": {}, "fused": {"fuse": True}, "inference": {"optimize": "inference"},
+            "fused-inference": {"fuse": True, "optimize": "inference"}}
+ATOL = 1e-4  # float32 networks: a captured graph may order sums differently (ONNX Runtime's kernels do)
+# Every case runs in the full suite. Without the slow ones: the module with most generated code (fused and
+# optimised) of each light spec and of resnet18 through export and ONNX, every module of the light specs through
+# dynamo; the heavy specs of tests/test_fused_specs.py (whole CNNs at 224x224), the heaviest exports and the other
+# variants' exports are slow.
+EVERYDAY = "fused-inference"
+HEAVY_EXPORT = {"efficientnet_b0", "mobilenet_v2", "vit_b_16"}  # 40-50 s each through export and ONNX: slow
+
+
+def cases(export: bool) -> list:
+    """The (spec, variant) parameters, slow-marked as above."""
+    def slow(name: str, variant: str) -> bool:
+        if name == "resnet18" and variant == EVERYDAY:
+            return False
+        return name in SLOW or (export and (variant != EVERYDAY or name in HEAVY_EXPORT))
+    return [pytest.param(name, variant, marks=[pytest.mark.slow] if slow(name, variant) else [])
+            for name in SPECS for variant in VARIANTS]
+
+
+def model_and_inputs(name: str, variant: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """The spec's module in ``variant``, in eval mode with randomised batchnorm statistics, and a batch of 2."""
+    path = SPECS_DIR / f"{name}.dln"
+    model = dlc.load(path, **SMALL.get(name, {}), **VARIANTS[variant]).eval()
+    randomise_batchnorm(model)
+    torch.manual_seed(0)
+    return model, tuple(inputs(dlc.compile(path, **SMALL.get(name, {})).graph))
+
+
+def no_launches(model: torch.nn.Module) -> None:
+    """Forget the kernel launches of ``model``'s module so far (the eager run's, under the interpreter)."""
+    getattr(generated_module(model), "LAUNCHES", {}).clear()
+
+
+def run(fn, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``fn(*args)`` as a tuple, with torch's generator reseeded (specs that sample draw the same numbers)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return outputs(fn(*args))
+
+
+def assert_close(got, expected) -> None:
+    for a, b in zip(got, expected, strict=True):
+        b = torch.as_tensor(b)
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= ATOL * max(1.0, a.abs().max().item())
+
+
+@pytest.mark.parametrize("name,variant", cases(export=True))
+def test_export_and_onnx(name: str, variant: str) -> None:
+    model, xs = model_and_inputs(name, variant)
+    expected = run(model, xs)
+    no_launches(model)
+    program = torch.export.export(model, xs)
+    assert_close(run(program.module(), xs), expected)
+    assert_no_kernels(model)
+    onnx_program = torch.onnx.export(program, xs, dynamo=True, optimize=False)
+    proto = onnx_program.model_proto
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), xs, strict=True)})
+    if name not in RANDOM:  # ONNX Runtime draws other random numbers than torch
+        assert_close(tuple(torch.from_numpy(g) for g in got), expected)
+    else:
+        assert [tuple(g.shape) for g in got] == [tuple(e.shape) for e in expected]
+
+
+@pytest.mark.parametrize("name,variant", cases(export=False))
+def test_compile_fullgraph(name: str, variant: str) -> None:
+    model, xs = model_and_inputs(name, variant)
+    expected = run(model, xs)
+    no_launches(model)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: any graph break is an error
+    # dynamo traces nn.LSTM / nn.GRU (of the plain module too) only with its experimental RNN support
+    with torch._dynamo.config.patch(allow_rnn=True):
+        assert_close(run(compiled, xs), expected)
+    assert_no_kernels(model)
+
+
+def test_eager_fused_module_still_runs_its_kernels() -> None:
+    """Outside a trace the same fused module launches its kernels (the interpreter is on), and equals the trace."""
+    model, xs = model_and_inputs("mlp", "fused-inference")
+    program = torch.export.export(model, xs)
+    assert_close(run(model, xs), run(program.module(), xs))
+    assert generated_module(model).LAUNCHES, "the eager fused module took the unfused path"
+
+
+def test_inductor_compiles_a_fused_optimised_module() -> None:
+    """One real compile (inductor, on this CPU) of a fused, optimised convolutional spec."""
+    model, xs = model_and_inputs("lenet5", "fused-inference")
+    expected = run(model, xs)
+    torch._dynamo.reset()
+    assert_close(run(torch.compile(model, fullgraph=True), xs), expected)
+
+
+class AtenLog(TorchDispatchMode):
+    """Records the ATen ops that run under it, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def aten_ops(model: torch.nn.Module, xs: tuple[torch.Tensor, ...], train: bool) -> list[str]:
+    """The ATen ops of one forward in eval mode without gradients, or of a training step's forward and backward."""
+    log = AtenLog()
+    model.train(train)
+    with torch.set_grad_enabled(train), log:
+        loss = sum(y.float().square().mean() for y in outputs(model(*xs)))
+        if train:
+            loss.backward()
+    return log.ops
+
+
+# Specs with attention are not here: a fused module runs `attention` through scaled_dot_product_attention, on a CPU
+# too (a PyTorch op, not a kernel that needs a fallback).
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("densenet121", marks=pytest.mark.slow),
+                                  pytest.param("googlenet", marks=pytest.mark.slow), "mobilenet_v2", "mlp", "unet"])
+def test_fallback_runs_the_plain_modules_ops(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no kernel can run (a CPU without the interpreter), a fused module runs exactly the ATen ops of the
+    plain module, in eval mode and in a training step: so it costs what the plain module costs
+    (benchmarks/fallback.py measures it; docs/benchmarks.md)."""
+    plain, xs = model_and_inputs(name, "plain")
+    fused, _ = model_and_inputs(name, "fused")
+    fused.load_state_dict(plain.state_dict())
+    monkeypatch.setattr(generated_module(fused), "TRITON_INTERPRET", False)  # as on a CPU without the interpreter
+    if name in ("resnet18", "googlenet"):  # their convolutions and pools take 64x64 images as well as 224x224
+        xs = (torch.randn(2, 3, 64, 64),)
+    for train in (False, True):
+        expected = aten_ops(plain, xs, train)
+        assert aten_ops(fused, xs, train) == expected
+    assert_no_kernels(fused)
