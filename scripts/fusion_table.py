@@ -9,8 +9,8 @@ Launches are counted dynamically: the module is loaded with ``fuse=True`` and ru
 the Triton interpreter (set here, before triton is imported), and every call of the runtime's ``launch`` (the one
 place a kernel is launched) is counted; a repeat or a shared instance launches its kernels once per use. PyTorch
 ops are the ATen operators the forward runs outside kernel launches (a ``TorchDispatchMode``): the layers
-PyTorch runs, views and the allocations of kernel outputs included. Heavy specs run at smaller widths or image sizes (``SMALL``):
-the same layers and groups, fewer elements for the interpreter.
+PyTorch runs, views and the allocations of kernel outputs included. Heavy specs run at smaller widths or image
+sizes (``SMALL``): the same layers and groups, fewer elements for the interpreter.
 """
 
 from __future__ import annotations
