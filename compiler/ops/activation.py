@@ -31,10 +31,11 @@ _activation(
     in_place=True)
 _activation(
     "relu6", (), "min(max(x, 0), 6)",
-    Form("nn.ReLU6()"), Form("F.relu6({x})"),
+    Form("nn.ReLU6()", in_place="nn.ReLU6(inplace=True)"), Form("F.relu6({x})", in_place="F.relu6({x}, inplace=True)"),
     # the gradient is PyTorch's (hardtanh's): zero at both corners
     Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]}, 0.0), 6.0)",
-                lambda a, x, y, g: [f"tl.where({x[0]} > 0, tl.where({x[0]} < 6.0, {g}, 0.0), 0.0)"]))
+                lambda a, x, y, g: [f"tl.where({x[0]} > 0, tl.where({x[0]} < 6.0, {g}, 0.0), 0.0)"]),
+    in_place=True)
 def _hardtanh(attrs, ins):
     if not attrs["min"] < attrs["max"]:
         raise ShapeError(f"`hardtanh`: min ({attrs['min']}) must be below max ({attrs['max']})", attr="max",
@@ -142,9 +143,10 @@ _activation(
     Elementwise(_gelu, _gelu_grad))
 _activation(
     "silu", (), "x * sigmoid(x) (swish)",
-    Form("nn.SiLU()"), Form("F.silu({x})"),
+    Form("nn.SiLU()", in_place="nn.SiLU(inplace=True)"), Form("F.silu({x})", in_place="F.silu({x}, inplace=True)"),
     Elementwise(lambda a, x: f"{x[0]} * tl.sigmoid({x[0]})",
-                lambda a, x, y, g: [f"{g} * tl.sigmoid({x[0]}) * (1.0 + {x[0]} * (1.0 - tl.sigmoid({x[0]})))"]))
+                lambda a, x, y, g: [f"{g} * tl.sigmoid({x[0]}) * (1.0 + {x[0]} * (1.0 - tl.sigmoid({x[0]})))"]),
+    in_place=True)
 _activation(
     "mish", (), "x * tanh(softplus(x))",
     Form("nn.Mish()"), Form("F.mish({x})"),
