@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import dlc
 
 from conftest import SPECS_DIR, assert_no_kernels, generated_module
-from test_fused_specs import RANDOM, SLOW, SMALL, inputs, outputs, randomise_batchnorm
+from test_fused_specs import RANDOM, SLOW, SMALL, outputs, randomise_batchnorm, spec_inputs
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the test extras (pip install -e '.[test]')")
 ort = pytest.importorskip("onnxruntime", reason="ONNX outputs are checked with onnxruntime (the test extras)")
@@ -53,7 +53,8 @@ def model_and_inputs(name: str, variant: str) -> tuple[torch.nn.Module, tuple[to
     model = dlc.load(path, **SMALL.get(name, {}), **VARIANTS[variant]).eval()
     randomise_batchnorm(model)
     torch.manual_seed(0)
-    return model, tuple(inputs(dlc.compile(path, **SMALL.get(name, {})).graph))
+    # the small images of tests/test_fused_specs.py: the same graph to capture, a fraction of the interpreter's time
+    return model, tuple(spec_inputs(name, dlc.compile(path, **SMALL.get(name, {})).graph)["xs"])
 
 
 def no_launches(model: torch.nn.Module) -> None:
