@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dlc.backends.torch.initialise import module_path
-from dlc.compiler.ir import Node, Scope
-from dlc.compiler.ops.pytorch import Filled, safe_text
+from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.ops.pytorch import Ctx, Filled, Var, assign, safe_text
+from dlc.compiler.ops.registry import op_of
 from dlc.diagnostics import Span
 
 
@@ -101,3 +102,15 @@ def folded_call(node: Node, x: str, helper: str = "folded_batchnorm") -> str:
     records as used: ``folded_batchnorm``, or ``folded_without_bias`` for a fused epilogue) on ``x``."""
     assert node.fold is not None and node.name is not None
     return f"{helper}({module_path(node.name)}, {module_path(node.fold.name)}, {x})"
+
+
+def node_statements(g: Graph, node: Node, args: list[str], mod: str | None, outs: list[str], ctx: Ctx,
+                    used: set[str]) -> list[Filled]:
+    """The plain module's statements computing ``node`` from ``args`` into ``outs``: its op's PyTorch facet, or,
+    for a layer with a folded batchnorm, ``folded_batchnorm`` (recorded in ``used``). The module emitter and the
+    fused emitter's fallback branch both write nodes this way."""
+    if node.fold is not None:
+        used.add("folded_batchnorm")
+        return [assign(outs[:1], Var(folded_call(node, args[0])))]
+    ins = [g.types[v] for v in node.inputs]
+    return op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)

@@ -22,7 +22,7 @@ from typing import Any, Callable, TypeVar
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from dlc import __version__
-from dlc.backends.torch.classes import (ChildCall, ClassDef, Code, Instance, Line, folded_call, location,
+from dlc.backends.torch.classes import (ChildCall, ClassDef, Code, Instance, Line, location, node_statements,
                                         result_hints)
 from dlc.backends.torch.fused import FusedEmitter
 from dlc.backends.torch.initialise import after_constructor, module_path
@@ -384,7 +384,6 @@ class ModuleEmitter:
             if self.fused.kernel_group(node) is not None:
                 self.fused.emit_group(node, step, namer, body, self.used)
                 return
-        ins = [self.g.types[v] for v in node.inputs]
         args = [namer.names[v] for v in node.inputs]
         hint = node.hint or namer.passed_on(node.inputs, node.outputs, step) or (
             node.name if node.name and node.name.isidentifier() else None)
@@ -392,14 +391,11 @@ class ModuleEmitter:
         ctx = Ctx(lambda base: namer.temp(base, step))
         if self.fused is not None and self.fused.own_forward(node):
             lines = self.fused.forward(node, args, mod, outs, ctx)
-        elif node.fold is not None:
-            self.used.add("folded_batchnorm")
-            lines = [assign(outs[:1], Var(folded_call(node, args[0])))]
-        elif sequential:
+        elif sequential and node.fold is None:
             assert mod is not None
             lines = [assign(outs, Filled("{mod}({*args})", {"mod": Var(mod), "args": variables(args)}))]
         else:
-            lines = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, outs, ctx, node.in_place)
+            lines = node_statements(self.g, node, args, mod, outs, ctx, self.used)
         for j, code in enumerate(lines):
             if isinstance(code, Filled):
                 code.text()  # written now, so a value it cannot write is reported at the node

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlc.backends.torch.classes import Line, folded_call, location, result_hints
+from dlc.backends.torch.classes import Line, folded_call, location, node_statements, result_hints
 from dlc.backends.torch.initialise import module_path
 from dlc.backends.triton.codegen import Source
 from dlc.backends.triton.spec import AffineArg, BiasArg, KernelSpec, RowWeightsArg, ValueArg, WeightArg, kernel_for
@@ -21,7 +21,7 @@ from dlc.compiler.fusion import FusionGroup, describe_group, fusion_plan
 from dlc.compiler.ir import Graph, Node
 from dlc.compiler.names import KERNEL_PREFIX
 from dlc.compiler.ops.kernel import Anchor, Recurrent
-from dlc.compiler.ops.pytorch import Ctx, Filled, Var, assign, check_finite, safe_text
+from dlc.compiler.ops.pytorch import Ctx, check_finite, safe_text
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.types import TensorType
 
@@ -227,7 +227,6 @@ class FusedEmitter:
         nothing still to be read is there, so a chain reads ``y = self.bn1(y)``, ``y = F.relu(y)``."""
         names = dict(known)
         lines: list[Line] = []
-        codes: list[Filled]
         ctx = Ctx(lambda base: namer.temp(base, step))
         for i, node in enumerate(nodes):
             args = [names.get(v) or namer.names[v] for v in node.inputs]
@@ -239,13 +238,7 @@ class FusedEmitter:
                 target = out if out not in pending else namer.temp(node.hint or node.op, step)
             names[node.outputs[0]] = target
             mod = module_path(node.name) if node.name is not None else None
-            if node.fold is not None:
-                used.add("folded_batchnorm")
-                codes = [assign([target], Var(folded_call(node, args[0])))]
-            else:
-                ins = [self.g.types[v] for v in node.inputs]
-                codes = op_of(node.op).torch.forward(node.attrs, ins, list(node.types), args, mod, [target], ctx,
-                                                     node.in_place)
+            codes = node_statements(self.g, node, args, mod, [target], ctx, used)
             for j, code in enumerate(codes):
                 used.update(code.names())
                 where = location(node.span.file, node.span.line) if j == len(codes) - 1 else None
