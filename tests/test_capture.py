@@ -13,6 +13,8 @@ Heavy specs run at the small sizes of tests/test_fused_specs.py and are marked s
 
 from __future__ import annotations
 
+import onnx  # ONNX export and onnxruntime are test dependencies (pyproject.toml): missing means a broken install
+import onnxruntime as ort
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -22,8 +24,6 @@ import dlc
 from conftest import SPECS_DIR, assert_no_kernels, generated_module
 from test_fused_specs import RANDOM, SLOW, SMALL, outputs, randomise_batchnorm, spec_inputs
 
-onnx = pytest.importorskip("onnx", reason="ONNX export needs the test extras (pip install -e '.[test]')")
-ort = pytest.importorskip("onnxruntime", reason="ONNX outputs are checked with onnxruntime (the test extras)")
 
 SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
 VARIANTS = {"plain": {}, "fused": {"fuse": True}, "inference": {"optimize": "inference"},
