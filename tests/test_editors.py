@@ -1,0 +1,274 @@
+"""The editor grammars: the TextMate grammar of editors/vscode and the Pygments lexer of dlc/pygments_lexer.py.
+
+No TextMate engine exists for Python, so :class:`TextMate` below is a small one: it runs the grammar's ``match``
+and ``begin``/``end`` rules (with ``include``) line by line the way TextMate does (leftmost match wins, ties go to
+the ``end`` rule and then to the earlier pattern) with Python's ``re``. It is not Oniguruma; the grammar keeps to
+the regex syntax both share, which the first test checks. Both highlighters are compared with dlc's own parser:
+every token Lark finds in a spec or a docs example (keywords, numbers, strings, comments, dtypes, ``->``, labels,
+definitions, op calls) must get the expected class.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from lark import Lark, Token, Tree
+
+from dlc.compiler.ops.registry import all_ops
+
+ROOT = Path(__file__).resolve().parent.parent
+GRAMMAR = ROOT / "editors" / "vscode" / "syntaxes" / "dln.tmLanguage.json"
+LARK = ROOT / "grammar" / "dln.lark"
+
+SPECS = sorted((ROOT / "specs").rglob("*.dln"))
+_DLN_BLOCK = re.compile(r"^```dln[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def _doc_examples() -> list[tuple[str, str]]:
+    out = []
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        text = doc.read_text(encoding="utf-8")
+        for m in _DLN_BLOCK.finditer(text):
+            out.append((f"{doc.name}:{text.count(chr(10), 0, m.start()) + 1}", m.group(1)))
+    return out
+
+
+SOURCES = [(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8")) for p in SPECS] + _doc_examples()
+OP_NAMES = set(all_ops()) | {op.spelled for op in all_ops().values() if op.spelled}
+
+
+def _lark_keywords() -> set[str]:
+    """The words dln.lark writes as literals (`block`, `input`, `true`, ...)."""
+    return {w for w in re.findall(r'"([a-z]+)"', LARK.read_text(encoding="utf-8"))}
+
+
+def _lark_dtypes() -> set[str]:
+    m = re.search(r"^DTYPE[^(]*\(([^)]*)\)", LARK.read_text(encoding="utf-8"), re.M)
+    assert m, "DTYPE not found in dln.lark"
+    return set(m.group(1).split("|"))
+
+
+# ---- the expected classes, from dlc's grammar --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A token of the source and the class a highlighter must give it."""
+
+    line: int  # 1-based
+    col: int  # 1-based
+    text: str
+    cls: str  # keyword, constant, number, string, comment, dtype, pipe, label, definition, op, builtin, parameter
+
+
+@dataclass
+class _Oracle:
+    keywords: set[str] = field(default_factory=_lark_keywords)
+    parser: Lark | None = None
+
+    def expected(self, text: str) -> list[Expected] | None:
+        """The classified tokens of ``text``, or None when dlc's grammar does not parse it (an error example)."""
+        comments: list[Token] = []
+        if self.parser is None:
+            self.parser = Lark(LARK.read_text(encoding="utf-8"), parser="lalr", keep_all_tokens=True,
+                               maybe_placeholders=True, lexer_callbacks={"COMMENT": comments.append})
+        self.parser.lexer_conf.callbacks["COMMENT"] = comments.append
+        try:
+            tree = self.parser.parse(text)
+        except Exception:  # noqa: BLE001 -- lark's errors: the example shows a syntax error on purpose
+            return None
+        out = [Expected(c.line, c.column, str(c), "comment") for c in comments]
+        out.extend(self._walk(tree))
+        return out
+
+    def _walk(self, tree: Tree) -> Iterator[Expected]:
+        kids = tree.children
+        for i, kid in enumerate(kids):
+            if isinstance(kid, Tree):
+                yield from self._walk(kid)
+                continue
+            if not isinstance(kid, Token):
+                continue
+            cls = self._classify(tree, i, kid)
+            if cls:
+                yield Expected(kid.line, kid.column, str(kid), cls)
+
+    def _classify(self, tree: Tree, i: int, tok: Token) -> str | None:
+        rule = tree.data
+        if tok.type in ("TRUE", "FALSE"):
+            return "constant"
+        if str(tok) in self.keywords and tok.type == str(tok).upper():
+            return "keyword"
+        simple = {"NUMBER": "number", "STRING": "string", "DTYPE": "dtype", "__ANON_0": "pipe"}
+        if tok.type in simple:
+            return simple[tok.type]
+        if tok.type not in ("NAME", "LABEL_PATTERN"):
+            return None
+        if rule == "label":
+            return "label"
+        if rule in ("block_def", "network_def", "extern_def") and i == 1:
+            return "definition"
+        if rule == "param":
+            return "parameter"
+        if rule in ("stage_name", "stage_call") and str(tok) in OP_NAMES:
+            return "op"
+        return None
+
+
+ORACLE = _Oracle()
+
+# What a TextMate scope must start with for each class.
+TM_SCOPE = {
+    "keyword": "keyword.", "constant": "constant.language.boolean", "number": "constant.numeric",
+    "string": "string.quoted.double", "comment": "comment.line.number-sign", "dtype": "storage.type.dtype",
+    "pipe": "keyword.operator.pipe", "label": "entity.name.tag.label", "definition": "entity.name.type",
+    "op": "support.function", "parameter": "variable.parameter",
+}
+
+
+# ---- a small TextMate engine ---------------------------------------------------------------------------------
+
+
+class TextMate:
+    """Runs a TextMate grammar's ``match``, ``begin``/``end``, ``captures`` and ``include`` rules over text."""
+
+    def __init__(self, grammar: dict[str, Any]) -> None:
+        self.repo = grammar["repository"]
+        self.root = {"patterns": grammar["patterns"]}
+        self._compiled: dict[str, re.Pattern[str]] = {}
+
+    def regex(self, source: str) -> re.Pattern[str]:
+        if source not in self._compiled:
+            self._compiled[source] = re.compile(source)
+        return self._compiled[source]
+
+    def flat(self, patterns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``patterns`` with every include replaced by the rules it names."""
+        out: list[dict[str, Any]] = []
+        for p in patterns:
+            if "include" in p:
+                out.extend(self.flat([self.repo[p["include"].lstrip("#")]]))
+            elif "match" in p or "begin" in p:
+                out.append(p)
+            else:
+                out.extend(self.flat(p["patterns"]))
+        return out
+
+    def scopes(self, text: str) -> list[list[list[str]]]:
+        """For each line and column, the scope names that apply there (outermost first)."""
+        stack: list[tuple[dict[str, Any], list[str]]] = [(self.root, [])]
+        result = []
+        for line in text.split("\n"):
+            cols: list[list[str]] = [list(stack[-1][1]) for _ in line]
+            pos = 0
+            while pos <= len(line):
+                rule, outer = stack[-1]
+                best: tuple[int, int, re.Match[str], dict[str, Any] | None] | None = None
+                if "end" in rule:
+                    m = self.regex(rule["end"]).search(line, pos)
+                    if m:
+                        best = (m.start(), -1, m, None)
+                for order, p in enumerate(self.flat(rule["patterns"])):
+                    m = self.regex(p.get("match") or p["begin"]).search(line, pos)
+                    if m and (best is None or m.start() < best[0]):
+                        best = (m.start(), order, m, p)
+                if best is None:
+                    break
+                _, _, m, p = best
+                if p is None:  # the end of the region
+                    self._paint(cols, m, outer, rule.get("endCaptures", {}))
+                    stack.pop()
+                elif "match" in p:
+                    self._paint(cols, m, outer + [p["name"]] if "name" in p else outer, p.get("captures", {}))
+                else:
+                    inner = outer + [p["name"]] if "name" in p else outer
+                    self._paint(cols, m, inner, p.get("beginCaptures", {}))
+                    stack.append((p, inner))
+                    for c in range(m.end(), len(line)):
+                        cols[c] = list(inner)
+                pos = m.end() if m.end() > pos else pos + 1
+            result.append(cols)
+        return result
+
+    @staticmethod
+    def _paint(cols: list[list[str]], m: re.Match[str], base: list[str], captures: dict[str, Any]) -> None:
+        for c in range(m.start(), m.end()):
+            cols[c] = list(base)
+        for group, cap in captures.items():
+            g = int(group)
+            if m.group(g) is not None:
+                for c in range(m.start(g), m.end(g)):
+                    cols[c] = list(base) + [cap["name"]]
+
+
+@pytest.fixture(scope="module")
+def grammar() -> dict[str, Any]:
+    return json.loads(GRAMMAR.read_text(encoding="utf-8"))
+
+
+def _regexes(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("match", "begin", "end") and isinstance(value, str):
+                yield value
+            else:
+                yield from _regexes(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _regexes(item)
+
+
+def test_every_textmate_regex_compiles_in_python(grammar: dict[str, Any]) -> None:
+    regexes = list(_regexes(grammar))
+    assert len(regexes) > 20
+    for source in regexes:
+        re.compile(source)
+        # constructs that Python's re and Oniguruma read differently are kept out
+        assert not re.search(r"\\[hHzAGK]|\(\?[<=!]*[a-z]+>|\\p\{|\(\?>|[*+?}]\+", source), source
+
+
+def test_textmate_op_list_is_the_registry(grammar: dict[str, Any]) -> None:
+    m = re.fullmatch(r"\\b\(\?:([\w|]+)\)(.*)", grammar["repository"]["op"]["match"])
+    assert m, grammar["repository"]["op"]["match"]
+    assert set(m.group(1).split("|")) == OP_NAMES
+
+
+def test_textmate_knows_every_keyword_and_dtype(grammar: dict[str, Any]) -> None:
+    # each word of dln.lark alone on a line, where no context can help
+    engine = TextMate(grammar)
+    for word in sorted(_lark_keywords() | _lark_dtypes()):
+        cls = "constant" if word in ("true", "false") else "dtype" if word in _lark_dtypes() else "keyword"
+        scopes = engine.scopes(word)[0]
+        assert all(s and s[-1].startswith(TM_SCOPE[cls]) for s in scopes), (word, scopes)
+
+
+def test_extension_manifest_names_the_grammar() -> None:
+    folder = ROOT / "editors" / "vscode"
+    manifest = json.loads((folder / "package.json").read_text(encoding="utf-8"))
+    (lang,) = manifest["contributes"]["languages"]
+    assert lang["id"] == "dln" and lang["extensions"] == [".dln"]
+    config = json.loads((folder / lang["configuration"]).read_text(encoding="utf-8"))
+    assert config["comments"]["lineComment"] == "#"
+    (gram,) = manifest["contributes"]["grammars"]
+    assert (folder / gram["path"]).resolve() == GRAMMAR and gram["scopeName"] == "source.dln"
+
+
+@pytest.mark.parametrize("where, text", SOURCES, ids=[s[0] for s in SOURCES])
+def test_textmate_classifies_every_token(grammar: dict[str, Any], where: str, text: str) -> None:
+    scopes = TextMate(grammar).scopes(text)
+    expected = ORACLE.expected(text)
+    if expected is None:  # an example of a syntax error: the grammar only has to get through it
+        return
+    wrong = []
+    for e in expected:
+        for c in range(e.col - 1, e.col - 1 + len(e.text)):
+            names = scopes[e.line - 1][c]
+            if not names or not names[-1].startswith(TM_SCOPE[e.cls]):
+                wrong.append(f"{where} {e.line}:{e.col} {e.text!r}: expected {e.cls}, got {names}")
+                break
+    assert not wrong, "\n".join(wrong[:20])
