@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from lark import Lark, Token, Tree
+from pygments.token import Comment, Error, Keyword, Name, Number, Operator, String, _TokenType
 
 from dlc.compiler.ops.registry import all_ops
+from dlc.pygments_lexer import DTYPES, KEYWORDS, OPS, DlnLexer
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAMMAR = ROOT / "editors" / "vscode" / "syntaxes" / "dln.tmLanguage.json"
@@ -272,3 +276,51 @@ def test_textmate_classifies_every_token(grammar: dict[str, Any], where: str, te
                 wrong.append(f"{where} {e.line}:{e.col} {e.text!r}: expected {e.cls}, got {names}")
                 break
     assert not wrong, "\n".join(wrong[:20])
+
+
+# ---- the Pygments lexer ----------------------------------------------------------------------------------------
+
+# The Pygments token types each class may get.
+PYGMENTS_TYPE: dict[str, tuple[_TokenType, ...]] = {
+    "keyword": (Keyword.Declaration, Keyword.Reserved, Keyword, Operator.Word), "constant": (Keyword.Constant,),
+    "number": (Number,), "string": (String.Double,), "comment": (Comment.Single,), "dtype": (Keyword.Type,),
+    "pipe": (Operator,), "label": (Name.Label,), "definition": (Name.Class,), "op": (Name.Builtin,),
+    "parameter": (Name.Variable,),
+}
+
+
+def test_lexer_word_lists_are_the_grammars_and_the_registrys() -> None:
+    assert set(KEYWORDS) == _lark_keywords()
+    assert set(DTYPES) == _lark_dtypes()
+    assert set(OPS) == OP_NAMES
+
+
+def test_lexer_is_registered_for_pygments() -> None:
+    from pygments.lexers import get_lexer_by_name, get_lexer_for_filename
+
+    assert isinstance(get_lexer_by_name("dln"), DlnLexer)
+    assert isinstance(get_lexer_for_filename("net.dln"), DlnLexer)
+
+
+@pytest.mark.parametrize("where, text", SOURCES, ids=[s[0] for s in SOURCES])
+def test_lexer_classifies_every_token(where: str, text: str) -> None:
+    tokens = list(DlnLexer().get_tokens_unprocessed(text))
+    assert "".join(value for _, _, value in tokens) == text  # it round-trips
+    expected = ORACLE.expected(text)
+    if expected is None:  # an example of a syntax error: it may hold characters dln has no token for
+        return
+    assert not [t for t in tokens if t[1] in Error], where
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    at = {offset: (ttype, value) for offset, ttype, value in tokens}
+    wrong = []
+    for e in expected:
+        got = at.get(starts[e.line - 1] + e.col - 1)
+        if got is None or got[1] != e.text or not any(got[0] in t for t in PYGMENTS_TYPE[e.cls]):
+            wrong.append(f"{where} {e.line}:{e.col} {e.text!r}: expected {e.cls}, got {got}")
+    assert not wrong, "\n".join(wrong[:20])
+
+
+def test_pygmentize_highlights_a_spec() -> None:
+    out = subprocess.run([sys.executable, "-m", "pygments", "-l", "dln", "-f", "html", str(ROOT / "specs" / "mlp.dln")],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert '<span class="nb">linear</span>' in out and '<span class="kd">network</span>' in out
