@@ -235,6 +235,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from dlc.lsp import serve
+
+    return serve()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
     p.add_argument("--version", action="version", version=f"dlc {__version__}")
@@ -286,6 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-fusion", action="store_true", help="do not shade the fusion groups")
     c.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
     c.set_defaults(func=cmd_render)
+    c = sub.add_parser("lsp", help="run the language server (diagnostics, hover) on stdin/stdout; needs dlc[lsp]")
+    c.set_defaults(func=cmd_lsp)
     return p
 
 
