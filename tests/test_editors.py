@@ -324,3 +324,49 @@ def test_pygmentize_highlights_a_spec() -> None:
     out = subprocess.run([sys.executable, "-m", "pygments", "-l", "dln", "-f", "html", str(ROOT / "specs" / "mlp.dln")],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert '<span class="nb">linear</span>' in out and '<span class="kd">network</span>' in out
+
+
+# ---- docs/editors.md ---------------------------------------------------------------------------------------------
+
+EDITORS_DOC = (ROOT / "docs" / "editors.md").read_text(encoding="utf-8")
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}[ \t]*\n(.*?)^```[ \t]*$", EDITORS_DOC, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_editors_doc_example_compiles() -> None:
+    from dlc.pipeline import build_graph
+
+    (example,) = _blocks("dln")
+    graph = build_graph("example.dln", text=example)
+    assert [name for name, _ in graph.outputs] == ["tags"]
+
+
+def test_editors_doc_configurations_start_dlc_lsp() -> None:
+    import tomllib
+
+    (helix,) = _blocks("toml")
+    config = tomllib.loads(helix)
+    assert config["language-server"]["dlc"] == {"command": "dlc", "args": ["lsp"]}
+    (language,) = config["language"]
+    assert language["file-types"] == ["dln"] and language["language-servers"] == ["dlc"]
+    lua = _blocks("lua")
+    assert len(lua) == 2 and all('cmd = { "dlc", "lsp" }' in block for block in lua)
+    assert "--install-extension dln-0.1.0.vsix" in EDITORS_DOC  # the name vsce gives the package
+    manifest = json.loads((ROOT / "editors" / "vscode" / "package.json").read_text(encoding="utf-8"))
+    assert (manifest["name"], manifest["version"]) == ("dln", "0.1.0")
+
+
+def test_gitattributes_line_is_the_documented_one() -> None:
+    line = "*.dln linguist-language=Python linguist-detectable=false"
+    assert line in EDITORS_DOC
+    assert line in (ROOT / ".gitattributes").read_text(encoding="utf-8").splitlines()
+
+
+def test_pygments_example_in_the_doc_runs() -> None:
+    (example,) = _blocks("python")
+    scope: dict[str, Any] = {}
+    exec(compile(example.replace('"specs/mlp.dln"', repr(str(ROOT / "specs" / "mlp.dln"))), "editors.md", "exec"),
+         scope)
+    assert '<span class="nb">linear</span>' in scope["html"]
