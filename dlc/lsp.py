@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlc.diagnostics import DlcError, Span, display
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from dlc.compiler.ir import Graph
 
 _WORD = re.compile(r"[^\W\d]\w*(?:\{i\}\w*)?")
+_IMPORT = re.compile(r'\s*(import)\s+"([^"\\\n]*)"')
 _LABEL_END = re.compile(r"\s*:\s*(?=[^\s\[])")
 # At most this many instances are listed in a hover (a block body used by every layer of a deep network).
 MAX_HOVER_ITEMS = 8
@@ -54,6 +56,8 @@ def to_diagnostic(err: DlcError, path: str, text: str) -> types.Diagnostic:
     from lsprotocol import types
 
     message = display(err.message)
+    if err.chain:  # the block instances that led to it, as `dlc compile` prints them
+        message += f"\nin: {display(' > '.join(err.chain))}"
     if err.hint:
         message += f"\nhint: {display(err.hint)}"
     related = None
@@ -62,12 +66,28 @@ def to_diagnostic(err: DlcError, path: str, text: str) -> types.Diagnostic:
     elif err.span.file == path:
         where = to_range(err.span, text)
     else:
-        where = types.Range(types.Position(0, 0), types.Position(0, 0))
+        where = _import_of(err.span.file, path, text)
         message = f"{display(err.span)}: {message}"
         related = [types.DiagnosticRelatedInformation(
             types.Location(_uri(err.span.file), to_range(err.span, None)), display(err.message))]
     return types.Diagnostic(range=where, message=message, severity=types.DiagnosticSeverity.Error, code=err.code,
                             source="dlc", related_information=related)
+
+
+def _import_of(file: str, path: str, text: str) -> types.Range:
+    """The document's `import` statement of ``file``, or its first line when ``file`` is imported further down the
+    chain of imports."""
+    from lsprotocol import types
+
+    try:
+        target = Path(file).resolve()
+        for row, line in enumerate(text.split("\n")):
+            m = _IMPORT.match(line)
+            if m and (Path(path).parent / m.group(2)).resolve() == target:
+                return types.Range(types.Position(row, m.start(1)), types.Position(row, m.end()))
+    except (OSError, ValueError):  # a name that is no path here: the first line will do
+        pass
+    return types.Range(types.Position(0, 0), types.Position(0, 0))
 
 
 def to_range(span: Span, text: str | None) -> types.Range:
@@ -86,8 +106,6 @@ def to_range(span: Span, text: str | None) -> types.Range:
 
 
 def _uri(path: str) -> str:
-    from pathlib import Path
-
     return Path(path).resolve().as_uri()
 
 

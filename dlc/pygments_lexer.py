@@ -45,7 +45,6 @@ class DlnLexer(RegexLexer):
     name = "DLN"
     aliases = ["dln"]
     filenames = ["*.dln"]
-    url = "https://github.com/dlc/dlc/blob/main/docs/language.md"
 
     tokens = {
         "root": [

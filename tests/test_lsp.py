@@ -87,6 +87,7 @@ class Client:
         return message["params"]["diagnostics"]
 
 
+@pytest.mark.slow  # about 5 s: a server process that imports pygls and the compiler
 def test_a_session_over_stdio(tmp_path: Path) -> None:
     # one test, not one per step: pytest-xdist may run the tests of a file in different processes
     proc = subprocess.Popen([sys.executable, "-m", "dlc", "lsp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -149,12 +150,13 @@ def _hover_shows_op_shape_and_parameters(client: Client, uri: str) -> None:
 def _a_problem_in_an_imported_file_points_there(client: Client, tmp_path: Path) -> None:
     (tmp_path / "lib.dln").write_text("block Bad {\n    input x\n    return x -> relu(1)\n}\n", encoding="utf-8")
     main = (tmp_path / "main.dln").as_uri()
-    text = 'import "lib.dln"\nnetwork N {\n    input x: [4]\n    output y = x -> Bad\n}\n'
+    text = '# uses lib\nimport "lib.dln"\nnetwork N {\n    input x: [4]\n    output y = x -> Bad\n}\n'
     client.send("textDocument/didOpen", {"textDocument": {"uri": main, "languageId": "dln", "version": 1,
                                                           "text": text}})
     (diag,) = client.diagnostics(main)
-    assert diag["range"]["start"] == {"line": 0, "character": 0}
-    assert diag["message"].startswith(f"{tmp_path / 'lib.dln'}:3:")
+    # shown on the import statement, with the place in lib.dln and the chain of block instances
+    assert diag["range"] == {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}
+    assert diag["message"].startswith(f"{tmp_path / 'lib.dln'}:3:22: `relu` takes no positional arguments\nin: N > ")
     (related,) = diag["relatedInformation"]
     assert related["location"]["uri"] == (tmp_path / "lib.dln").as_uri()
     assert related["location"]["range"]["start"]["line"] == 2
