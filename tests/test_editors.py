@@ -239,7 +239,9 @@ def test_every_textmate_regex_compiles_in_python(grammar: dict[str, Any]) -> Non
 def test_textmate_op_list_is_the_registry(grammar: dict[str, Any]) -> None:
     m = re.fullmatch(r"\\b\(\?:([\w|]+)\)(.*)", grammar["repository"]["op"]["match"])
     assert m, grammar["repository"]["op"]["match"]
-    assert set(m.group(1).split("|")) == OP_NAMES
+    listed = set(m.group(1).split("|"))
+    assert listed == OP_NAMES, (f"update the `op` pattern of {GRAMMAR.relative_to(ROOT)}: add "
+                                f"{sorted(OP_NAMES - listed)}, remove {sorted(listed - OP_NAMES)}")
 
 
 def test_textmate_knows_every_keyword_and_dtype(grammar: dict[str, Any]) -> None:
@@ -292,7 +294,8 @@ PYGMENTS_TYPE: dict[str, tuple[_TokenType, ...]] = {
 def test_lexer_word_lists_are_the_grammars_and_the_registrys() -> None:
     assert set(KEYWORDS) == _lark_keywords()
     assert set(DTYPES) == _lark_dtypes()
-    assert set(OPS) == OP_NAMES
+    assert set(OPS) == OP_NAMES, (f"update OPS in dlc/pygments_lexer.py: add {sorted(OP_NAMES - set(OPS))}, "
+                                  f"remove {sorted(set(OPS) - OP_NAMES)}")
 
 
 def test_lexer_is_registered_for_pygments() -> None:

@@ -181,3 +181,12 @@ def test_without_pygls_it_says_what_to_install() -> None:
     assert proc.returncode == 1
     assert proc.stderr == ('error[missing-dependency]: `dlc lsp` needs pygls and lsprotocol\n'
                            '  = hint: install them with `pip install "dlc[lsp]"`\n')
+
+
+def test_lsp_takes_no_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from dlc.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["lsp", "net.dln"])
+    assert exit_.value.code == 2
+    assert "dlc: error: unrecognized arguments: net.dln" in capsys.readouterr().err
