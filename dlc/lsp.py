@@ -51,8 +51,8 @@ def check_document(text: str, path: str) -> tuple[Graph | None, list[DlcError]]:
 def to_diagnostic(err: DlcError, path: str, text: str) -> types.Diagnostic:
     """``err`` as an LSP diagnostic on the document ``path`` whose text is ``text``.
 
-    A problem in an imported file is shown at the document's first line, with its own location as related
-    information (an editor shows a link to it)."""
+    A problem in an imported file is shown on the document's import of it (or its first line when it is imported
+    further down), with its own location as related information (an editor shows a link to it)."""
     from lsprotocol import types
 
     message = display(err.message)
