@@ -1,4 +1,4 @@
-"""The command line: ``dlc compile | check | summary | ir | render``.
+"""The command line: ``dlc compile | check | summary | ir | render | fmt``.
 
 Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
 or Graphviz's dot failing, 2 a usage error or an output that cannot be written (a -o file, or standard output:
@@ -235,6 +235,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from dlc.fmt import fmt_command
+
+    return fmt_command(args.paths, args.check, args.diff, sys.stdin.read, _out, _report)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
     p.add_argument("--version", action="version", version=f"dlc {__version__}")
@@ -286,6 +292,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-fusion", action="store_true", help="do not shade the fusion groups")
     c.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
     c.set_defaults(func=cmd_render)
+    c = sub.add_parser("fmt", help="rewrite specs in the canonical layout, in place")
+    c.add_argument("paths", nargs="+", metavar="FILE", help=".dln files or folders of them; - reads stdin, writes stdout")
+    c.add_argument("--check", action="store_true", help="write nothing; list the files that would change (exit 1)")
+    c.add_argument("--diff", action="store_true", help="write nothing; print the changes as a unified diff (exit 1)")
+    c.set_defaults(func=cmd_fmt)
     return p
 
 
