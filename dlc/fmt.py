@@ -183,7 +183,7 @@ def _hang(toks: list[_Tok], breaks: list[bool], matches: dict[int, int], i: int)
     comment after the closing bracket stays with the last line of the contents."""
     j = matches[i]
     breaks[i + 1] = breaks[j] = True
-    if toks[j].after and not toks[j - 1].after and (j + 1 == len(toks) or breaks[j + 1]):
+    if toks[j].after and not toks[j - 1].after and toks[j - 1].text not in _CLOSE and toks[j - 1].line == toks[j].line:
         toks[j - 1].after, toks[j].after = toks[j].after, None
 
 
