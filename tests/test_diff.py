@@ -4,6 +4,7 @@ as text and JSON; exit status 0 same, 1 different, 2 trouble; totals checked aga
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,13 @@ def test_diff_imports_neither_torch_nor_triton():
             "assert 'torch' not in sys.modules and 'triton' not in sys.modules\nsys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code, RESNET18], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_docs_example(capsys, monkeypatch):
+    """docs/fmt.md's `dlc diff` example is what the command prints."""
+    text = (ROOT / "docs" / "fmt.md").read_text(encoding="utf-8")
+    examples = re.findall(r"<!-- diff: (.*?) -->\n```text\n(.*?)```", text, re.S)
+    assert examples
+    monkeypatch.chdir(ROOT)
+    for args, want in examples:
+        assert run(capsys, *args.split()) == (1, want, "")

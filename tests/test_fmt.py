@@ -346,3 +346,11 @@ def test_usage_errors_exit_2():
     assert "the following arguments are required: FILE" in run.stderr
     run = _dlc("fmt", "--bogus", "x.dln")
     assert run.returncode == 2
+
+
+def test_docs_before_and_after():
+    """docs/fmt.md's example: the `after` block is what the formatter makes of the `before` block."""
+    text = (ROOT / "docs" / "fmt.md").read_text(encoding="utf-8")
+    blocks = dict(re.findall(r"<!-- fmt: (\w+) -->\n```dln\n(.*?)```", text, re.S))
+    assert set(blocks) == {"before", "after"}
+    assert format_text(blocks["before"]) == blocks["after"]
