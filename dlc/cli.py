@@ -301,7 +301,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
     c.set_defaults(func=cmd_render)
     c = sub.add_parser("fmt", help="rewrite specs in the canonical layout, in place")
-    c.add_argument("paths", nargs="+", metavar="FILE", help=".dln files or folders of them; - reads stdin, writes stdout")
+    c.add_argument("paths", nargs="+", metavar="FILE",
+                   help=".dln files or folders of them; - reads stdin and writes stdout")
     c.add_argument("--check", action="store_true", help="write nothing; list the files that would change (exit 1)")
     c.add_argument("--diff", action="store_true", help="write nothing; print the changes as a unified diff (exit 1)")
     c.set_defaults(func=cmd_fmt)

@@ -126,8 +126,8 @@ def as_text(d: dict[str, Any], a: Side, b: Side) -> str:
         lines.append(f"~ {_label(c)}  {c['op']}: " + "; ".join(parts))
     ta, tb = d["a"]["total_params"], d["b"]["total_params"]
     lines.append(f"parameters: {ta:,} -> {tb:,} ({tb - ta:+,})" if ta != tb else f"parameters: {ta:,} (same)")
-    lines.append(f"layers, inputs and outputs: {len(d['added'])} added, {len(d['removed'])} removed, {len(d['changed'])} changed, "
-                 f"{d['unchanged']} unchanged")
+    lines.append(f"layers, inputs and outputs: {len(d['added'])} added, {len(d['removed'])} removed, "
+                 f"{len(d['changed'])} changed, {d['unchanged']} unchanged")
     if d["a"]["unnamed_ops"] != d["b"]["unnamed_ops"]:
         lines.append(f"unnamed ops (relu, +, ...): {d['a']['unnamed_ops']} -> {d['b']['unnamed_ops']}")
     if d["same"]:

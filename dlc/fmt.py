@@ -1,17 +1,21 @@
-"""``dlc fmt``: rewrite .dln specs in one canonical layout, keeping every comment.
+"""``dlc fmt``: rewrite .dln specs in one canonical layout, keeping every comment (docs/fmt.md).
 
 The layout: one statement per line, 4 spaces inside ``{}``, one space around ``->``, ``=`` (but ``k=3`` for keyword
-arguments, as in Python), binary operators and after ``,`` and ``:`` (none in slices, ``x[1:]``), one blank line
-between top-level definitions and at most one anywhere else. Line breaks inside a statement are the author's to
-choose, but only before a ``->`` (not the first of its pipeline), after a ``,``, and before ``then`` / ``else``;
-any other break is joined. A line longer than :data:`LINE_LIMIT` is broken at those places, outermost first. A
-continuation lines up with what it continues, as the specs are written: a ``->`` under the first ``->`` of its
-pipeline, ``then`` and ``else`` under their ``if``, anything else inside brackets just after the open bracket.
-Trailing comments stay trailing; those on consecutive lines are aligned one column apart from the longest line.
+arguments, as in Python) and binary operators and after ``,`` and ``:`` (none in slices, ``x[1:]``), one blank
+line between top-level definitions (imports and externs may stay together) and at most one anywhere else.
 
-The text is parsed by the compiler's own parser first (so a spec that does not compile its syntax is reported
-with the usual diagnostic and never rewritten), then by the same grammar keeping every token, comments included.
-Numbers, strings and names are written exactly as they were, so the formatted spec means the same.
+Line breaks inside a statement are the author's to choose, but only before a ``->`` (not the first one of a
+pipeline outside parentheses), after a ``,``, before ``then`` / ``else`` and just after an open bracket; any other
+break is joined. A line longer than :data:`LINE_LIMIT` is broken at those places, outermost first. A continuation
+lines up with what it continues, as the specs were written by hand: a ``->`` under the first ``->`` of its
+pipeline (in parentheses: under the pipeline's first stage), ``then`` and ``else`` under their ``if``, anything
+else inside brackets just after the open bracket, or, when the line breaks just after the bracket, 4 spaces in
+with the closing bracket on a line of its own. Trailing comments stay trailing; those of consecutive lines are
+aligned two spaces after the longest of those lines.
+
+The text is parsed by the compiler's own parser first, so a spec with a syntax error gets the usual diagnostic
+and is never rewritten; then by the same grammar keeping every token, with comments collected by a lexer
+callback. Tokens are written exactly as they were (``1e-5`` stays ``1e-5``), so the formatted spec means the same.
 """
 
 from __future__ import annotations
@@ -163,8 +167,9 @@ def _space(prev: _Tok, tok: _Tok) -> bool:
 def _keepable(toks: list[_Tok], i: int) -> bool:
     """Whether a line break before ``toks[i]`` is one the author may choose (and the formatter may add)."""
     tok = toks[i]
-    return (tok.text == "->" and tok.group > 0 and (not tok.first_arrow or tok.rule == "stage_group")) or toks[i - 1].text in (",", "(", "[") \
-        or (tok.text in ("then", "else") and tok.kind in ("THEN", "ELSE"))
+    if tok.text == "->" and tok.group > 0:
+        return not tok.first_arrow or tok.rule == "stage_group"
+    return toks[i - 1].text in (",", "(", "[") or tok.kind in ("THEN", "ELSE")
 
 
 def _matches(toks: list[_Tok]) -> dict[int, int]:
@@ -204,8 +209,9 @@ class _Printer:
     def module(self, items: list[tuple[str, list[_Tok], list[int]]], eof: list[_Comment]) -> str:
         prev = None
         for kind, toks, starts in items:
-            # one blank line between definitions at least; imports may stay together
-            self._item(kind, toks, starts, 0 if prev is None or prev == kind == "import_stmt" else 1)
+            # one blank line between definitions at least; imports, and externs, may stay together
+            together = prev is None or (prev == kind and kind in ("import_stmt", "extern_def"))
+            self._item(kind, toks, starts, 0 if together else 1)
             prev = kind
         for c in eof:
             self.lines.append(_Line(0, "", c.text, self._blank(c.blank, -1)))
@@ -377,7 +383,7 @@ def fmt_command(paths: list[str], check: bool, diff: bool, stdin: Callable[[], s
     status = 0
     for name in spec_files(paths):
         try:
-            text = stdin() if name == "-" else _read(Path(name))
+            text = _read_stdin(stdin) if name == "-" else _read(Path(name))
             new = format_text(text, "<stdin>" if name == "-" else name)
         except DlcError as err:
             report(render(err))
@@ -408,6 +414,14 @@ def _read(path: Path) -> str:
             return read_text(resolve_spec(path), limit("MAX_SPEC_BYTES"))
         except FileProblem as problem:
             raise spec_error(problem, path) from None
+
+
+def _read_stdin(stdin: Callable[[], str]) -> str:
+    """Standard input's text, within the size limit of a spec file."""
+    text = stdin()
+    if len(text.encode("utf-8", "surrogateescape")) > limit("MAX_SPEC_BYTES"):
+        raise spec_error(FileProblem("too-large", f"larger than {limit('MAX_SPEC_BYTES'):,} bytes"), Path("<stdin>"))
+    return text
 
 
 def _unified(old: str, new: str, name: str) -> str:

@@ -9,6 +9,7 @@ spec with the same IR.
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import subprocess
@@ -215,7 +216,8 @@ def test_long_lines_break_before_arrows_then_after_commas():
     assert out == ("network N {\n    input x: [3, 8, 8]\n"
                    f"    output y = x -> {stage} -> {stage}\n"
                    f"                 -> {stage} -> {stage}\n}}\n")
-    long_call = "network N {\n    input x: [3]\n    output y = x -> f(" + ", ".join(f"a{i}=1" for i in range(40)) + ")\n}\n"
+    args = ", ".join(f"a{i}=1" for i in range(40))
+    long_call = "network N {\n    input x: [3]\n    output y = x -> f(" + args + ")\n}\n"
     out = format_text(long_call)
     lines = out.splitlines()
     assert all(len(line) <= LINE_LIMIT for line in lines)
@@ -325,7 +327,7 @@ def test_a_spec_that_does_not_parse_is_left_alone(tmp_path):
 
 
 def test_stdin_syntax_error(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("network N {\n  input x: [4\n}\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("network N {\n  input x: [4\n}\n"))
     assert dlc_cli.main(["fmt", "-"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -354,3 +356,12 @@ def test_docs_before_and_after():
     blocks = dict(re.findall(r"<!-- fmt: (\w+) -->\n```dln\n(.*?)```", text, re.S))
     assert set(blocks) == {"before", "after"}
     assert format_text(blocks["before"]) == blocks["after"]
+
+
+def test_stdin_over_the_size_limit(capsys, monkeypatch):
+    monkeypatch.setenv("DLC_MAX_SPEC_BYTES", "10")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(UGLY))
+    assert dlc_cli.main(["fmt", "-"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error[file-too-large]: cannot read <stdin>: larger than 10 bytes")
