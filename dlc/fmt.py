@@ -4,11 +4,12 @@ The layout: one statement per line, 4 spaces inside ``{}``, one space around ``-
 arguments, as in Python) and binary operators and after ``,`` and ``:`` (none in slices, ``x[1:]``), one blank
 line between top-level definitions (imports and externs may stay together) and at most one anywhere else.
 
-Line breaks inside a statement are the author's to choose, but only before a ``->`` (not the first one of a
-pipeline outside parentheses), after a ``,``, before ``then`` / ``else`` and just after an open bracket; any other
-break is joined. A line longer than :data:`LINE_LIMIT` is broken at those places, outermost first. A continuation
-lines up with what it continues, as the specs were written by hand: a ``->`` under the first ``->`` of its
-pipeline (in parentheses: under the pipeline's first stage), ``then`` and ``else`` under their ``if``, anything
+Line breaks inside a statement are the author's to choose, but only before a ``->``, after a ``,``, before
+``then`` / ``else`` and just after an open bracket; any other break is joined. A line longer than
+:data:`LINE_LIMIT` is broken at those places (not before the first ``->`` of a pipeline), outermost first. A
+continuation lines up with what it continues, as the specs were written by hand: a ``->`` under the first ``->``
+of its pipeline (in parentheses: under the pipeline's first stage; after a break before the first ``->``: 4 spaces
+in from the line of the first stage), ``then`` and ``else`` under their ``if``, anything
 else inside brackets just after the open bracket, or, when the line breaks just after the bracket, 4 spaces in
 with the closing bracket on a line of its own. Trailing comments stay trailing; those of consecutive lines are
 aligned two spaces after the longest of those lines.
@@ -164,11 +165,12 @@ def _space(prev: _Tok, tok: _Tok) -> bool:
     return True
 
 
-def _keepable(toks: list[_Tok], i: int) -> bool:
-    """Whether a line break before ``toks[i]`` is one the author may choose (and the formatter may add)."""
+def _keepable(toks: list[_Tok], i: int, author: bool = True) -> bool:
+    """Whether a line break before ``toks[i]`` is one the author may choose (``author``) or the formatter may add
+    to shorten a line (the same, but for a break before the first `->` of a pipeline)."""
     tok = toks[i]
     if tok.text == "->" and tok.group > 0:
-        return not tok.first_arrow or tok.rule == "stage_group"
+        return not tok.first_arrow or tok.rule == "stage_group" or author
     return toks[i - 1].text in (",", "(", "[") or tok.kind in ("THEN", "ELSE")
 
 
@@ -311,6 +313,7 @@ def _render(toks: list[_Tok], breaks: list[bool], indent: int, matches: dict[int
     stack: list[tuple[int, int | None]] = []
     arrows: dict[int, int] = {}  # where each pipeline's continuation lines start
     ifs: dict[int, int] = {}  # the column of the `if` of each conditional
+    starts: dict[int, int] = {}  # the column the line of each pipeline's first stage starts at
     parts: list[str] = []
     start, col0, col = 0, indent, indent
     for i, t in enumerate(toks):
@@ -318,6 +321,8 @@ def _render(toks: list[_Tok], breaks: list[bool], indent: int, matches: dict[int
             lines.append((start, col, col0, "".join(parts), i))
             parts, start = [], i
             col = col0 = _continuation(t, stack, arrows, ifs, indent)
+            if t.first_arrow and t.group in starts:
+                col = col0 = starts[t.group] + INDENT
         elif i and _space(toks[i - 1], t):
             parts.append(" ")
             col += 1
@@ -326,6 +331,8 @@ def _render(toks: list[_Tok], breaks: list[bool], indent: int, matches: dict[int
         for group in t.heads:  # a `->` lines up under the first stage of a parenthesised pipeline
             if t.rule == "stage_group" or (i and toks[i - 1].text == "(" and toks[i - 1].rule == "stage_group"):
                 arrows[group] = col
+            else:  # or, when the author broke the line before its first `->`, 4 spaces in
+                starts[group] = col0
         if t.first_arrow and t.group not in arrows:  # else under its first `->`
             arrows[t.group] = col
         elif t.kind == "IF" and t.group:
@@ -358,7 +365,7 @@ def _best_break(toks: list[_Tok], breaks: list[bool], depth: list[int], cols: li
                 end: int) -> int | None:
     """Where to break the too-long line of ``toks[start:end]``: at the outermost level that has a place to
     break whose text before it fits, the last such place; None if there is none."""
-    places = [k for k in range(start + 1, end) if not breaks[k] and _keepable(toks, k)
+    places = [k for k in range(start + 1, end) if not breaks[k] and _keepable(toks, k, author=False)
               and cols[k - 1] + len(toks[k - 1].text) <= LINE_LIMIT]
     if not places:
         return None

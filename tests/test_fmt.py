@@ -365,3 +365,9 @@ def test_stdin_over_the_size_limit(capsys, monkeypatch):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("error[file-too-large]: cannot read <stdin>: larger than 10 bytes")
+
+
+def test_a_break_before_the_first_arrow_indents_the_pipeline():
+    text = "network N {\n    input x: [4]\n    output y = x\n  -> linear(4) -> relu\n          -> linear(2)\n}\n"
+    assert format_text(text) == ("network N {\n    input x: [4]\n    output y = x\n        -> linear(4) -> relu\n"
+                                 "        -> linear(2)\n}\n")

@@ -55,20 +55,20 @@ class AutoEncoder(nn.Module):
         self.enc1 = Down(c=16, x_channels=1)  # autoencoder.dln:20
         self.enc2 = Down(c=32, x_channels=16)  # autoencoder.dln:20
         self.bottleneck = nn.Linear(1568, 32)  # autoencoder.dln:21
-        self.expand = nn.Linear(32, 1568)  # autoencoder.dln:22
-        self.dec1 = Up()  # autoencoder.dln:24
-        self.dec2 = nn.Conv2d(16, 1, kernel_size=3, padding=1)  # autoencoder.dln:25
+        self.expand = nn.Linear(32, 1568)  # autoencoder.dln:23
+        self.dec1 = Up()  # autoencoder.dln:25
+        self.dec2 = nn.Conv2d(16, 1, kernel_size=3, padding=1)  # autoencoder.dln:26
 
     def forward(self, x):
         h = self.enc1(x)  # autoencoder.dln:20
         h = self.enc2(h)  # autoencoder.dln:20
         code = torch.flatten(h, 1)  # autoencoder.dln:21
         code = self.bottleneck(code)  # autoencoder.dln:21
-        recon = self.expand(code)  # autoencoder.dln:22
-        recon = F.relu(recon)  # autoencoder.dln:22
-        recon = recon.reshape(recon.shape[0], 32, 7, 7)  # autoencoder.dln:23
-        recon = self.dec1(recon)  # autoencoder.dln:24
-        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # autoencoder.dln:25
-        recon = self.dec2(recon)  # autoencoder.dln:25
-        recon = torch.sigmoid(recon)  # autoencoder.dln:26
+        recon = self.expand(code)  # autoencoder.dln:23
+        recon = F.relu(recon)  # autoencoder.dln:23
+        recon = recon.reshape(recon.shape[0], 32, 7, 7)  # autoencoder.dln:24
+        recon = self.dec1(recon)  # autoencoder.dln:25
+        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # autoencoder.dln:26
+        recon = self.dec2(recon)  # autoencoder.dln:26
+        recon = torch.sigmoid(recon)  # autoencoder.dln:27
         return recon

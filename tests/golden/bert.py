@@ -71,16 +71,16 @@ class AddNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Block `Attention`, defined at bert.dln:38."""
+    """Block `Attention`, defined at bert.dln:39."""
 
     def __init__(self):
         super().__init__()
-        self.self = nn.MultiheadAttention(768, 12, dropout=0.1, batch_first=True)  # bert.dln:41
-        self.output = AddNorm()  # bert.dln:42
+        self.self = nn.MultiheadAttention(768, 12, dropout=0.1, batch_first=True)  # bert.dln:42
+        self.output = AddNorm()  # bert.dln:43
 
     def forward(self, x, padding):
-        a, _ = self.self(x, x, x, key_padding_mask=padding, need_weights=False)  # bert.dln:41
-        output = self.output(a, x)  # bert.dln:42
+        a, _ = self.self(x, x, x, key_padding_mask=padding, need_weights=False)  # bert.dln:42
+        output = self.output(a, x)  # bert.dln:43
         return output
 
 
@@ -91,45 +91,45 @@ class Output(nn.Module):
         super().__init__()
         self.dense = nn.Linear(3072, 768)  # bert.dln:34
         self.dropout = nn.Dropout(0.1)  # bert.dln:34
-        self.LayerNorm = nn.LayerNorm(768, eps=1e-12)  # bert.dln:34
+        self.LayerNorm = nn.LayerNorm(768, eps=1e-12)  # bert.dln:35
 
     def forward(self, h, residual):
         h = self.dense(h)  # bert.dln:34
         h = self.dropout(h)  # bert.dln:34
         h = h + residual  # bert.dln:34
-        h = self.LayerNorm(h)  # bert.dln:34
+        h = self.LayerNorm(h)  # bert.dln:35
         return h
 
 
 class Layer(nn.Module):
-    """Block `Layer`, defined at bert.dln:46."""
+    """Block `Layer`, defined at bert.dln:47."""
 
     def __init__(self):
         super().__init__()
-        self.attention = Attention()  # bert.dln:49
+        self.attention = Attention()  # bert.dln:50
         self.intermediate = nn.Sequential(
             OrderedDict([("dense", nn.Linear(768, 3072)), ("intermediate_act_fn", nn.GELU())])
-        )  # bert.dln:50
-        self.output = Output()  # bert.dln:51
+        )  # bert.dln:51
+        self.output = Output()  # bert.dln:52
 
     def forward(self, x, padding):
-        a = self.attention(x, padding)  # bert.dln:49
-        intermediate = self.intermediate(a)  # bert.dln:50
-        output = self.output(intermediate, a)  # bert.dln:51
+        a = self.attention(x, padding)  # bert.dln:50
+        intermediate = self.intermediate(a)  # bert.dln:51
+        output = self.output(intermediate, a)  # bert.dln:52
         return output
 
 
 class Encoder(nn.Module):
-    """Block `Encoder`, defined at bert.dln:54."""
+    """Block `Encoder`, defined at bert.dln:55."""
 
     def __init__(self):
         super().__init__()
         self.layer = LayerStack(
             Layer(), Layer(), Layer(), Layer(), Layer(), Layer(), Layer(), Layer(), Layer(), Layer(), Layer(), Layer()
-        )  # bert.dln:57
+        )  # bert.dln:58
 
     def forward(self, x, padding):
-        layer = self.layer(x, padding)  # bert.dln:57
+        layer = self.layer(x, padding)  # bert.dln:58
         return layer
 
 
@@ -142,16 +142,16 @@ class BERT(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.embeddings = Embeddings()  # bert.dln:66
-        self.encoder = Encoder()  # bert.dln:68
+        self.embeddings = Embeddings()  # bert.dln:67
+        self.encoder = Encoder()  # bert.dln:69
         self.pooler = nn.Sequential(
             OrderedDict([("dense", nn.Linear(768, 768)), ("activation", nn.Tanh())])
-        )  # bert.dln:70
+        )  # bert.dln:71
 
     def forward(self, tokens, segments):
-        padding = tokens == 0  # bert.dln:65
-        x = self.embeddings(tokens, segments)  # bert.dln:66
-        last_hidden_state = self.encoder(x, padding)  # bert.dln:68
-        pooler_output = last_hidden_state[:, 0]  # bert.dln:70
-        pooler_output = self.pooler(pooler_output)  # bert.dln:70
+        padding = tokens == 0  # bert.dln:66
+        x = self.embeddings(tokens, segments)  # bert.dln:67
+        last_hidden_state = self.encoder(x, padding)  # bert.dln:69
+        pooler_output = last_hidden_state[:, 0]  # bert.dln:71
+        pooler_output = self.pooler(pooler_output)  # bert.dln:71
         return last_hidden_state, pooler_output

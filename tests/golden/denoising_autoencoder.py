@@ -21,29 +21,29 @@ class DenoisingAutoEncoder(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.enc1 = nn.Conv2d(1, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:17
-        self.enc2 = nn.Conv2d(32, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:18
-        self.dec1 = nn.Conv2d(32, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:19
-        self.dec2 = nn.Conv2d(32, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:20
-        self.out = nn.Conv2d(32, 1, kernel_size=3, padding=1)  # denoising_autoencoder.dln:21
+        self.enc1 = nn.Conv2d(1, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:18
+        self.enc2 = nn.Conv2d(32, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:19
+        self.dec1 = nn.Conv2d(32, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:21
+        self.dec2 = nn.Conv2d(32, 32, kernel_size=3, padding=1)  # denoising_autoencoder.dln:22
+        self.out = nn.Conv2d(32, 1, kernel_size=3, padding=1)  # denoising_autoencoder.dln:23
 
     def forward(self, x):
         noisy = torch.randn_like(x)  # denoising_autoencoder.dln:16
         noisy = noisy * 0.1  # denoising_autoencoder.dln:16
         noisy = x + noisy  # denoising_autoencoder.dln:16
         noisy = torch.clamp(noisy, min=0.0, max=1.0)  # denoising_autoencoder.dln:16
-        code = self.enc1(noisy)  # denoising_autoencoder.dln:17
-        code = F.relu(code)  # denoising_autoencoder.dln:17
-        code = F.max_pool2d(code, 2)  # denoising_autoencoder.dln:17
-        code = self.enc2(code)  # denoising_autoencoder.dln:18
+        code = self.enc1(noisy)  # denoising_autoencoder.dln:18
         code = F.relu(code)  # denoising_autoencoder.dln:18
         code = F.max_pool2d(code, 2)  # denoising_autoencoder.dln:18
-        recon = self.dec1(code)  # denoising_autoencoder.dln:19
-        recon = F.relu(recon)  # denoising_autoencoder.dln:19
-        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # denoising_autoencoder.dln:19
-        recon = self.dec2(recon)  # denoising_autoencoder.dln:20
-        recon = F.relu(recon)  # denoising_autoencoder.dln:20
-        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # denoising_autoencoder.dln:20
-        recon = self.out(recon)  # denoising_autoencoder.dln:21
-        recon = torch.sigmoid(recon)  # denoising_autoencoder.dln:21
+        code = self.enc2(code)  # denoising_autoencoder.dln:19
+        code = F.relu(code)  # denoising_autoencoder.dln:19
+        code = F.max_pool2d(code, 2)  # denoising_autoencoder.dln:19
+        recon = self.dec1(code)  # denoising_autoencoder.dln:21
+        recon = F.relu(recon)  # denoising_autoencoder.dln:21
+        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # denoising_autoencoder.dln:21
+        recon = self.dec2(recon)  # denoising_autoencoder.dln:22
+        recon = F.relu(recon)  # denoising_autoencoder.dln:22
+        recon = F.interpolate(recon, scale_factor=2.0, mode="nearest")  # denoising_autoencoder.dln:22
+        recon = self.out(recon)  # denoising_autoencoder.dln:23
+        recon = torch.sigmoid(recon)  # denoising_autoencoder.dln:23
         return recon
