@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dlc.compiler.ir import Graph, format_value
+from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params
 from dlc.compiler.types import batched_str
 from dlc.diagnostics import DlcError, display, render
@@ -68,9 +69,9 @@ def side(path: str, overrides: dict[str, Any], network: str | None) -> Side:
     for node in g.nodes:
         shape = ", ".join(batched_str(t) for t in node.types)
         attrs = {k: format_value(v) for k, v in node.attrs.items()}
-        if node.op == "input" and node.module_path is None:
+        if op_of(node.op).declared and node.module_path is None:  # a network input, by its declared name
             name = str(node.attrs["name"])
-            entries[("input", name)] = Entry("input", name, "input", {}, shape, 0)
+            entries[("input", name)] = Entry("input", name, node.op, {}, shape, 0)
         elif node.module_path is None:
             unnamed += 1
         elif ("layer", node.module_path) not in entries:  # a shared layer: its first use
