@@ -190,8 +190,9 @@ def _hang(toks: list[_Tok], breaks: list[bool], matches: dict[int, int], i: int)
     comment after the closing bracket stays with the last line of the contents."""
     j = matches[i]
     breaks[i + 1] = breaks[j] = True
-    if toks[j].after and not toks[j - 1].after and toks[j - 1].text not in _CLOSE and toks[j - 1].line == toks[j].line:
-        toks[j - 1].after, toks[j].after = toks[j].after, None
+    last = toks[j - 1]
+    if toks[j].after and not last.after and last.text not in _CLOSE and last.line == toks[j].line:
+        last.after, toks[j].after = toks[j].after, None
 
 
 @dataclass
@@ -249,7 +250,7 @@ class _Printer:
         for i, j in matches.items():
             if j > i + 1 and breaks[i + 1]:  # the author broke the line after `(`: `features: (` ... `)`
                 _hang(toks, breaks, matches, i)
-            elif j > i + 1:
+            elif j > i + 1 and not (toks[j].before or toks[j - 1].after):  # (a comment keeps its line break)
                 breaks[j] = False
         while True:
             lines, cols = _render(toks, breaks, indent, matches)

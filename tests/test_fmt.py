@@ -371,3 +371,11 @@ def test_a_break_before_the_first_arrow_indents_the_pipeline():
     text = "network N {\n    input x: [4]\n    output y = x\n  -> linear(4) -> relu\n          -> linear(2)\n}\n"
     assert format_text(text) == ("network N {\n    input x: [4]\n    output y = x\n        -> linear(4) -> relu\n"
                                  "        -> linear(2)\n}\n")
+
+
+@pytest.mark.parametrize("text", ["network N {\n input x: [4]\n output y = concat(x,  # c\n x,\n)\n}\n",
+                                  "network N {\n input x: [4]\n output y = concat(x, x\n # c\n)\n}\n"])
+def test_comments_before_a_closing_bracket_are_kept(text):
+    out = format_text(text)
+    assert comments(out) == ["# c"]
+    assert format_text(out) == out
