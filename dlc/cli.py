@@ -1,4 +1,4 @@
-"""The command line: ``dlc compile | check | summary | ir | render``.
+"""The command line: ``dlc compile | check | summary | ir | render | fmt``.
 
 Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
 or Graphviz's dot failing, 2 a usage error or an output that cannot be written (a -o file, or standard output:
@@ -241,6 +241,20 @@ def cmd_lsp(args: argparse.Namespace) -> int:
     return serve()
 
 
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from dlc.fmt import fmt_command
+
+    return fmt_command(args.paths, args.check, args.diff, sys.stdin.read, _out, _report)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from dlc.diff import diff_command
+
+    a, b = (_overrides(argparse.Namespace(params=None, set=(args.set or []) + (extra or [])))
+            for extra in (args.set_a, args.set_b))
+    return diff_command(args.spec, args.other or args.spec, (a, b), args.network, args.format, _out, _report)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
     p.add_argument("--version", action="version", version=f"dlc {__version__}")
@@ -294,6 +308,21 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_render)
     c = sub.add_parser("lsp", help="run the language server (diagnostics, hover) on stdin/stdout; needs dlc[lsp]")
     c.set_defaults(func=cmd_lsp)
+    c = sub.add_parser("fmt", help="rewrite specs in the canonical layout, in place")
+    c.add_argument("paths", nargs="+", metavar="FILE",
+                   help=".dln files or folders of them; - reads stdin and writes stdout")
+    c.add_argument("--check", action="store_true", help="write nothing; list the files that would change (exit 1)")
+    c.add_argument("--diff", action="store_true", help="write nothing; print the changes as a unified diff (exit 1)")
+    c.set_defaults(func=cmd_fmt)
+    c = sub.add_parser("diff", help="layers, shapes and parameters that differ between two specs (exit 1 if any)")
+    c.add_argument("spec", metavar="A.dln", help="the first spec")
+    c.add_argument("other", nargs="?", metavar="B.dln", help="the second spec (default: A.dln again)")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a parameter of both (repeatable)")
+    c.add_argument("--set-a", action="append", metavar="NAME=VALUE", help="override a parameter of A only")
+    c.add_argument("--set-b", action="append", metavar="NAME=VALUE", help="override a parameter of B only")
+    c.add_argument("--network", metavar="NAME", help="which network to compare when a file has several")
+    c.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    c.set_defaults(func=cmd_diff)
     return p
 
 

@@ -158,12 +158,12 @@ class DenseNet121(nn.Module):
                 ]
             )
         )  # densenet121.dln:12
-        self.classifier = nn.Linear(1024, 1000)  # densenet121.dln:24
+        self.classifier = nn.Linear(1024, 1000)  # densenet121.dln:25
 
     def forward(self, x):
         f = self.features(x)  # densenet121.dln:12
-        logits = F.relu(f)  # densenet121.dln:24
-        logits = F.adaptive_avg_pool2d(logits, 1)  # densenet121.dln:24
-        logits = torch.flatten(logits, 1)  # densenet121.dln:24
-        logits = self.classifier(logits)  # densenet121.dln:24
+        logits = F.relu(f)  # densenet121.dln:25
+        logits = F.adaptive_avg_pool2d(logits, 1)  # densenet121.dln:25
+        logits = torch.flatten(logits, 1)  # densenet121.dln:25
+        logits = self.classifier(logits)  # densenet121.dln:25
         return logits

@@ -50,7 +50,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.pos_embedding = nn.Parameter(torch.empty(1, 197, 768))  # vit_b_16.dln:31
         nn.init.normal_(self.pos_embedding, std=0.02)  # vit_b_16.dln:31
-        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:32
+        self.dropout = nn.Dropout(0.0)  # vit_b_16.dln:33
         self.layers = nn.Sequential(
             OrderedDict(
                 [
@@ -68,15 +68,15 @@ class Encoder(nn.Module):
                     ("encoder_layer_11", EncoderBlock()),
                 ]
             )
-        )  # vit_b_16.dln:33
-        self.ln = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:34
+        )  # vit_b_16.dln:34
+        self.ln = nn.LayerNorm(768, eps=1e-06)  # vit_b_16.dln:35
 
     def forward(self, x):
         pos_embedding = self.pos_embedding.expand(x.shape[0], -1, -1)  # vit_b_16.dln:31
         x = x + pos_embedding  # vit_b_16.dln:32
-        x = self.dropout(x)  # vit_b_16.dln:32
-        x = self.layers(x)  # vit_b_16.dln:33
-        x = self.ln(x)  # vit_b_16.dln:34
+        x = self.dropout(x)  # vit_b_16.dln:33
+        x = self.layers(x)  # vit_b_16.dln:34
+        x = self.ln(x)  # vit_b_16.dln:35
         return x
 
 
@@ -89,22 +89,22 @@ class VisionTransformer(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))  # vit_b_16.dln:42
-        self.conv_proj = nn.Conv2d(3, 768, kernel_size=16, stride=16)  # vit_b_16.dln:46
-        nn.init.trunc_normal_(self.conv_proj.weight, std=0.036084391824351615)  # vit_b_16.dln:46
-        nn.init.zeros_(self.conv_proj.bias)  # vit_b_16.dln:46
-        self.encoder = Encoder()  # vit_b_16.dln:51
-        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(768, 1000))]))  # vit_b_16.dln:53
-        nn.init.zeros_(self.heads.head.weight)  # vit_b_16.dln:53
-        nn.init.zeros_(self.heads.head.bias)  # vit_b_16.dln:53
+        self.class_token = nn.Parameter(torch.zeros(1, 1, 768))  # vit_b_16.dln:43
+        self.conv_proj = nn.Conv2d(3, 768, kernel_size=16, stride=16)  # vit_b_16.dln:47
+        nn.init.trunc_normal_(self.conv_proj.weight, std=0.036084391824351615)  # vit_b_16.dln:47
+        nn.init.zeros_(self.conv_proj.bias)  # vit_b_16.dln:47
+        self.encoder = Encoder()  # vit_b_16.dln:52
+        self.heads = nn.Sequential(OrderedDict([("head", nn.Linear(768, 1000))]))  # vit_b_16.dln:54
+        nn.init.zeros_(self.heads.head.weight)  # vit_b_16.dln:54
+        nn.init.zeros_(self.heads.head.bias)  # vit_b_16.dln:54
 
     def forward(self, x):
-        class_token = self.class_token.expand(x.shape[0], -1, -1)  # vit_b_16.dln:42
-        patches = self.conv_proj(x)  # vit_b_16.dln:46
-        patches = patches.reshape(patches.shape[0], 768, 196)  # vit_b_16.dln:49
-        patches = patches.permute(0, 2, 1)  # vit_b_16.dln:49
-        z = torch.cat([class_token, patches], dim=1)  # vit_b_16.dln:50
-        z = self.encoder(z)  # vit_b_16.dln:51
-        logits = z[:, 0]  # vit_b_16.dln:53
-        logits = self.heads(logits)  # vit_b_16.dln:53
+        class_token = self.class_token.expand(x.shape[0], -1, -1)  # vit_b_16.dln:43
+        patches = self.conv_proj(x)  # vit_b_16.dln:47
+        patches = patches.reshape(patches.shape[0], 768, 196)  # vit_b_16.dln:50
+        patches = patches.permute(0, 2, 1)  # vit_b_16.dln:50
+        z = torch.cat([class_token, patches], dim=1)  # vit_b_16.dln:51
+        z = self.encoder(z)  # vit_b_16.dln:52
+        logits = z[:, 0]  # vit_b_16.dln:54
+        logits = self.heads(logits)  # vit_b_16.dln:54
         return logits
