@@ -37,6 +37,7 @@ from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import TensorType, batched_str
 from dlc.diagnostics import DlcError
+from dlc.distributed import shard_units
 
 TEMPLATES = Path(__file__).with_name("templates")
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -550,4 +551,6 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         kernels=kernels,
         classes=classes,
         output_names=layout(4, "output_names = " + lit(tuple(n for n, _ in g.outputs))),
+        # FSDP2's units, innermost first, for dlc.distributed.shard
+        shard_units=layout(4, "shard_units = " + lit(shard_units(g))),
     )
