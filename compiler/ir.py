@@ -142,6 +142,8 @@ class Graph:
     calls: dict[CallKey, BlockCall] = field(default_factory=dict)
     # Where each block used by the network is defined (the span of its name).
     blocks: dict[str, Span] = field(default_factory=dict)
+    # The applications of blocks and groups marked `checkpoint`: recomputed in backward (training mode).
+    checkpointed: set[CallKey] = field(default_factory=set)
     analyses: Analyses = field(default_factory=Analyses, compare=False, repr=False)
 
     def call_of(self, scope: Scope) -> BlockCall:
