@@ -16,6 +16,7 @@ import torch
 
 import dlc
 from dlc.api import Compiled
+from dlc.compiler.serialize import dump_yaml, load_yaml
 from dlc.diagnostics import DlcError
 from tests.conftest import SPECS_DIR
 
@@ -78,6 +79,10 @@ def test_generated_forward_checkpoints_in_training_only(nets: dict[str, Compiled
     assert "torch.utils.checkpoint.checkpoint(self.basic_block_0, y, use_reentrant=False)  # net.dln:8" in src
     assert "torch.utils.checkpoint.checkpoint(self.head, y, use_reentrant=False)  # net.dln:9" in src
     assert "checkpoint" not in nets["plain"].source
+    # `dlc ir` writes the marks, and its YAML loads back to the same IR
+    g = nets["checkpointed"].graph
+    assert g.checkpointed == {("layer1", 0), ("basic_block_0", 0), ("head", 0)}
+    assert load_yaml(dump_yaml(g)).checkpointed == g.checkpointed
     # the state_dict is the plain network's: checkpointing changes no module
     assert nets["checkpointed"].instantiate().state_dict().keys() == nets["plain"].instantiate().state_dict().keys()
 

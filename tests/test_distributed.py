@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -25,7 +29,7 @@ import torch.multiprocessing as mp
 import dlc
 from dlc.api import Compiled
 from dlc.distributed import shard, shard_units
-from tests.conftest import SPECS_DIR
+from tests.conftest import ROOT, SPECS_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +187,41 @@ def test_shard_units_are_the_block_instances_and_groups_innermost_first(compiled
 def test_shard_needs_units() -> None:
     with pytest.raises(TypeError, match="has no `shard_units`"):
         shard(torch.nn.Linear(2, 2))
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    text = (ROOT / "docs" / "distributed.md").read_text(encoding="utf-8")
+    return re.findall(rf"^```{lang}\n(.*?)^```$", text, flags=re.S | re.M)
+
+
+@pytest.fixture
+def doc_dir(tmp_path: Path) -> Path:
+    """A folder with specs/blocks/ as blocks/, where the docs' specs import it from."""
+    shutil.copytree(SPECS_DIR / "blocks", tmp_path / "blocks")
+    return tmp_path
+
+
+def test_doc_specs_compile(doc_dir: Path) -> None:
+    specs = _doc_blocks("dln")
+    assert len(specs) == 2
+    for i, text in enumerate(specs):
+        (doc_dir / f"spec{i}.dln").write_text(text)
+        graph = dlc.compile(doc_dir / f"spec{i}.dln").graph
+        assert graph.checkpointed  # both mark stages for recomputation
+
+
+def test_doc_train_script_runs(doc_dir: Path) -> None:
+    """docs/distributed.md's train.py, as torchrun would start it, with one process (env:// rendezvous), in its
+    FSDP2 mode (its DDP mode is plain PyTorch, which the two-process cases above exercise)."""
+    (script,) = [b for b in _doc_blocks("python") if "init_process_group" in b]
+    (doc_dir / "net.dln").write_text(_doc_blocks("dln")[0])
+    (doc_dir / "train.py").write_text(script)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "train.py", "fsdp"], cwd=doc_dir, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^step 4: loss \d+\.\d{4}$", proc.stdout, flags=re.M), proc.stdout
