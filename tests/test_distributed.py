@@ -31,8 +31,6 @@ from dlc.api import Compiled
 from dlc.distributed import shard, shard_units
 from tests.conftest import ROOT, SPECS_DIR
 
-pytestmark = pytest.mark.slow
-
 WORLD = 2
 STEPS = 3
 BATCH = 4  # two samples per rank
@@ -154,6 +152,7 @@ def _reference(compiled: Compiled, kind: str) -> dict[str, torch.Tensor]:
     return {k: p.detach() for k, p in model.named_parameters()}
 
 
+@pytest.mark.slow  # two processes importing torch, five training runs: about 30 s of CPU
 @pytest.mark.parametrize("case, net, kind, atol", [
     ("resnet_ddp", "resnet", "resnet", 1e-5),
     ("resnet_fsdp", "resnet", "resnet", 1e-5),
@@ -186,6 +185,15 @@ def test_shard_units_are_the_block_instances_and_groups_innermost_first(compiled
     assert shard_units(compiled["gpt"].graph) == ("h.0.mlp", "h.1.mlp", "h.0", "h.1", "h")
 
 
+def test_shard_units_is_reserved(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.dln"
+    spec.write_text("network N {\n    input x: [8]\n    output y = x -> shard_units: linear(3)\n}\n")
+    proc = subprocess.run([sys.executable, "-m", "dlc", "check", str(spec)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "bad.dln:3:21: error[bad-name]: `shard_units` cannot name a layer" in proc.stderr
+
+
 def test_shard_needs_units() -> None:
     with pytest.raises(TypeError, match="has no `shard_units`"):
         shard(torch.nn.Linear(2, 2))
@@ -212,6 +220,7 @@ def test_doc_specs_compile(doc_dir: Path) -> None:
         assert graph.checkpointed  # both mark stages for recomputation
 
 
+@pytest.mark.slow  # a process importing torch
 def test_doc_train_script_runs(doc_dir: Path) -> None:
     """docs/distributed.md's train.py, as torchrun would start it, with one process (env:// rendezvous), in its
     FSDP2 mode (its DDP mode is plain PyTorch, which the two-process cases above exercise)."""
