@@ -201,6 +201,9 @@ def print_graph(g: Graph) -> str:
             line += f"  @{where}"
         line += f"  # {display(Path(node.span.file).name)}:{node.span.line}"
         lines.append(line)
+    if g.checkpointed:  # the block and group applications recomputed in backward, as `path` or `path#call`
+        marked = sorted(path + (f"#{call}" if call else "") for path, call in g.checkpointed)
+        lines.append(f"  checkpoint {', '.join(marked)}")
     outs = ", ".join(f"{name}=%{v}" + (" [training]" if name in g.training_outputs else "") for name, v in g.outputs)
     lines.append(f"  return {outs}")
     lines.append("}")

@@ -16,6 +16,7 @@ import torch
 
 import dlc
 from dlc.api import Compiled
+from dlc.compiler.ir import print_graph
 from dlc.compiler.serialize import dump_yaml, load_yaml
 from dlc.diagnostics import DlcError
 from tests.conftest import SPECS_DIR
@@ -83,6 +84,7 @@ def test_generated_forward_checkpoints_in_training_only(nets: dict[str, Compiled
     g = nets["checkpointed"].graph
     assert g.checkpointed == {("layer1", 0), ("basic_block_0", 0), ("head", 0)}
     assert load_yaml(dump_yaml(g)).checkpointed == g.checkpointed
+    assert "\n  checkpoint basic_block_0, head, layer1\n  return logits=%" in print_graph(g)
     # the state_dict is the plain network's: checkpointing changes no module
     assert nets["checkpointed"].instantiate().state_dict().keys() == nets["plain"].instantiate().state_dict().keys()
 
@@ -122,6 +124,52 @@ def test_eval_mode_calls_the_modules_directly(nets: dict[str, Compiled]) -> None
         got = model(x)
     torch.testing.assert_close(got, plain(x), rtol=0, atol=0)
     assert saved  # not checkpointed: autograd saved the layers' tensors directly
+
+
+SHARED = """
+block Mix(c: int) {
+    input x
+    input m
+    return x + (x -> lin: linear(c)) + m
+}
+
+block Lin(c: int) {
+    input x
+    return x -> lin: linear(c) -> relu
+}
+
+network S {
+    input x: [T, 8]
+    input m: [T, 8]
+    enc = Lin(8)
+    y = x -> checkpoint enc -> enc
+    z = y -> stack: checkpoint Mix(8, m=m) * 2
+    output out = z -> checkpoint Mix(8, m=m)
+}
+"""
+
+
+def test_shared_instances_and_extra_inputs(tmp_path: Path) -> None:
+    """One application of a shared instance is recomputed, not the other; blocks and a labelled repeat
+    receiving a second tensor get it through checkpoint too."""
+    marked = _compile(tmp_path, SHARED, "net")
+    src = marked.source
+    assert "y = torch.utils.checkpoint.checkpoint(self.enc, x, use_reentrant=False)  # net.dln:17\n" in src
+    assert "        y = self.enc(y)  # net.dln:17\n" in src  # the second application, not marked
+    assert "z = torch.utils.checkpoint.checkpoint(self.stack, y, m, use_reentrant=False)  # net.dln:18" in src
+    assert "out = torch.utils.checkpoint.checkpoint(self.mix_0, z, m, use_reentrant=False)  # net.dln:19" in src
+    plain = _compile(tmp_path, SHARED.replace("checkpoint ", ""), "plain")
+    gen = torch.Generator().manual_seed(3)
+    x, m = torch.randn(2, 5, 8, generator=gen), torch.randn(2, 5, 8, generator=gen)
+    grads = []
+    for compiled in (marked, plain):
+        torch.manual_seed(0)
+        model = compiled.instantiate()
+        model(x, m).square().sum().backward()
+        grads.append({k: p.grad for k, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=0, atol=0)
 
 
 BAD = [
