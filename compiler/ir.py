@@ -142,6 +142,8 @@ class Graph:
     calls: dict[CallKey, BlockCall] = field(default_factory=dict)
     # Where each block used by the network is defined (the span of its name).
     blocks: dict[str, Span] = field(default_factory=dict)
+    # The applications of blocks and groups marked `checkpoint`: recomputed in backward (training mode).
+    checkpointed: set[CallKey] = field(default_factory=set)
     analyses: Analyses = field(default_factory=Analyses, compare=False, repr=False)
 
     def call_of(self, scope: Scope) -> BlockCall:
@@ -199,6 +201,9 @@ def print_graph(g: Graph) -> str:
             line += f"  @{where}"
         line += f"  # {display(Path(node.span.file).name)}:{node.span.line}"
         lines.append(line)
+    if g.checkpointed:  # the block and group applications recomputed in backward, as `path` or `path#call`
+        marked = sorted(path + (f"#{call}" if call else "") for path, call in g.checkpointed)
+        lines.append(f"  checkpoint {', '.join(marked)}")
     outs = ", ".join(f"{name}=%{v}" + (" [training]" if name in g.training_outputs else "") for name, v in g.outputs)
     lines.append(f"  return {outs}")
     lines.append("}")

@@ -14,7 +14,7 @@ from dlc.compiler.binding import Binder
 from dlc.compiler.context import TEXT_PER_STEP, Context, Frame, short_chain
 from dlc.compiler.expressions import Evaluator
 from dlc.compiler.external import Externs
-from dlc.compiler.ir import BlockCall, Scope
+from dlc.compiler.ir import BlockCall, Scope, call_key
 from dlc.compiler.kinds import applies_per_step
 from dlc.compiler.names import RESERVED_ATTRS, check_identifier
 from dlc.compiler.naming import Container, snake
@@ -114,6 +114,34 @@ class Lowerer:
         return v
 
     def _stage(self, value: Any, span: Span, stage: ast.Stage, frame: Frame, container: Container) -> Any:
+        if stage.checkpoint is not None:
+            return self._checkpointed(value, span, stage, frame, container)
+        return self._plain_stage(value, span, stage, frame, container)
+
+    def _checkpointed(self, value: Any, span: Span, stage: ast.Stage, frame: Frame, container: Container) -> Any:
+        """A stage marked `checkpoint`: the block instances or labelled group it makes, the modules of
+        ``container`` that generated code calls, are recorded for recomputation in backward."""
+        assert stage.checkpoint is not None
+        if container.kind == "seq":  # nn.Sequential calls its children itself: no forward of ours to wrap them
+            raise self.ctx.err("bad-checkpoint", "`checkpoint` inside a labelled group: nn.Sequential calls its "
+                               "members itself", stage.checkpoint, frame,
+                               hint="mark the whole group: `name: checkpoint (...)`, or make the member a block")
+        g = self.ctx.g
+        first = len(g.nodes)
+        result = self._plain_stage(value, span, stage, frame, container)
+        depth = len(container.scope)
+        made = g.nodes[first:]
+        loose = next((n for n in made if len(n.scope) == depth), None)
+        if loose is not None or not made:
+            what = f"`{loose.op}` is a layer" if loose is not None else "it makes no layer"
+            raise self.ctx.err("bad-checkpoint", f"`checkpoint` recomputes a block instance, a labelled group or a "
+                               f"repeat of them; {what}", stage.checkpoint, frame,
+                               hint="wrap the layers in a labelled group: `name: checkpoint (conv2d(64, k=3) -> "
+                                    "relu)`, or in a block")
+        g.checkpointed.update(call_key(n.scope[depth]) for n in made)
+        return result
+
+    def _plain_stage(self, value: Any, span: Span, stage: ast.Stage, frame: Frame, container: Container) -> Any:
         if self._carried(value) and not isinstance(stage.core, ast.StageGroup):
             return self._carry(value, stage, frame, container)
         x = self.ev.tensor(value, span, frame, "the input of a pipeline stage")

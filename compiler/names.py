@@ -53,8 +53,9 @@ MODULE_ATTRS = frozenset({
 })
 # What ``nn.Sequential`` adds (a labelled group is one): ``add_module`` refuses a child named like these.
 SEQUENTIAL_ATTRS = frozenset({"_get_item_by_idx", "append", "extend", "insert", "pop"})
-# Attributes the generated classes add: the network's ``output_names``, FoldingSequential's ``fold``.
-GENERATED_ATTRS = frozenset({"output_names", "fold"})
+# Attributes the generated classes add: the network's ``output_names`` and ``shard_units``, FoldingSequential's
+# ``fold``.
+GENERATED_ATTRS = frozenset({"output_names", "shard_units", "fold"})
 # Every attribute a layer label must not take.
 RESERVED_ATTRS = MODULE_ATTRS | SEQUENTIAL_ATTRS | GENERATED_ATTRS
 

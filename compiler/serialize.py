@@ -105,7 +105,8 @@ def to_dict(g: Graph) -> dict[str, Any]:
         "blocks": blocks,
         "calls": {_call_key(path, call): {"inputs": list(c.inputs), "outputs": list(c.outputs),
                                           "names": list(c.input_names), "hint": c.hint,
-                                          **({"bound": [list(b) for b in c.bound]} if c.bound else {})}
+                                          **({"bound": [list(b) for b in c.bound]} if c.bound else {}),
+                                          **({"checkpoint": True} if (path, call) in g.checkpointed else {})}
                   for (path, call), c in g.calls.items()},
     }
 
@@ -139,6 +140,7 @@ def from_dict(d: dict[str, Any]) -> Graph:
     g.calls = {_call_of_key(k): BlockCall(tuple(c["inputs"]), tuple(c["outputs"]), tuple(c["names"]), c["hint"],
                                           tuple((n, v) for n, v in c.get("bound", ())))
                for k, c in d["calls"].items()}
+    g.checkpointed = {_call_of_key(k) for k, c in d["calls"].items() if c.get("checkpoint")}
     g.blocks = {name: span(s) for name, s in d["blocks"].items()}
     return g
 

@@ -174,6 +174,7 @@ class Stage:
     core: StageCore
     repeat: "Expr | None"
     span: Span
+    checkpoint: Span | None = None  # where `checkpoint` marks the stage for recomputation in backward
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast as pyast
 import math
 import warnings
+from dataclasses import dataclass
 
 from lark import Token, Transformer, v_args
 from lark.tree import Meta
@@ -271,18 +272,25 @@ class _Builder(Transformer):
     # -- stages
     @v_args(meta=True)
     def stage(self, meta: Meta, c: list) -> ast.Stage:
-        label = label_span = None
+        label = label_span = checkpoint = None
         repeat = None
         if isinstance(c[0], Token):
             label, label_span = str(c[0]), self._tok(c[0])
             c = c[1:]
+        if isinstance(c[0], _Checkpoint):
+            checkpoint = c[0].span
+            c = c[1:]
         core = c[0]
         if len(c) > 1:
             repeat = c[1]
-        return ast.Stage(label, label_span, core, repeat, self._span(meta))
+        return ast.Stage(label, label_span, core, repeat, self._span(meta), checkpoint)
 
     def label(self, c: list) -> Token:
         return c[0]
+
+    @v_args(meta=True)
+    def checkpoint(self, meta: Meta, c: list) -> _Checkpoint:
+        return _Checkpoint(self._span(meta))
 
     def repeat(self, c: list):
         return c[0]
@@ -307,6 +315,13 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def stage_group(self, meta: Meta, c: list) -> ast.StageGroup:
         return ast.StageGroup(tuple(c), self._span(meta))
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """The `checkpoint` modifier of a stage, until :meth:`_Builder.stage` records its span."""
+
+    span: Span
 
 
 def _unquote(tok: Token, span: Span) -> str:

@@ -30,13 +30,14 @@ from dlc.backends.torch.layout import layout, signature
 from dlc.backends.torch.namespace import Namespace
 from dlc.backends.torch.runtime import closure, definitions, names_read
 from dlc.backends.torch.sharing import ClassSharing, resolve
-from dlc.compiler.ir import Graph, Node, Scope
+from dlc.compiler.ir import Graph, Node, Scope, call_key
 from dlc.compiler.names import KERNEL_PREFIX, MODULE_RESERVED
 from dlc.compiler.ops.pytorch import OMIT, Ctx, Filled, Var, assign, lit, safe_text, variables
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import total_params
 from dlc.compiler.types import TensorType, batched_str
 from dlc.diagnostics import DlcError
+from dlc.distributed import shard_units
 
 TEMPLATES = Path(__file__).with_name("templates")
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -441,8 +442,17 @@ class ModuleEmitter:
         hint = site.hint or namer.passed_on(site.inputs, site.outputs, step) or (
             child.name if child.name.isidentifier() else None)
         outs = [namer.bind(v, h, step) for v, h in zip(site.outputs, result_hints(hint, len(site.outputs)))]
-        body.append(Line(assign(outs, Filled("{mod}({*args})", {"mod": Var(module_path(child.name)), "args": args})),
-                         where))
+        mod = Var(module_path(child.name))
+        call = assign(outs, Filled("{mod}({*args})", {"mod": mod, "args": args}))
+        if call_key(child) not in self.g.checkpointed:
+            body.append(Line(call, where))
+            return
+        # `checkpoint`: in training, backward recomputes the child's activations instead of keeping them
+        self.used.add("checkpoint")
+        recompute = assign(outs, Filled("torch.utils.checkpoint.checkpoint({mod}, {*args}, use_reentrant=False)",
+                                        {"mod": mod, "args": args}))
+        body.extend([Line("if self.training:", "checkpoint: backward recomputes its activations"),
+                     Line(recompute, where, indent=1), Line("else:"), Line(call, where, indent=1)])
 
     # ---- entry ---------------------------------------------------------------------------------
 
@@ -475,6 +485,7 @@ _IMPORTS = {
     "OrderedDict": (0, "from collections import OrderedDict"),
     "torch": (1, "import torch"),
     "F": (1, "import torch.nn.functional as F"),
+    "checkpoint": (1, "import torch.utils.checkpoint"),
     "nn": (1, "from torch import nn"),
 }
 
@@ -550,4 +561,6 @@ def emit_module(g: Graph, fuse: bool = False, channels_last: bool = False, fused
         kernels=kernels,
         classes=classes,
         output_names=layout(4, "output_names = " + lit(tuple(n for n, _ in g.outputs))),
+        # FSDP2's units, innermost first, for dlc.distributed.shard
+        shard_units=layout(4, "shard_units = " + lit(shard_units(g))),
     )

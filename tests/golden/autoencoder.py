@@ -49,6 +49,7 @@ class AutoEncoder(nn.Module):
     """Network `AutoEncoder` from autoencoder.dln (latent=32)."""
 
     output_names = ("recon",)
+    shard_units = ("enc1", "enc2", "dec1")
 
     def __init__(self):
         super().__init__()

@@ -16,6 +16,7 @@ class Tagger(nn.Module):
     """Network `Tagger` from bilstm_tagger.dln (vocab=10000, tags=17, merge='concat', return_sequences=True)."""
 
     output_names = ("scores",)
+    shard_units = ()
 
     def __init__(self):
         super().__init__()

@@ -16,6 +16,7 @@ class Discriminator(nn.Module):
     """Network `Discriminator` from dcgan_discriminator.dln (ndf=64, nc=3)."""
 
     output_names = ("real",)
+    shard_units = ("main",)
 
     def __init__(self):
         super().__init__()

@@ -16,6 +16,7 @@ class Generator(nn.Module):
     """Network `Generator` from dcgan_generator.dln (nz=100, ngf=64, nc=3)."""
 
     output_names = ("image",)
+    shard_units = ("main",)
 
     def __init__(self):
         super().__init__()

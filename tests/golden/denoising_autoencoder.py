@@ -18,6 +18,7 @@ class DenoisingAutoEncoder(nn.Module):
     """Network `DenoisingAutoEncoder` from denoising_autoencoder.dln (noise=0.1, c=32)."""
 
     output_names = ("recon",)
+    shard_units = ()
 
     def __init__(self):
         super().__init__()

@@ -63,6 +63,33 @@ class GPT(nn.Module):
     """
 
     output_names = ("logits",)
+    shard_units = (
+        "h.0.mlp",
+        "h.1.mlp",
+        "h.2.mlp",
+        "h.3.mlp",
+        "h.4.mlp",
+        "h.5.mlp",
+        "h.6.mlp",
+        "h.7.mlp",
+        "h.8.mlp",
+        "h.9.mlp",
+        "h.10.mlp",
+        "h.11.mlp",
+        "h.0",
+        "h.1",
+        "h.2",
+        "h.3",
+        "h.4",
+        "h.5",
+        "h.6",
+        "h.7",
+        "h.8",
+        "h.9",
+        "h.10",
+        "h.11",
+        "h",
+    )
 
     def __init__(self):
         super().__init__()

@@ -20,6 +20,7 @@ class MLP(nn.Module):
     """Network `MLP` from mlp.dln (hidden=512, classes=10, dropout=0.2)."""
 
     output_names = ("logits",)
+    shard_units = ()
 
     def __init__(self):
         super().__init__()

@@ -64,6 +64,23 @@ class ResNet18(nn.Module):
     """Network `ResNet18` from resnet18.dln (classes=1000)."""
 
     output_names = ("logits",)
+    shard_units = (
+        "layer2.0.downsample",
+        "layer3.0.downsample",
+        "layer4.0.downsample",
+        "layer1.0",
+        "layer1.1",
+        "layer2.0",
+        "layer2.1",
+        "layer3.0",
+        "layer3.1",
+        "layer4.0",
+        "layer4.1",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    )
 
     def __init__(self):
         super().__init__()

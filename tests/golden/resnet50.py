@@ -75,6 +75,32 @@ class ResNet50(nn.Module):
     """Network `ResNet50` from resnet50.dln (classes=1000)."""
 
     output_names = ("logits",)
+    shard_units = (
+        "layer1.0.downsample",
+        "layer2.0.downsample",
+        "layer3.0.downsample",
+        "layer4.0.downsample",
+        "layer1.0",
+        "layer1.1",
+        "layer1.2",
+        "layer2.0",
+        "layer2.1",
+        "layer2.2",
+        "layer2.3",
+        "layer3.0",
+        "layer3.1",
+        "layer3.2",
+        "layer3.3",
+        "layer3.4",
+        "layer3.5",
+        "layer4.0",
+        "layer4.1",
+        "layer4.2",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    )
 
     def __init__(self):
         super().__init__()

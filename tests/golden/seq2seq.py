@@ -18,6 +18,7 @@ class Seq2Seq(nn.Module):
     """Network `Seq2Seq` from seq2seq.dln (src_vocab=8000, tgt_vocab=8000, hidden=256)."""
 
     output_names = ("logits",)
+    shard_units = ()
 
     def __init__(self):
         super().__init__()

@@ -48,6 +48,7 @@ class Siamese(nn.Module):
     """Network `Siamese` from siamese.dln (features=128)."""
 
     output_names = ("p",)
+    shard_units = ("tower",)
 
     def __init__(self):
         super().__init__()

@@ -126,6 +126,24 @@ class Transformer(nn.Module):
     """Network `Transformer` from transformer.dln (d_model=512, nhead=8, num_layers=6, dim_feedforward=2048, p=0.1)."""
 
     output_names = ("y",)
+    shard_units = (
+        "encoder.layers.0",
+        "encoder.layers.1",
+        "encoder.layers.2",
+        "encoder.layers.3",
+        "encoder.layers.4",
+        "encoder.layers.5",
+        "decoder.layers.0",
+        "decoder.layers.1",
+        "decoder.layers.2",
+        "decoder.layers.3",
+        "decoder.layers.4",
+        "decoder.layers.5",
+        "encoder.layers",
+        "decoder.layers",
+        "encoder",
+        "decoder",
+    )
 
     def __init__(self):
         super().__init__()

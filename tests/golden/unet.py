@@ -53,6 +53,7 @@ class UNet(nn.Module):
     """Network `UNet` from unet.dln (in_channels=1, classes=2, base=16, size=64)."""
 
     output_names = ("logits",)
+    shard_units = ("dec3.conv", "dec2.conv", "dec1.conv", "enc1", "enc2", "enc3", "bottleneck", "dec3", "dec2", "dec1")
 
     def __init__(self):
         super().__init__()

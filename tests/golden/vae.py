@@ -20,6 +20,7 @@ class VAE(nn.Module):
     """Network `VAE` from vae.dln (hidden=400, latent=20)."""
 
     output_names = ("recon", "mu", "logvar")
+    shard_units = ()
 
     def __init__(self):
         super().__init__()

@@ -17,6 +17,7 @@ class VGG16(nn.Module):
     """Network `VGG16` from vgg16.dln (classes=1000, dropout=0.5, size=224, hidden=4096)."""
 
     output_names = ("logits",)
+    shard_units = ("features", "classifier")
 
     def __init__(self):
         super().__init__()

@@ -86,6 +86,35 @@ class VisionTransformer(nn.Module):
     """
 
     output_names = ("logits",)
+    shard_units = (
+        "encoder.layers.encoder_layer_0.mlp",
+        "encoder.layers.encoder_layer_1.mlp",
+        "encoder.layers.encoder_layer_2.mlp",
+        "encoder.layers.encoder_layer_3.mlp",
+        "encoder.layers.encoder_layer_4.mlp",
+        "encoder.layers.encoder_layer_5.mlp",
+        "encoder.layers.encoder_layer_6.mlp",
+        "encoder.layers.encoder_layer_7.mlp",
+        "encoder.layers.encoder_layer_8.mlp",
+        "encoder.layers.encoder_layer_9.mlp",
+        "encoder.layers.encoder_layer_10.mlp",
+        "encoder.layers.encoder_layer_11.mlp",
+        "encoder.layers.encoder_layer_0",
+        "encoder.layers.encoder_layer_1",
+        "encoder.layers.encoder_layer_2",
+        "encoder.layers.encoder_layer_3",
+        "encoder.layers.encoder_layer_4",
+        "encoder.layers.encoder_layer_5",
+        "encoder.layers.encoder_layer_6",
+        "encoder.layers.encoder_layer_7",
+        "encoder.layers.encoder_layer_8",
+        "encoder.layers.encoder_layer_9",
+        "encoder.layers.encoder_layer_10",
+        "encoder.layers.encoder_layer_11",
+        "encoder.layers",
+        "encoder",
+        "heads",
+    )
 
     def __init__(self):
         super().__init__()

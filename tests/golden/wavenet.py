@@ -72,6 +72,42 @@ class WaveNet(nn.Module):
     """Network `WaveNet` from wavenet.dln (quantization=256, channels=32, head_channels=256, stacks=3, k=2)."""
 
     output_names = ("log_probs",)
+    shard_units = (
+        "dilation_stack_0.residual_layer_0",
+        "dilation_stack_0.residual_layer_1",
+        "dilation_stack_0.residual_layer_2",
+        "dilation_stack_0.residual_layer_3",
+        "dilation_stack_0.residual_layer_4",
+        "dilation_stack_0.residual_layer_5",
+        "dilation_stack_0.residual_layer_6",
+        "dilation_stack_0.residual_layer_7",
+        "dilation_stack_0.residual_layer_8",
+        "dilation_stack_0.residual_layer_9",
+        "dilation_stack_1.residual_layer_0",
+        "dilation_stack_1.residual_layer_1",
+        "dilation_stack_1.residual_layer_2",
+        "dilation_stack_1.residual_layer_3",
+        "dilation_stack_1.residual_layer_4",
+        "dilation_stack_1.residual_layer_5",
+        "dilation_stack_1.residual_layer_6",
+        "dilation_stack_1.residual_layer_7",
+        "dilation_stack_1.residual_layer_8",
+        "dilation_stack_1.residual_layer_9",
+        "dilation_stack_2.residual_layer_0",
+        "dilation_stack_2.residual_layer_1",
+        "dilation_stack_2.residual_layer_2",
+        "dilation_stack_2.residual_layer_3",
+        "dilation_stack_2.residual_layer_4",
+        "dilation_stack_2.residual_layer_5",
+        "dilation_stack_2.residual_layer_6",
+        "dilation_stack_2.residual_layer_7",
+        "dilation_stack_2.residual_layer_8",
+        "dilation_stack_2.residual_layer_9",
+        "dilation_stack_0",
+        "dilation_stack_1",
+        "dilation_stack_2",
+        "head",
+    )
 
     def __init__(self):
         super().__init__()
