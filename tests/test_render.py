@@ -144,12 +144,12 @@ def test_roll_draws_a_repeat_once():
     assert "layer1.1: BasicBlock" not in dot and "layer1.0: BasicBlock" in dot
 
 
-def test_fusion_groups_are_shaded_unless_asked_not_to():
+def test_fusion_groups_are_shaded_only_when_asked():
     g = graph("resnet18")
-    dot = to_dot(g, depth=99, roll=False)
+    dot = to_dot(g, depth=99, roll=False, fusion=True)
     kernels = [lb for lb in cluster_labels(dot) if lb.startswith("kernel #")]
     assert len(kernels) == len(group_fusions(g).groups)
-    assert "kernel #" not in to_dot(g, depth=99, fusion=False)
+    assert "kernel #" not in to_dot(g, depth=99) and "fused kernel" not in to_dot(g, depth=99)
 
 
 def test_rankdir():
