@@ -89,7 +89,8 @@ def _follows(prev, item, first, g: Graph, users: dict[int, list[Node]]) -> bool:
 
 
 def _types(c: Cluster, g: Graph) -> list:
-    return [g.types[v] for n in c.nodes for v in n.outputs]
+    """The types of what an instance receives and computes: two instances alike have the same."""
+    return [g.types[v] for v in g.call_of(c.scope).inputs] + [g.types[v] for n in c.nodes for v in n.outputs]
 
 
 def whole_repeat(c: Cluster) -> bool:

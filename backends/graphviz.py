@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dlc.backends.diagram_output import FORMATS, DotFailed, draw_file, draw_svg
 from dlc.backends.diagram_style import FAMILY_COLOURS, FUSION_FILL, STYLES
+from dlc.backends.diagram_wrap import rows
 from dlc.backends.diagram_tree import AUTO_LIMIT, Cluster, choose_view, tree, view, whole_repeat
 from dlc.compiler.fusion import fusion_plan
 from dlc.compiler.ir import Graph, Node, format_value
@@ -63,6 +64,9 @@ class Drawing:
         self.width = width
         # node id -> {run (its first node's id): which instance of it the node is in}, for every run when rolled
         self.runs: dict[int, dict[int, int]] = {}
+        self.inputs: set[str] = set()  # the DOT nodes of the network's inputs
+        self.flow: list[tuple[str, str]] = []  # the edges drawn, for wrapping
+        self.part_lines: list[int] = []  # where the statements of each top-level part begin in self.lines
         if self.roll:
             self._note_runs(self.tree)
         self.params = count_params(g)
@@ -120,6 +124,7 @@ class Drawing:
             dtype = f" {t.dtype}" if isinstance(t, TensorType) and t.dtype != "float32" else ""
             label = f"{op.describe(node.attrs)}\n{_shape(t)}{dtype}" if self.shapes else op.describe(node.attrs)
             self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=invhouse, fillcolor="#ffffff"];')
+            self.inputs.add(nid)
             return
         self.families.add(op.family)
         colour = self.style.colours.get(op.family, "#ffffff")
@@ -269,6 +274,8 @@ class Drawing:
                 groups.setdefault(self.group_of[item.id].id, []).append(item)
         done: set[int] = set()
         for item in items:
+            if indent == "  ":  # the network's own items: where each starts, for wrapping into rows
+                self.part_lines.append(len(self.lines))
             if isinstance(item, Cluster):
                 self._cluster(item, indent)
             elif item.id in self.group_of:
@@ -301,6 +308,7 @@ class Drawing:
             f'  edge [fontname="{font}", fontsize=8, color="{self.style.edge}"];',
         ]
         self._items(self.tree.items, "  ")
+        self.parts_end = len(self.lines)
         edges: set[tuple[str, str, str]] = set()
         ordered: list[tuple[str, str, str]] = []
         for node in g.nodes:
@@ -315,11 +323,20 @@ class Drawing:
                 if edge not in edges:
                     edges.add(edge)
                     ordered.append(edge)
+        self.flow = flow = [(src, dst) for src, dst, _ in ordered]
+        outputs = [(self.rep[self._drawn(self.producer[v].id)], f'"out:{escape(name)}"') for name, v in g.outputs]
+        row_of = rows(self._parts(), flow + outputs) if self.rankdir == "LR" else {}
+        for part in self._parts() if row_of else ():  # an input goes in the row of its first reader
+            if all(name in self.inputs for name in part):
+                row_of.update(dict.fromkeys(part, min((row_of.get(dst, 0) for src, dst in flow if src in part), default=0)))
         for src, dst, label in ordered:
-            self.lines.append(f'  {src} -> {dst} [label="{escape(label)}"];' if self.shapes else f"  {src} -> {dst};")
-        for name, v in g.outputs:
-            src = self.rep[self._drawn(self.producer[v].id)]
-            out = f'"out:{escape(name)}"'
+            attrs = [f'label="{escape(label)}"'] if self.shapes else []
+            if row_of.get(src, 0) != row_of.get(dst, 0):
+                attrs.append("constraint=false")  # from one row to the next: it does not stretch the row
+            self.lines.append(f"  {src} -> {dst} [{', '.join(attrs)}];" if attrs else f"  {src} -> {dst};")
+        if row_of:
+            self._row_clusters(row_of)
+        for (src, out), (name, v) in zip(outputs, g.outputs):
             what = f"output {name} (training only)" if name in g.training_outputs else f"output {name}"
             shape = f"\\n{escape(_shape(g.types[v]))}" if self.shapes else ""
             self.lines.append(f'  {out} [label="{escape(what)}{shape}", shape=house, fillcolor="#ffffff"];')
@@ -335,6 +352,40 @@ class Drawing:
             self._legend()
         self.lines.append("}")
         return "\n".join(self.lines) + "\n"
+
+    def _parts(self) -> list[list[str]]:
+        """The DOT nodes of each top-level part drawn (an input, a layer, a block instance), in order."""
+        parts = []
+        for item in self.tree.items:
+            if isinstance(item, Cluster) and self.roll and item.hidden:
+                continue
+            nodes = item.nodes if isinstance(item, Cluster) else [item]
+            drawn = [self.entry.get(n.id, self.rep[self._drawn(n.id)]) for n in nodes]
+            drawn += [self.rep[self._drawn(n.id)] for n in nodes]
+            parts.append(list(dict.fromkeys(drawn)))  # in the order drawn, the first node first
+        return parts
+
+    def _row_clusters(self, row_of: dict[str, int]) -> None:
+        """Put each row of a wrapped diagram in an invisible cluster (dot never overlaps clusters).
+
+        The rows are written in order and their first nodes put in one rank: the rows start at the left, one
+        under the other (where a side branch pulls a row up, as the auxiliary head of Inception v3
+        do, dot may stack two rows the other way round).
+        """
+        parts = self._parts()
+        row = [row_of.get(part[0], 0) for part in parts]
+        bounds = self.part_lines + [self.parts_end]
+        blocks = [self.lines[bounds[k]:bounds[k + 1]] for k in range(len(parts))]
+        body: list[str] = []
+        firsts = []
+        for r in sorted(set(row)):
+            body.append(f'  subgraph "cluster_row{r}" {{ style=invis; label="";')
+            mine = [k for k in range(len(parts)) if row[k] == r]
+            body += [line for k in mine for line in blocks[k]]
+            body.append("  }")
+            firsts.append(parts[mine[0]][0])
+        self.lines[bounds[0]:bounds[-1]] = body
+        self.lines.append(f"  {{rank=same; {'; '.join(firsts)};}}")
 
     def _legend(self) -> None:
         families = sorted(f for f in self.families if f in FAMILY_COLOURS)
