@@ -438,3 +438,40 @@ def test_parse_width(text, inches):
 def test_parse_width_refuses(text):
     with pytest.raises(ValueError, match="expected a positive width"):
         parse_width(text)
+
+
+DIAGRAMS_DOC = SPECS_DIR.parent / "docs" / "diagrams.md"
+DOC_COMMANDS = re.findall(r"^dlc render (.+)$", DIAGRAMS_DOC.read_text(encoding="utf-8"), flags=re.M)
+
+
+def _gallery_options() -> dict[str, list[str]]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gallery", SPECS_DIR.parent / "scripts" / "gallery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.OPTIONS
+
+
+@needs_dot
+@pytest.mark.parametrize("command", DOC_COMMANDS)
+def test_docs_diagrams_commands_run(command, tmp_path, monkeypatch):
+    """Every `dlc render` command of docs/diagrams.md runs; those with a picture are the ones scripts/gallery.py
+    draws it with."""
+    monkeypatch.chdir(SPECS_DIR.parent)
+    args = shlex.split(command)
+    at = args.index("-o")
+    name = args[at + 1]
+    args[at + 1] = str(tmp_path / name)
+    assert main(["render", *args]) == 0
+    assert (tmp_path / name).stat().st_size > 0
+    stem = Path(name).stem
+    if Path(name).suffix == ".svg":
+        assert _gallery_options()[stem] == args[:at] + args[at + 2:]
+        assert f'src="images/diagrams/{stem}.svg"' in DIAGRAMS_DOC.read_text(encoding="utf-8")
+
+
+def test_docs_diagrams_pictures_are_all_drawn_by_the_gallery_script():
+    assert len(DOC_COMMANDS) >= 9
+    for stem in _gallery_options():
+        assert (DIAGRAMS_DOC.parent / "images" / "diagrams" / f"{stem}.svg").stat().st_size > 0
