@@ -34,8 +34,9 @@ def draw_file(dot_text: str, out: Path, width: float | None = None) -> str | Non
     if any.
 
     Every file is written atomically (a temporary file renamed into place), so a failed or interrupted
-    drawing leaves an existing ``out`` as it was. A PDF is scaled to ``width`` inches (see :func:`_pdf_scale`). When ``dot`` fails, or is not installed, the DOT text is saved
-    in a new file beside ``out`` (see :func:`_save_dot_text`) and :class:`DotFailed` (or the message) says where.
+    drawing leaves an existing ``out`` as it was. A PDF is scaled to ``width`` inches (see :func:`_pdf_scale`).
+    When ``dot`` fails, or is not installed, the DOT text is saved in a new file beside ``out`` (see
+    :func:`_save_dot_text`) and :class:`DotFailed` (or the message) says where.
     """
     fmt = out.suffix.lower().lstrip(".")
     if fmt == "dot":
@@ -54,14 +55,18 @@ def draw_file(dot_text: str, out: Path, width: float | None = None) -> str | Non
             if problem is None:
                 write_output(out, tikz(layout.read_text(encoding="utf-8")).encode("utf-8"))
                 return None
-    else:
-        with replacing(out) as (_fd, tmp):
-            extra = _pdf_scale(exe, dot_text, width, timeout) if fmt == "pdf" and width is not None else []
-            problem = _run_dot(exe, fmt, tmp, dot_text, timeout, extra) if isinstance(extra, list) else extra
-            if problem is None:
-                return None
-    raise DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. "
-                    f"{_save_dot_text(out, dot_text)}; a smaller drawing (--depth N) may work.")
+        raise _failed(out, dot_text, problem)
+    with replacing(out) as (_fd, tmp):
+        extra = _pdf_scale(exe, dot_text, width, timeout) if fmt == "pdf" and width is not None else []
+        problem = _run_dot(exe, fmt, tmp, dot_text, timeout, extra) if isinstance(extra, list) else extra
+        if problem is not None:  # raised inside: the file being replaced is left as it was
+            raise _failed(out, dot_text, problem)
+    return None
+
+
+def _failed(out: Path, dot_text: str, problem: str) -> DotFailed:
+    return DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. "
+                     f"{_save_dot_text(out, dot_text)}; a smaller drawing (--depth N) may work.")
 
 
 def draw_svg(dot_text: str) -> str:
@@ -130,8 +135,8 @@ def _run_dot(exe: str, fmt: str, target: Path, dot_text: str, timeout: int, extr
     """Run ``dot`` writing ``target`` (``extra``: more options), for at most ``timeout`` seconds; None when it
     succeeds, otherwise what went wrong."""
     # its own session, so that on a timeout the whole process group (dot and anything it started) is killed
-    proc = subprocess.Popen([exe, f"-T{fmt}", *(extra or []), "-o", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen([exe, f"-T{fmt}", *(extra or []), "-o", str(target)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         _, err = proc.communicate(dot_text.encode("utf-8"), timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -68,7 +68,8 @@ def _find_runs(c: Cluster, g: Graph, users: dict[int, list[Node]]) -> None:
             _find_runs(item, g, users)
 
 
-def _follows(prev, item, first, g: Graph, users: dict[int, list[Node]]) -> bool:
+def _follows(prev: Node | Cluster, item: Node | Cluster, first: Node | Cluster, g: Graph,
+             users: dict[int, list[Node]]) -> bool:
     """Whether ``item`` continues the run that ``prev`` ends (and ``first`` begins): the same block, arguments,
     ops and shapes, fed by ``prev``, taking nothing else that ``first`` does not take, while nothing outside
     ``prev`` and ``item`` reads what ``prev`` computes (a tap from inside a run could not be drawn rolled)."""

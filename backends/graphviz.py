@@ -328,7 +328,8 @@ class Drawing:
         row_of = rows(self._parts(), flow + outputs) if self.rankdir == "LR" else {}
         for part in self._parts() if row_of else ():  # an input goes in the row of its first reader
             if all(name in self.inputs for name in part):
-                row_of.update(dict.fromkeys(part, min((row_of.get(dst, 0) for src, dst in flow if src in part), default=0)))
+                readers = [row_of.get(dst, 0) for src, dst in flow if src in part]
+                row_of.update(dict.fromkeys(part, min(readers, default=0)))
         for src, dst, label in ordered:
             attrs = [f'label="{escape(label)}"'] if self.shapes else []
             if row_of.get(src, 0) != row_of.get(dst, 0):

@@ -475,3 +475,20 @@ def test_docs_diagrams_pictures_are_all_drawn_by_the_gallery_script():
     assert len(DOC_COMMANDS) >= 9
     for stem in _gallery_options():
         assert (DIAGRAMS_DOC.parent / "images" / "diagrams" / f"{stem}.svg").stat().st_size > 0
+
+
+@pytest.mark.parametrize("suffix", ["svg", "pdf", "tex"])
+def test_a_failing_dot_leaves_the_output_as_it_was(suffix, tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dot").write_text("#!/bin/sh\necho 'Error: out of cheese' >&2\nexit 3\n", encoding="utf-8")
+    (fake / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    out = tmp_path / f"old.{suffix}"
+    out.write_bytes(b"the old picture")
+    args = ["render", str(SPECS_DIR / "mlp.dln"), "-o", str(out), "--width", "3in"]
+    assert main(args) == 1
+    assert out.read_bytes() == b"the old picture"
+    err = capsys.readouterr().err
+    assert f"could not draw old.{suffix}: it exited with status 3: Error: out of cheese" in err
+    assert (tmp_path / "old.dot").exists()  # the DOT text, saved beside it
