@@ -27,7 +27,7 @@ class _Writer:
     def __init__(self) -> None:
         self.colours: dict[str, str] = {}  # "#rrggbb" -> its \definecolor name
         self.body: list[str] = []
-        self.pen = "black"
+        self.pen: str | None = "black"  # None: transparent, not drawn
         self.fill: str | None = None
         self.dashed = False
         self.size = 10.0
@@ -48,7 +48,7 @@ class _Writer:
     def op(self, op: dict) -> None:
         kind = op["op"]
         if kind == "c":
-            self.pen = self.colour(op["color"]) or "black"
+            self.pen = self.colour(op["color"])
         elif kind == "C":
             self.fill = self.colour(op["color"])
         elif kind == "S":
@@ -60,12 +60,14 @@ class _Writer:
         elif kind == "T":
             x, y = op["pt"]
             self.body.append(f"  \\node[anchor={_ANCHOR.get(op.get('align'), 'base')}, inner sep=0pt, "
-                             f"font=\\fontsize{{{self.size:g}}}{{{self.size * 1.2:g}}}\\selectfont, text={self.pen}] "
+                             f"font=\\fontsize{{{self.size:g}}}{{{self.size * 1.2:g}}}\\selectfont, "
+                             f"text={self.pen or 'black'}] "
                              f"at ({x:.2f},{y:.2f}) {{{latex_text(op['text'])}}};")
 
     def shape(self, kind: str, op: dict) -> None:
         filled = kind in "PBE" and self.fill is not None
-        style = [f"draw={self.pen}"] + ([f"fill={self.fill}"] if filled else []) + (["dashed"] if self.dashed else [])
+        style = [f"draw={self.pen or 'none'}"] + ([f"fill={self.fill}"] if filled else [])
+        style += ["dashed"] if self.dashed else []
         if kind in "Ee":
             (x, y), (rx, ry) = op["rect"][:2], op["rect"][2:]
             path = f"({x:.2f},{y:.2f}) ellipse [x radius={rx:.2f}, y radius={ry:.2f}]"

@@ -396,6 +396,7 @@ def test_tikz_output(tmp_path):
     assert set(re.findall(r"=(dlc\d+)", tex)) <= defined
     assert "\\{brace\\} \\textless{}angle\\textgreater{}" in tex and "größe ☃" in tex
     assert "fc: linear 4" in tex and "\\node[" in tex and ".. controls" in tex  # labels, nodes, curved edges
+    assert "\\path[draw=none, fill=" in tex  # the background: filled, no frame (its pen is transparent)
 
 
 def test_latex_text_escapes_everything():
