@@ -4,45 +4,32 @@ The drawing follows the IR's block hierarchy: one cluster per block instance or 
 labelled ``name: Block(args)`` and nested as deep as the spec nests. Nodes show the op with its key
 attributes and its parameter count; edges carry tensor shapes (symbolic dimensions by name);
 inputs and outputs have shapes of their own. Below ``depth`` a block instance collapses into one
-node with its input and output shapes and total parameters; ``roll`` draws a repeat once, marked
-``×N``. Merges are nodes labelled with their kind, a bidirectional layer is drawn as its two
-directions joining at its merge, shared instances are marked and linked by a dashed line (their
-parameters counted once), and fusion groups are shaded. The DOT text is built directly, so it is
-deterministic and every label is escaped here.
+node with its input and output shapes and total parameters. Runs of identical block instances
+(:mod:`dlc.backends.diagram_tree`) are drawn once, marked ``×N``, unless ``roll=False``. Merges are
+nodes labelled with their kind, a bidirectional layer is drawn as its two directions joining at its
+merge, shared instances are marked and linked by a dashed line (their parameters counted once), and
+with ``fusion=True`` fusion groups are shaded. ``style`` picks the looks (:mod:`dlc.backends.diagram_style`),
+``width`` (inches) scales the drawing to that width, and ``rankdir="LR"`` wraps a long network into rows
+(:mod:`dlc.backends.diagram_wrap`). The DOT text is built directly, so it is deterministic and every label
+is escaped here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
+from dlc.backends.diagram_output import FORMATS, DotFailed, draw_file, draw_svg
+from dlc.backends.diagram_style import FAMILY_COLOURS, FUSION_FILL, STYLES
+from dlc.backends.diagram_wrap import rows
+from dlc.backends.diagram_tree import AUTO_LIMIT, Cluster, choose_view, tree, view, whole_repeat
 from dlc.compiler.fusion import fusion_plan
-from dlc.compiler.ir import Graph, Node, Scope, format_value
+from dlc.compiler.ir import Graph, Node, format_value
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.passes import count_params, tied_to
 from dlc.compiler.types import TensorType
-from dlc.diagnostics import display
-from dlc.files import create_new, replacing, write_output
-from dlc.limits import limit
 
-FAMILY_COLOURS = {
-    "conv": "#cfe2f3", "linear": "#c9daf8", "pool": "#d9ead3", "norm": "#fff2cc", "activation": "#f4cccc",
-    "merge": "#d9d2e9", "shape": "#eeeeee", "recurrent": "#d0e0e3", "attention": "#b4dcd6",
-    "embedding": "#fce5cd", "regularization": "#f3f3f3", "arith": "#e6def0", "wrapper": "#e0e0f0",
-    "block": "#ffffff", "io": "#ffffff",
-    "param": "#e8f4e0", "external": "#f6e3d3", "index": "#eeeeee", "reduce": "#e6def0", "compare": "#ead1dc",
-    "random": "#fdf3e7", "fill": "#f3f3f3", "position": "#fce5cd",
-}
-FUSION_FILL = "#fff4c2"
-# Graphs with more drawn nodes than this collapse deeper blocks (and roll repeats) unless told otherwise.
-AUTO_LIMIT = 150
+__all__ = ["AUTO_LIMIT", "FAMILY_COLOURS", "FORMATS", "FUSION_FILL", "DotFailed", "choose_view", "render_file",
+           "render_svg", "to_dot"]
 
 
 def escape(text: str) -> str:
@@ -61,89 +48,32 @@ def describe(node: Node) -> str:
     return op_of(node.op).describe(node.attrs)
 
 
-@dataclass
-class Cluster:
-    """A block instance or labelled group being drawn."""
-
-    scope: Scope | None
-    depth: int
-    items: list = field(default_factory=list)  # Node | Cluster, in order
-    nodes: list[Node] = field(default_factory=list)  # every node inside, at any depth
-    rolled: int = 0  # > 1: a repeat drawn once, ×rolled
-
-
-def _tree(g: Graph) -> Cluster:
-    root = Cluster(None, 0)
-    index: dict[tuple, Cluster] = {}
-    for node in g.nodes:
-        parent = root
-        root.nodes.append(node)
-        for depth, scope in enumerate(node.scope, start=1):
-            key = tuple((s.path, s.call) for s in node.scope[:depth])
-            child = index.get(key)
-            if child is None:
-                child = index[key] = Cluster(scope, depth)
-                parent.items.append(child)
-            child.nodes.append(node)
-            parent = child
-        parent.items.append(node)
-    return root
-
-
-def _repeat(c: Cluster) -> bool:
-    """A labelled group of two or more instances of one block with the same arguments and the same ops
-    (``Block(..) * N``); the same arguments may still build other ops (a shortcut only where the input's
-    channels equal the output's), and rolling pairs the instances' nodes one to one."""
-    kids = c.items
-    return (c.scope is not None and c.scope.kind == "seq" and len(kids) >= 2 and all(isinstance(k, Cluster)
-            and k.scope.kind == "block" and (k.scope.block, k.scope.args) == (kids[0].scope.block, kids[0].scope.args)
-            and [n.op for n in k.nodes] == [n.op for n in kids[0].nodes] for k in kids))
-
-
-def _count(c: Cluster, depth: int | None, roll: bool) -> int:
-    """Drawn nodes of a cluster under the given settings."""
-    total = 0
-    items = c.items[:1] if roll and _repeat(c) else c.items
-    for item in items:
-        if isinstance(item, Node):
-            total += 1
-        elif depth is not None and item.depth > depth:
-            total += 1
-        else:
-            total += _count(item, depth, roll)
-    return total
-
-
-def _max_depth(c: Cluster) -> int:
-    return max([c.depth] + [_max_depth(i) for i in c.items if isinstance(i, Cluster)])
-
-
-def choose_view(g: Graph, depth: int | None, roll: bool | None) -> tuple[int | None, bool]:
-    """The depth and rolling to draw with: as asked, or (when not asked) whatever keeps the picture readable."""
-    return _view(_tree(g), depth, roll)
-
-
-def _view(root: Cluster, depth: int | None, roll: bool | None) -> tuple[int | None, bool]:
-    if roll is None:
-        roll = depth is None and _count(root, None, False) > AUTO_LIMIT
-    if depth is None and _count(root, None, roll) > AUTO_LIMIT:
-        depth = next((d for d in range(_max_depth(root), -1, -1) if _count(root, d, roll) <= AUTO_LIMIT), 0)
-    return depth, roll
-
-
 class Drawing:
-    def __init__(self, g: Graph, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
-                 rankdir: str = "TB") -> None:
+    """The DOT text of one diagram, built statement by statement (:func:`to_dot` for its options)."""
+
+    def __init__(self, g: Graph, depth: int | None = None, roll: bool | None = True, fusion: bool = False,
+                 rankdir: str = "TB", style: str = "default", shapes: bool = True,
+                 width: float | None = None) -> None:
         self.g = g
-        self.tree = _tree(g)
-        self.depth, self.roll = _view(self.tree, depth, roll)
+        self.tree = tree(g)
+        self.depth, self.roll = view(self.tree, depth, roll)
         self.fusion = fusion
         self.rankdir = rankdir
+        self.style = STYLES[style]
+        self.shapes = shapes
+        self.width = width
+        # node id -> {run (its first node's id): which instance of it the node is in}, for every run when rolled
+        self.runs: dict[int, dict[int, int]] = {}
+        self.inputs: set[str] = set()  # the DOT nodes of the network's inputs
+        self.flow: list[tuple[str, str]] = []  # the edges drawn, for wrapping
+        self.part_lines: list[int] = []  # where the statements of each top-level part begin in self.lines
+        if self.roll:
+            self._note_runs(self.tree)
         self.params = count_params(g)
         self.producer = g.producer()
         self.rep: dict[int, str] = {}  # node id -> the DOT node that stands for it
         self.entry: dict[int, str] = {}  # node id -> where its incoming edges end, when not at rep
-        self.alias: dict[int, int] = {}  # node of a rolled-up repeat -> its counterpart in the drawn instance
+        self.alias: dict[int, int] = {}  # node of a rolled-up instance -> its counterpart in the drawn one
         self.lines: list[str] = []
         self.families: set[str] = set()
         self.seen_paths: dict[str, str] = {}  # module path -> the DOT node of its first use
@@ -158,10 +88,12 @@ class Drawing:
     def _cluster_label(self, c: Cluster) -> str:
         s = c.scope
         assert s is not None
-        name = s.name if not s.name.isdigit() else ".".join(s.path.split(".")[-2:])  # a repeat's child: group.k
+        name = _instance_name(c)
+        if c.rolled > 1 and c.run:  # a run inside a group or block: its first and last instance
+            name += f" … {_instance_name(c.run[-1])}"
         if s.kind == "block":
             args = ", ".join(f"{k}={format_value(v)}" for k, v in s.args)
-            text = f"{name}: {s.block}({args})"
+            text = f"{name}: {s.block}({args})" if self.style.details else f"{s.block}({args})"
         else:
             text = name
         if c.rolled > 1:
@@ -172,6 +104,8 @@ class Drawing:
 
     def _params_text(self, node: Node) -> str:
         path = node.module_path
+        if not self.style.details:
+            return ""
         tied = f"\nweight tied to {tied_to(node)}" if tied_to(node) is not None else ""
         if path is None or not self.params.get(path):
             return tied
@@ -188,11 +122,12 @@ class Drawing:
         if op.draw == "input":
             t = self.g.types[node.outputs[0]]
             dtype = f" {t.dtype}" if isinstance(t, TensorType) and t.dtype != "float32" else ""
-            label = f"{op.describe(node.attrs)}\n{_shape(t)}{dtype}"
+            label = f"{op.describe(node.attrs)}\n{_shape(t)}{dtype}" if self.shapes else op.describe(node.attrs)
             self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=invhouse, fillcolor="#ffffff"];')
+            self.inputs.add(nid)
             return
         self.families.add(op.family)
-        colour = FAMILY_COLOURS.get(op.family, "#ffffff")
+        colour = self.style.colours.get(op.family, "#ffffff")
         if op.draw == "directions":
             self._bidirectional(node, indent, colour)
             return
@@ -201,7 +136,7 @@ class Drawing:
             self.lines.append(f'{indent}{nid} [label="{escape(label)}", shape=ellipse, fillcolor="{colour}"];')
             return
         title = describe(node)
-        if node.name and not node.name.isdigit() and node.name != node.op:
+        if self.style.details and node.name and not node.name.isdigit() and node.name != node.op:
             title = f"{node.name}: {title}"
         label = title + self._params_text(node)
         self.lines.append(f'{indent}{nid} [label="{escape(label)}", fillcolor="{colour}"];')
@@ -228,7 +163,7 @@ class Drawing:
         """
         inner = describe(node)
         nid = f"n{node.id}"
-        name = f"{node.name}: " if node.name and not node.name.isdigit() else ""
+        name = f"{node.name}: " if self.style.details and node.name and not node.name.isdigit() else ""
         label = f"{name}bidirectional" + self._params_text(node)
         self.lines.append(f'{indent}subgraph "cluster_bi{node.id}" {{')
         self.lines.append(f'{indent}  label="{escape(label)}"; style="rounded,filled"; fillcolor="#f4fafa"; '
@@ -240,7 +175,7 @@ class Drawing:
             self.lines.append(f'{indent}  {nid}_in -> {nid}_{d} [arrowhead=none];')
             self.lines.append(f'{indent}  {nid}_{d} -> {nid};')
         self.lines.append(f'{indent}  {nid} [label="{escape(node.attrs["merge"])}", shape=ellipse, '
-                          f'fillcolor="{FAMILY_COLOURS["merge"]}"];')
+                          f'fillcolor="{self.style.colours["merge"]}"];')
         self.families.add("merge")
         self.lines.append(f"{indent}}}")
         self.rep[node.id] = nid
@@ -256,9 +191,10 @@ class Drawing:
         paths = {n.module_path for n in c.nodes if n.module_path}
         total = sum(self.params.get(p, 0) for p in paths if p not in self.seen_paths)
         io = " → ".join(", ".join(_shape(self.g.types[v]) for v in values) for values in (site.inputs, site.outputs))
-        label = self._cluster_label(c) + f"\n{io}" + (f"\n{total:,} params" if total else "")
+        label = self._cluster_label(c) + (f"\n{io}" if self.shapes else "")
+        label += f"\n{total:,} params" if total and self.style.details else ""
         kernels = {self.group_of[n.id].id for n in c.nodes if n.id in self.group_of}
-        if kernels:  # its fusion groups are inside the box: say how many
+        if kernels and self.style.details:  # its fusion groups are inside the box: say how many
             label += f"\n{len(kernels)} fused kernel" + ("s" if len(kernels) > 1 else "")
         shared = s.call > 0
         for p in paths:
@@ -274,19 +210,14 @@ class Drawing:
         if self.depth is not None and c.depth > self.depth:
             self._collapsed(c, indent)
             return
-        items = c.items
-        if self.roll and _repeat(c):
-            c.rolled = len(items)
-            first: Cluster = items[0]
-            for other in items[1:]:
-                for mine, theirs in zip(first.nodes, other.nodes):
-                    self.alias[theirs.id] = mine.id
-            items = items[:1]
+        whole = self.roll and whole_repeat(c)
+        if whole:
+            c.rolled = len(c.items)
         self.lines.append(f'{indent}subgraph "cluster_{escape(c.scope.path)}#{c.scope.call}" {{')
         dashed = ",dashed" if c.scope.call > 0 else ""
         self.lines.append(f'{indent}  label="{escape(self._cluster_label(c))}"; style="rounded{dashed}"; '
-                          f'color="#666666";')
-        self._items(items, indent + "  ")
+                          f'color="{self.style.cluster}";')
+        self._items(c.items, indent + "  ", whole)
         self.lines.append(f"{indent}}}")
         self._link_instance(c)
 
@@ -300,13 +231,51 @@ class Drawing:
         elif s.path in self.first_use and here is not None:
             self.shared_links.append((self.first_use[s.path], here))
 
-    def _items(self, items: list, indent: str) -> None:
+    def _roll(self, first: Cluster, marked: bool) -> None:
+        """Draw the run ``first`` begins as ``first``: the other instances' nodes alias its nodes, and every node
+        of the run is noted as in it (edges between its instances are not drawn). ``marked``: ``first`` says
+        ``×N`` (not when the group around it, a whole repeat, does)."""
+        if marked:
+            first.rolled = len(first.run)
+        for other in first.run[1:]:
+            for mine, theirs in zip(first.nodes, other.nodes):
+                self.alias[theirs.id] = mine.id
+
+    def _note_runs(self, c: Cluster) -> None:
+        """Note which instance of which run each node is in (:attr:`runs`), hidden instances' runs included."""
+        for item in c.items:
+            if isinstance(item, Cluster):
+                for k, instance in enumerate(item.run):
+                    for n in instance.nodes:
+                        self.runs.setdefault(n.id, {})[item.nodes[0].id] = k
+                self._note_runs(item)
+
+    def _across_instances(self, a: int, b: int) -> bool:
+        """Whether nodes ``a`` and ``b`` are in different instances of one run: rolled, that edge is not drawn."""
+        mine, theirs = self.runs.get(a, {}), self.runs.get(b, {})
+        return any(theirs.get(run, k) != k for run, k in mine.items())
+
+    def _drawn(self, node_id: int) -> int:
+        """The node drawn for ``node_id``: itself, or its counterpart in the first instance of its runs."""
+        while node_id in self.alias:
+            node_id = self.alias[node_id]
+        return node_id
+
+    def _items(self, items: list, indent: str, whole: bool = False) -> None:
+        """Draw ``items``; ``whole``: they are one rolled run, marked on the group around them."""
+        if self.roll:
+            items = [i for i in items if not (isinstance(i, Cluster) and i.hidden)]
+            for item in items:
+                if isinstance(item, Cluster) and item.run:
+                    self._roll(item, not whole)
         groups: dict[int, list[Node]] = {}
         for item in items:
             if isinstance(item, Node) and item.id in self.group_of:
                 groups.setdefault(self.group_of[item.id].id, []).append(item)
         done: set[int] = set()
         for item in items:
+            if indent == "  ":  # the network's own items: where each starts, for wrapping into rows
+                self.part_lines.append(len(self.lines))
             if isinstance(item, Cluster):
                 self._cluster(item, indent)
             elif item.id in self.group_of:
@@ -317,7 +286,7 @@ class Drawing:
                 self.families.add("fused")
                 self.lines.append(f'{indent}subgraph "cluster_fused{gid}" {{')
                 self.lines.append(f'{indent}  label="kernel #{gid}"; style="filled,rounded"; '
-                                  f'fillcolor="{FUSION_FILL}"; color="#e0c060"; fontsize=9;')
+                                  f'fillcolor="{self.style.fusion_fill}"; color="#e0c060"; fontsize=9;')
                 for n in groups[gid]:
                     self._node(n, indent + "  ")
                 self.lines.append(f"{indent}}}")
@@ -327,37 +296,51 @@ class Drawing:
     # ---- the whole picture -----------------------------------------------------------------------------
 
     def dot(self) -> str:
-        g = self.g
+        """The whole DOT text."""
+        g, font = self.g, self.style.font
+        # a width in inches: scaled up or down to exactly that width (dot's `size` with `!`), height following
+        size = f', size="{self.width:g},10000!"' if self.width is not None else ""
         self.lines = [
             f'digraph "{escape(g.name)}" {{',
             f"  rankdir={self.rankdir};",
-            '  graph [fontname="Helvetica", fontsize=11, labeljust=l, newrank=true];',
-            '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
-            '  edge [fontname="Helvetica", fontsize=8, color="#555555"];',
+            f'  graph [fontname="{font}", fontsize=11, labeljust=l, newrank=true{size}];',
+            f'  node [shape=box, style="rounded,filled", fontname="{font}", fontsize=10];',
+            f'  edge [fontname="{font}", fontsize=8, color="{self.style.edge}"];',
         ]
         self._items(self.tree.items, "  ")
+        self.parts_end = len(self.lines)
         edges: set[tuple[str, str, str]] = set()
         ordered: list[tuple[str, str, str]] = []
         for node in g.nodes:
-            dst_id = self.alias.get(node.id, node.id)
+            dst_id = self._drawn(node.id)
             for v in node.inputs:
-                src_id = self.alias.get(self.producer[v].id, self.producer[v].id)
+                src_id = self._drawn(self.producer[v].id)
                 src, dst = self.rep[src_id], self.rep[dst_id]
                 dst = self.entry.get(dst_id, dst) if src != dst else dst
-                if src == dst or (node.id in self.alias and self.producer[v].id in self.alias):
+                if src == dst or self._across_instances(self.producer[v].id, node.id):
                     continue
                 edge = (src, dst, _shape(g.types[v]))
                 if edge not in edges:
                     edges.add(edge)
                     ordered.append(edge)
+        self.flow = flow = [(src, dst) for src, dst, _ in ordered]
+        outputs = [(self.rep[self._drawn(self.producer[v].id)], f'"out:{escape(name)}"') for name, v in g.outputs]
+        row_of = rows(self._parts(), flow + outputs) if self.rankdir == "LR" else {}
+        for part in self._parts() if row_of else ():  # an input goes in the row of its first reader
+            if all(name in self.inputs for name in part):
+                readers = [row_of.get(dst, 0) for src, dst in flow if src in part]
+                row_of.update(dict.fromkeys(part, min(readers, default=0)))
         for src, dst, label in ordered:
-            self.lines.append(f'  {src} -> {dst} [label="{escape(label)}"];')
-        for name, v in g.outputs:
-            src = self.rep[self.alias.get(self.producer[v].id, self.producer[v].id)]
-            out = f'"out:{escape(name)}"'
+            attrs = [f'label="{escape(label)}"'] if self.shapes else []
+            if row_of.get(src, 0) != row_of.get(dst, 0):
+                attrs.append("constraint=false")  # from one row to the next: it does not stretch the row
+            self.lines.append(f"  {src} -> {dst} [{', '.join(attrs)}];" if attrs else f"  {src} -> {dst};")
+        if row_of:
+            self._row_clusters(row_of)
+        for (src, out), (name, v) in zip(outputs, g.outputs):
             what = f"output {name} (training only)" if name in g.training_outputs else f"output {name}"
-            self.lines.append(f'  {out} [label="{escape(what)}\\n{escape(_shape(g.types[v]))}", '
-                              f'shape=house, fillcolor="#ffffff"];')
+            shape = f"\\n{escape(_shape(g.types[v]))}" if self.shapes else ""
+            self.lines.append(f'  {out} [label="{escape(what)}{shape}", shape=house, fillcolor="#ffffff"];')
             self.lines.append(f"  {src} -> {out};")
         for a, b in self.shared_links:
             self.lines.append(f'  {a} -> {b} [style=dashed, arrowhead=none, constraint=false, color="#999999", '
@@ -366,9 +349,44 @@ class Drawing:
             if path in self.seen_paths:  # not drawn when collapsed into its block: the label says it anyway
                 self.lines.append(f'  {self.seen_paths[path]} -> {b} [style=dashed, arrowhead=none, '
                                   f'constraint=false, color="#999999", label="tied weight"];')
-        self._legend()
+        if self.style.legend:
+            self._legend()
         self.lines.append("}")
         return "\n".join(self.lines) + "\n"
+
+    def _parts(self) -> list[list[str]]:
+        """The DOT nodes of each top-level part drawn (an input, a layer, a block instance), in order."""
+        parts = []
+        for item in self.tree.items:
+            if isinstance(item, Cluster) and self.roll and item.hidden:
+                continue
+            nodes = item.nodes if isinstance(item, Cluster) else [item]
+            drawn = [self.entry.get(n.id, self.rep[self._drawn(n.id)]) for n in nodes]
+            drawn += [self.rep[self._drawn(n.id)] for n in nodes]
+            parts.append(list(dict.fromkeys(drawn)))  # in the order drawn, the first node first
+        return parts
+
+    def _row_clusters(self, row_of: dict[str, int]) -> None:
+        """Put each row of a wrapped diagram in an invisible cluster (dot never overlaps clusters).
+
+        The rows are written in order and their first nodes put in one rank: the rows start at the left, one
+        under the other (where a side branch pulls a row up, as the auxiliary head of Inception v3
+        do, dot may stack two rows the other way round).
+        """
+        parts = self._parts()
+        row = [row_of.get(part[0], 0) for part in parts]
+        bounds = self.part_lines + [self.parts_end]
+        blocks = [self.lines[bounds[k]:bounds[k + 1]] for k in range(len(parts))]
+        body: list[str] = []
+        firsts = []
+        for r in sorted(set(row)):
+            body.append(f'  subgraph "cluster_row{r}" {{ style=invis; label="";')
+            mine = [k for k in range(len(parts)) if row[k] == r]
+            body += [line for k in mine for line in blocks[k]]
+            body.append("  }")
+            firsts.append(parts[mine[0]][0])
+        self.lines[bounds[0]:bounds[-1]] = body
+        self.lines.append(f"  {{rank=same; {'; '.join(firsts)};}}")
 
     def _legend(self) -> None:
         families = sorted(f for f in self.families if f in FAMILY_COLOURS)
@@ -384,119 +402,31 @@ class Drawing:
         self.lines.append("  }")
 
 
-def to_dot(g: Graph, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
-           rankdir: str = "TB") -> str:
-    """The DOT text of a diagram of ``g`` (see the module docstring for the options)."""
-    return Drawing(g, depth, roll, fusion, rankdir).dot()
+def _instance_name(c: Cluster) -> str:
+    """A cluster's name as drawn: a repeat's numbered child by its last two path parts (``layer1.0``)."""
+    name = c.scope.name
+    return name if not name.isdigit() else ".".join(c.scope.path.split(".")[-2:])
 
 
-class DotFailed(Exception):
-    """Graphviz's ``dot`` failed, crashed or ran out of time; the message says where the DOT text is."""
+def to_dot(g: Graph, depth: int | None = None, roll: bool | None = True, fusion: bool = False,
+           rankdir: str = "TB", style: str = "default", shapes: bool = True, width: float | None = None) -> str:
+    """The DOT text of a diagram of ``g``: blocks nested deeper than ``depth`` collapsed (None: all drawn, or what
+    keeps a large network readable), runs of identical instances rolled (``roll``), fusion groups shaded
+    (``fusion``), ``rankdir`` "TB" or "LR", ``style`` "default" or "paper", tensor shapes on edges (``shapes``),
+    scaled to ``width`` inches."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
+    if rankdir not in ("TB", "LR"):
+        raise ValueError(f"rankdir must be TB or LR, not {rankdir!r}")
+    return Drawing(g, depth, roll, fusion, rankdir, style, shapes, width).dot()
 
 
 def render_file(g: Graph, out: Path, **options) -> str | None:
-    """Write ``out`` (.dot, .svg, .png or .pdf); returns a message for the user, if any.
-
-    Every file is written atomically (a temporary file renamed into place), so a failed or interrupted
-    drawing leaves an existing ``out`` as it was. ``dot`` runs at most ``DOT_SECONDS`` (:mod:`dlc.limits`);
-    when it fails, or is not installed, the DOT text is saved in a new file beside ``out`` (see
-    :func:`_save_dot_text`) and :class:`DotFailed` (or the message) says where.
-    """
-    dot_text = to_dot(g, **options)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt == "dot":
-        write_output(out, dot_text.encode("utf-8"))
-        return None
-    exe = shutil.which("dot")
-    if exe is None:
-        return (f"Graphviz's `dot` program is not installed, so {display(out.name)} was not drawn. "
-                f"{_save_dot_text(out, dot_text)}. Install it (Debian/Ubuntu: `apt-get install graphviz`, macOS: "
-                f"`brew install graphviz`) and rerun.")
-    timeout = limit("DOT_SECONDS")  # read first: a bad value is an error before dot starts
-    with replacing(out) as (_fd, tmp):
-        problem = _run_dot(exe, fmt, tmp, dot_text, timeout)
-        if problem is not None:
-            raise DotFailed(f"Graphviz's dot could not draw {display(out.name)}: {problem}. "
-                            f"{_save_dot_text(out, dot_text)}; a smaller drawing (--depth N, --roll) may work.")
-    return None
+    """Draw ``g`` (options of :func:`to_dot`) into ``out``, one of :data:`FORMATS` by its suffix; returns a message
+    for the user, if any (:func:`dlc.backends.diagram_output.draw_file`)."""
+    return draw_file(to_dot(g, **options), out, options.get("width"))
 
 
 def render_svg(g: Graph, **options) -> str:
-    """The diagram of ``g`` as SVG text (for Jupyter), drawn by ``dot`` within ``DOT_SECONDS`` like
-    :func:`render_file`; :class:`DotFailed` says why it could not be drawn."""
-    dot_text = to_dot(g, **options)
-    exe = shutil.which("dot")
-    if exe is None:
-        raise DotFailed("Graphviz's `dot` program is not installed, so the diagram was not drawn. Install it "
-                        "(Debian/Ubuntu: `apt-get install graphviz`, macOS: `brew install graphviz`).")
-    timeout = limit("DOT_SECONDS")
-    with tempfile.TemporaryDirectory(prefix="dlc-svg-") as folder:
-        target = Path(folder) / "diagram.svg"
-        problem = _run_dot(exe, "svg", target, dot_text, timeout)
-        if problem is not None:
-            raise DotFailed(f"Graphviz's dot could not draw the diagram: {problem}; a smaller drawing "
-                            "(depth=N, roll=True) may work.")
-        return target.read_text(encoding="utf-8")
-
-
-def _save_dot_text(out: Path, dot_text: str) -> str:
-    """Save the DOT text of a drawing that was not drawn; returns a sentence saying where (or why not).
-
-    The user did not name this file, so it must not replace one: it is ``out`` with the suffix ``.dot`` if no
-    such file exists, else the first free ``NAME.dlc-N.dot``, created exclusively (never an existing file, so
-    never an input of the command, and never through a symlink).
-    """
-    first = out.with_suffix(".dot")
-    try:
-        saved = create_new(_dot_names(out), dot_text.encode("utf-8"))
-    except OSError as exc:
-        return f"The DOT text could not be saved beside it ({display(exc.strerror or exc)})"
-    if saved is None:
-        return f"The DOT text was not saved: {display(first)} and its numbered variants exist"
-    if saved != first:
-        return f"The DOT text is in {display(saved)} ({display(first.name)} exists and is left as it was)"
-    return f"The DOT text is in {display(saved)}"
-
-
-def _dot_names(out: Path) -> Iterator[Path]:
-    """``out.dot``, then ``out.dlc-1.dot`` ... ``out.dlc-99.dot``: where :func:`_save_dot_text` may save."""
-    yield out.with_suffix(".dot")
-    for n in range(1, 100):
-        yield out.with_suffix(f".dlc-{n}.dot")
-
-
-def _run_dot(exe: str, fmt: str, target: Path, dot_text: str, timeout: int) -> str | None:
-    """Run ``dot`` writing ``target``, for at most ``timeout`` seconds; None when it succeeds, otherwise what
-    went wrong."""
-    # its own session, so that on a timeout the whole process group (dot and anything it started) is killed
-    proc = subprocess.Popen([exe, f"-T{fmt}", "-o", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        _, err = proc.communicate(dot_text.encode("utf-8"), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
-        return f"it ran longer than {timeout} seconds and was stopped (raise the limit with DLC_DOT_SECONDS)"
-    except BaseException:
-        _kill_group(proc)
-        proc.wait()
-        raise
-    if proc.returncode == 0:
-        return None
-    if proc.returncode < 0:
-        try:
-            name = signal.Signals(-proc.returncode).name
-        except ValueError:
-            name = f"signal {-proc.returncode}"
-        what = f"it was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
-    else:
-        what = f"it exited with status {proc.returncode}"
-    lines = err.decode("utf-8", errors="replace").strip().splitlines()
-    if lines:  # its last words, escaped and cut: a crash can print anything
-        what += ": " + display(" / ".join(lines[-3:]), 300)
-    return what
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    """The diagram of ``g`` (options of :func:`to_dot`) as SVG text, drawn within ``DOT_SECONDS``."""
+    return draw_svg(to_dot(g, **options))

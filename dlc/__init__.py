@@ -22,4 +22,12 @@ def compile(path, *, params_file=None, network=None, **params):
     return _compile(path, params_file=params_file, network=network, **params)
 
 
-__all__ = ["load", "compile", "__version__"]
+def render(spec, out, **options):
+    """Draw the network of ``spec`` (a path or a compiled network) into ``out`` (.svg, .png, .pdf, .dot, .tex)
+    with the options of ``dlc render``: ``dlc.render("vit.dln", "vit.pdf", style="paper", width="3.5in")``."""
+    from dlc.api import render as _render
+
+    return _render(spec, out, **options)
+
+
+__all__ = ["load", "compile", "render", "__version__"]

@@ -61,15 +61,16 @@ class Compiled:
 
         return summarize(self.graph, count_external=True)
 
-    def diagram(self, depth: int | None = None, roll: bool | None = None, fusion: bool = True,
-                rankdir: str = "TB") -> graphviz.Source:
-        """The network's diagram (the options of ``dlc render``) as a ``graphviz.Source``: ``.render()``,
-        ``.view()`` and ``.pipe()`` draw it with Graphviz's ``dot``, without dlc's time limit."""
+    def diagram(self, depth: int | None = None, roll: bool = True, fusion: bool = False,
+                rankdir: str = "TB", **options: Any) -> graphviz.Source:
+        """The network's diagram (the options of ``dlc render``: ``style="paper"``, ``shapes``, ``width``) as a
+        ``graphviz.Source``: ``.render()``, ``.view()`` and ``.pipe()`` draw it with Graphviz's ``dot``, without
+        dlc's time limit."""
         import graphviz
 
         from dlc.backends.graphviz import to_dot
 
-        return graphviz.Source(to_dot(self.graph, depth, roll, fusion, rankdir), format="svg")
+        return graphviz.Source(to_dot(self.graph, depth, roll, fusion, rankdir, **options), format="svg")
 
     def _repr_svg_(self) -> str:
         """The diagram as SVG, which Jupyter shows for the object. ``dot`` runs at most ``DOT_SECONDS`` (as for
@@ -217,3 +218,38 @@ def load(path: str | Path, *, params_file: str | Path | None = None, network: st
     """Compile the spec at ``path`` and return a new instance of its network (a ``torch.nn.Module``)."""
     return compile(path, params_file=params_file, network=network, fuse=fuse, optimize=optimize,
                    fused_recurrent=fused_recurrent, **params).instantiate()
+
+
+def render(spec: str | Path | Compiled, out: str | Path, *, params_file: str | Path | None = None,
+           network: str | None = None, depth: int | None = None, roll: bool = True, fusion: bool = False,
+           rankdir: str = "TB", style: str = "default", shapes: bool = True, width: float | str | None = None,
+           **params: Any) -> Path:
+    """Draw a network into ``out`` (.svg, .png, .pdf, .dot or .tex) as ``dlc render`` does; returns ``out``.
+
+    ``spec`` is a spec's path (compiled with ``params_file``, ``network`` and ``**params``) or a
+    :class:`Compiled`. ``width`` is inches or a text such as ``"3.5in"``/``"8.5cm"``. A bad option or output
+    suffix raises :class:`DlcError` (``render-option``); ``dot`` failing raises ``DotFailed``, and a missing
+    ``dot`` raises ``DotFailed`` with how to install it.
+    """
+    from dlc.backends.diagram_output import FORMATS, DotFailed, parse_width
+    from dlc.backends.graphviz import render_file
+
+    target = Path(out)
+    if target.suffix.lower().lstrip(".") not in FORMATS:
+        raise DlcError("render-option", f"the output must end in .svg, .png, .pdf, .dot or .tex, got "
+                                        f"{display(target.name)}")
+    if isinstance(width, str):
+        try:
+            width = parse_width(width)
+        except ValueError as exc:
+            raise DlcError("render-option", f"width: {exc}") from None
+    compiled = spec if isinstance(spec, Compiled) else compile(spec, params_file=params_file, network=network,
+                                                               **params)
+    try:
+        message = render_file(compiled.graph, target, depth=depth, roll=roll, fusion=fusion, rankdir=rankdir,
+                              style=style, shapes=shapes, width=width)
+    except ValueError as exc:  # a style or rankdir that does not exist
+        raise DlcError("render-option", str(exc)) from None
+    if message is not None:  # dot is not installed: nothing was drawn
+        raise DotFailed(message)
+    return target

@@ -209,17 +209,17 @@ def cmd_ir(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from dlc.backends.graphviz import DotFailed, render_file
+    from dlc.backends.graphviz import FORMATS, DotFailed, render_file
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
-        raise UsageError(f"render: output must end in .svg, .png, .pdf or .dot, got {display(out.name)}")
+    if out.suffix.lower().lstrip(".") not in FORMATS:
+        raise UsageError(f"render: output must end in .svg, .png, .pdf, .dot or .tex, got {display(out.name)}")
 
     def backend(g: Graph, _: Options) -> str | None:
         if args.depth is not None and args.depth < 0:
             raise UsageError("--depth must be 0 or more")
-        options = {"depth": args.depth, "roll": True if args.roll else None, "fusion": not args.no_fusion,
-                   "rankdir": args.rankdir}
+        options = {"depth": args.depth, "roll": args.roll, "fusion": args.fusion, "rankdir": args.rankdir,
+                   "style": args.style, "shapes": args.shapes, "width": args.width}
         try:
             return render_file(g, out, **options)
         except OutputRefused as exc:
@@ -253,6 +253,37 @@ def cmd_diff(args: argparse.Namespace) -> int:
     a, b = (_overrides(argparse.Namespace(params=None, set=(args.set or []) + (extra or [])))
             for extra in (args.set_a, args.set_b))
     return diff_command(args.spec, args.other or args.spec, (a, b), args.network, args.format, _out, _report)
+
+
+def _width(text: str) -> float:
+    from dlc.backends.diagram_output import parse_width
+
+    try:
+        return parse_width(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _render_options(c: argparse.ArgumentParser) -> None:
+    """The options of ``dlc render`` (docs/diagrams.md shows each)."""
+    c.add_argument("-o", "--output", required=True, metavar="OUT.{svg,png,pdf,dot,tex}",
+                   help="the file to draw; .tex is a TikZ picture scaled to the column")
+    c.add_argument("--depth", type=int, metavar="N",
+                   help="draw block instances nested deeper than N as single nodes (default: all, or what keeps a "
+                        "large network readable)")
+    c.add_argument("--roll", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw runs of identical block instances (Block * N, or written out) once, marked ×N "
+                        "(default); --no-roll draws every instance")
+    c.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=False,
+                   help="shade the groups `dlc compile --fuse` runs as one kernel (default: not shaded)")
+    c.add_argument("--style", choices=["default", "paper"], default="default",
+                   help="paper: serif font, greys, no legend, op and key attributes only")
+    c.add_argument("--shapes", action=argparse.BooleanOptionalAction, default=True,
+                   help="tensor shapes on edges, inputs and outputs (default); --no-shapes leaves them out")
+    c.add_argument("--width", type=_width, metavar="W",
+                   help="scale the drawing to this width: 3.5in, 8.5cm, 85mm, 252pt (for a paper's column)")
+    c.add_argument("--rankdir", choices=["TB", "LR"], default="TB",
+                   help="top to bottom (default) or left to right, a long network wrapped into rows")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -298,13 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_ir)
     c = sub.add_parser("render", help="draw the network with Graphviz")
     common(c)
-    c.add_argument("-o", "--output", required=True, metavar="OUT.{svg,png,pdf,dot}")
-    c.add_argument("--depth", type=int, metavar="N",
-                   help="draw block instances nested deeper than N as single nodes (default: all, or what keeps a "
-                        "large network readable)")
-    c.add_argument("--roll", action="store_true", help="draw each repeat (Block * N) once, marked ×N")
-    c.add_argument("--no-fusion", action="store_true", help="do not shade the fusion groups")
-    c.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
+    _render_options(c)
     c.set_defaults(func=cmd_render)
     c = sub.add_parser("lsp", help="run the language server (diagnostics, hover) on stdin/stdout; needs dlc[lsp]")
     c.set_defaults(func=cmd_lsp)

@@ -74,3 +74,39 @@ def test_a_bad_time_limit_is_a_diagnostic(tmp_path, monkeypatch):
     with pytest.raises(DlcError, match="DLC_DOT_SECONDS must be a positive integer") as info:
         dlc.compile(SPECS / "mlp.dln")._repr_svg_()
     assert info.value.code == "bad-limit"
+
+
+def test_diagram_has_no_fusion_shading_unless_asked():
+    compiled = dlc.compile(SPECS / "resnet18.dln")
+    assert "kernel #" not in compiled.diagram().source
+    assert "kernel #" in compiled.diagram(fusion=True, depth=99).source
+
+
+def test_render_a_spec_or_a_compiled_network(tmp_path):
+    out = dlc.render(SPECS / "mlp.dln", tmp_path / "mlp.dot", style="paper", width="8.5cm", hidden=64)
+    assert out == tmp_path / "mlp.dot"
+    text = out.read_text(encoding="utf-8")
+    assert 'fontname="Times-Roman"' in text and 'size="3.34646,10000!"' in text and "linear 64" in text
+    compiled = dlc.compile(SPECS / "mlp.dln")
+    dlc.render(compiled, tmp_path / "again.dot", rankdir="LR")
+    assert (tmp_path / "again.dot").read_text(encoding="utf-8") == to_dot(compiled.graph, rankdir="LR")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"out": "mlp.jpg"}, "the output must end in .svg, .png, .pdf, .dot or .tex, got mlp.jpg"),
+    ({"width": "wide"}, "width: expected a positive width"),
+    ({"style": "fancy"}, "style must be one of default, paper"),
+    ({"rankdir": "BT"}, "rankdir must be TB or LR"),
+])
+def test_render_refuses_bad_options(tmp_path, options, message):
+    out = tmp_path / options.pop("out", "mlp.svg")
+    with pytest.raises(DlcError, match=message) as info:
+        dlc.render(SPECS / "mlp.dln", out, **options)
+    assert info.value.code == "render-option" and not out.exists()
+
+
+def test_render_without_dot_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DotFailed, match=r"`dot` program is not installed.*apt-get install graphviz"):
+        dlc.render(SPECS / "mlp.dln", tmp_path / "mlp.svg")
+    assert (tmp_path / "mlp.dot").exists()  # the DOT text is saved beside it, as by `dlc render`

@@ -202,9 +202,9 @@ def test_summary_and_diagram_show_every_group(spec):
     text = summarize(g)
     column = [line.split()[-1] for line in text.splitlines() if line.split() and line.split()[-1].startswith("#")]
     assert sorted(set(column), key=lambda k: int(k[1:])) == [f"#{grp.id}" for grp in plan.groups]
-    full = to_dot(g, depth=99, roll=False)  # every layer drawn: each group is one shaded cluster
+    full = to_dot(g, depth=99, roll=False, fusion=True)  # every layer drawn: each group is one shaded cluster
     assert {f'label="kernel #{grp.id}"' for grp in plan.groups} == set(re.findall(r'label="kernel #\d+"', full))
-    dot = to_dot(g)  # the default view: a group inside a collapsed block is counted on its box
+    dot = to_dot(g, fusion=True)  # the default view: a group inside a collapsed block is counted on its box
     if plan.groups:
         assert f"{len(plan.groups)} groups run as kernels" in text
         assert FUSION_FILL in dot or "fused kernel" in dot

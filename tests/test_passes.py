@@ -217,7 +217,7 @@ def test_compile_fuse_explain_fusion_computes_the_plan_once(plans, capsys, extra
 def test_summary_and_diagram_of_one_graph_compute_the_plan_once(plans):
     g = build_graph(RESNET)
     text = summarize(g)
-    dot = to_dot(g)
+    dot = to_dot(g, fusion=True)
     assert "groups run as kernels" in text and FUSION_FILL in dot
     assert plans == [("ResNet18", False)]
     fusion_plan(g, recurrent=True)  # another option is another analysis
