@@ -119,3 +119,11 @@ def cli_rejects(tmp_path: Path, text: str, code: str, where: str, *parts: str) -
     for part in parts:
         assert part in r.stderr, r.stderr
     return r.stderr
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Test files with tests marked slow run first: under pytest-xdist the last tests to finish are then short
+    ones, instead of one whole network keeping a worker busy while the other core waits. A file's tests stay
+    together and in order, so its module-scoped fixtures are still built once."""
+    heavy = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in heavy)

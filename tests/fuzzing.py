@@ -30,7 +30,7 @@ Run it for longer than CI does::
 
     python tests/fuzzing.py --seconds 3600 --out build/fuzz
 
-``tests/test_fuzz.py`` runs it for a bounded time in CI (``DLC_FUZZ_SECONDS``, default 60) and replays
+``tests/test_fuzz.py`` runs it for a bounded time in CI (``DLC_FUZZ_SECONDS``, default 30) and replays
 the cases in ``tests/fuzz_regressions/``.
 """
 

@@ -2,9 +2,10 @@
 
 The signatures the check compiles with must be those the generated kernels declare, for every spec (no triton
 needed). The command prints a table and stays free of torch and triton in its own process; a kernel that does
-not compile is a diagnostic at the layer that runs it. The slow test compiles every distinct kernel of every
-spec, forward and backward (the recurrent gate kernels of --fused-recurrent too), for CUDA targets without a GPU,
-and asserts that elementwise, row and recurrent kernels never spill at the shipped block sizes.
+not compile is a diagnostic at the layer that runs it. The slow tests (one per dtype and target, so that
+pytest-xdist spreads them) compile every distinct kernel of every spec, forward and backward (the recurrent gate
+kernels of --fused-recurrent too), for CUDA targets without a GPU, and assert that elementwise, row and recurrent
+kernels never spill at the shipped block sizes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from conftest import write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.dln"))
+DTYPES, CAPABILITIES = ("float32", "float16", "bfloat16"), (80, 90)
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 SMALL = """network Small {
@@ -179,25 +181,43 @@ def test_a_kernel_that_does_not_compile_is_a_diagnostic_at_its_layer(tmp_path, c
 # ---- every kernel of every spec ----------------------------------------------------------------------------
 
 
-@needs_triton
-@pytest.mark.slow
-def test_every_kernel_of_every_spec_compiles_for_cuda_without_spills(tmp_path):
+@pytest.fixture(scope="module")
+def every_job(tmp_path_factory: pytest.TempPathFactory) -> list[check.Job]:
+    """Every kernel of every spec (plain, inference-optimised, and the recurrent step kernels of
+    --fused-recurrent), forward and backward, at every dtype and target, as the command lists them."""
+    folder = tmp_path_factory.mktemp("modules")
     jobs: list[check.Job] = []
     for i, spec in enumerate(SPECS):
         for optimize in (None, "inference"):
             g = build_graph(spec, optimize=optimize)
-            module = tmp_path / f"m{i}_{optimize}.py"
+            module = folder / f"m{i}_{optimize}.py"
             module.write_text(emit_module(g, fuse=True, channels_last=optimize == "inference"), encoding="utf-8")
             jobs += check.jobs(g, str(module), channels_last=optimize == "inference")[0]
         g = build_graph(spec)
-        module = tmp_path / f"m{i}_recurrent.py"
+        module = folder / f"m{i}_recurrent.py"
         module.write_text(emit_module(g, fuse=True, fused_recurrent=True), encoding="utf-8")
         jobs += check.recurrent_jobs(g, str(module))[0]
-    # every kernel, forward and backward, float32/float16/bfloat16, sm_80 and sm_90, as the command does
-    results = check.run(jobs, workers=2, cache=str(tmp_path / "cache"))
-    failed = [(r.job.kernel, r.job.direction, r.job.dtype, r.job.cc, r.error) for r in results if r.error]
+    return jobs
+
+
+def test_the_slow_test_covers_every_dtype_and_target():
+    """The slow test below is split by dtype and target (pytest-xdist spreads the parts): together they compile
+    for every dtype and target the command does."""
+    assert (check.DTYPES, check.CAPABILITIES) == (DTYPES, CAPABILITIES)
+
+
+# each distinct kernel of all the specs is compiled once per dtype and target (see check.Job.key)
+@needs_triton
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cc", CAPABILITIES)
+def test_every_kernel_of_every_spec_compiles_for_cuda_without_spills(every_job: list[check.Job], dtype: str, cc: int,
+                                                                     tmp_path):
+    jobs = [j for j in every_job if (j.dtype, j.cc) == (dtype, cc)]
+    results = check.run(jobs, workers=1, cache=str(tmp_path / "cache"))
+    failed = [(r.job.kernel, r.job.direction, r.error) for r in results if r.error]
     assert not failed, failed[:3]
-    spilled = [(r.job.kernel, r.job.direction, r.job.dtype, r.job.cc, r.spills) for r in results
+    spilled = [(r.job.kernel, r.job.direction, r.spills) for r in results
                if r.job.kind in ("elementwise", "row", "recurrent") and r.spills]
     assert not spilled, spilled
     compiled = {(r.job.key()[0], r.job.direction) for r in results if not r.skipped}

@@ -1,6 +1,6 @@
 """The standing fuzzer (tests/fuzzing.py) in CI: a bounded run from a fixed seed, and the saved regressions.
 
-``DLC_FUZZ_SECONDS`` sets how long the run lasts (default 60). Every case that the fuzzer ever reported and
+``DLC_FUZZ_SECONDS`` sets how long the run lasts (default 30). Every case that the fuzzer ever reported and
 that was fixed lives on in ``tests/fuzz_regressions/`` (a folder as the fuzzer saves it: the spec files and
 ``finding.json``) and is replayed here through every stage, the forward pass included.
 """
@@ -16,7 +16,7 @@ import pytest
 import fuzzing
 
 REGRESSIONS = Path(__file__).resolve().parent / "fuzz_regressions"
-SECONDS = float(os.environ.get("DLC_FUZZ_SECONDS", "60"))
+SECONDS = float(os.environ.get("DLC_FUZZ_SECONDS", "30"))
 
 
 def _regressions() -> list[Path]:

@@ -6,20 +6,22 @@ dlc.backends.triton, and ``dlc compile`` failed with ModuleNotFoundError while e
 editable install, passed. The fast test checks the package list; the slow ones build the wheel as
 ``pip install .`` does, install it with the dependencies it declares (and the ``triton`` extra) into a new
 venv, and run every command, the diagram and a fused forward pass from a directory outside the checkout.
+The wheel and its venv are built once per run, shared by the pytest-xdist workers.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
@@ -29,6 +31,13 @@ PREFIX = {"dlc": "dlc", "grammar": "dlc.grammar", "compiler": "dlc.compiler", "b
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                     ".ruff_cache")
 # Files read at run time that are not Python modules, or are read as text (the runtime embedded into fused files).
+# torch, triton and the CUDA libraries of torch's wheel (about 5 GB, which took pip most of a minute and a half to
+# unpack again): the new venv reads this environment's copies through a .pth file. pip still resolves the wheel's
+# declared dependencies against them (a distribution on sys.path counts as installed) and installs everything
+# else (lark, numpy, torch's own small dependencies) from its indexes; that the wheel declares torch and triton,
+# which this would hide, is checked on its metadata.
+SHARED = ("torch", "triton")
+SHARED_PREFIXES = ("nvidia-", "nvidia_", "cuda-", "cuda_")
 DATA_FILES = ["dlc/grammar/dln.lark", "dlc/backends/torch/templates/module.py.j2",
               "dlc/backends/triton/runtime/common.py", "dlc/backends/triton/runtime/recurrent.py"]
 
@@ -116,28 +125,54 @@ def _check_call(*args: object) -> None:
     assert r.returncode == 0, f"{' '.join(map(str, args))} exited {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr}"
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    """Build the wheel as ``pip install .`` does (from a copy: the build writes into the source tree), install it
-    with its declared dependencies and the triton extra into a new venv (pip takes torch and triton from its
-    configured indexes), and lay the spec files out in a directory of their own. About a minute and a half.
+def _share_heavy(folder: Path) -> None:
+    """Links in ``folder`` to the top-level folders and metadata of :data:`SHARED`'s distributions."""
+    folder.mkdir()
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"].lower()
+        if name in SHARED or name.startswith(SHARED_PREFIXES):
+            tops = {f.parts[0] for f in dist.files or () if f.parts[0] != ".."}  # ".." are scripts in bin/
+            for top in tops:
+                if not (folder / top).exists():  # namespace folders (nvidia/, cuda/) are shared by several
+                    (folder / top).symlink_to(Path(str(dist.locate_file(top))))
 
-    The venv (several GB with torch's CUDA libraries) is removed afterwards: pytest keeps its last three
-    temporary directories."""
-    base = tmp_path_factory.mktemp("installed")
-    src, dist, env, work = base / "src", base / "dist", base / "venv", base / "work"
+
+def _build(base: Path) -> None:
+    """Build the wheel into ``base/dist`` as ``pip install .`` does (from a copy: the build writes into the
+    source tree) and install it with its declared dependencies and the triton extra into ``base/venv``."""
+    src, dist, env = base / "src", base / "dist", base / "venv"
     shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
     _check_call(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", dist,
                 src)
+    shutil.rmtree(src, ignore_errors=True)
     (wheel,) = dist.glob("dlc-*.whl")
     _check_call(sys.executable, "-m", "venv", env)
+    _share_heavy(base / "shared")
+    (site,) = (env / "lib").glob("python3*/site-packages")
+    (site / "shared.pth").write_text(f"{base / 'shared'}\n", encoding="utf-8")
     _check_call(env / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[triton]")
-    (work / "blocks").mkdir(parents=True)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel installed into its own venv (see :func:`_build`), built by the first pytest-xdist worker that
+    needs it and reused by the others, and the spec files laid out in a directory of this worker's."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    base = root / "installed"
+    with FileLock(str(root / "installed.lock")):
+        if not (base / "venv" / "done").exists():
+            shutil.rmtree(base, ignore_errors=True)  # a build that failed half-way
+            base.mkdir()
+            _build(base)
+            (base / "venv" / "done").touch()
+    work = tmp_path_factory.mktemp("work")
+    (work / "blocks").mkdir()
     (work / "blocks" / "units.dln").write_text(BLOCKS, encoding="utf-8")
     (work / "net.dln").write_text(NET, encoding="utf-8")
-    yield Installed(wheel, env / "bin", work)
-    shutil.rmtree(env, ignore_errors=True)
-    shutil.rmtree(src, ignore_errors=True)
+    (wheel,) = (base / "dist").glob("dlc-*.whl")
+    return Installed(wheel, base / "venv" / "bin", work)
 
 
 @pytest.mark.slow
@@ -150,6 +185,13 @@ def test_wheel_carries_code_and_data(installed: Installed):
             rel = "/".join([*package.split("."), *module.relative_to(ROOT / top).parts])
             assert rel in names, f"the wheel lacks {rel}"
     assert not any(n.startswith(("tests/", "specs/", "grammar/", "compiler/", "backends/")) for n in names)
+    # what pip installs with it: torch always, triton and numpy with the triton extra
+    (name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    metadata = zipfile.ZipFile(installed.wheel).read(name).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert any(r.startswith("torch") and "extra" not in r for r in requires), requires
+    for dep in ("triton", "numpy"):
+        assert any(r.startswith(dep) and "extra == \"triton\"" in r for r in requires), requires
 
 
 @pytest.mark.slow
