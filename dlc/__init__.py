@@ -22,4 +22,12 @@ def compile(path, *, params_file=None, network=None, **params):
     return _compile(path, params_file=params_file, network=network, **params)
 
 
-__all__ = ["load", "compile", "__version__"]
+def summary(spec, batch=1, format="table", dtype="float32", *, params_file=None, network=None, **params):
+    """The text of ``dlc summary`` (``format``: table, csv, json, markdown) for a spec's path or a compiled
+    network; keyword arguments override parameters or give symbolic sizes numbers (``T=128``)."""
+    from dlc.api import summary as _summary
+
+    return _summary(spec, batch, format, dtype, params_file=params_file, network=network, **params)
+
+
+__all__ = ["load", "compile", "summary", "__version__"]

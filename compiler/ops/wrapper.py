@@ -8,9 +8,10 @@ split again). Those two ops are internal: the compiler makes them, a spec never 
 
 from __future__ import annotations
 
+from dlc.compiler.cost import Poly, free, shape
 from dlc.compiler.kinds import ArgumentError, LayerArg, Site, wraps_layer
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, Var, assign
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register, set_costs
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import TensorType, shape_str
 
@@ -141,3 +142,21 @@ register(OpDef(
     family="wrapper", wraps=True, label=lambda a: "weightnorm(" + _inner(a)[0].describe(_inner(a)[1]) + ")",
     doc="Weight normalisation of a linear or convolution layer (its weight as a norm times a direction, "
         "`nn.utils.parametrizations.weight_norm`): `weightnorm(conv1d(64, k=3))`."))
+
+
+def _td_cost(a, ins, outs) -> Poly | None:
+    # the layer once per time step, on one step's tensor
+    op, inner = _inner(a)
+    x = ins[0]
+    step = TensorType(shape(x)[1:], x.dtype, "cf")
+    per_step = op.cost(inner, [step], op.infer(inner, [step])) if op.cost is not None else None
+    return None if per_step is None else Poly.dim(shape(x)[0]) * per_step
+
+
+def _wn_cost(a, ins, outs) -> Poly | None:
+    # the wrapped layer's products; recomputing the weight from its direction and norm is elementwise
+    op, inner = _inner(a)
+    return op.cost(inner, ins, outs) if op.cost is not None else None
+
+
+set_costs({"timedistributed": _td_cost, "fold_time": free, "unfold_time": free, "weightnorm": _wn_cost})
