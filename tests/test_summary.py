@@ -1,0 +1,156 @@
+"""`dlc summary`: MACs/FLOPs from the IR against torch.utils.flop_counter.FlopCounterMode on the generated module
+for every spec, parameters and output shapes against torchinfo, the csv/json/markdown formats, --batch, --set of
+symbolic sizes, and the diagnostics of bad options.
+
+FlopCounterMode (CPU) counts the products of nn.Linear, convolutions, matmul, nn.RNN and nn.GRU as dlc does, but
+two things not at all (docs/summary.md): nn.LSTM (its CPU kernel, aten.lstm, is not decomposed into matrix
+products) and the scores and value products of nn.MultiheadAttention (scaled_dot_product_attention's CPU flash
+kernel has no FLOP formula). The test asserts exactly that difference.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import dlc
+from conftest import SPECS_DIR
+from dlc.backends.summary import summary_of, symbolic_sizes
+from dlc.compiler.ops.attention import attention_core
+from dlc.compiler.ops.registry import op_of
+from test_fused_specs import SMALL, inputs
+
+SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.dln"))
+SIZE = 5  # every symbolic size in the cross-check
+BATCH = 2
+
+
+def _uncounted(g) -> int:
+    """The MACs FlopCounterMode does not see on CPU: every LSTM's and attention's scores and value products."""
+    total = 0
+    for node in g.nodes:
+        opdef = op_of(node.op)
+        cell = node.attrs["layer"]["op"] if opdef.wraps and "layer" in node.attrs else node.op
+        ins = [g.types[v] for v in node.inputs]
+        if cell == "lstm":
+            total += opdef.cost(node.attrs, ins, tuple(g.types[v] for v in node.outputs)).evaluate(
+                dict.fromkeys(symbolic_sizes(g), SIZE)).constant
+        elif node.op == "attention":
+            total += attention_core(node.attrs, ins).evaluate(dict.fromkeys(symbolic_sizes(g), SIZE)).constant
+    return total * BATCH
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_flops_equal_flop_counter_mode(spec):
+    compiled = dlc.compile(SPECS_DIR / f"{spec}.dln", **SMALL.get(spec, {}))
+    g = compiled.graph
+    s = summary_of(g, batch=BATCH, sizes=dict.fromkeys(symbolic_sizes(g), SIZE))
+    assert s.unknown == []
+    model = compiled.instantiate().train()  # the summary counts training-only branches (auxiliary classifiers)
+    torch.manual_seed(0)
+    xs = inputs(g, batch=BATCH)
+    with FlopCounterMode(display=False) as counter:
+        model(*xs)
+    assert counter.get_total_flops() == 2 * (s.macs.constant - _uncounted(g))
+
+
+DOC = SPECS_DIR.parent / "docs" / "summary.md"
+TAGGER = SPECS_DIR / "bilstm_tagger.dln"
+
+
+def _dlc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlc.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_docs_example_prints_the_documented_table(tmp_path):
+    text = DOC.read_text(encoding="utf-8")
+    spec = text.split("```dln\n", 1)[1].split("```", 1)[0]
+    table = text.split("```text\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "net.dln").write_text(spec, encoding="utf-8")
+    r = _dlc("summary", str(tmp_path / "net.dln"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == table
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return dlc.compile(SPECS_DIR / "lenet5.dln")
+
+
+def test_formats_parse_back_and_agree(lenet):
+    rows = list(csv.DictReader(io.StringIO(dlc.summary(lenet, format="csv"))))
+    doc = json.loads(dlc.summary(lenet, format="json"))
+    assert doc["version"] == 1 and doc["network"] == "LeNet5"
+    assert [r["layer"] for r in rows[:-1]] == [layer["layer"] for layer in doc["layers"]]
+    assert rows[-1]["layer"] == "(total)" and int(rows[-1]["params"]) == doc["totals"]["params"] == 61706
+    conv1 = next(layer for layer in doc["layers"] if layer["layer"] == "conv1")
+    assert conv1["macs"] == 6 * 28 * 28 * 25 and conv1["flops"] == 2 * conv1["macs"]
+    assert conv1["outputs"] == [{"batch": "B", "shape": [6, 28, 28], "dtype": "float32"}]
+    md = dlc.summary(lenet, format="markdown").splitlines()
+    assert md[2].startswith("| layer | op | input shape | output shape | params | MACs |")
+    assert "| `conv1` | `conv2d` | [B, 1, 32, 32] | [B, 6, 28, 28] | 156 | 117,600 |" in md[5]
+
+
+def test_batch_scales_macs_and_activation_memory_exactly(lenet):
+    one = json.loads(dlc.summary(lenet, format="json"))["totals"]
+    eight = json.loads(dlc.summary(lenet, batch=8, format="json"))["totals"]
+    assert eight["macs"] == 8 * one["macs"] and eight["activation_bytes"] == 8 * one["activation_bytes"]
+    assert eight["params"] == one["params"] and eight["param_bytes"] == one["params"] * 4
+    half = json.loads(dlc.summary(lenet, batch=8, dtype="float16", format="json"))["totals"]
+    assert half["activation_bytes"] * 2 == eight["activation_bytes"]
+
+
+def test_set_evaluates_symbolic_sizes():
+    symbolic = json.loads(dlc.summary(TAGGER, format="json"))
+    assert symbolic["totals"]["macs"] == "237824*T"
+    r = _dlc("summary", str(TAGGER), "--set", "T=128", "--set", "tags=17", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["sizes"] == {"T": 128} and doc["totals"]["macs"] == 237824 * 128
+    assert doc["outputs"][0]["shape"] == [128, 17]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--format", "xml"], 2, "invalid choice: 'xml'"),
+    (["--batch", "0"], 2, "--batch must be 1 or more, got 0"),
+    (["--set", "Q=3"], 1, "bilstm_tagger.dln:5:1: error[unknown-param]: network `Tagger` has no parameter or "
+                          "symbolic size `Q`"),
+    (["--set", "T=-2"], 1, "error[bad-argument]: the symbolic size `T` must be a positive integer"),
+])
+def test_bad_options_are_diagnostics(args, code, message):
+    r = _dlc("summary", str(TAGGER), *args)
+    assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_python_api_rejects_bad_options(lenet):
+    for kwargs in ({"batch": 0}, {"format": "xml"}, {"dtype": "int8"}):
+        with pytest.raises(ValueError):
+            dlc.summary(lenet, **kwargs)
+
+
+@pytest.mark.parametrize("spec, params, shape", [
+    ("resnet18", {}, (3, 224, 224)), ("vgg16", SMALL["vgg16"], (3, 32, 32)),
+    ("mobilenet_v2", SMALL["mobilenet_v2"], (3, 64, 64))])
+def test_params_and_output_shapes_equal_torchinfo(spec, params, shape):
+    torchinfo = pytest.importorskip("torchinfo", reason="torchinfo is in the test extra")
+    compiled = dlc.compile(SPECS_DIR / f"{spec}.dln", **params)
+    doc = json.loads(compiled.summary(batch=2, format="json"))
+    model = compiled.instantiate()
+    stats = torchinfo.summary(model, input_size=(2, *shape), verbose=0, depth=99)
+    assert doc["totals"]["params"] == stats.total_params and stats.trainable_params == stats.total_params
+    names = {id(m): n for n, m in model.named_modules()}
+    ours = {layer["layer"]: [2] + layer["outputs"][0]["shape"] for layer in doc["layers"]}
+    checked = 0
+    for info in stats.summary_list:
+        name = names.get(id(info.module))
+        if name in ours and info.output_size:
+            assert list(info.output_size) == ours[name], name
+            checked += 1
+    assert checked > 5
