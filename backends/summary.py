@@ -131,8 +131,6 @@ def summary_of(g: Graph, batch: int = 1, dtype: str = "float32", sizes: Mapping[
         outs = tuple(g.types[v] for v in node.outputs)
         batch_of, factor = batches.get(node.outputs[0], ("B", Poly.of(1))) if node.outputs else ("B", Poly.of(1))
         per_item = opdef.cost(node.attrs, ins, outs) if opdef.cost is not None else None
-        if count is None:
-            per_item = None
         if per_item is None or count is None:
             out.unknown.append(name)
         scale = factor * batch
@@ -155,21 +153,27 @@ def summarize(g: Graph, count_external: bool = False, batch: int = 1, dtype: str
     return FORMATS[fmt](summary_of(g, batch, dtype, sizes, count_external))
 
 
-def split_sizes(spec: str, network: str | None, items: list[str]) -> tuple[list[str], dict[str, object]]:
-    """``--set`` items of the network's parameters, and the values of the others, which name symbolic sizes
-    (``T=128``; :func:`summary_of` checks that they do). A spec that cannot be read keeps every item, for the
-    compiler to report."""
+def declared_params(spec: str | Path, network: str | None) -> set[str] | None:
+    """The names of the parameters of the network a spec's file defines (None where the file is none: the
+    compiler reports that), to tell them from symbolic sizes given the same way (``--set T=128``)."""
     from dlc.compiler.program import load_program, pick_network
 
     if not Path(spec).is_file():
+        return None
+    return {p.name for p in pick_network(load_program(spec), network).params}
+
+
+def split_sizes(spec: str, network: str | None, items: list[str]) -> tuple[list[str], dict[str, object]]:
+    """The ``--set`` items of the network's parameters, and the values of the others, which name symbolic sizes
+    (``T=128``; :func:`summary_of` checks that they do). Malformed items stay, for ``--set``'s own message."""
+    declared = declared_params(spec, network)
+    if declared is None:
         return items, {}
-    declared = {p.name for p in pick_network(load_program(spec), network).params}
     params, sizes = [], {}
     for item in items:
-        name, sep, value = item.partition("=")
-        if sep and name.strip().isidentifier() and name.strip() not in declared:
-            text = value.strip()
-            sizes[name.strip()] = int(text) if text.isdigit() else text
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if sep and name.isidentifier() and name not in declared:
+            sizes[name] = int(value) if value.isdigit() else value  # anything else: summary_of says what is wrong
         else:
             params.append(item)
     return params, sizes

@@ -233,22 +233,22 @@ def summary(spec: str | Path | Compiled, batch: int = 1, format: str = "table", 
     _check_summary_options(batch, format, dtype)
     if isinstance(spec, Compiled):
         return spec.summary(batch, format, dtype, **params)
-    from dlc.backends.summary import split_sizes
+    from dlc.backends.summary import declared_params
 
-    items, sizes = split_sizes(str(spec), network, [f"{k}=" for k in params])
-    overrides = {k.rstrip("="): params[k.rstrip("=")] for k in items}
-    sizes = {k: params[k] for k in sizes}
+    declared = declared_params(spec, network) or set()
+    overrides = {k: v for k, v in params.items() if k in declared}
+    sizes = {k: v for k, v in params.items() if k not in declared}
     return compile(spec, params_file=params_file, network=network, **overrides).summary(batch, format, dtype,
                                                                                          **sizes)
 
 
 def _check_summary_options(batch: int, format: str, dtype: str) -> None:
-    from dlc.backends.summary import DTYPE_BYTES, FLOAT_DTYPES
+    from dlc.backends.summary import FLOAT_DTYPES
     from dlc.backends.summary_format import FORMATS
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if dtype not in FLOAT_DTYPES or dtype not in DTYPE_BYTES:
+    if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")

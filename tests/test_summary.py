@@ -62,6 +62,45 @@ def test_flops_equal_flop_counter_mode(spec):
     assert counter.get_total_flops() == 2 * (s.macs.constant - _uncounted(g))
 
 
+# The ops with a cost that no spec in specs/ calls: timedistributed (of a layer and of a block), rnn, a
+# bidirectional gru, weightnorm, matmul, attention with other key and value sizes, grouped and dilated 1-d and 3-d
+# convolutions and their transposes.
+OPS_SPEC = """
+block Step(c: int) {
+    input x
+    return x -> conv: conv2d(c, k=3, pad=1) -> relu
+}
+
+network Ops() {
+    input clip: [T, 3, 8, 8]
+    input seq: [T, 6]
+    input vol: [2, 4, 6, 6]
+    input sig: [4, 10]
+    frames = clip -> timedistributed(conv2d(4, k=3, pad=1, groups=1)) -> td: timedistributed(Step(4))
+    output a = frames
+    output b = seq -> r: rnn(5, layers=2) -> g: bidirectional(gru(3), merge=sum) -> wl: weightnorm(linear(7))
+    q = seq -> pq: linear(8)
+    output c = matmul(q, q -> permute([1, 0])) + 0.0
+    output d = q -> att: attention(key=seq -> pk: linear(4), value=seq -> pv: linear(5), heads=2, dropout=0.5)
+    output e = vol -> c3: conv3d(6, k=3, groups=2) -> ct3: conv_transpose3d(2, k=2, stride=2)
+    output f = sig -> c1: conv1d(8, k=3, dilation=2, groups=4) -> ct1: conv_transpose1d(4, k=4, stride=2, groups=2)
+}
+"""
+
+
+def test_flops_of_the_other_costed_ops_equal_flop_counter_mode(tmp_path):
+    path = tmp_path / "ops.dln"
+    path.write_text(OPS_SPEC, encoding="utf-8")
+    compiled = dlc.compile(path)
+    s = summary_of(compiled.graph, batch=BATCH, sizes={"T": SIZE})
+    model = compiled.instantiate().train()
+    torch.manual_seed(0)
+    with FlopCounterMode(display=False) as counter:
+        model(*inputs(compiled.graph, batch=BATCH))
+    assert s.unknown == [] and _uncounted(compiled.graph) == 0
+    assert counter.get_total_flops() == 2 * s.macs.constant == 2 * BATCH * 92_884
+
+
 DOC = SPECS_DIR.parent / "docs" / "summary.md"
 TAGGER = SPECS_DIR / "bilstm_tagger.dln"
 
