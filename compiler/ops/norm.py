@@ -165,7 +165,7 @@ set_costs(dict.fromkeys(("batchnorm", "layernorm", "groupnorm", "instancenorm"),
 
 def _running_stats(a, ins) -> int:
     # running_mean and running_var (one per channel) and num_batches_tracked
-    return 2 * ins[0].features + 1 if a.get("track_running_stats", True) else 0
+    return 2 * ins[0].shape[0] + 1 if a.get("track_running_stats", True) else 0
 
 
 set_buffers({"batchnorm": _running_stats, "instancenorm": _running_stats})
