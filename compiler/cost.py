@@ -43,7 +43,7 @@ class Poly:
             return Poly.of(d)
         try:
             return _poly(ast.parse(d, mode="eval").body, d)
-        except SyntaxError:
+        except (SyntaxError, ValueError):  # not a formula: one opaque factor
             return Poly({(d,): 1})
 
     @staticmethod
@@ -170,7 +170,7 @@ def evaluate_formula(formula: str, sizes: Mapping[str, int]) -> int | None:
 def _names(formula: str) -> set[str]:
     try:
         tree = ast.parse(formula, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return set()
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id != "ceil"}
 

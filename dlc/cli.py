@@ -276,7 +276,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of MACs and memory (default 1)")
     c.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], default="float32",
                    help="element type of parameters and float activations for the memory columns")
-    c.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    c.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table",
+                   help="aligned table (default), CSV, JSON or a Markdown table (docs/summary.md)")
     c.set_defaults(func=cmd_summary)
     c = sub.add_parser("ir", help="dump the IR as YAML (or --text)")
     common(c)
