@@ -6,7 +6,7 @@ op's attributes and batch-less input and output types. The convention is that of
 products are counted (FLOPs = 2 x MACs); elementwise ops, normalisations, pooling and biases count nothing.
 
 A symbolic size (``T``) stays a symbol: :class:`Poly` is a small polynomial with integer coefficients whose
-variables are the sizes' names, or a whole formula (``(H-1)//2+1``) where a size is not a polynomial of names.
+variables are the sizes' names, or a whole size formula (``(H-1)//2+1``) where it is not a polynomial of names.
 :meth:`Poly.evaluate` puts numbers in (``--set T=128``).
 """
 
@@ -38,12 +38,13 @@ class Poly:
 
     @staticmethod
     def dim(d: Dim) -> Poly:
-        """A dimension: an integer, a size's name, or a formula (a polynomial where it is one)."""
+        """A dimension: an integer, a size's name, or a formula: a polynomial where it is one (``T+1``), else one
+        factor (``(H-3)//2+1``)."""
         if isinstance(d, int):
             return Poly.of(d)
         try:
-            return _poly(ast.parse(d, mode="eval").body, d)
-        except (SyntaxError, ValueError):  # not a formula: one opaque factor
+            return _poly(ast.parse(d, mode="eval").body)
+        except (SyntaxError, ValueError, _NotPolynomial):  # the whole size is one factor: (H-3)//2+1
             return Poly({(d,): 1})
 
     @staticmethod
@@ -123,19 +124,23 @@ def prod(factors: Iterable[int | Poly]) -> Poly:
     return out
 
 
-def _poly(e: ast.expr, text: str) -> Poly:
-    """A formula's polynomial: names, integers, +, - and *; anything else (//, ceil) is one variable."""
+class _NotPolynomial(Exception):
+    """A formula with an operation other than +, - and * (``//``, ``ceil``)."""
+
+
+def _poly(e: ast.expr) -> Poly:
+    """A formula's polynomial over names and integers with +, - and *."""
     if isinstance(e, ast.Name):
         return Poly({(e.id,): 1})
     if isinstance(e, ast.Constant) and isinstance(e.value, int) and not isinstance(e.value, bool):
         return Poly.of(e.value)
     if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub):
-        return -_poly(e.operand, text)
+        return -_poly(e.operand)
     if isinstance(e, ast.BinOp) and isinstance(e.op, (ast.Add, ast.Sub, ast.Mult)):
-        left, right = _poly(e.left, ast.unparse(e.left)), _poly(e.right, ast.unparse(e.right))
+        left, right = _poly(e.left), _poly(e.right)
         return left + right if isinstance(e.op, ast.Add) else left - right if isinstance(e.op, ast.Sub) \
             else left * right
-    return Poly({(ast.unparse(e),): 1})
+    raise _NotPolynomial
 
 
 _OPS: dict[type, Callable[[Any, Any], Any]] = {

@@ -210,3 +210,26 @@ def test_summary_never_imports_torch():
     r = subprocess.run([sys.executable, "-c", script, str(TAGGER)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "[]\n"
+
+
+SYMBOLIC_IMAGE = """
+network Net() {
+    input x: [3, H, W]
+    output y = x -> conv: conv2d(8, k=3, stride=2) -> relu -> pool: maxpool(2) -> up: conv_transpose2d(4, k=2, stride=2)
+}
+"""
+
+
+def test_size_formulas_stay_whole_factors_and_evaluate_like_a_fixed_shape(tmp_path):
+    """A size that is not a polynomial (`(H-3)//2+1`) is one factor of the MACs; --set H= W= gives exactly the
+    numbers of the same network with the image size written in."""
+    (tmp_path / "sym.dln").write_text(SYMBOLIC_IMAGE, encoding="utf-8")
+    (tmp_path / "fixed.dln").write_text(SYMBOLIC_IMAGE.replace("[3, H, W]", "[3, 33, 17]"), encoding="utf-8")
+    symbolic = json.loads(dlc.summary(tmp_path / "sym.dln", format="json"))
+    assert symbolic["layers"][1]["macs"] == "216*((H-3)//2+1)*((W-3)//2+1)"
+    assert symbolic["totals"]["macs"] == "128*(((H-3)//2-1)//2+1)*(((W-3)//2-1)//2+1) + 216*((H-3)//2+1)*((W-3)//2+1)"
+    evaluated = json.loads(dlc.summary(tmp_path / "sym.dln", batch=3, format="json", H=33, W=17))
+    fixed = json.loads(dlc.summary(tmp_path / "fixed.dln", batch=3, format="json"))
+    assert evaluated["sizes"] == {"H": 33, "W": 17}
+    assert evaluated["layers"] == fixed["layers"] and evaluated["totals"] == fixed["totals"]
+    assert fixed["totals"]["macs"] == 3 * (16 * 8 * 8 * 3 * 9 + 8 * 4 * 8 * 4 * 4)
