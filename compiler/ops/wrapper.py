@@ -26,11 +26,16 @@ def _timedistributed(attrs, ins):
     if x.rank < 2:
         raise ShapeError(f"`timedistributed` expects [T, ...], got {shape_str(x.shape)}")
     inner = attrs["layer"]
-    channels_first = x.layout == "tcf" or (x.rank - 1 >= 2 and op_of(inner["op"]).family == "conv")
-    step = TensorType(x.shape[1:], x.dtype, "cf" if channels_first else x.layout)
+    step = _step(x, inner)
     (y,) = op_of(inner["op"]).infer(inner, [step])
     # each step's channels sit on axis 1 of the result when the layer keeps them first
     return (TensorType((x.shape[0],) + y.shape, y.dtype, "tcf" if y.layout == "cf" and y.rank >= 1 else "fl"),)
+
+
+def _step(x: TensorType, inner: dict) -> TensorType:
+    """The type of one time step of ``x`` [T, ...], as the wrapped layer sees it."""
+    channels_first = x.layout == "tcf" or (x.rank - 1 >= 2 and op_of(inner["op"]).family == "conv")
+    return TensorType(x.shape[1:], x.dtype, "cf" if channels_first else x.layout)
 
 
 def _td_params(a, ins):
@@ -147,10 +152,9 @@ register(OpDef(
 def _td_cost(a, ins, outs) -> Poly | None:
     # the layer once per time step, on one step's tensor
     op, inner = _inner(a)
-    x = ins[0]
-    step = TensorType(shape(x)[1:], x.dtype, "cf")
+    step = _step(ins[0], a["layer"])
     per_step = op.cost(inner, [step], op.infer(inner, [step])) if op.cost is not None else None
-    return None if per_step is None else Poly.dim(shape(x)[0]) * per_step
+    return None if per_step is None else Poly.dim(shape(ins[0])[0]) * per_step
 
 
 def _wn_cost(a, ins, outs) -> Poly | None:
