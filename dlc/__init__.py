@@ -30,4 +30,12 @@ def render(spec, out, **options):
     return _render(spec, out, **options)
 
 
-__all__ = ["load", "compile", "render", "__version__"]
+def summary(spec, batch=1, format="table", dtype="float32", *, params_file=None, network=None, **params):
+    """The text of ``dlc summary`` (``format``: table, csv, json, markdown) for a spec's path or a compiled
+    network; keyword arguments override parameters or give symbolic sizes numbers (``T=128``)."""
+    from dlc.api import summary as _summary
+
+    return _summary(spec, batch, format, dtype, params_file=params_file, network=network, **params)
+
+
+__all__ = ["load", "compile", "render", "summary", "__version__"]

@@ -54,12 +54,14 @@ class Compiled:
         """A new instance of the network's ``nn.Module`` (needs torch)."""
         return getattr(self.module(), self.graph.name)()
 
-    def summary(self) -> str:
-        """The table of ``dlc summary``: layers, output shapes, parameter counts. External layers are counted by
-        constructing their classes (this imports torch and their modules); "unknown" where that fails."""
+    def summary(self, batch: int = 1, format: str = "table", dtype: str = "float32", **sizes: int) -> str:
+        """The text of ``dlc summary``: layers, shapes, parameters, MACs, activation memory at ``batch``; ``sizes``
+        give symbolic sizes numbers (``T=128``). External layers are counted by constructing their classes (this
+        imports torch and their modules); "unknown" where that fails."""
         from dlc.backends.summary import summarize
 
-        return summarize(self.graph, count_external=True)
+        _check_summary_options(batch, format, dtype)
+        return summarize(self.graph, True, batch, dtype, sizes, format)
 
     def diagram(self, depth: int | None = None, roll: bool = True, fusion: bool = False,
                 rankdir: str = "TB", **options: Any) -> graphviz.Source:
@@ -253,3 +255,36 @@ def render(spec: str | Path | Compiled, out: str | Path, *, params_file: str | P
     if message is not None:  # dot is not installed: nothing was drawn
         raise DotFailed(message)
     return target
+
+
+def summary(spec: str | Path | Compiled, batch: int = 1, format: str = "table", dtype: str = "float32", *,
+            params_file: str | Path | None = None, network: str | None = None, **params: Any) -> str:
+    """The text of ``dlc summary`` for a spec's path or a :class:`Compiled` network.
+
+    ``format`` is ``table``, ``csv``, ``json`` or ``markdown``; ``batch`` and ``dtype`` set the MACs and memory
+    columns. Keyword arguments naming the network's parameters override them (a path only); the others give
+    symbolic sizes numbers: ``dlc.summary("tagger.dln", T=128)``. Raises :class:`DlcError` for a spec error or
+    an unknown name, ValueError for a bad ``batch``, ``format`` or ``dtype``.
+    """
+    _check_summary_options(batch, format, dtype)
+    if isinstance(spec, Compiled):
+        return spec.summary(batch, format, dtype, **params)
+    from dlc.backends.summary import declared_params
+
+    declared = declared_params(spec, network) or set()
+    overrides = {k: v for k, v in params.items() if k in declared}
+    sizes = {k: v for k, v in params.items() if k not in declared}
+    return compile(spec, params_file=params_file, network=network, **overrides).summary(batch, format, dtype,
+                                                                                         **sizes)
+
+
+def _check_summary_options(batch: int, format: str, dtype: str) -> None:
+    from dlc.backends.summary import FLOAT_DTYPES
+    from dlc.backends.summary_format import FORMATS
+
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")

@@ -194,9 +194,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from dlc.backends.summary import summarize
+    from dlc.backends.summary import split_sizes, summarize
 
-    _out(_compile(args, lambda g, _: summarize(g, count_external=True))[1])
+    if args.batch < 1:
+        raise UsageError(f"--batch must be 1 or more, got {args.batch}")
+    args.set, sizes = split_sizes(args.spec, args.network, args.set or [])  # --set T=128: a symbolic size
+    _out(_compile(args, lambda g, _: summarize(g, True, args.batch, args.dtype, sizes, args.format))[1])
     return 0
 
 
@@ -319,8 +322,13 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check a spec and report its size")
     common(c)
     c.set_defaults(func=cmd_check)
-    c = sub.add_parser("summary", help="print layers, output shapes and parameter counts")
+    c = sub.add_parser("summary", help="print layers, shapes, parameters, MACs/FLOPs and activation memory")
     common(c)
+    c.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of MACs and memory (default 1)")
+    c.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], default="float32",
+                   help="element type of parameters and float activations for the memory columns")
+    c.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table",
+                   help="aligned table (default), CSV, JSON or a Markdown table (docs/summary.md)")
     c.set_defaults(func=cmd_summary)
     c = sub.add_parser("ir", help="dump the IR as YAML (or --text)")
     common(c)

@@ -257,3 +257,15 @@ def test_names_from_pytorch_and_keras_point_at_the_op(tmp_path):
         with pytest.raises(DlcError) as e:
             dlc.compile(path)
         assert e.value.code == "unknown-layer" and e.value.hint.startswith(f"`{name}` is `{op}` here: "), e.value.hint
+
+
+def test_every_op_has_a_cost_facet_and_it_runs_on_the_sample(sample):
+    """Each op says its MACs (dlc.compiler.cost; None from the facet only for an external layer), and every node
+    of the sample network, which calls every op, gets a polynomial from it."""
+    assert [name for name, op in registered().items() if op.cost is None] == []
+    from dlc.backends.summary import summary_of
+
+    rows = summary_of(sample).rows
+    assert len(rows) == len(sample.nodes)
+    assert {r.op.split("(")[0] for r in rows if r.macs is None} <= {"external"}
+    assert any(r.macs is not None and r.macs.constant != 0 for r in rows)

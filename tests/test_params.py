@@ -211,7 +211,8 @@ def test_tied_weights_are_counted_once_in_summary_and_diagram(tmp_path):
     assert f"total parameters: {30 * 8 + 8 * 8 + 8:,}" in summarize(compiled.graph)
     assert f"Parameters: {30 * 8 + 8 * 8 + 8:,}" in compiled.source
     head = next(line for line in summarize(compiled.graph).splitlines() if line.startswith("head "))
-    assert head.endswith("0 (weight tied to embed)")
+    # no parameters of its own, but its product is computed: 8 x 30 MACs per time step
+    assert head.split()[-8:] == ["0", "(weight", "tied", "to", "embed)", "240*T", "120*T", "B"]
     dot = to_dot(compiled.graph)
     assert "head: linear 30\\nweight tied to embed" in dot
     embed = next(line.split()[0] for line in dot.splitlines() if "embed: embedding" in line)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.kernel import Elementwise, Row, flt
 from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import same_float, tensor, want_float, with_values
 
 # SELU's constants (Klambauer et al. 2017), as torch.nn.SELU uses them.
@@ -223,3 +224,10 @@ register(OpDef(
     torch=Torch(module=Form("nn.GLU(dim={dim})", _dim), function=Form("F.glu({x}, dim={dim})", _dim)),
     family="activation", label=with_values("glu"),
     doc="Gated linear unit `glu(dim=-1)`: the first half of the axis times the sigmoid of the second half."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys((
+    "relu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "softplus", "softsign", "leaky_relu",
+    "elu", "selu", "gelu", "silu", "mish", "tanh", "sigmoid", "softmax", "log_softmax", "glu"
+), free))

@@ -6,9 +6,10 @@ The merges have no module form: they are expressions in ``forward`` (and ellipse
 
 from __future__ import annotations
 
+from dlc.compiler.cost import free, matmul_macs, shape
 from dlc.compiler.ops.kernel import Elementwise, flt
 from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import broadcast, promote, same_float, tensor, want_float, with_values
 from dlc.compiler.types import TensorType, shape_str
 
@@ -242,3 +243,10 @@ register(OpDef(
     kernel=Elementwise(lambda a, x: _power(a["exponent"], x[0]),
                        lambda a, x, y, g: [f"{g} * {flt(a['exponent'])} * ({_power(a['exponent'] - 1, x[0])})"]),
     family="arith", label=with_values("pow"), doc="Elementwise power with a constant exponent: `pow(x, 2.0)`."))
+
+
+# only the matrix product multiplies matrices: [..., N, K] @ [..., K, M] is N*K*M MACs per (broadcast) batch index
+set_costs({"matmul": lambda a, ins, outs: matmul_macs(shape(outs[0])[:-2], shape(ins[0])[-2], shape(ins[0])[-1],
+                                                      shape(ins[1])[-1]),
+           **dict.fromkeys(("concat", "add", "sub", "div", "mul", "mean", "abs", "scale", "shift", "exp", "log",
+                            "sqrt", "rsqrt", "clamp", "pow"), free)})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dlc.compiler.cost import Poly, shape
 from dlc.compiler.ops.kernel import Attention
 from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign, variables
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import known, tensor, want_float
 from dlc.compiler.types import shape_str
 
@@ -131,3 +132,25 @@ register(OpDef(
                      + (", causal" if a["causal"] else "")),
     doc="Multi-head attention: `attention(query=q, key=k, value=v, heads=1, causal=false)`; "
         "piped alone it is self-attention; masks `key_padding_mask=` (bool [S]) and `attn_mask=` ([Tq, S])."))
+
+
+def attention_core(a, ins) -> Poly:
+    """The MACs of the scores (q @ k^T) and of their product with the values: Tq*S*E each, whatever the heads."""
+    qkv = [shape(t) for t in _qkv(a, ins)]
+    q, k = qkv[0], qkv[1] if len(qkv) > 1 else qkv[0]
+    return 2 * Poly.dim(q[0]) * Poly.dim(k[0]) * q[1]
+
+
+def _attention_cost(a, ins, outs) -> Poly:
+    # the projections of query, key and value to E features and of the result (nn.MultiheadAttention's linears),
+    # and the attention itself
+    qkv = [shape(t) for t in _qkv(a, ins)]
+    q = qkv[0]
+    k = qkv[1] if len(qkv) > 1 else q
+    v = qkv[2] if len(qkv) > 2 else k
+    e = q[1]
+    projections = (2 * Poly.dim(q[0]) * e + Poly.dim(k[0]) * k[1] + Poly.dim(v[0]) * v[1]) * e
+    return projections + attention_core(a, ins)
+
+
+set_costs({"attention": _attention_cost})

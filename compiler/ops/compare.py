@@ -11,10 +11,11 @@ none.
 
 from __future__ import annotations
 
+from dlc.compiler.cost import free
 from dlc.compiler.ir import format_value
 from dlc.compiler.ops.kernel import Elementwise, flt
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import Attr as A
+from dlc.compiler.ops.registry import Attr as A, set_costs
 from dlc.compiler.ops.registry import OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import broadcast, promote, tensor
 from dlc.compiler.types import TensorType, is_float, shape_str
@@ -176,3 +177,10 @@ register(OpDef(
                        lambda a, x, y, g: [f"tl.where({x[1]}, 0.0, {g})", None]),
     family="merge", draw="merge", label=lambda a: f"masked_fill {format_value(a['value'])}",
     doc="`masked_fill(x, mask, value)`: `value` where the bool mask holds, else x."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys((
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "where",
+    "masked_fill"
+), free))

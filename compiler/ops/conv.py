@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+from dlc.compiler.cost import Poly, shape
 from dlc.compiler.ir import format_value
 from dlc.compiler.ops.kernel import Anchor
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import conv_out, known, out, pair, symbolic_transpose, tensor, want_float, want_rank
 from dlc.compiler.types import shape_str
 
@@ -122,3 +123,16 @@ _conv(3)
 _conv(1, transpose=True)
 _conv(2, transpose=True)
 _conv(3, transpose=True)
+
+
+def _cost(nd: int, transpose: bool):
+    """One multiply per weight and output position (FlopCounterMode's rule): a convolution's output positions, a
+    transposed convolution's input positions (each spreads its kernel over the output); biases are not counted."""
+    def cost(a, ins, outs) -> Poly:
+        x, y = shape(ins[0]), shape(outs[0])
+        positions = Poly.numel(x[1:] if transpose else y[1:])
+        return positions * (x[0] * a["channels"] // a["groups"]) * math.prod(pair(a["k"], nd))
+    return cost
+
+
+set_costs({f"conv{'_transpose' if t else ''}{nd}d": _cost(nd, t) for t in (False, True) for nd in (1, 2, 3)})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlc.compiler.cost import Poly, free, shape
 from dlc.compiler.kinds import Positive
 from dlc.compiler.ops.kernel import Anchor
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import known, out, tensor, want_float
 from dlc.compiler.types import TensorType, Type
 
@@ -65,3 +66,12 @@ register(OpDef(
     doc="Lookup table: `embedding(vocab, dim, padding_idx=none, max_norm=none, norm_type=2.0)`; integer ids [T] "
         "-> [T, dim]; rows looked up are renormalised in place to norm at most `max_norm`, as in PyTorch.",
 ))
+
+
+def _linear_cost(a, ins, outs) -> Poly:
+    # one product of [rows, in_features] by [in_features, units] (the bias is not counted, as FlopCounterMode)
+    x = shape(ins[0])
+    return Poly.numel(x) * a["units"]
+
+
+set_costs({"linear": _linear_cost, "embedding": free})  # a lookup multiplies nothing

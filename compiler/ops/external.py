@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlc.compiler.cost import unknown
 from dlc.compiler.kinds import Kind, Site
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, assign
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.types import TensorType, Type
 
 
@@ -74,3 +75,6 @@ register(OpDef(
     family="external", label=lambda a: class_of(a["path"]),
     doc="An external PyTorch layer a spec declares with `extern` (see External layers): its class constructed "
         "with the call's arguments as keywords, its output shapes from the spec's rule."))
+
+
+set_costs({"external": unknown})  # only its class knows what it computes

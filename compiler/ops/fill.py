@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlc.compiler.cost import free
 from dlc.compiler.ir import format_value
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import TensorType, Type, is_float
 
@@ -57,3 +58,7 @@ register(OpDef(
                 function=Form("torch.full_like({x}, {fill_value})", _fill_value)),
     family="arith", label=lambda a: f"full_like {format_value(a['value'])}",
     doc="A tensor filled with `value`, with the input's shape and dtype."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("zeros_like", "ones_like", "full_like"), free))

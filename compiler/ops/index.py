@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from dlc.compiler.cost import free
 from dlc.compiler.kinds import ArgumentError, Kind, Site
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, assign, axis as torch_axis
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import symbolic_window, tensor, with_values
 from dlc.compiler.types import Dim, TensorType
 
@@ -300,3 +301,7 @@ register(OpDef(
     torch=Torch(module=Form("Apply(torch.transpose, dim0={dim0}, dim1={dim1})", _dims),
                 function=Form("{x}.transpose({dim0}, {dim1})", _dims)),
     family="shape", label=with_values("transpose"), doc="Swap two batch-less axes: `transpose(0, 1)`."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("index", "split", "chunk", "transpose"), free))

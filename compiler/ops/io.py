@@ -6,7 +6,8 @@ no kernel, and is drawn as the diagram's entry point.
 
 from __future__ import annotations
 
-from dlc.compiler.ops.registry import OpDef, ShapeError, register
+from dlc.compiler.cost import free
+from dlc.compiler.ops.registry import OpDef, ShapeError, register, set_costs
 
 
 def _declared(attrs, ins):
@@ -18,3 +19,7 @@ register(OpDef(
     label=lambda a: f"input {a['name']}",
     doc="A network input: `input x: [C, H, W]` (dtype float32 unless given, e.g. `input ids: [T] int64`).",
 ))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("input",), free))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.kernel import ChannelAffine, Row
 from dlc.compiler.ops.pytorch import Form, Torch, Var
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_buffers, set_costs
 from dlc.compiler.ops.shapes import known, tensor, want_float, want_rank
 from dlc.compiler.types import shape_str
 
@@ -156,3 +157,15 @@ register(OpDef(
     family="norm", aka=("instance_norm",),
     doc="Instance normalisation of each channel of each sample over its positions (`nn.InstanceNorm1d/2d/3d` by "
         "rank): `instancenorm(eps=1e-5, momentum=0.1, affine=false, track_running_stats=false)`."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("batchnorm", "layernorm", "groupnorm", "instancenorm"), free))
+
+
+def _running_stats(a, ins) -> int:
+    # running_mean and running_var (one per channel) and num_batches_tracked
+    return 2 * ins[0].shape[0] + 1 if a.get("track_running_stats", True) else 0
+
+
+set_buffers({"batchnorm": _running_stats, "instancenorm": _running_stats})

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.initialisers import describe_init, needs_fans
 from dlc.compiler.ops.kernel import Elementwise
 from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register, set_costs
 from dlc.compiler.ops.shapes import pair, same_float, tensor
 from dlc.compiler.types import Dim, TensorType, Type, shape_str
 
@@ -225,3 +226,7 @@ def check_param_args(op: OpDef, attrs: dict[str, Any], ins: list[Type], tied: tu
     if tuple(mine) != tuple(theirs.shape):
         raise ShapeError(f"`tie={attrs['tie']}`: this `{op.name}`'s weight is {shape_str(tuple(mine))} but "
                          f"`{attrs['tie']}` ({other}) has {shape_str(theirs.shape)}", attr="tie")
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("param", "prelu"), free))

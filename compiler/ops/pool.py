@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+from dlc.compiler.cost import free
 from dlc.compiler.ir import format_value
 from dlc.compiler.ops.pytorch import Form, Torch, Var
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import conv_out, out, pair, scaled, tensor, want_float, want_rank, with_values
 from dlc.compiler.types import MAX_ELEMENTS
 
@@ -139,3 +140,7 @@ register(OpDef(
                       {"align_corners": None})),
     family="pool", label=with_values("upsample"), aka=("interpolate", "upsampling2d"),
     doc="Upsampling of [C, L] or [C, H, W] by `scale`: `upsample(2, mode=bilinear)`."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("maxpool", "avgpool", "adaptive_avgpool", "upsample"), free))

@@ -7,8 +7,9 @@ on the input's actual length, so a symbolic length ``T`` stays symbolic and noth
 
 from __future__ import annotations
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.pytorch import Form, Torch, axis as torch_axis
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import axis, tensor, want_float
 from dlc.compiler.types import TensorType, shape_str
 
@@ -54,3 +55,7 @@ register(OpDef(
                 function=Form("sinusoidal_encoding({x}{,base})", _base, {"base": 10000.0})),
     family="shape", label=lambda a: "positional encoding",
     doc="Adds the sinusoidal position encoding (sin on even features, cos on odd ones) to a sequence [T, d]."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("positions", "positional_encoding"), free))

@@ -7,8 +7,9 @@ They have no kernel facet: a fused module draws them in PyTorch, with the same g
 
 from __future__ import annotations
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import OpDef, ShapeError, register
+from dlc.compiler.ops.registry import OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import is_float
 
@@ -28,3 +29,7 @@ for _name, _what in (("randn_like", "standard normal, N(0, 1)"), ("rand_like", "
         _name, (), _like(_name),
         torch=Torch(module=Form(f"Apply(torch.{_name})"), function=Form(f"torch.{_name}({{x}})")),
         family="arith", doc=f"A {_what} sample shaped like the input, from torch's generator, in training and eval."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("randn_like", "rand_like"), free))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dlc.compiler.cost import Poly, shape
 from dlc.compiler.ops.kernel import Recurrent
 from dlc.compiler.ops.pytorch import OMIT, CallSite, Filled, Form, Torch, Var, assign, variables
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register, set_costs
 from dlc.compiler.ops.shapes import known, state_matches, tensor, want_float
 from dlc.compiler.types import StateType, TensorType, shape_str
 
@@ -180,3 +181,19 @@ register(OpDef(
     label=lambda a: _inner(a)[0].describe(_inner(a)[1]),
     doc="Runs a recurrent layer forwards and backwards and merges the two (Keras semantics): "
         "`bidirectional(lstm(128), merge=concat|sum|mul|ave|none)`; `none` returns both directions."))
+
+
+def _recurrent_cost(cell: str | None):
+    """Every step multiplies the input and the hidden state by the gates' weights: T times the weights (without
+    biases) per layer and direction. (FlopCounterMode on CPU sees these products for nn.RNN and nn.GRU, but
+    nothing of nn.LSTM, whose CPU kernel is not decomposed into matrix products; docs/summary.md.)"""
+    def cost(a, ins, outs) -> Poly:
+        layer, directions = (a, 1) if cell is not None else (a["layer"], 2)
+        x = shape(ins[0])
+        weights = recurrent_params(cell or layer["op"], layer["units"], layer["layers"], x[1], directions, False)
+        return Poly.dim(x[0]) * weights
+    return cost
+
+
+set_costs({"rnn": _recurrent_cost("rnn"), "lstm": _recurrent_cost("lstm"), "gru": _recurrent_cost("gru"),
+           "bidirectional": _recurrent_cost(None)})

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.kernel import Row
 from dlc.compiler.ops.pytorch import Form, Torch
-from dlc.compiler.ops.registry import Attr as A
+from dlc.compiler.ops.registry import Attr as A, set_costs
 from dlc.compiler.ops.registry import OpDef, ShapeError, register
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import TensorType, is_float, shape_str
@@ -170,3 +171,9 @@ _reduce("argmax", None, "argmax", "Index (int64) of the largest value along one 
         dtype=_index)
 _reduce("argmin", None, "argmin", "Index (int64) of the smallest value along one axis `dim`.", single=True,
         dtype=_index)
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys((
+    "sum", "reduce_mean", "reduce_max", "reduce_min", "prod", "logsumexp", "argmax", "argmin"
+), free))

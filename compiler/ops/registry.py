@@ -12,6 +12,10 @@ Each op family has one module in this package (``dense``, ``conv``, ``pool``, ``
 - **kernel facet** ``kernel`` (:mod:`dlc.compiler.ops.kernel`): how the fused backend runs it, or None
   (never fused); ``fusion``, the op's fusion kind, is derived from it;
 - **diagram**: ``label(attrs)`` (the node's text), ``draw`` (how it is drawn) and ``family`` (its colour);
+- **cost** ``cost(attrs, input types, output types)``: the MACs of one batch item as a
+  :class:`~dlc.compiler.cost.Poly` (None: unknown), counted as ``FlopCounterMode`` does (:mod:`dlc.compiler.cost`);
+  each family module sets its ops' costs at its end with :func:`set_costs`; ``count_buffers`` counts the
+  elements of buffers (batchnorm's running mean, variance and batch count), set with :func:`set_buffers`;
 - **doc line** ``doc`` (docs/language.md's op table lists every op; a test checks);
 - **what passes need**, as flags: ``folds`` and ``fold_axis`` (batchnorm folding), ``in_place`` and
   ``overwritable`` (in-place results), ``wraps`` (a layer wrapping another), ``declared`` (``input``).
@@ -36,9 +40,10 @@ spec calls by name, :func:`registered` every op.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from dlc.compiler.cost import Cost
 from dlc.compiler.kinds import Kind, kind_named
 from dlc.compiler.ops.kernel import Kernel
 from dlc.compiler.ops.pytorch import Torch
@@ -143,6 +148,8 @@ class OpDef:
     spelled: str | None = None
     aka: tuple[str, ...] = ()  # what PyTorch or Keras call it, for the hint when a spec uses such a name
     internal: bool = False  # made by the compiler (timedistributed's time folds), never called by name
+    cost: Cost | None = None  # MACs of one batch item; set by the family module's set_costs (a test demands it)
+    count_buffers: Callable[[dict[str, Any], list[Type]], int] = _no_params  # running statistics' elements
 
     @property
     def module(self) -> bool:
@@ -178,6 +185,18 @@ def register(op: OpDef) -> OpDef:
         raise RuntimeError(f"op {op.name} registered twice")
     OPS[op.name] = op
     return op
+
+
+def set_costs(costs: dict[str, Cost]) -> None:
+    """Give registered ops their cost facet (:mod:`dlc.compiler.cost`), by name: a family module's last call."""
+    for name, cost in costs.items():
+        OPS[name] = replace(OPS[name], cost=cost)
+
+
+def set_buffers(counts: dict[str, Callable[[dict[str, Any], list[Type]], int]]) -> None:
+    """Give registered ops their buffer count (the elements of batchnorm's running statistics), by name."""
+    for name, count in counts.items():
+        OPS[name] = replace(OPS[name], count_buffers=count)
 
 
 def get(name: str) -> OpDef | None:

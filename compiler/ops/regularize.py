@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dlc.compiler.cost import free
 from dlc.compiler.ops.kernel import Elementwise, Mask
 from dlc.compiler.ops.pytorch import Form, Torch, Var
-from dlc.compiler.ops.registry import Attr as A, OpDef, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, register, set_costs
 from dlc.compiler.ops.shapes import same_float
 
 
@@ -36,3 +37,7 @@ register(OpDef(
     label=lambda a: f"stochastic depth {a['p']}" + (" (batch)" if a["mode"] == "batch" else ""),
     doc="Stochastic depth (torchvision's): in training, drops each sample (`mode=row`) or the whole batch "
         "(`mode=batch`) with probability `p`, scaling what is kept by 1 / (1 - p)."))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("dropout", "stochastic_depth"), free))

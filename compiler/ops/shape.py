@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+from dlc.compiler.cost import free
 from dlc.compiler.kinds import MAX_ARG
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, Var, assign, axis as torch_axis
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, register, set_costs
 from dlc.compiler.ops.shapes import axis, known, numel, offset, out, scaled, tensor, want_rank, with_values
 from dlc.compiler.types import MAX_ELEMENTS, shape_str
 
@@ -251,3 +252,7 @@ for _name, _cls, _down, _what in (("pixel_shuffle", "PixelShuffle", False, "upsc
         family="shape", label=with_values(_name),
         doc=("Space to depth: `pixel_unshuffle(r)`, [C, H, W] -> [C r², H / r, W / r]." if _down else
              "Depth to space (sub-pixel convolution): `pixel_shuffle(r)`, [C r², H, W] -> [C, H r, W r].")))
+
+
+# none of these multiplies matrices: FlopCounterMode counts nothing for them (dlc.compiler.cost)
+set_costs(dict.fromkeys(("flatten", "reshape", "permute", "pad", "crop", "pixel_shuffle", "pixel_unshuffle"), free))

@@ -8,9 +8,10 @@ split again). Those two ops are internal: the compiler makes them, a spec never 
 
 from __future__ import annotations
 
+from dlc.compiler.cost import Poly, free, shape
 from dlc.compiler.kinds import ArgumentError, LayerArg, Site, wraps_layer
 from dlc.compiler.ops.pytorch import CallSite, Filled, Form, Torch, Var, assign
-from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register
+from dlc.compiler.ops.registry import Attr as A, OpDef, ShapeError, op_of, register, set_costs
 from dlc.compiler.ops.shapes import tensor
 from dlc.compiler.types import TensorType, shape_str
 
@@ -25,11 +26,16 @@ def _timedistributed(attrs, ins):
     if x.rank < 2:
         raise ShapeError(f"`timedistributed` expects [T, ...], got {shape_str(x.shape)}")
     inner = attrs["layer"]
-    channels_first = x.layout == "tcf" or (x.rank - 1 >= 2 and op_of(inner["op"]).family == "conv")
-    step = TensorType(x.shape[1:], x.dtype, "cf" if channels_first else x.layout)
+    step = _step(x, inner)
     (y,) = op_of(inner["op"]).infer(inner, [step])
     # each step's channels sit on axis 1 of the result when the layer keeps them first
     return (TensorType((x.shape[0],) + y.shape, y.dtype, "tcf" if y.layout == "cf" and y.rank >= 1 else "fl"),)
+
+
+def _step(x: TensorType, inner: dict) -> TensorType:
+    """The type of one time step of ``x`` [T, ...], as the wrapped layer sees it."""
+    channels_first = x.layout == "tcf" or (x.rank - 1 >= 2 and op_of(inner["op"]).family == "conv")
+    return TensorType(x.shape[1:], x.dtype, "cf" if channels_first else x.layout)
 
 
 def _td_params(a, ins):
@@ -141,3 +147,20 @@ register(OpDef(
     family="wrapper", wraps=True, label=lambda a: "weightnorm(" + _inner(a)[0].describe(_inner(a)[1]) + ")",
     doc="Weight normalisation of a linear or convolution layer (its weight as a norm times a direction, "
         "`nn.utils.parametrizations.weight_norm`): `weightnorm(conv1d(64, k=3))`."))
+
+
+def _td_cost(a, ins, outs) -> Poly | None:
+    # the layer once per time step, on one step's tensor
+    op, inner = _inner(a)
+    step = _step(ins[0], a["layer"])
+    per_step = op.cost(inner, [step], op.infer(inner, [step])) if op.cost is not None else None
+    return None if per_step is None else Poly.dim(shape(ins[0])[0]) * per_step
+
+
+def _wn_cost(a, ins, outs) -> Poly | None:
+    # the wrapped layer's products; recomputing the weight from its direction and norm is elementwise
+    op, inner = _inner(a)
+    return op.cost(inner, ins, outs) if op.cost is not None else None
+
+
+set_costs({"timedistributed": _td_cost, "fold_time": free, "unfold_time": free, "weightnorm": _wn_cost})
