@@ -145,6 +145,18 @@ class DlcError(Exception):
         return render(self)
 
 
+class DlcWarning(UserWarning):
+    """The category of the warnings the Python API issues (``warnings.warn``): the message is the rendered
+    warning, ``diagnostic`` the structured one."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(render(diagnostic))
+        self.diagnostic = diagnostic
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DlcWarning, (self.diagnostic,))
+
+
 class SourceCache:
     """Remembers source texts by file name so diagnostics can show the offending line.
 
