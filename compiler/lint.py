@@ -10,9 +10,10 @@ place to change:
 - ``shadowed-param``: a network or block parameter with the name of a block (``Name(...)`` calls the block,
   ``Name`` alone is the parameter). A label with a parameter's name is not flagged: labels name modules, not
   values (``dropout: dropout(dropout)`` is how torchvision's names are matched);
-- ``dropout-zero`` / ``dropout-one`` (an op's ``advice``): ``dropout(0)`` does nothing, ``dropout(1)`` zeroes
-  all. Only arguments written as numbers are judged: ``dropout(p)`` with a parameter ``p = 0.0`` is a setting;
-- ``repeated-activation``: an idempotent activation applied to its own result (``relu -> relu``);
+- ``dropout-zero`` (an op's ``advice``): ``dropout(0)`` does nothing. Only arguments written as numbers are
+  judged: ``dropout(p)`` with a parameter ``p = 0.0`` is a setting;
+- ``repeated-activation``: an idempotent activation applied to its own result (``relu -> relu``) in the same
+  body (a block ending in ``relu`` followed by ``relu`` is the block's business);
 - ``repeat-once``: a repeat written ``* 1``.
 
 The command line prints them (``--Werror`` makes them errors); the Python API issues them as
@@ -78,7 +79,7 @@ def _graph_warnings(g: Graph) -> Iterator[Diagnostic]:
                 yield _unused(g, n, live_calls)
             continue
         before = producer.get(n.inputs[0]) if op.idempotent and n.inputs else None
-        if before is not None and before.op == n.op and before.attrs == n.attrs:
+        if before is not None and before.op == n.op and before.attrs == n.attrs and before.scope == n.scope:
             yield warning(code="repeated-activation", message=f"`{n.op}` is applied to its own result: the second "
                           "does nothing", span=n.span, chain=_chain(g, n.scope), hint=f"remove one `{n.op}`")
 

@@ -9,12 +9,8 @@ from dlc.compiler.ops.shapes import same_float
 
 
 def _dropout_advice(a: dict) -> tuple[str, str] | None:
-    """p=0 keeps everything (a no-op left behind?); p=1 zeroes the whole tensor in training."""
-    if a["p"] == 0:
-        return ("dropout-zero", "dropout with p=0 does nothing")
-    if a["p"] == 1:
-        return ("dropout-one", "dropout with p=1 zeroes its whole input" + ("" if a["always"] else " in training"))
-    return None
+    """p=0 keeps everything: a no-op left behind (p=1 is an error: the kind `probability` is below 1)."""
+    return ("dropout-zero", "dropout with p=0 does nothing") if a["p"] == 0 else None
 
 register(OpDef(
     "dropout", (A("p", "probability", 0.5), A("always", "bool", False)), same_float("dropout"),
