@@ -23,14 +23,16 @@ The command line prints them (``--Werror`` makes them errors); the Python API is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from dlc.compiler.ir import Graph, Node, Scope, call_key
 from dlc.compiler.ops.registry import get, op_of
 from dlc.compiler.passes.dead import live_nodes
 from dlc.compiler.program import Program
-from dlc.diagnostics import Diagnostic, Span
 from dlc.grammar import ast
+
+from dlc.diagnostics import Diagnostic, Span
 
 UNUSED_HINT = "use it in an output or remove it; it is not computed, and its parameters are not in the module"
 

@@ -15,7 +15,8 @@ an error, or a warning under ``--Werror``; ``network``, ``nodes`` and ``paramete
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dlc.diagnostics import DlcError, to_json
 

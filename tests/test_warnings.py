@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from dlc.compiler.passes import live_nodes
 from torch import nn
 
 import dlc
 from dlc import cli
-from dlc.compiler.passes import live_nodes
 from dlc.diagnostics import DlcWarning, render
 from dlc.pipeline import build_graph
 
@@ -49,16 +49,18 @@ CASES = [
     ("unused input", "network N {\n    input x: [4]\n    input m: [4]\n    output y = x -> relu\n}\n",
      [("unused-input", 3, 5)]),
     ("unused block instance, reported once at the instance",
-     "block B {\n    input x\n    return x -> linear(3) -> relu\n}\n"
-     "network N {\n    input x: [4]\n    t = x -> b: B\n    output y = x -> relu\n}\n", [("unused-layer", 7, 17)]),
+     ("block B {\n    input x\n    return x -> linear(3) -> relu\n}\n"
+     "network N {\n    input x: [4]\n    t = x -> b: B\n    output y = x -> relu\n}\n"), [("unused-layer", 7, 17)]),
     ("dead branch in a block used twice: one warning at the block's line",
-     "block B {\n    input x\n    a = x -> linear(2)\n    return x -> relu\n}\n"
-     "network N {\n    input x: [4]\n    output y = x -> B -> B\n}\n", [("unused-layer", 3, 14)]),
+     ("block B {\n    input x\n    a = x -> linear(2)\n    return x -> relu\n}\n"
+     "network N {\n    input x: [4]\n    output y = x -> B -> B\n}\n"), [("unused-layer", 3, 14)]),
     ("parameter named like a block",
-     "block B {\n    input x\n    return x\n}\nnetwork N(B: int = 2) {\n    input x: [4]\n    output y = x -> linear(B)\n}\n",
+     ("block B {\n    input x\n    return x\n}\n"
+     "network N(B: int = 2) {\n    input x: [4]\n    output y = x -> linear(B)\n}\n"),
      [("shadowed-param", 5, 11)]),
     ("dropout(0)", "network N {\n    input x: [4]\n    output y = x -> dropout(0)\n}\n", [("dropout-zero", 3, 21)]),
-    ("dropout(p=0.0, always=true)", "network N {\n    input x: [4]\n    output y = x -> dropout(p=0.0, always=true)\n}\n",
+    ("dropout(p=0.0, always=true)",
+     "network N {\n    input x: [4]\n    output y = x -> dropout(p=0.0, always=true)\n}\n",
      [("dropout-zero", 3, 21)]),
     ("relu -> relu", "network N {\n    input x: [4]\n    output y = x -> relu -> relu\n}\n",
      [("repeated-activation", 3, 29)]),
@@ -111,7 +113,7 @@ def test_a_warning_renders_like_an_error_with_the_chain():
 def _warning_examples() -> list[tuple[str, str | None]]:
     """The ```dln examples of the Warnings section, each with the ```text block right after it (if any)."""
     section = DOC.read_text(encoding="utf-8").split("### Warnings", 1)[1].split("\n## ", 1)[0]
-    found = re.findall(r"```dln\n(.*?)```\n(?:\n```text\n(.*?)```)?", section, flags=re.S)
+    found = re.findall(r"```dln\n(.*?)```\n(?:\n```text\n(.*?)```)?", section, flags=re.DOTALL)
     return [(spec, text or None) for spec, text in found]
 
 
@@ -130,7 +132,7 @@ def test_the_documented_examples_warn_as_they_say(tmp_path, monkeypatch):
 
 def test_every_warning_code_is_in_the_error_code_table():
     table = DOC.read_text(encoding="utf-8").split("## Error codes", 1)[1]
-    listed = set(re.findall(r"^\|\s*`([a-z][a-z-]*)`\s*\| warning:", table, flags=re.M))
+    listed = set(re.findall(r"^\|\s*`([a-z][a-z-]*)`\s*\| warning:", table, flags=re.MULTILINE))
     assert listed == {"unused-layer", "unused-input", "shadowed-param", "dropout-zero", "repeated-activation",
                       "repeat-once"}
     assert {code for case in CASES for code, *_ in case[2]} == listed
@@ -142,8 +144,8 @@ def test_every_warning_code_is_in_the_error_code_table():
 @pytest.fixture
 def dead_spec(tmp_path: Path) -> Path:
     path = tmp_path / "dead.dln"
-    path.write_text("network N {\n    input x: [4]\n    side = x -> probe: linear(8)\n    output y = x -> linear(2)\n}\n",
-                    encoding="utf-8")
+    path.write_text("network N {\n    input x: [4]\n    side = x -> probe: linear(8)\n"
+                    "    output y = x -> linear(2)\n}\n", encoding="utf-8")
     return path
 
 
@@ -158,7 +160,7 @@ def test_every_command_prints_warnings_and_exits_0(dead_spec, command):
 
 def test_werror_fails_and_writes_nothing(dead_spec, tmp_path):
     out_file = tmp_path / "net.py"
-    code, out, err = cli_run("compile", dead_spec, "--Werror", "-o", out_file)
+    code, _, err = cli_run("compile", dead_spec, "--Werror", "-o", out_file)
     assert code == 1 and not out_file.exists()
     assert "warning[unused-layer]" in err
     assert err.rstrip().endswith("dlc: error: 1 warning(s) treated as errors (--Werror)")
