@@ -259,7 +259,7 @@ def _warned(compiled: Compiled) -> Compiled:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     for w in compiled.graph.warnings:
-        pywarnings.warn(DlcWarning(w), stacklevel=level)
+        pywarnings.warn(DlcWarning.of(w), stacklevel=level)
     return compiled
 
 

@@ -147,14 +147,20 @@ class DlcError(Exception):
 
 class DlcWarning(UserWarning):
     """The category of the warnings the Python API issues (``warnings.warn``): the message is the rendered
-    warning, ``diagnostic`` the structured one."""
+    warning, ``diagnostic`` the structured one. (Built from its text alone, as pytest-xdist rebuilds warnings,
+    it has no ``diagnostic``.)"""
 
-    def __init__(self, diagnostic: Diagnostic) -> None:
-        super().__init__(render(diagnostic))
+    def __init__(self, text: str, diagnostic: Diagnostic | None = None) -> None:
+        super().__init__(text)
         self.diagnostic = diagnostic
 
+    @classmethod
+    def of(cls, diagnostic: Diagnostic) -> DlcWarning:
+        """The warning for ``diagnostic``, its message the rendered text."""
+        return cls(render(diagnostic), diagnostic)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (DlcWarning, (self.diagnostic,))
+        return (DlcWarning, (str(self), self.diagnostic))
 
 
 class SourceCache:

@@ -122,8 +122,11 @@ def test_dlc_error_pickles_and_chains():
         except DlcError as err:
             raise RuntimeError("compile failed") from err
     assert outer.value.__cause__ is info.value
-    warning = DlcWarning(Diagnostic("warning", "unused-input", "input `m` is not used by any output"))
-    assert pickle.loads(pickle.dumps(warning)).diagnostic == warning.diagnostic
+    warning = DlcWarning.of(Diagnostic("warning", "unused-input", "input `m` is not used by any output"))
+    copy = pickle.loads(pickle.dumps(warning))
+    assert copy.diagnostic == warning.diagnostic and str(copy) == str(warning) == (
+        "warning[unused-input]: input `m` is not used by any output")
+    assert DlcWarning(*warning.args).args == warning.args  # as pytest-xdist rebuilds a warning
 
 
 # ---- Compiled's text -----------------------------------------------------------------------------------------
