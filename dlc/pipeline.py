@@ -70,7 +70,11 @@ def run(path: str | Path, options: Options, backend: Callable[[Graph, Options], 
     """Compile the spec at ``path`` (or ``text`` given for it): the verified, optimised IR, and what ``backend``
     makes of it."""
     graph = build_graph(path, options.overrides, options.network, text=text, optimize=options.optimize)
-    return graph, backend(graph, options)
+    try:
+        return graph, backend(graph, options)
+    except DlcError as err:  # the warnings go with the error (DlcError.diagnostics)
+        err.warnings = [*graph.warnings, *err.warnings]
+        raise
 
 
 def torch_source(graph: Graph, options: Options) -> str:

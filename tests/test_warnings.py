@@ -255,6 +255,18 @@ def test_dead_code_module_matches_its_torch_twin(dead_compiled):
         torch.testing.assert_close(got, want)
 
 
+def test_the_fused_module_without_dead_code_matches_the_plain_one(dead_compiled):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DlcWarning)
+        fused = dlc.compile_string(DEAD, name="dead.dln", fuse=True)
+    assert "proj" not in fused.source
+    plain, net = dead_compiled.instantiate(), fused.instantiate()
+    net.load_state_dict(plain.state_dict(), strict=True)
+    x, extra = torch.randn(2, 8), torch.randn(2, 3)
+    for got, want in zip(net(x, extra), plain(x, extra)):
+        torch.testing.assert_close(got, want)
+
+
 def test_a_tied_layer_keeps_the_layer_it_shares_a_weight_with():
     text = """network N {
     input tokens: [T] int64
