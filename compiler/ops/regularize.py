@@ -12,6 +12,7 @@ def _dropout_advice(a: dict) -> tuple[str, str] | None:
     """p=0 keeps everything: a no-op left behind (p=1 is an error: the kind `probability` is below 1)."""
     return ("dropout-zero", "dropout with p=0 does nothing") if a["p"] == 0 else None
 
+
 register(OpDef(
     "dropout", (A("p", "probability", 0.5), A("always", "bool", False)), same_float("dropout"),
     torch=Torch(
