@@ -3,7 +3,8 @@
 Exit codes: 0 success (also when the reader of stdout goes away; warnings on stderr), 1 an error in the spec
 (diagnostics on stderr), a warning under --Werror, or Graphviz's dot failing, 2 a usage error or an output that
 cannot be written (a -o file, or standard output: closed, or a full disk), 3 a bug in dlc. A closed or failing
-stderr loses the messages but not the exit status. Text from outside (file names, --set names) is printed escaped (dlc.diagnostics.display).
+stderr loses the messages but not the exit status. Text from outside (file names, --set names) is printed escaped
+(dlc.diagnostics.display).
 """
 
 from __future__ import annotations
