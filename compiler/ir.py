@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, TypeVar
 
 from dlc.compiler.types import Type
-from dlc.diagnostics import Span, display
+from dlc.diagnostics import Diagnostic, Span, display
 
 T = TypeVar("T")
 
@@ -145,6 +145,8 @@ class Graph:
     # The applications of blocks and groups marked `checkpoint`: recomputed in backward (training mode).
     checkpointed: set[CallKey] = field(default_factory=set)
     analyses: Analyses = field(default_factory=Analyses, compare=False, repr=False)
+    # What the lint found in the spec (dlc/compiler/lint.py), before dead code was removed.
+    warnings: list[Diagnostic] = field(default_factory=list, compare=False, repr=False)
 
     def call_of(self, scope: Scope) -> BlockCall:
         """The inputs and outputs of the application ``scope`` stands for (every block or group scope has one)."""

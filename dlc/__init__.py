@@ -38,4 +38,18 @@ def summary(spec, batch=1, format="table", dtype="float32", *, params_file=None,
     return _summary(spec, batch, format, dtype, params_file=params_file, network=network, **params)
 
 
-__all__ = ["load", "compile", "render", "summary", "__version__"]
+def loads(text, *, name="<string>", base=None, **params):
+    """Compile a spec held in a string and return an instance of its network (see :func:`dlc.api.loads`)."""
+    from dlc.api import loads as _loads
+
+    return _loads(text, name=name, base=base, **params)
+
+
+def compile_string(text, *, name="<string>", base=None, **params):
+    """Compile a spec held in a string; returns a :class:`dlc.api.Compiled` (see :func:`dlc.api.compile_string`)."""
+    from dlc.api import compile_string as _compile_string
+
+    return _compile_string(text, name=name, base=base, **params)
+
+
+__all__ = ["load", "loads", "compile", "compile_string", "render", "summary", "__version__"]

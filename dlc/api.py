@@ -1,7 +1,10 @@
-"""The Python API: ``dlc.compile`` and ``dlc.load``.
+"""The Python API: ``dlc.compile`` and ``dlc.load`` for a spec file, ``dlc.compile_string`` and ``dlc.loads`` for
+a spec held in a string, ``dlc.api.diagnose`` for every error and warning of a text (what an editor shows).
 
 A :class:`Compiled` network shows as its diagram in Jupyter (``_repr_svg_``), drawn by Graphviz's ``dot`` within
-the time limit of ``dlc render``; :meth:`Compiled.diagram` gives it as a ``graphviz.Source`` to save or view.
+the time limit of ``dlc render``; :meth:`Compiled.diagram` gives it as a ``graphviz.Source`` to save or view. Its
+``repr`` and ``str`` are a short text summary. Warnings about the spec (:mod:`dlc.compiler.lint`) are issued as
+:class:`DlcWarning` through Python's ``warnings`` module and kept in ``Compiled.warnings``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import builtins
 import linecache
 import sys
 import types
+import warnings as pywarnings
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from dlc.compiler.ir import Graph
-from dlc.diagnostics import DlcError, display
+from dlc.compiler.passes import total_params
+from dlc.diagnostics import Diagnostic, DlcError, DlcWarning, display
 from dlc.files import FileProblem, read_text
 from dlc.limits import limit, raise_hint
 from dlc.pipeline import Options, run, torch_source
@@ -37,6 +42,35 @@ class Compiled:
     @property
     def class_name(self) -> str:
         return self.graph.name
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        """The warnings about the spec (unused layers and inputs, ...), in source order."""
+        return list(self.graph.warnings)
+
+    def _io(self, which: list[tuple[str, int]]) -> str:
+        return ", ".join(f"{name}: {self.graph.types[v]}" for name, v in which)
+
+    def __repr__(self) -> str:
+        g = self.graph
+        args = ", ".join(f"{k}={v!r}" for k, v in g.params.items())
+        return (f"<Compiled {display(g.name)}({display(args, 200)}) from {display(g.file)}: inputs "
+                f"{self._io(g.inputs)}; outputs {self._io(g.outputs)}; {total_params(g):,} parameters>")
+
+    def __str__(self) -> str:
+        g = self.graph
+        lines = [f"network {display(g.name)} from {display(g.file)}"]
+        if g.params:
+            lines.append("  parameters: " + display(", ".join(f"{k}={v!r}" for k, v in g.params.items()), 500))
+        lines += [f"  inputs:  {self._io(g.inputs)}", f"  outputs: {self._io(g.outputs)}",
+                  f"  {total_params(g):,} trainable parameters, {len(g.nodes)} nodes"]
+        if g.warnings:
+            lines.append(f"  {len(g.warnings)} warning(s): " + ", ".join(sorted({w.code for w in g.warnings})))
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's text display: the summary of :meth:`__str__`."""
+        printer.text(str(self))
 
     def module(self) -> types.ModuleType:
         """Import the generated source as a fresh Python module."""
@@ -208,11 +242,67 @@ def compile(path: str | Path, *, params_file: str | Path | None = None, network:
     ``optimize="inference"`` applies the inference rewrites (batchnorm folding, channels-last);
     ``fused_recurrent=True`` runs LSTM/GRU layers with dlc's gate kernels instead of nn.LSTM/cuDNN.
     """
+    options = _options(params_file, network, fuse, optimize, fused_recurrent, params)
+    return _warned(Compiled(*run(path, options, torch_source)))
+
+
+def _options(params_file: str | Path | None, network: str | None, fuse: bool, optimize: str | None,
+             fused_recurrent: bool, params: dict[str, Any]) -> Options:
     overrides = read_params_file(params_file) if params_file else {}
     overrides.update(params)
-    options = Options(network=network, overrides=overrides, optimize=optimize, fuse=fuse,
-                      fused_recurrent=fused_recurrent)
-    return Compiled(*run(path, options, torch_source))
+    return Options(network=network, overrides=overrides, optimize=optimize, fuse=fuse,
+                   fused_recurrent=fused_recurrent)
+
+
+def _warned(compiled: Compiled) -> Compiled:
+    """Issue the spec's warnings as :class:`DlcWarning`, attributed to the caller's line outside dlc (Python shows
+    each place once by default)."""
+    level, frame = 1, sys._getframe(0)
+    package = str(Path(__file__).parent)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    for w in compiled.graph.warnings:
+        pywarnings.warn(DlcWarning.of(w), stacklevel=level)
+    return compiled
+
+
+def _string_path(text: str, name: str, base: str | Path | None) -> Path:
+    """The path a spec text stands for: ``name``, in ``base`` when given (imports resolve from its folder)."""
+    if not isinstance(text, str):
+        raise TypeError(f"a spec text must be a str, got {type(text).__name__}")
+    return Path(base) / name if base is not None else Path(name)
+
+
+def compile_string(text: str, *, name: str = "<string>", base: str | Path | None = None,
+                   params_file: str | Path | None = None, network: str | None = None, fuse: bool = False,
+                   optimize: str | None = None, fused_recurrent: bool = False, **params: Any) -> Compiled:
+    """Compile a spec held in a string, as :func:`compile` compiles a file.
+
+    Diagnostics name the text ``name`` (``base/name`` when ``base`` is given) and quote its lines; its imports
+    resolve relative to ``base``, or to the current directory.
+    """
+    options = _options(params_file, network, fuse, optimize, fused_recurrent, params)
+    return _warned(Compiled(*run(_string_path(text, name, base), options, torch_source, text=text)))
+
+
+def loads(text: str, *, name: str = "<string>", base: str | Path | None = None, params_file: str | Path | None = None,
+          network: str | None = None, fuse: bool = False, optimize: str | None = None,
+          fused_recurrent: bool = False, **params: Any) -> Any:
+    """Compile a spec held in a string and return a new instance of its network (see :func:`compile_string`)."""
+    return compile_string(text, name=name, base=base, params_file=params_file, network=network, fuse=fuse,
+                          optimize=optimize, fused_recurrent=fused_recurrent, **params).instantiate()
+
+
+def diagnose(text: str, path: str | Path, **params: Any) -> tuple[Compiled | None, list[Diagnostic]]:
+    """Compile ``text`` as the spec at ``path`` (imports resolve from its folder) and return the compiled network
+    (None when it has an error) with every diagnostic: the error and the warnings, in that order. Nothing is
+    issued through ``warnings``: this is what an editor shows (see :func:`dlc.diagnostics.to_json`)."""
+    try:
+        compiled = Compiled(*run(_string_path(text, str(path), None), Options(overrides=params), torch_source,
+                                 text=text))
+    except DlcError as err:
+        return None, err.diagnostics
+    return compiled, compiled.warnings
 
 
 def load(path: str | Path, *, params_file: str | Path | None = None, network: str | None = None,

@@ -1,9 +1,10 @@
 """The command line: ``dlc compile | check | summary | ir | render | fmt``.
 
-Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
-or Graphviz's dot failing, 2 a usage error or an output that cannot be written (a -o file, or standard output:
-closed, or a full disk), 3 a bug in dlc. A closed or failing stderr loses the messages but not the exit status.
-Text from outside (file names, --set names) is printed escaped (dlc.diagnostics.display).
+Exit codes: 0 success (also when the reader of stdout goes away; warnings on stderr), 1 an error in the spec
+(diagnostics on stderr), a warning under --Werror, or Graphviz's dot failing, 2 a usage error or an output that
+cannot be written (a -o file, or standard output: closed, or a full disk), 3 a bug in dlc. A closed or failing
+stderr loses the messages but not the exit status. Text from outside (file names, --set names) is printed escaped
+(dlc.diagnostics.display).
 """
 
 from __future__ import annotations
@@ -110,16 +111,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _compile(args: argparse.Namespace, backend: Callable[[Graph, Options], T]) -> tuple[Graph, T]:
-    """Run the pipeline on the command's spec with its options; ``backend`` makes the command's output."""
+def _compile(args: argparse.Namespace, backend: Callable[[Graph, Options], T], warn: bool = True
+             ) -> tuple[Graph, T]:
+    """Run the pipeline on the command's spec with its options; ``backend`` makes the command's output. The
+    spec's warnings are printed first (with ``warn``); under --Werror they stop the command (exit 1)."""
     from dlc.pipeline import Options, run
+
+    def checked(g: Graph, options: Options) -> T:
+        if warn:
+            for w in g.warnings:
+                _report(render(w))
+            if args.werror and g.warnings:
+                raise ToolError(f"{len(g.warnings)} warning(s) treated as errors (--Werror)")
+        return backend(g, options)
 
     spec = Path(args.spec)
     if not spec.is_file():
         raise UsageError(f"not a file: {display(spec)}" if spec.exists() else f"no such file: {display(spec)}")
     options = Options(network=args.network, overrides=_overrides(args), optimize=getattr(args, "optimize", None),
                       fuse=getattr(args, "fuse", False), fused_recurrent=getattr(args, "fused_recurrent", False))
-    return run(spec, options, backend)
+    return run(spec, options, checked)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -188,8 +199,16 @@ def _reason(exc: Exception) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from dlc.compiler.passes import total_params
 
+    if args.format == "json":
+        from dlc.check_json import check_json
+
+        text, status = check_json(args.spec, lambda: _compile(args, lambda g, _: total_params(g), warn=False),
+                                  args.werror)
+        _out(text)
+        return status
     g, params = _compile(args, lambda g, _: total_params(g))
-    _out(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {params:,} parameters\n")
+    warned = f", {len(g.warnings)} warning(s)" if g.warnings else ""
+    _out(f"{display(args.spec)}: ok: network {g.name}, {len(g.nodes)} nodes, {params:,} parameters{warned}\n")
     return 0
 
 
@@ -300,6 +319,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a network parameter (repeatable); VALUE is read as YAML")
         sp.add_argument("--params", metavar="FILE.yaml", help="network parameter overrides from a YAML mapping")
         sp.add_argument("--network", metavar="NAME", help="which network to compile when a file has several")
+        sp.add_argument("--Werror", dest="werror", action="store_true", help="treat warnings as errors (exit 1)")
 
     c = sub.add_parser("compile", help="write the PyTorch module")
     common(c)
@@ -321,6 +341,8 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compile)
     c = sub.add_parser("check", help="check a spec and report its size")
     common(c)
+    c.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: the diagnostics (errors and warnings) as one JSON document on stdout")
     c.set_defaults(func=cmd_check)
     c = sub.add_parser("summary", help="print layers, shapes, parameters, MACs/FLOPs and activation memory")
     common(c)

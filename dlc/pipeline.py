@@ -24,8 +24,10 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from dlc.compiler.elaborate import elaborate
 from dlc.compiler.ir import Graph
+from dlc.compiler.lint import lint
 from dlc.compiler.passes import PassManager, pipeline
 from dlc.compiler.program import load_program
+from dlc.diagnostics import DlcError
 
 T = TypeVar("T")
 
@@ -45,10 +47,16 @@ class Options:
 def build_graph(path: str | Path, overrides: Mapping[str, Any] | None = None, network: str | None = None,
                 text: str | None = None, optimize: str | None = None) -> Graph:
     """The front end: parse ``path`` (or ``text`` given for it) and its imports, elaborate ``network`` with
-    ``overrides``, verify the IR and run the passes of ``optimize``. Raises DlcError for a mistake in the spec."""
+    ``overrides``, lint it (``graph.warnings``), verify the IR and run the passes of ``optimize``. Raises DlcError
+    for a mistake in the spec."""
     program = load_program(path, text)
     graph = elaborate(program, network, dict(overrides or {}))
-    return passes(graph, optimize)
+    graph.warnings = lint(program, graph)
+    try:
+        return passes(graph, optimize)
+    except DlcError as err:  # the warnings found so far go with the error (DlcError.diagnostics)
+        err.warnings = [*graph.warnings, *err.warnings]
+        raise
 
 
 def passes(graph: Graph, optimize: str | None) -> Graph:
@@ -57,10 +65,16 @@ def passes(graph: Graph, optimize: str | None) -> Graph:
     return PassManager(pipeline(optimize)).run(graph)
 
 
-def run(path: str | Path, options: Options, backend: Callable[[Graph, Options], T]) -> tuple[Graph, T]:
-    """Compile the spec at ``path``: the verified, optimised IR, and what ``backend`` makes of it."""
-    graph = build_graph(path, options.overrides, options.network, optimize=options.optimize)
-    return graph, backend(graph, options)
+def run(path: str | Path, options: Options, backend: Callable[[Graph, Options], T],
+        text: str | None = None) -> tuple[Graph, T]:
+    """Compile the spec at ``path`` (or ``text`` given for it): the verified, optimised IR, and what ``backend``
+    makes of it."""
+    graph = build_graph(path, options.overrides, options.network, text=text, optimize=options.optimize)
+    try:
+        return graph, backend(graph, options)
+    except DlcError as err:  # the warnings go with the error (DlcError.diagnostics)
+        err.warnings = [*graph.warnings, *err.warnings]
+        raise
 
 
 def torch_source(graph: Graph, options: Options) -> str:

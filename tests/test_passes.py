@@ -39,8 +39,8 @@ def elaborated(path: Path) -> Graph:
 
 def test_each_level_is_an_ordered_list_of_named_documented_passes():
     assert OPTIMIZATIONS == (None, "inference")
-    assert [p.name for p in pipeline(None)] == ["infer-shapes"]
-    assert [p.name for p in pipeline("inference")] == ["infer-shapes", "fold-batchnorm", "in-place"]
+    assert [p.name for p in pipeline(None)] == ["infer-shapes", "dead-code"]
+    assert [p.name for p in pipeline("inference")] == ["infer-shapes", "dead-code", "fold-batchnorm", "in-place"]
     for passes in PIPELINES.values():
         for p in passes:
             assert p.doc and "\n" not in p.doc and p.doc.endswith("."), p.name
@@ -54,8 +54,10 @@ def test_the_manager_logs_what_ran_and_calls_the_hook_after_each_pass():
     manager = PassManager(pipeline("inference"), after=lambda p, graph: seen.append(
         (p.name, graph is g, sum(n.op == "batchnorm" for n in graph.nodes), sum(n.in_place for n in graph.nodes))))
     assert manager.run(g) is g
-    assert manager.log == [PassRun("infer-shapes", False), PassRun("fold-batchnorm", True), PassRun("in-place", True)]
-    assert seen == [("infer-shapes", True, 20, 0), ("fold-batchnorm", True, 0, 0), ("in-place", True, 0, 25)]
+    assert manager.log == [PassRun("infer-shapes", False), PassRun("dead-code", False), PassRun("fold-batchnorm", True),
+                           PassRun("in-place", True)]
+    assert seen == [("infer-shapes", True, 20, 0), ("dead-code", True, 20, 0), ("fold-batchnorm", True, 0, 0),
+                    ("in-place", True, 0, 25)]
 
 
 def _drop_last_node(g: Graph) -> bool:

@@ -17,10 +17,12 @@ INV_SQRT_2 = 0.7071067811865476
 
 
 def _activation(name: str, attrs: tuple[A, ...], what: str, module: Form, function: Form, kernel: Elementwise,
-                label: Callable[[dict[str, Any]], str] | None = None, in_place: bool = False) -> None:
+                label: Callable[[dict[str, Any]], str] | None = None, in_place: bool = False,
+                idempotent: bool = False) -> None:
     """Register an elementwise activation of a float tensor (same shape, same dtype)."""
     register(OpDef(name, attrs, same_float(name), torch=Torch(module=module, function=function), kernel=kernel,
-                   family="activation", label=label, in_place=in_place, doc=f"Activation: {what}."))
+                   family="activation", label=label, in_place=in_place, idempotent=idempotent,
+                   doc=f"Activation: {what}."))
 
 
 _activation(
@@ -29,14 +31,14 @@ _activation(
     Form("F.relu({x})", in_place="F.relu({x}, inplace=True)"),
     Elementwise(lambda a, x: f"tl.where({x[0]} > 0, {x[0]}, 0.0)",
                 lambda a, x, y, g: [f"tl.where({x[0]} > 0, {g}, 0.0)"]),
-    in_place=True)
+    in_place=True, idempotent=True)
 _activation(
     "relu6", (), "min(max(x, 0), 6)",
     Form("nn.ReLU6()", in_place="nn.ReLU6(inplace=True)"), Form("F.relu6({x})", in_place="F.relu6({x}, inplace=True)"),
     # the gradient is PyTorch's (hardtanh's): zero at both corners
     Elementwise(lambda a, x: f"tl.minimum(tl.maximum({x[0]}, 0.0), 6.0)",
                 lambda a, x, y, g: [f"tl.where({x[0]} > 0, tl.where({x[0]} < 6.0, {g}, 0.0), 0.0)"]),
-    in_place=True)
+    in_place=True, idempotent=True)
 def _hardtanh(attrs, ins):
     if not attrs["min"] < attrs["max"]:
         raise ShapeError(f"`hardtanh`: min ({attrs['min']}) must be below max ({attrs['max']})", attr="max",

@@ -121,6 +121,9 @@ class OpDef:
     ``keyword_inputs``: optional tensor inputs given by keyword only, any of them or none (attention's masks, a
     recurrent layer's ``lengths``); those given follow the other inputs, in this order, and the node's attribute
     ``keyword_inputs`` names them (absent when none is given).
+    ``idempotent``: applying it twice is applying it once (``relu``): ``relu -> relu`` gets a warning.
+    ``advice``: given the attributes, a warning about values that make a call pointless, as ``(code, message)``
+    (``dropout(p=0)`` does nothing), or None (see dlc/compiler/lint.py).
     """
 
     name: str
@@ -150,6 +153,8 @@ class OpDef:
     internal: bool = False  # made by the compiler (timedistributed's time folds), never called by name
     cost: Cost | None = None  # MACs of one batch item; set by the family module's set_costs (a test demands it)
     count_buffers: Callable[[dict[str, Any], list[Type]], int] = _no_params  # running statistics' elements
+    idempotent: bool = False
+    advice: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
 
     @property
     def module(self) -> bool:

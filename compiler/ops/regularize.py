@@ -9,6 +9,11 @@ from dlc.compiler.ops.registry import Attr as A, OpDef, register, set_costs
 from dlc.compiler.ops.shapes import same_float
 
 
+def _dropout_advice(a: dict) -> tuple[str, str] | None:
+    """p=0 keeps everything: a no-op left behind (p=1 is an error: the kind `probability` is below 1)."""
+    return ("dropout-zero", "dropout with p=0 does nothing") if a["p"] == 0 else None
+
+
 register(OpDef(
     "dropout", (A("p", "probability", 0.5), A("always", "bool", False)), same_float("dropout"),
     torch=Torch(
@@ -21,6 +26,7 @@ register(OpDef(
     kernel=Elementwise(lambda a, x: f"{x[0]} * {x[1]}", lambda a, x, y, g: [f"{g} * {x[1]}"],
                        mask=Mask(p=lambda a: float(a["p"]), always=lambda a: a["always"])),
     family="regularization", label=lambda a: f"dropout {a['p']}" + (" (always)" if a["always"] else ""),
+    advice=_dropout_advice,
     doc="Dropout; `always=true` keeps it on at inference (Monte-Carlo dropout)."))
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from dlc.compiler.ir import Graph
+from dlc.compiler.passes.dead import remove_dead_code
 from dlc.compiler.passes.fold_batchnorm import fold_batchnorm
 from dlc.compiler.passes.in_place import compute_in_place
 from dlc.compiler.passes.verify import VerifyError, infer_shapes, verify
@@ -48,12 +49,13 @@ class PassRun:
 INFER_SHAPES = Pass("infer-shapes", infer_shapes)
 FOLD_BATCHNORM = Pass("fold-batchnorm", fold_batchnorm)
 IN_PLACE = Pass("in-place", compute_in_place)
+DEAD_CODE = Pass("dead-code", remove_dead_code)
 
 # The passes of each optimisation level (the values of `optimize`, `dlc compile --optimize`), in order. The
 # emitter adds what is not a rewrite of the IR (channels-last memory order for "inference").
 PIPELINES: dict[str | None, tuple[Pass, ...]] = {
-    None: (INFER_SHAPES,),
-    "inference": (INFER_SHAPES, FOLD_BATCHNORM, IN_PLACE),
+    None: (INFER_SHAPES, DEAD_CODE),
+    "inference": (INFER_SHAPES, DEAD_CODE, FOLD_BATCHNORM, IN_PLACE),
 }
 OPTIMIZATIONS = tuple(PIPELINES)
 
