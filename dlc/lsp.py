@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlc.diagnostics import DlcError, Span, display
+from dlc.diagnostics import Diagnostic, DlcError, Span, display
 
 if TYPE_CHECKING:
     from lsprotocol import types
@@ -32,46 +32,54 @@ _LABEL_END = re.compile(r"\s*:\s*(?=[^\s\[])")
 MAX_HOVER_ITEMS = 8
 
 
-def check_document(text: str, path: str) -> tuple[Graph | None, list[DlcError]]:
-    """Compile ``text`` as the spec at ``path``: its IR (None when it has errors) and its diagnostics.
+def check_document(text: str, path: str) -> tuple[Graph | None, list[Diagnostic]]:
+    """Compile ``text`` as the spec at ``path``: its IR (None when it has errors) and its diagnostics, the error
+    first and then the warnings (unused layers and inputs, ...) as ``dlc check`` prints them.
 
-    The one place the server asks the compiler about a document: a function that also reports warnings can
-    take its place (it must return the graph too, for hover)."""
+    The one place the server asks the compiler about a document; it needs the graph (for hover), so it runs the
+    front end (``build_graph``) rather than :func:`dlc.api.diagnose`, which also generates the module."""
     from dlc.pipeline import build_graph  # the compiler loads on the first document, not for `dlc lsp --help`
 
     try:
-        return build_graph(path, text=text), []
+        graph = build_graph(path, text=text)
     except DlcError as err:
-        return None, [err]
+        return None, err.diagnostics
     except Exception as exc:  # a bug in dlc: shown in the editor (as `dlc compile` says it), the server goes on
         return None, [DlcError("internal-error", f"internal error ({type(exc).__name__}: {exc}); this is a bug in "
-                                                 f"dlc, please report it with the spec")]
+                                                 f"dlc, please report it with the spec").diagnostic]
+    return graph, list(graph.warnings)
 
 
-def to_diagnostic(err: DlcError, path: str, text: str) -> types.Diagnostic:
-    """``err`` as an LSP diagnostic on the document ``path`` whose text is ``text``.
+def to_diagnostic(diag: Diagnostic, path: str, text: str) -> types.Diagnostic:
+    """``diag`` (an error or a warning) as an LSP diagnostic on the document ``path`` whose text is ``text``.
 
     A problem in an imported file is shown on the document's import of it (or its first line when it is imported
     further down), with its own location as related information (an editor shows a link to it)."""
     from lsprotocol import types
 
-    message = display(err.message)
-    if err.chain:  # the block instances that led to it, as `dlc compile` prints them
-        message += f"\nin: {display(' > '.join(err.chain))}"
-    if err.hint:
-        message += f"\nhint: {display(err.hint)}"
-    related = None
-    if err.span is None:
+    message = display(diag.message)
+    if diag.chain:  # the block instances that led to it, as `dlc compile` prints them
+        message += f"\nin: {display(' > '.join(diag.chain))}"
+    for note in diag.notes:
+        message += f"\nnote: {display(note)}"
+    if diag.hint:
+        message += f"\nhint: {display(diag.hint)}"
+    related = [types.DiagnosticRelatedInformation(
+        types.Location(_uri(r.span.file), to_range(r.span, text if r.span.file == path else None)),
+        display(r.message)) for r in diag.related]
+    span = diag.span
+    if span is None:
         where = types.Range(types.Position(0, 0), types.Position(0, 0))
-    elif err.span.file == path:
-        where = to_range(err.span, text)
+    elif span.file == path:
+        where = to_range(span, text)
     else:
-        where = _import_of(err.span.file, path, text)
-        message = f"{display(err.span)}: {message}"
-        related = [types.DiagnosticRelatedInformation(
-            types.Location(_uri(err.span.file), to_range(err.span, None)), display(err.message))]
-    return types.Diagnostic(range=where, message=message, severity=types.DiagnosticSeverity.Error, code=err.code,
-                            source="dlc", related_information=related)
+        where = _import_of(span.file, path, text)
+        message = f"{display(span)}: {message}"
+        related.insert(0, types.DiagnosticRelatedInformation(types.Location(_uri(span.file), to_range(span, None)),
+                                                             display(diag.message)))
+    severity = types.DiagnosticSeverity.Warning if diag.severity == "warning" else types.DiagnosticSeverity.Error
+    return types.Diagnostic(range=where, message=message, severity=severity, code=diag.code, source="dlc",
+                            related_information=related or None)
 
 
 def _import_of(file: str, path: str, text: str) -> types.Range:
@@ -192,10 +200,10 @@ def serve() -> int:
     def refresh(uri: str) -> None:
         doc = server.workspace.get_text_document(uri)
         path = doc.path
-        graph, errors = check_document(doc.source, path)
+        graph, found = check_document(doc.source, path)
         graphs[uri] = graph
         server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=doc.version, diagnostics=[to_diagnostic(e, path, doc.source) for e in errors]))
+            uri=uri, version=doc.version, diagnostics=[to_diagnostic(d, path, doc.source) for d in found]))
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(params: types.DidOpenTextDocumentParams) -> None:

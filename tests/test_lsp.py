@@ -170,7 +170,11 @@ def test_compiling_a_document_does_not_import_torch() -> None:
             "g, errors = check_document(text, 'net.dln'); assert g is not None and not errors\n"
             "assert hover_text(g, 'net.dln', text, 8, 14)\n"
             "_, (err,) = check_document(text.replace('linear(64)', 'lineer(64)'), 'net.dln')\n"
-            "to_diagnostic(err, 'net.dln', text)\n"
+            "assert to_diagnostic(err, 'net.dln', text).severity == 1\n"
+            "unused = text.replace('y = x', 'z = x -> side: linear(8)\\n    y = x')\n"
+            "g, (warn,) = check_document(unused, 'net.dln'); assert g is not None\n"
+            "d = to_diagnostic(warn, 'net.dln', unused)\n"
+            "r = d.range.start; assert (d.severity, d.code, r.line, r.character) == (2, 'unused-layer', 7, 19), d\n"
             "assert 'torch' not in sys.modules and 'triton' not in sys.modules, 'torch imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=TIMEOUT)
 
