@@ -22,4 +22,12 @@ def compile(path, *, params_file=None, network=None, **params):
     return _compile(path, params_file=params_file, network=network, **params)
 
 
-__all__ = ["load", "compile", "__version__"]
+def export(spec, output, **options):
+    """Export a spec's network (a path or a compiled network) to an ONNX file: ``dlc.export("net.dln",
+    "net.onnx", classes=10)``. Needs ``pip install "dlc[onnx]"``; see :func:`dlc.api.export`."""
+    from dlc.api import export as _export
+
+    return _export(spec, output, **options)
+
+
+__all__ = ["load", "compile", "export", "__version__"]

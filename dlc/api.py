@@ -1,4 +1,4 @@
-"""The Python API: ``dlc.compile`` and ``dlc.load``.
+"""The Python API: ``dlc.compile``, ``dlc.load`` and ``dlc.export``.
 
 A :class:`Compiled` network shows as its diagram in Jupyter (``_repr_svg_``), drawn by Graphviz's ``dot`` within
 the time limit of ``dlc render``; :meth:`Compiled.diagram` gives it as a ``graphviz.Source`` to save or view.
@@ -217,3 +217,22 @@ def load(path: str | Path, *, params_file: str | Path | None = None, network: st
     """Compile the spec at ``path`` and return a new instance of its network (a ``torch.nn.Module``)."""
     return compile(path, params_file=params_file, network=network, fuse=fuse, optimize=optimize,
                    fused_recurrent=fused_recurrent, **params).instantiate()
+
+
+def export(spec: str | Path | Compiled, output: str | Path, *, opset: int | None = None,
+           sizes: dict[str, int] | None = None, params_file: str | Path | None = None, network: str | None = None,
+           optimize: str | None = None, **params: Any) -> Any:
+    """Export the network of the spec at ``spec`` (or of a :class:`Compiled`) to the ONNX file ``output``, in
+    eval mode, with the batch axis and the spec's symbolic dimensions dynamic; returns a
+    :class:`dlc.export.OnnxExport` (the file's inputs and outputs with their shapes). ``sizes`` gives example
+    values for symbols (``{"T": 64}``) where the defaults are too small for the network. Needs the ``onnx``
+    extra (``pip install "dlc[onnx]"``); raises :class:`DlcError` for what cannot be exported."""
+    from dlc.export import export_onnx
+
+    if isinstance(spec, Compiled):
+        if params or params_file or network or optimize:
+            raise TypeError("export: parameters and options apply to a spec's path, not to a Compiled network")
+        compiled = spec
+    else:
+        compiled = compile(spec, params_file=params_file, network=network, optimize=optimize, **params)
+    return export_onnx(compiled, output, opset, sizes)

@@ -1,4 +1,4 @@
-"""The command line: ``dlc compile | check | summary | ir | render``.
+"""The command line: ``dlc compile | check | summary | ir | render | export``.
 
 Exit codes: 0 success (also when the reader of stdout goes away), 1 an error in the spec (diagnostics on stderr)
 or Graphviz's dot failing, 2 a usage error or an output that cannot be written (a -o file, or standard output:
@@ -286,6 +286,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-fusion", action="store_true", help="do not shade the fusion groups")
     c.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="top to bottom (default) or left to right")
     c.set_defaults(func=cmd_render)
+    c = sub.add_parser("export", help="write the network as an ONNX file (needs dlc[onnx])")
+    common(c)
+    c.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    c.add_argument("--opset", type=int, metavar="N", help="the ONNX opset to write (default: torch.onnx's)")
+    c.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                   help="example size of a symbolic dimension while capturing (the file stays dynamic in it)")
+    c.add_argument("--optimize", choices=["inference"], help="inference rewrites first: batchnorm folded")
+    c.set_defaults(func=lambda args: __import__("dlc.export").export.cmd_export(args))  # imports torch then
     return p
 
 
