@@ -220,14 +220,17 @@ def load(path: str | Path, *, params_file: str | Path | None = None, network: st
 
 
 def export(spec: str | Path | Compiled, output: str | Path, *, opset: int | None = None,
-           sizes: dict[str, int] | None = None, params_file: str | Path | None = None, network: str | None = None,
-           optimize: str | None = None, **params: Any) -> Any:
+           sizes: dict[str, int] | None = None, state_dict: Any = None, params_file: str | Path | None = None,
+           network: str | None = None, optimize: str | None = None, **params: Any) -> Any:
     """Export the network of the spec at ``spec`` (or of a :class:`Compiled`) to the ONNX file ``output``, in
     eval mode, with the batch axis and the spec's symbolic dimensions dynamic; returns a
-    :class:`dlc.export.OnnxExport` (the file's inputs and outputs with their shapes). ``sizes`` gives example
-    values for symbols (``{"T": 64}``) where the defaults are too small for the network. Needs the ``onnx``
-    extra (``pip install "dlc[onnx]"``); raises :class:`DlcError` for what cannot be exported."""
-    from dlc.export import export_onnx
+    :class:`dlc.onnx_export.OnnxExport` (the file's inputs and outputs with their shapes).
+
+    ``state_dict``: the weights to export (``model.state_dict()`` of a trained ``dlc.load`` module; default: a
+    new instance's initial weights). ``sizes``: example values for symbols (``{"T": 64}``) where the defaults
+    are too small for the network. Needs the ``onnx`` extra (``pip install "dlc[onnx]"``); raises
+    :class:`DlcError` for what cannot be exported."""
+    from dlc.onnx_export import export_onnx
 
     if isinstance(spec, Compiled):
         if params or params_file or network or optimize:
@@ -235,4 +238,4 @@ def export(spec: str | Path | Compiled, output: str | Path, *, opset: int | None
         compiled = spec
     else:
         compiled = compile(spec, params_file=params_file, network=network, optimize=optimize, **params)
-    return export_onnx(compiled, output, opset, sizes)
+    return export_onnx(compiled, output, opset, sizes, state_dict)

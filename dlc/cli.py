@@ -293,7 +293,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dim", action="append", metavar="NAME=SIZE",
                    help="example size of a symbolic dimension while capturing (the file stays dynamic in it)")
     c.add_argument("--optimize", choices=["inference"], help="inference rewrites first: batchnorm folded")
-    c.set_defaults(func=lambda args: __import__("dlc.export").export.cmd_export(args))  # imports torch then
+    c.set_defaults(func=lambda args: __import__("dlc.onnx_export").onnx_export.cmd_export(args))  # torch loads here
     return p
 
 

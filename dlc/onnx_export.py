@@ -1,4 +1,4 @@
-"""``dlc export``: a spec's network as an ONNX file.
+"""``dlc export`` and ``dlc.export``: a spec's network as an ONNX file.
 
 The network is instantiated in eval mode (so outputs of training mode only are not part of the file), captured
 by ``torch.export`` with every input's batch axis and every symbolic dimension of the spec (``T``, ``H``, ...)
@@ -19,6 +19,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dlc.diagnostics import DlcError, Span, display
@@ -58,8 +59,9 @@ def _require() -> None:
 
 
 def export_onnx(compiled: Compiled, output: str | Path, opset: int | None = None,
-                sizes: dict[str, int] | None = None) -> OnnxExport:
-    """Write ``compiled``'s network to ``output`` as ONNX (see the module's docstring). ``sizes`` gives example
+                sizes: dict[str, int] | None = None, state_dict: Mapping[str, Any] | None = None) -> OnnxExport:
+    """Write ``compiled``'s network to ``output`` as ONNX (see the module's docstring), with the weights of
+    ``state_dict`` (a trained module's; default: a new instance's initial weights). ``sizes`` gives example
     values for the spec's symbols (any value the network accepts; the file stays dynamic in them). Raises
     DlcError for a network or option that cannot be exported, OSError / OutputRefused for the file."""
     _require()
@@ -73,6 +75,8 @@ def export_onnx(compiled: Compiled, output: str | Path, opset: int | None = None
     graph = compiled.graph
     args, dynamic, axis_names = example_inputs(graph, sizes or {})
     model = compiled.instantiate().eval()
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
     names = [name for name, _ in graph.outputs if name not in graph.training_outputs]
     with _quiet():
         try:
@@ -152,8 +156,12 @@ def unsupported(compiled: Compiled, program: Any, exc: Exception) -> DlcError:
                                               f"{reason}", compiled.graph.span)
     target = str(getattr(failed.target, "_overloadpacket", failed.target))
     node = _spec_node(compiled, failed)
-    where = f"`{node.module_path}` ({node.op})" if node is not None and node.module_path else \
-        f"`{node.op}`" if node is not None else "a layer"
+    where = "a layer"
+    if node is not None:
+        from dlc.compiler.ops.registry import op_of
+
+        what = op_of(node.op).describe(node.attrs)  # the diagram's label: an external layer's class
+        where = f"`{node.module_path}` ({what})" if node.module_path else f"`{what}`"
     span: Span | None = node.span if node is not None else compiled.graph.span
     return DlcError("export-unsupported", f"ONNX cannot express {where}: no ONNX conversion of `{target}`", span,
                     hint=f"torch.onnx says: {reason}")
