@@ -82,8 +82,7 @@ def export_onnx(compiled: Compiled, output: str | Path, opset: int | None = None
         try:
             program = torch.export.export(model, args, dynamic_shapes=dynamic)
         except Exception as exc:  # torch's capture raises many types; the first line of each says what happened
-            raise DlcError("export-failed", f"torch.export cannot capture network `{graph.name}`: "
-                                            f"{_first_line(exc)}", graph.span, hint=_capture_hint(exc)) from None
+            raise capture_failed(graph, exc, axis_names) from None
         try:
             onnx_program = torch.onnx.export(program, args, input_names=[n for n, _ in graph.inputs],
                                              output_names=names, opset_version=opset, dynamo=True,
@@ -210,12 +209,31 @@ def _first_line(exc: BaseException) -> str:
     return display(re.sub(r"\x1b\[[0-9;]*m", "", text), 300)
 
 
-def _capture_hint(exc: BaseException) -> str | None:
-    """torch.export's suggested bound for a dimension, as the ``--dim`` to give."""
-    fix = re.search(r"(\w+) = Dim\('\w+', min=(\d+)", str(exc))
-    if fix:
-        return f"an example size is too small: give one with --dim NAME=SIZE (at least {fix.group(2)})"
-    return None
+def capture_failed(graph: Graph, exc: BaseException, axis_names: dict[tuple[str, int], str]) -> DlcError:
+    """The diagnostic for a network torch.export cannot capture with its dynamic axes. A dimension it fixes
+    (``specialized it to be a constant``) is named; where the network has recurrent layers, the first is blamed:
+    torch.export captures ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` for the example's sequence length only."""
+    from dlc.compiler.ops.registry import op_of
+
+    text = str(exc)
+    fixed = re.search(r"L\['(\w+)'\]\.size\(\)\[(\d+)\]\)?! .*?specialized it to be a constant", text, re.S)
+    if fixed and (fixed.group(1), int(fixed.group(2))) in axis_names:
+        symbol = axis_names[fixed.group(1), int(fixed.group(2))]
+        recurrent = [n for n in graph.nodes if op_of(n.op).family == "recurrent"]
+        if recurrent:
+            names = ", ".join(f"`{n.module_path or n.op}`" for n in recurrent)
+            return DlcError("export-unsupported", f"`{symbol}` cannot stay dynamic in ONNX: torch.export captures "
+                                                  f"recurrent layers ({names}) for one sequence length",
+                            recurrent[0].span,
+                            hint="the dynamo ONNX exporter unrolls nn.LSTM, nn.GRU and nn.RNN over time")
+        return DlcError("export-failed", f"`{symbol}` cannot stay dynamic in ONNX: torch.export fixes it to the "
+                                         f"example size", graph.span, hint=_first_line(exc))
+    too_small = re.search(r"(\w+) = Dim\('\w+', min=(\d+)", text)
+    hint = None
+    if too_small:
+        hint = f"an example size is too small: give one with --dim NAME=SIZE (at least {too_small.group(2)})"
+    return DlcError("export-failed", f"torch.export cannot capture network `{graph.name}`: {_first_line(exc)}",
+                    graph.span, hint=hint)
 
 
 @contextlib.contextmanager
