@@ -50,7 +50,7 @@ class OnnxExport:
 
 def _require() -> None:
     """Import what exporting needs, or say which package is missing and how to install it."""
-    for package in ("torch", "onnx", "onnxscript"):
+    for package in ("onnx", "onnxscript", "torch"):  # torch last: the slowest import, and always installed
         try:
             __import__(package)
         except ImportError as exc:
