@@ -19,6 +19,7 @@ Heavy specs run at the small sizes of tests/test_fused_specs.py and are marked s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnx  # ONNX export and onnxruntime are test dependencies (pyproject.toml): missing means a broken install
@@ -156,6 +157,16 @@ def test_onnx(name: str, tmp_path: Path) -> None:
             assert_close(got, expected)
         else:
             assert [g.shape for g in got] == [e.shape for e in expected]
+
+
+def test_docs_list_the_specs_that_do_not_export() -> None:
+    """docs/export.md's table of the specs that do not export is NOT_EXPORTABLE, with the layers that stop them."""
+    text = (SPECS_DIR.parent / "docs" / "export.md").read_text(encoding="utf-8").split("## What exports", 1)[1]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text.split("\n## ", 1)[0], flags=re.M))
+    assert set(rows) == set(NOT_EXPORTABLE)
+    for name, layers in NOT_EXPORTABLE.items():
+        for layer in re.findall(r"`\w+`", layers):
+            assert layer in rows[name], (name, layer)
 
 
 @pytest.mark.parametrize("name,variant", cases(export=False))

@@ -8,6 +8,7 @@ tests/test_capture.py exports every spec in specs/ the same way.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -119,19 +120,6 @@ def test_python_api_exports_trained_weights(tmp_path: Path) -> None:
         dlc.export(dlc.compile(spec), tmp_path / "again.onnx", classes=4)
 
 
-def test_layer_onnx_cannot_express_is_reported_at_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = write(tmp_path, "odd.dln", NO_ONNX)
-    r = export_here(spec, "-o", tmp_path / "odd.onnx", monkeypatch=monkeypatch)
-    assert r.returncode == 1, r.stderr
-    match = DIAGNOSTIC.search(r.stderr)
-    assert match and (match["line"], match["col"], match["code"]) == ("8", "27", "export-unsupported")
-    assert "ONNX cannot express `pool` (FractionalMaxPool2d): no ONNX conversion of `aten.fractional_max_pool2d`" \
-        in r.stderr
-    assert "    output y = h -> pool: Frac(2, 4)\n" in r.stderr and "^^^^^^^^^^" in r.stderr
-    assert "= hint: torch.onnx says: No ONNX function found" in r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "odd.onnx").exists()
-
-
 def test_recurrent_layer_fixing_a_symbol_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = write(tmp_path, "rnn.dln", textwrap.dedent("""\
         network Rnn {
@@ -195,3 +183,33 @@ def test_export_is_on_the_python_api() -> None:
     assert "export" in dlc.__all__
     with pytest.raises(DlcError, match="export-opset|cannot write ONNX opset"):
         dlc.export(Path(__file__).resolve().parent.parent / "specs" / "mlp.dln", "unused.onnx", opset=99)
+
+
+def doc_blocks(lang: str) -> list[str]:
+    """The ```LANG code blocks of docs/export.md, in order."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text(encoding="utf-8")
+    return re.findall(rf"^```{lang}\n(.*?)^```$", text, flags=re.M | re.S)
+
+
+def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/export.md: its spec, its command with the line it prints, and its Python with onnxruntime."""
+    (spec,) = doc_blocks("dln")
+    (console,) = doc_blocks("console")
+    (python,) = doc_blocks("python")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "tagger.dln", spec)
+    command, printed = console.strip().split("\n")
+    r = ok(export_here(*command.removeprefix("$ dlc export ").split(), monkeypatch=monkeypatch))
+    opset = onnx.load(tmp_path / "tagger.onnx").opset_import[0].version
+    assert r.stderr.strip() == printed.replace("opset 20", f"opset {opset}")
+    exec(compile(python, "docs/export.md", "exec"), {})  # its own asserts compare onnxruntime with the module
+
+
+def test_layer_onnx_cannot_express_is_reported_at_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer, its class and the ATen op, at the spec's line and column with a caret: as docs/export.md shows."""
+    (text,) = doc_blocks("text")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "odd.dln", NO_ONNX)
+    r = export_here("odd.dln", "-o", "odd.onnx", monkeypatch=monkeypatch)
+    assert r.returncode == 1 and r.stderr == text
+    assert not (tmp_path / "odd.onnx").exists()
