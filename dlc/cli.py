@@ -235,6 +235,27 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dlc.api import Compiled
+    from dlc.onnx_export import describe, export_onnx, require, sizes_of
+    from dlc.pipeline import torch_source
+
+    try:
+        sizes = sizes_of(args.dim or [])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    require()  # before compiling: a missing package is the first thing to say
+    graph, source = _compile(args, torch_source)
+    try:
+        done = export_onnx(Compiled(graph, source), args.output, args.opset, sizes)
+    except OutputRefused as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {display(args.output)}: {exc.strerror or exc}") from None
+    _report(f"wrote {display(args.output)} ({describe(done)})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
     p.add_argument("--version", action="version", version=f"dlc {__version__}")
@@ -293,7 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dim", action="append", metavar="NAME=SIZE",
                    help="example size of a symbolic dimension while capturing (the file stays dynamic in it)")
     c.add_argument("--optimize", choices=["inference"], help="inference rewrites first: batchnorm folded")
-    c.set_defaults(func=lambda args: __import__("dlc.onnx_export").onnx_export.cmd_export(args))  # torch loads here
+    c.set_defaults(func=cmd_export)
     return p
 
 

@@ -17,17 +17,15 @@ import contextlib
 import io
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dlc.diagnostics import DlcError, Span, display
 from dlc.files import write_output
 
 if TYPE_CHECKING:
-    import argparse
-
     from dlc.api import Compiled
     from dlc.compiler.ir import Graph
 
@@ -48,7 +46,7 @@ class OnnxExport:
     outputs: dict[str, list[int | str]]
 
 
-def _require() -> None:
+def require() -> None:
     """Import what exporting needs, or say which package is missing and how to install it."""
     for package in ("onnx", "onnxscript", "torch"):  # torch last: the slowest import, and always installed
         try:
@@ -64,7 +62,7 @@ def export_onnx(compiled: Compiled, output: str | Path, opset: int | None = None
     ``state_dict`` (a trained module's; default: a new instance's initial weights). ``sizes`` gives example
     values for the spec's symbols (any value the network accepts; the file stays dynamic in them). Raises
     DlcError for a network or option that cannot be exported, OSError / OutputRefused for the file."""
-    _require()
+    require()
     import onnx
     import torch
 
@@ -245,29 +243,19 @@ def _quiet():
         yield
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """``dlc export NET.dln -o NET.onnx``: compile, export, report what was written on stderr."""
-    from dlc.cli import OutputError, UsageError, _compile, _report
-    from dlc.files import OutputRefused
-    from dlc.pipeline import torch_source
-
+def sizes_of(items: list[str]) -> dict[str, int]:
+    """The ``--dim NAME=SIZE`` options as a mapping; ValueError for one that is not a name and a size >= 2."""
     sizes = {}
-    for item in args.dim or []:
+    for item in items:
         name, _, value = item.partition("=")
         if not name.strip().isidentifier() or not value.strip().isdigit() or int(value) < 2:
-            raise UsageError(f"--dim expects NAME=SIZE with a size of 2 or more, got {display(item, 200)}")
+            raise ValueError(f"--dim expects NAME=SIZE with a size of 2 or more, got {display(item, 200)}")
         sizes[name.strip()] = int(value)
-    _require()  # before compiling: a missing package is the first thing to say
-    graph, source = _compile(args, lambda g, options: torch_source(g, options))
-    from dlc.api import Compiled
+    return sizes
 
-    try:
-        done = export_onnx(Compiled(graph, source), args.output, args.opset, sizes)
-    except OutputRefused as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {display(args.output)}: {exc.strerror or exc}") from None
-    shapes = ", ".join(f"{name}: [{', '.join(map(str, dims))}]" for name, dims in
-                       [*done.inputs.items(), *done.outputs.items()])
-    _report(f"wrote {display(args.output)} (ONNX opset {done.opset}; {shapes})")
-    return 0
+
+def describe(done: OnnxExport) -> str:
+    """What ``dlc export`` reports: the opset and every input's and output's shape."""
+    shapes = ", ".join(f"{name}: [{', '.join(map(str, dims))}]"
+                       for name, dims in [*done.inputs.items(), *done.outputs.items()])
+    return f"ONNX opset {done.opset}; {shapes}"
