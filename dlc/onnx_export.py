@@ -89,7 +89,11 @@ def export_onnx(compiled: Compiled, output: str | Path, opset: int | None = None
             raise unsupported(compiled, program, exc) from None
     proto = onnx_program.model_proto
     _name_axes(proto, axis_names)
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:  # a bug of the exporter's: say so rather than write the file
+        raise DlcError("export-failed", f"torch.onnx made a file for network `{graph.name}` that onnx.checker "
+                                        f"rejects: {_first_line(exc)}", graph.span) from None
     write_output(Path(output), proto.SerializeToString())
     return OnnxExport(Path(output), proto.opset_import[0].version if opset is None else opset,
                       _shapes(proto.graph.input), _shapes(proto.graph.output))
