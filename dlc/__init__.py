@@ -52,4 +52,12 @@ def compile_string(text, *, name="<string>", base=None, **params):
     return _compile_string(text, name=name, base=base, **params)
 
 
-__all__ = ["load", "loads", "compile", "compile_string", "render", "summary", "__version__"]
+def export(spec, output, **options):
+    """Export a spec's network (a path or a compiled network) to an ONNX file: ``dlc.export("net.dln",
+    "net.onnx", classes=10)``. Needs ``pip install "dlc[onnx]"``; see :func:`dlc.api.export`."""
+    from dlc.api import export as _export
+
+    return _export(spec, output, **options)
+
+
+__all__ = ["load", "loads", "compile", "compile_string", "export", "render", "summary", "__version__"]

@@ -1,5 +1,6 @@
 """The Python API: ``dlc.compile`` and ``dlc.load`` for a spec file, ``dlc.compile_string`` and ``dlc.loads`` for
-a spec held in a string, ``dlc.api.diagnose`` for every error and warning of a text (what an editor shows).
+a spec held in a string, ``dlc.api.diagnose`` for every error and warning of a text (what an editor shows),
+``dlc.summary``, ``dlc.render`` and ``dlc.export``.
 
 A :class:`Compiled` network shows as its diagram in Jupyter (``_repr_svg_``), drawn by Graphviz's ``dot`` within
 the time limit of ``dlc render``; :meth:`Compiled.diagram` gives it as a ``graphviz.Source`` to save or view. Its
@@ -378,3 +379,25 @@ def _check_summary_options(batch: int, format: str, dtype: str) -> None:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}")
+
+
+def export(spec: str | Path | Compiled, output: str | Path, *, opset: int | None = None,
+           sizes: dict[str, int] | None = None, state_dict: Any = None, params_file: str | Path | None = None,
+           network: str | None = None, optimize: str | None = None, **params: Any) -> Any:
+    """Export the network of the spec at ``spec`` (or of a :class:`Compiled`) to the ONNX file ``output``, in
+    eval mode, with the batch axis and the spec's symbolic dimensions dynamic; returns a
+    :class:`dlc.onnx_export.OnnxExport` (the file's inputs and outputs with their shapes).
+
+    ``state_dict``: the weights to export (``model.state_dict()`` of a trained ``dlc.load`` module; default: a
+    new instance's initial weights). ``sizes``: example values for symbols (``{"T": 64}``) where the defaults
+    are too small for the network. Needs the ``onnx`` extra (``pip install "dlc[onnx]"``); raises
+    :class:`DlcError` for what cannot be exported."""
+    from dlc.onnx_export import export_onnx
+
+    if isinstance(spec, Compiled):
+        if params or params_file or network or optimize:
+            raise TypeError("export: parameters and options apply to a spec's path, not to a Compiled network")
+        compiled = spec
+    else:
+        compiled = compile(spec, params_file=params_file, network=network, optimize=optimize, **params)
+    return export_onnx(compiled, output, opset, sizes, state_dict)

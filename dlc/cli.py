@@ -1,4 +1,4 @@
-"""The command line: ``dlc compile | check | summary | ir | render | fmt``.
+"""The command line: ``dlc compile | check | summary | ir | render | export | fmt | diff | lsp``.
 
 Exit codes: 0 success (also when the reader of stdout goes away; warnings on stderr), 1 an error in the spec
 (diagnostics on stderr), a warning under --Werror, or Graphviz's dot failing, 2 a usage error or an output that
@@ -308,6 +308,27 @@ def _render_options(c: argparse.ArgumentParser) -> None:
                    help="top to bottom (default) or left to right, a long network wrapped into rows")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dlc.api import Compiled
+    from dlc.onnx_export import describe, export_onnx, require, sizes_of
+    from dlc.pipeline import torch_source
+
+    try:
+        sizes = sizes_of(args.dim or [])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    require()  # before compiling: a missing package is the first thing to say
+    graph, source = _compile(args, torch_source)
+    try:
+        done = export_onnx(Compiled(graph, source), args.output, args.opset, sizes)
+    except OutputRefused as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {display(args.output)}: {exc.strerror or exc}") from None
+    _report(f"wrote {display(args.output)} ({describe(done)})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="dlc", description="Compile .dln network specs to PyTorch and diagrams.")
     p.add_argument("--version", action="version", version=f"dlc {__version__}")
@@ -378,6 +399,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--network", metavar="NAME", help="which network to compare when a file has several")
     c.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
     c.set_defaults(func=cmd_diff)
+    c = sub.add_parser("export", help="write the network as an ONNX file (needs dlc[onnx])")
+    common(c)
+    c.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    c.add_argument("--opset", type=int, metavar="N", help="the ONNX opset to write (default: torch.onnx's)")
+    c.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                   help="example size of a symbolic dimension while capturing (the file stays dynamic in it)")
+    c.add_argument("--optimize", choices=["inference"], help="inference rewrites first: batchnorm folded")
+    c.set_defaults(func=cmd_export)
     return p
 
 
