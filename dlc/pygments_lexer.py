@@ -15,7 +15,7 @@ __all__ = ["DlnLexer", "KEYWORDS", "OPS"]
 
 # The words grammar/dln.lark writes as literals.
 KEYWORDS = ("import", "block", "network", "extern", "input", "param", "output", "return", "if", "then", "else",
-            "and", "or", "not", "true", "false")
+            "checkpoint", "and", "or", "not", "true", "false")
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 PARAM_TYPES = ("int", "float", "bool", "str", "list", "int2")
 BUILTINS = ("channels", "size", "rank", "min", "max", "int", "float", "len")
@@ -97,7 +97,7 @@ class DlnLexer(RegexLexer):
             (words(("and", "or", "not"), prefix=r"\b", suffix=_NOT_NAMED), Operator.Word),
             (words(("import", "block", "network", "extern", "input", "param", "output"), prefix=r"\b",
                    suffix=_NOT_NAMED), Keyword.Declaration),
-            (words(("return", "if", "then", "else"), prefix=r"\b", suffix=_NOT_NAMED), Keyword),
+            (words(("return", "if", "then", "else", "checkpoint"), prefix=r"\b", suffix=_NOT_NAMED), Keyword),
             (words(BUILTINS, prefix=r"\b", suffix=r"\b(?=\s*\()"), Name.Builtin),
             (words(OPS, prefix=r"\b", suffix=_NOT_NAMED), Name.Builtin),
             (r"\b[A-Z][A-Z0-9_]*[a-z]\w*", Name.Class),  # CamelCase: a block, by convention
