@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from dlc.compiler.ir import Scope
-from dlc.diagnostics import DlcError, Span
+from dlc.diagnostics import DlcError, Related, Span
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Container:
         if name in self.taken:
             raise DlcError("duplicate-name", f"`{name}` already names a layer here", span,
                            chain=self.chain if len(self.chain) > 1 else (),
-                           notes=[f"first used at {self.taken[name]}"])
+                           related=(Related(self.taken[name], f"`{name}` first names a layer here"),))
         self.taken[name] = span
 
     def auto(self, base: str, span: Span) -> str:

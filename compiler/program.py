@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlc.limits import limit, raise_hint
-from dlc.diagnostics import DlcError, Span, suggest
+from dlc.diagnostics import DlcError, Related, Span, suggest
 from dlc.files import FileProblem, read_text, resolve_spec, spec_error
 from dlc.grammar import ast
 from dlc.grammar.parser import parse
@@ -110,7 +110,7 @@ def _add_defs(prog: Program, module: ast.Module, is_root: bool) -> None:
         if d.name in prog.defs:
             other = prog.defs[d.name]
             raise DlcError("duplicate-name", f"`{d.name}` is defined twice", d.name_span,
-                           notes=[f"first defined at {other.name_span}"])
+                           related=(Related(other.name_span, f"`{d.name}` is first defined here"),))
         prog.defs[d.name] = d
         if is_root and d.is_network:
             prog.networks.append(d)

@@ -479,6 +479,8 @@ def test_duplicate_name_in_a_body(tmp_path):
 def test_duplicate_layer_label(tmp_path):
     err = error(tmp_path, NET % "fc: linear(3) -> fc: linear(2)")
     check(err, "duplicate-name", "3:38", message="`fc` already names a layer here")
+    (first,) = err.diagnostic.related
+    assert (first.span.line, first.span.col, first.message) == (3, 25, "`fc` first names a layer here")  # the layer
 
 
 def test_duplicate_output(tmp_path):
@@ -511,7 +513,10 @@ def test_duplicate_block_across_files(tmp_path):
         }
     """, files={"lib.dln": block})
     check(err, "duplicate-name", "2:7", message="`B` is defined twice")
-    assert any("lib.dln:1:7" in n for n in err.notes)
+    (first,) = err.related  # the other definition, a related place (dlc check --format json, dlc lsp)
+    assert (Path(first.span.file).name, first.span.line, first.span.col) == ("lib.dln", 1, 7)
+    assert first.message == "`B` is first defined here"
+    assert f"= note: {first.span}: `B` is first defined here" in str(err)
 
 
 def test_block_named_like_a_builtin_layer(tmp_path):
