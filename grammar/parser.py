@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,16 +79,24 @@ class _TooManyTokens(Exception):
 
 
 class _TokenBudget:
-    """Lark calls this for every token it reads: a text with too many stops while it is read, not after."""
+    """Lark's post-lexer: every token the parser reads passes through it (comments and whitespace never reach
+    it), so a text with too many stops while it is read, not after.
+
+    A post-lexer rather than lexer callbacks: the contextual lexer types a keyword such as `input` or `checkpoint`
+    by a callback of its own on NAME, and a callback chained after it is skipped for the retyped token, so
+    callbacks missed keywords and, depending on the lexer state, names."""
+
+    always_accept: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.left = 0
 
-    def __call__(self, token: Token) -> Token:
-        self.left -= 1
-        if self.left < 0:
-            raise _TooManyTokens(token)
-        return token
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        for token in stream:
+            self.left -= 1
+            if self.left < 0:
+                raise _TooManyTokens(token)
+            yield token
 
 
 _BUDGET = _TokenBudget()
@@ -96,28 +105,7 @@ _BUDGET = _TokenBudget()
 @lru_cache(maxsize=None)
 def _parser() -> Lark:
     grammar = GRAMMAR.read_text(encoding="utf-8")
-    options = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
-    parser = Lark(grammar, **options)
-    # The budget is a callback on every terminal, whose names are known only once the grammar is built. Lark's
-    # lexers share the configuration's callback table, so it is filled in now rather than building twice; a lark
-    # that copies the table is caught by the probe and gets a parser built with the callbacks up front.
-    counted = {t.name: _BUDGET for t in parser.terminals if t.name not in parser.ignore_tokens}
-    parser.lexer_conf.callbacks.update(counted)
-    if not _counts_tokens(parser):
-        parser = Lark(grammar, lexer_callbacks=counted, **options)
-    return parser
-
-
-def _counts_tokens(parser: Lark) -> bool:
-    """True if ``parser`` charges the token budget (with none left, the first token stops it)."""
-    _BUDGET.left = 0
-    try:
-        parser.parse("network")
-    except _TooManyTokens:
-        return True
-    except UnexpectedInput:
-        return False
-    return False
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, postlex=_BUDGET)
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:

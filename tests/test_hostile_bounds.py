@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from dlc.cli import main
+from dlc.limits import limit
 from dlc.pipeline import build_graph
 from dlc.compiler.ops.registry import all_ops
 from dlc.diagnostics import DlcError, render
@@ -419,7 +420,9 @@ def test_a_file_of_too_many_tokens_stops_while_it_is_read(tmp_path, monkeypatch)
     body = "relu -> " * 30_000
     run = cli(tmp_path, "network N {\n    input x: [4]\n    output y = x -> " + body + "relu\n}\n")
     assert run.returncode == 1, run.stderr
-    assert ":3:79978: error[too-large]: the file has more than 20,000 tokens" in run.stderr  # the 20,001st
+    # 9 tokens on lines 1-2, `output y = x ->` 5 more, then `relu` and `->` 8 columns apart from column 21: the
+    # 20,001st token is the `relu` at column 21 + 8 * (20,001 - 15) / 2
+    assert f":3:{21 + 4 * (20_001 - 15)}: error[too-large]: the file has more than 20,000 tokens" in run.stderr
     assert "DLC_MAX_TOKENS" in run.stderr
     monkeypatch.setenv("DLC_MAX_TOKENS", "70000")
     build_graph(write(tmp_path, "network N {\n    input x: [4]\n    output y = x -> " + body + "relu\n}\n"))
@@ -431,7 +434,7 @@ def test_a_syntax_error_after_many_tokens_still_gets_its_message(tmp_path):
 
     parser._example_errors.cache_clear()  # so that the examples are parsed after this file
     err = error(tmp_path, "network N {\n    input x: [4]\n    output y = x -> " + "relu -> " * 9_990 + "}\n")
-    check(err, "syntax", f"3:{21 + 8 * 9_990}", "unexpected `}`; expected `(` or a name")
+    check(err, "syntax", f"3:{21 + 8 * 9_990}", "unexpected `}`; expected `(`, `checkpoint` or a name")
 
 
 def test_long_block_arguments_cost_steps_in_every_instance(tmp_path):
@@ -480,14 +483,16 @@ def test_long_module_paths_cost_steps(tmp_path):
     assert run.returncode == 1 and "error[too-large]: elaborating the network takes more than" in run.stderr
 
 
-def test_the_token_budget_is_charged_by_the_parser_in_use():
-    """The budget is attached to lark's shared callback table after the parser is built; the probe that checks
-    it (and would build the parser again with the callbacks up front) tells a counting parser from one that
-    does not count."""
+def test_the_token_budget_charges_every_token_the_parser_reads():
+    """Every token is charged, keywords (`input`, `checkpoint`) and names in every lexer state included, and
+    comments are not: the budget equals the count of lark's own tokenizer over the same text."""
     from lark import Lark
 
     from dlc.grammar import parser
 
-    assert parser._counts_tokens(parser._parser())
-    plain = Lark(parser.GRAMMAR.read_text(encoding="utf-8"), parser="lalr")
-    assert not parser._counts_tokens(plain)
+    text = ("# a comment\nblock B(c: int) {\n    input x\n    return x -> linear(c) -> relu\n}\n"
+            "network N {\n    input x: [4]\n    output y = x -> layer1: checkpoint B(8) * 2 -> relu  # two\n}\n")
+    tokens = list(Lark(parser.GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="basic").lex(text))
+    assert [t.value for t in tokens if t.type == "CHECKPOINT"] == ["checkpoint"]
+    parser.parse(text, "net.dln")
+    assert parser._BUDGET.left == limit("MAX_TOKENS") - len(tokens)
