@@ -327,8 +327,15 @@ def choose_sizes(g: Any) -> tuple[dict[str, int] | None, str]:
     types = [t for t in g.types.values() if isinstance(t, TensorType)]
     symbols = {m.group() for t in types for d in t.shape if isinstance(d, str) for m in _SYMBOL.finditer(d)}
     why = "no symbolic size makes every dimension positive"
+    least = _slice_minimum(g)
     for size in ((SYMBOLIC_SIZE, 32, 224) if symbols else (SYMBOLIC_SIZE,)):
         sizes = {name: size for name in symbols}
+        if any(size < least.get(name, 0) for name in symbols):
+            # docs/language.md: a slice of a symbolic axis assumes the size large enough for its bounds (`x[:100]`
+            # on `T` is [100]); at smaller sizes the module's shapes differ from the inferred ones, as documented
+            why = "a slice assumes a symbolic size larger than the sizes tried: " + ", ".join(
+                f"{name} >= {n}" for name, n in sorted(least.items()))
+            continue
         dims = [[dim_value(d, sizes) for d in t.shape] for t in types]
         if any(v is None or v < 1 for ds in dims for v in ds):
             continue
@@ -337,6 +344,24 @@ def choose_sizes(g: Any) -> tuple[dict[str, int] | None, str]:
             return None, f"a value of {largest:,} elements"
         return sizes, ""
     return None, why
+
+
+def _slice_minimum(g: Any) -> dict[str, int]:
+    """For each symbolic size, the largest number in the bounds of a slice of a value with that size in its shape
+    (conservative: any axis of the value, any bound): the size the slice assumes the axis to have at least."""
+    from dlc.compiler.types import TensorType
+
+    least: dict[str, int] = {}
+    for node in g.nodes:
+        entries = node.attrs.get("entries")
+        t = g.types[node.inputs[0]] if node.inputs else None
+        if not entries or not isinstance(t, TensorType):
+            continue
+        names = {m.group() for d in t.shape if isinstance(d, str) for m in _SYMBOL.finditer(d)}
+        numbers = [int(n) for n in re.findall(r"\d+", str(entries))]
+        for name in names:
+            least[name] = max([least.get(name, 0), *numbers])
+    return least
 
 
 def _random_inputs(g: Any, sizes: dict[str, int]) -> list:
