@@ -41,9 +41,10 @@ gallery: setup
 	$(PY) scripts/gallery.py
 
 # pytest-xdist workers: one per core (`make test JOBS=0` runs in one process). Idle workers steal queued tests, so
-# the few long tests (whole networks under the Triton interpreter) do not leave a core waiting.
+# the few long tests (whole networks under the Triton interpreter) do not leave a core waiting. The 25 slowest tests
+# are listed at the end, to keep an eye on the suite's time.
 JOBS ?= auto
-PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist worksteal
+PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist worksteal --durations=25
 
 # The whole suite (what CI runs).
 test: setup

@@ -4,10 +4,10 @@ The slow tests time every command on generated specs of 1,000 and 8,000 layers (
 and runs them) and require each to take at most 10 times as long on the larger one: linear growth is 8x, a
 quadratic one 64x. Absolute times are never asserted. Times are CPU times in this process; a busy machine only
 ever adds time, and only added time on the large spec can push a ratio over, so the small spec (an eighth of the
-cost) is timed twice and the large one once, and a pair that is over gets the minimum of more runs of both before
-it counts. Imports and the parser are warmed up on a spec of a few layers. The other tests check that the linear
-name allocators hand out exactly the names the scans they replaced did, and that a command leaves the garbage
-collector's settings as it found them.
+cost) is timed twice and the large one once, and a pair that is over gets the minimum of six runs of each, taken
+in turn (both sizes meet the same load), before it counts. Imports and the parser are warmed up on a spec of a
+few layers. The other tests check that the linear name allocators hand out exactly the names the scans they
+replaced did, and that a command leaves the garbage collector's settings as it found them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOUND = 10.0
 SIZES = (1000, 8000)
 WARM_UP = 30  # layers of the untimed first run
-SMALL_RUNS, MORE_RUNS = 2, 4
+SMALL_RUNS, MORE_RUNS = 2, 6
 PREFIXES = ("__", "fused_")  # Namespace's reserved prefixes in the naming test: always `__`, and one given
 
 
