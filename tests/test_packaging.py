@@ -12,6 +12,7 @@ The wheel and its venv are built once per run, shared by the pytest-xdist worker
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -150,7 +151,7 @@ def _build(base: Path) -> None:
     _share_heavy(base / "shared")
     (site,) = (env / "lib").glob("python3*/site-packages")
     (site / "shared.pth").write_text(f"{base / 'shared'}\n", encoding="utf-8")
-    _check_call(env / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[triton]")
+    _check_call(env / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[triton,editors]")
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,19 @@ def test_installed_commands(installed: Installed):
             "print(tuple(y.shape), sorted(fused.LAUNCHES))")
     out = installed.run("python", "-c", code, TRITON_INTERPRET="1").stdout
     assert out.startswith("(2, 5) ['fused_") and "_forward" in out
+
+
+@pytest.mark.slow
+def test_installed_tools(installed: Installed):
+    """The commands that need no torch, and the Pygments lexer found through the wheel's entry point."""
+    installed.run("python", "-c", "import shutil; shutil.copy('net.dln', 'tools.dln')")
+    installed.run("dlc", "fmt", "tools.dln")
+    installed.run("dlc", "fmt", "--check", "tools.dln")
+    report = json.loads(installed.run("dlc", "check", "tools.dln", "--format", "json").stdout)
+    assert report["ok"] and report["network"] == "Small" and report["diagnostics"] == []
+    assert "the networks are the same" in installed.run("dlc", "diff", "net.dln", "tools.dln").stdout
+    html = installed.run("python", "-m", "pygments", "-l", "dln", "-f", "html", "tools.dln").stdout
+    assert '<span class="kd">network</span>' in html
 
 
 @pytest.mark.slow
