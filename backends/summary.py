@@ -17,12 +17,10 @@ from dlc.compiler.ir import Graph
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.ops.wrapper import folds_time
 from dlc.compiler.passes import count_params, tied_to
-from dlc.compiler.types import Dim, TensorType, Type
+from dlc.compiler.types import ITEMSIZE, Dim, TensorType, Type, is_float
 from dlc.diagnostics import DlcError
 
 # bytes per element of each dtype; a float output is counted at the summary's --dtype
-DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
-FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 @dataclass
@@ -83,7 +81,7 @@ class Summary:
     @property
     def param_bytes(self) -> int:
         """The parameters' bytes at the dtype."""
-        return self.params * DTYPE_BYTES[self.dtype]
+        return self.params * ITEMSIZE[self.dtype]
 
     def dim(self, d: Dim) -> Dim:
         """A dimension with the given sizes put in."""
@@ -212,7 +210,7 @@ def _bytes(t: Type, dtype: str) -> Poly:
     recurrent state is counted with the layer's sequence output, which holds its last step)."""
     if not isinstance(t, TensorType):
         return Poly()
-    size = DTYPE_BYTES[dtype] if t.dtype in FLOAT_DTYPES else DTYPE_BYTES.get(t.dtype, 4)
+    size = ITEMSIZE[dtype] if is_float(t.dtype) else ITEMSIZE.get(t.dtype, 4)
     return Poly.numel(t.shape) * size
 
 

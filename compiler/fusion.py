@@ -39,7 +39,7 @@ from dlc.compiler.ops.kernel import Anchor, ChannelAffine, Elementwise, Recurren
 from dlc.compiler.ops.recurrent import UNMERGED
 from dlc.compiler.ops.registry import op_of
 from dlc.compiler.ops.shapes import promote
-from dlc.compiler.types import TensorType, is_float
+from dlc.compiler.types import ITEMSIZE, TensorType, is_float
 
 
 @dataclass
@@ -64,9 +64,6 @@ class FusionPlan:
     group_of: dict[int, FusionGroup]  # node id -> its group
     refused: dict[tuple[int, int], Refusal] = field(default_factory=dict)  # (producer, consumer) kept apart, why
     skipped: dict[int, Refusal] = field(default_factory=dict)  # nodes that open no group, why
-
-
-_ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "bool": 1}
 
 
 def _fusion_kind(node: Node) -> str:
@@ -287,7 +284,7 @@ def _saved(g: Graph, group: list[Node]) -> tuple[int | None, str]:
             continue  # the convolution's result is materialised: its epilogue kernel reads it
         t = g.types[n.outputs[0]]
         assert isinstance(t, TensorType)
-        size = _ITEMSIZE.get(t.dtype, 4)
+        size = ITEMSIZE[t.dtype]
         if all(isinstance(d, int) for d in t.shape):
             total += 2 * size * math.prod(t.shape)
         else:

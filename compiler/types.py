@@ -85,8 +85,13 @@ def shape_str(shape: tuple[Dim, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+# Bytes per element of each dtype a spec can declare.
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
+
+
 def is_float(dtype: str) -> bool:
-    return dtype in ("float32", "float64", "float16", "bfloat16")
+    return dtype in FLOAT_DTYPES
 
 
 def size_problem(t: "Type") -> str | None:

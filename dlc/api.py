@@ -370,7 +370,7 @@ def summary(spec: str | Path | Compiled, batch: int = 1, format: str = "table", 
 
 
 def _check_summary_options(batch: int, format: str, dtype: str) -> None:
-    from dlc.backends.summary import FLOAT_DTYPES
+    from dlc.compiler.types import FLOAT_DTYPES
     from dlc.backends.summary_format import FORMATS
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:

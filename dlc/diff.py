@@ -24,8 +24,6 @@ from dlc.compiler.types import batched_str
 from dlc.diagnostics import DlcError, display, render
 from dlc.pipeline import build_graph
 
-FIELDS = ("op", "attrs", "shape", "params")
-
 
 @dataclass(frozen=True)
 class Entry:
