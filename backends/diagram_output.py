@@ -49,13 +49,11 @@ def draw_file(dot_text: str, out: Path, width: float | None = None) -> str | Non
                 f"`brew install graphviz`) and rerun.")
     timeout = limit("DOT_SECONDS")  # read first: a bad value is an error before dot starts
     if fmt == "tex":  # dot lays the picture out; the TikZ text is written from its coordinates
-        with tempfile.TemporaryDirectory(prefix="dlc-tex-") as folder:
-            layout = Path(folder) / "layout.json"
-            problem = _run_dot(exe, "json", layout, dot_text, timeout)
-            if problem is None:
-                write_output(out, tikz(layout.read_text(encoding="utf-8")).encode("utf-8"))
-                return None
-        raise _failed(out, dot_text, problem)
+        layout, problem = _draw_text(exe, "json", dot_text, timeout)
+        if layout is None:
+            raise _failed(out, dot_text, problem)
+        write_output(out, tikz(layout).encode("utf-8"))
+        return None
     with replacing(out) as (_fd, tmp):
         extra = _pdf_scale(exe, dot_text, width, timeout) if fmt == "pdf" and width is not None else []
         problem = _run_dot(exe, fmt, tmp, dot_text, timeout, extra) if isinstance(extra, list) else extra
@@ -76,14 +74,21 @@ def draw_svg(dot_text: str) -> str:
     if exe is None:
         raise DotFailed("Graphviz's `dot` program is not installed, so the diagram was not drawn. Install it "
                         "(Debian/Ubuntu: `apt-get install graphviz`, macOS: `brew install graphviz`).")
-    timeout = limit("DOT_SECONDS")
-    with tempfile.TemporaryDirectory(prefix="dlc-svg-") as folder:
-        target = Path(folder) / "diagram.svg"
-        problem = _run_dot(exe, "svg", target, dot_text, timeout)
+    svg, problem = _draw_text(exe, "svg", dot_text, limit("DOT_SECONDS"))
+    if svg is None:
+        raise DotFailed(f"Graphviz's dot could not draw the diagram: {problem}; a smaller drawing (depth=N) may work.")
+    return svg
+
+
+def _draw_text(exe: str, fmt: str, dot_text: str, timeout: int) -> tuple[str | None, str]:
+    """What ``dot`` writes in the text format ``fmt`` (svg, json), through a temporary file; (None, what went
+    wrong) when it fails."""
+    with tempfile.TemporaryDirectory(prefix="dlc-dot-") as folder:
+        target = Path(folder) / f"drawing.{fmt}"
+        problem = _run_dot(exe, fmt, target, dot_text, timeout)
         if problem is not None:
-            raise DotFailed(f"Graphviz's dot could not draw the diagram: {problem}; a smaller drawing "
-                            "(depth=N) may work.")
-        return target.read_text(encoding="utf-8")
+            return None, problem
+        return target.read_text(encoding="utf-8"), ""
 
 
 def _save_dot_text(out: Path, dot_text: str) -> str:
