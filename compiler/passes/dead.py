@@ -21,7 +21,13 @@ from dlc.compiler.passes.params import tied_to
 
 
 def live_nodes(g: Graph) -> tuple[set[int], set[CallKey]]:
-    """The ids of the nodes whose results reach a network output, and the keys of the live block calls."""
+    """The ids of the nodes whose results reach a network output, and the keys of the live block calls: computed
+    once for the lint and this pass (``g.analyses``, until a pass changes the graph); read them, do not change
+    them."""
+    return g.analyses.get(("live nodes",), lambda: _live_nodes(g))
+
+
+def _live_nodes(g: Graph) -> tuple[set[int], set[CallKey]]:
     producer = g.producer()
     by_path: dict[str, list[int]] = {}  # module path -> an output of each node of that module (for `tie=`)
     for n in g.nodes:
