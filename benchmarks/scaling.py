@@ -227,19 +227,14 @@ def time_pair(shape: str, command: Command, specs: dict[int, Path], workdir: Pat
     drawing), the runs of the two sizes taken in turn so that both meet the same load on a busy machine; a
     failure is kept as a note."""
     sizes = (min(specs), max(specs))
-    best: list[float | None] = [None, None]
-    note = ""
-    for _ in range(1 if command.draws else repeat):
-        for i, n in enumerate(sizes):
-            if note:
-                break
-            try:
-                took = run_once(command, specs[n], workdir)
-            except CommandFailed as exc:
-                best, note = [None, None], str(exc)
-                break
-            best[i] = took if best[i] is None else min(best[i], took)
-    return Timing(shape, command.name, sizes, best[0], best[1], note)
+    runs: list[list[float]] = [[], []]
+    try:
+        for _ in range(1 if command.draws else repeat):
+            for i, n in enumerate(sizes):
+                runs[i].append(run_once(command, specs[n], workdir))
+    except CommandFailed as exc:
+        return Timing(shape, command.name, sizes, None, None, str(exc))
+    return Timing(shape, command.name, sizes, min(runs[0]), min(runs[1]), "")
 
 
 def measure(shapes: Sequence[str], commands: Sequence[Command], sizes: tuple[int, int], repeat: int,
